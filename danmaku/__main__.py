@@ -1,0 +1,3 @@
+from danmaku.cli import main
+
+raise SystemExit(main())

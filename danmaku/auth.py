@@ -1,0 +1,113 @@
+"""Signed user tokens (HS256 JWT): who a connection is and what it may do.
+
+A token carries ``sub`` (user id), ``nick``, ``role`` and optionally ``room`` (the token
+is then valid in that room only) and ``hl`` (highlighted sender). Pure functions; the
+secret is passed in. ``verify`` never raises anything but ``TokenError``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+ROLES = ("viewer", "moderator", "streamer", "admin")
+STAFF_ROLES = frozenset({"moderator", "streamer", "admin"})
+_UID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+ALGORITHM = "HS256"
+
+
+class TokenError(Exception):
+    """The token is missing a claim, badly signed, expired or for another room."""
+
+
+@dataclass(frozen=True)
+class User:
+    uid: str
+    nick: str
+    role: str = "viewer"
+    room: str | None = None
+    highlight: bool = False
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    def public(self) -> dict[str, Any]:
+        """The user as the protocol shows it (welcome.user)."""
+        return {"uid": self.uid, "nick": self.nick, "role": self.role}
+
+
+def mint(
+    secret: str,
+    *,
+    uid: str,
+    nick: str,
+    role: str = "viewer",
+    room: str | None = None,
+    ttl_s: int = 86_400,
+    highlight: bool = False,
+    now: float | None = None,
+) -> str:
+    """Return a signed token. Raises ``ValueError`` for an unknown role or a bad uid."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if not _UID_RE.match(uid):
+        raise ValueError("user id must be 1-64 of [A-Za-z0-9_.:@-]")
+    if not secret:
+        raise ValueError("empty secret")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "sub": uid,
+        "nick": nick,
+        "role": role,
+        "iat": issued,
+        "exp": issued + int(ttl_s),
+    }
+    if room:
+        claims["room"] = room
+    if highlight:
+        claims["hl"] = True
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify(secret: str, token: str, *, room: str | None = None) -> User:
+    """Check signature, expiry and room claim; return the user. Raises ``TokenError``."""
+    if len(token) > 2048:
+        raise TokenError("token too long")
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenError("token expired") from exc
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"bad token: {exc}") from exc
+    uid, nick, role = claims.get("sub"), claims.get("nick", ""), claims.get("role", "viewer")
+    if not isinstance(uid, str) or not _UID_RE.match(uid):
+        raise TokenError("bad token: sub")
+    if not isinstance(nick, str) or role not in ROLES:
+        raise TokenError("bad token: nick/role")
+    token_room = claims.get("room")
+    if token_room is not None and room is not None and token_room != room:
+        raise TokenError("token is for another room")
+    return User(
+        uid=uid,
+        nick=nick[:64],
+        role=role,
+        room=token_room if isinstance(token_room, str) else None,
+        highlight=bool(claims.get("hl", False)),
+    )
+
+
+def guest_uid() -> str:
+    """A fresh random id for a guest session."""
+    return "g_" + secrets.token_urlsafe(9)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,90 @@
+"""The ``danmaku`` command: ``up``, ``gateway``, ``worker``, ``web``, ``token``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from danmaku import auth, config
+from danmaku.config import Settings
+from danmaku.metrics import Metrics
+from danmaku.system import ALL_ROLES, System, resolve_secret, run_system
+
+ROLE_HELP = {
+    "up": "everything in one process: web app, gateway, worker (+ embedded Redis "
+          "when no --redis-url/REDIS_URL)",
+    "gateway": "the WebSocket gateway only (needs --redis-url and DANMAKU_SECRET)",
+    "worker": "the broadcast worker only (needs --redis-url)",
+    "web": "the web app only (needs --redis-url and DANMAKU_SECRET)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="danmaku", description="Live-stream bullet-comment broadcast system.",
+        epilog="Every setting is also read from its environment variable (shown in "
+               "capitals); flags win over the environment.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in ROLE_HELP.items():
+        p = sub.add_parser(name, help=text, description=text)
+        config.add_arguments(p)
+        p.add_argument("--log-level", default="INFO")
+    tok = sub.add_parser("token", help="print a signed token",
+                         description="Mint a token (uses DANMAKU_SECRET or DATA_DIR/secret).")
+    tok.add_argument("--user", required=True, help="user id")
+    tok.add_argument("--nick", required=True, help="display name")
+    tok.add_argument("--role", default="viewer", choices=auth.ROLES)
+    tok.add_argument("--room", default=None, help="valid in this room only")
+    tok.add_argument("--ttl", type=int, default=86_400, help="seconds (default 86400)")
+    tok.add_argument("--highlight", action="store_true", help="highlighted (paid) sender")
+    config.add_arguments(tok, only=("secret", "data_dir"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = config.from_sources(args)
+    except ValueError as exc:
+        print(f"danmaku: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "token":
+        settings = resolve_secret(settings, create=False)
+        print(auth.mint(settings.secret, uid=args.user, nick=args.nick, role=args.role,
+                        room=args.room, ttl_s=args.ttl, highlight=args.highlight))
+        return 0
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    roles = ALL_ROLES if args.command == "up" else (args.command,)
+    if "worker" not in roles or len(roles) > 1:
+        settings = resolve_secret(settings, create=args.command == "up")
+    trio.run(_serve, settings, roles, args.command == "up")
+    return 0
+
+
+async def _serve(settings: Settings, roles: Sequence[str], embedded: bool) -> None:
+    metrics = Metrics()
+    async with trio.open_nursery() as nursery:
+        system: System = await nursery.start(
+            lambda task_status: run_system(settings, roles, metrics=metrics,
+                                           embedded_redis=embedded, task_status=task_status))
+        if settings.metrics_port >= 0 and "web" not in roles:
+            from prometheus_client import start_http_server  # noqa: PLC0415
+
+            server, _ = start_http_server(settings.metrics_port, "127.0.0.1",
+                                          registry=metrics.registry)
+            system.urls["metrics"] = f"http://127.0.0.1:{server.server_port}/metrics"
+        for name, url in system.urls.items():
+            print(f"{name:>10}: {url}", flush=True)
+        print("     ready: Ctrl-C to stop", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                print("stopping: draining viewers and comments", flush=True)
+                await system.shutdown()
+                break
+        nursery.cancel_scope.cancel()

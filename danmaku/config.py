@@ -1,0 +1,135 @@
+"""Settings: one frozen dataclass, filled from flags, then ``DANMAKU_*`` env, then defaults.
+
+Every limit of the system is a field here with a documented default; ``--help`` of each
+command lists them (generated from the field metadata, so docs and code cannot drift).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _opt(default: Any, env: str, help: str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = _opt(
+        "", "REDIS_URL", "Redis URL; empty: `up` starts an embedded redis-server under data_dir"
+    )
+    secret: str = _opt(
+        "", "DANMAKU_SECRET", "HS256 token secret; empty: `up` keeps a dev secret in data_dir"
+    )
+    data_dir: str = _opt(".danmaku", "DANMAKU_DATA_DIR", "state of `up`: embedded Redis, secret")
+    tick_ms: int = _opt(100, "DANMAKU_TICK_MS", "frame tick of the broadcast worker (ms)")
+    web_host: str = _opt("127.0.0.1", "DANMAKU_WEB_HOST", "web app bind address")
+    web_port: int = _opt(8080, "DANMAKU_WEB_PORT", "web app port (0 = pick a free one)")
+    ws_host: str = _opt("127.0.0.1", "DANMAKU_WS_HOST", "WebSocket gateway bind address")
+    ws_port: int = _opt(8081, "DANMAKU_WS_PORT", "WebSocket gateway port (0 = pick a free one)")
+    public_ws_url: str = _opt(
+        "", "DANMAKU_PUBLIC_WS_URL", "ws:// URL players connect to; empty: derived from ws bind"
+    )
+    metrics_port: int = _opt(
+        -1, "DANMAKU_METRICS_PORT", "/metrics port of a gateway/worker process (-1 = off, 0 = any)"
+    )
+    max_message_bytes: int = _opt(
+        4096, "DANMAKU_MAX_MESSAGE_BYTES", "largest client message; larger closes with 1009"
+    )
+    max_text_chars: int = _opt(100, "DANMAKU_MAX_TEXT_CHARS", "comment length limit (characters)")
+    max_text_bytes: int = _opt(300, "DANMAKU_MAX_TEXT_BYTES", "comment length limit (UTF-8 bytes)")
+    max_nick_chars: int = _opt(24, "DANMAKU_MAX_NICK_CHARS", "nickname length limit")
+    viewer_queue_frames: int = _opt(
+        64, "DANMAKU_VIEWER_QUEUE_FRAMES", "frames queued per viewer before oldest are dropped"
+    )
+    viewer_queue_control: int = _opt(
+        256, "DANMAKU_VIEWER_QUEUE_CONTROL", "acks/errors queued per viewer before it is closed"
+    )
+    slow_viewer_timeout_s: float = _opt(
+        10.0, "DANMAKU_SLOW_VIEWER_TIMEOUT_S", "a viewer stuck this long is closed with 4000"
+    )
+    connect_timeout_s: float = _opt(
+        5.0, "DANMAKU_CONNECT_TIMEOUT_S", "WebSocket handshake must finish within this"
+    )
+    max_conns_per_ip: int = _opt(
+        256, "DANMAKU_MAX_CONNS_PER_IP", "concurrent WebSocket connections per IP (0 = unlimited)"
+    )
+    max_sessions_per_ip_per_min: int = _opt(
+        600, "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN", "new connections per IP per minute (0 = off)"
+    )
+    frames_history: int = _opt(
+        3000, "DANMAKU_FRAMES_HISTORY", "frames kept per room for resume (since=SEQ)"
+    )
+    stream_maxlen: int = _opt(
+        100_000, "DANMAKU_STREAM_MAXLEN", "comments kept per room stream (approximate trim)"
+    )
+    nonce_ttl_s: int = _opt(300, "DANMAKU_NONCE_TTL_S", "resend window: same nonce = same id")
+    lease_ms: int = _opt(3000, "DANMAKU_LEASE_MS", "room lease of a worker; renewed each second")
+    room_idle_s: float = _opt(
+        30.0, "DANMAKU_ROOM_IDLE_S", "a worker releases a room with no viewers/comments this long"
+    )
+    max_items_per_tick: int = _opt(
+        10_000, "DANMAKU_MAX_ITEMS_PER_TICK", "comments a worker reads per room per tick"
+    )
+    ingest_queue: int = _opt(
+        10_000, "DANMAKU_INGEST_QUEUE", "comments waiting for Redis per gateway; beyond: 'overloaded'"
+    )
+    session_ttl_s: int = _opt(
+        86_400, "DANMAKU_SESSION_TTL_S", "lifetime of a guest token from POST /api/session"
+    )
+    drain_s: float = _opt(2.0, "DANMAKU_DRAIN_S", "graceful shutdown: time to flush and close")
+
+    @property
+    def tick_s(self) -> float:
+        return self.tick_ms / 1000.0
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """Add one ``--flag`` per setting (default ``None`` so env and defaults still apply)."""
+    for f in dataclasses.fields(Settings):
+        if only is not None and f.name not in only:
+            continue
+        kind = {int: int, float: float}.get(type(f.default), str)
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            default=None,
+            metavar=f.metadata["env"],
+            help=f"{f.metadata['help']} (default: {f.default!r})",
+        )
+
+
+def from_sources(
+    args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Resolve settings: flag if given, else environment variable, else default.
+
+    Raises ``ValueError`` naming the variable when an environment value does not parse.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        flag = getattr(args, f.name, None) if args is not None else None
+        if flag is not None:
+            values[f.name] = flag
+            continue
+        name = f.metadata["env"]
+        raw = env.get(name)
+        if raw is None and name == "REDIS_URL":
+            raw = env.get("DANMAKU_REDIS_URL")
+        if raw is None or raw == "":
+            continue
+        try:
+            values[f.name] = type(f.default)(raw)
+        except ValueError as exc:
+            raise ValueError(f"{name}={raw!r}: expected {type(f.default).__name__}") from exc
+    return Settings(**values)

@@ -1,0 +1,128 @@
+"""Rooms on one gateway: who watches what, and the feed that brings their frames.
+
+``RoomHubs`` keeps a ``Hub`` per room with local viewers. ``FrameFeed`` is one task per
+gateway that waits on all those rooms' frame streams at once (XREAD BLOCK, short) and
+hands each frame to its hub, which decodes it once and queues the same text for every
+viewer: the per-viewer cost is a queue append, never an encode.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+import trio
+
+from danmaku.gateway.viewer import Viewer
+from danmaku.metrics import Metrics
+from danmaku.store import CommittedFrame, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    """One room's local viewers and the last frame seq this gateway has seen."""
+
+    def __init__(self, room: str, last_seq: int, online: int) -> None:
+        self.room = room
+        self.last_seq = last_seq
+        self.online = online
+        self.viewers: set[Viewer] = set()
+        self.users = 0  # gateway-local count of joins, for presence
+
+    def deliver(self, frame: CommittedFrame, metrics: Metrics) -> None:
+        """Queue a frame for every viewer (frames arrive in seq order)."""
+        if frame.seq <= self.last_seq:
+            return
+        self.last_seq = frame.seq
+        text = frame.payload.decode()
+        try:
+            body = orjson.loads(frame.payload)
+            self.online = int(body.get("online", self.online))
+            now_ms = time.time() * 1000
+            e2e = metrics.latency.labels("end_to_end")
+            for item in body.get("items", ()):
+                e2e.observe(max(0.0, (now_ms - item["ts"]) / 1000))
+            metrics.latency.labels("deliver").observe(max(0.0, (now_ms - body["ts"]) / 1000))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("undecodable frame %s/%s forwarded as is", self.room, frame.seq)
+        for viewer in self.viewers:
+            viewer.push_frame(frame.seq, text)
+
+
+class RoomHubs:
+    """The rooms with viewers on this gateway. Single trio task-group owner."""
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.hubs: dict[str, Hub] = {}
+        self.gone: set[str] = set()  # rooms emptied since the last presence report
+        self._creating: dict[str, trio.Event] = {}
+
+    async def hub(self, room: str) -> Hub:
+        """The room's hub, created from Redis (latest seq, online) on first use."""
+        while room not in self.hubs:
+            pending = self._creating.get(room)
+            if pending is not None:
+                await pending.wait()
+                continue
+            event = self._creating[room] = trio.Event()
+            try:
+                seq, online = await self.store.room_state(room)
+                self.hubs[room] = Hub(room, seq, online)
+                self.gone.discard(room)
+                self.metrics.rooms_local.set(len(self.hubs))
+            finally:
+                del self._creating[room]
+                event.set()
+        return self.hubs[room]
+
+    def leave(self, viewer: Viewer) -> None:
+        hub = self.hubs.get(viewer.room)
+        if hub is None:
+            return
+        hub.viewers.discard(viewer)
+        if not hub.viewers:
+            del self.hubs[viewer.room]
+            self.gone.add(viewer.room)
+            self.metrics.rooms_local.set(len(self.hubs))
+
+    def counts(self) -> dict[str, int]:
+        """Viewers per room, including a 0 for rooms emptied since the last call."""
+        out = {room: len(h.viewers) for room, h in self.hubs.items()}
+        for room in self.gone:
+            out.setdefault(room, 0)
+        self.gone.clear()
+        return out
+
+
+class FrameFeed:
+    """Waits on every local room's frame stream and delivers frames to hubs.
+
+    ``block_ms`` bounds both idle Redis load and how late a newly joined room enters
+    the wait (its frames are never missed: reads start from the hub's last seq).
+    """
+
+    def __init__(self, hubs: RoomHubs, store: Store, metrics: Metrics, block_ms: int = 100):
+        self.hubs = hubs
+        self.store = store
+        self.metrics = metrics
+        self.block_ms = block_ms
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            after = {room: h.last_seq for room, h in self.hubs.hubs.items()}
+            try:
+                frames = await self.store.wait_frames(after, self.block_ms)
+            except StoreError as exc:
+                log.warning("frame feed: %s", exc)
+                await trio.sleep(0.5)
+                continue
+            for frame in frames:
+                hub = self.hubs.hubs.get(frame.room)
+                if hub is not None:
+                    self.metrics.frames_received.inc()
+                    hub.deliver(frame, self.metrics)

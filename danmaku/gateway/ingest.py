@@ -1,0 +1,121 @@
+"""``IngestBatcher``: accepted comments go to Redis in pipelined batches.
+
+Connections submit without waiting (``submit`` never blocks: a full queue answers
+``overloaded``). One task takes everything queued, appends it with one pipeline (one Lua
+call per room: idempotent per user and nonce) and acks each comment with the id Redis
+gave it. Batches form by themselves: while one round trip is in flight the next batch
+accumulates, so there is no fixed delay at low load and one hop per batch at high load.
+
+An ack is sent only after the comment is stored: an acknowledged comment is durable and
+will appear in exactly one frame. If Redis fails, each waiting comment gets
+``unavailable`` (the client resends with the same nonce; nothing is duplicated).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import trio
+
+from danmaku import protocol
+from danmaku.gateway.viewer import Viewer
+from danmaku.metrics import Metrics
+from danmaku.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 2000
+
+
+@dataclass(slots=True)
+class Submission:
+    viewer: Viewer
+    room: str
+    uid: str
+    nonce: str
+    payload: bytes
+    received: float  # time.monotonic() at receipt
+
+
+class IngestBatcher:
+    def __init__(self, store: Store, metrics: Metrics, capacity: int = 10_000) -> None:
+        self.store = store
+        self.metrics = metrics
+        self._send, self._recv = trio.open_memory_channel[Submission](capacity)
+
+    def submit(self, sub: Submission) -> bool:
+        """Queue a comment for storage; ``False`` when the queue is full (overloaded)."""
+        try:
+            self._send.send_nowait(sub)
+        except trio.WouldBlock:
+            return False
+        sub.viewer.inflight += 1
+        self.metrics.ingest_queue.inc()
+        return True
+
+    def pending(self) -> int:
+        return self._recv.statistics().current_buffer_used
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Store batches until cancelled. On cancel, the batch in flight finishes first."""
+        task_status.started()
+        while True:
+            first = await self._recv.receive()
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            # Shielded: a half-stored batch must still be acked (or failed) correctly.
+            with trio.CancelScope(shield=True):
+                await self._store(batch)
+
+    async def flush(self, timeout_s: float) -> None:
+        """Store everything queued now (graceful shutdown). Bounded by ``timeout_s``."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                batch = []
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if not batch:
+                    return
+                await self._store(batch)
+
+    async def _store(self, batch: list[Submission]) -> None:
+        m = self.metrics
+        m.ingest_queue.dec(len(batch))
+        m.ingest_batch.observe(len(batch))
+        by_room: dict[str, list[Submission]] = defaultdict(list)
+        for sub in batch:
+            by_room[sub.room].append(sub)
+        try:
+            with trio.fail_after(10):
+                ids = await self.store.append_comments(
+                    {room: [(s.uid, s.nonce, s.payload) for s in subs]
+                     for room, subs in by_room.items()}
+                )
+        except (StoreError, trio.TooSlowError) as exc:
+            log.warning("ingest batch of %d failed: %s", len(batch), exc)
+            for sub in batch:
+                sub.viewer.inflight -= 1
+                m.comments_rejected.labels("unavailable").inc()
+                sub.viewer.push_control(protocol.error(protocol.ProtocolError(
+                    "unavailable", "storage unavailable, resend", sub.nonce, 1000)))
+            return
+        now = time.monotonic()
+        stage = m.latency.labels("ingest")
+        for room, subs in by_room.items():
+            for sub, (comment_id, resent) in zip(subs, ids[room], strict=True):
+                sub.viewer.inflight -= 1
+                if resent:
+                    m.comments_duplicate_nonce.inc()
+                else:
+                    m.comments_accepted.inc()
+                    stage.observe(now - sub.received)
+                sub.viewer.push_control(protocol.ack(sub.nonce, comment_id))

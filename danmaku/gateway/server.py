@@ -1,0 +1,291 @@
+"""``Gateway``: the WebSocket service viewers connect to.
+
+``ws://HOST:PORT/ws?room=ROOM[&token=T][&since=SEQ]``. Per connection: handshake checks
+(path, per-IP caps, room name, token), ``welcome``, optional replay of frames after
+``since`` from the room's history, then live frames; comments from senders are validated
+and handed to the ``IngestBatcher``. Each connection is a task in the server's nursery;
+nothing a client sends can raise out of it.
+
+Start with ``await nursery.start(gateway.run)`` (returns the bound port); ``drain()``
+closes viewers with 1013 and flushes pending comments before cancellation.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+)
+
+from danmaku import auth, protocol
+from danmaku.auth import User
+from danmaku.config import Settings
+from danmaku.gateway.hub import FrameFeed, Hub, RoomHubs
+from danmaku.gateway.ingest import IngestBatcher, Submission
+from danmaku.gateway.viewer import Viewer
+from danmaku.metrics import Metrics
+from danmaku.rules.admission import IpAdmission
+from danmaku.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+PRESENCE_EVERY_S = 1.0
+MAX_INFLIGHT = 32  # comments one connection may have waiting for their ack
+REPLAY_CHUNK = 200
+
+
+class HandshakeRefused(Exception):
+    def __init__(self, code: str, message: str, close: int = protocol.CLOSE_POLICY):
+        super().__init__(message)
+        self.code, self.message, self.close = code, message, close
+
+
+class Gateway:
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics,
+                 *, gateway_id: str | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.gateway_id = gateway_id or f"g-{secrets.token_hex(4)}"
+        self.hubs = RoomHubs(store, metrics)
+        self.feed = FrameFeed(self.hubs, store, metrics)
+        self.ingest = IngestBatcher(store, metrics, settings.ingest_queue)
+        self.admission = IpAdmission(
+            settings.max_conns_per_ip, settings.max_sessions_per_ip_per_min
+        )
+        self.limits = protocol.TextLimits(settings.max_text_chars, settings.max_text_bytes)
+        self.draining = False
+        self.port = 0
+        self._viewers: set[Viewer] = set()
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled. ``task_status.started(port)`` once listening."""
+        s = self.settings
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.feed.run)
+            await nursery.start(self.ingest.run)
+            nursery.start_soon(self._presence_loop)
+            server = await nursery.start(
+                lambda task_status: serve_websocket(
+                    self._handle, s.ws_host, s.ws_port, None,
+                    handler_nursery=nursery,
+                    max_message_size=s.max_message_bytes,
+                    message_queue_size=8,
+                    connect_timeout=s.connect_timeout_s,
+                    disconnect_timeout=2.0,
+                    task_status=task_status,
+                )
+            )
+            self.port = server.port
+            task_status.started(self.port)
+
+    async def drain(self) -> None:
+        """Stop taking comments, store what is queued, close viewers with 1013."""
+        self.draining = True
+        await self.ingest.flush(self.settings.drain_s)
+        for viewer in list(self._viewers):
+            viewer.close(protocol.CLOSE_TRY_AGAIN, "server draining, reconnect")
+        with trio.move_on_after(self.settings.drain_s):
+            while self._viewers:
+                await trio.sleep(0.05)
+
+    async def _presence_loop(self) -> None:
+        while True:
+            await trio.sleep(PRESENCE_EVERY_S)
+            counts = self.hubs.counts()
+            if not counts:
+                continue
+            try:
+                await self.store.report_online(self.gateway_id, counts)
+            except StoreError as exc:
+                log.warning("presence report failed: %s", exc)
+
+    # ---- a connection ---------------------------------------------------------------
+    async def _handle(self, request: WebSocketRequest) -> None:
+        m = self.metrics
+        remote = request.remote
+        ip = str(getattr(remote, "address", remote))
+        if self.draining:
+            m.handshakes_rejected.labels("draining").inc()
+            await request.reject(503, body=b"draining")
+            return
+        url = urlsplit(request.path)
+        if url.path != "/ws":
+            m.handshakes_rejected.labels("not_found").inc()
+            await request.reject(404, body=b"not found: connect to /ws?room=ROOM")
+            return
+        refused = self.admission.try_open(ip, time.time())
+        if refused is not None:
+            m.handshakes_rejected.labels(refused).inc()
+            await request.reject(429, body=refused.encode())
+            return
+        try:
+            try:
+                room, user, since = self._check(parse_qs(url.query, max_num_fields=8))
+            except HandshakeRefused as refusal:
+                m.handshakes_rejected.labels(refusal.code).inc()
+                ws = await request.accept()
+                await ws.send_message(protocol.error(
+                    protocol.ProtocolError(refusal.code, refusal.message)))
+                await ws.aclose(refusal.close, refusal.message[:120])
+                return
+            ws = await request.accept()
+            await self._session(ws, room, user, since)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.admission.close(ip)
+
+    def _check(self, query: dict[str, list[str]]) -> tuple[str, User | None, int | None]:
+        room = (query.get("room") or [""])[0]
+        if not protocol.valid_room(room):
+            raise HandshakeRefused("bad_room", "room must be 1-64 of [A-Za-z0-9_-]")
+        user = None
+        token = (query.get("token") or [""])[0]
+        if token:
+            try:
+                user = auth.verify(self.settings.secret, token, room=room)
+            except auth.TokenError as exc:
+                raise HandshakeRefused("unauthorized", str(exc)) from exc
+        since = None
+        raw_since = (query.get("since") or [""])[0]
+        if raw_since:
+            if not raw_since.isdigit() or len(raw_since) > 18:
+                raise HandshakeRefused("bad_request", "since must be a frame seq (integer)")
+            since = int(raw_since)
+        return room, user, since
+
+    async def _session(self, ws: WebSocketConnection, room: str, user: User | None,
+                       since: int | None) -> None:
+        s, m = self.settings, self.metrics
+        viewer = Viewer(ws, room, user, m, max_frames=s.viewer_queue_frames,
+                        max_control=s.viewer_queue_control,
+                        stuck_timeout_s=s.slow_viewer_timeout_s)
+        try:
+            hub = await self.hubs.hub(room)
+        except StoreError:
+            await ws.aclose(protocol.CLOSE_TRY_AGAIN, "storage unavailable")
+            return
+        m.connections_opened.labels("user" if user else "anonymous").inc()
+        m.connections_open.inc()
+        self._viewers.add(viewer)
+        reason = "client"
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, viewer, nursery.cancel_scope)
+                viewer.push_control(protocol.welcome(
+                    room, hub.last_seq, s.tick_ms, user.public() if user else None,
+                    hub.online, {"max_text_chars": s.max_text_chars,
+                                 "max_text_bytes": s.max_text_bytes},
+                ))
+                await self._attach(viewer, hub, since)
+                reason = await self._read_loop(ws, viewer)
+                viewer.close(protocol.CLOSE_NORMAL, "")
+        finally:
+            self.hubs.leave(viewer)
+            self._viewers.discard(viewer)
+            m.connections_open.dec()
+            if viewer.close_reason and viewer.close_reason[0] == protocol.CLOSE_TOO_SLOW:
+                reason = "too_slow"
+            elif viewer.close_reason and viewer.close_reason[0] == protocol.CLOSE_TRY_AGAIN:
+                reason = "draining"
+            m.connections_closed.labels(reason).inc()
+
+    async def _writer(self, viewer: Viewer, scope: trio.CancelScope) -> None:
+        await viewer.write_loop()
+        scope.cancel()  # the socket is done: stop reading too
+
+    async def _attach(self, viewer: Viewer, hub: Hub, since: int | None) -> None:
+        """Replay frames after ``since`` from history, then join live with no gap.
+
+        Frames are replayed only up to the hub's live position; the loop re-checks it
+        after every await, and joining happens with no await after the last check, so
+        the replay and the live feed meet exactly.
+        """
+        if since is not None and since > hub.last_seq + 1000:
+            # A seq from another era of the room (its history was wiped): start live.
+            viewer.push_control(protocol.notice(
+                "resume_failed", code="resume_failed", since=since, seq=hub.last_seq))
+            since = None
+        if since is None or since >= hub.last_seq:
+            # Live only; a client slightly ahead of this gateway gets no repeats.
+            viewer.min_seq = since + 1 if since is not None else 0
+            hub.viewers.add(viewer)
+            return
+        cursor = since
+        while cursor < hub.last_seq:
+            upto = hub.last_seq
+            frames = await self.store.frames_after(
+                hub.room, cursor, min(REPLAY_CHUNK, upto - cursor))
+            if not frames or frames[0].seq != cursor + 1:
+                first = frames[0].seq if frames else upto + 1
+                self.metrics.resume_gaps.inc()
+                viewer.push_control(protocol.notice(
+                    "resume_failed", code="resume_failed", since=since,
+                    missing_from=cursor + 1, missing_to=first - 1))
+            for frame in frames:
+                if frame.seq > upto:
+                    break
+                viewer.push_frame(frame.seq, frame.payload.decode())
+                self.metrics.frames_replayed.inc()
+                cursor = frame.seq
+            if not frames:
+                cursor = upto
+        viewer.min_seq = cursor + 1
+        hub.viewers.add(viewer)
+
+    async def _read_loop(self, ws: WebSocketConnection, viewer: Viewer) -> str:
+        """Handle client messages until the socket closes; returns the close reason."""
+        m = self.metrics
+        while True:
+            try:
+                raw = await ws.get_message()
+            except ConnectionClosed as exc:
+                code = exc.reason.code if exc.reason else 1006
+                return "too_big" if code == protocol.CLOSE_TOO_BIG else "client"
+            msg = protocol.parse_client_message(raw, self.limits)
+            if isinstance(msg, protocol.ProtocolError):
+                m.comments_rejected.labels(msg.code).inc()
+                viewer.push_control(protocol.error(msg))
+            elif isinstance(msg, protocol.PingRequest):
+                viewer.push_control(protocol.pong(msg.nonce))
+            else:
+                m.comments_received.inc()
+                err = self._accept_comment(viewer, msg)
+                if err is not None:
+                    m.comments_rejected.labels(err.code).inc()
+                    viewer.push_control(protocol.error(err))
+
+    def _accept_comment(self, viewer: Viewer,
+                        req: protocol.CommentRequest) -> protocol.ProtocolError | None:
+        user = viewer.user
+        if user is None:
+            return protocol.ProtocolError(
+                "unauthorized", "sending needs a token; anonymous viewers can only watch",
+                req.nonce)
+        if self.draining:
+            return protocol.ProtocolError("overloaded", "server draining", req.nonce, 1000)
+        if viewer.inflight >= MAX_INFLIGHT:
+            return protocol.ProtocolError(
+                "overloaded", "too many comments waiting for acks", req.nonce, 500)
+        prio = (protocol.PRIO_STAFF if user.is_staff
+                else protocol.PRIO_HIGHLIGHT if user.highlight else protocol.PRIO_ORDINARY)
+        payload = orjson.dumps({
+            "uid": user.uid, "nick": user.nick, "text": req.text, "color": req.color,
+            "mode": req.mode, "ts": int(time.time() * 1000), "prio": prio,
+        })
+        sub = Submission(viewer, viewer.room, user.uid, req.nonce, payload, time.monotonic())
+        if not self.ingest.submit(sub):
+            return protocol.ProtocolError(
+                "overloaded", "gateway ingest queue full", req.nonce, 1000)
+        return None

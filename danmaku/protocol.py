@@ -1,0 +1,179 @@
+"""The WebSocket protocol: parsing client messages and building server messages.
+
+Pure functions, no I/O. Parsing never raises: it returns a ``Comment``-like request or a
+``ProtocolError`` carrying the error code the client gets. Sizes are checked before
+parsing (the gateway's ``max_message_size`` closes oversized messages with 1009) and the
+schema after. See docs/protocol.md for every message, field, error and close code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+NONCE_RE = re.compile(r"^[\x21-\x7e]{1,64}$")
+MODES = ("scroll", "top", "bottom")
+DEFAULT_COLOR = "#ffffff"
+
+# Priority tiers of a frame item (higher passes first).
+PRIO_ORDINARY = 0
+PRIO_HIGHLIGHT = 1
+PRIO_STAFF = 2
+
+# Close codes.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+CLOSE_TOO_SLOW = 4000
+
+# Error codes a client may receive, with what they mean (docs/protocol.md lists them).
+ERROR_CODES: dict[str, str] = {
+    "bad_request": "the message is not valid JSON, not an object, or a field is wrong",
+    "unknown_type": "the message type is not one the server knows",
+    "too_long": "the comment text is over the length limit (characters or UTF-8 bytes)",
+    "empty": "the comment text is empty after trimming",
+    "unauthorized": "sending needs a token (anonymous viewers can only watch)",
+    "bad_room": "the room name is not 1-64 of [A-Za-z0-9_-]",
+    "rate_limited": "too many comments; retry_after_ms says when to try again",
+    "slow_mode": "the room is in slow mode; retry_after_ms says when to try again",
+    "duplicate": "the same text was just sent by the same user",
+    "banned": "the user is banned or timed out in this room",
+    "blocked": "the text contains a blocked word",
+    "overloaded": "the gateway cannot take comments right now; retry later",
+    "unavailable": "storage is unreachable; the comment was not stored, resend it",
+    "resume_failed": "frames asked for with since= have left history; live from here",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError:
+    code: str
+    message: str
+    nonce: str | None = None
+    retry_after_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommentRequest:
+    text: str
+    nonce: str
+    color: str
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class PingRequest:
+    nonce: str | None
+
+
+ClientMessage = CommentRequest | PingRequest
+
+
+@dataclass(frozen=True, slots=True)
+class TextLimits:
+    max_chars: int = 100
+    max_bytes: int = 300
+
+
+def parse_client_message(raw: str | bytes, limits: TextLimits) -> ClientMessage | ProtocolError:
+    """Decode and validate one client message. Never raises."""
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ProtocolError("bad_request", "message is not valid JSON")
+    if not isinstance(msg, dict):
+        return ProtocolError("bad_request", "message must be a JSON object")
+    nonce = msg.get("nonce")
+    if nonce is not None and (not isinstance(nonce, str) or not NONCE_RE.match(nonce)):
+        return ProtocolError("bad_request", "nonce must be 1-64 printable ASCII characters")
+    kind = msg.get("type")
+    if kind == "comment":
+        return _parse_comment(msg, nonce, limits)
+    if kind == "ping":
+        return PingRequest(nonce)
+    if not isinstance(kind, str):
+        return ProtocolError("bad_request", "missing string field 'type'", nonce)
+    return ProtocolError("unknown_type", f"unknown message type {kind[:32]!r}", nonce)
+
+
+def _parse_comment(
+    msg: dict[str, Any], nonce: str | None, limits: TextLimits
+) -> CommentRequest | ProtocolError:
+    if nonce is None:
+        return ProtocolError("bad_request", "a comment needs a 'nonce' (1-64 ASCII)")
+    text = msg.get("text")
+    if not isinstance(text, str):
+        return ProtocolError("bad_request", "'text' must be a string", nonce)
+    text = " ".join(text.split())  # no newlines or tabs on a video; trims both ends
+    if not text:
+        return ProtocolError("empty", "comment text is empty", nonce)
+    if len(text) > limits.max_chars or len(text.encode("utf-8", "replace")) > limits.max_bytes:
+        return ProtocolError(
+            "too_long",
+            f"comment is over {limits.max_chars} characters or {limits.max_bytes} bytes",
+            nonce,
+        )
+    color = msg.get("color", DEFAULT_COLOR)
+    if not isinstance(color, str) or not COLOR_RE.match(color):
+        return ProtocolError("bad_request", "'color' must be #rrggbb", nonce)
+    mode = msg.get("mode", "scroll")
+    if mode not in MODES:
+        return ProtocolError("bad_request", "'mode' must be scroll, top or bottom", nonce)
+    return CommentRequest(text=text, nonce=nonce, color=color.lower(), mode=mode)
+
+
+def valid_room(room: str) -> bool:
+    return bool(ROOM_RE.match(room))
+
+
+# ---- server messages (str, ready for a text frame) -----------------------------------------
+def _dump(obj: dict[str, Any]) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def welcome(
+    room: str, seq: int, tick_ms: int, user: dict[str, Any] | None, online: int,
+    limits: dict[str, Any],
+) -> str:
+    return _dump({"type": "welcome", "room": room, "seq": seq, "tick_ms": tick_ms,
+                  "user": user, "online": online, "limits": limits})
+
+
+def ack(nonce: str, comment_id: str) -> str:
+    return _dump({"type": "ack", "nonce": nonce, "id": comment_id})
+
+
+def error(err: ProtocolError) -> str:
+    out: dict[str, Any] = {"type": "error", "code": err.code, "message": err.message}
+    if err.nonce is not None:
+        out["nonce"] = err.nonce
+    if err.retry_after_ms is not None:
+        out["retry_after_ms"] = err.retry_after_ms
+    return _dump(out)
+
+
+def notice(event: str, **fields: Any) -> str:
+    return _dump({"type": "notice", "event": event, **fields})
+
+
+def pong(nonce: str | None) -> str:
+    return _dump({"type": "pong", "nonce": nonce})
+
+
+def encode_frame(
+    room: str, seq: int, ts_ms: int, items: list[dict[str, Any]], dropped: int, online: int,
+    retract: list[str] | None = None,
+) -> bytes:
+    """The frame message as UTF-8 JSON bytes (built once by the worker, sent as is)."""
+    frame: dict[str, Any] = {"type": "frame", "room": room, "seq": seq, "ts": ts_ms,
+                             "items": items, "dropped": dropped, "online": online}
+    if retract:
+        frame["retract"] = retract
+    return orjson.dumps(frame)

@@ -1,0 +1,124 @@
+"""``RoomMerger``: turns one room's stream of comments into consecutive frames.
+
+Pure: no I/O, the time is passed in. The merger keeps what it has read but not yet seen
+committed, so a failed commit loses nothing: the next ``build`` offers the same comments
+again under the same ``seq``. Only ``committed(draft)`` moves it forward, which is what
+makes "every stored comment in exactly one frame" hold across retries and takeovers.
+
+Selection is delegated to a ``Selector`` (``select(items, budget) -> Selection``); the
+default passes everything, the spike-control sampler limits it to the room's budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+Item = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A frame ready to commit: ``seq`` follows the last committed one."""
+
+    seq: int
+    ts_ms: int
+    items: list[Item]
+    dropped: int
+    cursor: str
+    consumed: int  # how many pending comments this frame accounts for
+    carry: list[Item] = field(default_factory=list)
+    dropped_by_tier: dict[int, int] = field(default_factory=dict)
+    folded: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    items: list[Item]
+    dropped: int = 0
+    carry: list[Item] = field(default_factory=list)
+    dropped_by_tier: dict[int, int] = field(default_factory=dict)
+    folded: int = 0
+
+
+Selector = Callable[[list[Item], int], Pick]
+
+
+def take_all(items: list[Item], budget: int) -> Pick:
+    """The selector without spike control: every comment of the tick is shown."""
+    return Pick(items=list(items))
+
+
+def stream_id_ms(stream_id: str) -> int:
+    """Milliseconds part of a Redis stream id (``"1700000000000-3"`` -> 1700000000000)."""
+    head, _, _ = stream_id.partition("-")
+    return int(head) if head.isdigit() else 0
+
+
+class RoomMerger:
+    """Frame builder for one room held by one worker.
+
+    ``add`` takes comments in stream order; ``build`` proposes the next frame (or ``None``
+    when there is nothing new); ``committed`` accepts the proposal. Not thread-safe;
+    owned by one worker task.
+    """
+
+    def __init__(
+        self, room: str, seq: int, cursor: str, selector: Selector = take_all
+    ) -> None:
+        self.room = room
+        self.seq = seq  # last committed frame
+        self.cursor = cursor  # last comment id covered by a committed frame
+        self.read_cursor = cursor  # last comment id read (may be ahead of cursor)
+        self.pending: list[Item] = []  # read, not yet in a committed frame
+        self.carry: list[Item] = []  # priority items the last frame could not fit
+        self.invalid = 0  # payloads that did not decode (counted, skipped)
+        self._select = selector
+
+    def add(self, comments: Iterable[tuple[str, bytes]]) -> None:
+        """Take ``(stream id, payload)`` pairs read after ``read_cursor``, in order."""
+        for stream_id, payload in comments:
+            self.read_cursor = stream_id
+            try:
+                item = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                self.invalid += 1
+                continue
+            if not isinstance(item, dict):
+                self.invalid += 1
+                continue
+            item["id"] = stream_id
+            self.pending.append(item)
+
+    def has_work(self) -> bool:
+        return bool(self.pending or self.carry) or self.read_cursor != self.cursor
+
+    def build(self, now: float, budget: int = 1 << 30) -> Draft | None:
+        """Propose frame ``seq + 1`` from carried and pending comments, or ``None``."""
+        if not self.has_work():
+            return None
+        offered = self.carry + self.pending
+        pick = self._select(offered, budget)
+        return Draft(
+            seq=self.seq + 1,
+            ts_ms=int(now * 1000),
+            items=pick.items,
+            dropped=pick.dropped,
+            cursor=self.read_cursor,
+            consumed=len(self.pending),
+            carry=pick.carry,
+            dropped_by_tier=pick.dropped_by_tier,
+            folded=pick.folded,
+        )
+
+    def committed(self, draft: Draft) -> None:
+        """The draft is durably committed: advance. Call once per successful commit."""
+        if draft.seq != self.seq + 1:
+            raise ValueError(f"draft seq {draft.seq} does not follow {self.seq}")
+        self.seq = draft.seq
+        self.cursor = draft.cursor
+        del self.pending[: draft.consumed]
+        self.carry = list(draft.carry)

@@ -1,0 +1,15 @@
+"""The one module that owns Redis: key names, Lua scripts and the thread bridge.
+
+Nothing outside ``danmaku.store`` imports ``redis``.
+"""
+
+from danmaku.store.redis_store import (
+    CommittedFrame,
+    FrameCommit,
+    Lease,
+    Store,
+    StoreError,
+    StoredComment,
+)
+
+__all__ = ["CommittedFrame", "FrameCommit", "Lease", "Store", "StoreError", "StoredComment"]

@@ -1,0 +1,50 @@
+"""Redis key names. Every key of a room carries the hash tag ``{room}`` so a Redis
+Cluster keeps all of a room's keys on one shard (and one Lua script may touch them all).
+"""
+
+from __future__ import annotations
+
+PREFIX = "dm"
+ROOMS = f"{PREFIX}:rooms"  # zset: room -> last activity (ms); the workers' discovery list
+
+
+def comments(room: str) -> str:
+    """Stream of accepted comments (XADD by gateways, read by the room's worker)."""
+    return f"{PREFIX}:{{{room}}}:in"
+
+
+def frames(room: str) -> str:
+    """Stream of built frames; entry id is ``<seq>-0`` so a seq range is an id range."""
+    return f"{PREFIX}:{{{room}}}:frames"
+
+
+def meta(room: str) -> str:
+    """Hash: ``seq`` (last committed frame), ``cursor`` (last comment id merged)."""
+    return f"{PREFIX}:{{{room}}}:meta"
+
+
+def lease(room: str) -> str:
+    """String: the token of the worker that may merge the room (SET NX PX)."""
+    return f"{PREFIX}:{{{room}}}:lease"
+
+
+def online(room: str) -> str:
+    """Hash: gateway id -> ``count:stamp_ms`` of that gateway's viewers in the room."""
+    return f"{PREFIX}:{{{room}}}:online"
+
+
+def stats(room: str) -> str:
+    """Hash written by the room's worker each second: live rates (expires when idle)."""
+    return f"{PREFIX}:{{{room}}}:stats"
+
+
+def nonce(room: str, uid: str, nonce: str) -> str:
+    """String: the comment id a (user, nonce) resend must get again (EX nonce_ttl)."""
+    return f"{PREFIX}:{{{room}}}:n:{uid}:{nonce}"
+
+
+def room_of(key: bytes | str) -> str:
+    """The room of a room key (inverse of the functions above)."""
+    text = key.decode() if isinstance(key, bytes) else key
+    start = text.index("{") + 1
+    return text[start : text.index("}", start)]

@@ -1,0 +1,384 @@
+"""``Store``: every Redis command of danmaku, as trio-friendly async methods.
+
+redis-py's client is blocking, so each method runs one *pipeline* in a worker thread
+(``trio.to_thread.run_sync``): a thread hop costs ~0.1 ms, so callers batch (one hop per
+batch of comments, per tick of a worker), never one per comment. Blocking reads use their
+own connection pool, short BLOCK timeouts and ``abandon_on_cancel`` so cancellation is
+prompt. RESP2 is pinned on purpose: replies have the same shape on Redis 6.2 and 7.x
+and with or without hiredis.
+
+Cancellation: a cancelled *write* (ingest, commit) may or may not have reached Redis;
+callers treat it like a crash, which the Lua scripts make safe (idempotent nonces,
+fenced commits). Errors from Redis surface as ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+import trio
+
+from danmaku.metrics import Metrics
+from danmaku.store import keys, scripts
+
+T = TypeVar("T")
+ONLINE_FRESH_MS = 5000  # a gateway's online count older than this is ignored (it died)
+
+
+class StoreError(Exception):
+    """Redis failed or is unreachable; the operation may or may not have happened."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredComment:
+    """One comment as read back from a room stream: its stream id and JSON payload."""
+
+    id: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A held room lease and the room's committed position when it was taken."""
+
+    room: str
+    token: str
+    seq: int
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrameCommit:
+    """One frame to commit under a lease: payload, its seq, the cursor it advances to."""
+
+    room: str
+    token: str
+    seq: int
+    cursor: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedFrame:
+    room: str
+    seq: int
+    payload: bytes
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Store:
+    """Async facade over one Redis (URL). Thread-safe; share one per process.
+
+    Close with ``close()`` (idempotent) when the process is done with Redis.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        metrics: Metrics,
+        *,
+        frames_history: int = 3000,
+        stream_maxlen: int = 100_000,
+        nonce_ttl_s: int = 300,
+        max_threads: int = 16,
+    ) -> None:
+        self.url = url
+        self._m = metrics
+        self._frames_history = frames_history
+        self._stream_maxlen = stream_maxlen
+        self._nonce_ttl_s = nonce_ttl_s
+        common: dict[str, Any] = {"protocol": 2, "decode_responses": False}
+        self._r = redis.Redis.from_url(url, socket_timeout=10, **common)
+        # Blocking reads (XREAD BLOCK) get their own pool so they never starve writes.
+        self._rb = redis.Redis.from_url(url, socket_timeout=10, **common)
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._ingest = self._r.register_script(scripts.INGEST)
+        self._acquire = self._r.register_script(scripts.ACQUIRE)
+        self._renew = self._r.register_script(scripts.RENEW)
+        self._release = self._r.register_script(scripts.RELEASE)
+        self._commit = self._r.register_script(scripts.COMMIT)
+
+    # ---- bridge -----------------------------------------------------------------------
+    async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
+        start = time.perf_counter()
+        try:
+            result = await trio.to_thread.run_sync(
+                fn, limiter=self._limiter, abandon_on_cancel=abandon
+            )
+        except redis.RedisError as exc:
+            self._m.redis_errors.labels(op).inc()
+            raise StoreError(f"{op}: {exc}") from exc
+        self._m.redis_latency.labels(op).observe(time.perf_counter() - start)
+        return result
+
+    def close(self) -> None:
+        """Drop all connections. Idempotent."""
+        self._r.close()
+        self._rb.close()
+
+    async def ping(self) -> bool:
+        return bool(await self._call("ping", self._r.ping))
+
+    async def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """Wait until Redis answers PING; raise ``StoreError`` after ``timeout_s``."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                try:
+                    await self.ping()
+                    return
+                except StoreError:
+                    await trio.sleep(0.1)
+        raise StoreError(f"Redis at {self.url} did not answer within {timeout_s}s")
+
+    # ---- gateway: ingest ----------------------------------------------------------------
+    async def append_comments(
+        self, batch: Mapping[str, Sequence[tuple[str, str, bytes]]]
+    ) -> dict[str, list[tuple[str, bool]]]:
+        """Append comments, per room ``[(uid, nonce, payload), ...]``, in one pipeline.
+
+        Returns, per room and in order, ``(comment id, resent)``: ``resent`` is true when
+        that (user, nonce) was stored before (nothing appended; the first id returned).
+        Also marks the rooms active for worker discovery.
+        """
+        now_ms = int(time.time() * 1000)
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room, comments in batch.items():
+                ks = [keys.comments(room)] + [keys.nonce(room, u, n) for u, n, _ in comments]
+                args: list[Any] = [self._stream_maxlen, self._nonce_ttl_s]
+                args += [p for _, _, p in comments]
+                self._ingest(keys=ks, args=args, client=pipe)
+            pipe.zadd(keys.ROOMS, {room: now_ms for room in batch})
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        replies = await self._call("append_comments", run)
+        out: dict[str, list[tuple[str, bool]]] = {}
+        for room, reply in zip(batch, replies, strict=False):
+            ids = [_s(x) for x in reply]
+            out[room] = [(i[1:], True) if i.startswith("=") else (i, False) for i in ids]
+        return out
+
+    # ---- gateway: presence and frames -----------------------------------------------------
+    async def report_online(self, gateway_id: str, counts: Mapping[str, int]) -> None:
+        """Publish this gateway's viewer count per room; marks rooms with viewers active."""
+        now_ms = int(time.time() * 1000)
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            active = {}
+            for room, n in counts.items():
+                k = keys.online(room)
+                if n > 0:
+                    pipe.hset(k, gateway_id, f"{n}:{now_ms}")
+                    pipe.pexpire(k, 60_000)
+                    active[room] = now_ms
+                else:
+                    pipe.hdel(k, gateway_id)
+            if active:
+                pipe.zadd(keys.ROOMS, active)
+            pipe.execute()
+
+        await self._call("report_online", run)
+
+    async def room_state(self, room: str) -> tuple[int, int]:
+        """``(latest committed seq, online viewers)`` of a room."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hget(keys.meta(room), "seq")
+            pipe.hgetall(keys.online(room))
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        seq, online = await self._call("room_state", run)
+        return int(seq or 0), _sum_online(online, int(time.time() * 1000))
+
+    async def online_counts(self, rooms: Iterable[str]) -> dict[str, int]:
+        """Viewers per room summed over live gateways."""
+        rooms = list(rooms)
+        now_ms = int(time.time() * 1000)
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                pipe.hgetall(keys.online(room))
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        replies = await self._call("online_counts", run)
+        return {room: _sum_online(h, now_ms) for room, h in zip(rooms, replies, strict=True)}
+
+    async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]:
+        """Up to ``count`` committed frames with seq > ``after_seq``, oldest first."""
+
+        def run() -> Any:
+            return self._r.xrange(keys.frames(room), f"{after_seq + 1}-0", "+", count=count)
+
+        entries = await self._call("frames_after", run)
+        return [CommittedFrame(room, int(_s(i).split("-")[0]), f[b"d"]) for i, f in entries]
+
+    async def wait_frames(
+        self, after: Mapping[str, int], block_ms: int, count: int = 64
+    ) -> list[CommittedFrame]:
+        """Frames newer than ``after[room]`` for all rooms, waiting up to ``block_ms``.
+
+        Cancel-safe: a cancelled wait is abandoned (its thread finishes within block_ms
+        and its reply is discarded), nothing is consumed.
+        """
+        if not after:
+            await trio.sleep(block_ms / 1000)
+            return []
+        streams = {keys.frames(room): f"{seq}-0" for room, seq in after.items()}
+
+        def run() -> Any:
+            return self._rb.xread(streams, count=count, block=block_ms)
+
+        reply = await self._call("wait_frames", run, abandon=True)
+        out: list[CommittedFrame] = []
+        for key, entries in reply or []:
+            room = keys.room_of(key)
+            for entry_id, fields in entries:
+                out.append(CommittedFrame(room, int(_s(entry_id).split("-")[0]), fields[b"d"]))
+        return out
+
+    async def room_info(self, room: str) -> dict[str, Any]:
+        """Live figures of a room: last seq, online viewers, the worker's rates."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hget(keys.meta(room), "seq")
+            pipe.hgetall(keys.online(room))
+            pipe.hgetall(keys.stats(room))
+            pipe.xlen(keys.comments(room))
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        seq, online, stats, stored = await self._call("room_info", run)
+        info: dict[str, Any] = {
+            "seq": int(seq or 0),
+            "online": _sum_online(online, int(time.time() * 1000)),
+            "comments_stored": int(stored),
+        }
+        for name in ("comments_per_s", "shown_per_s", "dropped_per_s"):
+            info[name] = float(stats.get(name.encode(), 0) or 0)
+        return info
+
+    # ---- worker ---------------------------------------------------------------------------
+    async def active_rooms(self, since_ms: int, limit: int = 10_000) -> list[str]:
+        """Rooms with comments or viewers reported since ``since_ms``; prunes older ones."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zremrangebyscore(keys.ROOMS, "-inf", since_ms - 3_600_000)
+            pipe.zrangebyscore(keys.ROOMS, since_ms, "+inf", start=0, num=limit)
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        _, rooms = await self._call("active_rooms", run)
+        return [_s(r) for r in rooms]
+
+    async def acquire(self, rooms: Sequence[str], token: str, lease_ms: int) -> list[Lease]:
+        """Try to take the lease of each room; return the ones taken (with positions)."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                self._acquire(
+                    keys=[keys.lease(room), keys.meta(room)], args=[token, lease_ms], client=pipe
+                )
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        replies = await self._call("acquire", run)
+        return [
+            Lease(room, token, int(r[0]), _s(r[1]))
+            for room, r in zip(rooms, replies, strict=True)
+            if r
+        ]
+
+    async def renew(self, leases: Mapping[str, str], lease_ms: int) -> set[str]:
+        """Extend leases ``{room: token}``; return the rooms whose lease was lost."""
+        rooms = list(leases)
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                self._renew(keys=[keys.lease(room)], args=[leases[room], lease_ms], client=pipe)
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        replies = await self._call("renew", run)
+        return {room for room, ok in zip(rooms, replies, strict=True) if not ok}
+
+    async def release(self, leases: Mapping[str, str]) -> None:
+        """Give back leases ``{room: token}`` that are still ours. Idempotent."""
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            for room, token in leases.items():
+                self._release(keys=[keys.lease(room)], args=[token], client=pipe)
+            pipe.execute()
+
+        if leases:
+            await self._call("release", run)
+
+    async def read_comments(
+        self, cursors: Mapping[str, str], count: int
+    ) -> dict[str, list[StoredComment]]:
+        """Comments after each room's cursor (exclusive), up to ``count`` per room."""
+        rooms = list(cursors)
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                pipe.xread({keys.comments(room): cursors[room]}, count=count)
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        replies = await self._call("read_comments", run)
+        out: dict[str, list[StoredComment]] = {}
+        for room, reply in zip(rooms, replies, strict=True):
+            if reply:
+                out[room] = [StoredComment(_s(i), f[b"d"]) for i, f in reply[0][1]]
+        return out
+
+    async def write_stats(self, stats: Mapping[str, Mapping[str, float]]) -> None:
+        """Publish per-room live rates (read by the web app); they expire after 5 s."""
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            for room, values in stats.items():
+                pipe.hset(keys.stats(room), mapping=dict(values))
+                pipe.pexpire(keys.stats(room), 5000)
+            pipe.execute()
+
+        if stats:
+            await self._call("write_stats", run)
+
+    async def commit(self, frames: Sequence[FrameCommit]) -> list[int]:
+        """Commit frames atomically, each fenced by its lease (see ``scripts.COMMIT``).
+
+        Returns per frame: 1 committed, -1 lease lost, -2 seq moved on.
+        """
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for f in frames:
+                self._commit(
+                    keys=[keys.lease(f.room), keys.meta(f.room), keys.frames(f.room)],
+                    args=[f.token, f.seq, f.cursor, f.payload, self._frames_history],
+                    client=pipe,
+                )
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        return [int(x) for x in await self._call("commit", run)]
+
+
+def _sum_online(fields: Mapping[bytes, bytes], now_ms: int) -> int:
+    total = 0
+    for value in fields.values():
+        count, _, stamp = _s(value).partition(":")
+        if stamp.isdigit() and now_ms - int(stamp) <= ONLINE_FRESH_MS and count.isdigit():
+            total += int(count)
+    return total

@@ -1,0 +1,117 @@
+"""Compose the roles into a running system (``danmaku up`` and the one-role commands).
+
+``run_system`` is a trio service: ``system = await nursery.start(run_system, settings,
+roles)`` returns a ``System`` with the bound addresses; ``await system.shutdown()`` drains
+gracefully (flush comments, close viewers with 1013, release leases) and stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from danmaku import auth
+from danmaku.config import Settings
+from danmaku.embedded import run_redis
+from danmaku.gateway import Gateway
+from danmaku.metrics import Metrics
+from danmaku.store import Store
+from danmaku.web.app import create_app
+from danmaku.web.server import serve_app
+from danmaku.worker import BroadcastWorker
+
+log = logging.getLogger(__name__)
+ALL_ROLES = ("web", "gateway", "worker")
+
+
+def resolve_secret(settings: Settings, *, create: bool) -> Settings:
+    """Fill ``secret`` from ``DATA_DIR/secret`` (creating it when ``create``) if unset."""
+    if settings.secret:
+        return settings
+    path = Path(settings.data_dir) / "secret"
+    if path.exists():
+        return settings.replace(secret=path.read_text().strip())
+    if not create:
+        raise SystemExit(f"DANMAKU_SECRET is not set and {path} does not exist")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = auth.new_secret()
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return settings.replace(secret=secret)
+
+
+@dataclass
+class System:
+    settings: Settings
+    metrics: Metrics
+    store: Store
+    redis_url: str
+    cancel_scope: trio.CancelScope
+    gateway: Gateway | None = None
+    worker: BroadcastWorker | None = None
+    web_port: int | None = None
+    ws_port: int | None = None
+    urls: dict[str, str] = field(default_factory=dict)
+
+    async def shutdown(self) -> None:
+        """Graceful stop: drain the gateway, release leases, then cancel. Idempotent."""
+        with trio.move_on_after(self.settings.drain_s + 3):
+            if self.gateway is not None:
+                await self.gateway.drain()
+            if self.worker is not None:
+                await self.worker.release_all()
+        self.cancel_scope.cancel()
+
+
+def public_ws_url(settings: Settings, port: int) -> str:
+    if settings.public_ws_url:
+        return settings.public_ws_url
+    host = settings.ws_host if settings.ws_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"ws://{host}:{port}/ws"
+
+
+async def run_system(
+    settings: Settings,
+    roles: Collection[str] = ALL_ROLES,
+    *,
+    metrics: Metrics | None = None,
+    embedded_redis: bool = True,
+    task_status: trio.TaskStatus[System] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    metrics = metrics or Metrics()
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            url = settings.redis_url
+            if not url:
+                if not embedded_redis:
+                    raise SystemExit("--redis-url / REDIS_URL is required for this role")
+                url = await nursery.start(run_redis, Path(settings.data_dir) / "redis")
+            store = Store(url, metrics, frames_history=settings.frames_history,
+                          stream_maxlen=settings.stream_maxlen, nonce_ttl_s=settings.nonce_ttl_s)
+            await store.wait_ready()
+            system = System(settings, metrics, store, url, scope)
+            if "gateway" in roles:
+                system.gateway = Gateway(store, settings, metrics)
+                system.ws_port = await nursery.start(system.gateway.run)
+                system.urls["websocket"] = public_ws_url(settings, system.ws_port)
+            if "worker" in roles:
+                system.worker = BroadcastWorker(store, settings, metrics)
+                await nursery.start(system.worker.run)
+            if "web" in roles:
+                ws_url = system.urls.get("websocket") or settings.public_ws_url or ""
+                app = create_app(settings, store, metrics, ws_url=lambda: ws_url)
+                system.web_port = await nursery.start(
+                    serve_app, app, settings.web_host, settings.web_port)
+                base = f"http://{settings.web_host}:{system.web_port}"
+                system.urls.update(player=f"{base}/?room=lobby", console=f"{base}/console?room=lobby",
+                                   metrics=f"{base}/metrics", api=f"{base}/api/docs")
+            system.urls["redis"] = url
+            try:
+                task_status.started(system)
+                await trio.sleep_forever()
+            finally:
+                store.close()

@@ -1,0 +1,1 @@
+"""Web role: the player and console pages, the HTTP API, /metrics."""

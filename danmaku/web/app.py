@@ -1,0 +1,128 @@
+"""The HTTP API (FastAPI, an ASGI app served by Hypercorn's trio worker).
+
+FastAPI validates request bodies against their schemas and publishes the OpenAPI
+document at ``/openapi.json``. Everything here is stateless: live figures come from
+Redis through the ``Store``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Path
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field, field_validator
+
+from danmaku import auth, protocol
+from danmaku.config import Settings
+from danmaku.metrics import CONTENT_TYPE, Metrics
+from danmaku.store import Store, StoreError
+
+RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
+
+
+class SessionRequest(BaseModel):
+    nick: str = Field(min_length=1, max_length=64, description="display name")
+
+    @field_validator("nick")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value or any(not ch.isprintable() for ch in value):
+            raise ValueError("nick must be printable text")
+        return value
+
+
+class UserOut(BaseModel):
+    uid: str
+    nick: str
+    role: str
+
+
+class SessionOut(BaseModel):
+    token: str
+    user: UserOut
+
+
+class RoomOut(BaseModel):
+    room: str
+    tick_ms: int
+    seq: int = Field(description="latest frame seq")
+    online: int = Field(description="viewers connected, over all gateways")
+    comments_per_s: float = Field(description="comments merged per second (last second)")
+    shown_per_s: float = Field(description="items shown in frames per second")
+    dropped_per_s: float = Field(description="comments left out by sampling per second")
+    comments_stored: int = Field(description="comments in the room stream (capped)")
+    limits: dict[str, Any]
+
+
+def _static(name: str) -> str:
+    return (resources.files("danmaku.web") / "static" / name).read_text(encoding="utf-8")
+
+
+def create_app(
+    settings: Settings, store: Store, metrics: Metrics, *, ws_url: Callable[[], str]
+) -> FastAPI:
+    """Build the app. ``ws_url`` gives the gateway URL players should connect to."""
+    app = FastAPI(
+        title="danmaku",
+        version="0.1.0",
+        description="Live-stream bullet comments: player, moderation and live figures.",
+        docs_url="/api/docs",
+        openapi_url="/openapi.json",
+    )
+    app.mount(
+        "/static",
+        StaticFiles(directory=str(resources.files("danmaku.web") / "static")),
+        name="static",
+    )
+    limits = {"max_text_chars": settings.max_text_chars, "max_text_bytes": settings.max_text_bytes}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def player() -> str:
+        return _static("player.html")
+
+    @app.get("/console", response_class=HTMLResponse, include_in_schema=False)
+    async def console() -> str:
+        return _static("console.html")
+
+    @app.get("/api/config", summary="Where players connect")
+    async def config() -> dict[str, Any]:
+        return {"ws_url": ws_url(), "tick_ms": settings.tick_ms, "limits": limits}
+
+    @app.post("/api/session", response_model=SessionOut, summary="A guest viewer token")
+    async def session(body: SessionRequest) -> SessionOut:
+        uid = auth.guest_uid()
+        nick = body.nick[: settings.max_nick_chars]
+        token = auth.mint(settings.secret, uid=uid, nick=nick, ttl_s=settings.session_ttl_s)
+        metrics.sessions_issued.inc()
+        return SessionOut(token=token, user=UserOut(uid=uid, nick=nick, role="viewer"))
+
+    @app.get("/api/rooms/{room}", response_model=RoomOut, summary="Room settings and figures")
+    async def room_info(room: RoomName) -> RoomOut:
+        try:
+            info = await store.room_info(room)
+        except StoreError as exc:
+            raise HTTPException(503, "storage unavailable") from exc
+        return RoomOut(room=room, tick_ms=settings.tick_ms, limits=limits, **info)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/readyz", summary="Redis answers")
+    async def readyz() -> Response:
+        try:
+            ok = await store.ping()
+        except StoreError:
+            ok = False
+        return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
+
+    return app

@@ -1,0 +1,250 @@
+"""``BroadcastWorker``: a trio service that turns room streams into frames.
+
+Every tick (``tick_ms``) it reads, for all rooms whose lease it holds, the comments after
+each room's cursor (one pipeline), merges each room's into a frame (pure ``RoomMerger``)
+and commits all frames (one pipeline of fenced Lua commits). Around that: discovery
+(take leases of active rooms nobody holds), renewal (lose a room the moment its lease is
+gone) and release (rooms idle for ``room_idle_s``).
+
+Start with ``await nursery.start(worker.run)``; cancel to stop: leases are released on
+the way out (bounded by a short shielded timeout), and a worker that dies without
+releasing simply lets its leases expire; the next holder resumes from the committed
+cursor, so nothing is lost or repeated either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from danmaku.config import Settings
+from danmaku.metrics import Metrics
+from danmaku.protocol import encode_frame
+from danmaku.rules.merge import Draft, RoomMerger, stream_id_ms
+from danmaku.store import FrameCommit, Lease, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+DISCOVER_EVERY_S = 0.5
+ONLINE_EVERY_S = 1.0
+
+
+@dataclass
+class _Room:
+    lease: Lease
+    merger: RoomMerger
+    last_active: float  # trio time of the last comment or viewer seen
+    online: int = 0
+    comments_in: int = 0  # since the last stats report
+    shown: int = 0
+    dropped: int = 0
+
+
+class BroadcastWorker:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        worker_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.worker_id = worker_id or f"w-{secrets.token_hex(4)}"
+        self._clock = clock
+        self.rooms: dict[str, _Room] = {}
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[BroadcastWorker] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Run until cancelled. Started means: the first discovery has been attempted."""
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._discover_once()
+                nursery.start_soon(self._discover_loop)
+                nursery.start_soon(self._renew_loop)
+                nursery.start_soon(self._online_loop)
+                task_status.started(self)
+                await self._tick_loop()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await self.release_all()
+
+    async def release_all(self) -> None:
+        """Give back every lease we hold (another worker takes over at once). Idempotent."""
+        held = {room: r.lease.token for room, r in self.rooms.items()}
+        self.rooms.clear()
+        self.metrics.rooms_held.set(0)
+        try:
+            await self.store.release(held)
+            self.metrics.leases.labels("released").inc(len(held))
+        except StoreError as exc:
+            log.warning("release on shutdown failed (leases will expire): %s", exc)
+
+    # ---- loops ------------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        tick = self.settings.tick_s
+        deadline = trio.current_time()
+        while True:
+            deadline += tick
+            now = trio.current_time()
+            if deadline < now - tick:  # fell far behind: skip missed ticks, do not burst
+                deadline = now
+            await trio.sleep_until(deadline)
+            self.metrics.tick_lag.observe(max(0.0, trio.current_time() - deadline))
+            started = time.perf_counter()
+            try:
+                await self.tick()
+            except StoreError as exc:
+                log.warning("tick failed, retrying next tick: %s", exc)
+            self.metrics.tick_duration.observe(time.perf_counter() - started)
+
+    async def _discover_loop(self) -> None:
+        while True:
+            await trio.sleep(DISCOVER_EVERY_S)
+            try:
+                await self._discover_once()
+            except StoreError as exc:
+                log.warning("discovery failed: %s", exc)
+
+    async def _renew_loop(self) -> None:
+        every = self.settings.lease_ms / 3000
+        while True:
+            await trio.sleep(every)
+            held = {room: r.lease.token for room, r in self.rooms.items()}
+            if not held:
+                continue
+            try:
+                lost = await self.store.renew(held, self.settings.lease_ms)
+            except StoreError as exc:
+                log.warning("lease renewal failed: %s", exc)
+                continue
+            for room in lost:
+                self._drop(room, "lost")
+
+    async def _online_loop(self) -> None:
+        while True:
+            await trio.sleep(ONLINE_EVERY_S)
+            if not self.rooms:
+                continue
+            try:
+                counts = await self.store.online_counts(list(self.rooms))
+            except StoreError as exc:
+                log.warning("online counts failed: %s", exc)
+                continue
+            now = trio.current_time()
+            idle: dict[str, str] = {}
+            for room, n in counts.items():
+                r = self.rooms.get(room)
+                if r is None:
+                    continue
+                r.online = n
+                if n > 0:
+                    r.last_active = now
+                elif now - r.last_active > self.settings.room_idle_s and not r.merger.has_work():
+                    idle[room] = r.lease.token
+            for room in idle:
+                self._drop(room, "released")
+            if idle:
+                await self.store.release(idle)
+            stats = {}
+            for room, r in self.rooms.items():
+                stats[room] = {"comments_per_s": r.comments_in / ONLINE_EVERY_S,
+                               "shown_per_s": r.shown / ONLINE_EVERY_S,
+                               "dropped_per_s": r.dropped / ONLINE_EVERY_S}
+                r.comments_in = r.shown = r.dropped = 0
+            await self.store.write_stats(stats)
+
+    # ---- steps ------------------------------------------------------------------------
+    async def _discover_once(self) -> None:
+        since_ms = int((self._clock() - self.settings.room_idle_s) * 1000)
+        active = await self.store.active_rooms(since_ms)
+        wanted = [room for room in active if room not in self.rooms]
+        if not wanted:
+            return
+        token = f"{self.worker_id}:{secrets.token_hex(6)}"
+        taken = await self.store.acquire(wanted, token, self.settings.lease_ms)
+        now = trio.current_time()
+        for lease in taken:
+            self.rooms[lease.room] = _Room(
+                lease, RoomMerger(lease.room, lease.seq, lease.cursor), last_active=now
+            )
+            self.metrics.leases.labels("takeover" if lease.seq > 0 else "acquired").inc()
+        self.metrics.rooms_held.set(len(self.rooms))
+
+    def _drop(self, room: str, event: str) -> None:
+        if self.rooms.pop(room, None) is not None:
+            self.metrics.leases.labels(event).inc()
+            self.metrics.rooms_held.set(len(self.rooms))
+
+    async def tick(self) -> int:
+        """Read, merge and commit one tick for every held room; return frames committed."""
+        if not self.rooms:
+            return 0
+        held = dict(self.rooms)
+        read = await self.store.read_comments(
+            {room: r.merger.read_cursor for room, r in held.items()},
+            self.settings.max_items_per_tick,
+        )
+        now_wall = self._clock()
+        now = trio.current_time()
+        drafts: list[tuple[_Room, Draft]] = []
+        for room, r in held.items():
+            comments = read.get(room)
+            if comments:
+                r.merger.add((c.id, c.payload) for c in comments)
+                r.last_active = now
+            draft = r.merger.build(now_wall)
+            if draft is not None:
+                drafts.append((r, draft))
+        if not drafts:
+            return 0
+        commits = [
+            FrameCommit(
+                room=r.merger.room,
+                token=r.lease.token,
+                seq=d.seq,
+                cursor=d.cursor,
+                payload=encode_frame(
+                    r.merger.room, d.seq, d.ts_ms, d.items, d.dropped, r.online
+                ),
+            )
+            for r, d in drafts
+        ]
+        results = await self.store.commit(commits)
+        done = 0
+        for (r, d), result in zip(drafts, results, strict=True):
+            if self.rooms.get(r.merger.room) is not r:
+                continue  # dropped while we were committing
+            if result == 1:
+                r.merger.committed(d)
+                r.comments_in += d.consumed
+                r.shown += len(d.items)
+                r.dropped += d.dropped
+                done += 1
+                self._observe(d)
+            else:
+                reason = "lease_lost" if result == -1 else "seq_moved"
+                self.metrics.commit_conflicts.labels(reason).inc()
+                self._drop(r.merger.room, "lost")
+        return done
+
+    def _observe(self, d: Draft) -> None:
+        m = self.metrics
+        m.frames_built.inc()
+        m.frame_items.observe(len(d.items))
+        for tier, n in d.dropped_by_tier.items():
+            m.items_dropped.labels(str(tier)).inc(n)
+        if d.folded:
+            m.items_folded.inc(d.folded)
+        merge = m.latency.labels("merge")
+        for item in d.items:
+            merge.observe(max(0.0, (d.ts_ms - stream_id_ms(str(item["id"]))) / 1000))

@@ -1,0 +1,1 @@
+"""danmaku-loadtest: drives real WebSocket viewers and senders against a running system."""

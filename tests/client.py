@@ -1,0 +1,98 @@
+"""A small test client: a real WebSocket viewer/sender that records what it receives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from danmaku import auth
+from tests.conftest import SECRET
+
+
+def token(uid: str, role: str = "viewer", **kw: Any) -> str:
+    return auth.mint(SECRET, uid=uid, nick=f"nick-{uid}", role=role, **kw)
+
+
+class Client:
+    """Connects, keeps every message (parsed), and lets a test wait for conditions."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+        self.messages: list[dict[str, Any]] = []
+        self.closed: tuple[int, str | None] | None = None
+        self._changed = trio.Event()
+
+    @property
+    def frames(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == "frame"]
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == kind]
+
+    def item_ids(self) -> list[str]:
+        return [item["id"] for f in self.frames for item in f["items"]]
+
+    async def reader(self) -> None:
+        try:
+            while True:
+                self.messages.append(orjson.loads(await self.ws.get_message()))
+                self._changed.set()
+                self._changed = trio.Event()
+        except ConnectionClosed as exc:
+            self.closed = (exc.reason.code, exc.reason.reason)
+            self._changed.set()
+
+    async def wait_for(self, cond: Callable[[Client], bool], timeout: float = 10.0) -> None:
+        with trio.fail_after(timeout):
+            while not cond(self):
+                if self.closed and not cond(self):
+                    raise AssertionError(f"closed {self.closed} before condition; "
+                                         f"last messages {self.messages[-3:]}")
+                await self._changed.wait()
+
+    async def send(self, **msg: Any) -> None:
+        await self.ws.send_message(orjson.dumps(msg).decode())
+
+    async def comment(self, text: str, nonce: str, **kw: Any) -> dict[str, Any]:
+        """Send a comment and wait for its ack or error."""
+        await self.send(type="comment", text=text, nonce=nonce, **kw)
+        await self.wait_for(lambda c: c.reply(nonce) is not None)
+        reply = self.reply(nonce)
+        assert reply is not None
+        return reply
+
+    def reply(self, nonce: str) -> dict[str, Any] | None:
+        for m in self.messages:
+            if m["type"] in ("ack", "error") and m.get("nonce") == nonce:
+                return m
+        return None
+
+
+async def connect(nursery: trio.Nursery, port: int, room: str, *,
+                  tok: str | None = None, since: int | None = None,
+                  wait_welcome: bool = True) -> Client:
+    url = f"ws://127.0.0.1:{port}/ws?room={room}"
+    if tok:
+        url += f"&token={tok}"
+    if since is not None:
+        url += f"&since={since}"
+    ws_holder: list[WebSocketConnection] = []
+    ready = trio.Event()
+
+    async def hold() -> None:
+        async with open_websocket_url(url) as ws:
+            ws_holder.append(ws)
+            ready.set()
+            await trio.sleep_forever()
+
+    nursery.start_soon(hold)
+    await ready.wait()
+    client = Client(ws_holder[0])
+    nursery.start_soon(client.reader)
+    if wait_welcome:
+        await client.wait_for(lambda c: bool(c.of_type("welcome")) or c.closed is not None)
+    return client

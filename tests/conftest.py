@@ -1,0 +1,70 @@
+"""Shared fixtures: a real redis-server on a free port, settings, a running system."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+import redis
+import trio
+
+from danmaku.config import Settings
+from danmaku.embedded import find_redis_server, free_port, redis_command
+from danmaku.metrics import Metrics
+from danmaku.system import System, run_system
+
+SECRET = "test-secret-0123456789abcdef0123456789"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for the whole run (flushed before each test that uses it)."""
+    binary = os.environ.get("DANMAKU_TEST_REDIS_SERVER") or find_redis_server()
+    data = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen(redis_command(binary, port, data, aof=False))
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"redis-server ({binary}) did not start") from None
+            time.sleep(0.05)
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=redis_url, secret=SECRET, data_dir=str(tmp_path / "data"),
+        web_port=0, ws_port=0, tick_ms=50, max_conns_per_ip=0,
+        max_sessions_per_ip_per_min=0, lease_ms=1500, drain_s=1.0,
+    )
+
+
+@pytest.fixture
+async def system(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[System]:
+    sys: System = await nursery.start(
+        partial(run_system, settings, metrics=Metrics(process=False))
+    )
+    yield sys
+    sys.cancel_scope.cancel()
