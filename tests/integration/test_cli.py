@@ -1,0 +1,106 @@
+"""The commands themselves, as a user runs them: `danmaku up` end to end, `danmaku token`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import trio
+
+from danmaku import auth
+from tests.client import connect
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("DANMAKU_") and k != "REDIS_URL"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def _start_up(data_dir: Path) -> tuple[trio.Process, dict[str, str]]:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "danmaku", "up", "--web-port", "0", "--ws-port", "0",
+         "--data-dir", str(data_dir), "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, env=_env())
+    assert proc.stdout is not None
+    urls: dict[str, str] = {}
+    buf = b""
+    with trio.fail_after(30):
+        while b"ready:" not in buf:
+            chunk = await proc.stdout.receive_some(4096)
+            assert chunk, f"`danmaku up` exited early: {buf!r}"
+            buf += chunk
+    for line in buf.decode().splitlines():
+        name, _, url = line.strip().partition(": ")
+        urls[name] = url
+    return proc, urls
+
+
+def _post(url: str, body: dict[str, str]) -> dict[str, object]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+async def _stop(proc: trio.Process) -> int:
+    proc.send_signal(signal.SIGTERM)
+    with trio.fail_after(20):
+        return await proc.wait()
+
+
+async def test_up_prints_urls_and_a_comment_goes_through(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    proc, urls = await _start_up(data)
+    try:
+        assert {"player", "console", "websocket", "metrics", "redis"} <= set(urls)
+        web = urls["player"].split("/?")[0]
+        session = await trio.to_thread.run_sync(_post, f"{web}/api/session", {"nick": "Ann"})
+        token = str(session["token"])
+        port = int(urls["websocket"].rsplit(":", 1)[1].split("/")[0])
+        async with trio.open_nursery() as n:
+            viewer = await connect(n, port, "lobby")
+            sender = await connect(n, port, "lobby", tok=token)
+            ack = await sender.comment("hello from up", nonce="n1")
+            assert ack["type"] == "ack"
+            await viewer.wait_for(lambda c: ack["id"] in c.item_ids(), timeout=15)
+            n.cancel_scope.cancel()
+    finally:
+        code = await _stop(proc)
+    assert code == 0
+    assert (data / "secret").exists() and (data / "redis").is_dir()
+
+    # A restart keeps the room's history (AOF): resume from 0 replays the frame.
+    proc, urls = await _start_up(data)
+    try:
+        port = int(urls["websocket"].rsplit(":", 1)[1].split("/")[0])
+        async with trio.open_nursery() as n:
+            again = await connect(n, port, "lobby", since=0)
+            await again.wait_for(lambda c: ack["id"] in c.item_ids(), timeout=15)
+            n.cancel_scope.cancel()
+    finally:
+        assert await _stop(proc) == 0
+
+
+def test_token_command_mints_a_verifiable_token(tmp_path: Path) -> None:
+    env = _env() | {"DANMAKU_SECRET": "s3cret-for-test-0123456789abcdef0123"}
+    out = subprocess.run(
+        [sys.executable, "-m", "danmaku", "token", "--user", "mod1", "--nick", "Mo",
+         "--role", "moderator", "--room", "r1", "--ttl", "60"],
+        capture_output=True, text=True, env=env, check=True).stdout.strip()
+    user = auth.verify("s3cret-for-test-0123456789abcdef0123", out, room="r1")
+    assert (user.uid, user.nick, user.role, user.room) == ("mod1", "Mo", "moderator", "r1")
+
+
+def test_help_lists_settings_with_env_names_and_defaults() -> None:
+    out = subprocess.run([sys.executable, "-m", "danmaku", "up", "--help"],
+                         capture_output=True, text=True, check=True, env=_env()).stdout
+    for needle in ("DANMAKU_TICK_MS", "REDIS_URL", "DANMAKU_MAX_CONNS_PER_IP",
+                   "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN", "(default: 100)"):
+        assert needle in out

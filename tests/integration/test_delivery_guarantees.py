@@ -1,0 +1,135 @@
+"""Resume with since, idempotent resends, and worker takeover: no gap, no duplicate."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import trio
+
+from danmaku.metrics import Metrics
+from danmaku.store import Store
+from danmaku.system import System
+from danmaku.worker import BroadcastWorker
+from tests.client import connect, token
+
+
+async def test_resume_with_since_has_no_gap_or_duplicate(system: System) -> None:
+    port = system.ws_port
+    assert port
+    async with trio.open_nursery() as n:
+        sender = await connect(n, port, "resume", tok=token("s"))
+        watcher = await connect(n, port, "resume")
+        ids = [(await sender.comment(f"c{k}", nonce=f"k{k}"))["id"] for k in range(10)]
+        await watcher.wait_for(lambda c: set(ids) <= set(c.item_ids()))
+        middle = watcher.frames[len(watcher.frames) // 2]["seq"]
+        before = [i for f in watcher.frames if f["seq"] <= middle for i in f["items"]]
+        later = [(await sender.comment(f"d{k}", nonce=f"d{k}"))["id"] for k in range(5)]
+        resumed = await connect(n, port, "resume", since=middle)
+        await resumed.wait_for(lambda c: set(later) <= set(c.item_ids()))
+        got = resumed.item_ids()
+        assert len(got) == len(set(got))
+        assert set(got) == (set(ids) | set(later)) - {i["id"] for i in before}
+        seqs = [f["seq"] for f in resumed.frames]
+        assert seqs == list(range(middle + 1, middle + 1 + len(seqs)))
+        assert not resumed.of_type("notice")
+        n.cancel_scope.cancel()
+
+
+async def test_resume_beyond_history_says_so_then_goes_live(system: System, settings) -> None:
+    port = system.ws_port
+    assert port
+    system.store._frames_history = 5  # keep only a few frames (approximate trim off below)
+    async with trio.open_nursery() as n:
+        sender = await connect(n, port, "old", tok=token("s"))
+        watcher = await connect(n, port, "old")
+        for k in range(40):
+            await sender.comment(f"c{k}", nonce=f"k{k}")
+            await watcher.wait_for(lambda c, k=k: len(c.item_ids()) == k + 1)
+        # Trim exactly so history starts well after seq 1.
+        await trio.to_thread.run_sync(
+            lambda: system.store._r.xtrim("dm:{old}:frames", maxlen=5, approximate=False))
+        resumed = await connect(n, port, "old", since=1)
+        await resumed.wait_for(lambda c: bool(c.of_type("notice")))
+        notice = resumed.of_type("notice")[0]
+        assert notice["event"] == "resume_failed" and notice["missing_from"] == 2
+        last = await sender.comment("after", nonce="after")
+        await resumed.wait_for(lambda c: last["id"] in c.item_ids())
+        seqs = [f["seq"] for f in resumed.frames]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        n.cancel_scope.cancel()
+
+
+async def test_resend_with_same_nonce_is_stored_and_shown_once(system: System) -> None:
+    port = system.ws_port
+    assert port
+    async with trio.open_nursery() as n:
+        watcher = await connect(n, port, "nonce")
+        first = await connect(n, port, "nonce", tok=token("u"))
+        a = await first.comment("only once", nonce="same")
+        # The client lost the ack and reconnects (maybe elsewhere): resends the same nonce.
+        second = await connect(n, port, "nonce", tok=token("u"))
+        b = await second.comment("only once", nonce="same")
+        assert a["type"] == b["type"] == "ack" and a["id"] == b["id"]
+        marker = await second.comment("marker", nonce="m")
+        await watcher.wait_for(lambda c: marker["id"] in c.item_ids())
+        texts = [i["text"] for f in watcher.frames for i in f["items"]]
+        assert texts.count("only once") == 1
+        # A different user with the same nonce is a different comment.
+        other = await connect(n, port, "nonce", tok=token("v"))
+        c = await other.comment("only once", nonce="same")
+        assert c["id"] != a["id"]
+        n.cancel_scope.cancel()
+
+
+async def test_worker_killed_mid_stream_loses_and_repeats_nothing(
+    nursery: trio.Nursery, settings
+) -> None:
+    from danmaku.system import run_system
+
+    sys: System = await nursery.start(
+        partial(run_system, settings, ("web", "gateway"), metrics=Metrics(process=False)))
+    port = sys.ws_port
+    assert port
+    metrics = Metrics(process=False)
+    store = Store(settings.redis_url, metrics)
+    acked: list[str] = []
+    async with trio.open_nursery() as n:
+        watcher = await connect(n, port, "takeover")
+        sender = await connect(n, port, "takeover", tok=token("s"))
+
+        async def send(count: int, prefix: str) -> None:
+            for k in range(count):
+                reply = await sender.comment(f"{prefix}{k}", nonce=f"{prefix}{k}")
+                assert reply["type"] == "ack"
+                acked.append(reply["id"])
+                await trio.sleep(0.005)
+
+        for round_ in range(3):
+            worker = BroadcastWorker(store, settings, metrics, worker_id=f"w{round_}")
+            scope = trio.CancelScope()
+            n.start_soon(partial(_run_until, worker, scope))
+            await send(30, f"r{round_}-")
+            await trio.sleep(0.03)
+            # Crash: cancel without releasing the lease (as SIGKILL would).
+            worker.release_all = _no_release  # type: ignore[method-assign]
+            scope.cancel()
+        final = BroadcastWorker(store, settings, metrics, worker_id="final")
+        n.start_soon(final.run)
+        await watcher.wait_for(lambda c: set(acked) <= set(c.item_ids()), timeout=20)
+        got = watcher.item_ids()
+        assert sorted(got) == sorted(acked), "lost or repeated comments"
+        assert got == acked, "order changed"
+        seqs = [f["seq"] for f in watcher.frames]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert metrics.leases.labels("takeover")._value.get() >= 1
+        n.cancel_scope.cancel()
+    store.close()
+
+
+async def _no_release() -> None:
+    return None
+
+
+async def _run_until(worker: BroadcastWorker, scope: trio.CancelScope) -> None:
+    with scope:
+        await worker.run()
