@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 # apt-get only when a system package is missing (CI machines start bare; we are root there).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := chromium fonts-wqy-microhei prometheus
+APT_PACKAGES := redis-server chromium fonts-wqy-microhei prometheus
 
 .PHONY: run test unit lint bench loadtest clean system-deps help
 

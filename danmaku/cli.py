@@ -17,7 +17,7 @@ from danmaku.system import ALL_ROLES, System, resolve_secret, run_system
 
 ROLE_HELP = {
     "up": "everything in one process: web app, gateway, worker (+ embedded Redis "
-          "when no --redis-url/REDIS_URL)",
+    "when no --redis-url/REDIS_URL)",
     "gateway": "the WebSocket gateway only (needs --redis-url and DANMAKU_SECRET)",
     "worker": "the broadcast worker only (needs --redis-url)",
     "web": "the web app only (needs --redis-url and DANMAKU_SECRET)",
@@ -26,16 +26,21 @@ ROLE_HELP = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="danmaku", description="Live-stream bullet-comment broadcast system.",
+        prog="danmaku",
+        description="Live-stream bullet-comment broadcast system.",
         epilog="Every setting is also read from its environment variable (shown in "
-               "capitals); flags win over the environment.")
+        "capitals); flags win over the environment.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in ROLE_HELP.items():
         p = sub.add_parser(name, help=text, description=text)
         config.add_arguments(p)
         p.add_argument("--log-level", default="INFO")
-    tok = sub.add_parser("token", help="print a signed token",
-                         description="Mint a token (uses DANMAKU_SECRET or DATA_DIR/secret).")
+    tok = sub.add_parser(
+        "token",
+        help="print a signed token",
+        description="Mint a token (uses DANMAKU_SECRET or DATA_DIR/secret).",
+    )
     tok.add_argument("--user", required=True, help="user id")
     tok.add_argument("--nick", required=True, help="display name")
     tok.add_argument("--role", default="viewer", choices=auth.ROLES)
@@ -55,11 +60,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "token":
         settings = resolve_secret(settings, create=False)
-        print(auth.mint(settings.secret, uid=args.user, nick=args.nick, role=args.role,
-                        room=args.room, ttl_s=args.ttl, highlight=args.highlight))
+        print(
+            auth.mint(
+                settings.secret,
+                uid=args.user,
+                nick=args.nick,
+                role=args.role,
+                room=args.room,
+                ttl_s=args.ttl,
+                highlight=args.highlight,
+            )
+        )
         return 0
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     roles = ALL_ROLES if args.command == "up" else (args.command,)
     if "worker" not in roles or len(roles) > 1:
         settings = resolve_secret(settings, create=args.command == "up")
@@ -71,13 +86,16 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool) -> No
     metrics = Metrics()
     async with trio.open_nursery() as nursery:
         system: System = await nursery.start(
-            lambda task_status: run_system(settings, roles, metrics=metrics,
-                                           embedded_redis=embedded, task_status=task_status))
+            lambda task_status: run_system(
+                settings, roles, metrics=metrics, embedded_redis=embedded, task_status=task_status
+            )
+        )
         if settings.metrics_port >= 0 and "web" not in roles:
-            from prometheus_client import start_http_server  # noqa: PLC0415
+            from prometheus_client import start_http_server
 
-            server, _ = start_http_server(settings.metrics_port, "127.0.0.1",
-                                          registry=metrics.registry)
+            server, _ = start_http_server(
+                settings.metrics_port, "127.0.0.1", registry=metrics.registry
+            )
             system.urls["metrics"] = f"http://127.0.0.1:{server.server_port}/metrics"
         for name, url in system.urls.items():
             print(f"{name:>10}: {url}", flush=True)

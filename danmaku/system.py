@@ -90,8 +90,13 @@ async def run_system(
                 if not embedded_redis:
                     raise SystemExit("--redis-url / REDIS_URL is required for this role")
                 url = await nursery.start(run_redis, Path(settings.data_dir) / "redis")
-            store = Store(url, metrics, frames_history=settings.frames_history,
-                          stream_maxlen=settings.stream_maxlen, nonce_ttl_s=settings.nonce_ttl_s)
+            store = Store(
+                url,
+                metrics,
+                frames_history=settings.frames_history,
+                stream_maxlen=settings.stream_maxlen,
+                nonce_ttl_s=settings.nonce_ttl_s,
+            )
             await store.wait_ready()
             system = System(settings, metrics, store, url, scope)
             if "gateway" in roles:
@@ -105,10 +110,15 @@ async def run_system(
                 ws_url = system.urls.get("websocket") or settings.public_ws_url or ""
                 app = create_app(settings, store, metrics, ws_url=lambda: ws_url)
                 system.web_port = await nursery.start(
-                    serve_app, app, settings.web_host, settings.web_port)
+                    serve_app, app, settings.web_host, settings.web_port
+                )
                 base = f"http://{settings.web_host}:{system.web_port}"
-                system.urls.update(player=f"{base}/?room=lobby", console=f"{base}/console?room=lobby",
-                                   metrics=f"{base}/metrics", api=f"{base}/api/docs")
+                system.urls.update(
+                    player=f"{base}/?room=lobby",
+                    console=f"{base}/console?room=lobby",
+                    metrics=f"{base}/metrics",
+                    api=f"{base}/api/docs",
+                )
             system.urls["redis"] = url
             try:
                 task_status.started(system)

@@ -50,8 +50,9 @@ class Client:
         with trio.fail_after(timeout):
             while not cond(self):
                 if self.closed and not cond(self):
-                    raise AssertionError(f"closed {self.closed} before condition; "
-                                         f"last messages {self.messages[-3:]}")
+                    raise AssertionError(
+                        f"closed {self.closed} before condition; last messages {self.messages[-3:]}"
+                    )
                 await self._changed.wait()
 
     async def send(self, **msg: Any) -> None:
@@ -72,9 +73,15 @@ class Client:
         return None
 
 
-async def connect(nursery: trio.Nursery, port: int, room: str, *,
-                  tok: str | None = None, since: int | None = None,
-                  wait_welcome: bool = True) -> Client:
+async def connect(
+    nursery: trio.Nursery,
+    port: int,
+    room: str,
+    *,
+    tok: str | None = None,
+    since: int | None = None,
+    wait_welcome: bool = True,
+) -> Client:
     url = f"ws://127.0.0.1:{port}/ws?room={room}"
     if tok:
         url += f"&token={tok}"

@@ -55,16 +55,21 @@ def redis_url(redis_server: str) -> str:
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
     return Settings(
-        redis_url=redis_url, secret=SECRET, data_dir=str(tmp_path / "data"),
-        web_port=0, ws_port=0, tick_ms=50, max_conns_per_ip=0,
-        max_sessions_per_ip_per_min=0, lease_ms=1500, drain_s=1.0,
+        redis_url=redis_url,
+        secret=SECRET,
+        data_dir=str(tmp_path / "data"),
+        web_port=0,
+        ws_port=0,
+        tick_ms=50,
+        max_conns_per_ip=0,
+        max_sessions_per_ip_per_min=0,
+        lease_ms=1500,
+        drain_s=1.0,
     )
 
 
 @pytest.fixture
 async def system(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[System]:
-    sys: System = await nursery.start(
-        partial(run_system, settings, metrics=Metrics(process=False))
-    )
+    sys: System = await nursery.start(partial(run_system, settings, metrics=Metrics(process=False)))
     yield sys
     sys.cancel_scope.cancel()

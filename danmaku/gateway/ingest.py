@@ -77,7 +77,7 @@ class IngestBatcher:
         """Store everything queued now (graceful shutdown). Bounded by ``timeout_s``."""
         with trio.move_on_after(timeout_s):
             while True:
-                batch = []
+                batch: list[Submission] = []
                 while len(batch) < MAX_BATCH:
                     try:
                         batch.append(self._recv.receive_nowait())
@@ -97,16 +97,23 @@ class IngestBatcher:
         try:
             with trio.fail_after(10):
                 ids = await self.store.append_comments(
-                    {room: [(s.uid, s.nonce, s.payload) for s in subs]
-                     for room, subs in by_room.items()}
+                    {
+                        room: [(s.uid, s.nonce, s.payload) for s in subs]
+                        for room, subs in by_room.items()
+                    }
                 )
         except (StoreError, trio.TooSlowError) as exc:
             log.warning("ingest batch of %d failed: %s", len(batch), exc)
             for sub in batch:
                 sub.viewer.inflight -= 1
                 m.comments_rejected.labels("unavailable").inc()
-                sub.viewer.push_control(protocol.error(protocol.ProtocolError(
-                    "unavailable", "storage unavailable, resend", sub.nonce, 1000)))
+                sub.viewer.push_control(
+                    protocol.error(
+                        protocol.ProtocolError(
+                            "unavailable", "storage unavailable, resend", sub.nonce, 1000
+                        )
+                    )
+                )
             return
         now = time.monotonic()
         stage = m.latency.labels("ingest")

@@ -50,8 +50,9 @@ class HandshakeRefused(Exception):
 
 
 class Gateway:
-    def __init__(self, store: Store, settings: Settings, metrics: Metrics,
-                 *, gateway_id: str | None = None) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, metrics: Metrics, *, gateway_id: str | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
@@ -66,6 +67,7 @@ class Gateway:
         self.draining = False
         self.port = 0
         self._viewers: set[Viewer] = set()
+        self._all_gone = trio.Event()  # set when draining and the last viewer left
 
     # ---- lifecycle ------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -77,7 +79,10 @@ class Gateway:
             nursery.start_soon(self._presence_loop)
             server = await nursery.start(
                 lambda task_status: serve_websocket(
-                    self._handle, s.ws_host, s.ws_port, None,
+                    self._handle,
+                    s.ws_host,
+                    s.ws_port,
+                    None,
                     handler_nursery=nursery,
                     max_message_size=s.max_message_bytes,
                     message_queue_size=8,
@@ -96,8 +101,8 @@ class Gateway:
         for viewer in list(self._viewers):
             viewer.close(protocol.CLOSE_TRY_AGAIN, "server draining, reconnect")
         with trio.move_on_after(self.settings.drain_s):
-            while self._viewers:
-                await trio.sleep(0.05)
+            if self._viewers:
+                await self._all_gone.wait()
 
     async def _presence_loop(self) -> None:
         while True:
@@ -135,8 +140,9 @@ class Gateway:
             except HandshakeRefused as refusal:
                 m.handshakes_rejected.labels(refusal.code).inc()
                 ws = await request.accept()
-                await ws.send_message(protocol.error(
-                    protocol.ProtocolError(refusal.code, refusal.message)))
+                await ws.send_message(
+                    protocol.error(protocol.ProtocolError(refusal.code, refusal.message))
+                )
                 await ws.aclose(refusal.close, refusal.message[:120])
                 return
             ws = await request.accept()
@@ -165,12 +171,19 @@ class Gateway:
             since = int(raw_since)
         return room, user, since
 
-    async def _session(self, ws: WebSocketConnection, room: str, user: User | None,
-                       since: int | None) -> None:
+    async def _session(
+        self, ws: WebSocketConnection, room: str, user: User | None, since: int | None
+    ) -> None:
         s, m = self.settings, self.metrics
-        viewer = Viewer(ws, room, user, m, max_frames=s.viewer_queue_frames,
-                        max_control=s.viewer_queue_control,
-                        stuck_timeout_s=s.slow_viewer_timeout_s)
+        viewer = Viewer(
+            ws,
+            room,
+            user,
+            m,
+            max_frames=s.viewer_queue_frames,
+            max_control=s.viewer_queue_control,
+            stuck_timeout_s=s.slow_viewer_timeout_s,
+        )
         try:
             hub = await self.hubs.hub(room)
         except StoreError:
@@ -183,17 +196,24 @@ class Gateway:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, viewer, nursery.cancel_scope)
-                viewer.push_control(protocol.welcome(
-                    room, hub.last_seq, s.tick_ms, user.public() if user else None,
-                    hub.online, {"max_text_chars": s.max_text_chars,
-                                 "max_text_bytes": s.max_text_bytes},
-                ))
+                viewer.push_control(
+                    protocol.welcome(
+                        room,
+                        hub.last_seq,
+                        s.tick_ms,
+                        user.public() if user else None,
+                        hub.online,
+                        {"max_text_chars": s.max_text_chars, "max_text_bytes": s.max_text_bytes},
+                    )
+                )
                 await self._attach(viewer, hub, since)
                 reason = await self._read_loop(ws, viewer)
                 viewer.close(protocol.CLOSE_NORMAL, "")
         finally:
             self.hubs.leave(viewer)
             self._viewers.discard(viewer)
+            if self.draining and not self._viewers:
+                self._all_gone.set()
             m.connections_open.dec()
             if viewer.close_reason and viewer.close_reason[0] == protocol.CLOSE_TOO_SLOW:
                 reason = "too_slow"
@@ -214,8 +234,11 @@ class Gateway:
         """
         if since is not None and since > hub.last_seq + 1000:
             # A seq from another era of the room (its history was wiped): start live.
-            viewer.push_control(protocol.notice(
-                "resume_failed", code="resume_failed", since=since, seq=hub.last_seq))
+            viewer.push_control(
+                protocol.notice(
+                    "resume_failed", code="resume_failed", since=since, seq=hub.last_seq
+                )
+            )
             since = None
         if since is None or since >= hub.last_seq:
             # Live only; a client slightly ahead of this gateway gets no repeats.
@@ -226,13 +249,20 @@ class Gateway:
         while cursor < hub.last_seq:
             upto = hub.last_seq
             frames = await self.store.frames_after(
-                hub.room, cursor, min(REPLAY_CHUNK, upto - cursor))
+                hub.room, cursor, min(REPLAY_CHUNK, upto - cursor)
+            )
             if not frames or frames[0].seq != cursor + 1:
                 first = frames[0].seq if frames else upto + 1
                 self.metrics.resume_gaps.inc()
-                viewer.push_control(protocol.notice(
-                    "resume_failed", code="resume_failed", since=since,
-                    missing_from=cursor + 1, missing_to=first - 1))
+                viewer.push_control(
+                    protocol.notice(
+                        "resume_failed",
+                        code="resume_failed",
+                        since=since,
+                        missing_from=cursor + 1,
+                        missing_to=first - 1,
+                    )
+                )
             for frame in frames:
                 if frame.seq > upto:
                     break
@@ -266,26 +296,41 @@ class Gateway:
                     m.comments_rejected.labels(err.code).inc()
                     viewer.push_control(protocol.error(err))
 
-    def _accept_comment(self, viewer: Viewer,
-                        req: protocol.CommentRequest) -> protocol.ProtocolError | None:
+    def _accept_comment(
+        self, viewer: Viewer, req: protocol.CommentRequest
+    ) -> protocol.ProtocolError | None:
         user = viewer.user
         if user is None:
             return protocol.ProtocolError(
-                "unauthorized", "sending needs a token; anonymous viewers can only watch",
-                req.nonce)
+                "unauthorized", "sending needs a token; anonymous viewers can only watch", req.nonce
+            )
         if self.draining:
             return protocol.ProtocolError("overloaded", "server draining", req.nonce, 1000)
         if viewer.inflight >= MAX_INFLIGHT:
             return protocol.ProtocolError(
-                "overloaded", "too many comments waiting for acks", req.nonce, 500)
-        prio = (protocol.PRIO_STAFF if user.is_staff
-                else protocol.PRIO_HIGHLIGHT if user.highlight else protocol.PRIO_ORDINARY)
-        payload = orjson.dumps({
-            "uid": user.uid, "nick": user.nick, "text": req.text, "color": req.color,
-            "mode": req.mode, "ts": int(time.time() * 1000), "prio": prio,
-        })
+                "overloaded", "too many comments waiting for acks", req.nonce, 500
+            )
+        prio = (
+            protocol.PRIO_STAFF
+            if user.is_staff
+            else protocol.PRIO_HIGHLIGHT
+            if user.highlight
+            else protocol.PRIO_ORDINARY
+        )
+        payload = orjson.dumps(
+            {
+                "uid": user.uid,
+                "nick": user.nick,
+                "text": req.text,
+                "color": req.color,
+                "mode": req.mode,
+                "ts": int(time.time() * 1000),
+                "prio": prio,
+            }
+        )
         sub = Submission(viewer, viewer.room, user.uid, req.nonce, payload, time.monotonic())
         if not self.ingest.submit(sub):
             return protocol.ProtocolError(
-                "overloaded", "gateway ingest queue full", req.nonce, 1000)
+                "overloaded", "gateway ingest queue full", req.nonce, 1000
+            )
         return None

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 
 class IpAdmission:
-    def __init__(
-        self, max_conns: int, max_per_min: int, *, max_tracked: int = 100_000
-    ) -> None:
+    def __init__(self, max_conns: int, max_per_min: int, *, max_tracked: int = 100_000) -> None:
         self.max_conns = max_conns  # 0 = unlimited
         self.max_per_min = max_per_min  # 0 = unlimited
         self.max_tracked = max_tracked

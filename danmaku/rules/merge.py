@@ -66,9 +66,7 @@ class RoomMerger:
     owned by one worker task.
     """
 
-    def __init__(
-        self, room: str, seq: int, cursor: str, selector: Selector = take_all
-    ) -> None:
+    def __init__(self, room: str, seq: int, cursor: str, selector: Selector = take_all) -> None:
         self.room = room
         self.seq = seq  # last committed frame
         self.cursor = cursor  # last comment id covered by a committed frame

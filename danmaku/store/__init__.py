@@ -8,8 +8,8 @@ from danmaku.store.redis_store import (
     FrameCommit,
     Lease,
     Store,
-    StoreError,
     StoredComment,
+    StoreError,
 )
 
 __all__ = ["CommittedFrame", "FrameCommit", "Lease", "Store", "StoreError", "StoredComment"]

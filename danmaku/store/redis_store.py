@@ -157,7 +157,7 @@ class Store:
                 args += [p for _, _, p in comments]
                 self._ingest(keys=ks, args=args, client=pipe)
             pipe.zadd(keys.ROOMS, {room: now_ms for room in batch})
-            return pipe.execute()  # type: ignore[no-any-return]
+            return pipe.execute()
 
         replies = await self._call("append_comments", run)
         out: dict[str, list[tuple[str, bool]]] = {}
@@ -195,7 +195,7 @@ class Store:
             pipe = self._r.pipeline(transaction=False)
             pipe.hget(keys.meta(room), "seq")
             pipe.hgetall(keys.online(room))
-            return pipe.execute()  # type: ignore[no-any-return]
+            return pipe.execute()
 
         seq, online = await self._call("room_state", run)
         return int(seq or 0), _sum_online(online, int(time.time() * 1000))
@@ -209,7 +209,7 @@ class Store:
             pipe = self._r.pipeline(transaction=False)
             for room in rooms:
                 pipe.hgetall(keys.online(room))
-            return pipe.execute()  # type: ignore[no-any-return]
+            return pipe.execute()
 
         replies = await self._call("online_counts", run)
         return {room: _sum_online(h, now_ms) for room, h in zip(rooms, replies, strict=True)}
@@ -234,7 +234,7 @@ class Store:
         if not after:
             await trio.sleep(block_ms / 1000)
             return []
-        streams = {keys.frames(room): f"{seq}-0" for room, seq in after.items()}
+        streams: dict[Any, Any] = {keys.frames(room): f"{seq}-0" for room, seq in after.items()}
 
         def run() -> Any:
             return self._rb.xread(streams, count=count, block=block_ms)
@@ -256,7 +256,7 @@ class Store:
             pipe.hgetall(keys.online(room))
             pipe.hgetall(keys.stats(room))
             pipe.xlen(keys.comments(room))
-            return pipe.execute()  # type: ignore[no-any-return]
+            return pipe.execute()
 
         seq, online, stats, stored = await self._call("room_info", run)
         info: dict[str, Any] = {
@@ -276,7 +276,7 @@ class Store:
             pipe = self._r.pipeline(transaction=False)
             pipe.zremrangebyscore(keys.ROOMS, "-inf", since_ms - 3_600_000)
             pipe.zrangebyscore(keys.ROOMS, since_ms, "+inf", start=0, num=limit)
-            return pipe.execute()  # type: ignore[no-any-return]
+            return pipe.execute()
 
         _, rooms = await self._call("active_rooms", run)
         return [_s(r) for r in rooms]
@@ -290,7 +290,7 @@ class Store:
                 self._acquire(
                     keys=[keys.lease(room), keys.meta(room)], args=[token, lease_ms], client=pipe
                 )
-            return pipe.execute()  # type: ignore[no-any-return]
+            return pipe.execute()
 
         replies = await self._call("acquire", run)
         return [
@@ -307,7 +307,7 @@ class Store:
             pipe = self._r.pipeline(transaction=False)
             for room in rooms:
                 self._renew(keys=[keys.lease(room)], args=[leases[room], lease_ms], client=pipe)
-            return pipe.execute()  # type: ignore[no-any-return]
+            return pipe.execute()
 
         replies = await self._call("renew", run)
         return {room for room, ok in zip(rooms, replies, strict=True) if not ok}
@@ -333,8 +333,9 @@ class Store:
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for room in rooms:
-                pipe.xread({keys.comments(room): cursors[room]}, count=count)
-            return pipe.execute()  # type: ignore[no-any-return]
+                stream: dict[Any, Any] = {keys.comments(room): cursors[room]}
+                pipe.xread(stream, count=count)
+            return pipe.execute()
 
         replies = await self._call("read_comments", run)
         out: dict[str, list[StoredComment]] = {}
@@ -349,7 +350,8 @@ class Store:
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)
             for room, values in stats.items():
-                pipe.hset(keys.stats(room), mapping=dict(values))
+                mapping: dict[Any, Any] = dict(values)
+                pipe.hset(keys.stats(room), mapping=mapping)
                 pipe.pexpire(keys.stats(room), 5000)
             pipe.execute()
 
@@ -370,7 +372,7 @@ class Store:
                     args=[f.token, f.seq, f.cursor, f.payload, self._frames_history],
                     client=pipe,
                 )
-            return pipe.execute()  # type: ignore[no-any-return]
+            return pipe.execute()
 
         return [int(x) for x in await self._call("commit", run)]
 

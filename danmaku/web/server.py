@@ -9,8 +9,11 @@ from hypercorn.trio import serve
 
 
 async def serve_app(
-    app: FastAPI, host: str, port: int,
-    *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until cancelled; ``task_status.started(port)`` with the bound port."""
     config = Config()

@@ -63,8 +63,9 @@ class BroadcastWorker:
         self.rooms: dict[str, _Room] = {}
 
     # ---- lifecycle ----------------------------------------------------------------------
-    async def run(self, *, task_status: trio.TaskStatus[BroadcastWorker] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[BroadcastWorker] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run until cancelled. Started means: the first discovery has been attempted."""
         try:
             async with trio.open_nursery() as nursery:
@@ -157,9 +158,11 @@ class BroadcastWorker:
                 await self.store.release(idle)
             stats = {}
             for room, r in self.rooms.items():
-                stats[room] = {"comments_per_s": r.comments_in / ONLINE_EVERY_S,
-                               "shown_per_s": r.shown / ONLINE_EVERY_S,
-                               "dropped_per_s": r.dropped / ONLINE_EVERY_S}
+                stats[room] = {
+                    "comments_per_s": r.comments_in / ONLINE_EVERY_S,
+                    "shown_per_s": r.shown / ONLINE_EVERY_S,
+                    "dropped_per_s": r.dropped / ONLINE_EVERY_S,
+                }
                 r.comments_in = r.shown = r.dropped = 0
             await self.store.write_stats(stats)
 
@@ -213,9 +216,7 @@ class BroadcastWorker:
                 token=r.lease.token,
                 seq=d.seq,
                 cursor=d.cursor,
-                payload=encode_frame(
-                    r.merger.room, d.seq, d.ts_ms, d.items, d.dropped, r.online
-                ),
+                payload=encode_frame(r.merger.room, d.seq, d.ts_ms, d.items, d.dropped, r.online),
             )
             for r, d in drafts
         ]

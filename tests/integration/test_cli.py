@@ -17,17 +17,30 @@ from tests.client import connect
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("DANMAKU_") and k != "REDIS_URL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DANMAKU_") and k != "REDIS_URL"}
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
 async def _start_up(data_dir: Path) -> tuple[trio.Process, dict[str, str]]:
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "danmaku", "up", "--web-port", "0", "--ws-port", "0",
-         "--data-dir", str(data_dir), "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, env=_env())
+        [
+            sys.executable,
+            "-m",
+            "danmaku",
+            "up",
+            "--web-port",
+            "0",
+            "--ws-port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        env=_env(),
+    )
     assert proc.stdout is not None
     urls: dict[str, str] = {}
     buf = b""
@@ -43,8 +56,9 @@ async def _start_up(data_dir: Path) -> tuple[trio.Process, dict[str, str]]:
 
 
 def _post(url: str, body: dict[str, str]) -> dict[str, object]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())  # type: ignore[no-any-return]
 
@@ -91,16 +105,44 @@ async def test_up_prints_urls_and_a_comment_goes_through(tmp_path: Path) -> None
 def test_token_command_mints_a_verifiable_token(tmp_path: Path) -> None:
     env = _env() | {"DANMAKU_SECRET": "s3cret-for-test-0123456789abcdef0123"}
     out = subprocess.run(
-        [sys.executable, "-m", "danmaku", "token", "--user", "mod1", "--nick", "Mo",
-         "--role", "moderator", "--room", "r1", "--ttl", "60"],
-        capture_output=True, text=True, env=env, check=True).stdout.strip()
+        [
+            sys.executable,
+            "-m",
+            "danmaku",
+            "token",
+            "--user",
+            "mod1",
+            "--nick",
+            "Mo",
+            "--role",
+            "moderator",
+            "--room",
+            "r1",
+            "--ttl",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.strip()
     user = auth.verify("s3cret-for-test-0123456789abcdef0123", out, room="r1")
     assert (user.uid, user.nick, user.role, user.room) == ("mod1", "Mo", "moderator", "r1")
 
 
 def test_help_lists_settings_with_env_names_and_defaults() -> None:
-    out = subprocess.run([sys.executable, "-m", "danmaku", "up", "--help"],
-                         capture_output=True, text=True, check=True, env=_env()).stdout
-    for needle in ("DANMAKU_TICK_MS", "REDIS_URL", "DANMAKU_MAX_CONNS_PER_IP",
-                   "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN", "(default: 100)"):
+    out = subprocess.run(
+        [sys.executable, "-m", "danmaku", "up", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_env(),
+    ).stdout
+    for needle in (
+        "DANMAKU_TICK_MS",
+        "REDIS_URL",
+        "DANMAKU_MAX_CONNS_PER_IP",
+        "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN",
+        "(default: 100)",
+    ):
         assert needle in out

@@ -47,7 +47,8 @@ async def test_resume_beyond_history_says_so_then_goes_live(system: System, sett
             await watcher.wait_for(lambda c, k=k: len(c.item_ids()) == k + 1)
         # Trim exactly so history starts well after seq 1.
         await trio.to_thread.run_sync(
-            lambda: system.store._r.xtrim("dm:{old}:frames", maxlen=5, approximate=False))
+            lambda: system.store._r.xtrim("dm:{old}:frames", maxlen=5, approximate=False)
+        )
         resumed = await connect(n, port, "old", since=1)
         await resumed.wait_for(lambda c: bool(c.of_type("notice")))
         notice = resumed.of_type("notice")[0]
@@ -87,7 +88,8 @@ async def test_worker_killed_mid_stream_loses_and_repeats_nothing(
     from danmaku.system import run_system
 
     sys: System = await nursery.start(
-        partial(run_system, settings, ("web", "gateway"), metrics=Metrics(process=False)))
+        partial(run_system, settings, ("web", "gateway"), metrics=Metrics(process=False))
+    )
     port = sys.ws_port
     assert port
     metrics = Metrics(process=False)

