@@ -73,6 +73,21 @@ class Settings:
     room_idle_s: float = _opt(
         30.0, "DANMAKU_ROOM_IDLE_S", "a worker releases a room with no viewers/comments this long"
     )
+    display_budget: float = _opt(
+        40.0, "DANMAKU_DISPLAY_BUDGET", "items per second a room's frames carry (room setting)"
+    )
+    ingest_ceiling: float = _opt(
+        2000.0,
+        "DANMAKU_INGEST_CEILING",
+        "comments/s per room beyond which gateways shed ordinary ones (room setting, 0 = off)",
+    )
+    rate_per_s: float = _opt(
+        1.0, "DANMAKU_RATE_PER_S", "comments per second per user and room (token bucket)"
+    )
+    rate_burst: float = _opt(3.0, "DANMAKU_RATE_BURST", "token bucket burst per user and room")
+    duplicate_window_s: float = _opt(
+        30.0, "DANMAKU_DUPLICATE_WINDOW_S", "same user, same text within this is 'duplicate'"
+    )
     max_items_per_tick: int = _opt(
         10_000, "DANMAKU_MAX_ITEMS_PER_TICK", "comments a worker reads per room per tick"
     )

@@ -73,7 +73,24 @@ class PingRequest:
     nonce: str | None
 
 
-ClientMessage = CommentRequest | PingRequest
+@dataclass(frozen=True, slots=True)
+class DensityRequest:
+    value: float  # share of ordinary items the viewer wants, in (0, 1]
+
+
+ClientMessage = CommentRequest | PingRequest | DensityRequest
+
+
+def parse_density(value: object) -> float | None:
+    """A density share in (0, 1], from a number or a query-string text; else ``None``."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0.0 < value <= 1.0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,11 @@ def parse_client_message(raw: str | bytes, limits: TextLimits) -> ClientMessage 
         return _parse_comment(msg, nonce, limits)
     if kind == "ping":
         return PingRequest(nonce)
+    if kind == "density":
+        density = parse_density(msg.get("value"))
+        if density is None:
+            return ProtocolError("bad_request", "'value' must be a number in (0, 1]", nonce)
+        return DensityRequest(density)
     if not isinstance(kind, str):
         return ProtocolError("bad_request", "missing string field 'type'", nonce)
     return ProtocolError("unknown_type", f"unknown message type {kind[:32]!r}", nonce)

@@ -65,6 +65,13 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
         max_sessions_per_ip_per_min=0,
         lease_ms=1500,
         drain_s=1.0,
+        # The pipeline tests check delivery of every comment: spike control off unless
+        # a test turns it on (tests/integration/test_spike.py does).
+        rate_per_s=10_000.0,
+        rate_burst=10_000.0,
+        duplicate_window_s=0.0,
+        display_budget=100_000.0,
+        ingest_ceiling=0.0,
     )
 
 

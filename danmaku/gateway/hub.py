@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import orjson
 import trio
 
 from danmaku.gateway.viewer import Viewer
 from danmaku.metrics import Metrics
+from danmaku.rules.ratelimit import IngestCeiling
+from danmaku.rules.sampling import DensityLevels
 from danmaku.store import CommittedFrame, Store, StoreError
+
+DENSITY = DensityLevels((1.0, 0.5, 0.25))
 
 log = logging.getLogger(__name__)
 
@@ -24,39 +29,68 @@ log = logging.getLogger(__name__)
 class Hub:
     """One room's local viewers and the last frame seq this gateway has seen."""
 
-    def __init__(self, room: str, last_seq: int, online: int) -> None:
+    def __init__(self, room: str, last_seq: int, online: int, ceiling: float) -> None:
         self.room = room
         self.last_seq = last_seq
         self.online = online
         self.viewers: set[Viewer] = set()
-        self.users = 0  # gateway-local count of joins, for presence
+        self.ceiling = IngestCeiling(ceiling)
+        self.offered = 0  # comments offered here since the last presence round
 
     def deliver(self, frame: CommittedFrame, metrics: Metrics) -> None:
-        """Queue a frame for every viewer (frames arrive in seq order)."""
+        """Queue a frame for every viewer (frames arrive in seq order).
+
+        The frame is decoded once; viewers who asked for a lower density get a variant
+        encoded once per level (``DENSITY``), never once per viewer.
+        """
         if frame.seq <= self.last_seq:
             return
         self.last_seq = frame.seq
         text = frame.payload.decode()
+        texts: list[str | None] = [text] + [None] * (len(DENSITY.levels) - 1)
+        body: dict[str, Any] | None = None
         try:
             body = orjson.loads(frame.payload)
+            assert isinstance(body, dict)
             self.online = int(body.get("online", self.online))
             now_ms = time.time() * 1000
             e2e = metrics.latency.labels("end_to_end")
             for item in body.get("items", ()):
                 e2e.observe(max(0.0, (now_ms - item["ts"]) / 1000))
             metrics.latency.labels("deliver").observe(max(0.0, (now_ms - body["ts"]) / 1000))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AssertionError):
             log.warning("undecodable frame %s/%s forwarded as is", self.room, frame.seq)
+            body = None
         for viewer in self.viewers:
-            viewer.push_frame(frame.seq, text)
+            level = viewer.level if body is not None else 0
+            variant = texts[level]
+            if variant is None:
+                variant = texts[level] = _variant(body, level)
+            viewer.push_frame(frame.seq, variant)
+
+
+def _variant(body: dict[str, Any] | None, level: int) -> str:
+    """The frame with only the items of density ``level``; trimmed ones count as dropped."""
+    assert body is not None
+    items = body.get("items")
+    items = items if isinstance(items, list) else []
+    kept = DENSITY.split(items)[level]
+    dropped = body.get("dropped")
+    out = dict(
+        body,
+        items=kept,
+        dropped=(dropped if isinstance(dropped, int) else 0) + len(items) - len(kept),
+    )
+    return orjson.dumps(out).decode()
 
 
 class RoomHubs:
     """The rooms with viewers on this gateway. Single trio task-group owner."""
 
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    def __init__(self, store: Store, metrics: Metrics, default_ceiling: float = 2000.0) -> None:
         self.store = store
         self.metrics = metrics
+        self.default_ceiling = default_ceiling
         self.hubs: dict[str, Hub] = {}
         self.gone: set[str] = set()  # rooms emptied since the last presence report
         self._creating: dict[str, trio.Event] = {}
@@ -71,7 +105,7 @@ class RoomHubs:
             event = self._creating[room] = trio.Event()
             try:
                 seq, online = await self.store.room_state(room)
-                self.hubs[room] = Hub(room, seq, online)
+                self.hubs[room] = Hub(room, seq, online, self.default_ceiling)
                 self.gone.discard(room)
                 self.metrics.rooms_local.set(len(self.hubs))
             finally:

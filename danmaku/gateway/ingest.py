@@ -23,26 +23,39 @@ import trio
 from danmaku import protocol
 from danmaku.gateway.viewer import Viewer
 from danmaku.metrics import Metrics
-from danmaku.store import Store, StoreError
+from danmaku.store import Ingest, IngestLimits, Store, StoreError
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 2000
+
+
+REFUSALS = {
+    "duplicate": "you just sent the same text",
+    "slow_mode": "slow mode: wait before sending again",
+    "rate_limited": "too many comments: wait before sending again",
+}
 
 
 @dataclass(slots=True)
 class Submission:
     viewer: Viewer
     room: str
-    uid: str
     nonce: str
-    payload: bytes
+    ingest: Ingest
     received: float  # time.monotonic() at receipt
 
 
 class IngestBatcher:
-    def __init__(self, store: Store, metrics: Metrics, capacity: int = 10_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        limits: IngestLimits,
+        capacity: int = 10_000,
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        self.limits = limits
         self._send, self._recv = trio.open_memory_channel[Submission](capacity)
 
     def submit(self, sub: Submission) -> bool:
@@ -96,11 +109,9 @@ class IngestBatcher:
             by_room[sub.room].append(sub)
         try:
             with trio.fail_after(10):
-                ids = await self.store.append_comments(
-                    {
-                        room: [(s.uid, s.nonce, s.payload) for s in subs]
-                        for room, subs in by_room.items()
-                    }
+                outcomes = await self.store.append_comments(
+                    {room: [s.ingest for s in subs] for room, subs in by_room.items()},
+                    self.limits,
                 )
         except (StoreError, trio.TooSlowError) as exc:
             log.warning("ingest batch of %d failed: %s", len(batch), exc)
@@ -118,11 +129,19 @@ class IngestBatcher:
         now = time.monotonic()
         stage = m.latency.labels("ingest")
         for room, subs in by_room.items():
-            for sub, (comment_id, resent) in zip(subs, ids[room], strict=True):
+            for sub, out in zip(subs, outcomes[room], strict=True):
                 sub.viewer.inflight -= 1
-                if resent:
+                if out.id is None:
+                    code = out.code or "bad_request"
+                    m.comments_rejected.labels(code).inc()
+                    err = protocol.ProtocolError(
+                        code, REFUSALS.get(code, code), sub.nonce, out.retry_after_ms
+                    )
+                    sub.viewer.push_control(protocol.error(err))
+                    continue
+                if out.resent:
                     m.comments_duplicate_nonce.inc()
                 else:
                     m.comments_accepted.inc()
                     stage.observe(now - sub.received)
-                sub.viewer.push_control(protocol.ack(sub.nonce, comment_id))
+                sub.viewer.push_control(protocol.ack(sub.nonce, out.id))

@@ -12,7 +12,9 @@ closes viewers with 1013 and flushes pending comments before cancellation.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import random
 import secrets
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -29,16 +31,17 @@ from trio_websocket import (
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
-from danmaku.gateway.hub import FrameFeed, Hub, RoomHubs
+from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.viewer import Viewer
 from danmaku.metrics import Metrics
 from danmaku.rules.admission import IpAdmission
-from danmaku.store import Store, StoreError
+from danmaku.rules.normalize import normalize
+from danmaku.store import Ingest, IngestLimits, Store, StoreError
 
 log = logging.getLogger(__name__)
 
-PRESENCE_EVERY_S = 1.0
+PRESENCE_EVERY_S = 0.5  # also how fast the ingest ceiling reacts to a spike
 MAX_INFLIGHT = 32  # comments one connection may have waiting for their ack
 REPLAY_CHUNK = 200
 
@@ -51,15 +54,23 @@ class HandshakeRefused(Exception):
 
 class Gateway:
     def __init__(
-        self, store: Store, settings: Settings, metrics: Metrics, *, gateway_id: str | None = None
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        gateway_id: str | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self.gateway_id = gateway_id or f"g-{secrets.token_hex(4)}"
-        self.hubs = RoomHubs(store, metrics)
+        self.hubs = RoomHubs(store, metrics, settings.ingest_ceiling)
         self.feed = FrameFeed(self.hubs, store, metrics)
-        self.ingest = IngestBatcher(store, metrics, settings.ingest_queue)
+        limits = IngestLimits(settings.rate_per_s, settings.rate_burst, settings.duplicate_window_s)
+        self.ingest = IngestBatcher(store, metrics, limits, settings.ingest_queue)
+        self.rng = rng or random.Random()
         self.admission = IpAdmission(
             settings.max_conns_per_ip, settings.max_sessions_per_ip_per_min
         )
@@ -105,15 +116,32 @@ class Gateway:
                 await self._all_gone.wait()
 
     async def _presence_loop(self) -> None:
+        """Every half second: publish viewers and offered rates per room, and read back
+        the room-wide offered rate (ingest ceiling) and room settings."""
+        last = trio.current_time()
         while True:
             await trio.sleep(PRESENCE_EVERY_S)
+            now = trio.current_time()
+            elapsed, last = max(now - last, 1e-3), now
             counts = self.hubs.counts()
             if not counts:
                 continue
+            offered = {}
+            for room, hub in self.hubs.hubs.items():
+                offered[room] = hub.offered / elapsed
+                hub.offered = 0
             try:
-                await self.store.report_online(self.gateway_id, counts)
+                live = await self.store.sync_rooms(self.gateway_id, counts, offered)
             except StoreError as exc:
                 log.warning("presence report failed: %s", exc)
+                continue
+            for room, info in live.items():
+                live_hub = self.hubs.hubs.get(room)
+                if live_hub is not None:
+                    live_hub.ceiling.ceiling = info.settings.get(
+                        "ingest_ceiling", self.settings.ingest_ceiling
+                    )
+                    live_hub.ceiling.update(info.offered)
 
     # ---- a connection ---------------------------------------------------------------
     async def _handle(self, request: WebSocketRequest) -> None:
@@ -136,7 +164,7 @@ class Gateway:
             return
         try:
             try:
-                room, user, since = self._check(parse_qs(url.query, max_num_fields=8))
+                room, user, since, density = self._check(parse_qs(url.query, max_num_fields=8))
             except HandshakeRefused as refusal:
                 m.handshakes_rejected.labels(refusal.code).inc()
                 ws = await request.accept()
@@ -146,13 +174,13 @@ class Gateway:
                 await ws.aclose(refusal.close, refusal.message[:120])
                 return
             ws = await request.accept()
-            await self._session(ws, room, user, since)
+            await self._session(ws, room, user, since, density)
         except ConnectionClosed:
             pass
         finally:
             self.admission.close(ip)
 
-    def _check(self, query: dict[str, list[str]]) -> tuple[str, User | None, int | None]:
+    def _check(self, query: dict[str, list[str]]) -> tuple[str, User | None, int | None, float]:
         room = (query.get("room") or [""])[0]
         if not protocol.valid_room(room):
             raise HandshakeRefused("bad_room", "room must be 1-64 of [A-Za-z0-9_-]")
@@ -169,10 +197,22 @@ class Gateway:
             if not raw_since.isdigit() or len(raw_since) > 18:
                 raise HandshakeRefused("bad_request", "since must be a frame seq (integer)")
             since = int(raw_since)
-        return room, user, since
+        density = 1.0
+        raw_density = (query.get("density") or [""])[0]
+        if raw_density:
+            parsed = protocol.parse_density(raw_density[:16])
+            if parsed is None:
+                raise HandshakeRefused("bad_request", "density must be a number in (0, 1]")
+            density = parsed
+        return room, user, since, density
 
     async def _session(
-        self, ws: WebSocketConnection, room: str, user: User | None, since: int | None
+        self,
+        ws: WebSocketConnection,
+        room: str,
+        user: User | None,
+        since: int | None,
+        density: float = 1.0,
     ) -> None:
         s, m = self.settings, self.metrics
         viewer = Viewer(
@@ -184,6 +224,7 @@ class Gateway:
             max_control=s.viewer_queue_control,
             stuck_timeout_s=s.slow_viewer_timeout_s,
         )
+        viewer.level = DENSITY.index_for(density)
         try:
             hub = await self.hubs.hub(room)
         except StoreError:
@@ -289,6 +330,9 @@ class Gateway:
                 viewer.push_control(protocol.error(msg))
             elif isinstance(msg, protocol.PingRequest):
                 viewer.push_control(protocol.pong(msg.nonce))
+            elif isinstance(msg, protocol.DensityRequest):
+                viewer.level = DENSITY.index_for(msg.value)
+                viewer.push_control(protocol.notice("density", value=DENSITY.levels[viewer.level]))
             else:
                 m.comments_received.inc()
                 err = self._accept_comment(viewer, msg)
@@ -328,7 +372,18 @@ class Gateway:
                 "prio": prio,
             }
         )
-        sub = Submission(viewer, viewer.room, user.uid, req.nonce, payload, time.monotonic())
+        hub = self.hubs.hubs.get(viewer.room)
+        if hub is not None:
+            hub.offered += 1
+            if not hub.ceiling.admit(prio, self.rng):
+                # Shed at the door (the room runs far past what frames can show): the
+                # sender still gets an ack and sees its comment; Redis never sees it.
+                self.metrics.comments_shed.inc()
+                viewer.push_control(protocol.ack(req.nonce, f"shed-{secrets.token_hex(6)}"))
+                return None
+        text_hash = hashlib.blake2b(normalize(req.text).encode(), digest_size=8).hexdigest()
+        ingest = Ingest(user.uid, req.nonce, payload, text_hash, exempt=user.is_staff)
+        sub = Submission(viewer, viewer.room, req.nonce, ingest, time.monotonic())
         if not self.ingest.submit(sub):
             return protocol.ProtocolError(
                 "overloaded", "gateway ingest queue full", req.nonce, 1000

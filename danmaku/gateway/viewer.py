@@ -44,6 +44,7 @@ class Viewer:
         self.min_seq = 0  # frames below this were already delivered (resume)
         self.last_seq = 0  # last frame queued
         self.inflight = 0  # comments submitted, not yet acked
+        self.level = 0  # density level index (hub.DENSITY): 0 = every item
         self.close_reason: tuple[int, str] | None = None
         self._m = metrics
         self._frames: deque[tuple[int, str]] = deque()

@@ -6,10 +6,25 @@ Nothing outside ``danmaku.store`` imports ``redis``.
 from danmaku.store.redis_store import (
     CommittedFrame,
     FrameCommit,
+    Ingest,
+    IngestLimits,
     Lease,
+    Outcome,
+    RoomLive,
     Store,
     StoredComment,
     StoreError,
 )
 
-__all__ = ["CommittedFrame", "FrameCommit", "Lease", "Store", "StoreError", "StoredComment"]
+__all__ = [
+    "CommittedFrame",
+    "FrameCommit",
+    "Ingest",
+    "IngestLimits",
+    "Lease",
+    "Outcome",
+    "RoomLive",
+    "Store",
+    "StoreError",
+    "StoredComment",
+]

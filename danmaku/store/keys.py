@@ -38,6 +38,26 @@ def stats(room: str) -> str:
     return f"{PREFIX}:{{{room}}}:stats"
 
 
+def settings(room: str) -> str:
+    """Hash of room settings set by moderators (budget, slow_mode_s, ingest_ceiling)."""
+    return f"{PREFIX}:{{{room}}}:settings"
+
+
+def limits(room: str, uid: str) -> str:
+    """Hash: a user's token bucket and last send in a room (shared by all gateways)."""
+    return f"{PREFIX}:{{{room}}}:rl:{uid}"
+
+
+def duplicate(room: str, uid: str, text_hash: str) -> str:
+    """String set while a user's normalised text counts as a duplicate (PX window)."""
+    return f"{PREFIX}:{{{room}}}:d:{uid}:{text_hash}"
+
+
+def offered(room: str) -> str:
+    """Hash: gateway id -> ``rate:stamp_ms`` of comments offered (before shedding)."""
+    return f"{PREFIX}:{{{room}}}:offered"
+
+
 def nonce(room: str, uid: str, nonce: str) -> str:
     """String: the comment id a (user, nonce) resend must get again (EX nonce_ttl)."""
     return f"{PREFIX}:{{{room}}}:n:{uid}:{nonce}"

@@ -63,6 +63,53 @@ class FrameCommit:
 
 
 @dataclass(frozen=True, slots=True)
+class Ingest:
+    """One comment to admit: who, the resend nonce, the payload, the hash of its
+    normalised text (duplicate guard), and whether the sender is exempt from limits."""
+
+    uid: str
+    nonce: str
+    payload: bytes
+    text_hash: str
+    exempt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    rate_per_s: float = 1.0
+    burst: float = 3.0
+    duplicate_window_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the door said about one comment: stored (``id``), resent (``id``, ``resent``),
+    or refused (``code``, ``retry_after_ms``)."""
+
+    id: str | None
+    resent: bool = False
+    code: str | None = None
+    retry_after_ms: int = 0
+
+    @classmethod
+    def parse(cls, reply: str) -> Outcome:
+        if reply.startswith("="):
+            return cls(reply[1:], resent=True)
+        if reply.startswith("!"):
+            code, _, ms = reply[1:].partition(":")
+            return cls(None, code=code, retry_after_ms=int(float(ms or 0)))
+        return cls(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLive:
+    """Room-wide figures a gateway reads back each presence round."""
+
+    offered: float  # comments/s offered over all gateways, before shedding
+    settings: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class CommittedFrame:
     room: str
     seq: int
@@ -139,42 +186,59 @@ class Store:
 
     # ---- gateway: ingest ----------------------------------------------------------------
     async def append_comments(
-        self, batch: Mapping[str, Sequence[tuple[str, str, bytes]]]
-    ) -> dict[str, list[tuple[str, bool]]]:
-        """Append comments, per room ``[(uid, nonce, payload), ...]``, in one pipeline.
+        self, batch: Mapping[str, Sequence[Ingest]], limits: IngestLimits
+    ) -> dict[str, list[Outcome]]:
+        """Admit and append comments per room in one pipeline (one Lua call per room).
 
-        Returns, per room and in order, ``(comment id, resent)``: ``resent`` is true when
-        that (user, nonce) was stored before (nothing appended; the first id returned).
-        Also marks the rooms active for worker discovery.
+        Returns, per room and in order, each comment's ``Outcome`` (see ``scripts.INGEST``:
+        stored, resent, or refused by duplicate/slow mode/rate limit). Also marks the
+        rooms active for worker discovery.
         """
         now_ms = int(time.time() * 1000)
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for room, comments in batch.items():
-                ks = [keys.comments(room)] + [keys.nonce(room, u, n) for u, n, _ in comments]
-                args: list[Any] = [self._stream_maxlen, self._nonce_ttl_s]
-                args += [p for _, _, p in comments]
+                ks = [keys.comments(room), keys.settings(room)]
+                args: list[Any] = [
+                    self._stream_maxlen,
+                    self._nonce_ttl_s,
+                    limits.rate_per_s,
+                    limits.burst,
+                    limits.duplicate_window_s,
+                ]
+                for c in comments:
+                    ks += [
+                        keys.nonce(room, c.uid, c.nonce),
+                        keys.limits(room, c.uid),
+                        keys.duplicate(room, c.uid, c.text_hash),
+                    ]
+                    args += [c.payload, "s" if c.exempt else "-"]
                 self._ingest(keys=ks, args=args, client=pipe)
             pipe.zadd(keys.ROOMS, {room: now_ms for room in batch})
             return pipe.execute()
 
         replies = await self._call("append_comments", run)
-        out: dict[str, list[tuple[str, bool]]] = {}
+        out: dict[str, list[Outcome]] = {}
         for room, reply in zip(batch, replies, strict=False):
-            ids = [_s(x) for x in reply]
-            out[room] = [(i[1:], True) if i.startswith("=") else (i, False) for i in ids]
+            out[room] = [Outcome.parse(_s(x)) for x in reply]
         return out
 
     # ---- gateway: presence and frames -----------------------------------------------------
-    async def report_online(self, gateway_id: str, counts: Mapping[str, int]) -> None:
-        """Publish this gateway's viewer count per room; marks rooms with viewers active."""
+    async def sync_rooms(
+        self, gateway_id: str, counts: Mapping[str, int], offered: Mapping[str, float]
+    ) -> dict[str, RoomLive]:
+        """Publish this gateway's viewers and offered comment rate per room; read back the
+        room-wide offered rate and the room settings. Rooms with viewers are marked active.
+        """
         now_ms = int(time.time() * 1000)
+        rooms = list(counts)
 
-        def run() -> None:
+        def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             active = {}
-            for room, n in counts.items():
+            for room in rooms:
+                n = counts[room]
                 k = keys.online(room)
                 if n > 0:
                     pipe.hset(k, gateway_id, f"{n}:{now_ms}")
@@ -182,11 +246,45 @@ class Store:
                     active[room] = now_ms
                 else:
                     pipe.hdel(k, gateway_id)
+                rate = offered.get(room, 0.0)
+                pipe.hset(keys.offered(room), gateway_id, f"{rate:.3f}:{now_ms}")
+                pipe.pexpire(keys.offered(room), 60_000)
             if active:
                 pipe.zadd(keys.ROOMS, active)
+            for room in rooms:
+                pipe.hgetall(keys.offered(room))
+                pipe.hgetall(keys.settings(room))
+            return pipe.execute()
+
+        replies = await self._call("sync_rooms", run)
+        tail = replies[len(replies) - 2 * len(rooms) :]
+        return {
+            room: RoomLive(
+                offered=_sum_fresh(tail[2 * i], now_ms),
+                settings=_decode_settings(tail[2 * i + 1]),
+            )
+            for i, room in enumerate(rooms)
+        }
+
+    async def room_settings(self, room: str) -> dict[str, float]:
+        """The room's moderator-set settings (only those set)."""
+        raw = await self._call("room_settings", lambda: self._r.hgetall(keys.settings(room)))
+        return _decode_settings(raw)
+
+    async def set_room_settings(self, room: str, values: Mapping[str, float | None]) -> None:
+        """Set (or with ``None`` clear) room settings; workers and gateways see them
+        within a second."""
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            for name, value in values.items():
+                if value is None:
+                    pipe.hdel(keys.settings(room), name)
+                else:
+                    pipe.hset(keys.settings(room), name, repr(float(value)))
             pipe.execute()
 
-        await self._call("report_online", run)
+        await self._call("set_room_settings", run)
 
     async def room_state(self, room: str) -> tuple[int, int]:
         """``(latest committed seq, online viewers)`` of a room."""
@@ -200,8 +298,8 @@ class Store:
         seq, online = await self._call("room_state", run)
         return int(seq or 0), _sum_online(online, int(time.time() * 1000))
 
-    async def online_counts(self, rooms: Iterable[str]) -> dict[str, int]:
-        """Viewers per room summed over live gateways."""
+    async def online_counts(self, rooms: Iterable[str]) -> dict[str, tuple[int, dict[str, float]]]:
+        """Per room: viewers summed over live gateways, and the room settings."""
         rooms = list(rooms)
         now_ms = int(time.time() * 1000)
 
@@ -209,10 +307,14 @@ class Store:
             pipe = self._r.pipeline(transaction=False)
             for room in rooms:
                 pipe.hgetall(keys.online(room))
+                pipe.hgetall(keys.settings(room))
             return pipe.execute()
 
-        replies = await self._call("online_counts", run)
-        return {room: _sum_online(h, now_ms) for room, h in zip(rooms, replies, strict=True)}
+        r = await self._call("online_counts", run)
+        return {
+            room: (_sum_online(r[2 * i], now_ms), _decode_settings(r[2 * i + 1]))
+            for i, room in enumerate(rooms)
+        }
 
     async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]:
         """Up to ``count`` committed frames with seq > ``after_seq``, oldest first."""
@@ -375,6 +477,28 @@ class Store:
             return pipe.execute()
 
         return [int(x) for x in await self._call("commit", run)]
+
+
+def _sum_fresh(fields: Mapping[bytes, bytes], now_ms: int) -> float:
+    total = 0.0
+    for value in fields.values():
+        rate, _, stamp = _s(value).partition(":")
+        if stamp.isdigit() and now_ms - int(stamp) <= ONLINE_FRESH_MS:
+            try:
+                total += float(rate)
+            except ValueError:
+                continue
+    return total
+
+
+def _decode_settings(fields: Mapping[Any, Any]) -> dict[str, float]:
+    out = {}
+    for name, value in fields.items():
+        try:
+            out[_s(name)] = float(value)
+        except ValueError:
+            continue
+    return out
 
 
 def _sum_online(fields: Mapping[bytes, bytes], now_ms: int) -> int:

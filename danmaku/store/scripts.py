@@ -4,21 +4,72 @@ Cluster-safe; each is atomic, which is what makes the guarantees below hold.
 
 from __future__ import annotations
 
-# Append a batch of one room's comments, idempotent per (user, nonce).
-# KEYS[1] = comment stream, KEYS[1+i] = nonce key of comment i
-# ARGV[1] = stream MAXLEN (~), ARGV[2] = nonce TTL (s), ARGV[2+i] = payload of comment i
-# Returns one entry per comment: its stream id, or "=" .. id when the nonce was seen before
-# (the resend gets the same id and nothing is appended).
+# Admit and append a batch of one room's comments: the door of the room, in one atomic
+# step per batch (no per-comment round trip). Per comment, in order:
+#   1. resend: the (user, nonce) was stored before -> "=" .. its id, nothing appended;
+#   2. unless staff: duplicate text from the same user within the window -> "!duplicate:ms";
+#      slow mode on (room setting) -> one comment per slow_mode_s -> "!slow_mode:ms";
+#      otherwise the user's token bucket (rate/s, burst) -> "!rate_limited:ms";
+#      (the bucket is ratelimit.take_tokens, step for step; time comes from Redis TIME so
+#      gateway clocks do not matter, and the state is shared by every gateway);
+#   3. XADD, remember the nonce, charge the limits -> the new stream id.
+# KEYS[1] = comment stream, KEYS[2] = room settings hash,
+#   then per comment i: nonce key, limit hash (tokens, stamp, last), duplicate key
+# ARGV[1] = MAXLEN (~), ARGV[2] = nonce TTL s, ARGV[3] = rate/s, ARGV[4] = burst,
+#   ARGV[5] = duplicate window s, then per comment i: payload, flags ("s" = staff)
 INGEST = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local slow = tonumber(redis.call('HGET', KEYS[2], 'slow_mode_s') or '0') or 0
+local rate, burst, dupwin = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local keep_ms = math.ceil(math.max(burst / math.max(rate, 1e-6), slow, dupwin) * 1000) + 1000
 local out = {}
-for i = 2, #KEYS do
-  local seen = redis.call('GET', KEYS[i])
+for i = 0, (#KEYS - 2) / 3 - 1 do
+  local nk, lk, dk = KEYS[3 + 3 * i], KEYS[4 + 3 * i], KEYS[5 + 3 * i]
+  local payload, flags = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
+  local seen = redis.call('GET', nk)
   if seen then
     out[#out + 1] = '=' .. seen
   else
-    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'd', ARGV[i + 1])
-    redis.call('SET', KEYS[i], id, 'EX', ARGV[2])
-    out[#out + 1] = id
+    local verdict = nil
+    local tokens, stamp = burst, now
+    if flags ~= 's' then
+      local st = redis.call('HMGET', lk, 'tokens', 'stamp', 'last')
+      tokens, stamp = tonumber(st[1]) or burst, tonumber(st[2]) or now
+      local last = tonumber(st[3])
+      if dupwin > 0 and redis.call('EXISTS', dk) == 1 then
+        verdict = '!duplicate:' .. math.max(1, redis.call('PTTL', dk))
+      elseif slow > 0 then
+        if last and last + slow > now then
+          verdict = '!slow_mode:' .. math.ceil((last + slow - now) * 1000)
+        end
+      else
+        if now > stamp then
+          tokens = math.min(burst, tokens + (now - stamp) * rate)
+          stamp = now
+        end
+        if tokens + 1e-9 >= 1 then
+          tokens = math.max(0, tokens - 1)
+        elseif rate <= 0 or burst < 1 then
+          verdict = '!rate_limited:3600000'
+        else
+          verdict = '!rate_limited:' .. math.ceil((1 - tokens) / rate * 1000)
+        end
+      end
+    end
+    if verdict then
+      out[#out + 1] = verdict
+    else
+      local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'd', payload)
+      redis.call('SET', nk, id, 'EX', ARGV[2])
+      if flags ~= 's' then
+        redis.call('HSET', lk, 'tokens', tostring(tokens), 'stamp', tostring(stamp),
+                   'last', tostring(now))
+        redis.call('PEXPIRE', lk, keep_ms)
+        if dupwin > 0 then redis.call('SET', dk, '1', 'PX', math.ceil(dupwin * 1000)) end
+      end
+      out[#out + 1] = id
+    end
   end
 end
 return out

@@ -15,6 +15,7 @@ cursor, so nothing is lost or repeated either way.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable
@@ -25,7 +26,8 @@ import trio
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.protocol import encode_frame
-from danmaku.rules.merge import Draft, RoomMerger, stream_id_ms
+from danmaku.rules.merge import Draft, Item, Pick, RoomMerger, Selector, stream_id_ms
+from danmaku.rules.sampling import BudgetMeter, FrameSampler
 from danmaku.store import FrameCommit, Lease, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,21 @@ DISCOVER_EVERY_S = 0.5
 ONLINE_EVERY_S = 1.0
 
 
+def sampling_selector(sampler: FrameSampler) -> Selector:
+    """Adapt the spike-control sampler to the merger's selector interface."""
+
+    def select(items: list[Item], budget: int) -> Pick:
+        sel = sampler.select(items, budget)
+        return Pick(sel.items, sel.dropped, sel.carry, sel.dropped_by_tier, sel.folded)
+
+    return select
+
+
 @dataclass
 class _Room:
     lease: Lease
     merger: RoomMerger
+    meter: BudgetMeter  # the room's display budget, items per second -> per frame
     last_active: float  # trio time of the last comment or viewer seen
     online: int = 0
     comments_in: int = 0  # since the last stats report
@@ -54,12 +67,14 @@ class BroadcastWorker:
         *,
         worker_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        seed: int | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self.worker_id = worker_id or f"w-{secrets.token_hex(4)}"
         self._clock = clock
+        self._rng = random.Random(seed)
         self.rooms: dict[str, _Room] = {}
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -143,11 +158,12 @@ class BroadcastWorker:
                 continue
             now = trio.current_time()
             idle: dict[str, str] = {}
-            for room, n in counts.items():
+            for room, (n, room_settings) in counts.items():
                 r = self.rooms.get(room)
                 if r is None:
                     continue
                 r.online = n
+                r.meter.per_second = room_settings.get("budget", self.settings.display_budget)
                 if n > 0:
                     r.last_active = now
                 elif now - r.last_active > self.settings.room_idle_s and not r.merger.has_work():
@@ -177,9 +193,10 @@ class BroadcastWorker:
         taken = await self.store.acquire(wanted, token, self.settings.lease_ms)
         now = trio.current_time()
         for lease in taken:
-            self.rooms[lease.room] = _Room(
-                lease, RoomMerger(lease.room, lease.seq, lease.cursor), last_active=now
-            )
+            sampler = FrameSampler(random.Random(self._rng.random()))
+            merger = RoomMerger(lease.room, lease.seq, lease.cursor, sampling_selector(sampler))
+            meter = BudgetMeter(self.settings.display_budget)
+            self.rooms[lease.room] = _Room(lease, merger, meter, last_active=now)
             self.metrics.leases.labels("takeover" if lease.seq > 0 else "acquired").inc()
         self.metrics.rooms_held.set(len(self.rooms))
 
@@ -205,7 +222,7 @@ class BroadcastWorker:
             if comments:
                 r.merger.add((c.id, c.payload) for c in comments)
                 r.last_active = now
-            draft = r.merger.build(now_wall)
+            draft = r.merger.build(now_wall, r.meter.take(self.settings.tick_s))
             if draft is not None:
                 drafts.append((r, draft))
         if not drafts:

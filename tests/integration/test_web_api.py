@@ -11,7 +11,7 @@ import trio
 
 from danmaku import auth
 from danmaku.system import System
-from tests.client import connect, token
+from tests.client import connect, label, token
 from tests.conftest import SECRET
 
 
@@ -50,7 +50,7 @@ async def test_room_figures_and_config(system: System) -> None:
         await connect(n, system.ws_port, "fig")
         sender = await connect(n, system.ws_port, "fig", tok=token("u"))
         for k in range(5):
-            await sender.comment(f"c{k}", nonce=f"c{k}")
+            await sender.comment(f"c {label(k)}", nonce=f"c{k}")
         with trio.fail_after(10):
             while True:
                 status, info, _ = await call(f"{base}/api/rooms/fig")

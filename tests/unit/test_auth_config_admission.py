@@ -16,7 +16,12 @@ def test_token_round_trip_and_claims() -> None:
     tok = auth.mint(SECRET, uid="u1", nick="Ann", role="streamer", room="r", highlight=True)
     user = auth.verify(SECRET, tok, room="r")
     assert (user.uid, user.nick, user.role, user.room, user.highlight) == (
-        "u1", "Ann", "streamer", "r", True)
+        "u1",
+        "Ann",
+        "streamer",
+        "r",
+        True,
+    )
     assert user.is_staff
 
 

@@ -9,8 +9,17 @@ from danmaku.rules.merge import Pick, RoomMerger, stream_id_ms
 
 
 def payload(uid: str, text: str, prio: int = 0) -> bytes:
-    return orjson.dumps({"uid": uid, "nick": uid, "text": text, "color": "#ffffff",
-                         "mode": "scroll", "ts": 1, "prio": prio})
+    return orjson.dumps(
+        {
+            "uid": uid,
+            "nick": uid,
+            "text": text,
+            "color": "#ffffff",
+            "mode": "scroll",
+            "ts": 1,
+            "prio": prio,
+        }
+    )
 
 
 def test_a_tick_without_comments_builds_no_frame() -> None:

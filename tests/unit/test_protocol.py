@@ -56,11 +56,29 @@ def test_error_echoes_the_nonce_when_known() -> None:
 
 
 def test_frame_encoding() -> None:
-    items = [{"id": "1-0", "uid": "u", "nick": "n", "text": "t", "color": "#ffffff",
-              "mode": "scroll", "ts": 5, "prio": 0}]
+    items = [
+        {
+            "id": "1-0",
+            "uid": "u",
+            "nick": "n",
+            "text": "t",
+            "color": "#ffffff",
+            "mode": "scroll",
+            "ts": 5,
+            "prio": 0,
+        }
+    ]
     frame = orjson.loads(protocol.encode_frame("r", 3, 99, items, 2, 10, retract=["0-1"]))
-    assert frame == {"type": "frame", "room": "r", "seq": 3, "ts": 99, "items": items,
-                     "dropped": 2, "online": 10, "retract": ["0-1"]}
+    assert frame == {
+        "type": "frame",
+        "room": "r",
+        "seq": 3,
+        "ts": 99,
+        "items": items,
+        "dropped": 2,
+        "online": 10,
+        "retract": ["0-1"],
+    }
     assert "retract" not in orjson.loads(protocol.encode_frame("r", 3, 99, [], 0, 0))
 
 

@@ -1,0 +1,250 @@
+"""Admission rules at the door: per-user token bucket, slow mode, duplicate guard, and the
+per-room ingest ceiling.
+
+Pure rules, no I/O: every time-dependent method takes ``now`` in seconds (any monotonic
+origin, the same for all calls on one object) and randomness comes from an injected
+``random.Random``. Every "may I?" answer is a wait in seconds: ``0.0`` means allowed,
+anything else is the ``retry_after`` to report (``math.inf`` when waiting cannot help).
+Staff exemptions (moderators, the streamer) are the caller's decision, not these rules'.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from danmaku.rules.normalize import normalize
+
+__all__ = [
+    "DuplicateGuard",
+    "IngestCeiling",
+    "SlowMode",
+    "TokenBucket",
+    "admission_probability",
+    "take_tokens",
+]
+
+_EPS = 1e-9  # float slack: a wait of exactly ``retry_after`` must then succeed
+
+
+def take_tokens(
+    tokens: float, stamp: float, now: float, rate: float, burst: float, n: float = 1.0
+) -> tuple[float, float, float]:
+    """One token-bucket step on explicit state: returns ``(wait, tokens, stamp)``.
+
+    Refill ``(now - stamp) x rate`` tokens capped at ``burst`` (no refill if ``now`` is not
+    after ``stamp``: a clock that steps back never mints tokens), then take ``n`` if there
+    are that many (``wait`` = 0.0) or take nothing and return the seconds until there will
+    be (``inf`` if ``n > burst`` or ``rate == 0``). This is the whole algorithm: the
+    ``TokenBucket`` class and a Redis Lua script (see ``TokenBucket``) both do exactly this.
+    """
+    if now > stamp:
+        tokens = min(burst, tokens + (now - stamp) * rate)
+        stamp = now
+    if tokens + _EPS >= n:
+        return 0.0, max(0.0, tokens - n), stamp
+    if n > burst or rate <= 0.0:
+        return math.inf, tokens, stamp
+    return (n - tokens) / rate, tokens, stamp
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` tokens per second, holding at most ``burst``; starts full.
+
+    The state is two floats, ``(tokens, stamp)``: ``state`` / ``from_state`` move it in and
+    out, e.g. to hold it in Redis so a user's limit holds across gateways. A bucket left
+    untouched for ``idle_ttl`` seconds is full again, so its stored state may expire then.
+
+    The same step as a Redis Lua script (one hash per user and room, e.g.
+    ``{room}:rl:{uid}``; take the time from Redis so gateways' clocks do not matter —
+    Redis >= 5 replicates scripts by effects, so ``TIME`` is allowed before writes)::
+
+        -- KEYS[1] bucket hash; ARGV: rate, burst, n
+        local rate, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+        local s = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+        local tokens = tonumber(s[1]) or burst
+        local stamp = tonumber(s[2]) or now
+        if now > stamp then
+          tokens = math.min(burst, tokens + (now - stamp) * rate); stamp = now
+        end
+        local wait = 0
+        if tokens + 1e-9 >= n then tokens = math.max(0, tokens - n)
+        elseif n > burst or rate <= 0 then wait = -1   -- never
+        else wait = (n - tokens) / rate end
+        redis.call('HSET', KEYS[1], 'tokens', tokens, 'stamp', stamp)
+        redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+        return tostring(wait)  -- Redis would truncate a Lua number to an integer
+
+    For many users at once (a gateway's batch of comments), run it for each key inside one
+    pipeline or one script call with several keys of the same room (same hash slot).
+    """
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        if not (rate >= 0.0 and burst >= 0.0):
+            raise ValueError("rate and burst must be >= 0")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.tokens = self.burst
+        self.stamp: float | None = None  # None: never used, so full
+
+    @classmethod
+    def from_state(
+        cls, rate: float, burst: float, state: tuple[float, float] | None
+    ) -> TokenBucket:
+        """A bucket with stored state (``None``: a new, full bucket)."""
+        bucket = cls(rate, burst)
+        if state is not None:
+            bucket.tokens = min(bucket.burst, max(0.0, float(state[0])))
+            bucket.stamp = float(state[1])
+        return bucket
+
+    def state(self, now: float) -> tuple[float, float]:
+        """``(tokens, stamp)`` to store; a never-used bucket reports itself full at ``now``."""
+        return self.tokens, (now if self.stamp is None else self.stamp)
+
+    @property
+    def idle_ttl(self) -> float:
+        """Seconds after which an untouched bucket is full (``inf`` if rate is 0)."""
+        return math.inf if self.rate <= 0.0 else self.burst / self.rate
+
+    def take(self, now: float, n: float = 1.0) -> float:
+        """Take ``n`` tokens: ``0.0`` if allowed, else seconds to wait (nothing taken)."""
+        tokens, stamp = self.state(now)
+        wait, self.tokens, self.stamp = take_tokens(tokens, stamp, now, self.rate, self.burst, n)
+        return wait
+
+    def peek(self, now: float, n: float = 1.0) -> float:
+        """What ``take`` would answer, without changing the bucket."""
+        tokens, stamp = self.state(now)
+        return take_tokens(tokens, stamp, now, self.rate, self.burst, n)[0]
+
+
+class SlowMode:
+    """A room's slow mode: at least ``interval_s`` seconds between a user's comments.
+
+    ``interval_s <= 0`` means off. The caller keeps each user's ``last_sent_at`` (the time
+    of their last *accepted* comment) and records it only when a comment is accepted.
+    """
+
+    __slots__ = ("interval_s",)
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = float(interval_s)
+
+    def check(self, last_sent_at: float | None, now: float) -> float:
+        """``0.0`` if the user may comment at ``now``, else seconds to wait."""
+        if self.interval_s <= 0.0 or last_sent_at is None:
+            return 0.0
+        wait = last_sent_at + self.interval_s - now
+        return wait if wait > _EPS else 0.0
+
+
+class DuplicateGuard:
+    """Refuses a user repeating the same text (by ``normalize``) within ``window_s``.
+
+    In-process state, bounded: at most ``max_entries`` (user, text) pairs are remembered.
+    Expired pairs are forgotten first; when still full, the least recently recorded pair
+    is forgotten (so under extreme pressure an old duplicate may slip through: the guard
+    fails open, never refuses wrongly). A refused attempt does not restart the window:
+    the text is accepted again ``window_s`` after it was last *accepted*.
+    """
+
+    __slots__ = ("_seen", "max_entries", "window_s")
+
+    def __init__(self, window_s: float = 30.0, max_entries: int = 65_536) -> None:
+        if window_s < 0.0 or max_entries < 0:
+            raise ValueError("window_s and max_entries must be >= 0")
+        self.window_s = float(window_s)
+        self.max_entries = max_entries
+        self._seen: dict[tuple[str, str], float] = {}  # insertion order = record order
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def check(self, uid: str, text: str, now: float) -> float:
+        """``0.0`` if ``uid`` may send ``text`` at ``now``, else seconds until it may.
+        Records nothing (see ``record`` and ``admit``)."""
+        self._expire(now)
+        stamp = self._seen.get((uid, normalize(text)))
+        if stamp is None:
+            return 0.0
+        wait = stamp + self.window_s - now
+        return wait if wait > _EPS else 0.0
+
+    def record(self, uid: str, text: str, now: float) -> None:
+        """Remember that ``uid`` sent ``text`` at ``now`` (call when it was accepted)."""
+        key = (uid, normalize(text))
+        self._seen.pop(key, None)
+        if self.max_entries == 0:
+            return
+        self._seen[key] = now
+        self._expire(now)
+        while len(self._seen) > self.max_entries:
+            del self._seen[next(iter(self._seen))]
+
+    def admit(self, uid: str, text: str, now: float) -> float:
+        """``check``, and ``record`` when allowed."""
+        wait = self.check(uid, text, now)
+        if wait == 0.0:
+            self.record(uid, text, now)
+        return wait
+
+    def _expire(self, now: float) -> None:
+        seen = self._seen
+        horizon = now - self.window_s
+        while seen:
+            key = next(iter(seen))
+            if seen[key] > horizon:
+                break
+            del seen[key]
+
+
+def admission_probability(offered_rate: float, ceiling: float) -> float:
+    """Share of ordinary comments to admit: 1.0 up to ``ceiling`` comments/s, then
+    ``ceiling / offered_rate``, so about ``ceiling`` per second get through. A ceiling
+    ``<= 0`` means no ceiling."""
+    if ceiling <= 0.0 or offered_rate <= ceiling:
+        return 1.0
+    return ceiling / offered_rate
+
+
+class IngestCeiling:
+    """Per-room admission sampling: sheds ordinary comments when a room runs far past what
+    can be shown, never priority ones (prio >= 1).
+
+    Feed it the room's measured rate (comments/s, shared through Redis) with ``update``
+    — the *offered* rate, counting comments before shedding, including shed ones. If only
+    the rate after shedding is known, use ``update_from_admitted``: it divides by the
+    probability in force to estimate the offered rate. ``ceiling <= 0`` disables it.
+    ``shed`` counts the comments ``admit`` refused (for the metric).
+    """
+
+    __slots__ = ("ceiling", "probability", "shed")
+
+    def __init__(self, ceiling: float = 2000.0) -> None:
+        self.ceiling = float(ceiling)
+        self.probability = 1.0
+        self.shed = 0
+
+    def update(self, offered_rate: float) -> float:
+        """Set and return the admission probability for this offered rate."""
+        self.probability = admission_probability(offered_rate, self.ceiling)
+        return self.probability
+
+    def update_from_admitted(self, admitted_rate: float) -> float:
+        """Set and return the probability from the rate *after* shedding."""
+        return self.update(admitted_rate / self.probability)
+
+    def admit(self, prio: int, rng: random.Random) -> bool:
+        """Admit one comment? Always for prio >= 1 and below the ceiling (no random draw
+        then); otherwise with ``probability``."""
+        if prio >= 1 or self.probability >= 1.0:
+            return True
+        if rng.random() < self.probability:
+            return True
+        self.shed += 1
+        return False

@@ -1,0 +1,1112 @@
+/* danmaku web player: plain modern JS, no build step, nothing fetched from elsewhere.
+ *
+ * - Connects to the gateway named by GET /api/config (ws_url) with ?room=&token=&since=&density=
+ *   and reconnects with jittered exponential backoff, resuming after the last frame seq it saw.
+ * - Frames: items are spread evenly over the tick, de-duplicated by id (and frames by seq),
+ *   filtered by the viewer's block lists, and placed in lanes: a scrolling comment takes a
+ *   lane only when it will not catch the one ahead; top/bottom comments stay still.
+ * - Comments are DOM elements moved by the Web Animations API (CSS transforms, on the
+ *   compositor). Text from the network is only ever set with textContent.
+ * - Sending: a guest token from POST /api/session; an ack shows the own comment at once;
+ *   un-acked comments are resent with the same nonce after a reconnect.
+ * - window.danmaku is a small read-only hook for tests and debugging.
+ */
+"use strict";
+
+(() => {
+  // ---- constants ----------------------------------------------------------------------------
+  const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+  const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
+  const SETTINGS_KEY = "danmaku.settings.v1";
+  const SESSION_KEY = "danmaku.session.v1";
+  const SEND_KEY = "danmaku.send.v1";
+  const AREAS = { full: 1, half: 0.5, quarter: 0.25 };
+  const DENSITIES = [1, 0.5, 0.25];
+  const DEFAULTS = Object.freeze({
+    on: true, opacity: 1, speed: 1, fontSize: 24, area: "full", density: 1,
+    showTop: true, showBottom: true, blockWords: [], blockUsers: [],
+  });
+  const SCROLL_MS = 8000;        // time to cross the stage at speed 1
+  const FIXED_MS = 4000;         // how long a top/bottom comment stays
+  const GAP_PX = 24;             // least gap between two comments in a lane
+  const MAX_WAIT_MS = 4000;      // a comment that finds no lane this long is skipped
+  const MAX_WAITING = 300;       // comments waiting for a lane (oldest ordinary dropped)
+  const MAX_BACKLOG_MS = 1500;   // beyond this, a frame is shown at once, not spread
+  const SEEN_CAP = 20000;        // ids remembered for de-duplication
+  const RENDERED_CAP = 5000;     // ids remembered for the test hook
+  const MIRROR_CAP = 12;         // entries of the screen-reader mirror
+  const PING_EVERY_MS = 15000;
+  const DEAD_AFTER_MS = 35000;   // no message at all this long: the socket is dead
+  const BACKOFF_BASE_MS = 400;
+  const BACKOFF_MAX_MS = 15000;
+  const STABLE_MS = 3000;        // a connection this old resets the backoff
+  const PENDING_TTL_MS = 120000; // un-acked comments are resent within this window
+  const AUTO_RETRY_CODES = new Set(["overloaded", "unavailable"]);
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    roomName: $("room-name"), onlineN: $("online-n"), conn: $("conn"), connText: $("conn-text"),
+    stage: $("stage"), pattern: $("pattern"), video: $("video"), overlay: $("overlay"),
+    banner: $("banner"), bannerTag: $("banner-tag"), bannerText: $("banner-text"),
+    toast: $("toast"), live: $("live"),
+    nickForm: $("nick-form"), nickInput: $("nick-input"), who: $("who"), whoNick: $("who-nick"),
+    whoChange: $("who-change"), sendForm: $("send-form"), sendText: $("send-text"),
+    sendColor: $("send-color"), sendMode: $("send-mode"), sendCount: $("send-count"),
+    sendButton: $("send-button"), sendError: $("send-error"), toggleOn: $("toggle-on"),
+    setOn: $("set-on"), setOpacity: $("set-opacity"), setSpeed: $("set-speed"),
+    setFont: $("set-font"), setArea: $("set-area"), setDensity: $("set-density"),
+    setTop: $("set-top"), setBottom: $("set-bottom"), setWords: $("set-words"),
+    setUsers: $("set-users"), outOpacity: $("out-opacity"), outSpeed: $("out-speed"),
+    outFont: $("out-font"),
+  };
+
+  // ---- storage ------------------------------------------------------------------------------
+  function load(key, fallback) {
+    try {
+      const raw = localStorage.getItem(key);
+      return raw ? JSON.parse(raw) : fallback;
+    } catch {
+      return fallback;
+    }
+  }
+  function save(key, value) {
+    try {
+      if (value === null) localStorage.removeItem(key);
+      else localStorage.setItem(key, JSON.stringify(value));
+    } catch { /* private mode or full: settings just do not persist */ }
+  }
+  const clamp = (x, lo, hi, dflt) => (Number.isFinite(x) ? Math.min(hi, Math.max(lo, x)) : dflt);
+  const strList = (v) => (Array.isArray(v) ? v : [])
+    .filter((s) => typeof s === "string").map((s) => s.trim()).filter(Boolean).slice(0, 200);
+
+  function sanitizeSettings(raw) {
+    const s = raw && typeof raw === "object" ? raw : {};
+    return {
+      on: typeof s.on === "boolean" ? s.on : DEFAULTS.on,
+      opacity: clamp(Number(s.opacity), 0.1, 1, DEFAULTS.opacity),
+      speed: clamp(Number(s.speed), 0.5, 2, DEFAULTS.speed),
+      fontSize: Math.round(clamp(Number(s.fontSize), 14, 48, DEFAULTS.fontSize)),
+      area: Object.hasOwn(AREAS, s.area) ? s.area : DEFAULTS.area,
+      density: DENSITIES.includes(Number(s.density)) ? Number(s.density) : DEFAULTS.density,
+      showTop: typeof s.showTop === "boolean" ? s.showTop : DEFAULTS.showTop,
+      showBottom: typeof s.showBottom === "boolean" ? s.showBottom : DEFAULTS.showBottom,
+      blockWords: strList(s.blockWords),
+      blockUsers: strList(s.blockUsers),
+    };
+  }
+
+  // ---- state --------------------------------------------------------------------------------
+  const params = new URLSearchParams(location.search);
+  const room = params.get("room") || "lobby";
+  let settings = sanitizeSettings(load(SETTINGS_KEY, null));
+  let session = load(SESSION_KEY, null);
+  if (!session || typeof session.token !== "string" || !session.user) session = null;
+  const sendPrefs = load(SEND_KEY, null) || {};
+
+  const S = {
+    state: "connecting", detail: "", config: null, ws: null, connId: 0, welcomed: false,
+    openedAt: 0, lastRx: 0, attempts: 0, reconnectTimer: 0, reconnectAt: 0,
+    handshakeError: null, lastSeq: null, online: null, user: null, tickMs: 100,
+    limits: { max_text_chars: 100, max_text_bytes: 300 },
+    cooldownUntil: 0, cooldownCode: "", nonceCounter: 0,
+    stats: { frames: 0, items: 0, dupFrames: 0, dupItems: 0, gaps: 0, dropped: 0,
+      skipped: 0, blocked: 0, retracted: 0, rendered: 0 },
+    connects: [],
+  };
+  const pending = new Map();     // nonce -> {nonce, text, color, mode, created, tries}
+  const seen = new Set();        // ids accepted for display (insertion-ordered, capped)
+  const retracted = new Set();   // ids deleted by moderators
+  const rendered = [];           // ids put on screen, in order (for the test hook)
+  const liveEls = new Map();     // id -> element on screen
+  let incoming = [];             // {item, own, due}: waiting for their time in the tick
+  let waiting = [];              // {item, own, enq, node, w}: waiting for a lane
+  let spreadCursor = 0;
+  const scrollLanes = [];        // per lane: {start, dur, w, W} of its last comment
+  const topLanes = [];           // per lane: time it is free again
+  const bottomLanes = [];
+
+  // ---- small helpers ------------------------------------------------------------------------
+  const normText = (t) => String(t).split(/\s+/).filter(Boolean).join(" ");
+  const codePoints = (t) => Array.from(t).length;
+  const utf8Len = (t) => new TextEncoder().encode(t).length;
+
+  function newNonce() {
+    const b = new Uint8Array(12);
+    crypto.getRandomValues(b);
+    S.nonceCounter += 1;
+    return `c${S.nonceCounter.toString(36)}-${Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("")}`;
+  }
+
+  function remember(id) {
+    seen.add(id);
+    if (seen.size > SEEN_CAP) {
+      const it = seen.values();
+      for (let i = 0; i < SEEN_CAP / 4; i++) seen.delete(it.next().value);
+    }
+  }
+
+  function isDark(hex) {
+    const n = parseInt(hex.slice(1), 16);
+    const r = (n >> 16) & 255, g = (n >> 8) & 255, b = n & 255;
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255 < 0.28;
+  }
+
+  let toastTimer = 0;
+  function toast(text, ms = 4000) {
+    el.toast.textContent = text;
+    el.toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { el.toast.hidden = true; }, ms);
+  }
+
+  // ---- connection state ---------------------------------------------------------------------
+  function setState(state, detail = "") {
+    S.state = state;
+    S.detail = detail;
+    el.conn.dataset.state = state;
+    el.connText.textContent = detail ? `${state} · ${detail}` : state;
+  }
+
+  function setOnline(n) {
+    if (typeof n !== "number" || !Number.isFinite(n)) return;
+    S.online = n;
+    el.onlineN.textContent = n.toLocaleString("en-US");
+  }
+
+  function defaultWsUrl() {
+    return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  }
+
+  async function fetchConfig() {
+    const r = await fetch("/api/config", { cache: "no-store" });
+    if (!r.ok) throw new Error(`config: HTTP ${r.status}`);
+    const cfg = await r.json();
+    if (cfg && typeof cfg === "object") {
+      if (typeof cfg.tick_ms === "number") S.tickMs = cfg.tick_ms;
+      if (cfg.limits) applyLimits(cfg.limits);
+    }
+    return cfg;
+  }
+
+  function applyLimits(limits) {
+    if (typeof limits.max_text_chars === "number") S.limits.max_text_chars = limits.max_text_chars;
+    if (typeof limits.max_text_bytes === "number") S.limits.max_text_bytes = limits.max_text_bytes;
+    updateCount();
+  }
+
+  async function connect() {
+    clearTimeout(S.reconnectTimer);
+    S.reconnectTimer = 0;
+    if (!ROOM_RE.test(room)) {
+      setState("error", "room must be 1-64 of A-Z a-z 0-9 _ -");
+      return;
+    }
+    if (S.ws) return;
+    const id = ++S.connId;
+    if (!S.config || S.attempts > 0) {
+      try {
+        S.config = await fetchConfig();
+      } catch {
+        if (id !== S.connId) return;
+        if (!S.config) { scheduleReconnect("server unreachable"); return; }
+      }
+      if (id !== S.connId) return;
+    }
+    let url;
+    try {
+      url = new URL(S.config.ws_url || defaultWsUrl(), location.href);
+    } catch {
+      url = new URL(defaultWsUrl());
+    }
+    url.searchParams.set("room", room);
+    if (session) url.searchParams.set("token", session.token);
+    if (S.lastSeq !== null) url.searchParams.set("since", String(S.lastSeq));
+    url.searchParams.set("density", String(settings.density));
+    setState(S.attempts ? "reconnecting" : "connecting");
+    let ws;
+    try {
+      ws = new WebSocket(url.href);
+    } catch {
+      scheduleReconnect("bad gateway address");
+      return;
+    }
+    S.ws = ws;
+    S.welcomed = false;
+    S.handshakeError = null;
+    S.lastRx = Date.now();
+    S.connects.push({ since: S.lastSeq, density: settings.density, token: Boolean(session),
+      at: Date.now() });
+    if (S.connects.length > 50) S.connects.shift();
+    ws.onmessage = (ev) => {
+      if (id !== S.connId) return;
+      S.lastRx = Date.now();
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      if (msg && typeof msg === "object") onMessage(msg);
+    };
+    ws.onclose = (ev) => {
+      if (id !== S.connId) return;
+      onClose(ev.code, ev.reason);
+    };
+    ws.onerror = () => { /* a close event follows */ };
+  }
+
+  /** Drop the current socket without triggering the close handler's reconnect. */
+  function detach(code = 1000, reason = "") {
+    const ws = S.ws;
+    S.ws = null;
+    S.connId += 1;
+    S.welcomed = false;
+    if (ws) {
+      try { ws.close(code, reason); } catch { /* already closed */ }
+    }
+  }
+
+  function reconnectNow() {
+    detach();
+    S.attempts = 0;
+    connect();
+  }
+
+  function scheduleReconnect(why) {
+    clearTimeout(S.reconnectTimer);
+    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(S.attempts, 10));
+    const delay = Math.round(cap / 2 + Math.random() * (cap / 2)); // "equal jitter"
+    S.attempts += 1;
+    S.reconnectAt = Date.now() + delay;
+    S.reconnectWhy = why || "";
+    renderReconnect();
+    S.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function renderReconnect() {
+    const secs = Math.max(0, Math.ceil((S.reconnectAt - Date.now()) / 1000));
+    const why = S.reconnectWhy ? `${S.reconnectWhy}; ` : "";
+    setState(navigator.onLine === false ? "offline" : "reconnecting", `${why}retry in ${secs} s`);
+  }
+
+  function onClose(code, reason) {
+    S.ws = null;
+    const wasWelcomed = S.welcomed;
+    S.welcomed = false;
+    if (wasWelcomed && Date.now() - S.openedAt > STABLE_MS) S.attempts = 0;
+    const refusal = S.handshakeError;
+    if (refusal && refusal.code === "bad_room") {
+      setState("error", "bad room name");
+      return;
+    }
+    if (refusal && refusal.code === "unauthorized" && session) {
+      // the stored token expired or is for another room: watch anonymously
+      setSession(null);
+      showSendError("Your session has expired: pick a nickname again to send.", true);
+    } else if (refusal && refusal.code === "bad_request" && S.lastSeq !== null) {
+      S.lastSeq = null;
+    } else if (refusal && refusal.code === "banned") {
+      showSendError(errorWords(refusal), true);
+    }
+    let why = "connection lost";
+    if (code === 1013) why = "server restarting";
+    else if (code === 4000) why = "connection too slow";
+    else if (code === 1008) why = reason || "refused";
+    else if (code === 1009) why = "message too big";
+    scheduleReconnect(why);
+  }
+
+  function onMessage(msg) {
+    switch (msg.type) {
+      case "welcome": return onWelcome(msg);
+      case "frame": return onFrame(msg);
+      case "ack": return onAck(msg);
+      case "error": return onError(msg);
+      case "notice": return onNotice(msg);
+      default: return undefined; // pong and anything newer
+    }
+  }
+
+  function onWelcome(msg) {
+    S.welcomed = true;
+    S.openedAt = Date.now();
+    if (typeof msg.tick_ms === "number" && msg.tick_ms > 0) S.tickMs = msg.tick_ms;
+    if (msg.limits && typeof msg.limits === "object") applyLimits(msg.limits);
+    S.user = msg.user && typeof msg.user === "object" ? msg.user : null;
+    if (S.lastSeq === null && typeof msg.seq === "number") S.lastSeq = msg.seq;
+    setOnline(msg.online);
+    setState("connected");
+    if (msg.pin && typeof msg.pin === "object") onNotice({ event: "pin", ...msg.pin });
+    // comments never answered on an earlier connection: same nonce, so no double post
+    const now = Date.now();
+    for (const entry of pending.values()) {
+      if (now - entry.created > PENDING_TTL_MS) {
+        pending.delete(entry.nonce);
+        showSendError("A comment could not be sent (no answer from the server).", true);
+      } else {
+        transmit(entry);
+      }
+    }
+  }
+
+  function onFrame(msg) {
+    if (typeof msg.seq !== "number") return;
+    if (S.lastSeq !== null && msg.seq <= S.lastSeq) {
+      S.stats.dupFrames += 1;
+      return;
+    }
+    if (S.lastSeq !== null && msg.seq > S.lastSeq + 1) S.stats.gaps += 1;
+    S.lastSeq = msg.seq;
+    S.stats.frames += 1;
+    setOnline(msg.online);
+    if (typeof msg.dropped === "number") S.stats.dropped += msg.dropped;
+    if (Array.isArray(msg.retract)) retract(msg.retract);
+    const items = Array.isArray(msg.items) ? msg.items : [];
+    const accepted = [];
+    for (const item of items) {
+      if (accept(item, false)) accepted.push(item);
+    }
+    if (!accepted.length) return;
+    const now = performance.now();
+    let start = Math.max(now, spreadCursor);
+    if (start - now > MAX_BACKLOG_MS) start = now; // a replayed burst: no spreading
+    const step = S.tickMs / accepted.length;
+    accepted.forEach((item, i) => {
+      incoming.push({ item, own: isOwn(item), due: start + i * step });
+    });
+    spreadCursor = start + S.tickMs;
+  }
+
+  const isOwn = (item) => Boolean(S.user && item.uid === S.user.uid);
+
+  /** Validate, de-duplicate and filter an item. True when it should be shown. */
+  function accept(item, own) {
+    if (!item || typeof item !== "object") return false;
+    if (typeof item.id !== "string" || typeof item.text !== "string") return false;
+    if (seen.has(item.id)) {
+      S.stats.dupItems += 1;
+      return false;
+    }
+    remember(item.id);
+    S.stats.items += 1;
+    if (retracted.has(item.id)) return false;
+    if (!own && blockedItem(item)) {
+      S.stats.blocked += 1;
+      return false;
+    }
+    if (!settings.on || document.hidden) return false;
+    const mode = modeOf(item);
+    if ((mode === "top" && !settings.showTop) || (mode === "bottom" && !settings.showBottom)) {
+      return false;
+    }
+    return true;
+  }
+
+  const modeOf = (item) => (item.mode === "top" || item.mode === "bottom" ? item.mode : "scroll");
+
+  function blockedItem(item) {
+    if (settings.blockUsers.length) {
+      const nick = typeof item.nick === "string" ? item.nick.toLowerCase() : "";
+      const uid = typeof item.uid === "string" ? item.uid.toLowerCase() : "";
+      for (const u of settings.blockUsers) {
+        const x = u.toLowerCase();
+        if (x === nick || x === uid) return true;
+      }
+    }
+    if (settings.blockWords.length) {
+      const text = item.text.toLowerCase();
+      for (const w of settings.blockWords) {
+        if (text.includes(w.toLowerCase())) return true;
+      }
+    }
+    return false;
+  }
+
+  function retract(ids) {
+    const gone = new Set(ids.filter((x) => typeof x === "string"));
+    if (!gone.size) return;
+    for (const id of gone) {
+      retracted.add(id);
+      const node = liveEls.get(id);
+      if (node) removeNode(node);
+      S.stats.retracted += 1;
+    }
+    incoming = incoming.filter((e) => !gone.has(e.item.id));
+    waiting = waiting.filter((e) => {
+      if (!gone.has(e.item.id)) return true;
+      e.node.remove();
+      return false;
+    });
+    for (const p of Array.from(el.live.children)) {
+      if (gone.has(p.dataset.id)) p.remove();
+    }
+  }
+
+  function onAck(msg) {
+    const entry = pending.get(msg.nonce);
+    if (!entry) return;
+    pending.delete(msg.nonce);
+    if (typeof msg.id !== "string") return;
+    const user = S.user || (session && session.user) || {};
+    const item = { id: msg.id, uid: user.uid, nick: user.nick, text: entry.text,
+      color: entry.color, mode: entry.mode, ts: Date.now(), prio: 0 };
+    if (accept(item, true)) incoming.push({ item, own: true, due: performance.now() });
+    if (!S.cooldownUntil) clearSendError();
+  }
+
+  function onError(msg) {
+    const code = typeof msg.code === "string" ? msg.code : "error";
+    if (!S.welcomed && !msg.nonce) {
+      S.handshakeError = msg; // the close that follows decides what to do
+      setState("error", errorWords(msg));
+      return;
+    }
+    const entry = msg.nonce ? pending.get(msg.nonce) : null;
+    if (entry && AUTO_RETRY_CODES.has(code) && entry.tries < 4) {
+      const wait = Math.max(250, Number(msg.retry_after_ms) || 1000);
+      showSendError(`${errorWords(msg)} Retrying in ${(wait / 1000).toFixed(1)} s…`, false);
+      setTimeout(() => { if (pending.has(entry.nonce)) transmit(entry); }, wait);
+      return;
+    }
+    if (entry) {
+      pending.delete(entry.nonce);
+      if (["unauthorized", "rate_limited", "slow_mode", "too_long", "blocked"].includes(code)
+          && !el.sendText.value) {
+        el.sendText.value = entry.text; // let the viewer edit or resend it
+        updateCount();
+      }
+    }
+    if ((code === "rate_limited" || code === "slow_mode") && Number(msg.retry_after_ms) > 0) {
+      S.cooldownUntil = Date.now() + Number(msg.retry_after_ms);
+      S.cooldownCode = code;
+      renderCooldown();
+      return;
+    }
+    showSendError(errorWords(msg), true);
+  }
+
+  function errorWords(msg) {
+    const secs = Number(msg.retry_after_ms) > 0 ? ` Try again in ${Math.ceil(msg.retry_after_ms / 1000)} s.` : "";
+    switch (msg.code) {
+      case "rate_limited": return `You are sending too fast.${secs}`;
+      case "slow_mode": return `Slow mode is on in this room.${secs}`;
+      case "banned": return "You are banned from commenting in this room.";
+      case "blocked": return "Your comment contains a blocked word and was not sent.";
+      case "too_long":
+        return `Your comment is too long (at most ${S.limits.max_text_chars} characters).`;
+      case "empty": return "Type something first.";
+      case "unauthorized": return "Pick a nickname to send comments (anonymous viewers can only watch).";
+      case "duplicate": return "You just sent that. Say something new.";
+      case "overloaded": return "The server is busy.";
+      case "unavailable": return "The server could not store your comment.";
+      case "bad_room": return "This room name is not valid.";
+      case "bad_request": return `The server could not read that (${String(msg.message || "bad request")}).`;
+      default: return String(msg.message || msg.code || "Something went wrong.");
+    }
+  }
+
+  // ---- notices and the banner -----------------------------------------------------------------
+  let bannerTimer = 0;
+  function showBanner(tag, text, ms) {
+    el.bannerTag.textContent = tag;
+    el.bannerText.textContent = text;
+    el.banner.hidden = false;
+    clearTimeout(bannerTimer);
+    if (ms > 0) bannerTimer = setTimeout(hideBanner, ms);
+  }
+  function hideBanner() {
+    clearTimeout(bannerTimer);
+    el.banner.hidden = true;
+    el.bannerText.textContent = "";
+  }
+  function noticeText(msg) {
+    for (const key of ["text", "message"]) {
+      if (typeof msg[key] === "string" && msg[key]) {
+        return typeof msg.nick === "string" && msg.nick ? `${msg.nick}: ${msg[key]}` : msg[key];
+      }
+    }
+    const c = msg.comment || msg.pin;
+    if (c && typeof c === "object" && typeof c.text === "string") {
+      return typeof c.nick === "string" && c.nick ? `${c.nick}: ${c.text}` : c.text;
+    }
+    return "";
+  }
+  function noticeTtl(msg) {
+    if (Number(msg.ttl_ms) > 0) return Number(msg.ttl_ms);
+    if (Number(msg.ttl_s) > 0) return Number(msg.ttl_s) * 1000;
+    const exp = Number(msg.expires_at);
+    if (exp > 0) return Math.max(1, (exp > 1e12 ? exp : exp * 1000) - Date.now());
+    return 0;
+  }
+  function onNotice(msg) {
+    const ev = typeof msg.event === "string" ? msg.event : "";
+    if (ev === "resume_failed") {
+      if (typeof msg.seq === "number" && typeof msg.since === "number" && msg.since > msg.seq) {
+        S.lastSeq = msg.seq; // the room's history was reset: follow the new numbering
+      }
+      toast("Some comments were missed while reconnecting.");
+      return;
+    }
+    if (ev === "pin" || ev === "pinned") {
+      const text = noticeText(msg);
+      if (text) showBanner("pinned", text, noticeTtl(msg));
+      else hideBanner();
+      return;
+    }
+    if (ev === "unpin" || ev === "unpinned") {
+      hideBanner();
+      return;
+    }
+    const text = noticeText(msg);
+    if (text) showBanner(ev ? ev.replace(/_/g, " ") : "notice", text, noticeTtl(msg) || 10000);
+  }
+
+  // ---- sending --------------------------------------------------------------------------------
+  let errorIsCooldown = false;
+  function showSendError(text, bad) {
+    errorIsCooldown = false;
+    el.sendError.textContent = text;
+    el.sendError.classList.toggle("bad", Boolean(bad));
+  }
+  function clearSendError() {
+    errorIsCooldown = false;
+    el.sendError.textContent = "";
+  }
+
+  function renderCooldown() {
+    const left = S.cooldownUntil - Date.now();
+    if (left <= 0) {
+      S.cooldownUntil = 0;
+      el.sendButton.textContent = "Send";
+      if (errorIsCooldown) clearSendError();
+      return;
+    }
+    const secs = (left / 1000).toFixed(1);
+    el.sendButton.textContent = `${Math.ceil(left / 1000)} s`;
+    errorIsCooldown = true;
+    el.sendError.classList.remove("bad");
+    el.sendError.textContent = S.cooldownCode === "slow_mode"
+      ? `Slow mode is on in this room: you can send again in ${secs} s.`
+      : `You are sending too fast: you can send again in ${secs} s.`;
+  }
+
+  function transmit(entry) {
+    const ws = S.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || !S.welcomed) {
+      showSendError("Not connected: your comment will be sent when the connection is back.", false);
+      return;
+    }
+    entry.tries += 1;
+    ws.send(JSON.stringify({ type: "comment", text: entry.text, nonce: entry.nonce,
+      color: entry.color, mode: entry.mode }));
+  }
+
+  function sendComment() {
+    const text = normText(el.sendText.value);
+    if (!text) {
+      showSendError("Type something first.", false);
+      return;
+    }
+    if (S.cooldownUntil > Date.now()) {
+      renderCooldown();
+      return;
+    }
+    if (!session && !(S.ws && S.welcomed)) {
+      showSendError(errorWords({ code: "unauthorized" }), true);
+      return;
+    }
+    const color = COLOR_RE.test(el.sendColor.value) ? el.sendColor.value.toLowerCase() : "#ffffff";
+    const mode = ["scroll", "top", "bottom"].includes(el.sendMode.value) ? el.sendMode.value : "scroll";
+    const entry = { nonce: newNonce(), text, color, mode, created: Date.now(), tries: 0 };
+    pending.set(entry.nonce, entry);
+    el.sendText.value = "";
+    updateCount();
+    clearSendError();
+    transmit(entry);
+  }
+
+  function updateCount() {
+    const text = normText(el.sendText.value);
+    const n = codePoints(text);
+    el.sendCount.textContent = `${n}/${S.limits.max_text_chars}`;
+    el.sendCount.classList.toggle("over",
+      n > S.limits.max_text_chars || utf8Len(text) > S.limits.max_text_bytes);
+  }
+
+  function setSession(value) {
+    session = value;
+    save(SESSION_KEY, value);
+    renderWho();
+  }
+
+  function renderWho() {
+    if (session) {
+      el.whoNick.textContent = session.user.nick;
+      el.who.hidden = false;
+      el.nickForm.hidden = true;
+    } else {
+      el.who.hidden = true;
+      el.nickForm.hidden = false;
+    }
+  }
+
+  async function join(nick) {
+    el.nickInput.disabled = true;
+    try {
+      const r = await fetch("/api/session", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ nick }),
+      });
+      if (!r.ok) {
+        showSendError(r.status === 422
+          ? "That nickname is not allowed: use 1-24 printable characters."
+          : r.status === 429 ? "Too many new sessions from your address: try again later."
+            : `Could not start a session (HTTP ${r.status}).`, true);
+        return;
+      }
+      const body = await r.json();
+      if (!body || typeof body.token !== "string" || !body.user) {
+        showSendError("Could not start a session (unexpected answer).", true);
+        return;
+      }
+      setSession({ token: body.token, user: body.user });
+      clearSendError();
+      reconnectNow(); // the token goes with the handshake; since= keeps our place
+      el.sendText.focus();
+    } catch {
+      showSendError("Cannot reach the server to start a session.", true);
+    } finally {
+      el.nickInput.disabled = false;
+    }
+  }
+
+  // ---- rendering ------------------------------------------------------------------------------
+  const geo = { W: 0, H: 0, laneH: 32 };
+  const measure = document.createElement("div");
+  measure.className = "overlay measure";
+  measure.setAttribute("aria-hidden", "true");
+  el.stage.appendChild(measure);
+  measure.style.visibility = "hidden";
+
+  function updateGeometry() {
+    geo.W = el.stage.clientWidth;
+    geo.H = el.stage.clientHeight;
+    const line = Math.round(settings.fontSize * 1.25);
+    geo.laneH = line + 6; // 2 px border top and bottom plus 2 px between lanes
+    const root = document.documentElement.style;
+    root.setProperty("--dm-font", `${settings.fontSize}px`);
+    root.setProperty("--dm-line", `${line}px`);
+  }
+
+  function laneCount() {
+    return Math.max(1, Math.floor((geo.H * AREAS[settings.area]) / geo.laneH));
+  }
+
+  function makeNode(item, own) {
+    const node = document.createElement("div");
+    node.className = "dm";
+    node.dataset.id = item.id;
+    node.dataset.mode = modeOf(item);
+    if (typeof item.uid === "string") node.dataset.uid = item.uid;
+    if (typeof item.nick === "string") node.dataset.nick = item.nick;
+    const color = typeof item.color === "string" && COLOR_RE.test(item.color)
+      ? item.color.toLowerCase() : "#ffffff";
+    node.style.color = color;
+    if (isDark(color)) node.classList.add("dark");
+    if (own) node.classList.add("own");
+    const prio = Number(item.prio) || 0;
+    if (prio >= 2) node.classList.add("prio2");
+    else if (prio >= 1) node.classList.add("prio1");
+    node.appendChild(document.createTextNode(item.text));
+    const count = Number(item.count);
+    if (Number.isInteger(count) && count >= 2) {
+      const c = document.createElement("span");
+      c.className = "count";
+      c.textContent = `×${count.toLocaleString("en-US")}`;
+      node.appendChild(c);
+    }
+    return node;
+  }
+
+  /** Will a scrolling comment of width w, started now, stay clear of the lane's last one? */
+  function scrollLaneFree(last, w, now, dur) {
+    if (!last) return true;
+    const elapsed = now - last.start;
+    const vPrev = (last.W + last.w) / last.dur;
+    if (elapsed * vPrev < last.w + GAP_PX) return false; // its tail is not in yet
+    const remain = last.start + last.dur - now; // until it has left the stage
+    if (remain <= 0) return true;
+    const vNew = (geo.W + w) / dur;
+    return geo.W - remain * vNew >= GAP_PX; // we would still be behind it when it leaves
+  }
+
+  function place(entry, now) {
+    const mode = modeOf(entry.item);
+    const lanes = laneCount();
+    const { W, H, laneH } = geo;
+    const w = entry.w;
+    const node = entry.node;
+    if (mode === "scroll") {
+      const dur = SCROLL_MS / settings.speed;
+      let lane = -1;
+      for (let i = 0; i < lanes; i++) {
+        if (scrollLaneFree(scrollLanes[i], w, now, dur)) { lane = i; break; }
+      }
+      if (lane < 0) return false;
+      scrollLanes[lane] = { start: now, dur, w, W };
+      const y = lane * laneH + 2;
+      node.dataset.lane = String(lane);
+      node.style.transform = `translate3d(${W}px, ${y}px, 0)`;
+      show(entry, node);
+      const anim = node.animate(
+        [{ transform: `translate3d(${W}px, ${y}px, 0)` },
+          { transform: `translate3d(${-w - 8}px, ${y}px, 0)` }],
+        { duration: dur, easing: "linear", fill: "forwards" },
+      );
+      anim.startTime = now; // on the same timeline the lane rule used
+      anim.onfinish = () => removeNode(node);
+      return true;
+    }
+    const table = mode === "top" ? topLanes : bottomLanes;
+    let lane = -1;
+    for (let i = 0; i < lanes; i++) {
+      if (!(table[i] > now)) { lane = i; break; }
+    }
+    if (lane < 0) return false;
+    table[lane] = now + FIXED_MS;
+    const y = mode === "top" ? lane * laneH + 2 : H - (lane + 1) * laneH;
+    const x = Math.max(0, Math.round((W - w) / 2));
+    node.dataset.lane = String(lane);
+    node.style.transform = `translate3d(${x}px, ${y}px, 0)`;
+    show(entry, node);
+    const anim = node.animate([{ opacity: 1 }, { opacity: 1, offset: 0.92 }, { opacity: 0 }],
+      { duration: FIXED_MS, fill: "forwards" });
+    anim.startTime = now;
+    anim.onfinish = () => removeNode(node);
+    return true;
+  }
+
+  function show(entry, node) {
+    el.overlay.appendChild(node);
+    liveEls.set(entry.item.id, node);
+    rendered.push(entry.item.id);
+    if (rendered.length > RENDERED_CAP) rendered.splice(0, rendered.length - RENDERED_CAP);
+    S.stats.rendered += 1;
+    mirror(entry.item);
+  }
+
+  function removeNode(node) {
+    if (liveEls.get(node.dataset.id) === node) liveEls.delete(node.dataset.id);
+    for (const a of node.getAnimations()) a.cancel();
+    node.remove();
+  }
+
+  function clearScreen() {
+    for (const node of Array.from(liveEls.values())) removeNode(node);
+    for (const e of waiting) e.node.remove();
+    waiting = [];
+    incoming = [];
+    scrollLanes.length = 0;
+    topLanes.length = 0;
+    bottomLanes.length = 0;
+  }
+
+  function mirror(item) {
+    const p = document.createElement("p");
+    p.dataset.id = item.id;
+    const who = typeof item.nick === "string" && item.nick ? `${item.nick}: ` : "";
+    const count = Number(item.count) >= 2 ? ` (×${item.count})` : "";
+    p.textContent = `${who}${item.text}${count}`;
+    el.live.appendChild(p);
+    while (el.live.childElementCount > MIRROR_CAP) el.live.firstElementChild.remove();
+  }
+
+  function pump(now) {
+    if (incoming.length) {
+      const due = [];
+      const later = [];
+      for (const e of incoming) (e.due <= now ? due : later).push(e);
+      incoming = later;
+      const fresh = [];
+      for (const e of due) {
+        const node = makeNode(e.item, e.own);
+        measure.appendChild(node);
+        const entry = { item: e.item, own: e.own, enq: now, node, w: 0 };
+        fresh.push(entry);
+        // own comments go first: the sender expects to see theirs at once
+        if (e.own) waiting.unshift(entry);
+        else waiting.push(entry);
+      }
+      for (const entry of fresh) entry.w = entry.node.offsetWidth; // one layout for all
+    }
+    if (!waiting.length) return;
+    const still = [];
+    for (const entry of waiting) {
+      if (place(entry, now)) continue;
+      if (!entry.own && now - entry.enq > MAX_WAIT_MS) {
+        entry.node.remove();
+        S.stats.skipped += 1;
+        continue;
+      }
+      still.push(entry);
+    }
+    while (still.length > MAX_WAITING) {
+      const i = still.findIndex((e) => !e.own);
+      const [gone] = still.splice(i < 0 ? 0 : i, 1);
+      gone.node.remove();
+      S.stats.skipped += 1;
+    }
+    waiting = still;
+  }
+
+  // ---- the test pattern -----------------------------------------------------------------------
+  const pattern = { ctx: el.pattern.getContext("2d"), last: 0, w: 0, h: 0, dpr: 1, on: true };
+
+  function resizePattern() {
+    const dpr = Math.min(2, window.devicePixelRatio || 1);
+    const w = Math.max(1, Math.round(el.stage.clientWidth * dpr));
+    const h = Math.max(1, Math.round(el.stage.clientHeight * dpr));
+    if (w !== pattern.w || h !== pattern.h) {
+      el.pattern.width = w;
+      el.pattern.height = h;
+      Object.assign(pattern, { w, h, dpr });
+    }
+  }
+
+  const BARS = ["#c0c0c0", "#c0c000", "#00c0c0", "#00c000", "#c000c0", "#c00000", "#0000c0"];
+  function drawPattern(now) {
+    if (!pattern.on || now - pattern.last < 33) return;
+    pattern.last = now;
+    const { ctx, w, h } = pattern;
+    const t = now / 1000;
+    const g = ctx.createLinearGradient(0, 0, w, h);
+    const hue = (t * 12) % 360;
+    g.addColorStop(0, `hsl(${hue}, 45%, 16%)`);
+    g.addColorStop(1, `hsl(${(hue + 70) % 360}, 45%, 9%)`);
+    ctx.fillStyle = g;
+    ctx.fillRect(0, 0, w, h);
+    // a faint grid drifting left
+    const cell = Math.max(24, Math.round(h / 9));
+    const off = (t * cell * 0.25) % cell;
+    ctx.strokeStyle = "rgba(255,255,255,0.06)";
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    for (let x = -off; x < w; x += cell) { ctx.moveTo(x, 0); ctx.lineTo(x, h); }
+    for (let y = 0; y < h; y += cell) { ctx.moveTo(0, y); ctx.lineTo(w, y); }
+    ctx.stroke();
+    // muted colour bars along the bottom
+    const barH = Math.round(h * 0.14);
+    const bw = w / BARS.length;
+    ctx.globalAlpha = 0.55;
+    BARS.forEach((c, i) => { ctx.fillStyle = c; ctx.fillRect(i * bw, h - barH, bw + 1, barH); });
+    ctx.globalAlpha = 1;
+    // a ball bouncing around, so motion is obvious
+    const r = Math.round(h * 0.06);
+    const bx = r + (Math.abs(((t * 0.23) % 2) - 1)) * (w - 2 * r);
+    const by = r + (Math.abs(((t * 0.37) % 2) - 1)) * (h - barH - 2 * r);
+    const rg = ctx.createRadialGradient(bx - r / 3, by - r / 3, r / 6, bx, by, r);
+    rg.addColorStop(0, "#ffd27a");
+    rg.addColorStop(1, "#e0652f");
+    ctx.fillStyle = rg;
+    ctx.beginPath();
+    ctx.arc(bx, by, r, 0, Math.PI * 2);
+    ctx.fill();
+    // caption and a clock
+    ctx.fillStyle = "rgba(255,255,255,0.55)";
+    ctx.font = `600 ${Math.round(h * 0.045)}px system-ui, sans-serif`;
+    ctx.textAlign = "center";
+    ctx.fillText("TEST PATTERN · no video source", w / 2, h * 0.46);
+    ctx.font = `${Math.round(h * 0.035)}px ui-monospace, monospace`;
+    const d = new Date();
+    ctx.fillText(`${room} · ${d.toLocaleTimeString("en-GB")}.${Math.floor(d.getMilliseconds() / 100)}`,
+      w / 2, h * 0.46 + h * 0.06);
+  }
+
+  function setupVideo() {
+    const src = params.get("src");
+    if (!src) return;
+    let url;
+    try {
+      url = new URL(src, location.href);
+    } catch {
+      toast("The video address is not valid: showing the test pattern.");
+      return;
+    }
+    if (!["http:", "https:", "blob:"].includes(url.protocol)) {
+      toast("Only http(s) video addresses are played: showing the test pattern.");
+      return;
+    }
+    el.video.src = url.href;
+    el.video.hidden = false;
+    el.pattern.hidden = true;
+    pattern.on = false;
+    el.video.addEventListener("error", () => {
+      el.video.hidden = true;
+      el.pattern.hidden = false;
+      pattern.on = true;
+      toast("The video could not be loaded: showing the test pattern.", 6000);
+    }, { once: true });
+    el.video.play().catch(() => { el.video.controls = true; });
+  }
+
+  // ---- the animation loop ---------------------------------------------------------------------
+  function loop(now) {
+    try {
+      drawPattern(now);
+      pump(now);
+    } finally {
+      requestAnimationFrame(loop);
+    }
+  }
+
+  // ---- settings UI ----------------------------------------------------------------------------
+  function renderSettings() {
+    el.setOn.checked = settings.on;
+    el.toggleOn.setAttribute("aria-pressed", String(settings.on));
+    el.setOpacity.value = String(settings.opacity);
+    el.outOpacity.textContent = `${Math.round(settings.opacity * 100)}%`;
+    el.setSpeed.value = String(settings.speed);
+    el.outSpeed.textContent = `${settings.speed.toFixed(1)}×`;
+    el.setFont.value = String(settings.fontSize);
+    el.outFont.textContent = `${settings.fontSize}px`;
+    el.setArea.value = settings.area;
+    el.setDensity.value = String(settings.density);
+    el.setTop.checked = settings.showTop;
+    el.setBottom.checked = settings.showBottom;
+    if (document.activeElement !== el.setWords) el.setWords.value = settings.blockWords.join(", ");
+    if (document.activeElement !== el.setUsers) el.setUsers.value = settings.blockUsers.join(", ");
+    el.overlay.style.setProperty("--dm-opacity", String(settings.opacity));
+    el.overlay.classList.toggle("off", !settings.on);
+  }
+
+  const splitList = (s) => s.split(/[,\n]/).map((x) => x.trim()).filter(Boolean);
+
+  function updateSettings(changes) {
+    const before = settings;
+    settings = sanitizeSettings({ ...settings, ...changes });
+    save(SETTINGS_KEY, settings);
+    renderSettings();
+    if (before.fontSize !== settings.fontSize) {
+      updateGeometry();
+      clearScreen(); // lanes change height: start over rather than overlap
+    }
+    if (!settings.on && before.on) clearScreen();
+    if (!settings.showTop || !settings.showBottom || settings.blockWords.length
+        || settings.blockUsers.length) {
+      for (const node of Array.from(liveEls.values())) {
+        const mode = node.dataset.mode;
+        if ((mode === "top" && !settings.showTop) || (mode === "bottom" && !settings.showBottom)) {
+          removeNode(node);
+        } else if (!node.classList.contains("own") && blockedItem({
+          text: node.firstChild ? node.firstChild.nodeValue || "" : "",
+          uid: node.dataset.uid, nick: node.dataset.nick,
+        })) {
+          removeNode(node);
+        }
+      }
+    }
+    if (before.density !== settings.density && S.ws) reconnectNow(); // density goes on connect
+  }
+
+  function bindSettings() {
+    el.setOn.addEventListener("change", () => updateSettings({ on: el.setOn.checked }));
+    el.toggleOn.addEventListener("click", () => updateSettings({ on: !settings.on }));
+    el.setOpacity.addEventListener("input", () => updateSettings({ opacity: Number(el.setOpacity.value) }));
+    el.setSpeed.addEventListener("input", () => updateSettings({ speed: Number(el.setSpeed.value) }));
+    el.setFont.addEventListener("change", () => updateSettings({ fontSize: Number(el.setFont.value) }));
+    el.setFont.addEventListener("input", () => { el.outFont.textContent = `${el.setFont.value}px`; });
+    el.setArea.addEventListener("change", () => updateSettings({ area: el.setArea.value }));
+    el.setDensity.addEventListener("change", () => updateSettings({ density: Number(el.setDensity.value) }));
+    el.setTop.addEventListener("change", () => updateSettings({ showTop: el.setTop.checked }));
+    el.setBottom.addEventListener("change", () => updateSettings({ showBottom: el.setBottom.checked }));
+    el.setWords.addEventListener("change", () => updateSettings({ blockWords: splitList(el.setWords.value) }));
+    el.setUsers.addEventListener("change", () => updateSettings({ blockUsers: splitList(el.setUsers.value) }));
+  }
+
+  function bindSending() {
+    el.sendColor.value = COLOR_RE.test(sendPrefs.color) ? sendPrefs.color : "#ffffff";
+    el.sendMode.value = ["scroll", "top", "bottom"].includes(sendPrefs.mode) ? sendPrefs.mode : "scroll";
+    const savePrefs = () => save(SEND_KEY, { color: el.sendColor.value, mode: el.sendMode.value,
+      nick: el.nickInput.value || sendPrefs.nick || "" });
+    el.sendColor.addEventListener("change", savePrefs);
+    el.sendMode.addEventListener("change", savePrefs);
+    el.sendForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      sendComment();
+    });
+    el.sendText.addEventListener("input", updateCount);
+    el.nickInput.value = typeof sendPrefs.nick === "string" ? sendPrefs.nick : "";
+    el.nickForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const nick = normText(el.nickInput.value);
+      if (!nick) {
+        showSendError("Type a nickname first.", false);
+        return;
+      }
+      sendPrefs.nick = nick;
+      savePrefs();
+      join(nick);
+    });
+    el.whoChange.addEventListener("click", () => {
+      el.nickInput.value = session ? session.user.nick : "";
+      el.who.hidden = true;
+      el.nickForm.hidden = false;
+      el.nickInput.focus();
+    });
+  }
+
+  // ---- start ----------------------------------------------------------------------------------
+  el.roomName.textContent = room;
+  document.title = `danmaku · ${room}`;
+  renderSettings();
+  renderWho();
+  bindSettings();
+  bindSending();
+  updateGeometry();
+  resizePattern();
+  updateCount();
+  setupVideo();
+  new ResizeObserver(() => { updateGeometry(); resizePattern(); }).observe(el.stage);
+
+  setInterval(() => {
+    if (S.cooldownUntil) renderCooldown();
+    if (S.reconnectTimer && S.state !== "connected") renderReconnect();
+    // a socket that has gone silent (no frame, no pong) is dead: start over
+    const ws = S.ws;
+    if (ws && S.welcomed && Date.now() - S.lastRx > DEAD_AFTER_MS) {
+      detach(4001, "no data");
+      scheduleReconnect("connection lost");
+    }
+  }, 250);
+  setInterval(() => {
+    const ws = S.ws;
+    if (ws && S.welcomed && ws.readyState === WebSocket.OPEN) {
+      ws.send(JSON.stringify({ type: "ping", nonce: `p${Date.now().toString(36)}` }));
+    }
+  }, PING_EVERY_MS);
+  window.addEventListener("online", () => { if (!S.ws) reconnectNow(); });
+  window.addEventListener("offline", () => { if (!S.ws) renderReconnect(); });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && !S.ws && S.reconnectTimer) reconnectNow();
+  });
+  requestAnimationFrame(loop);
+  connect();
+
+  // ---- the hook for tests and the curious ------------------------------------------------------
+  window.danmaku = Object.freeze({
+    get state() { return S.state; },
+    get lastSeq() { return S.lastSeq; },
+    get online() { return S.online; },
+    get user() { return S.user ? { ...S.user } : null; },
+    get room() { return room; },
+    get connects() { return S.connects.map((c) => ({ ...c })); },
+    get pending() { return Array.from(pending.keys()); },
+    shownIds: () => rendered.slice(),
+    onScreen: () => Array.from(liveEls.keys()),
+    stats: () => ({ ...S.stats, waiting: waiting.length, incoming: incoming.length,
+      lanes: laneCount() }),
+    settings: () => JSON.parse(JSON.stringify(settings)),
+    /** Close the socket as a network failure would (the player reconnects on its own). */
+    dropConnection: () => { if (S.ws) S.ws.close(4001, "test"); },
+  });
+})();
