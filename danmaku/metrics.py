@@ -27,6 +27,37 @@ from prometheus_client import (
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+# The fixed label values (each label has a small closed set; see the class docstring).
+CLOSE_REASONS = ("client", "too_big", "too_slow", "draining")
+HANDSHAKE_REJECTIONS = (
+    "draining",
+    "not_found",
+    "too_many_connections",
+    "too_many_sessions",
+    "bad_room",
+    "unauthorized",
+    "bad_request",
+)
+REDIS_OPS = (
+    "ping",
+    "append_comments",
+    "sync_rooms",
+    "room_settings",
+    "set_room_settings",
+    "room_state",
+    "online_counts",
+    "frames_after",
+    "wait_frames",
+    "room_info",
+    "active_rooms",
+    "acquire",
+    "renew",
+    "release",
+    "read_comments",
+    "write_stats",
+    "commit",
+)
+
 # Latency buckets (seconds) sized for a 100 ms tick: fine below 250 ms, coarse above.
 _LATENCY = (
     0.001,
@@ -194,8 +225,10 @@ class Metrics:
         # --- latency stages
         self.latency = Histogram(
             "danmaku_latency_seconds",
-            "Comment latency by stage: ingest (receive->stream), merge (stream->frame), "
-            "deliver (frame->socket write), end_to_end (receive->socket write)",
+            "Comment latency by stage: ingest (gateway receive -> stored in the room stream), "
+            "merge (stored -> frame committed), deliver (frame committed -> frame received "
+            "by a gateway), end_to_end (gateway receive -> frame received by a gateway), "
+            "write (one frame's socket write on a gateway)",
             ["stage"],
             buckets=_LATENCY,
             registry=r,
@@ -223,6 +256,33 @@ class Metrics:
             "Guest tokens issued by POST /api/session",
             registry=r,
         )
+
+        self._zero_known_labels()
+
+    def _zero_known_labels(self) -> None:
+        """Create every known label combination at 0, so rate() sees the first event and
+        dashboards show 0 rather than "no data" before anything happened."""
+        from danmaku.protocol import ERROR_CODES
+
+        for code in ERROR_CODES:
+            self.comments_rejected.labels(code)
+        for auth in ("user", "anonymous"):
+            self.connections_opened.labels(auth)
+        for reason in CLOSE_REASONS:
+            self.connections_closed.labels(reason)
+        for reason in HANDSHAKE_REJECTIONS:
+            self.handshakes_rejected.labels(reason)
+        for tier in ("0", "1", "2"):
+            self.items_dropped.labels(tier)
+        for reason in ("lease_lost", "seq_moved"):
+            self.commit_conflicts.labels(reason)
+        for event in ("acquired", "takeover", "lost", "released"):
+            self.leases.labels(event)
+        for stage in ("ingest", "merge", "deliver", "end_to_end", "write"):
+            self.latency.labels(stage)
+        for op in REDIS_OPS:
+            self.redis_latency.labels(op)
+            self.redis_errors.labels(op)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -9,7 +9,7 @@ schema after. See docs/protocol.md for every message, field, error and close cod
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -58,6 +58,7 @@ class ProtocolError:
     message: str
     nonce: str | None = None
     retry_after_ms: int | None = None
+    comment: bool = False  # the refused message was a comment (for the received count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,10 @@ def parse_client_message(raw: str | bytes, limits: TextLimits) -> ClientMessage 
         return ProtocolError("bad_request", "nonce must be 1-64 printable ASCII characters")
     kind = msg.get("type")
     if kind == "comment":
-        return _parse_comment(msg, nonce, limits)
+        parsed = _parse_comment(msg, nonce, limits)
+        if isinstance(parsed, ProtocolError):
+            return replace(parsed, comment=True)
+        return parsed
     if kind == "ping":
         return PingRequest(nonce)
     if kind == "density":

@@ -47,7 +47,8 @@ class Hub:
             return
         self.last_seq = frame.seq
         text = frame.payload.decode()
-        texts: list[str | None] = [text] + [None] * (len(DENSITY.levels) - 1)
+        texts: list[tuple[str, int] | None] = [(text, len(frame.payload))]
+        texts += [None] * (len(DENSITY.levels) - 1)
         body: dict[str, Any] | None = None
         try:
             body = orjson.loads(frame.payload)
@@ -65,11 +66,12 @@ class Hub:
             level = viewer.level if body is not None else 0
             variant = texts[level]
             if variant is None:
-                variant = texts[level] = _variant(body, level)
-            viewer.push_frame(frame.seq, variant)
+                encoded = _variant(body, level)
+                variant = texts[level] = (encoded.decode(), len(encoded))
+            viewer.push_frame(frame.seq, *variant)
 
 
-def _variant(body: dict[str, Any] | None, level: int) -> str:
+def _variant(body: dict[str, Any] | None, level: int) -> bytes:
     """The frame with only the items of density ``level``; trimmed ones count as dropped."""
     assert body is not None
     items = body.get("items")
@@ -81,7 +83,7 @@ def _variant(body: dict[str, Any] | None, level: int) -> str:
         items=kept,
         dropped=(dropped if isinstance(dropped, int) else 0) + len(items) - len(kept),
     )
-    return orjson.dumps(out).decode()
+    return orjson.dumps(out)
 
 
 class RoomHubs:

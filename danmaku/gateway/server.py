@@ -307,7 +307,7 @@ class Gateway:
             for frame in frames:
                 if frame.seq > upto:
                     break
-                viewer.push_frame(frame.seq, frame.payload.decode())
+                viewer.push_frame(frame.seq, frame.payload.decode(), len(frame.payload))
                 self.metrics.frames_replayed.inc()
                 cursor = frame.seq
             if not frames:
@@ -326,6 +326,8 @@ class Gateway:
                 return "too_big" if code == protocol.CLOSE_TOO_BIG else "client"
             msg = protocol.parse_client_message(raw, self.limits)
             if isinstance(msg, protocol.ProtocolError):
+                if msg.comment:
+                    m.comments_received.inc()
                 m.comments_rejected.labels(msg.code).inc()
                 viewer.push_control(protocol.error(msg))
             elif isinstance(msg, protocol.PingRequest):

@@ -47,7 +47,7 @@ class Viewer:
         self.level = 0  # density level index (hub.DENSITY): 0 = every item
         self.close_reason: tuple[int, str] | None = None
         self._m = metrics
-        self._frames: deque[tuple[int, str]] = deque()
+        self._frames: deque[tuple[str, int]] = deque()  # (text, UTF-8 size)
         self._control: deque[str] = deque()
         self._max_frames = max_frames
         self._max_control = max_control
@@ -56,12 +56,13 @@ class Viewer:
         self._closed = False
 
     # ---- producers (never block) ----------------------------------------------------------
-    def push_frame(self, seq: int, text: str) -> None:
-        """Queue a frame unless already delivered; drop the oldest when full."""
+    def push_frame(self, seq: int, text: str, nbytes: int) -> None:
+        """Queue a frame (``nbytes``: its UTF-8 size, computed once by the caller) unless
+        already delivered; drop the oldest when full."""
         if seq < self.min_seq or seq <= self.last_seq or self._closed:
             return
         self.last_seq = seq
-        self._frames.append((seq, text))
+        self._frames.append((text, nbytes))
         if len(self._frames) > self._max_frames:
             self._frames.popleft()
             self._m.viewer_frames_dropped.inc()
@@ -96,24 +97,21 @@ class Viewer:
                     self._wake = trio.Event()
                     continue
                 if self._control:
-                    msg = self._control.popleft()
-                    is_frame = False
+                    msg, nbytes = self._control.popleft(), 0
                 else:
-                    _, msg = self._frames.popleft()
-                    is_frame = True
+                    msg, nbytes = self._frames.popleft()
                 started = time.monotonic()
                 with trio.move_on_after(self._stuck_timeout_s) as scope:
                     await ws.send_message(msg)
                 if scope.cancelled_caught:
-                    self._m.connections_closed.labels("too_slow").inc()
                     self.close_reason = (CLOSE_TOO_SLOW, "too slow")
                     self._closed = True
                     with trio.move_on_after(1):
                         await ws.aclose(CLOSE_TOO_SLOW, "too slow")
                     return
-                if is_frame:
+                if nbytes:
                     self._m.frame_writes.inc()
-                    self._m.bytes_out.inc(len(msg))
+                    self._m.bytes_out.inc(nbytes)
                     self._m.latency.labels("write").observe(time.monotonic() - started)
             self._closed = True
             code, reason = self.close_reason or (1000, "")

@@ -7,11 +7,11 @@ Redis through the ``Store``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path
+from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, field_validator
@@ -79,6 +79,18 @@ def create_app(
         StaticFiles(directory=str(resources.files("danmaku.web") / "static")),
         name="static",
     )
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        # The route template, never the raw path: room names must not become labels.
+        route = request.scope.get("route")
+        name = getattr(route, "path", None) or "unmatched"
+        metrics.http_requests.labels(name, f"{response.status_code // 100}xx").inc()
+        return response
+
     limits = {"max_text_chars": settings.max_text_chars, "max_text_bytes": settings.max_text_bytes}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -28,3 +28,12 @@ def test_every_error_and_close_code_is_documented() -> None:
         assert f"`{code}`" in text, code
     for close in (1000, 1001, 1008, 1009, 1013, protocol.CLOSE_TOO_SLOW):
         assert f"| {close} |" in text, close
+
+
+def test_every_redis_operation_has_its_metric_labels_precreated() -> None:
+    import re
+
+    from danmaku.metrics import REDIS_OPS
+
+    source = (DOCS.parent / "danmaku" / "store" / "redis_store.py").read_text()
+    assert set(re.findall(r'_call\(\s*"([a-z_]+)"', source)) == set(REDIS_OPS)
