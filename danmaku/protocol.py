@@ -45,6 +45,7 @@ ERROR_CODES: dict[str, str] = {
     "slow_mode": "the room is in slow mode; retry_after_ms says when to try again",
     "duplicate": "the same text was just sent by the same user",
     "banned": "the user is banned or timed out in this room",
+    "muted": "the room is muted for ordinary viewers",
     "blocked": "the text contains a blocked word",
     "overloaded": "the gateway cannot take comments right now; retry later",
     "unavailable": "storage is unreachable; the comment was not stored, resend it",

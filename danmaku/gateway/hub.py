@@ -15,11 +15,13 @@ from typing import Any
 import orjson
 import trio
 
+from danmaku import protocol
 from danmaku.gateway.viewer import Viewer
 from danmaku.metrics import Metrics
 from danmaku.rules.ratelimit import IngestCeiling
 from danmaku.rules.sampling import DensityLevels
-from danmaku.store import CommittedFrame, Store, StoreError
+from danmaku.rules.wordfilter import WordFilter
+from danmaku.store import CommittedFrame, ControlEvent, RoomState, Store, StoreError
 
 DENSITY = DensityLevels((1.0, 0.5, 0.25))
 
@@ -29,13 +31,43 @@ log = logging.getLogger(__name__)
 class Hub:
     """One room's local viewers and the last frame seq this gateway has seen."""
 
-    def __init__(self, room: str, last_seq: int, online: int, ceiling: float) -> None:
+    def __init__(self, room: str, state: RoomState, ceiling: float) -> None:
         self.room = room
-        self.last_seq = last_seq
-        self.online = online
+        self.last_seq = state.seq
+        self.online = state.online
+        self.control_id = state.control_id
+        self.pin = state.pin
+        self.words = WordFilter(state.words)
+        self.words_version = state.words_version
         self.viewers: set[Viewer] = set()
         self.ceiling = IngestCeiling(ceiling)
         self.offered = 0  # comments offered here since the last presence round
+
+    def control(self, event: ControlEvent) -> None:
+        """Act on a moderation event: close a banned user's connections, show a pin, a
+        notice or a settings change to every viewer (encoded once)."""
+        self.control_id = event.id
+        e = event.event
+        kind = e.get("kind")
+        if kind == "ban":
+            uid = e.get("uid")
+            err = protocol.error(protocol.ProtocolError("banned", "you were banned"))
+            for viewer in [v for v in self.viewers if v.user and v.user.uid == uid]:
+                viewer.push_control(err)
+                if e.get("close"):
+                    viewer.close(protocol.CLOSE_POLICY, "banned")
+            return
+        if kind == "pin":
+            self.pin = e.get("pin")
+            text = protocol.notice("pin", pin=self.pin)
+        elif kind == "notice":
+            text = protocol.notice("room_notice", text=e.get("text"), by=e.get("by"))
+        elif kind == "settings":
+            text = protocol.notice("settings", changes=e.get("changes"))
+        else:
+            return
+        for viewer in self.viewers:
+            viewer.push_control(text)
 
     def deliver(self, frame: CommittedFrame, metrics: Metrics) -> None:
         """Queue a frame for every viewer (frames arrive in seq order).
@@ -69,6 +101,12 @@ class Hub:
                 encoded = _variant(body, level)
                 variant = texts[level] = (encoded.decode(), len(encoded))
             viewer.push_frame(frame.seq, *variant)
+
+
+def _newer(a: str, b: str) -> bool:
+    """Stream id ``a`` comes after ``b``."""
+    ta, tb = a.partition("-"), b.partition("-")
+    return (int(ta[0]), int(ta[2] or 0)) > (int(tb[0]), int(tb[2] or 0))
 
 
 def _variant(body: dict[str, Any] | None, level: int) -> bytes:
@@ -106,8 +144,8 @@ class RoomHubs:
                 continue
             event = self._creating[room] = trio.Event()
             try:
-                seq, online = await self.store.room_state(room)
-                self.hubs[room] = Hub(room, seq, online, self.default_ceiling)
+                state = await self.store.room_state(room)
+                self.hubs[room] = Hub(room, state, self.default_ceiling)
                 self.gone.discard(room)
                 self.metrics.rooms_local.set(len(self.hubs))
             finally:
@@ -150,13 +188,21 @@ class FrameFeed:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            after = {room: h.last_seq for room, h in self.hubs.hubs.items()}
+            hubs = self.hubs.hubs
+            after = {room: h.last_seq for room, h in hubs.items()}
+            controls_after = {room: h.control_id for room, h in hubs.items()}
             try:
-                frames = await self.store.wait_frames(after, self.block_ms)
+                frames, controls = await self.store.wait_events(
+                    after, controls_after, self.block_ms
+                )
             except StoreError as exc:
                 log.warning("frame feed: %s", exc)
                 await trio.sleep(0.5)
                 continue
+            for event in controls:
+                control_hub = self.hubs.hubs.get(event.room)
+                if control_hub is not None and _newer(event.id, control_hub.control_id):
+                    control_hub.control(event)
             for frame in frames:
                 hub = self.hubs.hubs.get(frame.room)
                 if hub is not None:

@@ -33,6 +33,8 @@ REFUSALS = {
     "duplicate": "you just sent the same text",
     "slow_mode": "slow mode: wait before sending again",
     "rate_limited": "too many comments: wait before sending again",
+    "banned": "you are banned from this room",
+    "muted": "the room is muted: only moderators and highlighted viewers can send",
 }
 
 
@@ -135,7 +137,7 @@ class IngestBatcher:
                     code = out.code or "bad_request"
                     m.comments_rejected.labels(code).inc()
                     err = protocol.ProtocolError(
-                        code, REFUSALS.get(code, code), sub.nonce, out.retry_after_ms
+                        code, REFUSALS.get(code, code), sub.nonce, out.retry_after_ms or None
                     )
                     sub.viewer.push_control(protocol.error(err))
                     continue

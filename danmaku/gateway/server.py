@@ -37,6 +37,7 @@ from danmaku.gateway.viewer import Viewer
 from danmaku.metrics import Metrics
 from danmaku.rules.admission import IpAdmission
 from danmaku.rules.normalize import normalize
+from danmaku.rules.wordfilter import WordFilter
 from danmaku.store import Ingest, IngestLimits, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -137,11 +138,21 @@ class Gateway:
                 continue
             for room, info in live.items():
                 live_hub = self.hubs.hubs.get(room)
-                if live_hub is not None:
-                    live_hub.ceiling.ceiling = info.settings.get(
-                        "ingest_ceiling", self.settings.ingest_ceiling
-                    )
-                    live_hub.ceiling.update(info.offered)
+                if live_hub is None:
+                    continue
+                live_hub.ceiling.ceiling = info.settings.get(
+                    "ingest_ceiling", self.settings.ingest_ceiling
+                )
+                live_hub.ceiling.update(info.offered)
+                version = (info.settings.get("words_v", 0.0), info.global_words_version)
+                if version != live_hub.words_version:
+                    try:
+                        room_words, global_words = await self.store.words(room)
+                    except StoreError as exc:
+                        log.warning("blocked words of %s: %s", room, exc)
+                        continue
+                    live_hub.words = WordFilter(room_words + global_words)
+                    live_hub.words_version = version
 
     # ---- a connection ---------------------------------------------------------------
     async def _handle(self, request: WebSocketRequest) -> None:
@@ -247,6 +258,9 @@ class Gateway:
                         {"max_text_chars": s.max_text_chars, "max_text_bytes": s.max_text_bytes},
                     )
                 )
+                pin = hub.pin
+                if pin and (not pin.get("until") or pin["until"] > time.time() * 1000):
+                    viewer.push_control(protocol.notice("pin", pin=pin))
                 await self._attach(viewer, hub, since)
                 reason = await self._read_loop(ws, viewer)
                 viewer.close(protocol.CLOSE_NORMAL, "")
@@ -375,6 +389,10 @@ class Gateway:
             }
         )
         hub = self.hubs.hubs.get(viewer.room)
+        if hub is not None and not user.is_staff and hub.words.match(req.text) is not None:
+            return protocol.ProtocolError(
+                "blocked", "your comment contains a blocked word", req.nonce
+            )
         if hub is not None:
             hub.offered += 1
             if not hub.ceiling.admit(prio, self.rng):
@@ -384,7 +402,14 @@ class Gateway:
                 viewer.push_control(protocol.ack(req.nonce, f"shed-{secrets.token_hex(6)}"))
                 return None
         text_hash = hashlib.blake2b(normalize(req.text).encode(), digest_size=8).hexdigest()
-        ingest = Ingest(user.uid, req.nonce, payload, text_hash, exempt=user.is_staff)
+        ingest = Ingest(
+            user.uid,
+            req.nonce,
+            payload,
+            text_hash,
+            exempt=user.is_staff,
+            highlight=prio == protocol.PRIO_HIGHLIGHT,
+        )
         sub = Submission(viewer, viewer.room, req.nonce, ingest, time.monotonic())
         if not self.ingest.submit(sub):
             return protocol.ProtocolError(

@@ -33,6 +33,7 @@ class Draft:
     carry: list[Item] = field(default_factory=list)
     dropped_by_tier: dict[int, int] = field(default_factory=dict)
     folded: int = 0
+    retract: list[str] = field(default_factory=list)  # ids deleted by moderators
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ class RoomMerger:
         self.pending: list[Item] = []  # read, not yet in a committed frame
         self.carry: list[Item] = []  # priority items the last frame could not fit
         self.invalid = 0  # payloads that did not decode (counted, skipped)
+        self.highlighted: set[str] = set()  # uids granted the highlighted tier
+        self.retracts: list[str] = []  # ids the next frame must retract (moderator deletes)
         self._select = selector
 
     def add(self, comments: Iterable[tuple[str, bytes]]) -> None:
@@ -89,10 +92,23 @@ class RoomMerger:
                 self.invalid += 1
                 continue
             item["id"] = stream_id
+            if item.get("prio") == 0 and item.get("uid") in self.highlighted:
+                item["prio"] = 1
             self.pending.append(item)
 
+    def retract(self, ids: list[str]) -> None:
+        """Set the ids the next frame retracts (the room's whole waiting list, re-read each
+        tick); deleted comments not yet shown are dropped from what is waiting."""
+        self.retracts = list(ids)
+        if ids:
+            gone = set(ids)
+            self.pending = [i for i in self.pending if i["id"] not in gone]
+            self.carry = [i for i in self.carry if i["id"] not in gone]
+
     def has_work(self) -> bool:
-        return bool(self.pending or self.carry) or self.read_cursor != self.cursor
+        return bool(self.pending or self.carry or self.retracts) or (
+            self.read_cursor != self.cursor
+        )
 
     def build(self, now: float, budget: int = 1 << 30) -> Draft | None:
         """Propose frame ``seq + 1`` from carried and pending comments, or ``None``."""
@@ -110,6 +126,7 @@ class RoomMerger:
             carry=pick.carry,
             dropped_by_tier=pick.dropped_by_tier,
             folded=pick.folded,
+            retract=list(self.retracts),
         )
 
     def committed(self, draft: Draft) -> None:
@@ -120,3 +137,4 @@ class RoomMerger:
         self.cursor = draft.cursor
         del self.pending[: draft.consumed]
         self.carry = list(draft.carry)
+        self.retracts = self.retracts[len(draft.retract) :]

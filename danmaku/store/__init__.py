@@ -5,12 +5,14 @@ Nothing outside ``danmaku.store`` imports ``redis``.
 
 from danmaku.store.redis_store import (
     CommittedFrame,
+    ControlEvent,
     FrameCommit,
     Ingest,
     IngestLimits,
     Lease,
     Outcome,
     RoomLive,
+    RoomState,
     Store,
     StoredComment,
     StoreError,
@@ -18,12 +20,14 @@ from danmaku.store.redis_store import (
 
 __all__ = [
     "CommittedFrame",
+    "ControlEvent",
     "FrameCommit",
     "Ingest",
     "IngestLimits",
     "Lease",
     "Outcome",
     "RoomLive",
+    "RoomState",
     "Store",
     "StoreError",
     "StoredComment",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 PREFIX = "dm"
 ROOMS = f"{PREFIX}:rooms"  # zset: room -> last activity (ms); the workers' discovery list
+GLOBAL_WORDS = f"{PREFIX}:words"  # set: blocked words in every room
+GLOBAL_WORDS_VERSION = f"{PREFIX}:words:v"  # string: bumped on every change
 
 
 def comments(room: str) -> str:
@@ -56,6 +58,41 @@ def duplicate(room: str, uid: str, text_hash: str) -> str:
 def offered(room: str) -> str:
     """Hash: gateway id -> ``rate:stamp_ms`` of comments offered (before shedding)."""
     return f"{PREFIX}:{{{room}}}:offered"
+
+
+def bans(room: str) -> str:
+    """Hash: uid -> banned-until (epoch seconds; 0 = permanent)."""
+    return f"{PREFIX}:{{{room}}}:bans"
+
+
+def words(room: str) -> str:
+    """Set: the room's blocked words (``words_v`` in the settings hash bumps on change)."""
+    return f"{PREFIX}:{{{room}}}:words"
+
+
+def highlights(room: str) -> str:
+    """Set: uids granted the highlighted tier in the room."""
+    return f"{PREFIX}:{{{room}}}:hl"
+
+
+def retract(room: str) -> str:
+    """List: ids of deleted comments the next frame must retract."""
+    return f"{PREFIX}:{{{room}}}:retract"
+
+
+def control(room: str) -> str:
+    """Stream: moderation events gateways act on (ban/kick, pin, notice), capped."""
+    return f"{PREFIX}:{{{room}}}:ctl"
+
+
+def pin(room: str) -> str:
+    """String: the pinned message as JSON (PX when it expires)."""
+    return f"{PREFIX}:{{{room}}}:pin"
+
+
+def audit(room: str) -> str:
+    """Stream: the room's audit log of moderation actions, capped."""
+    return f"{PREFIX}:{{{room}}}:audit"
 
 
 def nonce(room: str, uid: str, nonce: str) -> str:

@@ -19,11 +19,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 import redis
 import trio
 
 from danmaku.metrics import Metrics
 from danmaku.store import keys, scripts
+from danmaku.store.moderation import ModerationOps
 
 T = TypeVar("T")
 ONLINE_FRESH_MS = 5000  # a gateway's online count older than this is ignored (it died)
@@ -60,6 +62,7 @@ class FrameCommit:
     seq: int
     cursor: str
     payload: bytes
+    retracted: int = 0  # retract ids this frame carries (taken off the room's list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ class Ingest:
     payload: bytes
     text_hash: str
     exempt: bool = False
+    highlight: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,26 @@ class RoomLive:
 
     offered: float  # comments/s offered over all gateways, before shedding
     settings: dict[str, float]
+    global_words_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    seq: int
+    online: int
+    control_id: str  # last entry of the room's control stream ("0-0": none)
+    pin: dict[str, Any] | None
+    words_version: tuple[float, int]  # (room words_v, global words version)
+    words: list[str]  # blocked words: the room's and the global list
+
+
+@dataclass(frozen=True, slots=True)
+class ControlEvent:
+    """A moderation event for gateways (``kind``: ban, pin, notice, settings)."""
+
+    room: str
+    id: str
+    event: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +144,7 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class Store:
+class Store(ModerationOps):
     """Async facade over one Redis (URL). Thread-safe; share one per process.
 
     Close with ``close()`` (idempotent) when the process is done with Redis.
@@ -199,7 +223,7 @@ class Store:
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for room, comments in batch.items():
-                ks = [keys.comments(room), keys.settings(room)]
+                ks = [keys.comments(room), keys.settings(room), keys.bans(room)]
                 args: list[Any] = [
                     self._stream_maxlen,
                     self._nonce_ttl_s,
@@ -213,7 +237,7 @@ class Store:
                         keys.limits(room, c.uid),
                         keys.duplicate(room, c.uid, c.text_hash),
                     ]
-                    args += [c.payload, "s" if c.exempt else "-"]
+                    args += [c.payload, "s" if c.exempt else "h" if c.highlight else "-"]
                 self._ingest(keys=ks, args=args, client=pipe)
             pipe.zadd(keys.ROOMS, {room: now_ms for room in batch})
             return pipe.execute()
@@ -254,14 +278,17 @@ class Store:
             for room in rooms:
                 pipe.hgetall(keys.offered(room))
                 pipe.hgetall(keys.settings(room))
+            pipe.get(keys.GLOBAL_WORDS_VERSION)
             return pipe.execute()
 
         replies = await self._call("sync_rooms", run)
-        tail = replies[len(replies) - 2 * len(rooms) :]
+        global_v = int(replies[-1] or 0)
+        tail = replies[len(replies) - 1 - 2 * len(rooms) : -1]
         return {
             room: RoomLive(
                 offered=_sum_fresh(tail[2 * i], now_ms),
                 settings=_decode_settings(tail[2 * i + 1]),
+                global_words_version=global_v,
             )
             for i, room in enumerate(rooms)
         }
@@ -286,20 +313,37 @@ class Store:
 
         await self._call("set_room_settings", run)
 
-    async def room_state(self, room: str) -> tuple[int, int]:
-        """``(latest committed seq, online viewers)`` of a room."""
+    async def room_state(self, room: str) -> RoomState:
+        """What a gateway needs to start serving a room: latest seq, online viewers, the
+        control stream position, the pin."""
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             pipe.hget(keys.meta(room), "seq")
             pipe.hgetall(keys.online(room))
+            pipe.xrevrange(keys.control(room), "+", "-", count=1)
+            pipe.get(keys.pin(room))
+            pipe.hget(keys.settings(room), "words_v")
+            pipe.get(keys.GLOBAL_WORDS_VERSION)
+            pipe.smembers(keys.words(room))
+            pipe.smembers(keys.GLOBAL_WORDS)
             return pipe.execute()
 
-        seq, online = await self._call("room_state", run)
-        return int(seq or 0), _sum_online(online, int(time.time() * 1000))
+        seq, online, ctl, pin, wv, gwv, words, gwords = await self._call("room_state", run)
+        return RoomState(
+            seq=int(seq or 0),
+            online=_sum_online(online, int(time.time() * 1000)),
+            control_id=_s(ctl[0][0]) if ctl else "0-0",
+            pin=orjson.loads(pin) if pin else None,
+            words_version=(float(wv or 0), int(gwv or 0)),
+            words=sorted({_s(w) for w in words} | {_s(w) for w in gwords}),
+        )
 
-    async def online_counts(self, rooms: Iterable[str]) -> dict[str, tuple[int, dict[str, float]]]:
-        """Per room: viewers summed over live gateways, and the room settings."""
+    async def online_counts(
+        self, rooms: Iterable[str]
+    ) -> dict[str, tuple[int, dict[str, float], set[str]]]:
+        """Per room: viewers summed over live gateways, the room settings, and the uids
+        granted the highlighted tier."""
         rooms = list(rooms)
         now_ms = int(time.time() * 1000)
 
@@ -308,11 +352,16 @@ class Store:
             for room in rooms:
                 pipe.hgetall(keys.online(room))
                 pipe.hgetall(keys.settings(room))
+                pipe.smembers(keys.highlights(room))
             return pipe.execute()
 
         r = await self._call("online_counts", run)
         return {
-            room: (_sum_online(r[2 * i], now_ms), _decode_settings(r[2 * i + 1]))
+            room: (
+                _sum_online(r[3 * i], now_ms),
+                _decode_settings(r[3 * i + 1]),
+                {_s(u) for u in r[3 * i + 2]},
+            )
             for i, room in enumerate(rooms)
         }
 
@@ -325,29 +374,45 @@ class Store:
         entries = await self._call("frames_after", run)
         return [CommittedFrame(room, int(_s(i).split("-")[0]), f[b"d"]) for i, f in entries]
 
-    async def wait_frames(
-        self, after: Mapping[str, int], block_ms: int, count: int = 64
-    ) -> list[CommittedFrame]:
-        """Frames newer than ``after[room]`` for all rooms, waiting up to ``block_ms``.
+    async def wait_events(
+        self,
+        frames_after: Mapping[str, int],
+        control_after: Mapping[str, str],
+        block_ms: int,
+        count: int = 64,
+    ) -> tuple[list[CommittedFrame], list[ControlEvent]]:
+        """Frames newer than ``frames_after[room]`` and control events after
+        ``control_after[room]``, for all rooms, waiting up to ``block_ms`` for any.
 
         Cancel-safe: a cancelled wait is abandoned (its thread finishes within block_ms
         and its reply is discarded), nothing is consumed.
         """
-        if not after:
+        if not frames_after:
             await trio.sleep(block_ms / 1000)
-            return []
-        streams: dict[Any, Any] = {keys.frames(room): f"{seq}-0" for room, seq in after.items()}
+            return [], []
+        streams: dict[Any, Any] = {keys.frames(r): f"{seq}-0" for r, seq in frames_after.items()}
+        streams.update({keys.control(r): cid for r, cid in control_after.items()})
 
         def run() -> Any:
             return self._rb.xread(streams, count=count, block=block_ms)
 
-        reply = await self._call("wait_frames", run, abandon=True)
-        out: list[CommittedFrame] = []
+        reply = await self._call("wait_events", run, abandon=True)
+        frames: list[CommittedFrame] = []
+        controls: list[ControlEvent] = []
         for key, entries in reply or []:
-            room = keys.room_of(key)
+            name = _s(key)
+            room = keys.room_of(name)
+            if name.endswith(":ctl"):
+                for entry_id, fields in entries:
+                    try:
+                        event = orjson.loads(fields[b"e"])
+                    except (KeyError, orjson.JSONDecodeError):
+                        continue
+                    controls.append(ControlEvent(room, _s(entry_id), event))
+                continue
             for entry_id, fields in entries:
-                out.append(CommittedFrame(room, int(_s(entry_id).split("-")[0]), fields[b"d"]))
-        return out
+                frames.append(CommittedFrame(room, int(_s(entry_id).split("-")[0]), fields[b"d"]))
+        return frames, controls
 
     async def room_info(self, room: str) -> dict[str, Any]:
         """Live figures of a room: last seq, online viewers, the worker's rates."""
@@ -428,8 +493,9 @@ class Store:
 
     async def read_comments(
         self, cursors: Mapping[str, str], count: int
-    ) -> dict[str, list[StoredComment]]:
-        """Comments after each room's cursor (exclusive), up to ``count`` per room."""
+    ) -> tuple[dict[str, list[StoredComment]], dict[str, list[str]]]:
+        """Comments after each room's cursor (exclusive), up to ``count`` per room, and the
+        ids each room's next frame must retract (moderator deletes)."""
         rooms = list(cursors)
 
         def run() -> list[Any]:
@@ -437,14 +503,19 @@ class Store:
             for room in rooms:
                 stream: dict[Any, Any] = {keys.comments(room): cursors[room]}
                 pipe.xread(stream, count=count)
+                pipe.lrange(keys.retract(room), 0, 999)
             return pipe.execute()
 
         replies = await self._call("read_comments", run)
         out: dict[str, list[StoredComment]] = {}
-        for room, reply in zip(rooms, replies, strict=True):
+        retracts: dict[str, list[str]] = {}
+        for i, room in enumerate(rooms):
+            reply, retract = replies[2 * i], replies[2 * i + 1]
             if reply:
-                out[room] = [StoredComment(_s(i), f[b"d"]) for i, f in reply[0][1]]
-        return out
+                out[room] = [StoredComment(_s(e), f[b"d"]) for e, f in reply[0][1]]
+            if retract:
+                retracts[room] = [_s(x) for x in retract]
+        return out, retracts
 
     async def write_stats(self, stats: Mapping[str, Mapping[str, float]]) -> None:
         """Publish per-room live rates (read by the web app); they expire after 5 s."""
@@ -470,8 +541,13 @@ class Store:
             pipe = self._r.pipeline(transaction=False)
             for f in frames:
                 self._commit(
-                    keys=[keys.lease(f.room), keys.meta(f.room), keys.frames(f.room)],
-                    args=[f.token, f.seq, f.cursor, f.payload, self._frames_history],
+                    keys=[
+                        keys.lease(f.room),
+                        keys.meta(f.room),
+                        keys.frames(f.room),
+                        keys.retract(f.room),
+                    ],
+                    args=[f.token, f.seq, f.cursor, f.payload, self._frames_history, f.retracted],
                     client=pipe,
                 )
             return pipe.execute()

@@ -7,25 +7,29 @@ from __future__ import annotations
 # Admit and append a batch of one room's comments: the door of the room, in one atomic
 # step per batch (no per-comment round trip). Per comment, in order:
 #   1. resend: the (user, nonce) was stored before -> "=" .. its id, nothing appended;
-#   2. unless staff: duplicate text from the same user within the window -> "!duplicate:ms";
+#   2. unless staff: banned or timed out -> "!banned:ms" (0 = permanent); room muted and
+#      not highlighted -> "!muted:0";
+#      duplicate text from the same user within the window -> "!duplicate:ms";
 #      slow mode on (room setting) -> one comment per slow_mode_s -> "!slow_mode:ms";
 #      otherwise the user's token bucket (rate/s, burst) -> "!rate_limited:ms";
 #      (the bucket is ratelimit.take_tokens, step for step; time comes from Redis TIME so
 #      gateway clocks do not matter, and the state is shared by every gateway);
 #   3. XADD, remember the nonce, charge the limits -> the new stream id.
-# KEYS[1] = comment stream, KEYS[2] = room settings hash,
+# KEYS[1] = comment stream, KEYS[2] = room settings hash, KEYS[3] = bans hash,
 #   then per comment i: nonce key, limit hash (tokens, stamp, last), duplicate key
 # ARGV[1] = MAXLEN (~), ARGV[2] = nonce TTL s, ARGV[3] = rate/s, ARGV[4] = burst,
-#   ARGV[5] = duplicate window s, then per comment i: payload, flags ("s" = staff)
+#   ARGV[5] = duplicate window s, then per comment i: payload, flags ("s" = staff,
+#   "h" = highlighted, "-" = ordinary)
 INGEST = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local slow = tonumber(redis.call('HGET', KEYS[2], 'slow_mode_s') or '0') or 0
+local muted = (tonumber(redis.call('HGET', KEYS[2], 'mute') or '0') or 0) > 0
 local rate, burst, dupwin = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep_ms = math.ceil(math.max(burst / math.max(rate, 1e-6), slow, dupwin) * 1000) + 1000
 local out = {}
-for i = 0, (#KEYS - 2) / 3 - 1 do
-  local nk, lk, dk = KEYS[3 + 3 * i], KEYS[4 + 3 * i], KEYS[5 + 3 * i]
+for i = 0, (#KEYS - 3) / 3 - 1 do
+  local nk, lk, dk = KEYS[4 + 3 * i], KEYS[5 + 3 * i], KEYS[6 + 3 * i]
   local payload, flags = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
   local seen = redis.call('GET', nk)
   if seen then
@@ -37,7 +41,15 @@ for i = 0, (#KEYS - 2) / 3 - 1 do
       local st = redis.call('HMGET', lk, 'tokens', 'stamp', 'last')
       tokens, stamp = tonumber(st[1]) or burst, tonumber(st[2]) or now
       local last = tonumber(st[3])
-      if dupwin > 0 and redis.call('EXISTS', dk) == 1 then
+      local uid = string.match(lk, ':rl:(.*)$')
+      local until_s = tonumber(redis.call('HGET', KEYS[3], uid) or '-1') or -1
+      if until_s == 0 then
+        verdict = '!banned:0'
+      elseif until_s > now then
+        verdict = '!banned:' .. math.ceil((until_s - now) * 1000)
+      elseif muted and flags ~= 'h' then
+        verdict = '!muted:0'
+      elseif dupwin > 0 and redis.call('EXISTS', dk) == 1 then
         verdict = '!duplicate:' .. math.max(1, redis.call('PTTL', dk))
       elseif slow > 0 then
         if last and last + slow > now then
@@ -106,8 +118,9 @@ return 0
 # Commit one frame: the fencing step of exactly-once. Only the lease holder may write,
 # and only the next seq: the frame append and the cursor advance happen together or
 # not at all, so a takeover neither loses nor repeats comments.
-# KEYS[1] = lease, KEYS[2] = meta, KEYS[3] = frame stream
-# ARGV[1] = token, ARGV[2] = seq, ARGV[3] = cursor, ARGV[4] = frame, ARGV[5] = MAXLEN
+# KEYS[1] = lease, KEYS[2] = meta, KEYS[3] = frame stream, KEYS[4] = retract list
+# ARGV[1] = token, ARGV[2] = seq, ARGV[3] = cursor, ARGV[4] = frame, ARGV[5] = MAXLEN,
+# ARGV[6] = how many retract ids (from the list's head) the frame carries
 # Returns 1 (committed), -1 (lease lost), -2 (seq moved: someone else committed).
 COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -115,5 +128,6 @@ local cur = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if cur + 1 ~= tonumber(ARGV[2]) then return -2 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], ARGV[2] .. '-0', 'd', ARGV[4])
 redis.call('HSET', KEYS[2], 'seq', ARGV[2], 'cursor', ARGV[3])
+if tonumber(ARGV[6]) > 0 then redis.call('LTRIM', KEYS[4], ARGV[6], -1) end
 return 1
 """

@@ -158,11 +158,12 @@ class BroadcastWorker:
                 continue
             now = trio.current_time()
             idle: dict[str, str] = {}
-            for room, (n, room_settings) in counts.items():
+            for room, (n, room_settings, highlighted) in counts.items():
                 r = self.rooms.get(room)
                 if r is None:
                     continue
                 r.online = n
+                r.merger.highlighted = highlighted
                 r.meter.per_second = room_settings.get("budget", self.settings.display_budget)
                 if n > 0:
                     r.last_active = now
@@ -210,7 +211,7 @@ class BroadcastWorker:
         if not self.rooms:
             return 0
         held = dict(self.rooms)
-        read = await self.store.read_comments(
+        read, retracts = await self.store.read_comments(
             {room: r.merger.read_cursor for room, r in held.items()},
             self.settings.max_items_per_tick,
         )
@@ -218,6 +219,7 @@ class BroadcastWorker:
         now = trio.current_time()
         drafts: list[tuple[_Room, Draft]] = []
         for room, r in held.items():
+            r.merger.retract(retracts.get(room, []))
             comments = read.get(room)
             if comments:
                 r.merger.add((c.id, c.payload) for c in comments)
@@ -233,7 +235,10 @@ class BroadcastWorker:
                 token=r.lease.token,
                 seq=d.seq,
                 cursor=d.cursor,
-                payload=encode_frame(r.merger.room, d.seq, d.ts_ms, d.items, d.dropped, r.online),
+                payload=encode_frame(
+                    r.merger.room, d.seq, d.ts_ms, d.items, d.dropped, r.online, d.retract
+                ),
+                retracted=len(d.retract),
             )
             for r, d in drafts
         ]

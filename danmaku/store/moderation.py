@@ -1,0 +1,291 @@
+"""Moderation state in Redis: bans, deletes, blocked words, highlights, pins, notices,
+the audit log, and the unsampled comment history. Part of ``Store`` (a mixin, so the one
+Redis owner stays one class); every write of an action also appends to the room's audit
+log in the same pipeline, and actions gateways must act on go to the room's control
+stream, which every gateway with viewers in the room reads (effective within ~0.1 s).
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import orjson
+import redis
+
+from danmaku.store import keys
+
+T = TypeVar("T")
+AUDIT_MAXLEN = 10_000
+CONTROL_MAXLEN = 1_000
+RETRACT_MAX = 1_000  # retract ids kept waiting for a frame (oldest trimmed beyond)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class ModerationOps:
+    """Mixin for ``Store``: needs ``self._r`` (redis client) and ``self._call``."""
+
+    _r: redis.Redis
+
+    async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
+        raise NotImplementedError
+
+    # ---- helpers ----------------------------------------------------------------------
+    @staticmethod
+    def _audit(pipe: Any, room: str, who: str, action: str, target: str, detail: Any) -> None:
+        entry = {
+            "ts": int(time.time() * 1000),
+            "by": who,
+            "action": action,
+            "target": target,
+            "detail": orjson.dumps(detail),
+        }
+        pipe.xadd(keys.audit(room), entry, maxlen=AUDIT_MAXLEN, approximate=True)
+
+    @staticmethod
+    def _control(pipe: Any, room: str, event: Mapping[str, Any]) -> None:
+        pipe.xadd(
+            keys.control(room), {"e": orjson.dumps(event)}, maxlen=CONTROL_MAXLEN, approximate=True
+        )
+
+    # ---- bans ---------------------------------------------------------------------------
+    async def ban(
+        self, room: str, uid: str, until_s: float, *, close: bool, by: str, reason: str = ""
+    ) -> None:
+        """Ban ``uid`` until ``until_s`` (epoch seconds; 0 = permanent). With ``close``,
+        gateways close the user's open connections in the room. Idempotent."""
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hset(keys.bans(room), uid, repr(float(until_s)))
+            self._control(pipe, room, {"kind": "ban", "uid": uid, "close": close})
+            self._audit(
+                pipe, room, by, "ban", uid, {"until": until_s, "reason": reason, "close": close}
+            )
+            pipe.execute()
+
+        await self._call("ban", run)
+
+    async def unban(self, room: str, uid: str, *, by: str) -> bool:
+        """Lift a ban; ``False`` if there was none."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hdel(keys.bans(room), uid)
+            self._audit(pipe, room, by, "unban", uid, {})
+            return pipe.execute()
+
+        return bool((await self._call("unban", run))[0])
+
+    async def bans(self, room: str) -> dict[str, float]:
+        """Bans in force: uid -> until (0 = permanent). Expired entries are removed."""
+        raw = await self._call("bans", lambda: self._r.hgetall(keys.bans(room)))
+        now = time.time()
+        out: dict[str, float] = {}
+        expired = []
+        for uid, until in raw.items():
+            value = float(until)
+            if value == 0 or value > now:
+                out[_s(uid)] = value
+            else:
+                expired.append(uid)
+        if expired:
+            await self._call("bans", lambda: self._r.hdel(keys.bans(room), *expired))
+        return out
+
+    # ---- comments -----------------------------------------------------------------------
+    async def delete_comment(self, room: str, comment_id: str, *, by: str) -> bool:
+        """Remove a comment from the room's history and queue its retraction for the next
+        frame. ``False`` when no such comment is in history."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.xrange(keys.comments(room), comment_id, comment_id)
+            pipe.xdel(keys.comments(room), comment_id)
+            return pipe.execute()
+
+        found, _ = await self._call("delete_comment", run)
+        if not found:
+            return False
+        payload = orjson.loads(found[0][1][b"d"])
+
+        def after() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.rpush(keys.retract(room), comment_id)
+            pipe.ltrim(keys.retract(room), -RETRACT_MAX, -1)
+            pipe.zadd(keys.ROOMS, {room: int(time.time() * 1000)})
+            self._audit(
+                pipe,
+                room,
+                by,
+                "delete",
+                comment_id,
+                {"uid": payload.get("uid"), "text": payload.get("text")},
+            )
+            pipe.execute()
+
+        await self._call("delete_comment", after)
+        return True
+
+    async def recent_comments(
+        self,
+        room: str,
+        *,
+        before: str | None,
+        limit: int,
+        uid: str | None = None,
+        text: str | None = None,
+        scan_max: int = 5000,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first, unsampled: up to ``limit`` comments older than ``before``,
+        optionally only by ``uid`` and/or containing ``text`` (case-insensitive). Scans at
+        most ``scan_max`` entries per call; returns the page and the cursor for the next
+        (``None`` at the end of history)."""
+        needle = text.casefold() if text else None
+        out: list[dict[str, Any]] = []
+        cursor = f"({before}" if before else "+"
+        scanned = 0
+        while len(out) < limit and scanned < scan_max:
+            chunk = min(500, scan_max - scanned)
+            entries: Any = await self._call(
+                "recent_comments",
+                partial(self._r.xrevrange, keys.comments(room), cursor, "-", chunk),
+            )
+            if not entries:
+                return out, None
+            for entry_id, fields in entries:
+                scanned += 1
+                cursor = f"({_s(entry_id)}"
+                item = orjson.loads(fields[b"d"])
+                item["id"] = _s(entry_id)
+                if uid and item.get("uid") != uid:
+                    continue
+                if needle and needle not in str(item.get("text", "")).casefold():
+                    continue
+                out.append(item)
+                if len(out) >= limit:
+                    break
+            if len(entries) < chunk:
+                return out, None
+        return out, cursor[1:]
+
+    # ---- words, highlights ------------------------------------------------------------
+    async def change_words(
+        self, room: str | None, add: Iterable[str], remove: Iterable[str], *, by: str
+    ) -> None:
+        """Add/remove blocked words of a room (``room=None``: the global list)."""
+        add, remove = list(add), list(remove)
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            key = keys.words(room) if room else keys.GLOBAL_WORDS
+            if add:
+                pipe.sadd(key, *add)
+            if remove:
+                pipe.srem(key, *remove)
+            if room:
+                pipe.hincrby(keys.settings(room), "words_v", 1)
+                self._audit(pipe, room, by, "words", "", {"add": add, "remove": remove})
+            else:
+                pipe.incr(keys.GLOBAL_WORDS_VERSION)
+            pipe.execute()
+
+        await self._call("change_words", run)
+
+    async def words(self, room: str | None) -> tuple[list[str], list[str]]:
+        """``(room words, global words)``, sorted."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            if room:
+                pipe.smembers(keys.words(room))
+            pipe.smembers(keys.GLOBAL_WORDS)
+            return pipe.execute()
+
+        replies = await self._call("words", run)
+        room_words = sorted(_s(w) for w in replies[0]) if room else []
+        return room_words, sorted(_s(w) for w in replies[-1])
+
+    async def global_words_version(self) -> int:
+        raw = await self._call("words", lambda: self._r.get(keys.GLOBAL_WORDS_VERSION))
+        return int(raw or 0)
+
+    async def set_highlight(self, room: str, uid: str, granted: bool, *, by: str) -> None:
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            if granted:
+                pipe.sadd(keys.highlights(room), uid)
+            else:
+                pipe.srem(keys.highlights(room), uid)
+            self._audit(pipe, room, by, "highlight" if granted else "unhighlight", uid, {})
+            pipe.execute()
+
+        await self._call("set_highlight", run)
+
+    # ---- pins, notices, settings changes ---------------------------------------------------
+    async def set_pin(
+        self, room: str, pin: dict[str, Any] | None, ttl_s: float | None, *, by: str
+    ) -> None:
+        """Pin a message (``None`` unpins); players show it until unpinned or expired."""
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            if pin is None:
+                pipe.delete(keys.pin(room))
+            elif ttl_s:
+                pipe.set(keys.pin(room), orjson.dumps(pin), px=int(ttl_s * 1000))
+            else:
+                pipe.set(keys.pin(room), orjson.dumps(pin))
+            self._control(pipe, room, {"kind": "pin", "pin": pin})
+            self._audit(pipe, room, by, "pin" if pin else "unpin", "", pin or {})
+            pipe.execute()
+
+        await self._call("set_pin", run)
+
+    async def get_pin(self, room: str) -> dict[str, Any] | None:
+        raw = await self._call("get_pin", lambda: self._r.get(keys.pin(room)))
+        return orjson.loads(raw) if raw else None
+
+    async def post_notice(self, room: str, text: str, *, by: str) -> None:
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            self._control(pipe, room, {"kind": "notice", "text": text, "by": by})
+            self._audit(pipe, room, by, "notice", "", {"text": text})
+            pipe.execute()
+
+        await self._call("post_notice", run)
+
+    async def announce_settings(self, room: str, changes: Mapping[str, Any], *, by: str) -> None:
+        """Tell viewers the room settings changed, and audit it."""
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            self._control(pipe, room, {"kind": "settings", "changes": dict(changes)})
+            self._audit(pipe, room, by, "settings", "", dict(changes))
+            pipe.execute()
+
+        await self._call("announce_settings", run)
+
+    async def audit_log(self, room: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` audit entries, newest first."""
+        entries: Any = await self._call(
+            "audit_log", lambda: self._r.xrevrange(keys.audit(room), "+", "-", count=limit)
+        )
+        out = []
+        for entry_id, f in entries:
+            out.append(
+                {
+                    "id": _s(entry_id),
+                    "ts": int(f[b"ts"]),
+                    "by": _s(f[b"by"]),
+                    "action": _s(f[b"action"]),
+                    "target": _s(f[b"target"]),
+                    "detail": orjson.loads(f[b"detail"]),
+                }
+            )
+        return out
