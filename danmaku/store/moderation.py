@@ -8,8 +8,8 @@ stream, which every gateway with viewers in the room reads (effective within ~0.
 from __future__ import annotations
 
 import time
-from functools import partial
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -169,7 +169,7 @@ class ModerationOps:
                     continue
                 out.append(item)
                 if len(out) >= limit:
-                    break
+                    return out, cursor[1:]
             if len(entries) < chunk:
                 return out, None
         return out, cursor[1:]

@@ -223,7 +223,12 @@ class Store(ModerationOps):
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for room, comments in batch.items():
-                ks = [keys.comments(room), keys.settings(room), keys.bans(room)]
+                ks = [
+                    keys.comments(room),
+                    keys.settings(room),
+                    keys.bans(room),
+                    keys.highlights(room),
+                ]
                 args: list[Any] = [
                     self._stream_maxlen,
                     self._nonce_ttl_s,

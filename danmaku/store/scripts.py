@@ -16,6 +16,7 @@ from __future__ import annotations
 #      gateway clocks do not matter, and the state is shared by every gateway);
 #   3. XADD, remember the nonce, charge the limits -> the new stream id.
 # KEYS[1] = comment stream, KEYS[2] = room settings hash, KEYS[3] = bans hash,
+#   KEYS[4] = highlighted uids (granted by moderators: may speak in a muted room),
 #   then per comment i: nonce key, limit hash (tokens, stamp, last), duplicate key
 # ARGV[1] = MAXLEN (~), ARGV[2] = nonce TTL s, ARGV[3] = rate/s, ARGV[4] = burst,
 #   ARGV[5] = duplicate window s, then per comment i: payload, flags ("s" = staff,
@@ -28,8 +29,8 @@ local muted = (tonumber(redis.call('HGET', KEYS[2], 'mute') or '0') or 0) > 0
 local rate, burst, dupwin = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep_ms = math.ceil(math.max(burst / math.max(rate, 1e-6), slow, dupwin) * 1000) + 1000
 local out = {}
-for i = 0, (#KEYS - 3) / 3 - 1 do
-  local nk, lk, dk = KEYS[4 + 3 * i], KEYS[5 + 3 * i], KEYS[6 + 3 * i]
+for i = 0, (#KEYS - 4) / 3 - 1 do
+  local nk, lk, dk = KEYS[5 + 3 * i], KEYS[6 + 3 * i], KEYS[7 + 3 * i]
   local payload, flags = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
   local seen = redis.call('GET', nk)
   if seen then
@@ -47,7 +48,7 @@ for i = 0, (#KEYS - 3) / 3 - 1 do
         verdict = '!banned:0'
       elseif until_s > now then
         verdict = '!banned:' .. math.ceil((until_s - now) * 1000)
-      elseif muted and flags ~= 'h' then
+      elseif muted and flags ~= 'h' and redis.call('SISMEMBER', KEYS[4], uid) == 0 then
         verdict = '!muted:0'
       elseif dupwin > 0 and redis.call('EXISTS', dk) == 1 then
         verdict = '!duplicate:' .. math.max(1, redis.call('PTTL', dk))

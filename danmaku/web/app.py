@@ -20,6 +20,7 @@ from danmaku import auth, protocol
 from danmaku.config import Settings
 from danmaku.metrics import CONTENT_TYPE, Metrics
 from danmaku.store import Store, StoreError
+from danmaku.web.moderation import create_router
 
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
 
@@ -90,6 +91,8 @@ def create_app(
         name = getattr(route, "path", None) or "unmatched"
         metrics.http_requests.labels(name, f"{response.status_code // 100}xx").inc()
         return response
+
+    app.include_router(create_router(settings, store))
 
     limits = {"max_text_chars": settings.max_text_chars, "max_text_bytes": settings.max_text_bytes}
 

@@ -722,7 +722,7 @@
     if (Number.isInteger(count) && count >= 2) {
       const c = document.createElement("span");
       c.className = "count";
-      c.textContent = `×${count.toLocaleString("en-US")}`;
+      c.textContent = `×${count}`;
       node.appendChild(c);
     }
     return node;

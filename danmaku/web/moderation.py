@@ -1,0 +1,230 @@
+"""The moderation API: ``/api/rooms/{room}/...`` for moderators, streamers and admins.
+
+Auth: ``Authorization: Bearer <token>``; no or bad token -> 401, a viewer token (or a
+staff token for another room) -> 403. A staff token with a ``room`` claim acts in that
+room only; without one, in every room. Every action is written to the room's audit log;
+gateways and workers act on it within a second (see docs/operations.md).
+"""
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
+from pydantic import BaseModel, Field
+
+from danmaku import auth, protocol
+from danmaku.auth import User
+from danmaku.config import Settings
+from danmaku.store import Store, StoreError
+
+RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
+Uid = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$", description="user id")]
+CommentId = Annotated[str, Path(pattern=r"^\d{1,20}-\d{1,20}$", description="comment id")]
+
+
+class BanIn(BaseModel):
+    uid: str = Field(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")
+    duration_s: int | None = Field(
+        default=None, ge=1, le=10 * 365 * 86400, description="timeout length; none = permanent"
+    )
+    close: bool = Field(default=True, description="also close the user's open connections")
+    reason: str = Field(default="", max_length=200)
+
+
+class BanOut(BaseModel):
+    uid: str
+    until: float | None = Field(description="epoch seconds; null = permanent")
+
+
+class SettingsIn(BaseModel):
+    """Only the fields given change; ``null`` resets one to the server default."""
+
+    slow_mode_s: float | None = Field(default=None, ge=0, le=3600)
+    budget: float | None = Field(default=None, ge=1, le=1000, description="items/s shown")
+    ingest_ceiling: float | None = Field(default=None, ge=0, le=1_000_000)
+    mute: bool | None = Field(default=None, description="only staff and highlighted send")
+
+
+class WordsIn(BaseModel):
+    add: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=5000
+    )
+    remove: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=5000
+    )
+
+
+class WordsOut(BaseModel):
+    room: list[str]
+    global_: list[str] = Field(alias="global")
+
+
+class PinIn(BaseModel):
+    text: str = Field(min_length=1, max_length=200)
+    duration_s: int | None = Field(default=None, ge=1, le=86400 * 7)
+
+
+class NoticeIn(BaseModel):
+    text: str = Field(min_length=1, max_length=200)
+
+
+class CommentsOut(BaseModel):
+    items: list[dict[str, Any]]
+    next: str | None = Field(description="pass as ?before= for the next (older) page")
+
+
+def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return authorization[7:].strip()
+
+
+def create_router(settings: Settings, store: Store) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["moderation"])
+
+    def staff(room: RoomName, token: Annotated[str, Depends(_bearer)]) -> User:
+        try:
+            user = auth.verify(settings.secret, token)
+        except auth.TokenError as exc:
+            raise HTTPException(
+                401, f"unauthorized: {exc}", headers={"WWW-Authenticate": "Bearer"}
+            ) from exc
+        if not user.is_staff:
+            raise HTTPException(403, "a moderator, streamer or admin token is needed")
+        if user.room is not None and user.room != room:
+            raise HTTPException(403, "the token is for another room")
+        return user
+
+    def admin(token: Annotated[str, Depends(_bearer)]) -> User:
+        try:
+            user = auth.verify(settings.secret, token)
+        except auth.TokenError as exc:
+            raise HTTPException(401, f"unauthorized: {exc}") from exc
+        if user.role != "admin":
+            raise HTTPException(403, "an admin token is needed")
+        return user
+
+    Staff = Annotated[User, Depends(staff)]
+
+    def who(user: User) -> str:
+        return f"{user.role}:{user.uid}"
+
+    async def guarded(coro: Any) -> Any:
+        try:
+            return await coro
+        except StoreError as exc:
+            raise HTTPException(503, "storage unavailable") from exc
+
+    @router.post("/rooms/{room}/bans", response_model=BanOut, summary="Ban or time out a user")
+    async def ban(room: RoomName, body: BanIn, user: Staff) -> BanOut:
+        until = time.time() + body.duration_s if body.duration_s else 0.0
+        await guarded(
+            store.ban(room, body.uid, until, close=body.close, by=who(user), reason=body.reason)
+        )
+        return BanOut(uid=body.uid, until=until or None)
+
+    @router.get("/rooms/{room}/bans", response_model=list[BanOut], summary="Bans in force")
+    async def bans(room: RoomName, user: Staff) -> list[BanOut]:
+        current = await guarded(store.bans(room))
+        return [BanOut(uid=u, until=t or None) for u, t in sorted(current.items())]
+
+    @router.delete("/rooms/{room}/bans/{uid}", status_code=204, summary="Lift a ban")
+    async def unban(room: RoomName, uid: Uid, user: Staff) -> None:
+        if not await guarded(store.unban(room, uid, by=who(user))):
+            raise HTTPException(404, "no such ban")
+
+    @router.delete(
+        "/rooms/{room}/comments/{comment_id}",
+        status_code=204,
+        summary="Delete a comment (retracted from players in the next frame)",
+    )
+    async def delete_comment(room: RoomName, comment_id: CommentId, user: Staff) -> None:
+        if not await guarded(store.delete_comment(room, comment_id, by=who(user))):
+            raise HTTPException(404, "no such comment in the room's history")
+
+    @router.get(
+        "/rooms/{room}/comments",
+        response_model=CommentsOut,
+        summary="Recent comments, unsampled, newest first",
+    )
+    async def comments(
+        room: RoomName,
+        user: Staff,
+        before: Annotated[str | None, Query(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        uid: Annotated[str | None, Query(max_length=64)] = None,
+        q: Annotated[str | None, Query(max_length=100, description="text contains")] = None,
+    ) -> CommentsOut:
+        items, nxt = await guarded(
+            store.recent_comments(room, before=before, limit=limit, uid=uid, text=q)
+        )
+        return CommentsOut(items=items, next=nxt)
+
+    @router.patch("/rooms/{room}/settings", summary="Slow mode, budget, ceiling, mute")
+    async def change_settings(room: RoomName, body: SettingsIn, user: Staff) -> dict[str, Any]:
+        given = body.model_dump(exclude_unset=True)
+        if not given:
+            raise HTTPException(422, "no setting given")
+        values: dict[str, float | None] = {
+            k: (float(v) if v is not None else None) for k, v in given.items()
+        }
+        await guarded(store.set_room_settings(room, values))
+        await guarded(store.announce_settings(room, given, by=who(user)))
+        return dict(await guarded(store.room_settings(room)))
+
+    @router.get("/rooms/{room}/words", summary="Blocked words (room and global)")
+    async def words(room: RoomName, user: Staff) -> dict[str, list[str]]:
+        room_words, global_words = await guarded(store.words(room))
+        return {"room": room_words, "global": global_words}
+
+    @router.patch("/rooms/{room}/words", summary="Add or remove blocked words of a room")
+    async def change_words(room: RoomName, body: WordsIn, user: Staff) -> dict[str, list[str]]:
+        await guarded(store.change_words(room, body.add, body.remove, by=who(user)))
+        room_words, global_words = await guarded(store.words(room))
+        return {"room": room_words, "global": global_words}
+
+    @router.patch("/words", summary="Add or remove global blocked words (admin)")
+    async def change_global_words(
+        body: WordsIn, user: Annotated[User, Depends(admin)]
+    ) -> dict[str, list[str]]:
+        await guarded(store.change_words(None, body.add, body.remove, by=who(user)))
+        _, global_words = await guarded(store.words(None))
+        return {"global": global_words}
+
+    @router.put(
+        "/rooms/{room}/highlights/{uid}",
+        status_code=204,
+        summary="Grant a user the highlighted tier",
+    )
+    async def grant(room: RoomName, uid: Uid, user: Staff) -> None:
+        await guarded(store.set_highlight(room, uid, True, by=who(user)))
+
+    @router.delete(
+        "/rooms/{room}/highlights/{uid}", status_code=204, summary="Revoke the highlighted tier"
+    )
+    async def revoke(room: RoomName, uid: Uid, user: Staff) -> None:
+        await guarded(store.set_highlight(room, uid, False, by=who(user)))
+
+    @router.put("/rooms/{room}/pin", summary="Pin a message")
+    async def pin(room: RoomName, body: PinIn, user: Staff) -> dict[str, Any]:
+        now_ms = int(time.time() * 1000)
+        until = now_ms + body.duration_s * 1000 if body.duration_s else None
+        value = {"text": body.text, "by": user.nick or user.uid, "ts": now_ms, "until": until}
+        await guarded(store.set_pin(room, value, body.duration_s, by=who(user)))
+        return value
+
+    @router.delete("/rooms/{room}/pin", status_code=204, summary="Unpin")
+    async def unpin(room: RoomName, user: Staff) -> None:
+        await guarded(store.set_pin(room, None, None, by=who(user)))
+
+    @router.post("/rooms/{room}/notices", status_code=204, summary="Show a room notice")
+    async def notice(room: RoomName, body: NoticeIn, user: Staff) -> None:
+        await guarded(store.post_notice(room, body.text, by=who(user)))
+
+    @router.get("/rooms/{room}/audit", summary="The room's audit log, newest first")
+    async def audit(
+        room: RoomName, user: Staff, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[dict[str, Any]]:
+        return list(await guarded(store.audit_log(room, limit)))
+
+    return router

@@ -1,0 +1,217 @@
+"""The moderation API end to end: roles, and every action reaching gateways and players."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+
+from danmaku.config import Settings
+from danmaku.metrics import Metrics
+from danmaku.system import System, run_system
+from tests.client import connect, label, token
+
+
+def _http(method: str, url: str, tok: str | None, body: Any) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if tok:
+        headers["Authorization"] = f"Bearer {tok}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw else None
+
+
+class Api:
+    def __init__(self, system: System, tok: str | None) -> None:
+        self.base = f"http://127.0.0.1:{system.web_port}/api"
+        self.tok = tok
+
+    async def __call__(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        return await trio.to_thread.run_sync(_http, method, self.base + path, self.tok, body)
+
+
+MOD = token("mod1", role="moderator", room="mod")
+STREAMER = token("star", role="streamer")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/rooms/mod/bans", {"uid": "x"}),
+        ("GET", "/rooms/mod/bans", None),
+        ("DELETE", "/rooms/mod/bans/x", None),
+        ("DELETE", "/rooms/mod/comments/1-0", None),
+        ("GET", "/rooms/mod/comments", None),
+        ("PATCH", "/rooms/mod/settings", {"slow_mode_s": 3}),
+        ("GET", "/rooms/mod/words", None),
+        ("PATCH", "/rooms/mod/words", {"add": ["x"]}),
+        ("PUT", "/rooms/mod/highlights/x", None),
+        ("PUT", "/rooms/mod/pin", {"text": "hi"}),
+        ("DELETE", "/rooms/mod/pin", None),
+        ("POST", "/rooms/mod/notices", {"text": "hi"}),
+        ("GET", "/rooms/mod/audit", None),
+    ],
+)
+async def test_every_action_needs_a_staff_token_for_the_room(
+    system: System, method: str, path: str, body: Any
+) -> None:
+    for tok, expected in [
+        (None, 401),
+        (MOD + "x", 401),
+        (token("v"), 403),
+        (token("m2", role="moderator", room="other"), 403),
+    ]:
+        status, _ = await Api(system, tok)(method, path, body)
+        assert status == expected, (tok, status, _)
+    status, _ = await Api(system, MOD)(method, path, body)
+    assert status in (200, 204, 404), status  # 404: the ban/comment to remove is not there
+
+
+async def test_ban_closes_connections_on_another_gateway_and_blocks_sends(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    web: System = await nursery.start(
+        partial(run_system, settings, ("web", "worker"), metrics=Metrics(process=False))
+    )
+    gw: System = await nursery.start(
+        partial(run_system, settings, ("gateway",), metrics=Metrics(process=False))
+    )
+    assert gw.ws_port
+    api = Api(web, MOD)
+    async with trio.open_nursery() as n:
+        troll = await connect(n, gw.ws_port, "mod", tok=token("troll"))
+        assert (await troll.comment("first", nonce="1"))["type"] == "ack"
+        status, body = await api("POST", "/rooms/mod/bans", {"uid": "troll", "duration_s": 60})
+        assert status == 200 and body["until"] > 0
+        await troll.wait_for(lambda c: c.closed is not None, timeout=5)
+        assert troll.closed is not None and troll.closed[0] == 1008
+        assert troll.of_type("error")[-1]["code"] == "banned"
+        again = await connect(n, gw.ws_port, "mod", tok=token("troll"))
+        refused = await again.comment("second", nonce="2")
+        assert refused["code"] == "banned" and 55_000 < refused["retry_after_ms"] <= 60_000
+        status, bans = await api("GET", "/rooms/mod/bans")
+        assert [b["uid"] for b in bans] == ["troll"]
+        assert (await api("DELETE", "/rooms/mod/bans/troll"))[0] == 204
+        assert (await again.comment("third", nonce="3"))["type"] == "ack"
+        status, log = await api("GET", "/rooms/mod/audit")
+        assert [e["action"] for e in log][:2] == ["unban", "ban"]
+        assert log[1]["by"] == "moderator:mod1" and log[1]["target"] == "troll"
+        n.cancel_scope.cancel()
+
+
+async def test_delete_retracts_a_comment_a_viewer_already_has(system: System) -> None:
+    assert system.ws_port
+    api = Api(system, MOD)
+    async with trio.open_nursery() as n:
+        viewer = await connect(n, system.ws_port, "mod")
+        sender = await connect(n, system.ws_port, "mod", tok=token("u"))
+        bad = await sender.comment("something rude", nonce="r")
+        await viewer.wait_for(lambda c: bad["id"] in c.item_ids())
+        assert (await api("DELETE", f"/rooms/mod/comments/{bad['id']}"))[0] == 204
+        await viewer.wait_for(lambda c: any(bad["id"] in f.get("retract", []) for f in c.frames))
+        assert (await api("DELETE", f"/rooms/mod/comments/{bad['id']}"))[0] == 404
+        _, page = await api("GET", "/rooms/mod/comments")
+        assert bad["id"] not in [i["id"] for i in page["items"]]
+        # A late joiner resuming from 0 gets the comment and then its retraction.
+        late = await connect(n, system.ws_port, "mod", since=0)
+        await late.wait_for(lambda c: any(bad["id"] in f.get("retract", []) for f in c.frames))
+        n.cancel_scope.cancel()
+
+
+async def test_blocked_words_with_normalisation_tricks(system: System) -> None:
+    assert system.ws_port
+    api = Api(system, MOD)
+    status, words = await api("PATCH", "/rooms/mod/words", {"add": ["spam", "广告"]})
+    assert status == 200 and words["room"] == ["spam", "广告"]
+    await trio.sleep(0.7)  # gateways pick word changes up within a presence round
+    async with trio.open_nursery() as n:
+        c = await connect(n, system.ws_port, "mod", tok=token("u"))
+        for k, text in enumerate(["SPAM", "s p a m", "ｓｐａｍ", "sppaaam", "看广\u200b告"]):
+            reply = await c.comment(text, nonce=f"b{k}")
+            assert reply["code"] == "blocked", text
+        assert (await c.comment("a fine comment", nonce="ok"))["type"] == "ack"
+        mod = await connect(n, system.ws_port, "mod", tok=MOD)
+        assert (await mod.comment("spam is bad", nonce="m"))["type"] == "ack"  # staff exempt
+        await api("PATCH", "/rooms/mod/words", {"remove": ["spam"]})
+        await trio.sleep(0.7)
+        assert (await c.comment("spam again", nonce="again"))["type"] == "ack"
+        n.cancel_scope.cancel()
+
+
+async def test_global_words_need_admin_and_apply_everywhere(system: System) -> None:
+    assert system.ws_port
+    assert (await Api(system, MOD)("PATCH", "/words", {"add": ["evil"]}))[0] == 403
+    admin = Api(system, token("root", role="admin"))
+    assert (await admin("PATCH", "/words", {"add": ["evil"]}))[0] == 200
+    await trio.sleep(0.7)
+    async with trio.open_nursery() as n:
+        c = await connect(n, system.ws_port, "anywhere", tok=token("u"))
+        assert (await c.comment("so EVIL", nonce="e"))["code"] == "blocked"
+        n.cancel_scope.cancel()
+
+
+async def test_slow_mode_mute_pin_notice_and_highlight(system: System) -> None:
+    assert system.ws_port
+    api = Api(system, STREAMER)
+    async with trio.open_nursery() as n:
+        viewer = await connect(n, system.ws_port, "mod")
+        fan = await connect(n, system.ws_port, "mod", tok=token("fan"))
+        status, current = await api("PATCH", "/rooms/mod/settings", {"slow_mode_s": 10})
+        assert status == 200 and current["slow_mode_s"] == 10
+        await viewer.wait_for(lambda c: any(m.get("event") == "settings" for m in c.messages))
+        assert (await fan.comment("one", nonce="1"))["type"] == "ack"
+        assert (await fan.comment("two", nonce="2"))["code"] == "slow_mode"
+        await api("PATCH", "/rooms/mod/settings", {"slow_mode_s": None, "mute": True})
+        assert (await fan.comment("three", nonce="3"))["code"] == "muted"
+        assert (await api("PUT", "/rooms/mod/highlights/fan"))[0] == 204
+        # Highlighted viewers may speak in a muted room, and their items get tier 1.
+        await trio.sleep(0.1)
+        ok = await fan.comment("paid!", nonce="4")
+        assert ok["type"] == "ack"
+        await api("PATCH", "/rooms/mod/settings", {"mute": False})
+
+        status, pin = await api("PUT", "/rooms/mod/pin", {"text": "welcome all", "duration_s": 60})
+        assert status == 200
+        await viewer.wait_for(lambda c: any(m.get("event") == "pin" for m in c.messages))
+        late = await connect(n, system.ws_port, "mod")
+        await late.wait_for(lambda c: any(m.get("event") == "pin" for m in c.messages))
+        pinned = next(m for m in late.messages if m.get("event") == "pin")
+        assert pinned["pin"]["text"] == "welcome all"
+        assert (await api("POST", "/rooms/mod/notices", {"text": "break in 5"}))[0] == 204
+        await viewer.wait_for(
+            lambda c: any(
+                m.get("event") == "room_notice" and m["text"] == "break in 5" for m in c.messages
+            )
+        )
+        n.cancel_scope.cancel()
+
+
+async def test_recent_comments_are_unsampled_paged_and_filtered(system: System) -> None:
+    assert system.ws_port
+    api = Api(system, MOD)
+    async with trio.open_nursery() as n:
+        a = await connect(n, system.ws_port, "mod", tok=token("alice"))
+        b = await connect(n, system.ws_port, "mod", tok=token("bob"))
+        for k in range(30):
+            await a.comment(f"alice {label(k)}", nonce=f"a{k}")
+            await b.comment(f"bob {label(k)}", nonce=f"b{k}")
+        status, page = await api("GET", "/rooms/mod/comments?limit=25")
+        assert status == 200 and len(page["items"]) == 25 and page["next"]
+        status, rest = await api("GET", f"/rooms/mod/comments?limit=100&before={page['next']}")
+        texts = [i["text"] for i in page["items"] + rest["items"]]
+        assert len(texts) == 60 == len(set(texts)) and rest["next"] is None
+        assert texts[0] == "bob two-nine"  # newest first
+        _, bobs = await api("GET", "/rooms/mod/comments?uid=bob&q=NINE&limit=50")
+        assert {i["text"] for i in bobs["items"]} == {"bob nine", "bob one-nine", "bob two-nine"}
+        n.cancel_scope.cancel()
