@@ -181,7 +181,7 @@ async def test_slow_mode_mute_pin_notice_and_highlight(system: System) -> None:
         assert ok["type"] == "ack"
         await api("PATCH", "/rooms/mod/settings", {"mute": False})
 
-        status, pin = await api("PUT", "/rooms/mod/pin", {"text": "welcome all", "duration_s": 60})
+        status, _pin = await api("PUT", "/rooms/mod/pin", {"text": "welcome all", "duration_s": 60})
         assert status == 200
         await viewer.wait_for(lambda c: any(m.get("event") == "pin" for m in c.messages))
         late = await connect(n, system.ws_port, "mod")

@@ -72,7 +72,7 @@ async def test_spike_of_1000_senders_stays_within_budget_and_priority_arrives(
                 burst.start_soon(fan, i, c)
         assert len(replies) == 2000
         assert all(r["type"] == "ack" for r in replies), "every sender got an ack"
-        for v in viewers[:10] + [viewers[-1]]:
+        for v in [*viewers[:10], viewers[-1]]:
             await v.wait_for(lambda c: set(star_ids) <= set(c.item_ids()), timeout=15)
         await trio.sleep(0.5)
         for v in viewers:
