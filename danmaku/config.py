@@ -99,6 +99,11 @@ class Settings:
     session_ttl_s: int = _opt(
         86_400, "DANMAKU_SESSION_TTL_S", "lifetime of a guest token from POST /api/session"
     )
+    fast_path: int = _opt(
+        1,
+        "DANMAKU_FAST_PATH",
+        "1: write prebuilt frame bytes straight to idle sockets; 0: per-viewer send (ablation)",
+    )
     drain_s: float = _opt(2.0, "DANMAKU_DRAIN_S", "graceful shutdown: time to flush and close")
 
     @property

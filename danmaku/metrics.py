@@ -176,6 +176,16 @@ class Metrics:
         self.frame_writes = Counter(
             "danmaku_frame_writes_total", "Frames written to viewer sockets", registry=r
         )
+        self.frame_writes_fast = Counter(
+            "danmaku_frame_writes_fast_total",
+            "Frames written by the fast path (prebuilt bytes, one non-blocking send)",
+            registry=r,
+        )
+        self.frame_writes_partial = Counter(
+            "danmaku_frame_writes_partial_total",
+            "Fast-path sends the kernel took only part of (the rest queued, written first)",
+            registry=r,
+        )
         self.bytes_out = Counter(
             "danmaku_bytes_out_total", "Payload bytes written to viewer sockets", registry=r
         )

@@ -16,7 +16,7 @@ import orjson
 import trio
 
 from danmaku import protocol
-from danmaku.gateway.viewer import Viewer
+from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.metrics import Metrics
 from danmaku.rules.ratelimit import IngestCeiling
 from danmaku.rules.sampling import DensityLevels
@@ -78,9 +78,8 @@ class Hub:
         if frame.seq <= self.last_seq:
             return
         self.last_seq = frame.seq
-        text = frame.payload.decode()
-        texts: list[tuple[str, int] | None] = [(text, len(frame.payload))]
-        texts += [None] * (len(DENSITY.levels) - 1)
+        variants: list[OutFrame | None] = [OutFrame.build(frame.seq, frame.payload)]
+        variants += [None] * (len(DENSITY.levels) - 1)
         body: dict[str, Any] | None = None
         try:
             body = orjson.loads(frame.payload)
@@ -96,11 +95,10 @@ class Hub:
             body = None
         for viewer in self.viewers:
             level = viewer.level if body is not None else 0
-            variant = texts[level]
+            variant = variants[level]
             if variant is None:
-                encoded = _variant(body, level)
-                variant = texts[level] = (encoded.decode(), len(encoded))
-            viewer.push_frame(frame.seq, *variant)
+                variant = variants[level] = OutFrame.build(frame.seq, _variant(body, level))
+            viewer.push_frame(variant)
 
 
 def _newer(a: str, b: str) -> bool:

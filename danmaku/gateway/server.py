@@ -33,7 +33,7 @@ from danmaku.auth import User
 from danmaku.config import Settings
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
-from danmaku.gateway.viewer import Viewer
+from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.metrics import Metrics
 from danmaku.rules.admission import IpAdmission
 from danmaku.rules.normalize import normalize
@@ -234,6 +234,7 @@ class Gateway:
             max_frames=s.viewer_queue_frames,
             max_control=s.viewer_queue_control,
             stuck_timeout_s=s.slow_viewer_timeout_s,
+            fast=bool(s.fast_path),
         )
         viewer.level = DENSITY.index_for(density)
         try:
@@ -321,7 +322,7 @@ class Gateway:
             for frame in frames:
                 if frame.seq > upto:
                     break
-                viewer.push_frame(frame.seq, frame.payload.decode(), len(frame.payload))
+                viewer.push_frame(OutFrame.build(frame.seq, frame.payload))
                 self.metrics.frames_replayed.inc()
                 cursor = frame.seq
             if not frames:

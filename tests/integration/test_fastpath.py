@@ -1,0 +1,159 @@
+"""The fan-out fast path: prebuilt frame bytes written straight to idle sockets, with
+every behaviour of the queued path kept (order, partial writes, slow peers, pings)."""
+
+from __future__ import annotations
+
+import socket
+
+import orjson
+import trio
+import wsproto
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+
+from danmaku.config import Settings
+from danmaku.gateway.fastpath import text_frame
+from danmaku.system import System
+from tests.client import connect, label, token
+
+
+def test_text_frame_matches_wsproto_for_every_length_class() -> None:
+    server = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    server.receive_data(client.send(Request(host="x", target="/ws")))
+    next(server.events())
+    client.receive_data(server.send(AcceptConnection()))
+    next(client.events())
+    for n in (0, 1, 125, 126, 127, 65535, 65536, 70000):
+        payload = ("é" * n).encode()[:n] if n else b""
+        payload = payload.decode("utf-8", "ignore").encode()
+        assert text_frame(payload) == server.send(TextMessage(data=payload.decode()))
+        client.receive_data(text_frame(payload))
+        (event,) = list(client.events())
+        assert isinstance(event, TextMessage) and event.data == payload.decode()
+
+
+class RawViewer:
+    """A WebSocket viewer on a raw socket with a tiny receive window, parsed by wsproto:
+    it can stop reading, and every byte it does read is checked for valid framing."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self.messages: list[dict[str, object]] = []
+        self._parts: list[str] = []
+
+    @classmethod
+    async def open(cls, port: int, room: str) -> RawViewer:
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", port))
+        viewer = cls(trio.SocketStream(sock))
+        await viewer.stream.send_all(viewer.ws.send(Request(host="x", target=f"/ws?room={room}")))
+        return viewer
+
+    async def read(self, until: int, timeout: float = 15.0) -> None:
+        """Read until ``until`` messages have arrived."""
+        with trio.fail_after(timeout):
+            while len(self.messages) < until:
+                data = await self.stream.receive_some(65536)
+                assert data, "server closed"
+                self.ws.receive_data(data)
+                for event in self.ws.events():
+                    if isinstance(event, TextMessage):
+                        self._parts.append(event.data)
+                        if event.message_finished:
+                            self.messages.append(orjson.loads("".join(self._parts)))
+                            self._parts = []
+                    assert not isinstance(event, CloseConnection), event
+
+
+async def test_partial_writes_never_corrupt_the_stream(system: System) -> None:
+    """A peer that stops reading makes sends partial; when it reads again every frame it
+    gets is whole and in order (some may have been dropped oldest-first, never cut)."""
+    assert system.ws_port
+    slow = await RawViewer.open(system.ws_port, "partial")
+    await slow.read(until=1)  # welcome
+    async with trio.open_nursery() as n:
+        sender = await connect(n, system.ws_port, "partial", tok=token("u"))
+        normal = await connect(n, system.ws_port, "partial")
+        text = "x" * 80
+        last = None
+        for k in range(150):
+            last = await sender.comment(f"{text} {label(k)}", nonce=f"{k}")
+        assert last is not None
+        await normal.wait_for(lambda c: last["id"] in c.item_ids())
+        frames_sent = normal.frames[-1]["seq"]
+        # Now read everything the slow viewer was sent.
+        await slow.read(until=1 + 1)
+        with trio.move_on_after(3):
+            while slow.messages[-1].get("seq") != frames_sent:
+                await slow.read(until=len(slow.messages) + 1)
+        frames = [m for m in slow.messages if m["type"] == "frame"]
+        seqs = [int(str(f["seq"])) for f in frames]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert seqs[-1] == frames_sent, "the newest frame arrived"
+        assert system.metrics.frame_writes_fast._value.get() > 0
+        assert system.metrics.frame_writes_partial._value.get() > 0, "no partial write tested"
+        n.cancel_scope.cancel()
+    await slow.stream.aclose()
+
+
+async def test_viewer_vanishing_mid_write_harms_no_one(system: System) -> None:
+    assert system.ws_port
+    gone = await RawViewer.open(system.ws_port, "vanish")
+    await gone.read(until=1)
+    async with trio.open_nursery() as n:
+        sender = await connect(n, system.ws_port, "vanish", tok=token("u"))
+        watcher = await connect(n, system.ws_port, "vanish")
+        for k in range(20):
+            await sender.comment(f"{'y' * 80} {label(k)}", nonce=f"a{k}")
+        # Reset the connection (RST), with frames possibly half written.
+        gone.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        await gone.stream.aclose()
+        ids = [(await sender.comment(f"after {label(k)}", nonce=f"b{k}"))["id"] for k in range(20)]
+        await watcher.wait_for(lambda c: set(ids) <= set(c.item_ids()))
+        with trio.fail_after(5):
+            while system.metrics.connections_open._value.get() != 2:
+                await trio.sleep(0.05)
+        n.cancel_scope.cancel()
+
+
+async def test_pings_are_answered_while_frames_flow(system: System) -> None:
+    assert system.ws_port
+    async with trio.open_nursery() as n:
+        viewer = await connect(n, system.ws_port, "ping")
+        sender = await connect(n, system.ws_port, "ping", tok=token("u"))
+
+        async def flood() -> None:
+            for k in range(100):
+                await sender.comment(f"p {label(k)}", nonce=f"{k}")
+
+        n.start_soon(flood)
+        for _ in range(20):
+            with trio.fail_after(5):
+                await viewer.ws.ping()  # returns when the matching pong arrives
+            await trio.sleep(0.01)
+        n.cancel_scope.cancel()
+
+
+async def test_queued_path_alone_still_delivers_everything(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    from functools import partial
+
+    from danmaku.metrics import Metrics
+    from danmaku.system import run_system
+
+    system: System = await nursery.start(
+        partial(run_system, settings.replace(fast_path=0), metrics=Metrics(process=False))
+    )
+    assert system.ws_port
+    async with trio.open_nursery() as n:
+        viewers = [await connect(n, system.ws_port, "slowpath") for _ in range(5)]
+        sender = await connect(n, system.ws_port, "slowpath", tok=token("u"))
+        ids = [(await sender.comment(f"q {label(k)}", nonce=f"{k}"))["id"] for k in range(30)]
+        for v in viewers:
+            await v.wait_for(lambda c: set(ids) <= set(c.item_ids()))
+            assert v.item_ids() == ids
+        assert system.metrics.frame_writes_fast._value.get() == 0
+        n.cancel_scope.cancel()
