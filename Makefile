@@ -53,7 +53,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 loadtest: $(STAMP)
-	$(BIN)/danmaku-loadtest local steady $(ARGS)
+	@mkdir -p .danmaku
+	$(BIN)/danmaku-loadtest local steady --duration 20 --out .danmaku/loadtest-report.json \
+	  --html .danmaku/loadtest-report.html $(ARGS)
 
 clean:
 	rm -rf $(VENV) .danmaku .pytest_cache .mypy_cache .ruff_cache *.egg-info

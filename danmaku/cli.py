@@ -76,8 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     roles = ALL_ROLES if args.command == "up" else (args.command,)
-    if "worker" not in roles or len(roles) > 1:
-        settings = resolve_secret(settings, create=args.command == "up")
+    if args.command == "up":
+        settings = resolve_secret(settings, create=True)  # dev mode: a kept local secret
+    elif not settings.secret:
+        # One role of a deployment: no default secret, ever.
+        print(f"danmaku {args.command}: DANMAKU_SECRET is required", file=sys.stderr)
+        return 2
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        print("danmaku: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
     trio.run(_serve, settings, roles, args.command == "up")
     return 0
 

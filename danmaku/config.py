@@ -53,6 +53,23 @@ class Settings:
     slow_viewer_timeout_s: float = _opt(
         10.0, "DANMAKU_SLOW_VIEWER_TIMEOUT_S", "a viewer stuck this long is closed with 4000"
     )
+    allowed_origins: str = _opt(
+        "",
+        "DANMAKU_ALLOWED_ORIGINS",
+        "browser Origins the gateway accepts, comma-separated ('*' = any); empty: the web "
+        "app's own origin (clients that send no Origin, i.e. not browsers, always pass)",
+    )
+    public_web_url: str = _opt(
+        "", "DANMAKU_PUBLIC_WEB_URL", "http(s) URL of the web app as browsers see it (origin)"
+    )
+    max_msgs_per_s: float = _opt(
+        20.0, "DANMAKU_MAX_MSGS_PER_S", "client messages per second per connection (any type)"
+    )
+    max_msgs_burst: float = _opt(
+        60.0, "DANMAKU_MAX_MSGS_BURST", "burst of client messages; beyond: close 1008 'flood'"
+    )
+    tls_cert: str = _opt("", "DANMAKU_TLS_CERT", "PEM certificate: the gateway serves wss://")
+    tls_key: str = _opt("", "DANMAKU_TLS_KEY", "PEM private key for --tls-cert")
     connect_timeout_s: float = _opt(
         5.0, "DANMAKU_CONNECT_TIMEOUT_S", "WebSocket handshake must finish within this"
     )

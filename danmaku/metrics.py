@@ -28,7 +28,7 @@ from prometheus_client import (
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # The fixed label values (each label has a small closed set; see the class docstring).
-CLOSE_REASONS = ("client", "too_big", "too_slow", "draining")
+CLOSE_REASONS = ("client", "too_big", "too_slow", "draining", "flood")
 HANDSHAKE_REJECTIONS = (
     "draining",
     "not_found",
@@ -37,6 +37,7 @@ HANDSHAKE_REJECTIONS = (
     "bad_room",
     "unauthorized",
     "bad_request",
+    "origin",
 )
 REDIS_OPS = (
     "acquire",

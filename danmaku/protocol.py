@@ -9,6 +9,7 @@ schema after. See docs/protocol.md for every message, field, error and close cod
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +51,7 @@ ERROR_CODES: dict[str, str] = {
     "overloaded": "the gateway cannot take comments right now; retry later",
     "unavailable": "storage is unreachable; the comment was not stored, resend it",
     "resume_failed": "frames asked for with since= have left history; live from here",
+    "flood": "too many messages of any kind on one connection; the connection is closed",
 }
 
 
@@ -138,7 +140,7 @@ def _parse_comment(
     text = msg.get("text")
     if not isinstance(text, str):
         return ProtocolError("bad_request", "'text' must be a string", nonce)
-    text = " ".join(text.split())  # no newlines or tabs on a video; trims both ends
+    text = " ".join(clean_text(text).split())  # no newlines or tabs on a video; trimmed
     if not text:
         return ProtocolError("empty", "comment text is empty", nonce)
     if len(text) > limits.max_chars or len(text.encode("utf-8", "replace")) > limits.max_bytes:
@@ -154,6 +156,26 @@ def _parse_comment(
     if mode not in MODES:
         return ProtocolError("bad_request", "'mode' must be scroll, top or bottom", nonce)
     return CommentRequest(text=text, nonce=nonce, color=color.lower(), mode=mode)
+
+
+_KEEP_FORMAT = frozenset("\u200d")  # zero-width joiner: emoji sequences need it
+
+
+def clean_text(text: str) -> str:
+    """Plain text only: drop control characters (C0, C1: whitespace becomes a space) and
+    invisible format characters (bidi overrides and isolates, zero-width spaces, BOM),
+    which could reorder or hide what other viewers see. Keeps the emoji joiner."""
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat == "Cc":
+            if ch.isspace():
+                out.append(" ")
+        elif (cat == "Cf" and ch not in _KEEP_FORMAT) or cat in ("Cs", "Co", "Cn"):
+            continue  # invisible formatting; lone surrogates, private use, unassigned
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def valid_room(room: str) -> bool:

@@ -71,7 +71,8 @@ def public_ws_url(settings: Settings, port: int) -> str:
     if settings.public_ws_url:
         return settings.public_ws_url
     host = settings.ws_host if settings.ws_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    return f"ws://{host}:{port}/ws"
+    scheme = "wss" if settings.tls_cert else "ws"
+    return f"{scheme}://{host}:{port}/ws"
 
 
 async def run_system(
@@ -101,6 +102,8 @@ async def run_system(
             system = System(settings, metrics, store, url, scope)
             if "gateway" in roles:
                 system.gateway = Gateway(store, settings, metrics)
+                if settings.public_web_url:
+                    system.gateway.allowed_origins.add(settings.public_web_url.rstrip("/").lower())
                 system.ws_port = await nursery.start(system.gateway.run)
                 system.urls["websocket"] = public_ws_url(settings, system.ws_port)
             if "worker" in roles:
@@ -113,6 +116,11 @@ async def run_system(
                     serve_app, app, settings.web_host, settings.web_port
                 )
                 base = f"http://{settings.web_host}:{system.web_port}"
+                if system.gateway is not None:
+                    # Same-origin default: the player served by this web app may connect.
+                    system.gateway.allowed_origins.add(base)
+                    if settings.web_host == "127.0.0.1":
+                        system.gateway.allowed_origins.add(f"http://localhost:{system.web_port}")
                 system.urls.update(
                     player=f"{base}/?room=lobby",
                     console=f"{base}/console?room=lobby",

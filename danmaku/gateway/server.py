@@ -16,6 +16,7 @@ import hashlib
 import logging
 import random
 import secrets
+import ssl
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,6 +38,7 @@ from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.metrics import Metrics
 from danmaku.rules.admission import IpAdmission
 from danmaku.rules.normalize import normalize
+from danmaku.rules.ratelimit import TokenBucket
 from danmaku.rules.wordfilter import WordFilter
 from danmaku.store import Ingest, IngestLimits, Store, StoreError
 
@@ -45,6 +47,18 @@ log = logging.getLogger(__name__)
 PRESENCE_EVERY_S = 0.5  # also how fast the ingest ceiling reacts to a spike
 MAX_INFLIGHT = 32  # comments one connection may have waiting for their ack
 REPLAY_CHUNK = 200
+
+
+def _header(request: WebSocketRequest, name: bytes) -> str | None:
+    for key, value in request.headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def parse_origins(raw: str) -> set[str]:
+    """``"https://a.example, http://b:8080/"`` -> ``{"https://a.example", "http://b:8080"}``."""
+    return {o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip()}
 
 
 class HandshakeRefused(Exception):
@@ -77,6 +91,8 @@ class Gateway:
         )
         self.limits = protocol.TextLimits(settings.max_text_chars, settings.max_text_bytes)
         self.draining = False
+        # Browser origins allowed to connect; run_system adds the web app's own origin.
+        self.allowed_origins = parse_origins(settings.allowed_origins)
         self.port = 0
         self._viewers: set[Viewer] = set()
         self._all_gone = trio.Event()  # set when draining and the last viewer left
@@ -85,6 +101,10 @@ class Gateway:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled. ``task_status.started(port)`` once listening."""
         s = self.settings
+        ssl_context = None
+        if s.tls_cert:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(s.tls_cert, s.tls_key or None)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.feed.run)
             await nursery.start(self.ingest.run)
@@ -94,7 +114,7 @@ class Gateway:
                     self._handle,
                     s.ws_host,
                     s.ws_port,
-                    None,
+                    ssl_context,
                     handler_nursery=nursery,
                     max_message_size=s.max_message_bytes,
                     message_queue_size=8,
@@ -105,6 +125,9 @@ class Gateway:
             )
             self.port = server.port
             task_status.started(self.port)
+
+    def origin_allowed(self, origin: str) -> bool:
+        return "*" in self.allowed_origins or origin.rstrip("/").lower() in self.allowed_origins
 
     async def drain(self) -> None:
         """Stop taking comments, store what is queued, close viewers with 1013."""
@@ -167,6 +190,11 @@ class Gateway:
         if url.path != "/ws":
             m.handshakes_rejected.labels("not_found").inc()
             await request.reject(404, body=b"not found: connect to /ws?room=ROOM")
+            return
+        origin = _header(request, b"origin")
+        if origin is not None and not self.origin_allowed(origin):
+            m.handshakes_rejected.labels("origin").inc()
+            await request.reject(403, body=b"origin not allowed")
             return
         refused = self.admission.try_open(ip, time.time())
         if refused is not None:
@@ -332,13 +360,34 @@ class Gateway:
 
     async def _read_loop(self, ws: WebSocketConnection, viewer: Viewer) -> str:
         """Handle client messages until the socket closes; returns the close reason."""
-        m = self.metrics
+        m, s = self.metrics, self.settings
+        flood = TokenBucket(s.max_msgs_per_s, s.max_msgs_burst)
         while True:
             try:
                 raw = await ws.get_message()
             except ConnectionClosed as exc:
                 code = exc.reason.code if exc.reason else 1006
                 return "too_big" if code == protocol.CLOSE_TOO_BIG else "client"
+            if s.max_msgs_per_s > 0 and flood.take(trio.current_time()) > 0:
+                viewer.push_control(
+                    protocol.error(
+                        protocol.ProtocolError(
+                            "flood", f"over {s.max_msgs_per_s:g} messages per second: closing"
+                        )
+                    )
+                )
+                viewer.close(protocol.CLOSE_POLICY, "flood")
+                return "flood"
+            if isinstance(raw, bytes):
+                m.comments_rejected.labels("bad_request").inc()
+                viewer.push_control(
+                    protocol.error(
+                        protocol.ProtocolError(
+                            "bad_request", "send JSON in text messages, not binary"
+                        )
+                    )
+                )
+                continue
             msg = protocol.parse_client_message(raw, self.limits)
             if isinstance(msg, protocol.ProtocolError):
                 if msg.comment:

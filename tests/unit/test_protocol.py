@@ -90,3 +90,28 @@ def test_valid_rooms(room: str) -> None:
 @pytest.mark.parametrize("room", ["", "x" * 65, "a b", "a/b", "ä", "a{b}"])
 def test_invalid_rooms(room: str) -> None:
     assert not protocol.valid_room(room)
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("abc\u202edcba", "abcdcba"),  # right-to-left override
+        ("a\u2066b\u2069c", "abc"),  # isolates
+        ("zero\u200bwidth\ufeff", "zerowidth"),
+        ("bell\x07 and\x1b[31m esc", "bell and[31m esc"),
+        ("line\nbreak\ttab", "line break tab"),
+        ("family 👨\u200d👩\u200d👧", "family 👨\u200d👩\u200d👧"),  # joiner kept
+        ("c1\x85control\x9b", "c1 control"),
+    ],
+)
+def test_control_and_invisible_characters_are_stripped(raw: str, shown: str) -> None:
+    msg = parse({"type": "comment", "text": raw, "nonce": "n"})
+    big = protocol.parse_client_message(
+        orjson.dumps({"type": "comment", "text": raw, "nonce": "n"}), TextLimits(100, 300)
+    )
+    assert isinstance(big, CommentRequest) and big.text == shown, (msg, big)
+
+
+def test_only_invisible_text_is_empty() -> None:
+    out = parse({"type": "comment", "text": "\u202e\u200b\x00", "nonce": "n"})
+    assert isinstance(out, ProtocolError) and out.code == "empty"

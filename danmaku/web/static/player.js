@@ -30,6 +30,7 @@
   const FIXED_MS = 4000;         // how long a top/bottom comment stays
   const GAP_PX = 24;             // least gap between two comments in a lane
   const MAX_WAIT_MS = 4000;      // a comment that finds no lane this long is skipped
+  const STARVE_MS = 800;         // one waiting this long goes before those behind it
   const MAX_WAITING = 300;       // comments waiting for a lane (oldest ordinary dropped)
   const MAX_BACKLOG_MS = 1500;   // beyond this, a frame is shown at once, not spread
   const SEEN_CAP = 20000;        // ids remembered for de-duplication
@@ -203,7 +204,7 @@
     }
     if (S.ws) return;
     const id = ++S.connId;
-    if (!S.config || S.attempts > 0) {
+    if (!S.config || S.attempts >= 3) { // after repeated failures the gateway may have moved
       try {
         S.config = await fetchConfig();
       } catch {
@@ -774,7 +775,9 @@
     }
     if (lane < 0) return false;
     table[lane] = now + FIXED_MS;
-    const y = mode === "top" ? lane * laneH + 2 : H - (lane + 1) * laneH;
+    // bottom lanes count up from the last row of the same grid the scrolling lanes use
+    const rows = Math.max(1, Math.floor(H / laneH));
+    const y = (mode === "top" ? lane : Math.max(0, rows - 1 - lane)) * laneH + 2;
     const x = Math.max(0, Math.round((W - w) / 2));
     node.dataset.lane = String(lane);
     node.style.transform = `translate3d(${x}px, ${y}px, 0)`;
@@ -841,8 +844,13 @@
     }
     if (!waiting.length) return;
     const still = [];
+    let blocked = false;
     for (const entry of waiting) {
-      if (place(entry, now)) continue;
+      // A long comment needs more room than a short one; without this, short ones behind
+      // it would take every lane as it frees and starve it. So once an own comment, or
+      // one that has waited a while, finds no lane, those behind it wait their turn.
+      if (!blocked && place(entry, now)) continue;
+      if (!blocked && (entry.own || now - entry.enq > STARVE_MS)) blocked = true;
       if (!entry.own && now - entry.enq > MAX_WAIT_MS) {
         entry.node.remove();
         S.stats.skipped += 1;

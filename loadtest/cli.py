@@ -1,0 +1,199 @@
+"""The ``danmaku-loadtest`` command: ``run``, ``local``, ``plan``, ``scenarios``.
+
+``run SCENARIO`` drives a running system (``--ws-url``, ``--web-url``, ``--secret`` or
+their environment variables); ``local SCENARIO`` starts ``danmaku up`` on free ports
+with an embedded Redis in a temporary directory, runs, and stops it. Both print a
+summary, optionally write the JSON report (``--out``) and an HTML report (``--html``),
+and exit 0 when the run had no errors, 1 otherwise, 2 on bad usage. ``plan`` turns
+measured costs into a deployment (see docs/capacity.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from loadtest import scenario as scenarios
+from loadtest.display import Display
+from loadtest.generator import Target
+from loadtest.probe import LocalProbe, Probe
+from loadtest.report import build, summary_lines
+from loadtest.runner import run
+from loadtest.scenario import Scenario, ScenarioError
+
+
+def _scenario_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "scenario", help=f"a shipped name ({', '.join(scenarios.available())}) or a path"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any scenario key (dotted, TOML value): --set phases.0.rate=100, "
+        "--set phases.*.duration_s=5, --set server.display_budget=40",
+    )
+    p.add_argument("--viewers", type=int, help="viewers connected before the first phase")
+    p.add_argument("--senders", type=int, help="sender connections (distinct users)")
+    p.add_argument("--rooms", type=int, help="number of rooms")
+    p.add_argument("--rate", type=float, help="aggregate comments/s of every phase")
+    p.add_argument("--duration", type=float, help="total seconds of the phases (scaled)")
+    p.add_argument("--tick-ms", type=int, help="server frame tick (local runs set it)")
+    p.add_argument("--procs", type=int, help="load-generator processes")
+    p.add_argument("--seed", type=int, help="layout seed")
+    p.add_argument("--out", type=Path, help="write the JSON report here")
+    p.add_argument("--html", type=Path, help="write the HTML report (inline SVG plots) here")
+    p.add_argument("--quiet", action="store_true", help="no live display (CI)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="danmaku-loadtest",
+        description="Drive real WebSocket viewers and senders against danmaku; report "
+        "latency, deliveries, drops and server CPU; plan a deployment.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a scenario against a running system")
+    _scenario_args(r)
+    r.add_argument(
+        "--ws-url",
+        default=os.environ.get("DANMAKU_LOADTEST_WS_URL", "ws://127.0.0.1:8081/ws"),
+        help="gateway WebSocket URL (env DANMAKU_LOADTEST_WS_URL)",
+    )
+    r.add_argument(
+        "--web-url",
+        default=os.environ.get("DANMAKU_LOADTEST_WEB_URL", "http://127.0.0.1:8080"),
+        help="web app base URL, for /metrics and guest sessions (env DANMAKU_LOADTEST_WEB_URL)",
+    )
+    r.add_argument("--metrics-url", help="server /metrics URL (default: WEB_URL/metrics)")
+    r.add_argument(
+        "--secret",
+        default=os.environ.get("DANMAKU_SECRET", ""),
+        help="token secret to mint sender tokens (env DANMAKU_SECRET); without it senders "
+        "use guest tokens from POST /api/session",
+    )
+    loc = sub.add_parser("local", help="start danmaku up on free ports, run a scenario, stop it")
+    _scenario_args(loc)
+    pl = sub.add_parser("plan", help="turn measured costs into a deployment")
+    from loadtest.plan import add_arguments
+
+    add_arguments(pl)
+    sub.add_parser("scenarios", help="list the shipped scenarios")
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> Scenario:
+    """The scenario with ``--set`` overrides, then the explicit flags, applied."""
+    raw = scenarios.apply_overrides(scenarios.read_raw(args.scenario), args.overrides)
+    for flag in ("viewers", "senders", "rooms", "tick_ms", "procs", "seed"):
+        value = getattr(args, flag)
+        if value is not None:
+            raw[flag] = value
+    phases = raw.get("phases") or []
+    if args.rate is not None:
+        for ph in phases:
+            ph["rate"] = args.rate
+            ph.pop("rate_from", None)
+    if args.duration is not None and phases:
+        total = sum(float(ph.get("duration_s", 0)) for ph in phases) or 1.0
+        for ph in phases:
+            ph["duration_s"] = float(ph.get("duration_s", 0)) * args.duration / total
+    return Scenario.from_dict(raw)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "scenarios":
+        for name in scenarios.available():
+            sc = scenarios.load(name)
+            print(f"{name:16} {sc.description}")
+        return 0
+    if args.command == "plan":
+        from loadtest.plan import main as plan_main
+
+        return plan_main(args)
+    try:
+        sc = resolve(args)
+    except ScenarioError as exc:
+        print(f"danmaku-loadtest: {exc}", file=sys.stderr)
+        return 2
+    report = _local(sc, args.quiet) if args.command == "local" else _remote(sc, args)
+    return _finish(report, args)
+
+
+def _local(sc: Scenario, quiet: bool) -> dict[str, Any]:
+    from loadtest.localserver import LocalServer
+
+    server = LocalServer(sc)
+    server.start()
+    try:
+        assert server.pid is not None
+        probe = LocalProbe(server.urls["metrics"], server.pid, server.redis_pid)
+        target = Target(ws_url=server.ws_url, secret=server.secret)
+        info = {"mode": "local", "ws_url": server.ws_url, "web_url": server.web_url}
+        return _drive(sc, target, probe, info, quiet)
+    finally:
+        server.stop()
+
+
+def _remote(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
+    web = args.web_url.rstrip("/")
+    secret = args.secret or None
+    tokens: tuple[str, ...] = ()
+    if not secret and sc.senders:
+        tokens = tuple(_guest_tokens(web, sc.senders))
+    target = Target(ws_url=args.ws_url, secret=secret, tokens=tokens)
+    probe = Probe(args.metrics_url or f"{web}/metrics")
+    info = {"mode": "remote", "ws_url": args.ws_url, "web_url": web}
+    return _drive(sc, target, probe, info, args.quiet)
+
+
+def _guest_tokens(web: str, n: int) -> list[str]:
+    """Guest sender tokens from POST /api/session (when no secret is given)."""
+    import urllib.request
+
+    out = []
+    for i in range(n):
+        req = urllib.request.Request(
+            f"{web}/api/session",
+            data=json.dumps({"nick": f"load-{i}"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            out.append(json.loads(resp.read())["token"])
+    return out
+
+
+def _drive(
+    sc: Scenario, target: Target, probe: Probe, info: dict[str, str], quiet: bool
+) -> dict[str, Any]:
+    with Display(quiet=quiet) as display:
+        result = trio.run(lambda: run(sc, target, probe, listener=display.update, target_info=info))
+    return build(result)
+
+
+def _finish(report: dict[str, Any], args: argparse.Namespace) -> int:
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    if args.html:
+        from loadtest.htmlreport import render
+
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(render(report))
+    for line in summary_lines(report):
+        print(line)
+    if args.out:
+        print(f"report: {args.out}")
+    if args.html:
+        print(f"html: {args.html}")
+    return 0 if report["ok"] else 1

@@ -1,0 +1,266 @@
+"""The report: a JSON document with stable keys, built from a ``RunResult``.
+
+Schema ``danmaku-loadtest/1`` (keys are only ever added):
+
+* ``scenario``: the resolved scenario; ``target``; ``run_id``; ``started_at`` (ISO);
+* ``totals``: client counts over the whole run (connections, comments sent/acked/
+  rejected/skipped, frames, deliveries = items x receiving connections, bytes,
+  ``latency_ms`` {count, mean, p50, p90, p99, p99_9, max}, ``ack_latency_ms``, seq gaps,
+  duplicates, ``frame_dropped_items``, ``errors`` by kind, ``closes`` by code);
+* ``phases``: per phase the same client counts, the target rate, and ``server`` figures
+  between the phase's boundaries;
+* ``server``: figures between the ``base`` sample (before connecting) and ``final``
+  (after settling): CPU seconds of the server process and its Redis, RSS at each point,
+  counter deltas (``frame_writes``, ``comments_accepted``, ``comments_shed``,
+  ``items_dropped``, ``viewer_frames_dropped``, ...), deliveries and frame writes per
+  server CPU-second over the phases;
+* ``costs``: per-unit costs for ``plan`` (see docs/capacity.md for what each includes);
+* ``checks``: client-side counts against the server's own counters;
+* ``timeseries``: one row per second;
+* ``ok``: no errors and no failures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from loadtest.client import Counters, StageCounters
+from loadtest.probe import ServerSample, delta
+from loadtest.runner import RunResult
+from loadtest.stats import ratio
+
+SCHEMA = "danmaku-loadtest/1"
+
+
+def _counts(st: StageCounters) -> dict[str, Any]:
+    return {
+        "comments_sent": st.sent,
+        "comments_acked": st.acked,
+        "comments_rejected": st.rejected,
+        "comments_skipped": st.skipped,
+        "frames_received": st.frames,
+        "viewer_frames_received": st.viewer_frames,
+        "deliveries": st.items,
+        "bytes_received": st.bytes,
+        "seq_gaps": st.seq_gaps,
+        "duplicate_frames": st.duplicates,
+        "latency_ms": st.latency.summary(),
+        "ack_latency_ms": st.ack_latency.summary(),
+    }
+
+
+def _rss(s: ServerSample | None) -> int | None:
+    return s.rss_bytes if s else None
+
+
+def build(res: RunResult) -> dict[str, Any]:
+    """The whole report as a JSON-ready dict."""
+    sc = res.scenario
+    c = res.counters or Counters(len(sc.phases) + 2)
+    total = c.total()
+    totals = {
+        "viewers": sc.total_viewers,
+        "senders": sc.senders,
+        "rooms": sc.rooms,
+        "connections_peak": c.connected_peak,
+        **_counts(total),
+        "frame_dropped_items": sum(c.frame_dropped.values()),
+        "errors": dict(sorted(c.errors.items())),
+        "closes": dict(sorted(c.closes.items())),
+    }
+    phases = []
+    for i, ph in enumerate(sc.phases):
+        st = c.stages[i + 1]
+        server = None
+        if len(res.boundaries) > i + 1:
+            server = _server_rates(delta(res.boundaries[i], res.boundaries[i + 1]), st)
+        phases.append(
+            {
+                "name": ph.name,
+                "start_s": sc.phase_start(i),
+                "duration_s": ph.duration_s,
+                "rate_target": ph.rate,
+                "rate_from": ph.rate_from,
+                **_counts(st),
+                "comments_per_s": round(st.sent / ph.duration_s, 2),
+                "deliveries_per_s": round(st.items / ph.duration_s, 1),
+                "server": server,
+            }
+        )
+    server = _server_section(res, total)
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "run_id": res.run_id,
+        "started_at": dt.datetime.fromtimestamp(res.started_at, dt.UTC).isoformat(),
+        "target": res.target,
+        "scenario": sc.to_dict(),
+        "totals": totals,
+        "phases": phases,
+        "server": server,
+        "costs": _costs(res, server),
+        "checks": _checks(total, server),
+        "timeseries": _series(res),
+        "failures": res.failures,
+    }
+    report["ok"] = not res.failures and not c.errors and res.final is not None
+    return report
+
+
+def _server_rates(d: dict[str, float | None], st: StageCounters) -> dict[str, Any]:
+    cpu = d.get("cpu_s")
+    out: dict[str, Any] = dict(d)
+    out["deliveries_per_cpu_s"] = ratio(st.items, cpu or 0.0)
+    out["frame_writes_per_cpu_s"] = ratio(d.get("frame_writes") or 0.0, cpu or 0.0)
+    out["cpu_pct"] = ratio(100 * (cpu or 0.0), d.get("wall_s") or 0.0)
+    return out
+
+
+def _server_section(res: RunResult, total: StageCounters) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "source": res.probe_source,
+        "scrape_failures": res.scrape_failures,
+        "rss_bytes": {
+            "base": _rss(res.base),
+            "ready": _rss(res.ready),
+            "end": _rss(res.final),
+            "max": max((t.server.rss_bytes or 0 for t in res.ticks), default=None),
+        },
+        "redis_rss_bytes": res.final.redis_rss_bytes if res.final else None,
+    }
+    if res.base and res.final:
+        out["run"] = delta(res.base, res.final)
+    if res.ready and res.boundaries:
+        out["idle"] = delta(res.ready, res.boundaries[0])
+    if len(res.boundaries) >= 2:
+        phases = _server_rates(delta(res.boundaries[0], res.boundaries[-1]), total)
+        out["phases"] = phases
+        out["deliveries_per_cpu_s"] = phases["deliveries_per_cpu_s"]
+        out["frame_writes_per_cpu_s"] = phases["frame_writes_per_cpu_s"]
+    return out
+
+
+def _costs(res: RunResult, server: dict[str, Any]) -> dict[str, float | None]:
+    """Unit costs for the planner. ``cpu_us_per_frame_write`` is the phases' CPU above
+    the idle rate, attributed wholly to frame writes (ingest and merge included, so an
+    upper bound); ``..._all`` keeps the idle CPU in. ``cpu_us_per_comment`` attributes
+    all of it to comments instead. Idle CPU and memory per connection come from the
+    quiet window after connecting (fixed background costs included)."""
+    ph = server.get("phases") or {}
+    idle = server.get("idle") or {}
+    conns = res.counters.connected_peak if res.counters else 0
+    cpu = ph.get("cpu_s") or 0.0
+    rss = server["rss_bytes"]
+    rss_per_conn = None
+    if rss["base"] is not None and rss["ready"] is not None and conns:
+        rss_per_conn = ratio(rss["ready"] - rss["base"], conns)
+    # Marginal CPU of the phases: minus what the server burnt per second while idle.
+    idle_rate = (idle.get("cpu_s") or 0.0) / (idle.get("wall_s") or 1.0)
+    busy = max(cpu - idle_rate * (ph.get("wall_s") or 0.0), 0.0)
+    return {
+        "cpu_us_per_frame_write": ratio(busy * 1e6, ph.get("frame_writes") or 0.0),
+        "cpu_us_per_frame_write_all": ratio(cpu * 1e6, ph.get("frame_writes") or 0.0),
+        "cpu_us_per_comment": ratio(cpu * 1e6, ph.get("comments_accepted") or 0.0),
+        "idle_cpu_us_per_conn_s": ratio(
+            (idle.get("cpu_s") or 0.0) * 1e6, conns * (idle.get("wall_s") or 0.0)
+        ),
+        "rss_bytes_per_conn": rss_per_conn,
+        "redis_cpu_us_per_comment": None
+        if ph.get("redis_cpu_s") is None
+        else ratio(ph["redis_cpu_s"] * 1e6, ph.get("comments_accepted") or 0.0),
+        "bytes_per_frame_write": ratio(ph.get("bytes_out") or 0.0, ph.get("frame_writes") or 0.0),
+        "connections": conns,
+    }
+
+
+def _checks(total: StageCounters, server: dict[str, Any]) -> dict[str, Any]:
+    run = server.get("run") or {}
+    writes = run.get("frame_writes")
+    out: dict[str, Any] = {
+        "frames_received": total.frames,
+        "server_frame_writes": writes,
+        "frames_vs_server_writes": ratio(total.frames, writes or 0.0),
+        "comments_acked": total.acked,
+        "server_comments_accepted": run.get("comments_accepted"),
+    }
+    return out
+
+
+def _series(res: RunResult) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    prev = None
+    for t in res.ticks:
+        dt_s = (t.t - prev.t) if prev else 1.0
+        s = t.server
+        ps: ServerSample | None = prev.server if prev else None
+        cpu = redis_cpu = None
+        if ps and s.cpu_s is not None and ps.cpu_s is not None and dt_s > 0:
+            cpu = round(100 * (s.cpu_s - ps.cpu_s) / dt_s, 1)
+        if ps and s.redis_cpu_s is not None and ps.redis_cpu_s is not None and dt_s > 0:
+            redis_cpu = round(100 * (s.redis_cpu_s - ps.redis_cpu_s) / dt_s, 1)
+
+        def per_s(attr: str, t: Any = t, prev: Any = prev, dt_s: float = dt_s) -> float:
+            before = getattr(prev, attr) if prev else 0
+            return round((getattr(t, attr) - before) / dt_s, 1) if dt_s > 0 else 0.0
+
+        rows.append(
+            {
+                "t": t.t,
+                "stage": t.stage,
+                "connected": t.connected,
+                "frames_per_s": per_s("frames"),
+                "deliveries_per_s": per_s("items"),
+                "sent_per_s": per_s("sent"),
+                "acked_per_s": per_s("acked"),
+                "errors": t.errors,
+                "p50_ms": t.p50_ms,
+                "p99_ms": t.p99_ms,
+                "server_cpu_pct": cpu,
+                "redis_cpu_pct": redis_cpu,
+                "server_rss_bytes": s.rss_bytes,
+            }
+        )
+        prev = t
+    return rows
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A short human summary (what ``--quiet`` still prints)."""
+    t, srv, chk = report["totals"], report["server"], report["checks"]
+    lat = t["latency_ms"]
+    lines = [
+        f"scenario {report['scenario']['name']}: {t['viewers']} viewers, {t['senders']} "
+        f"senders, {t['rooms']} rooms, {report['scenario']['procs']} procs; "
+        f"{'OK' if report['ok'] else 'NOT OK'}",
+        f"comments: sent {t['comments_sent']}, acked {t['comments_acked']}, "
+        f"rejected {t['comments_rejected']}, skipped {t['comments_skipped']}",
+        f"frames received {t['frames_received']}, deliveries {t['deliveries']}, "
+        f"seq gaps {t['seq_gaps']}; server frame writes {chk['server_frame_writes']} "
+        f"(ratio {chk['frames_vs_server_writes']})",
+        f"latency ms: p50 {lat['p50']:.0f}  p90 {lat['p90']:.0f}  p99 {lat['p99']:.0f}  "
+        f"p99.9 {lat['p99_9']:.0f}  max {lat['max']:.0f}  (n={lat['count']:.0f})",
+    ]
+    for ph in report["phases"]:
+        pl, ps = ph["latency_ms"], ph["server"] or {}
+        lines.append(
+            f"  phase {ph['name']}: {ph['comments_per_s']}/s sent, "
+            f"{ph['deliveries_per_s']} deliveries/s, p50 {pl['p50']:.0f} p99 {pl['p99']:.0f} ms, "
+            f"server cpu {ps.get('cpu_pct')}%"
+        )
+    ph = srv.get("phases") or {}
+    run = srv.get("run") or {}
+    lines.append(
+        f"server ({srv['source']}): cpu {ph.get('cpu_s')} s over phases, redis cpu "
+        f"{ph.get('redis_cpu_s')} s; {srv.get('frame_writes_per_cpu_s')} frame writes and "
+        f"{srv.get('deliveries_per_cpu_s')} deliveries per cpu-s"
+    )
+    lines.append(
+        f"server counters: accepted {run.get('comments_accepted')}, shed "
+        f"{run.get('comments_shed')}, items dropped {run.get('items_dropped')}, viewer frames "
+        f"dropped {run.get('viewer_frames_dropped')}; rss {srv['rss_bytes']}"
+    )
+    if t["errors"]:
+        lines.append(f"errors: {t['errors']}")
+    for failure in report["failures"]:
+        lines.append(f"FAILURE: {failure.strip().splitlines()[-1] if failure.strip() else ''}")
+    return lines
