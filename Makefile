@@ -50,7 +50,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m bench $(ARGS)
+	$(BIN)/danmaku-loadtest bench $(ARGS)
 
 loadtest: $(STAMP)
 	@mkdir -p .danmaku

@@ -68,6 +68,9 @@ class Settings:
     max_msgs_burst: float = _opt(
         60.0, "DANMAKU_MAX_MSGS_BURST", "burst of client messages; beyond: close 1008 'flood'"
     )
+    max_http_body_bytes: int = _opt(
+        65536, "DANMAKU_MAX_HTTP_BODY_BYTES", "largest HTTP request body; beyond: 413"
+    )
     tls_cert: str = _opt("", "DANMAKU_TLS_CERT", "PEM certificate: the gateway serves wss://")
     tls_key: str = _opt("", "DANMAKU_TLS_KEY", "PEM private key for --tls-cert")
     connect_timeout_s: float = _opt(

@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(pl)
     sub.add_parser("scenarios", help="list the shipped scenarios")
+    bench = sub.add_parser("bench", help="the benchmark suite of docs/benchmarks.md")
+    bench.add_argument("--out-dir", type=Path, default=Path(".danmaku/bench"))
+    bench.add_argument("--repeat", type=int, default=3, help="fan-out runs per case (median)")
+    bench.add_argument("--only", choices=("fan-out", "spike"), default=None)
     return parser
 
 
@@ -116,6 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in scenarios.available():
             sc = scenarios.load(name)
             print(f"{name:16} {sc.description}")
+        return 0
+    if args.command == "bench":
+        from loadtest.bench import run_suite
+
+        lines = run_suite(lambda sc: _local(sc, True), args.out_dir, args.repeat, args.only)
+        text = "\n".join(lines)
+        (args.out_dir / "bench.md").write_text(text + "\n")
+        print(text)
         return 0
     if args.command == "plan":
         from loadtest.plan import main as plan_main

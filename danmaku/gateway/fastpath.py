@@ -19,6 +19,11 @@ valid:
   with wsproto's own writes (pongs, close frames, acks);
 * a partial write leaves the rest of the frame to be written next, before anything else
   (callers queue the remainder at the head and never drop it).
+
+It also carries one fix: trio-websocket 0.12 drops the TCP connection without a close
+frame when wsproto finds a protocol error in what the peer sent (invalid UTF-8 in a text
+message, a malformed frame); ``install_protocol_error_close`` makes the server first tell
+the peer why, with the close code wsproto chose (1007, 1002), as RFC 6455 7.1.7 asks.
 """
 
 from __future__ import annotations
@@ -29,8 +34,42 @@ from typing import Any
 
 import trio
 from trio_websocket import WebSocketConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
 _OP_TEXT_FIN = 0x81
+_OP_CLOSE_FIN = 0x88
+_PROTOCOL_ERRORS = frozenset({1002, 1007})
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """An unmasked close frame (server to client) with ``code`` and a short reason."""
+    body = code.to_bytes(2, "big") + reason.encode()[:123]
+    return bytes((_OP_CLOSE_FIN, len(body))) + body
+
+
+def install_protocol_error_close() -> None:
+    """Patch trio-websocket so a server answers a peer's protocol error with a close frame
+    carrying the error's code before dropping TCP. Idempotent."""
+    original = WebSocketConnection._handle_close_connection_event
+    if getattr(original, "_danmaku_patched", False):
+        return
+
+    async def handle(self: Any, event: CloseConnection) -> None:
+        if (
+            self.is_server
+            and self._wsproto.state == ConnectionState.OPEN
+            and event.code in _PROTOCOL_ERRORS
+        ):
+            try:
+                async with self._stream_lock:
+                    await self._stream.send_all(close_frame(event.code, "protocol error"))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await original(self, event)
+
+    handle._danmaku_patched = True  # type: ignore[attr-defined]
+    WebSocketConnection._handle_close_connection_event = handle  # type: ignore[method-assign]
 
 
 def text_frame(payload: bytes) -> bytes:

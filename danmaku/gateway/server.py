@@ -32,6 +32,7 @@ from trio_websocket import (
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
+from danmaku.gateway.fastpath import install_protocol_error_close
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.viewer import OutFrame, Viewer
@@ -101,6 +102,7 @@ class Gateway:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled. ``task_status.started(port)`` once listening."""
         s = self.settings
+        install_protocol_error_close()
         ssl_context = None
         if s.tls_cert:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

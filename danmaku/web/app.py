@@ -20,6 +20,7 @@ from danmaku import auth, protocol
 from danmaku.config import Settings
 from danmaku.metrics import CONTENT_TYPE, Metrics
 from danmaku.store import Store, StoreError
+from danmaku.web.guards import BodyLimit, SecurityHeaders
 from danmaku.web.moderation import create_router
 
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
@@ -93,6 +94,8 @@ def create_app(
         return response
 
     app.include_router(create_router(settings, store))
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_http_body_bytes)
 
     limits = {"max_text_chars": settings.max_text_chars, "max_text_bytes": settings.max_text_bytes}
 

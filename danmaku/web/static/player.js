@@ -125,6 +125,8 @@
   const scrollLanes = [];        // per lane: {start, dur, w, W} of its last comment
   const topLanes = [];           // per lane: time it is free again
   const bottomLanes = [];
+  const rowScroll = [];          // per row: {start, dur, w, W} of scrolling comments on it
+  const rowHeld = [];            // per row: until when a still comment holds it
 
   // ---- small helpers ------------------------------------------------------------------------
   const normText = (t) => String(t).split(/\s+/).filter(Boolean).join(" ");
@@ -149,7 +151,7 @@
   function isDark(hex) {
     const n = parseInt(hex.slice(1), 16);
     const r = (n >> 16) & 255, g = (n >> 8) & 255, b = n & 255;
-    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255 < 0.28;
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255 < 0.15; // black, navy: a light outline
   }
 
   let toastTimer = 0;
@@ -520,19 +522,27 @@
     el.banner.hidden = true;
     el.bannerText.textContent = "";
   }
+  function who(o) {
+    for (const key of ["nick", "by"]) if (typeof o[key] === "string" && o[key]) return o[key];
+    return "";
+  }
   function noticeText(msg) {
     for (const key of ["text", "message"]) {
       if (typeof msg[key] === "string" && msg[key]) {
-        return typeof msg.nick === "string" && msg.nick ? `${msg.nick}: ${msg[key]}` : msg[key];
+        return who(msg) ? `${who(msg)}: ${msg[key]}` : msg[key];
       }
     }
     const c = msg.comment || msg.pin;
     if (c && typeof c === "object" && typeof c.text === "string") {
-      return typeof c.nick === "string" && c.nick ? `${c.nick}: ${c.text}` : c.text;
+      return who(c) ? `${who(c)}: ${c.text}` : c.text;
     }
     return "";
   }
   function noticeTtl(msg) {
+    // The gateway's pin: {event: "pin", pin: {text, by, ts, until}} (until in ms, or null)
+    if (msg.pin && typeof msg.pin === "object" && Number(msg.pin.until) > 0) {
+      return Math.max(1, Number(msg.pin.until) - Date.now());
+    }
     if (Number(msg.ttl_ms) > 0) return Number(msg.ttl_ms);
     if (Number(msg.ttl_s) > 0) return Number(msg.ttl_s) * 1000;
     const exp = Number(msg.expires_at);
@@ -741,20 +751,39 @@
     return geo.W - remain * vNew >= GAP_PX; // we would still be behind it when it leaves
   }
 
+  /** Pixels of [X, X+w] that scrolling comments on ``row`` sweep over between now and until. */
+  function sweptOverlap(row, X, w, now, until) {
+    let cost = 0;
+    for (const r of rowScroll[row] || []) {
+      const end = r.start + r.dur;
+      if (end <= now) continue;
+      const v = (r.W + r.w) / r.dur;
+      const x0 = r.W - (now - r.start) * v;
+      const x1 = r.W - (Math.min(until, end) - r.start) * v;
+      cost += Math.max(0, Math.min(Math.max(x0, x1) + r.w, X + w) - Math.max(Math.min(x0, x1), X));
+    }
+    return cost;
+  }
+
   function place(entry, now) {
     const mode = modeOf(entry.item);
     const lanes = laneCount();
     const { W, H, laneH } = geo;
+    const rows = Math.max(1, Math.floor(H / laneH));
     const w = entry.w;
     const node = entry.node;
     if (mode === "scroll") {
       const dur = SCROLL_MS / settings.speed;
       let lane = -1;
       for (let i = 0; i < lanes; i++) {
+        if (rowHeld[i] > now) continue; // a still comment is shown on this row
         if (scrollLaneFree(scrollLanes[i], w, now, dur)) { lane = i; break; }
       }
       if (lane < 0) return false;
-      scrollLanes[lane] = { start: now, dur, w, W };
+      const rec = { start: now, dur, w, W };
+      scrollLanes[lane] = rec;
+      rowScroll[lane] = (rowScroll[lane] || []).filter((r) => r.start + r.dur > now);
+      rowScroll[lane].push(rec);
       const y = lane * laneH + 2;
       node.dataset.lane = String(lane);
       node.style.transform = `translate3d(${W}px, ${y}px, 0)`;
@@ -768,17 +797,27 @@
       anim.onfinish = () => removeNode(node);
       return true;
     }
+    // A still comment: top lanes count down from the first row, bottom lanes up from the
+    // last, on the grid the scrolling lanes use. Among the first few free lanes, take the
+    // one that scrolling comments cross least while it is shown, and keep new scrolling
+    // comments off that row meanwhile.
     const table = mode === "top" ? topLanes : bottomLanes;
+    const rowOf = (i) => (mode === "top" ? i : Math.max(0, rows - 1 - i));
+    const x = Math.max(0, Math.round((W - w) / 2));
     let lane = -1;
-    for (let i = 0; i < lanes; i++) {
-      if (!(table[i] > now)) { lane = i; break; }
+    let best = Infinity;
+    let candidates = 0;
+    for (let i = 0; i < lanes && candidates < 4; i++) {
+      if (table[i] > now) continue;
+      candidates += 1;
+      const cost = sweptOverlap(rowOf(i), x, w, now, now + FIXED_MS) + i * laneH;
+      if (cost < best) { best = cost; lane = i; }
     }
     if (lane < 0) return false;
     table[lane] = now + FIXED_MS;
-    // bottom lanes count up from the last row of the same grid the scrolling lanes use
-    const rows = Math.max(1, Math.floor(H / laneH));
-    const y = (mode === "top" ? lane : Math.max(0, rows - 1 - lane)) * laneH + 2;
-    const x = Math.max(0, Math.round((W - w) / 2));
+    const row = rowOf(lane);
+    rowHeld[row] = Math.max(rowHeld[row] || 0, now + FIXED_MS);
+    const y = row * laneH + 2;
     node.dataset.lane = String(lane);
     node.style.transform = `translate3d(${x}px, ${y}px, 0)`;
     show(entry, node);
@@ -809,9 +848,7 @@
     for (const e of waiting) e.node.remove();
     waiting = [];
     incoming = [];
-    scrollLanes.length = 0;
-    topLanes.length = 0;
-    bottomLanes.length = 0;
+    for (const table of [scrollLanes, topLanes, bottomLanes, rowScroll, rowHeld]) table.length = 0;
   }
 
   function mirror(item) {
