@@ -48,6 +48,7 @@ REDIS_OPS = (
     "ban",
     "bans",
     "change_words",
+    "comments_after",
     "commit",
     "delete_comment",
     "frames_after",

@@ -42,6 +42,7 @@ class Hub:
         self.viewers: set[Viewer] = set()
         self.ceiling = IngestCeiling(ceiling)
         self.offered = 0  # comments offered here since the last presence round
+        self.shed = 0  # of those, shed by the ingest ceiling
 
     def control(self, event: ControlEvent) -> None:
         """Act on a moderation event: close a banned user's connections, show a pin, a

@@ -152,12 +152,13 @@ class Gateway:
             counts = self.hubs.counts()
             if not counts:
                 continue
-            offered = {}
+            offered, shed = {}, {}
             for room, hub in self.hubs.hubs.items():
                 offered[room] = hub.offered / elapsed
-                hub.offered = 0
+                shed[room] = hub.shed / elapsed
+                hub.offered = hub.shed = 0
             try:
-                live = await self.store.sync_rooms(self.gateway_id, counts, offered)
+                live = await self.store.sync_rooms(self.gateway_id, counts, offered, shed)
             except StoreError as exc:
                 log.warning("presence report failed: %s", exc)
                 continue
@@ -451,6 +452,7 @@ class Gateway:
                 # Shed at the door (the room runs far past what frames can show): the
                 # sender still gets an ack and sees its comment; Redis never sees it.
                 self.metrics.comments_shed.inc()
+                hub.shed += 1
                 viewer.push_control(protocol.ack(req.nonce, f"shed-{secrets.token_hex(6)}"))
                 return None
         text_hash = hashlib.blake2b(normalize(req.text).encode(), digest_size=8).hexdigest()

@@ -95,6 +95,11 @@ def audit(room: str) -> str:
     return f"{PREFIX}:{{{room}}}:audit"
 
 
+def shed(room: str) -> str:
+    """Hash: gateway id -> ``rate:stamp_ms`` of comments shed by the ingest ceiling."""
+    return f"{PREFIX}:{{{room}}}:shed"
+
+
 def nonce(room: str, uid: str, nonce: str) -> str:
     """String: the comment id a (user, nonce) resend must get again (EX nonce_ttl)."""
     return f"{PREFIX}:{{{room}}}:n:{uid}:{nonce}"

@@ -174,6 +174,28 @@ class ModerationOps:
                 return out, None
         return out, cursor[1:]
 
+    async def comments_after(
+        self, room: str, after: str, limit: int
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The live, unsampled feed: up to ``limit`` comments newer than ``after`` (a
+        comment id, or ``"$"`` for "from now"), oldest first, and the cursor to pass next
+        time. At 2,000 comments/s a console polling twice a second gets every one."""
+        if after == "$":
+            last: Any = await self._call(
+                "comments_after", partial(self._r.xrevrange, keys.comments(room), "+", "-", 1)
+            )
+            return [], _s(last[0][0]) if last else "0-0"
+        entries: Any = await self._call(
+            "comments_after",
+            partial(self._r.xrange, keys.comments(room), f"({after}", "+", limit),
+        )
+        out = []
+        for entry_id, fields in entries:
+            item = orjson.loads(fields[b"d"])
+            item["id"] = _s(entry_id)
+            out.append(item)
+        return out, (out[-1]["id"] if out else after)
+
     # ---- words, highlights ------------------------------------------------------------
     async def change_words(
         self, room: str | None, add: Iterable[str], remove: Iterable[str], *, by: str

@@ -255,7 +255,11 @@ class Store(ModerationOps):
 
     # ---- gateway: presence and frames -----------------------------------------------------
     async def sync_rooms(
-        self, gateway_id: str, counts: Mapping[str, int], offered: Mapping[str, float]
+        self,
+        gateway_id: str,
+        counts: Mapping[str, int],
+        offered: Mapping[str, float],
+        shed: Mapping[str, float] | None = None,
     ) -> dict[str, RoomLive]:
         """Publish this gateway's viewers and offered comment rate per room; read back the
         room-wide offered rate and the room settings. Rooms with viewers are marked active.
@@ -278,6 +282,9 @@ class Store(ModerationOps):
                 rate = offered.get(room, 0.0)
                 pipe.hset(keys.offered(room), gateway_id, f"{rate:.3f}:{now_ms}")
                 pipe.pexpire(keys.offered(room), 60_000)
+                shed_rate = (shed or {}).get(room, 0.0)
+                pipe.hset(keys.shed(room), gateway_id, f"{shed_rate:.3f}:{now_ms}")
+                pipe.pexpire(keys.shed(room), 60_000)
             if active:
                 pipe.zadd(keys.ROOMS, active)
             for room in rooms:
@@ -428,15 +435,20 @@ class Store(ModerationOps):
             pipe.hgetall(keys.online(room))
             pipe.hgetall(keys.stats(room))
             pipe.xlen(keys.comments(room))
+            pipe.hgetall(keys.shed(room))
+            pipe.hgetall(keys.settings(room))
             return pipe.execute()
 
-        seq, online, stats, stored = await self._call("room_info", run)
+        seq, online, stats, stored, shed, room_settings = await self._call("room_info", run)
+        now_ms = int(time.time() * 1000)
         info: dict[str, Any] = {
             "seq": int(seq or 0),
-            "online": _sum_online(online, int(time.time() * 1000)),
+            "online": _sum_online(online, now_ms),
             "comments_stored": int(stored),
+            "shed_per_s": round(_sum_fresh(shed, now_ms), 3),
+            "settings": _decode_settings(room_settings),
         }
-        for name in ("comments_per_s", "shown_per_s", "dropped_per_s"):
+        for name in ("comments_per_s", "shown_per_s", "dropped_per_s", "latency_p99_ms"):
             info[name] = float(stats.get(name.encode(), 0) or 0)
         return info
 

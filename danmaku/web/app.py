@@ -57,6 +57,11 @@ class RoomOut(BaseModel):
     comments_per_s: float = Field(description="comments merged per second (last second)")
     shown_per_s: float = Field(description="items shown in frames per second")
     dropped_per_s: float = Field(description="comments left out by sampling per second")
+    shed_per_s: float = Field(description="comments shed at the door by the ingest ceiling")
+    latency_p99_ms: float = Field(
+        description="p99 of gateway receive -> frame built, over the last second's items"
+    )
+    settings: dict[str, float] = Field(description="settings moderators have set")
     comments_stored: int = Field(description="comments in the room stream (capped)")
     limits: dict[str, Any]
 

@@ -70,7 +70,9 @@ class NoticeIn(BaseModel):
 
 class CommentsOut(BaseModel):
     items: list[dict[str, Any]]
-    next: str | None = Field(description="pass as ?before= for the next (older) page")
+    next: str | None = Field(
+        description="history: pass as ?before= for the next (older) page; feed: as ?after="
+    )
 
 
 def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -159,6 +161,20 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
             store.recent_comments(room, before=before, limit=limit, uid=uid, text=q)
         )
         return CommentsOut(items=items, next=nxt)
+
+    @router.get(
+        "/rooms/{room}/feed",
+        response_model=CommentsOut,
+        summary="Live unsampled feed: comments newer than `after`, oldest first",
+    )
+    async def feed(
+        room: RoomName,
+        user: Staff,
+        after: Annotated[str, Query(pattern=r"^(\$|\d{1,20}-\d{1,20})$")] = "$",
+        limit: Annotated[int, Query(ge=1, le=2000)] = 1000,
+    ) -> CommentsOut:
+        items, cursor = await guarded(store.comments_after(room, after, limit))
+        return CommentsOut(items=items, next=cursor)
 
     @router.patch("/rooms/{room}/settings", summary="Slow mode, budget, ceiling, mute")
     async def change_settings(room: RoomName, body: SettingsIn, user: Staff) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -53,6 +53,7 @@ class _Room:
     meter: BudgetMeter  # the room's display budget, items per second -> per frame
     last_active: float  # trio time of the last comment or viewer seen
     online: int = 0
+    latencies: list[float] = field(default_factory=list)  # ms, items shown since the report
     comments_in: int = 0  # since the last stats report
     shown: int = 0
     dropped: int = 0
@@ -179,8 +180,10 @@ class BroadcastWorker:
                     "comments_per_s": r.comments_in / ONLINE_EVERY_S,
                     "shown_per_s": r.shown / ONLINE_EVERY_S,
                     "dropped_per_s": r.dropped / ONLINE_EVERY_S,
+                    "latency_p99_ms": _p99(r.latencies),
                 }
                 r.comments_in = r.shown = r.dropped = 0
+                r.latencies = []
             await self.store.write_stats(stats)
 
     # ---- steps ------------------------------------------------------------------------
@@ -251,6 +254,8 @@ class BroadcastWorker:
                 r.merger.committed(d)
                 r.comments_in += d.consumed
                 r.shown += len(d.items)
+                if len(r.latencies) < 10_000:
+                    r.latencies.extend(d.ts_ms - int(i.get("ts", d.ts_ms)) for i in d.items)
                 r.dropped += d.dropped
                 done += 1
                 self._observe(d)
@@ -271,3 +276,10 @@ class BroadcastWorker:
         merge = m.latency.labels("merge")
         for item in d.items:
             merge.observe(max(0.0, (d.ts_ms - stream_id_ms(str(item["id"]))) / 1000))
+
+
+def _p99(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])

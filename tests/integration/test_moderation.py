@@ -215,3 +215,32 @@ async def test_recent_comments_are_unsampled_paged_and_filtered(system: System) 
         _, bobs = await api("GET", "/rooms/mod/comments?uid=bob&q=NINE&limit=50")
         assert {i["text"] for i in bobs["items"]} == {"bob nine", "bob one-nine", "bob two-nine"}
         n.cancel_scope.cancel()
+
+
+async def test_live_feed_gives_every_comment_once_in_order(system: System) -> None:
+    assert system.ws_port
+    api = Api(system, MOD)
+    status, start = await api("GET", "/rooms/mod/feed")
+    assert status == 200 and start["items"] == []
+    cursor = start["next"]
+    async with trio.open_nursery() as n:
+        senders = [await connect(n, system.ws_port, "mod", tok=token(f"s{i}")) for i in range(3)]
+        sent: list[str] = []
+        got: list[str] = []
+        for k in range(40):
+            reply = await senders[k % 3].comment(f"feed {label(k)}", nonce=f"{k}")
+            sent.append(reply["id"])
+            if k % 7 == 0:  # poll while comments keep coming
+                _, page = await api("GET", f"/rooms/mod/feed?after={cursor}&limit=5")
+                got += [i["id"] for i in page["items"]]
+                cursor = page["next"]
+        while True:
+            _, page = await api("GET", f"/rooms/mod/feed?after={cursor}&limit=5")
+            if not page["items"]:
+                break
+            got += [i["id"] for i in page["items"]]
+            cursor = page["next"]
+        assert got == sent
+        status, info = await Api(system, None)("GET", "/rooms/mod")
+        assert status == 200 and {"shed_per_s", "latency_p99_ms", "settings"} <= set(info)
+        n.cancel_scope.cancel()
