@@ -353,7 +353,11 @@ class Gateway:
             for frame in frames:
                 if frame.seq > upto:
                     break
-                viewer.push_frame(OutFrame.build(frame.seq, frame.payload))
+                out = OutFrame.build(frame.seq, frame.payload)
+                if viewer.push_frame(out):
+                    self.metrics.frame_writes.inc()
+                    self.metrics.frame_writes_fast.inc()
+                    self.metrics.bytes_out.inc(len(out.payload))
                 self.metrics.frames_replayed.inc()
                 cursor = frame.seq
             if not frames:

@@ -86,14 +86,18 @@ class Viewer:
         return len(self._queue)
 
     # ---- producers (never block) ----------------------------------------------------------
-    def push_frame(self, frame: OutFrame) -> None:
+    def push_frame(self, frame: OutFrame) -> bool:
         """Deliver a frame unless already delivered: straight to the socket when the
-        viewer is idle, else queued (dropping the oldest whole frame when full)."""
+        viewer is idle, else queued (dropping the oldest whole frame when full).
+
+        Returns ``True`` when the fast path wrote the whole frame; the caller counts those
+        writes in the metrics, once per broadcast rather than once per viewer.
+        """
         if frame.seq < self.min_seq or frame.seq <= self.last_seq or self._closed:
-            return
+            return False
         if self.ws.closed is not None:  # closing handshake under way: no more data frames
             self._broken()
-            return
+            return False
         self.last_seq = frame.seq
         raw = self._raw
         if raw is not None and not self._queue and not self._writing and raw.idle():
@@ -101,23 +105,21 @@ class Viewer:
                 sent = raw.try_send(frame.wire)
             except OSError:
                 self._broken()
-                return
+                return False
             if sent == len(frame.wire):
                 self.fast_writes += 1
-                self._m.frame_writes.inc()
-                self._m.frame_writes_fast.inc()
-                self._m.bytes_out.inc(len(frame.payload))
-                return
+                return True
             # The kernel took part of it: the rest goes first, whole, before anything else.
             self._m.frame_writes_partial.inc()
             self._queue.append((_PARTIAL, memoryview(frame.wire)[sent:], len(frame.payload)))
             self._wake.set()
-            return
+            return False
         self._queue.append((_FRAME, frame, len(frame.payload)))
         self._frames += 1
         if self._frames > self._max_frames:
             self._drop_oldest_frame()
         self._wake.set()
+        return False
 
     def push_control(self, text: str) -> None:
         """Queue an ack/error/notice; a viewer whose control queue overflows is closed."""
