@@ -146,3 +146,50 @@ def test_help_lists_settings_with_env_names_and_defaults() -> None:
         "(default: 100)",
     ):
         assert needle in out
+
+
+async def test_split_roles_serve_metrics_on_their_own_port(redis_url: str, tmp_path: Path) -> None:
+    env = _env() | {"DANMAKU_SECRET": "split-secret-0123456789abcdef0123456789"}
+    procs = []
+    try:
+        for role in ("worker", "gateway"):
+            proc = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "danmaku",
+                    role,
+                    "--redis-url",
+                    redis_url,
+                    "--metrics-port",
+                    "0",
+                    "--ws-port",
+                    "0",
+                    "--log-level",
+                    "WARNING",
+                ],
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            buf = b""
+            with trio.fail_after(30):
+                while b"ready:" not in buf:
+                    chunk = await proc.stdout.receive_some(4096)
+                    assert chunk, f"`danmaku {role}` exited early: {buf!r}"
+                    buf += chunk
+            url = next(
+                line.split(": ", 1)[1]
+                for line in buf.decode().splitlines()
+                if line.strip().startswith("metrics:")
+            )
+            text = await trio.to_thread.run_sync(
+                lambda u=url: urllib.request.urlopen(u, timeout=10).read().decode()
+            )
+            assert "danmaku_redis_seconds" in text and "process_cpu_seconds_total" in text
+            wanted = "danmaku_worker_rooms" if role == "worker" else "danmaku_connections_open"
+            assert wanted in text
+    finally:
+        for proc in procs:
+            assert await _stop(proc) == 0

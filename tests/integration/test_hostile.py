@@ -265,3 +265,32 @@ async def test_slow_handshake_flood_does_not_stop_real_viewers(
             if fds < 500:
                 break
             await trio.sleep(0.2)
+
+
+async def test_ping_flood_is_answered_without_growing_memory(system: System) -> None:
+    """WebSocket pings are answered by the library; a client that floods pings and never
+    reads the pongs only stalls itself (TCP backpressure), and others are unaffected."""
+    assert system.ws_port
+    async with trio.open_nursery() as n:
+        flooder = await connect(n, system.ws_port, "pings")
+        other = await connect(n, system.ws_port, "pings")
+        sender = await connect(n, system.ws_port, "pings", tok=token("u"))
+        stream = flooder.ws._stream
+        ping = bytes((0x89, 0x80 | 4)) + b"\0\0\0\0" + b"ping"  # masked, zero mask
+        rss_before = _rss_kb()
+        with trio.move_on_after(3):
+            for _ in range(20_000):
+                await stream.send_all(ping * 50)
+        reply = await sender.comment("still fine", nonce="x")
+        await other.wait_for(lambda c: reply["id"] in c.item_ids())
+        fds = len(os.listdir("/proc/self/fd"))
+        assert fds < 200
+        assert _rss_kb() - rss_before < 50_000, "memory grew under a ping flood"
+        n.cancel_scope.cancel()
+
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
