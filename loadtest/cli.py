@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="the benchmark suite of docs/benchmarks.md")
     bench.add_argument("--out-dir", type=Path, default=Path(".danmaku/bench"))
     bench.add_argument("--repeat", type=int, default=3, help="fan-out runs per case (median)")
-    bench.add_argument("--only", choices=("fan-out", "spike"), default=None)
+    bench.add_argument("--only", choices=("fanout", "spike", "words"), default=None)
     return parser
 
 
