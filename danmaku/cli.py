@@ -48,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--ttl", type=int, default=86_400, help="seconds (default 86400)")
     tok.add_argument("--highlight", action="store_true", help="highlighted (paid) sender")
     config.add_arguments(tok, only=("secret", "data_dir"))
+    exp = sub.add_parser(
+        "export",
+        help="export a broadcast's comments (json, xml, ass)",
+        description="Export a broadcast's comments from Redis.",
+    )
+    exp.add_argument("room")
+    exp.add_argument("broadcast", help="broadcast id (GET /api/rooms/ROOM/broadcasts)")
+    exp.add_argument("--format", choices=("json", "xml", "ass"), default="json")
+    exp.add_argument("-o", "--output", default="-", help="file (default: standard output)")
+    config.add_arguments(exp, only=("redis_url",))
     return parser
 
 
@@ -72,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         return 0
+    if args.command == "export":
+        return _export(settings, args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -113,3 +125,26 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool) -> No
                 await system.shutdown()
                 break
         nursery.cancel_scope.cancel()
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from danmaku.store import Store
+    from danmaku.web.replay import export
+
+    if not settings.redis_url:
+        print("danmaku export: --redis-url / REDIS_URL is required", file=sys.stderr)
+        return 2
+    store = Store(settings.redis_url, Metrics(process=False))
+    try:
+        body, _ = trio.run(export, store, args.room, args.broadcast, args.format)
+    except KeyError:
+        print(f"danmaku export: no broadcast {args.broadcast} in room {args.room}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if args.output == "-":
+        sys.stdout.buffer.write(body)
+    else:
+        with open(args.output, "wb") as out:
+            out.write(body)
+    return 0

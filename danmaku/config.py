@@ -124,6 +124,9 @@ class Settings:
         "DANMAKU_FAST_PATH",
         "1: write prebuilt frame bytes straight to idle sockets; 0: per-viewer send (ablation)",
     )
+    replay_retention_days: float = _opt(
+        30.0, "DANMAKU_REPLAY_RETENTION_DAYS", "how long a broadcast's recording is kept"
+    )
     drain_s: float = _opt(2.0, "DANMAKU_DRAIN_S", "graceful shutdown: time to flush and close")
 
     @property

@@ -97,6 +97,7 @@ async def run_system(
                 frames_history=settings.frames_history,
                 stream_maxlen=settings.stream_maxlen,
                 nonce_ttl_s=settings.nonce_ttl_s,
+                replay_retention_s=int(settings.replay_retention_days * 86400),
             )
             await store.wait_ready()
             system = System(settings, metrics, store, url, scope)

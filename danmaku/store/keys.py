@@ -100,6 +100,21 @@ def shed(room: str) -> str:
     return f"{PREFIX}:{{{room}}}:shed"
 
 
+def broadcasts(room: str) -> str:
+    """Hash: broadcast id -> its metadata JSON (start, end, title)."""
+    return f"{PREFIX}:{{{room}}}:bcs"
+
+
+def live(room: str) -> str:
+    """Hash of the broadcast on air now (``id``, ``start``); absent between broadcasts."""
+    return f"{PREFIX}:{{{room}}}:live"
+
+
+def recording(room: str, broadcast_id: str) -> str:
+    """Stream: every comment kept during a broadcast (entry id = comment id), for replay."""
+    return f"{PREFIX}:{{{room}}}:rec:{broadcast_id}"
+
+
 def nonce(room: str, uid: str, nonce: str) -> str:
     """String: the comment id a (user, nonce) resend must get again (EX nonce_ttl)."""
     return f"{PREFIX}:{{{room}}}:n:{uid}:{nonce}"

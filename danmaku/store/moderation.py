@@ -35,6 +35,9 @@ class ModerationOps:
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
         raise NotImplementedError
 
+    async def unrecord(self, room: str, comment_id: str) -> None:
+        raise NotImplementedError  # ReplayOps
+
     # ---- helpers ----------------------------------------------------------------------
     @staticmethod
     def _audit(pipe: Any, room: str, who: str, action: str, target: str, detail: Any) -> None:
@@ -112,6 +115,7 @@ class ModerationOps:
         found, _ = await self._call("delete_comment", run)
         if not found:
             return False
+        await self.unrecord(room, comment_id)
         payload = orjson.loads(found[0][1][b"d"])
 
         def after() -> None:

@@ -26,6 +26,7 @@ import trio
 from danmaku.metrics import Metrics
 from danmaku.store import keys, scripts
 from danmaku.store.moderation import ModerationOps
+from danmaku.store.replay import ReplayOps
 
 T = TypeVar("T")
 ONLINE_FRESH_MS = 5000  # a gateway's online count older than this is ignored (it died)
@@ -63,6 +64,8 @@ class FrameCommit:
     cursor: str
     payload: bytes
     retracted: int = 0  # retract ids this frame carries (taken off the room's list)
+    broadcast: str = ""  # the broadcast on air the worker saw ("" = none)
+    recorded: Sequence[tuple[str, bytes]] = ()  # (comment id, JSON) to keep for replay
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +147,7 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class Store(ModerationOps):
+class Store(ReplayOps, ModerationOps):  # ReplayOps first: it implements unrecord
     """Async facade over one Redis (URL). Thread-safe; share one per process.
 
     Close with ``close()`` (idempotent) when the process is done with Redis.
@@ -159,12 +162,14 @@ class Store(ModerationOps):
         stream_maxlen: int = 100_000,
         nonce_ttl_s: int = 300,
         max_threads: int = 16,
+        replay_retention_s: int = 30 * 86400,
     ) -> None:
         self.url = url
         self._m = metrics
         self._frames_history = frames_history
         self._stream_maxlen = stream_maxlen
         self._nonce_ttl_s = nonce_ttl_s
+        self._replay_retention_s = replay_retention_s
         common: dict[str, Any] = {"protocol": 2, "decode_responses": False}
         self._r = redis.Redis.from_url(url, socket_timeout=10, **common)
         # Blocking reads (XREAD BLOCK) get their own pool so they never starve writes.
@@ -510,9 +515,12 @@ class Store(ModerationOps):
 
     async def read_comments(
         self, cursors: Mapping[str, str], count: int
-    ) -> tuple[dict[str, list[StoredComment]], dict[str, list[str]]]:
-        """Comments after each room's cursor (exclusive), up to ``count`` per room, and the
-        ids each room's next frame must retract (moderator deletes)."""
+    ) -> tuple[
+        dict[str, list[StoredComment]], dict[str, list[str]], dict[str, tuple[str, int, int]]
+    ]:
+        """Comments after each room's cursor (exclusive), up to ``count`` per room, the
+        ids each room's next frame must retract (moderator deletes), and the broadcast on
+        air per room (``(id, start_ms, end_ms or 0)``) whose recording the frame feeds."""
         rooms = list(cursors)
 
         def run() -> list[Any]:
@@ -521,18 +529,22 @@ class Store(ModerationOps):
                 stream: dict[Any, Any] = {keys.comments(room): cursors[room]}
                 pipe.xread(stream, count=count)
                 pipe.lrange(keys.retract(room), 0, 999)
+                pipe.hmget(keys.live(room), "id", "start", "end")
             return pipe.execute()
 
         replies = await self._call("read_comments", run)
         out: dict[str, list[StoredComment]] = {}
         retracts: dict[str, list[str]] = {}
+        on_air: dict[str, tuple[str, int, int]] = {}
         for i, room in enumerate(rooms):
-            reply, retract = replies[2 * i], replies[2 * i + 1]
+            reply, retract, live = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
             if reply:
                 out[room] = [StoredComment(_s(e), f[b"d"]) for e, f in reply[0][1]]
             if retract:
                 retracts[room] = [_s(x) for x in retract]
-        return out, retracts
+            if live and live[0]:
+                on_air[room] = (_s(live[0]), int(live[1] or 0), int(live[2] or 0))
+        return out, retracts, on_air
 
     async def write_stats(self, stats: Mapping[str, Mapping[str, float]]) -> None:
         """Publish per-room live rates (read by the web app); they expire after 5 s."""
@@ -563,8 +575,19 @@ class Store(ModerationOps):
                         keys.meta(f.room),
                         keys.frames(f.room),
                         keys.retract(f.room),
+                        keys.live(f.room),
+                        keys.recording(f.room, f.broadcast or "none"),
                     ],
-                    args=[f.token, f.seq, f.cursor, f.payload, self._frames_history, f.retracted],
+                    args=[
+                        f.token,
+                        f.seq,
+                        f.cursor,
+                        f.payload,
+                        self._frames_history,
+                        f.retracted,
+                        f.broadcast,
+                        *(x for pair in f.recorded for x in pair),
+                    ],
                     client=pipe,
                 )
             return pipe.execute()

@@ -119,9 +119,14 @@ return 0
 # Commit one frame: the fencing step of exactly-once. Only the lease holder may write,
 # and only the next seq: the frame append and the cursor advance happen together or
 # not at all, so a takeover neither loses nor repeats comments.
-# KEYS[1] = lease, KEYS[2] = meta, KEYS[3] = frame stream, KEYS[4] = retract list
+# The same step records, for replay, every comment the frame accounts for (shown or not)
+# when a broadcast is on air: recorded exactly once, like the frame.
+# KEYS[1] = lease, KEYS[2] = meta, KEYS[3] = frame stream, KEYS[4] = retract list,
+# KEYS[5] = the live broadcast hash, KEYS[6] = its recording stream
 # ARGV[1] = token, ARGV[2] = seq, ARGV[3] = cursor, ARGV[4] = frame, ARGV[5] = MAXLEN,
-# ARGV[6] = how many retract ids (from the list's head) the frame carries
+# ARGV[6] = how many retract ids (from the list's head) the frame carries,
+# ARGV[7] = the broadcast id the worker saw on air ("" = none), then pairs of
+# (comment id, recorded JSON)
 # Returns 1 (committed), -1 (lease lost), -2 (seq moved: someone else committed).
 COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -130,5 +135,11 @@ if cur + 1 ~= tonumber(ARGV[2]) then return -2 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], ARGV[2] .. '-0', 'd', ARGV[4])
 redis.call('HSET', KEYS[2], 'seq', ARGV[2], 'cursor', ARGV[3])
 if tonumber(ARGV[6]) > 0 then redis.call('LTRIM', KEYS[4], ARGV[6], -1) end
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[5], 'id') == ARGV[7] then
+  for i = 8, #ARGV - 1, 2 do
+    -- pcall: an id not above the stream's last (never expected) must not undo the frame
+    redis.pcall('XADD', KEYS[6], ARGV[i], 'd', ARGV[i + 1])
+  end
+end
 return 1
 """

@@ -22,6 +22,7 @@ from danmaku.metrics import CONTENT_TYPE, Metrics
 from danmaku.store import Store, StoreError
 from danmaku.web.guards import BodyLimit, SecurityHeaders
 from danmaku.web.moderation import create_router
+from danmaku.web.replay import create_router as create_replay_router
 
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
 
@@ -81,6 +82,7 @@ def create_app(
         docs_url="/api/docs",
         openapi_url="/openapi.json",
     )
+    app.state.settings = settings  # read by request dependencies (staff token checks)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("danmaku.web") / "static")),
@@ -99,6 +101,7 @@ def create_app(
         return response
 
     app.include_router(create_router(settings, store))
+    app.include_router(create_replay_router(settings, store))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_http_body_bytes)
 

@@ -9,7 +9,7 @@ gateways and workers act on it within a second (see docs/operations.md).
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from danmaku import auth, protocol
@@ -81,21 +81,39 @@ def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
     return authorization[7:].strip()
 
 
+def _staff(request: Request, room: RoomName, token: Annotated[str, Depends(_bearer)]) -> User:
+    """A staff user allowed in the path's room (401 bad token, 403 not staff/other room)."""
+    settings: Settings = request.app.state.settings
+    try:
+        user = auth.verify(settings.secret, token)
+    except auth.TokenError as exc:
+        raise HTTPException(
+            401, f"unauthorized: {exc}", headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
+    if not user.is_staff:
+        raise HTTPException(403, "a moderator, streamer or admin token is needed")
+    if user.room is not None and user.room != room:
+        raise HTTPException(403, "the token is for another room")
+    return user
+
+
+Staff = Annotated[User, Depends(_staff)]
+
+
+def who(user: User) -> str:
+    return f"{user.role}:{user.uid}"
+
+
+async def guarded(coro: Any) -> Any:
+    """Await a store call; Redis trouble becomes 503."""
+    try:
+        return await coro
+    except StoreError as exc:
+        raise HTTPException(503, "storage unavailable") from exc
+
+
 def create_router(settings: Settings, store: Store) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["moderation"])
-
-    def staff(room: RoomName, token: Annotated[str, Depends(_bearer)]) -> User:
-        try:
-            user = auth.verify(settings.secret, token)
-        except auth.TokenError as exc:
-            raise HTTPException(
-                401, f"unauthorized: {exc}", headers={"WWW-Authenticate": "Bearer"}
-            ) from exc
-        if not user.is_staff:
-            raise HTTPException(403, "a moderator, streamer or admin token is needed")
-        if user.room is not None and user.room != room:
-            raise HTTPException(403, "the token is for another room")
-        return user
 
     def admin(token: Annotated[str, Depends(_bearer)]) -> User:
         try:
@@ -105,17 +123,6 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         if user.role != "admin":
             raise HTTPException(403, "an admin token is needed")
         return user
-
-    Staff = Annotated[User, Depends(staff)]
-
-    def who(user: User) -> str:
-        return f"{user.role}:{user.uid}"
-
-    async def guarded(coro: Any) -> Any:
-        try:
-            return await coro
-        except StoreError as exc:
-            raise HTTPException(503, "storage unavailable") from exc
 
     @router.post("/rooms/{room}/bans", response_model=BanOut, summary="Ban or time out a user")
     async def ban(room: RoomName, body: BanIn, user: Staff) -> BanOut:

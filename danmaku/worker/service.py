@@ -20,7 +20,9 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 import trio
 
 from danmaku.config import Settings
@@ -214,7 +216,7 @@ class BroadcastWorker:
         if not self.rooms:
             return 0
         held = dict(self.rooms)
-        read, retracts = await self.store.read_comments(
+        read, retracts, on_air = await self.store.read_comments(
             {room: r.merger.read_cursor for room, r in held.items()},
             self.settings.max_items_per_tick,
         )
@@ -232,19 +234,25 @@ class BroadcastWorker:
                 drafts.append((r, draft))
         if not drafts:
             return 0
-        commits = [
-            FrameCommit(
-                room=r.merger.room,
-                token=r.lease.token,
-                seq=d.seq,
-                cursor=d.cursor,
-                payload=encode_frame(
-                    r.merger.room, d.seq, d.ts_ms, d.items, d.dropped, r.online, d.retract
-                ),
-                retracted=len(d.retract),
+        commits = []
+        for r, d in drafts:
+            broadcast, start_ms, end_ms = on_air.get(r.merger.room, ("", 0, 0))
+            commits.append(
+                FrameCommit(
+                    room=r.merger.room,
+                    token=r.lease.token,
+                    seq=d.seq,
+                    cursor=d.cursor,
+                    payload=encode_frame(
+                        r.merger.room, d.seq, d.ts_ms, d.items, d.dropped, r.online, d.retract
+                    ),
+                    retracted=len(d.retract),
+                    broadcast=broadcast,
+                    recorded=_recording(r.merger.pending[: d.consumed], start_ms, end_ms)
+                    if broadcast
+                    else (),
+                )
             )
-            for r, d in drafts
-        ]
         results = await self.store.commit(commits)
         done = 0
         for (r, d), result in zip(drafts, results, strict=True):
@@ -283,3 +291,19 @@ def _p99(values: list[float]) -> float:
         return 0.0
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
+
+
+def _recording(items: list[Item], start_ms: int, end_ms: int) -> list[tuple[str, bytes]]:
+    """What replay keeps of each comment accepted between start and end (0 = on air):
+    author, style, and its offset in the broadcast."""
+    out = []
+    for i in items:
+        ts = int(i.get("ts", 0))
+        if ts < start_ms or (end_ms and ts > end_ms):
+            continue
+        kept: dict[str, Any] = {
+            k: i[k] for k in ("uid", "nick", "text", "color", "mode", "prio", "ts") if k in i
+        }
+        kept["offset_ms"] = ts - start_ms
+        out.append((str(i["id"]), orjson.dumps(kept)))
+    return out

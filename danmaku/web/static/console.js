@@ -1,0 +1,1113 @@
+/* danmaku moderation console: plain modern JS, no build step, nothing fetched from elsewhere.
+ *
+ * - Auth: a moderator/streamer/admin token, pasted (kept in localStorage) or passed as
+ *   #token=... in the URL (stored, then removed from the address bar). Every API call sends
+ *   it as `Authorization: Bearer`; a 401/403 stops the polling and says why in words.
+ * - Live figures from GET /api/rooms/{room} every second, with 60 s inline-SVG sparklines.
+ * - The live feed: GET /feed?after=<cursor> twice a second (at once again while a page
+ *   comes back full). At most FEED_ROWS rows in the DOM (oldest removed), a bounded
+ *   in-memory buffer behind them for re-filtering; pausing freezes the list, polling goes
+ *   on and counts what arrives ("N new"), resuming shows it under a divider.
+ * - Text from the network is only ever set with textContent.
+ * - window.dmConsole is a small read-only hook for tests and debugging.
+ */
+"use strict";
+
+(() => {
+  // ---- constants ----------------------------------------------------------------------------
+  const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+  const UID_RE = /^[A-Za-z0-9_.:@-]{1,64}$/;
+  const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
+  const TOKEN_KEY = "danmaku.console.token.v1";
+  const ROOMS_KEY = "danmaku.console.rooms.v1";
+  const FEED_ROWS = 300;          // rows kept in the DOM
+  const BUFFER_MAX = 5000;        // comments kept in memory (re-filtering, resume)
+  const FEED_PAGE = 1000;         // ?limit= of one feed poll
+  const FEED_EVERY_MS = 500;
+  const FIGURES_EVERY_MS = 1000;
+  const AUDIT_EVERY_MS = 3000;
+  const BANS_EVERY_MS = 5000;
+  const SPARK_POINTS = 60;
+  const TIMEOUT_S = 600;
+  const HISTORY_PAGE = 100;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    roomForm: $("room-form"), roomInput: $("room-input"), roomList: $("room-list"),
+    playerLink: $("player-link"), who: $("who"), whoNick: $("who-nick"), whoRole: $("who-role"),
+    tokenChange: $("token-change"), logout: $("logout"),
+    login: $("login"), loginRoom: $("login-room"), loginForm: $("login-form"),
+    tokenInput: $("token-input"), msg: $("msg"),
+    figures: $("figures"), figExtra: $("fig-extra"), figStatus: $("fig-status"),
+    feed: $("feed"), feedEmpty: $("feed-empty"), feedRate: $("feed-rate"), feedNew: $("feed-new"),
+    feedPause: $("feed-pause"), feedCount: $("feed-count"), feedOlder: $("feed-older"),
+    filterForm: $("filter-form"), filterUser: $("filter-user"), filterText: $("filter-text"),
+    filterClear: $("filter-clear"),
+    selected: $("selected"), selNick: $("sel-nick"), selUid: $("sel-uid"), selTime: $("sel-time"),
+    selState: $("sel-state"), selText: $("sel-text"), selClose: $("sel-close"),
+    selCloseConns: $("sel-close-conns"),
+    actDelete: $("act-delete"), actTimeout: $("act-timeout"), actBan: $("act-ban"),
+    actHighlight: $("act-highlight"), actUnhighlight: $("act-unhighlight"),
+    actFilter: $("act-filter"),
+    settingsForm: $("settings-form"), setSlow: $("set-slow"), setBudget: $("set-budget"),
+    setCeiling: $("set-ceiling"), setMute: $("set-mute"), settingsReset: $("settings-reset"),
+    nowSlow: $("now-slow"), nowBudget: $("now-budget"), nowCeiling: $("now-ceiling"),
+    nowMute: $("now-mute"),
+    wordsForm: $("words-form"), wordsInput: $("words-input"), wordsList: $("words-list"),
+    wordsGlobal: $("words-global"),
+    pinCurrent: $("pin-current"), pinForm: $("pin-form"), pinText: $("pin-text"),
+    pinDuration: $("pin-duration"), pinUnset: $("pin-unset"),
+    noticeForm: $("notice-form"), noticeText: $("notice-text"),
+    banForm: $("ban-form"), banUid: $("ban-uid"), banDuration: $("ban-duration"),
+    bansList: $("bans-list"), bansEmpty: $("bans-empty"),
+    auditList: $("audit-list"), auditEmpty: $("audit-empty"), auditRefresh: $("audit-refresh"),
+  };
+
+  // ---- small helpers ------------------------------------------------------------------------
+  function load(key, fallback) {
+    try {
+      const raw = localStorage.getItem(key);
+      return raw === null ? fallback : JSON.parse(raw);
+    } catch {
+      return fallback;
+    }
+  }
+  function save(key, value) {
+    try {
+      if (value === null) localStorage.removeItem(key);
+      else localStorage.setItem(key, JSON.stringify(value));
+    } catch { /* private mode or full: not kept */ }
+  }
+
+  function node(tag, cls, text) {
+    const n = document.createElement(tag);
+    if (cls) n.className = cls;
+    if (text !== undefined && text !== null) n.textContent = String(text);
+    return n;
+  }
+
+  const pad = (n) => String(n).padStart(2, "0");
+  function clock(ms) {
+    const d = new Date(Number(ms) || 0);
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  function fmtNum(x, digits = 0) {
+    if (typeof x !== "number" || !Number.isFinite(x)) return "–";
+    return x.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+  }
+  function fmtRate(x) {
+    if (typeof x !== "number" || !Number.isFinite(x)) return "–";
+    return fmtNum(x, x < 10 ? 1 : 0);
+  }
+  function fmtDuration(s) {
+    s = Math.max(0, Math.round(s));
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min${s % 60 ? ` ${s % 60} s` : ""}`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h${s % 3600 >= 60 ? ` ${Math.floor((s % 3600) / 60)} min` : ""}`;
+    return `${Math.floor(s / 86400)} d${s % 86400 >= 3600 ? ` ${Math.floor((s % 86400) / 3600)} h` : ""}`;
+  }
+  /** Stream ids ("ms-seq") in order. */
+  function idCmp(a, b) {
+    const [am, as] = String(a).split("-").map(Number);
+    const [bm, bs] = String(b).split("-").map(Number);
+    return am - bm || (as || 0) - (bs || 0);
+  }
+  const str = (x) => (typeof x === "string" ? x : "");
+
+  /** The claims of a JWT, for display only (the server checks the signature). */
+  function claimsOf(token) {
+    try {
+      const part = token.split(".")[1];
+      const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+      const bin = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
+      const json = new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+      const claims = JSON.parse(json);
+      return claims && typeof claims === "object" ? claims : null;
+    } catch {
+      return null;
+    }
+  }
+
+  // ---- state --------------------------------------------------------------------------------
+  const params = new URLSearchParams(location.search);
+  const room = params.get("room") || "lobby";
+  const roomOk = ROOM_RE.test(room);
+
+  const S = {
+    token: "",
+    claims: null,
+    auth: "none",      // none | checking | ok | rejected | forbidden
+    figures: null,
+    series: {},        // figure key -> last SPARK_POINTS values
+    settings: {},      // the room's moderator-set settings (from the figures)
+    settingsDirty: false,
+    pin: null,         // {text, by, ts, until} or null
+    pinTs: 0,          // when the shown pin state was decided (ms), so older news is ignored
+    bans: new Map(),   // uid -> until (s) or null
+    auditTop: "",
+    words: { room: [], global: [] },
+    errors: 0,
+    lastError: "",
+  };
+  const feed = {
+    cursor: null,      // the last id read from /feed (kept through pauses)
+    buffer: [],        // the newest BUFFER_MAX comments, oldest first
+    paused: false,
+    pauseAt: null,     // the newest id shown when paused
+    newCount: 0,       // comments matching the filter that arrived while paused
+    received: 0,       // all comments read since the page loaded
+    arrivals: [],      // [ms, count] of recent polls (the feed's rate)
+    deleted: new Set(),
+    selected: null,    // the selected comment (a copy)
+    timer: 0,
+    busy: false,
+    generation: 0,     // bumped on a token change: answers to older polls are dropped
+    olderCursor: null, // history paging (?before=)
+    polls: 0,
+  };
+
+  // ---- messages -------------------------------------------------------------------------------
+  let msgTimer = 0;
+  function say(text, kind = "ok") {
+    el.msg.textContent = text;
+    el.msg.className = `msg ${kind}`;
+    clearTimeout(msgTimer);
+    if (kind === "ok") msgTimer = setTimeout(() => { el.msg.textContent = ""; el.msg.className = "msg"; }, 6000);
+  }
+  function fail(text) {
+    S.errors += 1;
+    S.lastError = text;
+    say(text, "bad");
+  }
+
+  /** An API failure in words. */
+  function errorWords(status, data) {
+    const detail = data && data.detail;
+    switch (status) {
+      case 0: return "The server is unreachable: check that the web app is running.";
+      case 401: return `Token rejected, paste a moderator token${typeof detail === "string" ? ` (${detail})` : ""}.`;
+      case 403: return `This token cannot moderate room ${room}${typeof detail === "string" ? ` (${detail})` : ""}.`;
+      case 404: return typeof detail === "string" ? `Not found: ${detail}.` : "Not found.";
+      case 413: return "That request is too large.";
+      case 422: {
+        if (Array.isArray(detail) && detail.length) {
+          return detail.map((d) => {
+            const loc = Array.isArray(d.loc) ? d.loc.filter((p) => !["body", "query", "path"].includes(p)) : [];
+            const field = loc.length ? loc.join(".") : "request";
+            return `Invalid ${field}: ${str(d.msg) || "not valid"}.`;
+          }).join(" ");
+        }
+        return `Invalid request: ${typeof detail === "string" ? detail : "not valid"}.`;
+      }
+      case 503: return "Storage unavailable: the server cannot reach Redis. Try again in a moment.";
+      default:
+        return `The server answered ${status}${typeof detail === "string" ? `: ${detail}` : ""}.`;
+    }
+  }
+
+  // ---- the API --------------------------------------------------------------------------------
+  const roomPath = `/api/rooms/${encodeURIComponent(room)}`;
+
+  /** Call the moderation API; resolves to {ok, status, data, error} (never throws). */
+  async function api(method, path, body) {
+    if (!S.token) return { ok: false, status: 401, data: null, error: "Paste a moderator token first." };
+    const gen = feed.generation;
+    const init = { method, cache: "no-store", headers: { Authorization: `Bearer ${S.token}` } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let r;
+    try {
+      r = await fetch(`${roomPath}${path}`, init);
+    } catch {
+      return { ok: false, status: 0, data: null, error: errorWords(0, null) };
+    }
+    let data = null;
+    if (r.status !== 204) {
+      try { data = await r.json(); } catch { data = null; }
+    }
+    if (gen !== feed.generation) return { ok: false, status: -1, data: null, error: "", stale: true };
+    if (r.ok) {
+      if (S.auth !== "ok") setAuth("ok");
+      return { ok: true, status: r.status, data, error: "" };
+    }
+    const error = errorWords(r.status, data);
+    if (r.status === 401) setAuth("rejected", error);
+    else if (r.status === 403) setAuth("forbidden", error);
+    return { ok: false, status: r.status, data, error };
+  }
+
+  /** A user action: run it, say what happened, refresh the audit log. */
+  async function act(method, path, body, okText) {
+    const res = await api(method, path, body);
+    if (res.stale) return res;
+    if (res.ok) {
+      say(okText, "ok");
+      refreshAudit();
+    } else {
+      fail(res.error);
+    }
+    return res;
+  }
+
+  // ---- auth ---------------------------------------------------------------------------------
+  const canModerate = () => Boolean(S.token) && (S.auth === "ok" || S.auth === "checking");
+
+  function setAuth(state, error = "") {
+    const was = S.auth;
+    S.auth = state;
+    document.body.dataset.auth = state;
+    const bad = state === "rejected" || state === "forbidden" || state === "none";
+    el.login.hidden = !bad;
+    el.logout.hidden = !S.token;
+    renderWho();
+    if (error) fail(error);
+    if (bad) stopPolling();
+    else if (state === "ok" && was !== "ok") startPolling();
+  }
+
+  function renderWho() {
+    const c = S.claims;
+    el.who.hidden = !S.token;
+    if (!S.token) return;
+    el.who.dataset.state = S.auth;
+    el.whoNick.textContent = c ? str(c.nick) || str(c.sub) || "?" : "unreadable token";
+    const bits = [];
+    if (c && c.role) bits.push(str(c.role));
+    if (c && c.room) bits.push(`room ${str(c.room)}`);
+    if (c && Number(c.exp) * 1000 < Date.now()) bits.push("expired");
+    el.whoRole.textContent = bits.length ? `(${bits.join(" · ")})` : "";
+  }
+
+  function useToken(token) {
+    token = String(token || "").trim().replace(/^bearer\s+/i, "");
+    feed.generation += 1;
+    stopPolling();
+    S.token = token;
+    S.claims = token ? claimsOf(token) : null;
+    save(TOKEN_KEY, token || null);
+    el.tokenInput.value = "";
+    if (!token) {
+      setAuth("none");
+      say("Paste a moderator or streamer token to moderate this room.", "info");
+      return;
+    }
+    S.auth = "checking";
+    document.body.dataset.auth = "checking";
+    renderWho();
+    el.logout.hidden = false;
+    el.msg.textContent = "";
+    el.msg.className = "msg";
+    checkToken();
+  }
+
+  async function checkToken() {
+    const res = await loadWords();
+    if (res.stale) return;
+    if (res.ok) {
+      if (S.auth !== "ok") setAuth("ok");
+      say(`Moderating room ${room}.`, "ok");
+    } else if (res.status !== 401 && res.status !== 403) {
+      // the server is down or Redis is: keep the token, try again
+      fail(res.error);
+      setTimeout(() => { if (S.auth === "checking") checkToken(); }, 3000);
+    }
+  }
+
+  // ---- polling ------------------------------------------------------------------------------
+  const timers = { audit: 0, bans: 0 };
+
+  function startPolling() {
+    stopPolling();
+    feed.cursor = null;
+    feed.buffer = [];
+    feed.olderCursor = null;
+    el.feed.replaceChildren();
+    renderFeedMeta();
+    seedFeed().then(() => { if (canModerate()) pollFeed(); });
+    refreshBans();
+    refreshAudit();
+    timers.audit = setInterval(refreshAudit, AUDIT_EVERY_MS);
+    timers.bans = setInterval(refreshBans, BANS_EVERY_MS);
+  }
+
+  function stopPolling() {
+    clearTimeout(feed.timer);
+    feed.timer = 0;
+    clearInterval(timers.audit);
+    clearInterval(timers.bans);
+    timers.audit = timers.bans = 0;
+  }
+
+  // ---- figures ------------------------------------------------------------------------------
+  const FIGS = [
+    { key: "online", label: "online", fmt: (v) => fmtNum(v), unit: "" },
+    { key: "comments_per_s", label: "comments/s in", fmt: fmtRate, unit: "" },
+    { key: "shown_per_s", label: "shown/s", fmt: fmtRate, unit: "" },
+    { key: "dropped_per_s", label: "dropped/s", fmt: fmtRate, unit: "" },
+    { key: "shed_per_s", label: "shed/s", fmt: fmtRate, unit: "" },
+    { key: "latency_p99_ms", label: "p99 latency", fmt: (v) => fmtNum(v), unit: "ms" },
+  ];
+  const figEls = {};
+
+  function buildFigures() {
+    for (const f of FIGS) {
+      const card = node("div", "fig");
+      card.id = `fig-${f.key.replace(/_/g, "-")}`;
+      card.dataset.key = f.key;
+      const label = node("span", "fig-label", f.label);
+      const value = node("span", "fig-value", "–");
+      value.id = `${card.id}-v`;
+      const unit = node("span", "fig-unit", f.unit);
+      const top = node("div", "fig-top");
+      const num = node("span", "fig-num");
+      num.append(value, unit);
+      top.append(label, num);
+      const svg = document.createElementNS(SVG_NS, "svg");
+      svg.setAttribute("class", "spark");
+      svg.setAttribute("viewBox", `0 0 ${SPARK_POINTS - 1} 30`);
+      svg.setAttribute("preserveAspectRatio", "none");
+      svg.setAttribute("aria-hidden", "true");
+      const area = document.createElementNS(SVG_NS, "polygon");
+      area.setAttribute("class", "spark-area");
+      const line = document.createElementNS(SVG_NS, "polyline");
+      line.setAttribute("class", "spark-line");
+      line.setAttribute("vector-effect", "non-scaling-stroke");
+      svg.append(area, line);
+      const peak = node("span", "fig-peak muted", "");
+      card.append(top, svg, peak);
+      el.figures.appendChild(card);
+      figEls[f.key] = { card, value, line, area, peak };
+      S.series[f.key] = [];
+    }
+  }
+
+  function drawSpark(key) {
+    const values = S.series[key];
+    const { line, area, peak } = figEls[key];
+    const max = Math.max(...values, 0);
+    const scale = max > 0 ? 27 / max : 0;
+    const x0 = SPARK_POINTS - values.length;
+    const pts = values.map((v, i) => `${x0 + i},${(29 - v * scale).toFixed(2)}`);
+    line.setAttribute("points", pts.join(" "));
+    area.setAttribute("points", pts.length
+      ? `${x0},30 ${pts.join(" ")} ${SPARK_POINTS - 1},30` : "");
+    peak.textContent = values.length > 1 ? `60 s max ${FIGS.find((f) => f.key === key).fmt(max)}` : "";
+  }
+
+  async function pollFigures() {
+    let data = null;
+    let error = "";
+    try {
+      const r = await fetch(roomPath, { cache: "no-store" });
+      if (r.ok) data = await r.json();
+      else error = errorWords(r.status, await r.json().catch(() => null));
+    } catch {
+      error = errorWords(0, null);
+    }
+    if (data && typeof data === "object") {
+      S.figures = data;
+      for (const f of FIGS) {
+        const v = Number(data[f.key]);
+        const series = S.series[f.key];
+        series.push(Number.isFinite(v) ? v : 0);
+        if (series.length > SPARK_POINTS) series.shift();
+        figEls[f.key].value.textContent = f.fmt(v);
+        figEls[f.key].card.classList.toggle("hot", f.key === "shed_per_s" ? v > 0 : false);
+        drawSpark(f.key);
+      }
+      el.figExtra.textContent = `frame seq ${fmtNum(Number(data.seq))} · ${fmtNum(Number(data.comments_stored))} comments stored · tick ${fmtNum(Number(data.tick_ms))} ms`;
+      el.figStatus.textContent = "";
+      el.figStatus.className = "fig-status";
+      applyRoomSettings(data.settings && typeof data.settings === "object" ? data.settings : {});
+    } else {
+      el.figStatus.textContent = `figures: ${error}`;
+      el.figStatus.className = "fig-status bad";
+    }
+    setTimeout(pollFigures, FIGURES_EVERY_MS);
+  }
+
+  // ---- the feed -----------------------------------------------------------------------------
+  function filterOf() {
+    return {
+      user: el.filterUser.value.trim().toLowerCase(),
+      text: el.filterText.value.trim().toLowerCase(),
+    };
+  }
+  function matches(item, f) {
+    if (f.user) {
+      const uid = str(item.uid).toLowerCase();
+      const nick = str(item.nick).toLowerCase();
+      if (uid !== f.user && !nick.includes(f.user) && !uid.includes(f.user)) return false;
+    }
+    if (f.text && !str(item.text).toLowerCase().includes(f.text)) return false;
+    return true;
+  }
+
+  function validItem(item) {
+    return item && typeof item === "object" && typeof item.id === "string"
+      && typeof item.text === "string";
+  }
+
+  function rowFor(item) {
+    const li = node("li", "row");
+    li.dataset.id = item.id;
+    li.dataset.uid = str(item.uid);
+    li.tabIndex = 0;
+    if (feed.deleted.has(item.id)) li.classList.add("deleted");
+    if (feed.selected && feed.selected.id === item.id) li.classList.add("selected");
+    if (S.bans.has(str(item.uid))) li.classList.add("banned");
+    const time = node("time", "t", clock(item.ts));
+    const swatch = node("span", "sw");
+    if (COLOR_RE.test(str(item.color)) && item.color.toLowerCase() !== "#ffffff") {
+      swatch.style.background = item.color;
+    }
+    const who = node("span", "nick", str(item.nick) || str(item.uid));
+    who.title = str(item.uid);
+    const text = node("span", "text", item.text);
+    li.append(time, swatch, who);
+    const prio = Number(item.prio);
+    if (prio === 2) li.append(node("span", "tag staff", "staff"));
+    else if (prio === 1) li.append(node("span", "tag hl", "hl"));
+    li.append(text);
+    return li;
+  }
+
+  /** Put new rows on top (newest first) and trim the list to FEED_ROWS. */
+  function prependRows(items) {
+    if (!items.length) return;
+    const recent = items.length > FEED_ROWS ? items.slice(-FEED_ROWS) : items;
+    const frag = document.createDocumentFragment();
+    for (let i = recent.length - 1; i >= 0; i--) frag.appendChild(rowFor(recent[i]));
+    el.feed.prepend(frag);
+    trimRows(FEED_ROWS);
+  }
+  function trimRows(max) {
+    let extra = el.feed.childElementCount - max;
+    while (extra-- > 0) el.feed.lastElementChild.remove();
+  }
+
+  /** Rebuild the list from the buffer (filter changed, resumed). */
+  function renderAll(dividerAfter = null, dividerText = "") {
+    const f = filterOf();
+    const upto = feed.paused ? feed.pauseAt : null;
+    const out = [];
+    for (let i = feed.buffer.length - 1; i >= 0 && out.length < FEED_ROWS; i--) {
+      const item = feed.buffer[i];
+      if (upto !== null && idCmp(item.id, upto) > 0) continue;
+      if (matches(item, f)) out.push(item);
+    }
+    const frag = document.createDocumentFragment();
+    let divided = false;
+    for (const item of out) {
+      if (!divided && dividerAfter !== null && idCmp(item.id, dividerAfter) <= 0) {
+        frag.appendChild(node("li", "divider", dividerText));
+        divided = true;
+      }
+      frag.appendChild(rowFor(item));
+    }
+    el.feed.replaceChildren(frag);
+    renderFeedMeta();
+  }
+
+  function ingest(items) {
+    const fresh = items.filter(validItem);
+    if (!fresh.length) return;
+    for (const item of fresh) feed.buffer.push(item);
+    if (feed.buffer.length > BUFFER_MAX * 1.2) feed.buffer.splice(0, feed.buffer.length - BUFFER_MAX);
+    feed.received += fresh.length;
+    const f = filterOf();
+    const shown = fresh.filter((item) => matches(item, f));
+    if (feed.paused) {
+      feed.newCount += shown.length;
+    } else {
+      prependRows(shown);
+    }
+  }
+
+  function renderFeedMeta() {
+    const rows = el.feed.querySelectorAll(".row").length;
+    el.feedEmpty.hidden = rows > 0;
+    el.feedEmpty.textContent = !canModerate() ? "Log in to see the feed."
+      : (filterOf().user || filterOf().text) ? "No comments match the filter." : "No comments yet.";
+    el.feedCount.textContent = `${fmtNum(rows)} shown (at most ${FEED_ROWS}) · ${fmtNum(feed.buffer.length)} kept · ${fmtNum(feed.received)} read`;
+    el.feedNew.hidden = !feed.paused;
+    el.feedNew.textContent = `${fmtNum(feed.newCount)} new`;
+    el.feedPause.textContent = feed.paused ? "Resume" : "Pause";
+    el.feedPause.setAttribute("aria-pressed", String(feed.paused));
+    el.feedPause.classList.toggle("primary", feed.paused);
+    document.body.classList.toggle("paused", feed.paused);
+    const now = Date.now();
+    feed.arrivals = feed.arrivals.filter(([t]) => now - t < 5000);
+    const n = feed.arrivals.reduce((a, [, c]) => a + c, 0);
+    const span = feed.arrivals.length ? Math.max(1, (now - feed.arrivals[0][0]) / 1000 + FEED_EVERY_MS / 1000) : 1;
+    el.feedRate.textContent = feed.paused ? "paused" : `${fmtRate(n / span)}/s`;
+  }
+
+  /** The room's recent comments first, so the feed is not empty on arrival. */
+  async function seedFeed() {
+    const res = await api("GET", `/comments?limit=${HISTORY_PAGE}`);
+    if (!res.ok || !res.data || !Array.isArray(res.data.items)) {
+      if (!res.ok && !res.stale) fail(res.error);
+      return;
+    }
+    const items = res.data.items.filter(validItem).reverse(); // oldest first
+    feed.olderCursor = items.length ? items[0].id : null;
+    if (items.length) feed.cursor = items[items.length - 1].id;
+    ingest(items);
+    renderFeedMeta();
+  }
+
+  async function pollFeed() {
+    clearTimeout(feed.timer);
+    feed.timer = 0;
+    if (!canModerate() || feed.busy) return;
+    feed.busy = true;
+    let delay = FEED_EVERY_MS;
+    try {
+      const after = feed.cursor || "$";
+      const res = await api("GET", `/feed?after=${encodeURIComponent(after)}&limit=${FEED_PAGE}`);
+      if (res.stale) return;
+      feed.polls += 1;
+      if (res.ok && res.data) {
+        const items = Array.isArray(res.data.items) ? res.data.items : [];
+        if (typeof res.data.next === "string") feed.cursor = res.data.next;
+        feed.arrivals.push([Date.now(), items.length]);
+        ingest(items);
+        if (items.length >= FEED_PAGE) delay = 0; // behind: catch up at once
+        if (S.lastError && el.msg.classList.contains("bad") && S.lastError.startsWith("Feed:")) {
+          el.msg.textContent = "";
+          el.msg.className = "msg";
+          S.lastError = "";
+        }
+      } else {
+        delay = 2000;
+        if (res.status !== 401 && res.status !== 403) fail(`Feed: ${res.error}`);
+      }
+      renderFeedMeta();
+    } finally {
+      feed.busy = false;
+      if (canModerate()) feed.timer = setTimeout(pollFeed, delay);
+    }
+  }
+
+  function setPaused(paused) {
+    if (paused === feed.paused) return;
+    if (paused) {
+      feed.paused = true;
+      feed.pauseAt = feed.buffer.length ? feed.buffer.at(-1).id : "0-0";
+      feed.newCount = 0;
+      renderFeedMeta();
+    } else {
+      const n = feed.newCount;
+      const at = feed.pauseAt;
+      feed.paused = false;
+      feed.pauseAt = null;
+      feed.newCount = 0;
+      renderAll(n > 0 ? at : null, `▲ ${fmtNum(n)} new while paused`);
+    }
+  }
+
+  async function loadOlder() {
+    if (!canModerate()) return;
+    setPaused(true);
+    const rows = el.feed.querySelectorAll(".row");
+    const oldest = rows.length ? rows[rows.length - 1].dataset.id : feed.olderCursor;
+    const f = filterOf();
+    const q = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+    if (oldest) q.set("before", oldest);
+    if (f.user && UID_RE.test(el.filterUser.value.trim())) q.set("uid", el.filterUser.value.trim());
+    if (f.text) q.set("q", el.filterText.value.trim().slice(0, 100));
+    const res = await api("GET", `/comments?${q}`);
+    if (!res.ok) { if (!res.stale) fail(res.error); return; }
+    const items = Array.isArray(res.data.items) ? res.data.items.filter(validItem) : [];
+    const frag = document.createDocumentFragment();
+    for (const item of items) if (matches(item, f)) frag.appendChild(rowFor(item));
+    el.feed.appendChild(frag);
+    trimRows(FEED_ROWS * 4);
+    if (!res.data.next) el.feedOlder.disabled = true;
+    say(items.length ? `Loaded ${items.length} older comments (the feed is paused).` : "No older comments.", "info");
+    renderFeedMeta();
+  }
+
+  // ---- the selected comment -------------------------------------------------------------------
+  function select(item) {
+    feed.selected = { ...item };
+    for (const r of el.feed.querySelectorAll(".row.selected")) r.classList.remove("selected");
+    const row = el.feed.querySelector(`.row[data-id="${CSS.escape(item.id)}"]`);
+    if (row) row.classList.add("selected");
+    el.selNick.textContent = str(item.nick) || str(item.uid);
+    el.selUid.textContent = str(item.uid);
+    el.selTime.textContent = clock(item.ts);
+    el.selText.textContent = item.text;
+    renderSelectedState();
+    el.selected.hidden = false;
+  }
+  function renderSelectedState() {
+    const item = feed.selected;
+    if (!item) return;
+    const gone = feed.deleted.has(item.id);
+    const banned = S.bans.has(str(item.uid));
+    el.selState.textContent = gone ? "deleted" : banned ? "author banned" : "";
+    el.selState.hidden = !gone && !banned;
+    el.actDelete.disabled = gone;
+  }
+  function unselect() {
+    feed.selected = null;
+    el.selected.hidden = true;
+    for (const r of el.feed.querySelectorAll(".row.selected")) r.classList.remove("selected");
+  }
+  function itemById(id) {
+    for (let i = feed.buffer.length - 1; i >= 0; i--) if (feed.buffer[i].id === id) return feed.buffer[i];
+    return null;
+  }
+  function rowItem(row) {
+    const found = itemById(row.dataset.id);
+    if (found) return found;
+    // a row loaded from history (not in the buffer): read it back from the row
+    return {
+      id: row.dataset.id, uid: row.dataset.uid,
+      nick: row.querySelector(".nick")?.textContent || "", text: row.querySelector(".text")?.textContent || "",
+      ts: 0,
+    };
+  }
+  const nameOf = (item) => str(item.nick) || str(item.uid);
+
+  async function deleteSelected() {
+    const item = feed.selected;
+    if (!item) return;
+    const res = await act("DELETE", `/comments/${encodeURIComponent(item.id)}`, undefined,
+      `Deleted the comment by ${nameOf(item)}: players remove it in the next frame.`);
+    if (res.ok || res.status === 404) {
+      feed.deleted.add(item.id);
+      for (const row of el.feed.querySelectorAll(`.row[data-id="${CSS.escape(item.id)}"]`)) row.classList.add("deleted");
+      renderSelectedState();
+    }
+  }
+
+  async function ban(uid, durationS, close, label) {
+    const body = { uid, close, reason: "from the console" };
+    if (durationS) body.duration_s = durationS;
+    const what = durationS ? `timed out for ${fmtDuration(durationS)}` : "banned";
+    const res = await act("POST", "/bans", body, `${label} is ${what}${close ? " and disconnected" : ""}.`);
+    if (res.ok) {
+      S.bans.set(uid, res.data && res.data.until ? res.data.until : null);
+      markBanned();
+      renderBans();
+      refreshBans();
+    }
+    return res;
+  }
+  function markBanned() {
+    for (const row of el.feed.querySelectorAll(".row")) {
+      row.classList.toggle("banned", S.bans.has(row.dataset.uid));
+    }
+    renderSelectedState();
+  }
+
+  // ---- settings -------------------------------------------------------------------------------
+  const SETTINGS = [
+    { key: "slow_mode_s", input: () => el.setSlow, now: () => el.nowSlow, off: "off", unit: " s" },
+    { key: "budget", input: () => el.setBudget, now: () => el.nowBudget, off: "default", unit: "/s" },
+    { key: "ingest_ceiling", input: () => el.setCeiling, now: () => el.nowCeiling, off: "default", unit: "/s" },
+  ];
+
+  function applyRoomSettings(settings) {
+    S.settings = settings;
+    for (const s of SETTINGS) {
+      const v = settings[s.key];
+      const has = typeof v === "number" && !(s.key === "slow_mode_s" && v === 0);
+      s.now().textContent = has ? `now ${fmtNum(v, 2)}${s.unit}` : `now ${s.off}`;
+    }
+    el.nowMute.textContent = settings.mute ? "now muted" : "now open";
+    if (!S.settingsDirty) fillSettingsForm();
+  }
+  function fillSettingsForm() {
+    for (const s of SETTINGS) {
+      const v = S.settings[s.key];
+      const input = s.input();
+      if (document.activeElement === input) continue;
+      input.value = typeof v === "number" && !(s.key === "slow_mode_s" && v === 0) ? String(v) : "";
+    }
+    if (document.activeElement !== el.setMute) el.setMute.checked = Boolean(S.settings.mute);
+  }
+
+  async function submitSettings() {
+    const body = {};
+    for (const s of SETTINGS) {
+      const raw = s.input().value.trim();
+      const current = typeof S.settings[s.key] === "number" ? S.settings[s.key] : null;
+      let want = raw === "" ? null : Number(raw);
+      if (raw !== "" && !Number.isFinite(want)) want = raw; // the server says what is wrong
+      if (s.key === "slow_mode_s" && want === 0) want = null;
+      if (want !== current) body[s.key] = want;
+    }
+    const mute = el.setMute.checked;
+    if (mute !== Boolean(S.settings.mute)) body.mute = mute ? true : null;
+    if (!Object.keys(body).length) {
+      say("Nothing to change.", "info");
+      S.settingsDirty = false;
+      return;
+    }
+    const words = Object.entries(body).map(([k, v]) => `${k.replace(/_/g, " ")} ${v === null ? "reset" : v}`);
+    const res = await act("PATCH", "/settings", body, `Settings changed: ${words.join(", ")}.`);
+    if (res.ok && res.data && typeof res.data === "object") {
+      S.settingsDirty = false;
+      applyRoomSettings(res.data);
+      fillSettingsForm();
+    }
+  }
+
+  async function resetSettings() {
+    const res = await act("PATCH", "/settings",
+      { slow_mode_s: null, budget: null, ingest_ceiling: null, mute: null },
+      "Settings reset to the server defaults.");
+    if (res.ok && res.data) {
+      S.settingsDirty = false;
+      applyRoomSettings(res.data);
+      fillSettingsForm();
+    }
+  }
+
+  // ---- blocked words ----------------------------------------------------------------------------
+  async function loadWords() {
+    const res = await api("GET", "/words");
+    if (res.ok && res.data) renderWords(res.data);
+    return res;
+  }
+  function renderWords(data) {
+    S.words = {
+      room: Array.isArray(data.room) ? data.room.filter((w) => typeof w === "string") : [],
+      global: Array.isArray(data.global) ? data.global.filter((w) => typeof w === "string") : [],
+    };
+    const frag = document.createDocumentFragment();
+    for (const w of S.words.room) {
+      const li = node("li", "chip");
+      li.dataset.word = w;
+      const b = node("button", "chip-x", "×");
+      b.type = "button";
+      b.dataset.word = w;
+      b.setAttribute("aria-label", `unblock ${w}`);
+      b.title = "unblock";
+      li.append(node("span", "chip-text", w), b);
+      frag.appendChild(li);
+    }
+    if (!S.words.room.length) frag.appendChild(node("li", "chip-none muted", "none"));
+    el.wordsList.replaceChildren(frag);
+    el.wordsGlobal.textContent = S.words.global.length ? S.words.global.join(", ") : "none";
+  }
+  async function addWords() {
+    const words = el.wordsInput.value.split(/[,\n]/).map((w) => w.trim()).filter(Boolean);
+    if (!words.length) { fail("Type a word to block."); return; }
+    const res = await act("PATCH", "/words", { add: words, remove: [] },
+      `Blocked ${words.map((w) => `"${w}"`).join(", ")}: comments with ${words.length > 1 ? "them" : "it"} get "blocked" within a second.`);
+    if (res.ok) {
+      el.wordsInput.value = "";
+      renderWords(res.data);
+    }
+  }
+  async function removeWord(word) {
+    const res = await act("PATCH", "/words", { add: [], remove: [word] }, `Unblocked "${word}".`);
+    if (res.ok) renderWords(res.data);
+  }
+
+  // ---- pin and notices ------------------------------------------------------------------------
+  function setPin(pin, ts) {
+    if (ts < S.pinTs) return;
+    S.pinTs = ts;
+    S.pin = pin && typeof pin === "object" && typeof pin.text === "string" ? pin : null;
+    renderPin();
+  }
+  function renderPin() {
+    const p = S.pin;
+    const live = p && (!p.until || Number(p.until) > Date.now());
+    el.pinCurrent.replaceChildren();
+    el.pinCurrent.classList.toggle("on", Boolean(live));
+    if (!live) {
+      el.pinCurrent.textContent = p ? "Nothing pinned (the last pin expired)." : "Nothing pinned.";
+      return;
+    }
+    const tag = node("span", "tag pin", "pinned");
+    const text = node("strong", "pin-text", p.text);
+    const left = p.until ? `for ${fmtDuration((Number(p.until) - Date.now()) / 1000)} more` : "until unpinned";
+    const meta = node("span", "muted", ` by ${str(p.by) || "?"}, ${left}`);
+    el.pinCurrent.append(tag, " ", text, meta);
+  }
+  async function pinIt() {
+    const text = el.pinText.value.trim();
+    if (!text) { fail("Type the message to pin."); return; }
+    const body = { text };
+    if (el.pinDuration.value) body.duration_s = Number(el.pinDuration.value);
+    const res = await act("PUT", "/pin", body, "Pinned: players show it now.");
+    if (res.ok) {
+      el.pinText.value = "";
+      setPin(res.data, Date.now());
+    }
+  }
+  async function unpin() {
+    const res = await act("DELETE", "/pin", undefined, "Unpinned.");
+    if (res.ok) setPin(null, Date.now());
+  }
+  async function sendNotice() {
+    const text = el.noticeText.value.trim();
+    if (!text) { fail("Type the notice first."); return; }
+    const res = await act("POST", "/notices", { text }, "Notice sent to everyone in the room.");
+    if (res.ok) el.noticeText.value = "";
+  }
+
+  // ---- bans -----------------------------------------------------------------------------------
+  async function refreshBans() {
+    if (!canModerate()) return;
+    const res = await api("GET", "/bans");
+    if (!res.ok || !Array.isArray(res.data)) return;
+    S.bans = new Map(res.data.filter((b) => b && typeof b.uid === "string")
+      .map((b) => [b.uid, typeof b.until === "number" ? b.until : null]));
+    renderBans();
+    markBanned();
+  }
+  function renderBans() {
+    const frag = document.createDocumentFragment();
+    const now = Date.now() / 1000;
+    for (const [uid, until] of [...S.bans.entries()].sort((a, b) => a[0].localeCompare(b[0]))) {
+      const li = node("li", "ban");
+      li.dataset.uid = uid;
+      const who = node("code", "ban-uid", uid);
+      const left = until ? `${fmtDuration(until - now)} left` : "permanent";
+      const meta = node("span", until ? "muted" : "tag perm", left);
+      const b = node("button", "small unban", "Unban");
+      b.type = "button";
+      b.dataset.uid = uid;
+      li.append(who, meta, node("span", "spacer"), b);
+      frag.appendChild(li);
+    }
+    el.bansList.replaceChildren(frag);
+    el.bansEmpty.hidden = S.bans.size > 0;
+  }
+  async function unban(uid) {
+    const res = await act("DELETE", `/bans/${encodeURIComponent(uid)}`, undefined, `${uid} may comment again.`);
+    if (res.ok || res.status === 404) {
+      S.bans.delete(uid);
+      renderBans();
+      markBanned();
+    }
+  }
+
+  // ---- audit ----------------------------------------------------------------------------------
+  function describe(entry) {
+    const d = entry.detail && typeof entry.detail === "object" ? entry.detail : {};
+    switch (entry.action) {
+      case "ban": {
+        const until = Number(d.until);
+        const how = until > 0 ? `timed out for ${fmtDuration(until - Number(entry.ts) / 1000)}` : "banned";
+        return `${how}${d.close ? ", disconnected" : ""}${d.reason ? ` (${d.reason})` : ""}`;
+      }
+      case "unban": return "unbanned";
+      case "delete": return `deleted${typeof d.text === "string" ? `: "${d.text}"` : ""}`;
+      case "words": {
+        const parts = [];
+        if (Array.isArray(d.add) && d.add.length) parts.push(`blocked ${d.add.join(", ")}`);
+        if (Array.isArray(d.remove) && d.remove.length) parts.push(`unblocked ${d.remove.join(", ")}`);
+        return parts.join("; ") || "words";
+      }
+      case "settings":
+        return Object.entries(d).map(([k, v]) => `${k.replace(/_/g, " ")} ${v === null ? "reset" : v}`).join(", ");
+      case "pin": return `pinned "${str(d.text)}"${d.until ? ` until ${clock(d.until)}` : ""}`;
+      case "unpin": return "unpinned";
+      case "notice": return `notice "${str(d.text)}"`;
+      case "highlight": return "highlighted";
+      case "unhighlight": return "un-highlighted";
+      default: return Object.keys(d).length ? JSON.stringify(d) : "";
+    }
+  }
+
+  async function refreshAudit() {
+    if (!canModerate()) return;
+    const res = await api("GET", "/audit?limit=50");
+    if (!res.ok || !Array.isArray(res.data)) return;
+    const entries = res.data.filter((e) => e && typeof e === "object");
+    const top = entries.length ? `${entries[0].id}/${entries.length}` : "";
+    // the newest pin/unpin tells what is pinned now
+    const pinEntry = entries.find((e) => e.action === "pin" || e.action === "unpin");
+    if (pinEntry) setPin(pinEntry.action === "pin" ? pinEntry.detail : null, Number(pinEntry.ts) || 0);
+    else renderPin();
+    if (top === S.auditTop) return;
+    S.auditTop = top;
+    const frag = document.createDocumentFragment();
+    for (const e of entries) {
+      const li = node("li", `audit-entry a-${str(e.action).replace(/[^a-z_]/g, "")}`);
+      li.dataset.action = str(e.action);
+      li.append(
+        node("time", "t", clock(e.ts)),
+        node("span", "by", str(e.by)),
+        node("span", "action", str(e.action)),
+        node("code", "target", str(e.target)),
+        node("span", "detail", describe(e)),
+      );
+      frag.appendChild(li);
+    }
+    el.auditList.replaceChildren(frag);
+    el.auditEmpty.hidden = entries.length > 0;
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------------
+  function bind() {
+    el.roomForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const next = el.roomInput.value.trim();
+      if (!ROOM_RE.test(next)) {
+        fail("A room name is 1-64 of A-Z a-z 0-9 _ -.");
+        return;
+      }
+      if (next !== room) location.search = `?room=${encodeURIComponent(next)}`;
+    });
+    el.loginForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const t = el.tokenInput.value.trim();
+      if (!t) { fail("Paste a token first."); return; }
+      useToken(t);
+    });
+    el.tokenChange.addEventListener("click", () => {
+      el.login.hidden = false;
+      el.tokenInput.focus();
+    });
+    el.logout.addEventListener("click", () => useToken(""));
+
+    el.feedPause.addEventListener("click", () => setPaused(!feed.paused));
+    el.feedOlder.addEventListener("click", loadOlder);
+    let filterTimer = 0;
+    const onFilter = () => {
+      clearTimeout(filterTimer);
+      filterTimer = setTimeout(() => { el.feedOlder.disabled = false; renderAll(); }, 120);
+    };
+    el.filterUser.addEventListener("input", onFilter);
+    el.filterText.addEventListener("input", onFilter);
+    el.filterForm.addEventListener("submit", (ev) => { ev.preventDefault(); renderAll(); });
+    el.filterClear.addEventListener("click", () => {
+      el.filterUser.value = "";
+      el.filterText.value = "";
+      el.feedOlder.disabled = false;
+      renderAll();
+    });
+    const pick = (ev) => {
+      const row = ev.target.closest(".row");
+      if (row && el.feed.contains(row)) select(rowItem(row));
+    };
+    el.feed.addEventListener("click", pick);
+    el.feed.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); pick(ev); }
+    });
+    el.selClose.addEventListener("click", unselect);
+    el.actDelete.addEventListener("click", deleteSelected);
+    el.actTimeout.addEventListener("click", () => {
+      const it = feed.selected;
+      if (it) ban(str(it.uid), TIMEOUT_S, el.selCloseConns.checked, nameOf(it));
+    });
+    el.actBan.addEventListener("click", () => {
+      const it = feed.selected;
+      if (it) ban(str(it.uid), null, el.selCloseConns.checked, nameOf(it));
+    });
+    el.actHighlight.addEventListener("click", () => {
+      const it = feed.selected;
+      if (it) act("PUT", `/highlights/${encodeURIComponent(str(it.uid))}`, undefined,
+        `${nameOf(it)} is highlighted: their comments always pass the display budget.`);
+    });
+    el.actUnhighlight.addEventListener("click", () => {
+      const it = feed.selected;
+      if (it) act("DELETE", `/highlights/${encodeURIComponent(str(it.uid))}`, undefined,
+        `${nameOf(it)} is no longer highlighted.`);
+    });
+    el.actFilter.addEventListener("click", () => {
+      const it = feed.selected;
+      if (!it) return;
+      el.filterUser.value = str(it.uid);
+      renderAll();
+    });
+
+    el.settingsForm.addEventListener("input", () => { S.settingsDirty = true; });
+    el.settingsForm.addEventListener("submit", (ev) => { ev.preventDefault(); submitSettings(); });
+    el.settingsReset.addEventListener("click", resetSettings);
+    el.wordsForm.addEventListener("submit", (ev) => { ev.preventDefault(); addWords(); });
+    el.wordsList.addEventListener("click", (ev) => {
+      const b = ev.target.closest("button.chip-x");
+      if (b) removeWord(b.dataset.word);
+    });
+    el.pinForm.addEventListener("submit", (ev) => { ev.preventDefault(); pinIt(); });
+    el.pinUnset.addEventListener("click", unpin);
+    el.noticeForm.addEventListener("submit", (ev) => { ev.preventDefault(); sendNotice(); });
+    el.banForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const uid = el.banUid.value.trim();
+      if (!UID_RE.test(uid)) { fail("A user id is 1-64 of A-Z a-z 0-9 _ . : @ -."); return; }
+      const d = el.banDuration.value ? Number(el.banDuration.value) : null;
+      ban(uid, d, true, uid).then((res) => { if (res.ok) el.banUid.value = ""; });
+    });
+    el.bansList.addEventListener("click", (ev) => {
+      const b = ev.target.closest("button.unban");
+      if (b) unban(b.dataset.uid);
+    });
+    el.auditRefresh.addEventListener("click", () => { S.auditTop = ""; refreshAudit(); });
+  }
+
+  function rememberRoom() {
+    const rooms = load(ROOMS_KEY, []);
+    const list = (Array.isArray(rooms) ? rooms : []).filter((r) => typeof r === "string" && ROOM_RE.test(r) && r !== room);
+    list.unshift(room);
+    save(ROOMS_KEY, list.slice(0, 12));
+    const frag = document.createDocumentFragment();
+    for (const r of list.slice(0, 12)) {
+      const o = document.createElement("option");
+      o.value = r;
+      frag.appendChild(o);
+    }
+    el.roomList.replaceChildren(frag);
+  }
+
+  // ---- start ----------------------------------------------------------------------------------
+  document.title = `danmaku console · ${room}`;
+  el.roomInput.value = room;
+  el.loginRoom.textContent = roomOk ? room : "ROOM";
+  el.playerLink.href = `/?room=${encodeURIComponent(room)}`;
+  buildFigures();
+  bind();
+  renderFeedMeta();
+  renderPin();
+  setInterval(() => {
+    renderFeedMeta();
+    if (S.pin) renderPin();
+    if (S.bans.size) renderBans();
+    renderWho();
+  }, 1000);
+
+  // a token in the fragment (#token=...): keep it, and take it out of the address bar
+  const frag = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const fromUrl = frag.get("token");
+  if (fromUrl) history.replaceState(null, "", location.pathname + location.search);
+
+  if (!roomOk) {
+    fail("This room name is not valid: a room name is 1-64 of A-Z a-z 0-9 _ -.");
+    el.login.hidden = true;
+  } else {
+    rememberRoom();
+    pollFigures();
+    const stored = load(TOKEN_KEY, "");
+    useToken(fromUrl || (typeof stored === "string" ? stored : ""));
+  }
+
+  // ---- the hook for tests and the curious ------------------------------------------------------
+  window.dmConsole = Object.freeze({
+    get room() { return room; },
+    get auth() { return S.auth; },
+    get paused() { return feed.paused; },
+    get newCount() { return feed.newCount; },
+    get cursor() { return feed.cursor; },
+    get polls() { return feed.polls; },
+    get received() { return feed.received; },
+    get errors() { return S.errors; },
+    figures: () => (S.figures ? JSON.parse(JSON.stringify(S.figures)) : null),
+    series: (key) => (S.series[key] || []).slice(),
+    rowIds: () => Array.from(el.feed.querySelectorAll(".row"), (r) => r.dataset.id),
+    bufferSize: () => feed.buffer.length,
+  });
+})();
