@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -469,6 +470,37 @@ class Store(ReplayOps, ModerationOps):  # ReplayOps first: it implements unrecor
 
         _, rooms = await self._call("active_rooms", run)
         return [_s(r) for r in rooms]
+
+    async def worker_heartbeat(self, worker_id: str, fresh_ms: int) -> int:
+        """Say this worker is alive; return how many workers were alive in ``fresh_ms``."""
+        now_ms = int(time.time() * 1000)
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zadd(keys.WORKERS, {worker_id: now_ms})
+            pipe.zremrangebyscore(keys.WORKERS, "-inf", now_ms - fresh_ms)
+            pipe.zcard(keys.WORKERS)
+            return pipe.execute()
+
+        return int((await self._call("worker_heartbeat", run))[2])
+
+    async def worker_gone(self, worker_id: str) -> None:
+        """Leave the live workers (graceful stop), so others rebalance at once."""
+        await self._call("worker_gone", partial(self._r.zrem, keys.WORKERS, worker_id))
+
+    async def unleased(self, rooms: Sequence[str]) -> list[str]:
+        """The rooms among ``rooms`` whose lease nobody holds right now."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                pipe.exists(keys.lease(room))
+            return pipe.execute()
+
+        if not rooms:
+            return []
+        held = await self._call("unleased", run)
+        return [room for room, h in zip(rooms, held, strict=True) if not h]
 
     async def acquire(self, rooms: Sequence[str], token: str, lease_ms: int) -> list[Lease]:
         """Try to take the lease of each room; return the ones taken (with positions)."""

@@ -28,6 +28,7 @@ import trio
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.protocol import encode_frame
+from danmaku.rules import balance
 from danmaku.rules.merge import Draft, Item, Pick, RoomMerger, Selector, stream_id_ms
 from danmaku.rules.sampling import BudgetMeter, FrameSampler
 from danmaku.store import FrameCommit, Lease, Store, StoreError
@@ -103,6 +104,7 @@ class BroadcastWorker:
         self.rooms.clear()
         self.metrics.rooms_held.set(0)
         try:
+            await self.store.worker_gone(self.worker_id)
             await self.store.release(held)
             self.metrics.leases.labels("released").inc(len(held))
         except StoreError as exc:
@@ -190,9 +192,20 @@ class BroadcastWorker:
 
     # ---- steps ------------------------------------------------------------------------
     async def _discover_once(self) -> None:
+        """Heartbeat, then move toward this worker's fair share of the active rooms:
+        take unheld ones up to the share, give back the least active above it."""
+        live = await self.store.worker_heartbeat(self.worker_id, 3 * self.settings.lease_ms)
         since_ms = int((self._clock() - self.settings.room_idle_s) * 1000)
         active = await self.store.active_rooms(since_ms)
-        wanted = [room for room in active if room not in self.rooms]
+        unheld = await self.store.unleased([room for room in active if room not in self.rooms])
+        self._rng.shuffle(unheld)  # workers discovering at once try different rooms first
+        held = sorted(self.rooms, key=lambda room: -self.rooms[room].last_active)
+        wanted, excess = balance.plan(held, unheld, len(active), live)
+        if excess:
+            leases = {room: self.rooms[room].lease.token for room in excess}
+            for room in excess:
+                self._drop(room, "released")
+            await self.store.release(leases)
         if not wanted:
             return
         token = f"{self.worker_id}:{secrets.token_hex(6)}"

@@ -36,5 +36,7 @@ def test_every_redis_operation_has_its_metric_labels_precreated() -> None:
     from danmaku.metrics import REDIS_OPS
 
     store = DOCS.parent / "danmaku" / "store"
-    source = (store / "redis_store.py").read_text() + (store / "moderation.py").read_text()
+    source = "".join(
+        (store / f).read_text() for f in ("redis_store.py", "moderation.py", "replay.py")
+    )
     assert set(re.findall(r'_call\(\s*"([a-z_]+)"', source)) == set(REDIS_OPS)

@@ -370,12 +370,19 @@
       svg.setAttribute("viewBox", `0 0 ${SPARK_POINTS - 1} 30`);
       svg.setAttribute("preserveAspectRatio", "none");
       svg.setAttribute("aria-hidden", "true");
+      const base = document.createElementNS(SVG_NS, "line");
+      base.setAttribute("class", "spark-base");
+      base.setAttribute("x1", "0");
+      base.setAttribute("x2", String(SPARK_POINTS - 1));
+      base.setAttribute("y1", "29.5");
+      base.setAttribute("y2", "29.5");
+      base.setAttribute("vector-effect", "non-scaling-stroke");
       const area = document.createElementNS(SVG_NS, "polygon");
       area.setAttribute("class", "spark-area");
       const line = document.createElementNS(SVG_NS, "polyline");
       line.setAttribute("class", "spark-line");
       line.setAttribute("vector-effect", "non-scaling-stroke");
-      svg.append(area, line);
+      svg.append(base, area, line);
       const peak = node("span", "fig-peak muted", "");
       card.append(top, svg, peak);
       el.figures.appendChild(card);
@@ -714,6 +721,18 @@
     { key: "ingest_ceiling", input: () => el.setCeiling, now: () => el.nowCeiling, off: "default", unit: "/s" },
   ];
 
+  /** {slow_mode_s: 30, mute: null} -> "slow mode 30 s, mute reset" */
+  function settingWords(changes) {
+    return Object.entries(changes).map(([k, v]) => {
+      const name = { slow_mode_s: "slow mode", budget: "display budget", ingest_ceiling: "ingest ceiling" }[k]
+        || k.replace(/_/g, " ");
+      if (v === null) return `${name} reset to default`;
+      if (k === "mute") return v ? "room muted" : "room unmuted";
+      if (k === "slow_mode_s") return Number(v) > 0 ? `slow mode ${v} s` : "slow mode off";
+      return `${name} ${v}/s`;
+    }).join(", ");
+  }
+
   function applyRoomSettings(settings) {
     S.settings = settings;
     for (const s of SETTINGS) {
@@ -751,8 +770,7 @@
       S.settingsDirty = false;
       return;
     }
-    const words = Object.entries(body).map(([k, v]) => `${k.replace(/_/g, " ")} ${v === null ? "reset" : v}`);
-    const res = await act("PATCH", "/settings", body, `Settings changed: ${words.join(", ")}.`);
+    const res = await act("PATCH", "/settings", body, `Settings changed: ${settingWords(body)}.`);
     if (res.ok && res.data && typeof res.data === "object") {
       S.settingsDirty = false;
       applyRoomSettings(res.data);
@@ -825,6 +843,7 @@
     const live = p && (!p.until || Number(p.until) > Date.now());
     el.pinCurrent.replaceChildren();
     el.pinCurrent.classList.toggle("on", Boolean(live));
+    el.pinUnset.disabled = !live;
     if (!live) {
       el.pinCurrent.textContent = p ? "Nothing pinned (the last pin expired)." : "Nothing pinned.";
       return;
@@ -911,8 +930,7 @@
         if (Array.isArray(d.remove) && d.remove.length) parts.push(`unblocked ${d.remove.join(", ")}`);
         return parts.join("; ") || "words";
       }
-      case "settings":
-        return Object.entries(d).map(([k, v]) => `${k.replace(/_/g, " ")} ${v === null ? "reset" : v}`).join(", ");
+      case "settings": return settingWords(d);
       case "pin": return `pinned "${str(d.text)}"${d.until ? ` until ${clock(d.until)}` : ""}`;
       case "unpin": return "unpinned";
       case "notice": return `notice "${str(d.text)}"`;

@@ -1,0 +1,89 @@
+"""Many workers: rooms spread to a fair share each, and rebalance when workers come and go,
+with every comment still in exactly one frame."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import trio
+
+from danmaku.config import Settings
+from danmaku.metrics import Metrics
+from danmaku.store import Store
+from danmaku.system import System, run_system
+from danmaku.worker import BroadcastWorker
+from tests.client import connect, label, token
+
+
+async def test_rooms_spread_over_workers_and_rebalance(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    gw: System = await nursery.start(
+        partial(run_system, settings, ("gateway",), metrics=Metrics(process=False))
+    )
+    assert gw.ws_port
+    store = Store(settings.redis_url, Metrics(process=False))
+    rooms = [f"room{i}" for i in range(30)]
+    workers: dict[str, tuple[BroadcastWorker, trio.CancelScope]] = {}
+
+    async def start(name: str) -> None:
+        w = BroadcastWorker(store, settings, Metrics(process=False), worker_id=name)
+        scope = trio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await w.run()
+
+        nursery.start_soon(run)
+        workers[name] = (w, scope)
+
+    def holdings() -> dict[str, int]:
+        return {name: len(w.rooms) for name, (w, _) in workers.items()}
+
+    async def settle(expect_max: int) -> None:
+        with trio.move_on_after(15):
+            while True:
+                held = [set(w.rooms) for w, _ in workers.values()]
+                union = set().union(*held)
+                overlap = sum(len(h) for h in held) - len(union)
+                if union == set(rooms) and overlap == 0 and max(map(len, held)) <= expect_max:
+                    return
+                await trio.sleep(0.1)
+        raise AssertionError(f"not settled: {holdings()}, {len(union)} rooms held")
+
+    async with trio.open_nursery() as n:
+        sender = await connect(n, gw.ws_port, "room0", tok=token("u"))
+        del sender
+        senders = {r: await connect(n, gw.ws_port, r, tok=token("u")) for r in rooms}
+        watchers = {r: await connect(n, gw.ws_port, r) for r in rooms[:5]}
+        acked: dict[str, list[str]] = {r: [] for r in rooms}
+
+        async def say(k: int) -> None:
+            for r in rooms:
+                reply = await senders[r].comment(f"{r} {label(k)}", nonce=f"{k}")
+                acked[r].append(reply["id"])
+
+        for name in ("a", "b", "c"):
+            await start(name)
+        await say(0)
+        await settle(expect_max=11)  # 30 rooms / 3 workers + slack
+        assert sum(holdings().values()) == 30
+
+        _, scope = workers.pop("c")
+        scope.cancel()  # graceful stop: leases released, others take over at once
+        await say(1)
+        await settle(expect_max=17)
+
+        await start("d")
+        await say(2)
+        await settle(expect_max=11)
+        assert holdings()["d"] >= 8
+
+        await say(3)
+        for r, w in watchers.items():
+            await w.wait_for(lambda c, r=r: set(acked[r]) <= set(c.item_ids()), timeout=15)
+            assert w.item_ids() == acked[r], "lost, repeated or reordered across rebalancing"
+        n.cancel_scope.cancel()
+    for _, scope in workers.values():
+        scope.cancel()
+    store.close()
