@@ -127,6 +127,11 @@ class Settings:
     replay_retention_days: float = _opt(
         30.0, "DANMAKU_REPLAY_RETENTION_DAYS", "how long a broadcast's recording is kept"
     )
+    instance_id: str = _opt(
+        "",
+        "DANMAKU_INSTANCE_ID",
+        "id of this gateway/worker in Redis (leases, presence); empty: random",
+    )
     drain_s: float = _opt(2.0, "DANMAKU_DRAIN_S", "graceful shutdown: time to flush and close")
 
     @property

@@ -102,13 +102,17 @@ async def run_system(
             await store.wait_ready()
             system = System(settings, metrics, store, url, scope)
             if "gateway" in roles:
-                system.gateway = Gateway(store, settings, metrics)
+                system.gateway = Gateway(
+                    store, settings, metrics, gateway_id=settings.instance_id or None
+                )
                 if settings.public_web_url:
                     system.gateway.allowed_origins.add(settings.public_web_url.rstrip("/").lower())
                 system.ws_port = await nursery.start(system.gateway.run)
                 system.urls["websocket"] = public_ws_url(settings, system.ws_port)
             if "worker" in roles:
-                system.worker = BroadcastWorker(store, settings, metrics)
+                system.worker = BroadcastWorker(
+                    store, settings, metrics, worker_id=settings.instance_id or None
+                )
                 await nursery.start(system.worker.run)
             if "web" in roles:
                 ws_url = system.urls.get("websocket") or settings.public_ws_url or ""

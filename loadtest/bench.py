@@ -110,8 +110,7 @@ def spike_rows(reports: dict[str, list[dict[str, Any]]]) -> list[str]:
     for runs in reports.values():
         r = runs[0]
         for p in r["phases"]:
-            n = max(1, p["viewers"])
-            dur = max(p["duration_s"], 1e-9)
+            viewer_s = max(p["viewer_seconds"], 1e-9)
             rows.append(
                 "| "
                 + " | ".join(
@@ -119,7 +118,7 @@ def spike_rows(reports: dict[str, list[dict[str, Any]]]) -> list[str]:
                         p["name"],
                         _fmt(p["comments_per_s"]) + f" of {_fmt(p['comments_per_s_target'])}",
                         _fmt(p["items_per_viewer_per_s"], 1),
-                        _fmt(p["viewer_bytes_received"] / n / dur),
+                        _fmt(p["viewer_bytes_received"] / viewer_s),
                         _fmt(p["latency_ms"]["p50"]),
                         _fmt(p["latency_ms"]["p99"]),
                         _fmt(p["server"]["comments_shed"]),

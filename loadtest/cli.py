@@ -48,7 +48,7 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, help="aggregate comments/s of every phase")
     p.add_argument("--duration", type=float, help="total seconds of the phases (scaled)")
     p.add_argument("--tick-ms", type=int, help="server frame tick (local runs set it)")
-    p.add_argument("--procs", type=int, help="load-generator processes")
+    p.add_argument("--procs", type=int, help="viewer processes (senders: --set sender_procs=N)")
     p.add_argument("--seed", type=int, help="layout seed")
     p.add_argument("--out", type=Path, help="write the JSON report here")
     p.add_argument("--html", type=Path, help="write the HTML report (inline SVG plots) here")

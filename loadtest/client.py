@@ -1,13 +1,21 @@
 """The lean load client: viewer and sender coroutines and the per-process counters.
 
-A viewer connects, then drains messages until the run ends. Most viewers only count:
+Connections use the lean WebSocket client of ``loadtest.wire`` (read in the viewer's
+own task: no reader task or queue per connection). A viewer connects, then drains
+messages until the run ends. Most viewers only count:
 a frame costs a prefix check, a ``seq`` slice and a substring count of ``"id":`` (the
 server's compact JSON writes that only as an item key, since quotes inside strings are
 escaped). Sampled viewers parse each frame and record latency = receive time minus the
 send time the sender wrote into the comment text (same host clock: loopback only).
-Senders hold one connection each with their own token, send at a scheduled rate,
-keep at most ``max_inflight`` comments unacked (skipping, and counting, when behind)
-and count acks and errors by code. Every loop ends when the run's cancel scope does.
+Senders hold one connection each with their own token and send on the scenario's
+schedule (``Scenario.due_time``: comment ``n`` of the run is sent by sender
+``n mod senders`` at its due time). A sender that wakes late sends what is due at once
+(catch-up), unless it is more than ``MAX_LAG_S`` late: those are counted as ``late``
+and not sent, so a stalled loop never turns into a burst the server's per-user limit
+would reject. At most ``max_inflight`` comments stay unacked (further ones are
+``skipped``). Sends are counted in the stage of their due time; acks (``shed`` ones
+apart: the server acks a comment it sheds at the door with an id ``shed-...``) and
+errors when they arrive. Every loop ends when the run's cancel scope does.
 
 Counters are indexed by *stage*: 0 = connecting/idle, 1..N = the scenario's phases,
 N+1 = settle. ``Counters`` is merged across processes by the coordinator.
@@ -17,23 +25,21 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    connect_websocket_url,
-)
 
 from loadtest.stats import Latency, Tally
+from loadtest.wire import ABNORMAL, Closed, HandshakeFailed, WebSocket
 
 CONNECT_TIMEOUT_S = 10.0
+MAX_LAG_S = 1.0  # a sender this late for a due comment does not send it (``late``)
+SHED_PREFIX = "shed-"  # ack id of a comment the server shed at the door
+CLOSE_TOO_SLOW = 4000  # the server's close code for a viewer that stopped reading
 FRAME_PREFIX = '{"type":"frame"'
 TEXT_TAG = "lt"
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz"
@@ -45,32 +51,40 @@ class StageCounters:
 
     frames: int = 0  # frame messages received by any connection (viewers and senders)
     items: int = 0  # items in those frames: deliveries
+    viewer_items: int = 0  # deliveries to viewer connections only
     bytes: int = 0  # characters of every message received (ASCII: bytes)
+    viewer_bytes: int = 0  # of those, received by viewer connections
     viewer_frames: int = 0  # frames received by viewer connections only
-    sent: int = 0
+    sent: int = 0  # by the stage of the comment's due time
     acked: int = 0
+    shed: int = 0  # acks of comments the server shed at the door (in ``acked`` too)
     rejected: int = 0
     skipped: int = 0  # sends skipped: max_inflight unacked comments
+    late: int = 0  # sends not made: the sender woke more than MAX_LAG_S after the due time
     seq_gaps: int = 0  # frames missing between consecutive seqs seen by one viewer
     duplicates: int = 0  # frames seen twice by one viewer
+    viewer_seconds: float = 0.0  # viewers connected x seconds (per-viewer rates)
     latency: Latency = field(default_factory=Latency)
     ack_latency: Latency = field(default_factory=Latency)
 
     def merge(self, other: StageCounters) -> None:
         for name in _INT_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.viewer_seconds += other.viewer_seconds
         self.latency.merge(other.latency)
         self.ack_latency.merge(other.ack_latency)
 
     def encode(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in _INT_FIELDS}
+        out["viewer_seconds"] = self.viewer_seconds
         out["latency"] = self.latency.encode()
         out["ack_latency"] = self.ack_latency.encode()
         return out
 
     @classmethod
     def decode(cls, data: dict[str, Any]) -> StageCounters:
-        sc = cls(**{name: data[name] for name in _INT_FIELDS})
+        sc = cls(**{name: data.get(name, 0) for name in _INT_FIELDS})
+        sc.viewer_seconds = data.get("viewer_seconds", 0.0)
         sc.latency = Latency.decode(data["latency"])
         sc.ack_latency = Latency.decode(data["ack_latency"])
         return sc
@@ -79,15 +93,74 @@ class StageCounters:
 _INT_FIELDS = (
     "frames",
     "items",
+    "viewer_items",
     "bytes",
+    "viewer_bytes",
     "viewer_frames",
     "sent",
     "acked",
+    "shed",
     "rejected",
     "skipped",
+    "late",
     "seq_gaps",
     "duplicates",
 )
+
+
+@dataclass
+class ProcStats:
+    """One load process: what it runs, and per stage its CPU seconds, wall seconds and
+    event-loop lag (how late a 50 ms timer fires: a saturated loop delays every
+    receive, so its viewers' latency includes client-side delay)."""
+
+    proc: int
+    role: str  # "viewers", "senders" or "viewers+senders"
+    viewers: int
+    senders: int
+    cpu_s: list[float]
+    wall_s: list[float]
+    lag: list[Latency]
+
+    @classmethod
+    def new(cls, proc: int, role: str, viewers: int, senders: int, stages: int) -> ProcStats:
+        return cls(
+            proc,
+            role,
+            viewers,
+            senders,
+            [0.0] * stages,
+            [0.0] * stages,
+            [Latency() for _ in range(stages)],
+        )
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "proc": self.proc,
+            "role": self.role,
+            "viewers": self.viewers,
+            "senders": self.senders,
+            "cpu_s": list(self.cpu_s),
+            "wall_s": list(self.wall_s),
+            "lag": [lat.encode() for lat in self.lag],
+        }
+
+    @classmethod
+    def decode(cls, data: dict[str, Any]) -> ProcStats:
+        return cls(
+            data["proc"],
+            data["role"],
+            data["viewers"],
+            data["senders"],
+            list(data["cpu_s"]),
+            list(data["wall_s"]),
+            [Latency.decode(x) for x in data["lag"]],
+        )
+
+    def cpu_pct(self, stages: range) -> float | None:
+        """CPU of this process over ``stages`` in % of one core."""
+        wall = sum(self.wall_s[i] for i in stages)
+        return round(100 * sum(self.cpu_s[i] for i in stages) / wall, 1) if wall > 0 else None
 
 
 class Counters:
@@ -106,8 +179,10 @@ class Counters:
         self.stage = 0
         self.connected = 0
         self.connected_peak = 0
+        self.viewers_open = 0  # viewer connections open now (senders not included)
         self.attempted = 0  # connection attempts finished (either way)
         self.interval = Latency()  # latency since the last progress report
+        self.procs: dict[int, ProcStats] = {}  # by process index
 
     @property
     def now(self) -> StageCounters:
@@ -131,6 +206,7 @@ class Counters:
             "frame_dropped": self.frame_dropped,
             "connected": self.connected,
             "connected_peak": self.connected_peak,
+            "procs": [p.encode() for p in self.procs.values()],
         }
 
     @classmethod
@@ -142,6 +218,9 @@ class Counters:
         c.frame_dropped = dict(data["frame_dropped"])
         c.connected = data["connected"]
         c.connected_peak = data["connected_peak"]
+        for raw in data.get("procs", []):
+            ps = ProcStats.decode(raw)
+            c.procs[ps.proc] = ps
         return c
 
     def merge(self, other: Counters) -> None:
@@ -152,6 +231,7 @@ class Counters:
         self.frame_dropped.update(other.frame_dropped)
         self.connected += other.connected
         self.connected_peak += other.connected_peak
+        self.procs.update(other.procs)
 
 
 def comment_text(uid: str, k: int, send_ms: int, size: int) -> str:
@@ -202,27 +282,33 @@ class ConnSpec:
             self.scope.deadline = at
 
 
-async def open_conn(nursery: trio.Nursery, c: Counters, url: str) -> WebSocketConnection | None:
-    """Connect within ``CONNECT_TIMEOUT_S``; failures are counted in ``c.errors``."""
+@asynccontextmanager
+async def connection(c: Counters, url: str) -> AsyncIterator[WebSocket | None]:
+    """Connect within ``CONNECT_TIMEOUT_S`` (None on failure, counted in ``c.errors``);
+    the socket is closed when the block ends. An attempt that times out is closed too,
+    never left to complete later as a connection nobody reads."""
     try:
-        return await _open(nursery, c, url)
+        ws = await _open(c, url)
     finally:
         c.attempted += 1
+    try:
+        yield ws
+    finally:
+        if ws is not None:
+            await ws.abort()
 
 
-async def _open(nursery: trio.Nursery, c: Counters, url: str) -> WebSocketConnection | None:
+async def _open(c: Counters, url: str) -> WebSocket | None:
     try:
         with trio.fail_after(CONNECT_TIMEOUT_S):
-            ws = await connect_websocket_url(
-                nursery, url, message_queue_size=4, receive_buffer_size=65536
-            )
+            ws = await WebSocket.connect(url)
     except trio.TooSlowError:
         c.errors.add("connect_timeout")
         return None
-    except ConnectionRejected as exc:
-        c.errors.add(f"connect_http_{exc.status_code}")
+    except HandshakeFailed as exc:
+        c.errors.add(f"connect_http_{exc.status}" if exc.status else "connect_HandshakeError")
         return None
-    except (HandshakeError, OSError) as exc:
+    except (OSError, trio.BrokenResourceError) as exc:
         c.errors.add(f"connect_{type(exc).__name__}")
         return None
     c.connect()
@@ -237,7 +323,7 @@ class Conn:
         self.c = c
         self.is_viewer = is_viewer
         self.last_seq = -1
-        self.ws: WebSocketConnection | None = None
+        self.ws: WebSocket | None = None
         self.inflight: dict[str, float] = {}  # nonce -> send time (senders)
         self.closing = False
 
@@ -245,6 +331,8 @@ class Conn:
         c = self.c
         st = c.stages[c.stage]
         st.bytes += len(msg)
+        if self.is_viewer:
+            st.viewer_bytes += len(msg)
         if msg.startswith(FRAME_PREFIX):
             st.frames += 1
             if self.is_viewer:
@@ -257,17 +345,17 @@ class Conn:
                         st.seq_gaps += seq - self.last_seq - 1
                 if seq > self.last_seq:
                     self.last_seq = seq
-            if self.spec.sampled:
-                self._parse_frame(msg, st)
-            else:
-                st.items += msg.count('"id":')
+            items = self._parse_frame(msg, st) if self.spec.sampled else msg.count('"id":')
+            st.items += items
+            if self.is_viewer:
+                st.viewer_items += items
             return
         self._control(orjson.loads(msg), st)
 
-    def _parse_frame(self, msg: str, st: StageCounters) -> None:
+    def _parse_frame(self, msg: str, st: StageCounters) -> int:
+        """Record the latency of every item; returns the number of items."""
         frame = orjson.loads(msg)
         items = frame.get("items") or []
-        st.items += len(items)
         now_ms = time.time() * 1000.0
         for item in items:
             sent = send_ms_of(str(item.get("text", "")))
@@ -276,6 +364,7 @@ class Conn:
                 self.c.interval.record(now_ms - sent)
         if frame.get("dropped"):
             self.c.frame_dropped[f"{frame.get('room')}:{frame.get('seq')}"] = int(frame["dropped"])
+        return len(items)
 
     def _control(self, msg: dict[str, Any], st: StageCounters) -> None:
         kind = msg.get("type")
@@ -285,6 +374,8 @@ class Conn:
         elif kind == "ack":
             sent_at = self.inflight.pop(str(msg.get("nonce")), None)
             st.acked += 1
+            if str(msg.get("id", "")).startswith(SHED_PREFIX):
+                st.shed += 1
             if sent_at is not None:
                 st.ack_latency.record((time.monotonic() - sent_at) * 1000.0)
         elif kind == "error":
@@ -294,7 +385,7 @@ class Conn:
         elif kind == "notice" and msg.get("event") == "resume_failed":
             self.c.errors.add("resume_failed")
 
-    async def read_until_closed(self, ws: WebSocketConnection) -> None:
+    async def read_until_closed(self, ws: WebSocket) -> None:
         """Drain ``ws``; pauses while the spec says this viewer is slow."""
         spec = self.spec
         try:
@@ -304,12 +395,15 @@ class Conn:
                     if spec.slow_from <= now < spec.slow_until:
                         await trio.sleep_until(spec.slow_until)
                 self.on_message(str(await ws.get_message()))
-        except ConnectionClosed as exc:
+        except Closed as exc:
             self.c.connected -= 1
-            code = exc.reason.code if exc.reason else 1006
+            code = exc.code
             self.c.closes.add(str(code))
             if not self.closing:
-                expected = code == 4000 and spec.slow_from is not None
+                # The server drops a viewer that stalls (4000), or just ends the TCP
+                # connection when even its close frame cannot get into the full socket.
+                stalled = spec.slow_from is not None and trio.current_time() >= spec.slow_from
+                expected = stalled and code in (CLOSE_TOO_SLOW, ABNORMAL)
                 if not expected:
                     self.c.errors.add(f"closed_{code}")
 
@@ -323,9 +417,7 @@ def url_for(base: str, room: str, token: str | None = None, since: int | None = 
     return url
 
 
-async def run_viewer(
-    nursery: trio.Nursery, spec: ConnSpec, c: Counters, connect_at: float, registry: list[Conn]
-) -> None:
+async def run_viewer(spec: ConnSpec, c: Counters, connect_at: float, registry: list[Conn]) -> None:
     """One viewer: connect at ``connect_at`` (trio time), drain, and when the spec says so
     drop the connection once and resume with ``since`` = the last seq seen. Returns when
     the connection is gone; the run's cancel scope ends it otherwise."""
@@ -334,19 +426,23 @@ async def run_viewer(
     registry.append(conn)
     since: int | None = None
     while True:
-        ws = await open_conn(nursery, c, url_for(spec.url, spec.room, since=since))
-        if ws is None:
-            return
-        conn.ws = ws
-        with trio.move_on_at(spec.reconnect_at or float("inf")) as scope:
-            spec.scope = scope
-            await conn.read_until_closed(ws)
-        spec.scope = None
-        if not scope.cancelled_caught:
-            return
-        conn.closing = True
-        with trio.move_on_after(2):
-            await ws.aclose()
+        async with connection(c, url_for(spec.url, spec.room, since=since)) as ws:
+            if ws is None:
+                return
+            conn.ws = ws
+            c.viewers_open += 1
+            try:
+                with trio.move_on_at(spec.reconnect_at or float("inf")) as scope:
+                    spec.scope = scope
+                    await conn.read_until_closed(ws)
+            finally:
+                c.viewers_open -= 1
+            spec.scope = None
+            if not scope.cancelled_caught:
+                return
+            conn.closing = True
+            with trio.move_on_after(2):
+                await ws.aclose()
         c.connected -= 1
         c.closes.add("1000")
         spec.reconnect_at = None
@@ -354,54 +450,60 @@ async def run_viewer(
         since = conn.last_seq
 
 
-RateFn = Callable[[float], "float | None"]
+DueFn = Callable[[int], "tuple[float, int] | None"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SenderPlan:
-    """A sender's identity and pacing: ``offset`` staggers senders within an interval."""
+    """A sender's identity and its share of the schedule: comments ``index``,
+    ``index + stride``, ... of the run (``stride`` = the number of senders)."""
 
     uid: str
-    offset: float
+    index: int
+    stride: int
     max_inflight: int
     text_bytes: int
+    max_lag_s: float = MAX_LAG_S
 
 
 async def run_sender(
-    nursery: trio.Nursery,
     spec: ConnSpec,
     plan: SenderPlan,
     c: Counters,
-    wait_start: Callable[[], Awaitable[tuple[float, RateFn]]],
+    wait_start: Callable[[], Awaitable[DueFn]],
     registry: list[Conn],
 ) -> None:
-    """Connect (at once), wait for ``wait_start()`` to give the start time (trio clock)
-    and the rate function, then send comments at ``rate_at(now)`` per second until it
-    returns None. The connection stays open afterwards (its reader keeps counting
-    frames like a viewer's) until the run closes it."""
+    """Connect (at once), wait for ``wait_start()`` to give the schedule (``due(n)``:
+    trio time and stage of the run's comment ``n``, None past the last phase), then
+    send this sender's comments at their due times (see the module docstring). The
+    connection stays open afterwards (its reader keeps counting frames like a
+    viewer's) until the run closes it."""
     conn = Conn(spec, c, is_viewer=False)
     registry.append(conn)
-    ws = await open_conn(nursery, c, url_for(spec.url, spec.room, token=spec.token))
-    if ws is None:
-        return
-    conn.ws = ws
-    nursery.start_soon(conn.read_until_closed, ws)
-    start, rate_at = await wait_start()
-    k = 0
-    next_t = start + plan.offset
-    while True:
-        await trio.sleep_until(next_t)
-        now = trio.current_time()
-        rate = rate_at(now)
-        if rate is None or ws.closed is not None:
+    async with connection(c, url_for(spec.url, spec.room, token=spec.token)) as ws:
+        if ws is None:
             return
-        if rate <= 0:
-            next_t = now + 0.05
+        conn.ws = ws
+        async with trio.open_nursery() as tasks:
+            tasks.start_soon(conn.read_until_closed, ws)
+            await _send_loop(ws, conn, plan, c, await wait_start())
+
+
+async def _send_loop(ws: WebSocket, conn: Conn, plan: SenderPlan, c: Counters, due: DueFn) -> None:
+    n, k = plan.index, 0
+    while True:
+        slot = due(n)
+        if slot is None:
+            return
+        at, stage_index = slot
+        n += plan.stride
+        await trio.sleep_until(at)  # a checkpoint even when already due: catch-up
+        if ws.closed is not None:
+            return
+        stage = c.stages[stage_index]
+        if trio.current_time() - at > plan.max_lag_s:
+            stage.late += 1
             continue
-        if now - next_t > 1.0:  # fell far behind (a stall): resynchronise, do not burst
-            next_t = now
-        next_t += 1.0 / rate
-        stage = c.stages[c.stage]
         if len(conn.inflight) >= plan.max_inflight:
             stage.skipped += 1
             continue
@@ -414,7 +516,7 @@ async def run_sender(
             await ws.send_message(
                 orjson.dumps({"type": "comment", "text": text, "nonce": nonce}).decode()
             )
-        except ConnectionClosed:
+        except Closed:
             return
 
 

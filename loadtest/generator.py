@@ -3,8 +3,13 @@
 The layout (which room each viewer and sender joins, who is sampled, who reconnects or
 stalls in which phase) is a pure function of the scenario, the run id and the process
 index, so every process computes its own share with no coordination beyond the start
-time. Process ``p`` of ``P`` takes the viewers and senders whose global index is
-``p mod P``.
+time. Viewer process ``p`` of ``procs`` takes the viewers whose global index is
+``p mod procs``; the senders run in processes of their own after those
+(``Scenario.senders_of``), unless ``sender_procs`` is 0.
+
+Each process measures itself (``ProcStats``): CPU and wall seconds per stage and the
+lag of its event loop, so a report can tell a saturated load generator from a slow
+server.
 
 Protocol with the coordinator (``multiprocessing`` queues): the process connects its
 initial viewers and senders, puts ``("ready", p, info)``, waits for ``("start",
@@ -29,7 +34,8 @@ from loadtest.client import (
     Conn,
     ConnSpec,
     Counters,
-    RateFn,
+    DueFn,
+    ProcStats,
     SenderPlan,
     close_all,
     run_sender,
@@ -38,8 +44,9 @@ from loadtest.client import (
 from loadtest.scenario import Scenario
 from loadtest.stats import apportion, zipf_weights
 
-PROGRESS_EVERY_S = 1.0
+PROGRESS_EVERY_S = 0.25
 START_TIMEOUT_S = 120.0
+LAG_EVERY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -125,41 +132,65 @@ def sender_rooms(sc: Scenario) -> list[int]:
     return spread(sc.senders, sc.rooms, sc.zipf_s, sc.seed + 1)
 
 
-def sender_rate_fn(sc: Scenario, t0: float) -> RateFn:
-    """Per-sender comments/s at trio time ``now``; None after the last phase."""
-    senders = max(sc.senders, 1)
+def due_fn(sc: Scenario, t0: float) -> DueFn:
+    """The send schedule on the trio clock: comment ``n`` of the run is due at ``t0 +
+    due_time(n + 1/2)``, counted in the stage of its phase; None past the last phase."""
 
-    def rate_at(now: float) -> float | None:
-        t = now - t0
-        if t >= sc.duration_s:
+    def due(n: int) -> tuple[float, int] | None:
+        rel = sc.due_time(n + 0.5)
+        if rel is None:
             return None
-        if t < 0:
-            return 0.0
-        i = sc.phase_at(t)
-        return sc.phases[i].rate_at(t - sc.phase_start(i)) / senders
+        return t0 + rel, sc.phase_at(rel) + 1
 
-    return rate_at
+    return due
 
 
-async def _stage_clock(sc: Scenario, c: Counters, t0: float) -> None:
+class _Meter:
+    """Charges CPU and wall time to the current stage at every stage change."""
+
+    def __init__(self, c: Counters, stats: ProcStats) -> None:
+        self.c, self.stats = c, stats
+        self.cpu, self.wall = time.process_time(), trio.current_time()
+
+    def switch(self, stage: int) -> None:
+        cpu, wall = time.process_time(), trio.current_time()
+        self.stats.cpu_s[self.c.stage] += cpu - self.cpu
+        self.stats.wall_s[self.c.stage] += wall - self.wall
+        self.cpu, self.wall = cpu, wall
+        self.c.stage = stage
+
+
+async def _stage_clock(sc: Scenario, meter: _Meter, t0: float) -> None:
     for i in range(len(sc.phases)):
         await trio.sleep_until(t0 + sc.phase_start(i))
-        c.stage = i + 1
+        meter.switch(i + 1)
     await trio.sleep_until(t0 + sc.duration_s)
-    c.stage = len(sc.phases) + 1
+    meter.switch(len(sc.phases) + 1)
+
+
+async def _lag_monitor(c: Counters, stats: ProcStats) -> None:
+    """Record how late a ``LAG_EVERY_S`` timer fires, and the viewer-seconds of
+    connected viewers, per stage."""
+    last = trio.current_time()
+    while True:
+        at = last + LAG_EVERY_S
+        await trio.sleep_until(at)
+        now = trio.current_time()
+        stats.lag[c.stage].record((now - at) * 1000.0)
+        c.stages[c.stage].viewer_seconds += c.viewers_open * (now - last)
+        last = now
 
 
 def snapshot(c: Counters) -> dict[str, Any]:
-    """Cumulative counts plus the latency recorded since the last snapshot."""
-    tot = c.total()
-    snap = {
+    """Cumulative counts plus the latency recorded since the last snapshot (cheap: no
+    histogram merging, it runs several times a second)."""
+    snap: dict[str, Any] = {
+        key: sum(getattr(st, key) for st in c.stages)
+        for key in ("frames", "items", "bytes", "sent", "acked")
+    }
+    snap |= {
         "stage": c.stage,
         "connected": c.connected,
-        "frames": tot.frames,
-        "items": tot.items,
-        "bytes": tot.bytes,
-        "sent": tot.sent,
-        "acked": tot.acked,
         "errors": sum(c.errors.values()),
         "interval": c.interval.encode(),
     }
@@ -173,30 +204,41 @@ async def _progress(out_q: Any, proc: int, c: Counters) -> None:
         out_q.put(("progress", proc, snapshot(c)))
 
 
+def role_of(viewers: int, senders: int) -> str:
+    return "+".join(x for x, n in (("viewers", viewers), ("senders", senders)) if n) or "idle"
+
+
 async def run_process(
-    sc: Scenario, target: Target, run_id: str, proc: int, procs: int, in_q: Any, out_q: Any
+    sc: Scenario, target: Target, run_id: str, proc: int, in_q: Any, out_q: Any
 ) -> None:
     """Drive this process's share of the scenario (see the module docstring)."""
-    c = Counters(len(sc.phases) + 2)
+    stages = len(sc.phases) + 2
+    c = Counters(stages)
     registry: list[Conn] = []
-    slots = viewer_slots(sc, run_id, target.ws_url, proc, procs)
-    my_senders = [j for j in range(sc.senders) if j % procs == proc]
+    slots = viewer_slots(sc, run_id, target.ws_url, proc, sc.procs) if proc < sc.procs else []
+    my_senders = sc.senders_of(proc)
+    stats = ProcStats.new(
+        proc, role_of(len(slots), len(my_senders)), len(slots), len(my_senders), stages
+    )
+    c.procs[proc] = stats
+    meter = _Meter(c, stats)
     s_rooms = sender_rooms(sc)
     setup_start = trio.current_time()
     setup_s = sc.viewers / sc.connect_rate if sc.connect_rate else 0.0
     initial = [s for s in slots if s.connect_at < 0]
     async with trio.open_nursery() as conns:
         conns.start_soon(_progress, out_q, proc, c)
+        conns.start_soon(_lag_monitor, c, stats)
         # setup: connect initial viewers (paced) and senders
         for s in initial:
             at = setup_start + setup_s + s.connect_at
-            conns.start_soon(run_viewer, conns, s.spec, c, at, registry)
+            conns.start_soon(run_viewer, s.spec, c, at, registry)
         started = trio.Event()
         t0_box: list[float] = []
 
-        async def wait_start() -> tuple[float, RateFn]:
+        async def wait_start() -> DueFn:
             await started.wait()
-            return t0_box[0], sender_rate_fn(sc, t0_box[0])
+            return due_fn(sc, t0_box[0])
 
         for j in my_senders:
             uid = f"lt{run_id}s{j}"
@@ -206,9 +248,8 @@ async def run_process(
                 else target.tokens[j % len(target.tokens)]
             )
             spec = ConnSpec(url=target.ws_url, room=room_name(run_id, s_rooms[j]), token=tok)
-            per = sc.max_sender_rate() or 1.0
-            plan = SenderPlan(uid, (j / max(sc.senders, 1)) / per, sc.max_inflight, sc.text_bytes)
-            conns.start_soon(run_sender, conns, spec, plan, c, wait_start, registry)
+            plan = SenderPlan(uid, j, sc.senders, sc.max_inflight, sc.text_bytes)
+            conns.start_soon(run_sender, spec, plan, c, wait_start, registry)
         expected = len(initial) + len(my_senders)
         with trio.move_on_after(setup_s + 30):
             while c.attempted < expected:  # noqa: ASYNC110 - polls a plain counter
@@ -224,9 +265,10 @@ async def run_process(
         started.set()
         for s in slots:
             if s.connect_at >= 0:
-                conns.start_soon(run_viewer, conns, s.spec, c, t0 + s.connect_at, registry)
-        conns.start_soon(_stage_clock, sc, c, t0)
+                conns.start_soon(run_viewer, s.spec, c, t0 + s.connect_at, registry)
+        conns.start_soon(_stage_clock, sc, meter, t0)
         await trio.sleep_until(t0 + sc.duration_s + sc.settle_s)
+        meter.switch(c.stage)
         out_q.put(("progress", proc, snapshot(c)))
         await close_all(registry)
         conns.cancel_scope.cancel()
@@ -245,13 +287,12 @@ def process_main(
     target: Target,
     run_id: str,
     proc: int,
-    procs: int,
     in_q: Any,
     out_q: Any,
 ) -> None:
     """Entry point of a load-generator process (picklable arguments only)."""
     try:
         sc = Scenario.from_dict(scenario)
-        trio.run(run_process, sc, target, run_id, proc, procs, in_q, out_q)
+        trio.run(run_process, sc, target, run_id, proc, in_q, out_q)
     except BaseException:
         out_q.put(("failed", proc, traceback.format_exc()))

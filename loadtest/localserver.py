@@ -21,20 +21,31 @@ from typing import IO, Any
 
 from danmaku.auth import new_secret
 from loadtest import procstat
+from loadtest.client import MAX_LAG_S
 from loadtest.scenario import Scenario
 
 
 def server_env(scenario: Scenario, secret: str) -> dict[str, str]:
     """The ``DANMAKU_*`` environment a scenario needs: loopback caps off, per-user rate
-    limits above the per-sender rate, the tick, and the scenario's ``[server]`` table."""
+    limits and the per-connection message limit above the per-sender rate, the tick, and
+    the scenario's ``[server]`` table.
+
+    A sender sends at most ``max_sender_rate()`` per second on average and, catching up
+    after a stall, at most ``MAX_LAG_S`` worth of comments at once. A bucket refilled at
+    twice the peak rate and holding at least that much stays ahead of it."""
     per_sender = scenario.max_sender_rate()
+    rate = max(1.0, math.ceil(per_sender * 2))
+    burst = max(3.0, rate, math.ceil(per_sender * MAX_LAG_S) + 1)
     env = {
         "DANMAKU_SECRET": secret,
         "DANMAKU_MAX_CONNS_PER_IP": "0",
         "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN": "0",
         "DANMAKU_TICK_MS": str(scenario.tick_ms),
-        "DANMAKU_RATE_PER_S": str(max(1.0, math.ceil(per_sender * 2))),
-        "DANMAKU_RATE_BURST": str(max(3.0, math.ceil(per_sender * 2))),
+        "DANMAKU_RATE_PER_S": str(rate),
+        "DANMAKU_RATE_BURST": str(burst),
+        # the flood guard counts every client message (the server's defaults: 20/s, 60)
+        "DANMAKU_MAX_MSGS_PER_S": str(max(20.0, rate)),
+        "DANMAKU_MAX_MSGS_BURST": str(max(60.0, 3 * rate)),
     }
     for key, value in scenario.server.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)

@@ -7,8 +7,17 @@ Schema ``danmaku-loadtest/1`` (keys are only ever added):
   rejected/skipped, frames, deliveries = items x receiving connections, bytes,
   ``latency_ms`` {count, mean, p50, p90, p99, p99_9, max}, ``ack_latency_ms``, seq gaps,
   duplicates, ``frame_dropped_items``, ``errors`` by kind, ``closes`` by code);
-* ``phases``: per phase the same client counts, the target rate, and ``server`` figures
-  between the phase's boundaries;
+* ``phases``: per phase the same client counts, the target (``comments_target``: the
+  integral of the phase's rate; ``rate_target`` is its final rate), ``sent_vs_target``,
+  ``items_per_viewer_per_s`` (deliveries to viewers / seconds viewers were connected:
+  a storm's viewers count from their handshake on), the load generator's CPU and loop lag
+  (``generator``), and ``server`` figures between the phase's boundaries. Comments
+  sent count in the phase of their due time; acks, shed acks and deliveries when they
+  arrive;
+* ``generators``: per load process its role, CPU % of one core and event-loop lag over
+  the phases (a viewer process that falls behind delays what it measures);
+* ``warnings``: the offered load fell short of the target, a load process fell
+  behind (its loop lag p99 over ``LAG_WARN_MS``);
 * ``server``: figures between the ``base`` sample (before connecting) and ``final``
   (after settling): CPU seconds of the server process and its Redis, RSS at each point,
   counter deltas (``frame_writes``, ``comments_accepted``, ``comments_shed``,
@@ -28,21 +37,27 @@ from typing import Any
 from loadtest.client import Counters, StageCounters
 from loadtest.probe import ServerSample, delta
 from loadtest.runner import RunResult
-from loadtest.stats import ratio
+from loadtest.stats import Latency, ratio
 
 SCHEMA = "danmaku-loadtest/1"
+SHORT_OF_TARGET = 0.95  # warn when a phase sent less than this share of its target
+LAG_WARN_MS = 100.0  # warn when a load process's loop lag p99 exceeds this in a phase
 
 
 def _counts(st: StageCounters) -> dict[str, Any]:
     return {
         "comments_sent": st.sent,
         "comments_acked": st.acked,
+        "comments_shed": st.shed,
         "comments_rejected": st.rejected,
         "comments_skipped": st.skipped,
+        "comments_late": st.late,
         "frames_received": st.frames,
         "viewer_frames_received": st.viewer_frames,
         "deliveries": st.items,
+        "viewer_deliveries": st.viewer_items,
         "bytes_received": st.bytes,
+        "viewer_bytes_received": st.viewer_bytes,
         "seq_gaps": st.seq_gaps,
         "duplicate_frames": st.duplicates,
         "latency_ms": st.latency.summary(),
@@ -64,14 +79,17 @@ def build(res: RunResult) -> dict[str, Any]:
         "senders": sc.senders,
         "rooms": sc.rooms,
         "connections_peak": c.connected_peak,
+        "comments_target": round(sc.offered_by(sc.duration_s)),
         **_counts(total),
         "frame_dropped_items": sum(c.frame_dropped.values()),
         "errors": dict(sorted(c.errors.items())),
         "closes": dict(sorted(c.closes.items())),
     }
     phases = []
+    viewers = sc.viewers
     for i, ph in enumerate(sc.phases):
         st = c.stages[i + 1]
+        viewers += ph.join
         server = None
         if len(res.boundaries) > i + 1:
             server = _server_rates(delta(res.boundaries[i], res.boundaries[i + 1]), st)
@@ -82,13 +100,32 @@ def build(res: RunResult) -> dict[str, Any]:
                 "duration_s": ph.duration_s,
                 "rate_target": ph.rate,
                 "rate_from": ph.rate_from,
+                "comments_target": round(ph.offered),
+                "comments_per_s_target": round(ph.offered / ph.duration_s, 2),
                 **_counts(st),
                 "comments_per_s": round(st.sent / ph.duration_s, 2),
+                "sent_vs_target": ratio(st.sent, ph.offered),
                 "deliveries_per_s": round(st.items / ph.duration_s, 1),
+                "viewers": viewers,
+                "viewer_seconds": round(st.viewer_seconds, 1),
+                "items_per_viewer_per_s": ratio(st.viewer_items, st.viewer_seconds),
+                "generator": _generator_phase(c, range(i + 1, i + 2)),
                 "server": server,
             }
         )
     server = _server_section(res, total)
+    phase_stages = range(1, len(sc.phases) + 1)
+    generators = [
+        {
+            "proc": ps.proc,
+            "role": ps.role,
+            "viewers": ps.viewers,
+            "senders": ps.senders,
+            "cpu_pct": ps.cpu_pct(phase_stages),
+            "loop_lag_ms": Latency.merged(ps.lag[i] for i in phase_stages).summary(),
+        }
+        for ps in sorted(c.procs.values(), key=lambda ps: ps.proc)
+    ]
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "run_id": res.run_id,
@@ -97,14 +134,62 @@ def build(res: RunResult) -> dict[str, Any]:
         "scenario": sc.to_dict(),
         "totals": totals,
         "phases": phases,
+        "generators": generators,
         "server": server,
         "costs": _costs(res, server),
         "checks": _checks(total, server),
         "timeseries": _series(res),
         "failures": res.failures,
+        "warnings": _warnings(phases),
     }
     report["ok"] = not res.failures and not c.errors and res.final is not None
     return report
+
+
+def _generator_phase(c: Counters, stages: range) -> dict[str, Any]:
+    """Per role (``viewers``: processes with viewers; ``senders``: with senders), the
+    busiest process's CPU % and the worst loop lag p99 over ``stages``."""
+    out: dict[str, Any] = {}
+    for role in ("viewers", "senders"):
+        procs = [ps for ps in c.procs.values() if (ps.viewers if role == "viewers" else ps.senders)]
+        if not procs:
+            continue
+        cpus = [x for x in (ps.cpu_pct(stages) for ps in procs) if x is not None]
+        lags = [Latency.merged(ps.lag[i] for i in stages) for ps in procs]
+        out[role] = {
+            "procs": len(procs),
+            "cpu_pct_max": max(cpus) if cpus else None,
+            "loop_lag_p99_ms_max": max(lat.percentile(99) for lat in lags),
+            "loop_lag_max_ms": round(max(lat.summary()["max"] for lat in lags), 1),
+        }
+    return out
+
+
+def _warnings(phases: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for ph in phases:
+        target = ph["comments_target"]
+        if target and ph["comments_sent"] < SHORT_OF_TARGET * target:
+            out.append(
+                f"phase {ph['name']}: senders sent {ph['comments_sent']} of the "
+                f"{target} comments due ({ph['comments_per_s']}/s of "
+                f"{ph['comments_per_s_target']}/s; late {ph['comments_late']}, skipped at "
+                f"max_inflight {ph['comments_skipped']})"
+            )
+        for role, gen in ph["generator"].items():
+            if gen["loop_lag_p99_ms_max"] > LAG_WARN_MS:
+                what = (
+                    "viewer-side latency and deliveries/s include client delay"
+                    if role == "viewers"
+                    else "sends were delayed"
+                )
+                cpu = gen["cpu_pct_max"]
+                why = "its own work" if cpu is not None and cpu >= 80 else "cores busy elsewhere"
+                out.append(
+                    f"phase {ph['name']}: a {role} load process fell behind (loop lag p99 "
+                    f"{gen['loop_lag_p99_ms_max']:.0f} ms, cpu {cpu}%: {why}): {what}"
+                )
+    return out
 
 
 def _server_rates(d: dict[str, float | None], st: StageCounters) -> dict[str, Any]:
@@ -181,7 +266,9 @@ def _checks(total: StageCounters, server: dict[str, Any]) -> dict[str, Any]:
         "server_frame_writes": writes,
         "frames_vs_server_writes": ratio(total.frames, writes or 0.0),
         "comments_acked": total.acked,
+        "comments_shed": total.shed,
         "server_comments_accepted": run.get("comments_accepted"),
+        "server_comments_shed": run.get("comments_shed"),
     }
     return out
 
@@ -227,25 +314,41 @@ def _series(res: RunResult) -> list[dict[str, Any]]:
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """A short human summary (what ``--quiet`` still prints)."""
     t, srv, chk = report["totals"], report["server"], report["checks"]
+    sc = report["scenario"]
     lat = t["latency_ms"]
+    sender_procs = sum(1 for g in report.get("generators", []) if g["role"] == "senders")
     lines = [
-        f"scenario {report['scenario']['name']}: {t['viewers']} viewers, {t['senders']} "
-        f"senders, {t['rooms']} rooms, {report['scenario']['procs']} procs; "
-        f"{'OK' if report['ok'] else 'NOT OK'}",
-        f"comments: sent {t['comments_sent']}, acked {t['comments_acked']}, "
-        f"rejected {t['comments_rejected']}, skipped {t['comments_skipped']}",
-        f"frames received {t['frames_received']}, deliveries {t['deliveries']}, "
-        f"seq gaps {t['seq_gaps']}; server frame writes {chk['server_frame_writes']} "
-        f"(ratio {chk['frames_vs_server_writes']})",
+        f"scenario {sc['name']}: {t['viewers']} viewers, {t['senders']} "
+        f"senders, {t['rooms']} rooms, {sc['procs']} viewer procs + {sender_procs} sender "
+        f"procs; {'OK' if report['ok'] else 'NOT OK'}",
+        f"comments: target {t['comments_target']}, sent {t['comments_sent']}, acked "
+        f"{t['comments_acked']} (shed {t['comments_shed']}), rejected "
+        f"{t['comments_rejected']}, skipped {t['comments_skipped']}, late {t['comments_late']}",
+        f"frames received {t['frames_received']}, deliveries {t['deliveries']} (to viewers "
+        f"{t['viewer_deliveries']}), seq gaps {t['seq_gaps']}; server frame writes "
+        f"{chk['server_frame_writes']} (ratio {chk['frames_vs_server_writes']})",
         f"latency ms: p50 {lat['p50']:.0f}  p90 {lat['p90']:.0f}  p99 {lat['p99']:.0f}  "
         f"p99.9 {lat['p99_9']:.0f}  max {lat['max']:.0f}  (n={lat['count']:.0f})",
     ]
     for ph in report["phases"]:
         pl, ps = ph["latency_ms"], ph["server"] or {}
+        gen = ph.get("generator") or {}
+        load = ", ".join(
+            f"{role} cpu {g['cpu_pct_max']}% lag p99 {g['loop_lag_p99_ms_max']:.0f} ms"
+            for role, g in gen.items()
+        )
         lines.append(
-            f"  phase {ph['name']}: {ph['comments_per_s']}/s sent, "
-            f"{ph['deliveries_per_s']} deliveries/s, p50 {pl['p50']:.0f} p99 {pl['p99']:.0f} ms, "
-            f"server cpu {ps.get('cpu_pct')}%"
+            f"  phase {ph['name']}: {ph['comments_per_s']}/s sent of "
+            f"{ph['comments_per_s_target']}/s target ({ph['comments_sent']}/"
+            f"{ph['comments_target']}), acked {ph['comments_acked']} (shed "
+            f"{ph['comments_shed']}), {ph['deliveries_per_s']} deliveries/s, "
+            f"{ph['items_per_viewer_per_s']} items/s per viewer ({ph['viewers']}), "
+            f"p50 {pl['p50']:.0f} p99 {pl['p99']:.0f} ms"
+        )
+        lines.append(
+            f"    server: cpu {ps.get('cpu_pct')}%, accepted {ps.get('comments_accepted')}, "
+            f"shed {ps.get('comments_shed')}, items dropped {ps.get('items_dropped')}, "
+            f"viewer frames dropped {ps.get('viewer_frames_dropped')}; load procs: {load}"
         )
     ph = srv.get("phases") or {}
     run = srv.get("run") or {}
@@ -261,6 +364,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     )
     if t["errors"]:
         lines.append(f"errors: {t['errors']}")
+    for warning in report.get("warnings", []):
+        lines.append(f"WARNING: {warning}")
     for failure in report["failures"]:
         lines.append(f"FAILURE: {failure.strip().splitlines()[-1] if failure.strip() else ''}")
     return lines

@@ -141,18 +141,19 @@ async def run(
     res.probe_source = probe.source
     ctx = multiprocessing.get_context("spawn")
     out_q: Any = ctx.Queue()
-    in_qs: list[Any] = [ctx.Queue() for _ in range(sc.procs)]
-    hub = _Hub(sc.procs)
+    nprocs = sc.process_count
+    in_qs: list[Any] = [ctx.Queue() for _ in range(nprocs)]
+    hub = _Hub(nprocs)
     res.base = await probe.sample()
     scenario_dict = sc.to_dict()
     processes = [
         ctx.Process(
             target=process_main,
-            args=(scenario_dict, target, run_id, p, sc.procs, in_qs[p], out_q),
+            args=(scenario_dict, target, run_id, p, in_qs[p], out_q),
             daemon=True,
             name=f"loadtest-{p}",
         )
-        for p in range(sc.procs)
+        for p in range(nprocs)
     ]
     for proc in processes:
         proc.start()
@@ -161,7 +162,7 @@ async def run(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_pump, out_q, hub)
-            ok = await _wait(lambda: len(hub.ready) == sc.procs or bool(hub.failures), setup_s + 60)
+            ok = await _wait(lambda: len(hub.ready) == nprocs or bool(hub.failures), setup_s + 60)
             if not ok or hub.failures:
                 res.failures += hub.failures or ["load processes did not get ready in time"]
                 nursery.cancel_scope.cancel()
@@ -175,7 +176,7 @@ async def run(
             nursery.start_soon(_time_series, sc, probe, res, hub, t0_wall, notify)
             end = sc.duration_s + sc.settle_s + 60
             ok = await _wait(
-                lambda: len(hub.done) == sc.procs or bool(hub.failures),
+                lambda: len(hub.done) == nprocs or bool(hub.failures),
                 sc.idle_s + end,
             )
             if not ok:

@@ -9,6 +9,7 @@ validates and returns frozen dataclasses. Nothing here does I/O beyond reading t
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -50,6 +51,34 @@ class Phase:
         frac = min(max(t / self.duration_s, 0.0), 1.0)
         return self.rate_from + (self.rate - self.rate_from) * frac
 
+    def _ramp(self) -> tuple[float, float]:
+        """``(a, b)`` of the rate ``a + b t`` over the phase."""
+        if self.rate_from is None or self.duration_s <= 0:
+            return self.rate, 0.0
+        return self.rate_from, (self.rate - self.rate_from) / self.duration_s
+
+    def offered_by(self, t: float) -> float:
+        """Comments the phase asks for in its first ``t`` seconds: the integral of
+        ``rate_at`` (clamped to the phase)."""
+        t = min(max(t, 0.0), self.duration_s)
+        a, b = self._ramp()
+        return a * t + b * t * t / 2
+
+    @property
+    def offered(self) -> float:
+        """Comments the whole phase asks for (rate x duration, or the ramp's mean)."""
+        return self.offered_by(self.duration_s)
+
+    def time_for(self, x: float) -> float:
+        """Seconds into the phase at which ``offered_by`` reaches ``x`` (the inverse;
+        clamped to ``[0, duration_s]``)."""
+        if x <= 0:
+            return 0.0
+        a, b = self._ramp()
+        # a t + b t^2 / 2 = x, in the form that is stable for b -> 0 and for a = 0
+        den = a + math.sqrt(max(a * a + 2 * b * x, 0.0))
+        return min(2 * x / den, self.duration_s) if den > 0 else self.duration_s
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -63,6 +92,16 @@ class Scenario:
     that measures idle CPU per connection. ``settle_s``: time after the last phase for
     in-flight frames to arrive before the counters are read. ``server`` holds
     ``DANMAKU_*`` settings for ``local`` runs (lower-case names without the prefix).
+
+    ``procs`` processes hold the viewers; the senders run in ``sender_procs`` processes
+    of their own (0: they share the viewer processes), so a loop busy draining frames
+    or connecting a storm of viewers never delays the load it is measuring.
+
+    Sending follows the schedule ``due_time``: the run's comments are numbered in the
+    order the rate function asks for them, comment ``n`` is due when ``offered_by``
+    reaches ``n + 1/2`` and sender ``n mod senders`` sends it. So the aggregate follows
+    the target exactly (ramps included) and each sender sends every ``senders``-th
+    comment, at ``rate / senders`` per second.
     """
 
     name: str
@@ -79,6 +118,7 @@ class Scenario:
     idle_s: float = 2.0
     settle_s: float = 1.5
     procs: int = 1
+    sender_procs: int = 1
     seed: int = 1
     max_inflight: int = 16
     text_bytes: int = 24
@@ -91,6 +131,49 @@ class Scenario:
     @property
     def total_viewers(self) -> int:
         return self.viewers + sum(p.join for p in self.phases)
+
+    @property
+    def sender_proc_count(self) -> int:
+        """Processes that run only senders (none without senders)."""
+        return min(self.sender_procs, self.senders)
+
+    @property
+    def process_count(self) -> int:
+        """Load-generator processes: ``procs`` viewer processes + the sender processes."""
+        return self.procs + self.sender_proc_count
+
+    def senders_of(self, proc: int) -> list[int]:
+        """Global indices of the senders load process ``proc`` runs."""
+        if self.sender_proc_count:
+            q = proc - self.procs
+            if not 0 <= q < self.sender_proc_count:
+                return []
+            return list(range(q, self.senders, self.sender_proc_count))
+        if not 0 <= proc < self.procs:
+            return []
+        return list(range(proc, self.senders, self.procs))
+
+    def offered_by(self, t: float) -> float:
+        """Comments the phases ask for in the first ``t`` seconds (integral of the rate)."""
+        total = 0.0
+        for p in self.phases:
+            if t <= 0:
+                break
+            total += p.offered_by(t)
+            t -= p.duration_s
+        return total
+
+    def due_time(self, x: float) -> float | None:
+        """Seconds after the start at which ``offered_by`` reaches ``x`` (``x`` > 0), or
+        None when the phases ask for fewer comments than that."""
+        start = 0.0
+        for p in self.phases:
+            n = p.offered
+            if n > 0 and x <= n:
+                return start + p.time_for(x)
+            x -= n
+            start += p.duration_s
+        return None
 
     def max_sender_rate(self) -> float:
         """The highest per-sender comments/s any phase asks for."""
@@ -184,6 +267,7 @@ def _validate(sc: Scenario) -> None:
         (0 <= sc.sample_fraction <= 1, "sample_fraction must be in [0, 1]"),
         (sc.connect_rate >= 0, "connect_rate must be >= 0 (0 = unlimited)"),
         (1 <= sc.procs <= 64, "procs must be 1..64"),
+        (0 <= sc.sender_procs <= 64, "sender_procs must be 0..64"),
         (sc.max_inflight >= 1, "max_inflight must be >= 1"),
         (8 <= sc.text_bytes <= 90, "text_bytes must be 8..90"),
         (sc.idle_s >= 0 and sc.settle_s >= 0, "idle_s and settle_s must be >= 0"),

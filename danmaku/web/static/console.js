@@ -152,9 +152,10 @@
   };
   const feed = {
     cursor: null,      // the last id read from /feed (kept through pauses)
-    buffer: [],        // the newest BUFFER_MAX comments, oldest first
+    buffer: [],        // the newest BUFFER_MAX comments, oldest first (up to the pause)
+    held: [],          // what arrived while paused (bounded the same way), oldest first
     paused: false,
-    pauseAt: null,     // the newest id shown when paused
+    pauseAt: null,     // the newest id read when paused (where the divider goes)
     newCount: 0,       // comments matching the filter that arrived while paused
     received: 0,       // all comments read since the page loaded
     arrivals: [],      // [ms, count] of recent polls (the feed's rate)
@@ -323,6 +324,9 @@
     stopPolling();
     feed.cursor = null;
     feed.buffer = [];
+    feed.held = [];
+    feed.paused = false;
+    feed.newCount = 0;
     feed.olderCursor = null;
     el.feed.replaceChildren();
     renderFeedMeta();
@@ -496,14 +500,13 @@
     while (extra-- > 0) el.feed.lastElementChild.remove();
   }
 
-  /** Rebuild the list from the buffer (filter changed, resumed). */
+  /** Rebuild the list from the buffer (filter changed, resumed). While paused, the
+   *  buffer holds only what came before the pause, so the list stays put. */
   function renderAll(dividerAfter = null, dividerText = "") {
     const f = filterOf();
-    const upto = feed.paused ? feed.pauseAt : null;
     const out = [];
     for (let i = feed.buffer.length - 1; i >= 0 && out.length < FEED_ROWS; i--) {
       const item = feed.buffer[i];
-      if (upto !== null && idCmp(item.id, upto) > 0) continue;
       if (matches(item, f)) out.push(item);
     }
     const frag = document.createDocumentFragment();
@@ -522,8 +525,9 @@
   function ingest(items) {
     const fresh = items.filter(validItem);
     if (!fresh.length) return;
-    for (const item of fresh) feed.buffer.push(item);
-    if (feed.buffer.length > BUFFER_MAX * 1.2) feed.buffer.splice(0, feed.buffer.length - BUFFER_MAX);
+    const into = feed.paused ? feed.held : feed.buffer;
+    for (const item of fresh) into.push(item);
+    if (into.length > BUFFER_MAX * 1.2) into.splice(0, into.length - BUFFER_MAX);
     feed.received += fresh.length;
     const f = filterOf();
     const shown = fresh.filter((item) => matches(item, f));
@@ -539,7 +543,7 @@
     el.feedEmpty.hidden = rows > 0;
     el.feedEmpty.textContent = !canModerate() ? "Log in to see the feed."
       : (filterOf().user || filterOf().text) ? "No comments match the filter." : "No comments yet.";
-    el.feedCount.textContent = `${fmtNum(rows)} shown (at most ${FEED_ROWS}) · ${fmtNum(feed.buffer.length)} kept · ${fmtNum(feed.received)} read`;
+    el.feedCount.textContent = `${fmtNum(rows)} shown (at most ${FEED_ROWS}) · ${fmtNum(feed.buffer.length + feed.held.length)} kept · ${fmtNum(feed.received)} read`;
     el.feedNew.hidden = !feed.paused;
     el.feedNew.textContent = `${fmtNum(feed.newCount)} new`;
     el.feedPause.textContent = feed.paused ? "Resume" : "Pause";
@@ -562,7 +566,9 @@
     }
     const items = res.data.items.filter(validItem).reverse(); // oldest first
     feed.olderCursor = items.length ? items[0].id : null;
-    if (items.length) feed.cursor = items[items.length - 1].id;
+    // read on from the newest comment seen; from the start of an empty history, never "$"
+    // (that would skip what arrives between this read and the first poll)
+    feed.cursor = items.length ? items[items.length - 1].id : "0-0";
     ingest(items);
     renderFeedMeta();
   }
@@ -613,6 +619,9 @@
       feed.paused = false;
       feed.pauseAt = null;
       feed.newCount = 0;
+      for (const item of feed.held) feed.buffer.push(item);
+      feed.held = [];
+      if (feed.buffer.length > BUFFER_MAX) feed.buffer.splice(0, feed.buffer.length - BUFFER_MAX);
       renderAll(n > 0 ? at : null, `▲ ${fmtNum(n)} new while paused`);
     }
   }
@@ -667,7 +676,9 @@
     for (const r of el.feed.querySelectorAll(".row.selected")) r.classList.remove("selected");
   }
   function itemById(id) {
-    for (let i = feed.buffer.length - 1; i >= 0; i--) if (feed.buffer[i].id === id) return feed.buffer[i];
+    for (const list of [feed.buffer, feed.held]) {
+      for (let i = list.length - 1; i >= 0; i--) if (list[i].id === id) return list[i];
+    }
     return null;
   }
   function rowItem(row) {
@@ -843,7 +854,6 @@
     const live = p && (!p.until || Number(p.until) > Date.now());
     el.pinCurrent.replaceChildren();
     el.pinCurrent.classList.toggle("on", Boolean(live));
-    el.pinUnset.disabled = !live;
     if (!live) {
       el.pinCurrent.textContent = p ? "Nothing pinned (the last pin expired)." : "Nothing pinned.";
       return;
@@ -1126,6 +1136,6 @@
     figures: () => (S.figures ? JSON.parse(JSON.stringify(S.figures)) : null),
     series: (key) => (S.series[key] || []).slice(),
     rowIds: () => Array.from(el.feed.querySelectorAll(".row"), (r) => r.dataset.id),
-    bufferSize: () => feed.buffer.length,
+    bufferSize: () => feed.buffer.length + feed.held.length,
   });
 })();

@@ -9,6 +9,9 @@
  *   compositor). Text from the network is only ever set with textContent.
  * - Sending: a guest token from POST /api/session; an ack shows the own comment at once;
  *   un-acked comments are resent with the same nonce after a reconnect.
+ * - Replay (?room=R&broadcast=ID[&src=URL]): no WebSocket and no sending. The broadcast's
+ *   comments are fetched once from its JSON export and shown on the recording's clock with
+ *   the same lanes, rendering and display settings as live (see "replay" below).
  * - window.danmaku is a small read-only hook for tests and debugging.
  */
 "use strict";
@@ -43,10 +46,14 @@
   const STABLE_MS = 3000;        // a connection this old resets the backoff
   const PENDING_TTL_MS = 120000; // un-acked comments are resent within this window
   const AUTO_RETRY_CODES = new Set(["overloaded", "unavailable"]);
+  const BROADCAST_RE = /^[0-9a-f]{1,16}$/;
+  const JUMP_MS = 1500;          // replay: a clock jump bigger than this is taken as a seek
+  const REPLAY_RATES = [0.5, 0.75, 1, 1.25, 1.5, 2];
 
   const $ = (id) => document.getElementById(id);
   const el = {
-    roomName: $("room-name"), onlineN: $("online-n"), conn: $("conn"), connText: $("conn-text"),
+    roomName: $("room-name"), online: $("online"), onlineN: $("online-n"), conn: $("conn"),
+    connText: $("conn-text"),
     stage: $("stage"), pattern: $("pattern"), video: $("video"), overlay: $("overlay"),
     banner: $("banner"), bannerTag: $("banner-tag"), bannerText: $("banner-text"),
     toast: $("toast"), live: $("live"),
@@ -59,6 +66,9 @@
     setTop: $("set-top"), setBottom: $("set-bottom"), setWords: $("set-words"),
     setUsers: $("set-users"), outOpacity: $("out-opacity"), outSpeed: $("out-speed"),
     outFont: $("out-font"),
+    replayInfo: $("replay-info"), replayTitle: $("replay-title"), replayBar: $("replay-bar"),
+    rpPlay: $("rp-play"), rpSeek: $("rp-seek"), rpTime: $("rp-time"), rpRate: $("rp-rate"),
+    rpMute: $("rp-mute"), rpCount: $("rp-count"),
   };
 
   // ---- storage ------------------------------------------------------------------------------
@@ -99,6 +109,7 @@
   // ---- state --------------------------------------------------------------------------------
   const params = new URLSearchParams(location.search);
   const room = params.get("room") || "lobby";
+  const broadcast = params.get("broadcast"); // set: replay mode
   let settings = sanitizeSettings(load(SETTINGS_KEY, null));
   let session = load(SESSION_KEY, null);
   if (!session || typeof session.token !== "string" || !session.user) session = null;
@@ -127,6 +138,12 @@
   const bottomLanes = [];
   const rowScroll = [];          // per row: {start, dur, w, W} of scrolling comments on it
   const rowHeld = [];            // per row: until when a still comment holds it
+  const R = {                   // replay mode (see "replay" below)
+    on: broadcast !== null, media: null, clock: null, comments: [], loaded: false,
+    cursor: 0, now: 0, last: null, resync: true, meta: null, attempts: 0,
+    running: new Map(), // node -> {anim, start, end} on the media clock
+    shown: [],          // [id, media ms] of comments put on screen (test hook)
+  };
 
   // ---- small helpers ------------------------------------------------------------------------
   const normText = (t) => String(t).split(/\s+/).filter(Boolean).join(" ");
@@ -393,6 +410,11 @@
     remember(item.id);
     S.stats.items += 1;
     if (retracted.has(item.id)) return false;
+    return shows(item, own);
+  }
+
+  /** The viewer's filters: block lists, danmaku on/off, top/bottom. True when it shows. */
+  function shows(item, own) {
     if (!own && blockedItem(item)) {
       S.stats.blocked += 1;
       return false;
@@ -613,6 +635,7 @@
   }
 
   function sendComment() {
+    if (R.on) return; // a recording takes no comments
     const text = normText(el.sendText.value);
     if (!text) {
       showSendError("Type something first.", false);
@@ -793,8 +816,7 @@
           { transform: `translate3d(${-w - 8}px, ${y}px, 0)` }],
         { duration: dur, easing: "linear", fill: "forwards" },
       );
-      anim.startTime = now; // on the same timeline the lane rule used
-      anim.onfinish = () => removeNode(node);
+      run(anim, node, now, dur); // on the same timeline the lane rule used
       return true;
     }
     // A still comment: top lanes count down from the first row, bottom lanes up from the
@@ -823,9 +845,22 @@
     show(entry, node);
     const anim = node.animate([{ opacity: 1 }, { opacity: 1, offset: 0.92 }, { opacity: 0 }],
       { duration: FIXED_MS, fill: "forwards" });
-    anim.startTime = now;
-    anim.onfinish = () => removeNode(node);
+    run(anim, node, now, FIXED_MS);
     return true;
+  }
+
+  /** Start a comment's animation at ``start`` on the lane clock: the document timeline
+   * live; in replay, the recording's clock (the animation is held and moved to the media
+   * time each frame, so pause, seek and playback rate are followed exactly). */
+  function run(anim, node, start, dur) {
+    if (R.on) {
+      anim.pause();
+      anim.currentTime = Math.max(0, R.now - start);
+      R.running.set(node, { anim, start, end: start + dur });
+      return;
+    }
+    anim.startTime = start;
+    anim.onfinish = () => removeNode(node);
   }
 
   function show(entry, node) {
@@ -834,11 +869,16 @@
     rendered.push(entry.item.id);
     if (rendered.length > RENDERED_CAP) rendered.splice(0, rendered.length - RENDERED_CAP);
     S.stats.rendered += 1;
+    if (R.on) {
+      R.shown.push([entry.item.id, Math.round(R.now)]);
+      if (R.shown.length > RENDERED_CAP) R.shown.splice(0, R.shown.length - RENDERED_CAP);
+    }
     mirror(entry.item);
   }
 
   function removeNode(node) {
     if (liveEls.get(node.dataset.id) === node) liveEls.delete(node.dataset.id);
+    R.running.delete(node);
     for (const a of node.getAnimations()) a.cancel();
     node.remove();
   }
@@ -923,7 +963,8 @@
     if (!pattern.on || now - pattern.last < 33) return;
     pattern.last = now;
     const { ctx, w, h } = pattern;
-    const t = now / 1000;
+    const clock = R.on ? R.clock : null; // replay without media: the pattern is the recording
+    const t = clock ? clock.currentTime : now / 1000;
     const g = ctx.createLinearGradient(0, 0, w, h);
     const hue = (t * 12) % 360;
     g.addColorStop(0, `hsl(${hue}, 45%, 16%)`);
@@ -960,27 +1001,40 @@
     ctx.fillStyle = "rgba(255,255,255,0.55)";
     ctx.font = `600 ${Math.round(h * 0.045)}px system-ui, sans-serif`;
     ctx.textAlign = "center";
-    ctx.fillText("TEST PATTERN · no video source", w / 2, h * 0.46);
+    ctx.fillText(clock ? "REPLAY · recording clock (no video)" : "TEST PATTERN · no video source",
+      w / 2, h * 0.46);
     ctx.font = `${Math.round(h * 0.035)}px ui-monospace, monospace`;
+    if (clock) {
+      ctx.fillText(`${room} · ${clockText(t, true)} / ${clockText(clock.duration, true)}`,
+        w / 2, h * 0.46 + h * 0.06);
+      return;
+    }
     const d = new Date();
     ctx.fillText(`${room} · ${d.toLocaleTimeString("en-GB")}.${Math.floor(d.getMilliseconds() / 100)}`,
       w / 2, h * 0.46 + h * 0.06);
   }
 
-  function setupVideo() {
-    const src = params.get("src");
-    if (!src) return;
+  /** The ?src= video address (http, https or blob), or null after telling the viewer why. */
+  function videoUrl(src) {
     let url;
     try {
       url = new URL(src, location.href);
     } catch {
       toast("The video address is not valid: showing the test pattern.");
-      return;
+      return null;
     }
     if (!["http:", "https:", "blob:"].includes(url.protocol)) {
       toast("Only http(s) video addresses are played: showing the test pattern.");
-      return;
+      return null;
     }
+    return url;
+  }
+
+  function setupVideo() {
+    const src = params.get("src");
+    if (!src) return;
+    const url = videoUrl(src);
+    if (!url) return;
     el.video.src = url.href;
     el.video.hidden = false;
     el.pattern.hidden = true;
@@ -994,11 +1048,317 @@
     el.video.play().catch(() => { el.video.controls = true; });
   }
 
+  // ---- replay -----------------------------------------------------------------------------------
+  /* ?room=R&broadcast=ID&src=SRC plays a recording with its comments.
+   *
+   * SRC is the recording's address (http, https or blob), played by the <video> element, so
+   * seeking, pausing and the playback rate are the browser's own. Its time 0 is taken to be
+   * the broadcast's start (the offsets are from there). src=recording, or no src, means
+   * there is no media to play: the test pattern becomes the recording, driven by a
+   * RecordingClock (below) that has the <video> element's interface and runs from the
+   * broadcast's start to its end.
+   *
+   * The comments come once from GET /api/rooms/R/broadcasts/ID/danmaku?format=json (sorted
+   * by offset_ms). Each frame reads the media time and puts up those whose offset it has
+   * just passed, through the live player's filters, lanes and rendering. Animations are
+   * held and set to the media time every frame: a paused recording freezes them, a faster
+   * one moves them faster. A seek (or any jump of the clock) clears the screen and puts
+   * back, part-way across, the comments of the last few seconds before the new position,
+   * as if it had been played up to there. The server sends every kept comment (replay is
+   * unsampled), so the density setting samples here: a stable hash of the id, and comments
+   * with a priority always show. */
+
+  /** A stand-in for a <video> element when there is no media: a clock of the recording. */
+  class RecordingClock extends EventTarget {
+    constructor() {
+      super();
+      this.duration = 0;
+      this.paused = true;
+      this.seeking = false;
+      this.readyState = 4;
+      this._pos = 0;
+      this._at = performance.now();
+      this._rate = 1;
+    }
+    get currentTime() {
+      if (this.paused) return this._pos;
+      const t = this._pos + ((performance.now() - this._at) * this._rate) / 1000;
+      return Math.min(this.duration, t);
+    }
+    set currentTime(s) {
+      this._pos = Math.min(this.duration, Math.max(0, Number(s) || 0));
+      this._at = performance.now();
+      this.dispatchEvent(new Event("seeking"));
+      this.dispatchEvent(new Event("seeked"));
+    }
+    get playbackRate() { return this._rate; }
+    set playbackRate(r) {
+      this._pos = this.currentTime;
+      this._at = performance.now();
+      this._rate = Number(r) > 0 ? Number(r) : 1;
+      this.dispatchEvent(new Event("ratechange"));
+    }
+    play() {
+      if (this.paused) {
+        if (this._pos >= this.duration) this.currentTime = 0;
+        this._at = performance.now();
+        this.paused = false;
+        this.dispatchEvent(new Event("play"));
+      }
+      return Promise.resolve();
+    }
+    pause() {
+      if (this.paused) return;
+      this._pos = this.currentTime;
+      this.paused = true;
+      this.dispatchEvent(new Event("pause"));
+    }
+    /** Called every frame: stop at the end as a video does. */
+    tick() {
+      if (!this.paused && this.currentTime >= this.duration) {
+        this.pause();
+        this.dispatchEvent(new Event("ended"));
+      }
+    }
+  }
+
+  function clockText(secs, tenths) {
+    const s = Math.max(0, Number.isFinite(secs) ? secs : 0);
+    const m = Math.floor(s / 60);
+    const rest = s - m * 60;
+    const ss = tenths ? rest.toFixed(1).padStart(4, "0")
+      : String(Math.floor(rest)).padStart(2, "0");
+    return `${m}:${ss}`;
+  }
+
+  /** A stable number in [0, 1) from a comment id: the density sample keeps id below it. */
+  function idFraction(id) {
+    let h = 0x811c9dc5; // FNV-1a
+    for (let i = 0; i < id.length; i++) {
+      h ^= id.charCodeAt(i);
+      h = Math.imul(h, 0x01000193);
+    }
+    return (h >>> 0) / 4294967296;
+  }
+
+  function replayShows(item) {
+    if (retracted.has(item.id)) return false;
+    const sampledOut = settings.density < 1 && !(Number(item.prio) >= 1)
+      && idFraction(item.id) >= settings.density;
+    if (sampledOut) return false;
+    return shows(item, false);
+  }
+
+  /** First index whose offset is above ms (the comments are sorted by offset). */
+  function indexAfter(ms) {
+    let lo = 0;
+    let hi = R.comments.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (R.comments[mid].offset_ms <= ms) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Media time in ms, never running backwards while playing (a seek says so itself). */
+  function mediaTime() {
+    const m = R.media;
+    const t = Math.max(0, (Number(m.currentTime) || 0) * 1000);
+    if (m.paused || m.seeking || R.last === null || R.resync) return t;
+    return t < R.last && R.last - t < 250 ? R.last : t; // jitter of the interpolated time
+  }
+
+  /** Clear the screen and put up what playing up to ``t`` would show now. */
+  function resyncAt(t) {
+    clearScreen();
+    R.resync = false;
+    R.cursor = indexAfter(t);
+    if (!settings.on) return;
+    const life = Math.max(SCROLL_MS / settings.speed, FIXED_MS);
+    const fresh = [];
+    for (let i = indexAfter(t - life); i < R.cursor; i++) {
+      const item = R.comments[i];
+      if (!replayShows(item)) continue;
+      const node = makeNode(item, false);
+      measure.appendChild(node);
+      fresh.push({ item, own: false, enq: item.offset_ms, node, w: 0 });
+    }
+    for (const entry of fresh) entry.w = entry.node.offsetWidth; // one layout for all
+    for (const entry of fresh) {
+      // as if placed at its own time: part-way across, on the lane it would have had
+      if (!place(entry, entry.item.offset_ms)) waiting.push(entry);
+    }
+  }
+
+  function replayTick() {
+    const m = R.media;
+    if (R.clock) R.clock.tick();
+    if (!R.loaded) return;
+    const t = mediaTime();
+    R.now = t;
+    const jumped = R.last === null || t < R.last - 250
+      || t - R.last > JUMP_MS * Math.max(1, m.playbackRate);
+    if (R.resync || jumped) {
+      resyncAt(t);
+    } else {
+      while (R.cursor < R.comments.length && R.comments[R.cursor].offset_ms <= t) {
+        const item = R.comments[R.cursor++];
+        if (replayShows(item)) incoming.push({ item, own: false, due: item.offset_ms });
+      }
+    }
+    pump(t);
+    if (t !== R.last) { // paused: nothing moves (new ones were set by place())
+      for (const [node, c] of Array.from(R.running)) {
+        if (t >= c.end) removeNode(node);
+        else c.anim.currentTime = t - c.start;
+      }
+    }
+    R.last = t;
+    renderReplayBar(t);
+  }
+
+  let seekDragging = false;
+  function renderReplayBar(t) {
+    const m = R.media;
+    const dur = Number.isFinite(m.duration) ? m.duration : 0;
+    el.rpTime.textContent = `${clockText(t / 1000, false)} / ${clockText(dur, false)}`;
+    if (el.rpSeek.max !== String(dur)) el.rpSeek.max = String(dur);
+    if (!seekDragging) el.rpSeek.value = String(t / 1000);
+    const label = m.paused ? "play" : "pause";
+    if (el.rpPlay.getAttribute("aria-label") !== label) {
+      el.rpPlay.setAttribute("aria-label", label);
+      el.rpPlay.textContent = m.paused ? "▶" : "❚❚";
+    }
+    const rate = String(m.playbackRate);
+    if (el.rpRate.value !== rate && REPLAY_RATES.includes(m.playbackRate)) el.rpRate.value = rate;
+  }
+
+  function togglePlay() {
+    const m = R.media;
+    if (m.paused) m.play().catch(() => toast("The recording could not be played."));
+    else m.pause();
+  }
+
+  const CONTROLS = ["INPUT", "SELECT", "TEXTAREA", "BUTTON", "SUMMARY", "VIDEO"];
+  function bindReplayBar() {
+    const m = R.media;
+    el.rpPlay.addEventListener("click", togglePlay);
+    el.rpSeek.addEventListener("pointerdown", () => { seekDragging = true; });
+    el.rpSeek.addEventListener("pointerup", () => { seekDragging = false; });
+    el.rpSeek.addEventListener("input", () => { m.currentTime = Number(el.rpSeek.value); });
+    el.rpSeek.addEventListener("change", () => { seekDragging = false; });
+    el.rpRate.addEventListener("change", () => { m.playbackRate = Number(el.rpRate.value); });
+    for (const ev of ["seeking", "seeked"]) m.addEventListener(ev, () => { R.resync = true; });
+    el.rpMute.addEventListener("click", () => {
+      el.video.muted = !el.video.muted;
+      el.rpMute.setAttribute("aria-pressed", String(el.video.muted));
+      el.rpMute.textContent = el.video.muted ? "sound off" : "sound on";
+    });
+    document.addEventListener("keydown", (ev) => {
+      const tag = ev.target && ev.target.tagName;
+      if (ev.ctrlKey || ev.metaKey || ev.altKey || CONTROLS.includes(tag)) return;
+      if (ev.key === " " || ev.key === "k") togglePlay();
+      else if (ev.key === "ArrowLeft") m.currentTime = Math.max(0, m.currentTime - 5);
+      else if (ev.key === "ArrowRight") m.currentTime = Math.min(m.duration || 0,
+        m.currentTime + 5);
+      else return;
+      ev.preventDefault();
+    });
+  }
+
+  function setupReplay() {
+    el.online.hidden = true;
+    el.nickForm.hidden = true;
+    el.who.hidden = true;
+    el.replayBar.hidden = false;
+    for (const c of [el.sendText, el.sendColor, el.sendMode, el.sendButton]) c.disabled = true;
+    el.sendText.placeholder = "replay: comments cannot be sent";
+    setState("replay", "loading");
+    const src = params.get("src");
+    const url = src && src !== "recording" ? videoUrl(src) : null;
+    if (url) {
+      el.video.loop = false;
+      el.video.autoplay = false;
+      el.video.src = url.href;
+      el.video.hidden = false;
+      el.pattern.hidden = true;
+      pattern.on = false;
+      el.rpMute.hidden = false;
+      R.media = el.video;
+      el.video.addEventListener("error", () => {
+        toast("The recording could not be loaded.", 8000);
+        setState("error", "recording not loaded");
+      }, { once: true });
+    } else {
+      R.clock = new RecordingClock();
+      R.media = R.clock;
+    }
+    bindReplayBar();
+    if (!ROOM_RE.test(room)) {
+      setState("error", "room must be 1-64 of A-Z a-z 0-9 _ -");
+      return;
+    }
+    if (!BROADCAST_RE.test(broadcast)) {
+      setState("error", "broadcast id must be 1-16 of 0-9 a-f");
+      return;
+    }
+    loadReplay();
+  }
+
+  async function loadReplay() {
+    const path = `/api/rooms/${encodeURIComponent(room)}/broadcasts/`
+      + `${encodeURIComponent(broadcast)}/danmaku?format=json`;
+    let doc;
+    try {
+      const r = await fetch(path, { cache: "no-store" });
+      if (r.status === 404) {
+        setState("error", "no such broadcast");
+        return;
+      }
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      doc = await r.json();
+    } catch {
+      const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(R.attempts, 10));
+      R.attempts += 1;
+      setState("replay", `comments not loaded; retrying in ${Math.ceil(cap / 1000)} s`);
+      setTimeout(loadReplay, cap);
+      return;
+    }
+    const list = doc && Array.isArray(doc.comments) ? doc.comments : [];
+    R.comments = list
+      .filter((c) => c && typeof c === "object" && typeof c.id === "string"
+        && typeof c.text === "string" && Number.isFinite(c.offset_ms) && c.offset_ms >= 0)
+      .sort((a, b) => a.offset_ms - b.offset_ms);
+    const meta = doc && doc.broadcast && typeof doc.broadcast === "object" ? doc.broadcast : {};
+    R.meta = meta;
+    const title = typeof meta.title === "string" && meta.title
+      ? meta.title : `broadcast ${broadcast}`;
+    el.replayTitle.textContent = title;
+    el.replayInfo.hidden = false;
+    document.title = `danmaku · ${room} · ${title} (replay)`;
+    el.rpCount.textContent = `${R.comments.length.toLocaleString("en-US")} comments`;
+    if (R.clock) {
+      const last = R.comments.length ? R.comments[R.comments.length - 1].offset_ms : 0;
+      const span = Number(meta.end) > 0 && Number(meta.start) > 0
+        ? Number(meta.end) - Number(meta.start)
+        : Number(meta.start) > 0 ? Date.now() - Number(meta.start) : 0;
+      R.clock.duration = Math.max(span, last) / 1000; // the broadcast, or up to its last comment
+    }
+    R.loaded = true;
+    R.resync = true;
+    el.rpPlay.disabled = false;
+    el.rpSeek.disabled = false;
+    if (S.state !== "error") setState("replay");
+    R.media.play().catch(() => { /* autoplay refused: the play button starts it */ });
+  }
+
   // ---- the animation loop ---------------------------------------------------------------------
   function loop(now) {
     try {
       drawPattern(now);
-      pump(now);
+      if (R.on) replayTick();
+      else pump(now);
     } finally {
       requestAnimationFrame(loop);
     }
@@ -1051,6 +1411,10 @@
       }
     }
     if (before.density !== settings.density && S.ws) reconnectNow(); // density goes on connect
+    if (R.on && (before.density !== settings.density || before.fontSize !== settings.fontSize
+        || (settings.on && !before.on))) {
+      R.resync = true; // replay: put up again what this position shows with the new settings
+    }
   }
 
   function bindSettings() {
@@ -1104,13 +1468,17 @@
   el.roomName.textContent = room;
   document.title = `danmaku · ${room}`;
   renderSettings();
-  renderWho();
   bindSettings();
   bindSending();
   updateGeometry();
   resizePattern();
   updateCount();
-  setupVideo();
+  if (R.on) {
+    setupReplay();
+  } else {
+    renderWho();
+    setupVideo();
+  }
   new ResizeObserver(() => { updateGeometry(); resizePattern(); }).observe(el.stage);
 
   setInterval(() => {
@@ -1129,13 +1497,13 @@
       ws.send(JSON.stringify({ type: "ping", nonce: `p${Date.now().toString(36)}` }));
     }
   }, PING_EVERY_MS);
-  window.addEventListener("online", () => { if (!S.ws) reconnectNow(); });
-  window.addEventListener("offline", () => { if (!S.ws) renderReconnect(); });
+  window.addEventListener("online", () => { if (!S.ws && !R.on) reconnectNow(); });
+  window.addEventListener("offline", () => { if (!S.ws && !R.on) renderReconnect(); });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && !S.ws && S.reconnectTimer) reconnectNow();
   });
   requestAnimationFrame(loop);
-  connect();
+  if (!R.on) connect(); // a replay needs no connection
 
   // ---- the hook for tests and the curious ------------------------------------------------------
   window.danmaku = Object.freeze({
@@ -1151,6 +1519,12 @@
     stats: () => ({ ...S.stats, waiting: waiting.length, incoming: incoming.length,
       lanes: laneCount() }),
     settings: () => JSON.parse(JSON.stringify(settings)),
+    /** Replay mode: where the recording is and what it has shown; null when live. */
+    replay: () => (R.on ? {
+      loaded: R.loaded, count: R.comments.length, mediaMs: Math.round(R.now),
+      paused: Boolean(R.media && R.media.paused), rate: R.media ? R.media.playbackRate : 1,
+      clock: Boolean(R.clock), duration: R.media ? R.media.duration : 0, shown: R.shown.map((x) => x.slice()),
+    } : null),
     /** Close the socket as a network failure would (the player reconnects on its own). */
     dropConnection: () => { if (S.ws) S.ws.close(4001, "test"); },
   });

@@ -1,0 +1,72 @@
+"""Per-phase report figures from merged counters: targets, shortfalls, shed acks,
+per-viewer rates and load processes that fall behind (pure)."""
+
+from __future__ import annotations
+
+import orjson
+
+from loadtest.client import Conn, ConnSpec, Counters, ProcStats
+from loadtest.report import build, summary_lines
+from loadtest.runner import RunResult
+from loadtest.scenario import load
+
+SPIKE = ["viewers=500", "phases.1.join=1500", "procs=2", "senders=400"]
+
+
+def test_acks_of_shed_comments_are_counted_apart() -> None:
+    c = Counters(1)
+    sender = Conn(ConnSpec("u", "r", token="t"), c, is_viewer=False)
+    sender.inflight = {"a": 0.0, "b": 0.0}
+    sender.on_message(orjson.dumps({"type": "ack", "nonce": "a", "id": "1700-0"}).decode())
+    sender.on_message(orjson.dumps({"type": "ack", "nonce": "b", "id": "shed-0a1b"}).decode())
+    assert (c.stages[0].acked, c.stages[0].shed) == (2, 1)
+    # a sender watching its room counts deliveries, but not as a viewer's
+    sender.on_message('{"type":"frame","room":"r","seq":1,"items":[{"id":"1"}]}')
+    viewer = Conn(ConnSpec("u", "r"), c, is_viewer=True)
+    viewer.on_message('{"type":"frame","room":"r","seq":1,"items":[{"id":"1"},{"id":"2"}]}')
+    assert (c.stages[0].items, c.stages[0].viewer_items) == (3, 2)
+
+
+def _result() -> RunResult:
+    sc = load("celebrity-spike", SPIKE)
+    c = Counters(len(sc.phases) + 2)
+    before, spike, after = c.stages[1], c.stages[2], c.stages[3]
+    before.sent, spike.sent, after.sent = 200, 2, 100  # the bug: the spike got 2 comments
+    spike.acked, spike.shed = 2, 1
+    spike.viewer_items, spike.viewer_seconds = 600_000, 15_000.0
+    for proc, role, viewers, senders in ((0, "viewers", 1000, 0), (2, "senders", 0, 400)):
+        ps = ProcStats.new(proc, role, viewers, senders, len(c.stages))
+        ps.cpu_s[2], ps.wall_s[2] = 9.0, 10.0
+        for _ in range(100):
+            ps.lag[2].record(250.0 if role == "viewers" else 2.0)
+        c.procs[proc] = ps
+    res = RunResult(sc, "r", {"ws_url": "ws://x"}, 0.0)
+    res.counters = c
+    return res
+
+
+def test_phase_figures_and_warnings() -> None:
+    report = build(_result())
+    before, spike, after = report["phases"]
+    assert (before["comments_target"], spike["comments_target"], after["comments_target"]) == (
+        200,
+        11_000,
+        100,
+    )
+    assert before["comments_per_s_target"] == 20 and spike["comments_per_s_target"] == 1100
+    assert before["sent_vs_target"] == 1 and spike["sent_vs_target"] < 0.01
+    assert spike["comments_shed"] == 1 and report["checks"]["comments_shed"] == 1
+    assert spike["items_per_viewer_per_s"] == 40  # per second a viewer was connected
+    assert spike["generator"]["viewers"]["cpu_pct_max"] == 90
+    assert spike["generator"]["senders"]["loop_lag_p99_ms_max"] == 2
+    warnings = report["warnings"]
+    assert any(w.startswith("phase spike: senders sent 2 of the 11000") for w in warnings)
+    assert any(
+        w.startswith("phase spike: a viewers load process fell behind") and "its own work" in w
+        for w in warnings
+    )
+    assert not any(w.startswith("phase before") for w in warnings)
+    assert [g["role"] for g in report["generators"]] == ["viewers", "senders"]
+    text = "\n".join(summary_lines(report))
+    assert "1 sender procs" in text and "WARNING: phase spike: senders sent 2" in text
+    assert "0.2/s sent of 1100.0/s target (2/11000)" in text
