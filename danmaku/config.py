@@ -89,7 +89,9 @@ class Settings:
         100_000, "DANMAKU_STREAM_MAXLEN", "comments kept per room stream (approximate trim)"
     )
     nonce_ttl_s: int = _opt(300, "DANMAKU_NONCE_TTL_S", "resend window: same nonce = same id")
-    lease_ms: int = _opt(3000, "DANMAKU_LEASE_MS", "room lease of a worker; renewed each second")
+    lease_ms: int = _opt(
+        2000, "DANMAKU_LEASE_MS", "room lease of a worker, renewed every third of it"
+    )
     room_idle_s: float = _opt(
         30.0, "DANMAKU_ROOM_IDLE_S", "a worker releases a room with no viewers/comments this long"
     )

@@ -194,7 +194,10 @@ class BroadcastWorker:
     async def _discover_once(self) -> None:
         """Heartbeat, then move toward this worker's fair share of the active rooms:
         take unheld ones up to the share, give back the least active above it."""
-        live = await self.store.worker_heartbeat(self.worker_id, 3 * self.settings.lease_ms)
+        # A worker counts as live as long as its leases would: when a dead worker's leases
+        # expire it also leaves the count, so the others' fair share covers its rooms.
+        fresh_ms = self.settings.lease_ms + int(DISCOVER_EVERY_S * 1000)
+        live = await self.store.worker_heartbeat(self.worker_id, fresh_ms)
         since_ms = int((self._clock() - self.settings.room_idle_s) * 1000)
         active = await self.store.active_rooms(since_ms)
         unheld = await self.store.unleased([room for room in active if room not in self.rooms])
