@@ -1,7 +1,8 @@
 """Signed user tokens (HS256 JWT): who a connection is and what it may do.
 
-A token carries ``sub`` (user id), ``nick``, ``role`` and optionally ``room`` (the token
-is then valid in that room only) and ``hl`` (highlighted sender). Pure functions; the
+A token carries ``sub`` (user id), ``nick``, ``role`` and optionally ``room`` (a room
+name, or a list of them: the token is then valid in those rooms only; a moderator of
+listed rooms) and ``hl`` (highlighted sender). Pure functions; the
 secret is passed in. ``verify`` never raises anything but ``TokenError``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +34,14 @@ class User:
     role: str = "viewer"
     room: str | None = None
     highlight: bool = False
+    rooms: tuple[str, ...] | None = None  # the rooms the token is limited to (None: all)
 
     @property
     def is_staff(self) -> bool:
         return self.role in STAFF_ROLES
+
+    def allowed_in(self, room: str) -> bool:
+        return self.rooms is None or room in self.rooms
 
     def public(self) -> dict[str, Any]:
         """The user as the protocol shows it (welcome.user)."""
@@ -48,7 +54,7 @@ def mint(
     uid: str,
     nick: str,
     role: str = "viewer",
-    room: str | None = None,
+    room: str | Sequence[str] | None = None,
     ttl_s: int = 86_400,
     highlight: bool = False,
     now: float | None = None,
@@ -68,8 +74,10 @@ def mint(
         "iat": issued,
         "exp": issued + int(ttl_s),
     }
-    if room:
+    if isinstance(room, str) and room:
         claims["room"] = room
+    elif room:
+        claims["room"] = list(room)
     if highlight:
         claims["hl"] = True
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -93,13 +101,21 @@ def verify(secret: str, token: str, *, room: str | None = None) -> User:
     if not isinstance(nick, str) or role not in ROLES:
         raise TokenError("bad token: nick/role")
     token_room = claims.get("room")
-    if token_room is not None and room is not None and token_room != room:
+    rooms: tuple[str, ...] | None = None
+    if isinstance(token_room, str):
+        rooms = (token_room,)
+    elif isinstance(token_room, list) and all(isinstance(r, str) for r in token_room):
+        rooms = tuple(token_room)
+    elif token_room is not None:
+        raise TokenError("bad token: room")
+    if rooms is not None and room is not None and room not in rooms:
         raise TokenError("token is for another room")
     return User(
         uid=uid,
         nick=nick[:64],
         role=role,
-        room=token_room if isinstance(token_room, str) else None,
+        room=rooms[0] if rooms and len(rooms) == 1 else None,
+        rooms=rooms,
         highlight=bool(claims.get("hl", False)),
     )
 

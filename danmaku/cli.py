@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--user", required=True, help="user id")
     tok.add_argument("--nick", required=True, help="display name")
     tok.add_argument("--role", default="viewer", choices=auth.ROLES)
-    tok.add_argument("--room", default=None, help="valid in this room only")
+    tok.add_argument(
+        "--room", default=None, help="valid in this room only (comma-separated: these rooms)"
+    )
     tok.add_argument("--ttl", type=int, default=86_400, help="seconds (default 86400)")
     tok.add_argument("--highlight", action="store_true", help="highlighted (paid) sender")
     config.add_arguments(tok, only=("secret", "data_dir"))
@@ -76,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 uid=args.user,
                 nick=args.nick,
                 role=args.role,
-                room=args.room,
+                room=args.room.split(",") if args.room and "," in args.room else args.room,
                 ttl_s=args.ttl,
                 highlight=args.highlight,
             )

@@ -92,7 +92,7 @@ def _staff(request: Request, room: RoomName, token: Annotated[str, Depends(_bear
         ) from exc
     if not user.is_staff:
         raise HTTPException(403, "a moderator, streamer or admin token is needed")
-    if user.room is not None and user.room != room:
+    if not user.allowed_in(room):
         raise HTTPException(403, "the token is for another room")
     return user
 

@@ -78,3 +78,14 @@ def test_ip_admission_zero_means_unlimited_and_state_is_bounded() -> None:
     assert adm.try_open("10.0.1.1", now=1) == "too_many_sessions"  # table full this minute
     assert adm.try_open("10.0.1.1", now=61) is None  # old windows pruned
     assert adm.tracked() <= 100
+
+
+def test_moderator_of_listed_rooms() -> None:
+    tok = auth.mint(SECRET, uid="m", nick="M", role="moderator", room=["a", "b"])
+    user = auth.verify(SECRET, tok)
+    assert user.rooms == ("a", "b") and user.allowed_in("b") and not user.allowed_in("c")
+    assert auth.verify(SECRET, tok, room="a").uid == "m"
+    with pytest.raises(auth.TokenError):
+        auth.verify(SECRET, tok, room="c")
+    everywhere = auth.verify(SECRET, auth.mint(SECRET, uid="m", nick="M", role="moderator"))
+    assert everywhere.rooms is None and everywhere.allowed_in("anything")

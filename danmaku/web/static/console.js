@@ -277,7 +277,8 @@
     el.whoNick.textContent = c ? str(c.nick) || str(c.sub) || "?" : "unreadable token";
     const bits = [];
     if (c && c.role) bits.push(str(c.role));
-    if (c && c.room) bits.push(`room ${str(c.room)}`);
+    if (c && Array.isArray(c.room)) bits.push(`rooms ${c.room.map(str).join(", ")}`);
+    else if (c && c.room) bits.push(`room ${str(c.room)}`);
     if (c && Number(c.exp) * 1000 < Date.now()) bits.push("expired");
     el.whoRole.textContent = bits.length ? `(${bits.join(" · ")})` : "";
   }
