@@ -123,6 +123,7 @@ class ModerationOps:
             pipe.rpush(keys.retract(room), comment_id)
             pipe.ltrim(keys.retract(room), -RETRACT_MAX, -1)
             pipe.zadd(keys.ROOMS, {room: int(time.time() * 1000)})
+            pipe.zadd(keys.HOT, {room: int(time.time() * 1000)})
             self._audit(
                 pipe,
                 room,

@@ -251,6 +251,7 @@ class Store(ReplayOps, ModerationOps):  # ReplayOps first: it implements unrecor
                     args += [c.payload, "s" if c.exempt else "h" if c.highlight else "-"]
                 self._ingest(keys=ks, args=args, client=pipe)
             pipe.zadd(keys.ROOMS, {room: now_ms for room in batch})
+            pipe.zadd(keys.HOT, {room: now_ms for room in batch})
             return pipe.execute()
 
         replies = await self._call("append_comments", run)
@@ -459,6 +460,20 @@ class Store(ReplayOps, ModerationOps):  # ReplayOps first: it implements unrecor
         return info
 
     # ---- worker ---------------------------------------------------------------------------
+    async def hot_rooms(self, since_ms: int) -> set[str]:
+        """Rooms with comments stored or moderation changes since ``since_ms``: the rooms a
+        worker must read this tick (others have nothing new). Prunes entries over a
+        minute old."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zremrangebyscore(keys.HOT, "-inf", since_ms - 60_000)
+            pipe.zrangebyscore(keys.HOT, since_ms, "+inf")
+            return pipe.execute()
+
+        _, rooms = await self._call("hot_rooms", run)
+        return {_s(r) for r in rooms}
+
     async def active_rooms(self, since_ms: int, limit: int = 10_000) -> list[str]:
         """Rooms with comments or viewers reported since ``since_ms``; prunes older ones."""
 

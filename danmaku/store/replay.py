@@ -51,6 +51,7 @@ class ReplayOps:
             live: dict[Any, Any] = {"id": str(meta["id"]), "start": now_ms}
             pipe.delete(keys.live(room))  # a previous broadcast's ending window closes
             pipe.hset(keys.live(room), mapping=live)
+            pipe.zadd(keys.HOT, {room: now_ms})
             pipe.execute()
 
         await self._call("start_broadcast", run)
@@ -75,6 +76,7 @@ class ReplayOps:
                 pipe.hset(keys.live(room), "end", int(meta["end"]))
                 pipe.pexpire(keys.live(room), 60_000)
             pipe.expire(keys.recording(room, broadcast_id), self._replay_retention_s)
+            pipe.zadd(keys.HOT, {room: int(time.time() * 1000)})
             pipe.execute()
 
         await self._call("end_broadcast", run)

@@ -36,6 +36,10 @@ from danmaku.store import FrameCommit, Lease, Store, StoreError
 log = logging.getLogger(__name__)
 
 DISCOVER_EVERY_S = 0.5
+# A room is read in a tick only if it was "hot" (comments stored, moderation change) this
+# recently, or still has work: idle rooms cost nothing per tick. The window also covers
+# clock skew between gateway and worker hosts (scores are the gateway's clock).
+HOT_WINDOW_S = 2.0
 ONLINE_EVERY_S = 1.0
 
 
@@ -57,6 +61,7 @@ class _Room:
     last_active: float  # trio time of the last comment or viewer seen
     online: int = 0
     latencies: list[float] = field(default_factory=list)  # ms, items shown since the report
+    catching_up: bool = True  # read every tick until a read finds nothing (takeover backlog)
     comments_in: int = 0  # since the last stats report
     shown: int = 0
     dropped: int = 0
@@ -231,7 +236,14 @@ class BroadcastWorker:
         """Read, merge and commit one tick for every held room; return frames committed."""
         if not self.rooms:
             return 0
-        held = dict(self.rooms)
+        hot = await self.store.hot_rooms(int((self._clock() - HOT_WINDOW_S) * 1000))
+        held = {
+            room: r
+            for room, r in self.rooms.items()
+            if room in hot or r.catching_up or r.merger.has_work()
+        }
+        if not held:
+            return 0
         read, retracts, on_air = await self.store.read_comments(
             {room: r.merger.read_cursor for room, r in held.items()},
             self.settings.max_items_per_tick,
@@ -242,6 +254,7 @@ class BroadcastWorker:
         for room, r in held.items():
             r.merger.retract(retracts.get(room, []))
             comments = read.get(room)
+            r.catching_up = len(comments or ()) >= self.settings.max_items_per_tick
             if comments:
                 r.merger.add((c.id, c.payload) for c in comments)
                 r.last_active = now
