@@ -111,3 +111,20 @@ async def connect(
     if wait_welcome:
         await client.wait_for(lambda c: bool(c.of_type("welcome")) or c.closed is not None)
     return client
+
+
+async def printed_urls(proc: trio.Process, what: str) -> dict[str, str]:
+    """Read a ``danmaku`` process's start-up lines until ``ready:``; return the printed
+    ``name: url`` pairs (fails if the process exits first or takes over 30 s)."""
+    assert proc.stdout is not None
+    buf = b""
+    with trio.fail_after(30):
+        while b"ready:" not in buf:
+            chunk = await proc.stdout.receive_some(4096)
+            assert chunk, f"`{what}` exited early: {buf!r}"
+            buf += chunk
+    urls = {}
+    for line in buf.decode().splitlines():
+        name, _, url = line.strip().partition(": ")
+        urls[name] = url
+    return urls

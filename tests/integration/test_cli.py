@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from danmaku import auth
-from tests.client import connect
+from tests.client import connect, printed_urls
 
 
 def _env() -> dict[str, str]:
@@ -41,18 +41,7 @@ async def _start_up(data_dir: Path) -> tuple[trio.Process, dict[str, str]]:
         stdout=subprocess.PIPE,
         env=_env(),
     )
-    assert proc.stdout is not None
-    urls: dict[str, str] = {}
-    buf = b""
-    with trio.fail_after(30):
-        while b"ready:" not in buf:
-            chunk = await proc.stdout.receive_some(4096)
-            assert chunk, f"`danmaku up` exited early: {buf!r}"
-            buf += chunk
-    for line in buf.decode().splitlines():
-        name, _, url = line.strip().partition(": ")
-        urls[name] = url
-    return proc, urls
+    return proc, await printed_urls(proc, "danmaku up")
 
 
 def _post(url: str, body: dict[str, str]) -> dict[str, object]:
@@ -172,18 +161,7 @@ async def test_split_roles_serve_metrics_on_their_own_port(redis_url: str, tmp_p
                 env=env,
             )
             procs.append(proc)
-            assert proc.stdout is not None
-            buf = b""
-            with trio.fail_after(30):
-                while b"ready:" not in buf:
-                    chunk = await proc.stdout.receive_some(4096)
-                    assert chunk, f"`danmaku {role}` exited early: {buf!r}"
-                    buf += chunk
-            url = next(
-                line.split(": ", 1)[1]
-                for line in buf.decode().splitlines()
-                if line.strip().startswith("metrics:")
-            )
+            url = (await printed_urls(proc, f"danmaku {role}"))["metrics"]
             text = await trio.to_thread.run_sync(
                 lambda u=url: urllib.request.urlopen(u, timeout=10).read().decode()
             )

@@ -20,7 +20,7 @@ from danmaku.config import Settings
 from danmaku.embedded import free_port, redis_command
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
-from tests.client import Client, connect, label, token
+from tests.client import Client, connect, label, printed_urls, token
 from tests.conftest import SECRET
 
 
@@ -48,13 +48,7 @@ async def worker_process(settings: Settings, worker_id: str) -> AsyncIterator[tr
         stdout=subprocess.PIPE,
         env=env,
     )
-    assert proc.stdout is not None
-    buf = b""
-    with trio.fail_after(30):
-        while b"ready:" not in buf:
-            chunk = await proc.stdout.receive_some(4096)
-            assert chunk, buf
-            buf += chunk
+    await printed_urls(proc, f"danmaku worker {worker_id}")
     try:
         yield proc
     finally:
