@@ -155,9 +155,10 @@ async def test_split_roles_serve_metrics_on_their_own_port(redis_url: str, tmp_p
                     "--ws-port",
                     "0",
                     "--log-level",
-                    "WARNING",
+                    "INFO",
                 ],
                 stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,  # logs too: the secret must appear in neither
                 env=env,
             )
             procs.append(proc)
@@ -168,6 +169,13 @@ async def test_split_roles_serve_metrics_on_their_own_port(redis_url: str, tmp_p
             assert "danmaku_redis_seconds" in text and "process_cpu_seconds_total" in text
             wanted = "danmaku_worker_rooms" if role == "worker" else "danmaku_connections_open"
             assert wanted in text
+            assert env["DANMAKU_SECRET"] not in text
     finally:
         for proc in procs:
             assert await _stop(proc) == 0
+    for proc in procs:
+        assert proc.stdout is not None
+        rest = b""
+        while chunk := await proc.stdout.receive_some(65536):
+            rest += chunk
+        assert env["DANMAKU_SECRET"].encode() not in rest, "the secret leaked into the output"
