@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import trio
 from fastapi import FastAPI
 from hypercorn.config import Config
@@ -19,7 +21,9 @@ async def serve_app(
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
-    config.errorlog = "-"
+    # A plain logger: hypercorn adds no handler of its own, so its lines go through the
+    # process's logging setup once (with "-" they were printed twice).
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 1.0
 
     async def started_hook(task_status: trio.TaskStatus[list[str]]) -> None:
