@@ -3,7 +3,7 @@
 Nothing outside ``danmaku.store`` imports ``redis``.
 """
 
-from danmaku.store.redis_store import (
+from danmaku.store.records import (
     CommittedFrame,
     ControlEvent,
     FrameCommit,
@@ -13,10 +13,10 @@ from danmaku.store.redis_store import (
     Outcome,
     RoomLive,
     RoomState,
-    Store,
     StoredComment,
     StoreError,
 )
+from danmaku.store.redis_store import Store
 
 __all__ = [
     "CommittedFrame",

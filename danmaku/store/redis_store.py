@@ -15,9 +15,7 @@ fenced commits). Errors from Redis surface as ``StoreError``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -27,128 +25,27 @@ import trio
 from danmaku.metrics import Metrics
 from danmaku.store import keys, scripts
 from danmaku.store.moderation import ModerationOps
+from danmaku.store.records import (
+    CommittedFrame,
+    ControlEvent,
+    Ingest,
+    IngestLimits,
+    Outcome,
+    RoomLive,
+    RoomState,
+    StoreError,
+    _decode_settings,
+    _s,
+    _sum_fresh,
+    _sum_online,
+)
 from danmaku.store.replay import ReplayOps
+from danmaku.store.worker_ops import WorkerOps
 
 T = TypeVar("T")
-ONLINE_FRESH_MS = 5000  # a gateway's online count older than this is ignored (it died)
 
 
-class StoreError(Exception):
-    """Redis failed or is unreachable; the operation may or may not have happened."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredComment:
-    """One comment as read back from a room stream: its stream id and JSON payload."""
-
-    id: str
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A held room lease and the room's committed position when it was taken."""
-
-    room: str
-    token: str
-    seq: int
-    cursor: str
-
-
-@dataclass(frozen=True, slots=True)
-class FrameCommit:
-    """One frame to commit under a lease: payload, its seq, the cursor it advances to."""
-
-    room: str
-    token: str
-    seq: int
-    cursor: str
-    payload: bytes
-    retracted: int = 0  # retract ids this frame carries (taken off the room's list)
-    broadcast: str = ""  # the broadcast on air the worker saw ("" = none)
-    recorded: Sequence[tuple[str, bytes]] = ()  # (comment id, JSON) to keep for replay
-
-
-@dataclass(frozen=True, slots=True)
-class Ingest:
-    """One comment to admit: who, the resend nonce, the payload, the hash of its
-    normalised text (duplicate guard), and whether the sender is exempt from limits."""
-
-    uid: str
-    nonce: str
-    payload: bytes
-    text_hash: str
-    exempt: bool = False
-    highlight: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class IngestLimits:
-    rate_per_s: float = 1.0
-    burst: float = 3.0
-    duplicate_window_s: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What the door said about one comment: stored (``id``), resent (``id``, ``resent``),
-    or refused (``code``, ``retry_after_ms``)."""
-
-    id: str | None
-    resent: bool = False
-    code: str | None = None
-    retry_after_ms: int = 0
-
-    @classmethod
-    def parse(cls, reply: str) -> Outcome:
-        if reply.startswith("="):
-            return cls(reply[1:], resent=True)
-        if reply.startswith("!"):
-            code, _, ms = reply[1:].partition(":")
-            return cls(None, code=code, retry_after_ms=int(float(ms or 0)))
-        return cls(reply)
-
-
-@dataclass(frozen=True, slots=True)
-class RoomLive:
-    """Room-wide figures a gateway reads back each presence round."""
-
-    offered: float  # comments/s offered over all gateways, before shedding
-    settings: dict[str, float]
-    global_words_version: int
-
-
-@dataclass(frozen=True, slots=True)
-class RoomState:
-    seq: int
-    online: int
-    control_id: str  # last entry of the room's control stream ("0-0": none)
-    pin: dict[str, Any] | None
-    words_version: tuple[float, int]  # (room words_v, global words version)
-    words: list[str]  # blocked words: the room's and the global list
-
-
-@dataclass(frozen=True, slots=True)
-class ControlEvent:
-    """A moderation event for gateways (``kind``: ban, pin, notice, settings)."""
-
-    room: str
-    id: str
-    event: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class CommittedFrame:
-    room: str
-    seq: int
-    payload: bytes
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class Store(ReplayOps, ModerationOps):  # ReplayOps first: it implements unrecord
+class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before ModerationOps: unrecord
     """Async facade over one Redis (URL). Thread-safe; share one per process.
 
     Close with ``close()`` (idempotent) when the process is done with Redis.
@@ -358,32 +255,6 @@ class Store(ReplayOps, ModerationOps):  # ReplayOps first: it implements unrecor
             words=sorted({_s(w) for w in words} | {_s(w) for w in gwords}),
         )
 
-    async def online_counts(
-        self, rooms: Iterable[str]
-    ) -> dict[str, tuple[int, dict[str, float], set[str]]]:
-        """Per room: viewers summed over live gateways, the room settings, and the uids
-        granted the highlighted tier."""
-        rooms = list(rooms)
-        now_ms = int(time.time() * 1000)
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            for room in rooms:
-                pipe.hgetall(keys.online(room))
-                pipe.hgetall(keys.settings(room))
-                pipe.smembers(keys.highlights(room))
-            return pipe.execute()
-
-        r = await self._call("online_counts", run)
-        return {
-            room: (
-                _sum_online(r[3 * i], now_ms),
-                _decode_settings(r[3 * i + 1]),
-                {_s(u) for u in r[3 * i + 2]},
-            )
-            for i, room in enumerate(rooms)
-        }
-
     async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]:
         """Up to ``count`` committed frames with seq > ``after_seq``, oldest first."""
 
@@ -458,216 +329,3 @@ class Store(ReplayOps, ModerationOps):  # ReplayOps first: it implements unrecor
         for name in ("comments_per_s", "shown_per_s", "dropped_per_s", "latency_p99_ms"):
             info[name] = float(stats.get(name.encode(), 0) or 0)
         return info
-
-    # ---- worker ---------------------------------------------------------------------------
-    async def hot_rooms(self, since_ms: int) -> set[str]:
-        """Rooms with comments stored or moderation changes since ``since_ms``: the rooms a
-        worker must read this tick (others have nothing new). Prunes entries over a
-        minute old."""
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            pipe.zremrangebyscore(keys.HOT, "-inf", since_ms - 60_000)
-            pipe.zrangebyscore(keys.HOT, since_ms, "+inf")
-            return pipe.execute()
-
-        _, rooms = await self._call("hot_rooms", run)
-        return {_s(r) for r in rooms}
-
-    async def active_rooms(self, since_ms: int, limit: int = 10_000) -> list[str]:
-        """Rooms with comments or viewers reported since ``since_ms``; prunes older ones."""
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            pipe.zremrangebyscore(keys.ROOMS, "-inf", since_ms - 3_600_000)
-            pipe.zrangebyscore(keys.ROOMS, since_ms, "+inf", start=0, num=limit)
-            return pipe.execute()
-
-        _, rooms = await self._call("active_rooms", run)
-        return [_s(r) for r in rooms]
-
-    async def worker_heartbeat(self, worker_id: str, fresh_ms: int) -> int:
-        """Say this worker is alive; return how many workers were alive in ``fresh_ms``."""
-        now_ms = int(time.time() * 1000)
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            pipe.zadd(keys.WORKERS, {worker_id: now_ms})
-            pipe.zremrangebyscore(keys.WORKERS, "-inf", now_ms - fresh_ms)
-            pipe.zcard(keys.WORKERS)
-            return pipe.execute()
-
-        return int((await self._call("worker_heartbeat", run))[2])
-
-    async def worker_gone(self, worker_id: str) -> None:
-        """Leave the live workers (graceful stop), so others rebalance at once."""
-        await self._call("worker_gone", partial(self._r.zrem, keys.WORKERS, worker_id))
-
-    async def unleased(self, rooms: Sequence[str]) -> list[str]:
-        """The rooms among ``rooms`` whose lease nobody holds right now."""
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            for room in rooms:
-                pipe.exists(keys.lease(room))
-            return pipe.execute()
-
-        if not rooms:
-            return []
-        held = await self._call("unleased", run)
-        return [room for room, h in zip(rooms, held, strict=True) if not h]
-
-    async def acquire(self, rooms: Sequence[str], token: str, lease_ms: int) -> list[Lease]:
-        """Try to take the lease of each room; return the ones taken (with positions)."""
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            for room in rooms:
-                self._acquire(
-                    keys=[keys.lease(room), keys.meta(room)], args=[token, lease_ms], client=pipe
-                )
-            return pipe.execute()
-
-        replies = await self._call("acquire", run)
-        return [
-            Lease(room, token, int(r[0]), _s(r[1]))
-            for room, r in zip(rooms, replies, strict=True)
-            if r
-        ]
-
-    async def renew(self, leases: Mapping[str, str], lease_ms: int) -> set[str]:
-        """Extend leases ``{room: token}``; return the rooms whose lease was lost."""
-        rooms = list(leases)
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            for room in rooms:
-                self._renew(keys=[keys.lease(room)], args=[leases[room], lease_ms], client=pipe)
-            return pipe.execute()
-
-        replies = await self._call("renew", run)
-        return {room for room, ok in zip(rooms, replies, strict=True) if not ok}
-
-    async def release(self, leases: Mapping[str, str]) -> None:
-        """Give back leases ``{room: token}`` that are still ours. Idempotent."""
-
-        def run() -> None:
-            pipe = self._r.pipeline(transaction=False)
-            for room, token in leases.items():
-                self._release(keys=[keys.lease(room)], args=[token], client=pipe)
-            pipe.execute()
-
-        if leases:
-            await self._call("release", run)
-
-    async def read_comments(
-        self, cursors: Mapping[str, str], count: int
-    ) -> tuple[
-        dict[str, list[StoredComment]], dict[str, list[str]], dict[str, tuple[str, int, int]]
-    ]:
-        """Comments after each room's cursor (exclusive), up to ``count`` per room, the
-        ids each room's next frame must retract (moderator deletes), and the broadcast on
-        air per room (``(id, start_ms, end_ms or 0)``) whose recording the frame feeds."""
-        rooms = list(cursors)
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            for room in rooms:
-                stream: dict[Any, Any] = {keys.comments(room): cursors[room]}
-                pipe.xread(stream, count=count)
-                pipe.lrange(keys.retract(room), 0, 999)
-                pipe.hmget(keys.live(room), "id", "start", "end")
-            return pipe.execute()
-
-        replies = await self._call("read_comments", run)
-        out: dict[str, list[StoredComment]] = {}
-        retracts: dict[str, list[str]] = {}
-        on_air: dict[str, tuple[str, int, int]] = {}
-        for i, room in enumerate(rooms):
-            reply, retract, live = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
-            if reply:
-                out[room] = [StoredComment(_s(e), f[b"d"]) for e, f in reply[0][1]]
-            if retract:
-                retracts[room] = [_s(x) for x in retract]
-            if live and live[0]:
-                on_air[room] = (_s(live[0]), int(live[1] or 0), int(live[2] or 0))
-        return out, retracts, on_air
-
-    async def write_stats(self, stats: Mapping[str, Mapping[str, float]]) -> None:
-        """Publish per-room live rates (read by the web app); they expire after 5 s."""
-
-        def run() -> None:
-            pipe = self._r.pipeline(transaction=False)
-            for room, values in stats.items():
-                mapping: dict[Any, Any] = dict(values)
-                pipe.hset(keys.stats(room), mapping=mapping)
-                pipe.pexpire(keys.stats(room), 5000)
-            pipe.execute()
-
-        if stats:
-            await self._call("write_stats", run)
-
-    async def commit(self, frames: Sequence[FrameCommit]) -> list[int]:
-        """Commit frames atomically, each fenced by its lease (see ``scripts.COMMIT``).
-
-        Returns per frame: 1 committed, -1 lease lost, -2 seq moved on.
-        """
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            for f in frames:
-                self._commit(
-                    keys=[
-                        keys.lease(f.room),
-                        keys.meta(f.room),
-                        keys.frames(f.room),
-                        keys.retract(f.room),
-                        keys.live(f.room),
-                        keys.recording(f.room, f.broadcast or "none"),
-                    ],
-                    args=[
-                        f.token,
-                        f.seq,
-                        f.cursor,
-                        f.payload,
-                        self._frames_history,
-                        f.retracted,
-                        f.broadcast,
-                        *(x for pair in f.recorded for x in pair),
-                    ],
-                    client=pipe,
-                )
-            return pipe.execute()
-
-        return [int(x) for x in await self._call("commit", run)]
-
-
-def _sum_fresh(fields: Mapping[bytes, bytes], now_ms: int) -> float:
-    total = 0.0
-    for value in fields.values():
-        rate, _, stamp = _s(value).partition(":")
-        if stamp.isdigit() and now_ms - int(stamp) <= ONLINE_FRESH_MS:
-            try:
-                total += float(rate)
-            except ValueError:
-                continue
-    return total
-
-
-def _decode_settings(fields: Mapping[Any, Any]) -> dict[str, float]:
-    out = {}
-    for name, value in fields.items():
-        try:
-            out[_s(name)] = float(value)
-        except ValueError:
-            continue
-    return out
-
-
-def _sum_online(fields: Mapping[bytes, bytes], now_ms: int) -> int:
-    total = 0
-    for value in fields.values():
-        count, _, stamp = _s(value).partition(":")
-        if stamp.isdigit() and now_ms - int(stamp) <= ONLINE_FRESH_MS and count.isdigit():
-            total += int(count)
-    return total

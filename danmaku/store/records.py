@@ -1,0 +1,156 @@
+"""What the store hands back and takes in: plain records, and the decoding helpers for
+Redis replies (RESP2, bytes). No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+ONLINE_FRESH_MS = 5000  # a gateway's online count older than this is ignored (it died)
+
+
+class StoreError(Exception):
+    """Redis failed or is unreachable; the operation may or may not have happened."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredComment:
+    """One comment as read back from a room stream: its stream id and JSON payload."""
+
+    id: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A held room lease and the room's committed position when it was taken."""
+
+    room: str
+    token: str
+    seq: int
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrameCommit:
+    """One frame to commit under a lease: payload, its seq, the cursor it advances to."""
+
+    room: str
+    token: str
+    seq: int
+    cursor: str
+    payload: bytes
+    retracted: int = 0  # retract ids this frame carries (taken off the room's list)
+    broadcast: str = ""  # the broadcast on air the worker saw ("" = none)
+    recorded: Sequence[tuple[str, bytes]] = ()  # (comment id, JSON) to keep for replay
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """One comment to admit: who, the resend nonce, the payload, the hash of its
+    normalised text (duplicate guard), and whether the sender is exempt from limits."""
+
+    uid: str
+    nonce: str
+    payload: bytes
+    text_hash: str
+    exempt: bool = False
+    highlight: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    rate_per_s: float = 1.0
+    burst: float = 3.0
+    duplicate_window_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the door said about one comment: stored (``id``), resent (``id``, ``resent``),
+    or refused (``code``, ``retry_after_ms``)."""
+
+    id: str | None
+    resent: bool = False
+    code: str | None = None
+    retry_after_ms: int = 0
+
+    @classmethod
+    def parse(cls, reply: str) -> Outcome:
+        if reply.startswith("="):
+            return cls(reply[1:], resent=True)
+        if reply.startswith("!"):
+            code, _, ms = reply[1:].partition(":")
+            return cls(None, code=code, retry_after_ms=int(float(ms or 0)))
+        return cls(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLive:
+    """Room-wide figures a gateway reads back each presence round."""
+
+    offered: float  # comments/s offered over all gateways, before shedding
+    settings: dict[str, float]
+    global_words_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    seq: int
+    online: int
+    control_id: str  # last entry of the room's control stream ("0-0": none)
+    pin: dict[str, Any] | None
+    words_version: tuple[float, int]  # (room words_v, global words version)
+    words: list[str]  # blocked words: the room's and the global list
+
+
+@dataclass(frozen=True, slots=True)
+class ControlEvent:
+    """A moderation event for gateways (``kind``: ban, pin, notice, settings)."""
+
+    room: str
+    id: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedFrame:
+    room: str
+    seq: int
+    payload: bytes
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _sum_fresh(fields: Mapping[bytes, bytes], now_ms: int) -> float:
+    total = 0.0
+    for value in fields.values():
+        rate, _, stamp = _s(value).partition(":")
+        if stamp.isdigit() and now_ms - int(stamp) <= ONLINE_FRESH_MS:
+            try:
+                total += float(rate)
+            except ValueError:
+                continue
+    return total
+
+
+def _decode_settings(fields: Mapping[Any, Any]) -> dict[str, float]:
+    out = {}
+    for name, value in fields.items():
+        try:
+            out[_s(name)] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def _sum_online(fields: Mapping[bytes, bytes], now_ms: int) -> int:
+    total = 0
+    for value in fields.values():
+        count, _, stamp = _s(value).partition(":")
+        if stamp.isdigit() and now_ms - int(stamp) <= ONLINE_FRESH_MS and count.isdigit():
+            total += int(count)
+    return total

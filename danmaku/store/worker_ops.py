@@ -1,0 +1,247 @@
+"""The broadcast worker's Redis operations (a ``Store`` mixin): discovery, leases and
+liveness, per-tick reads, fenced commits, live figures. One pipeline per call; each Lua
+script touches one room's keys only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import redis
+
+from danmaku.store import keys
+from danmaku.store.records import (
+    FrameCommit,
+    Lease,
+    StoredComment,
+    _decode_settings,
+    _s,
+    _sum_online,
+)
+
+T = TypeVar("T")
+
+
+class WorkerOps:
+    """Mixin for ``Store``: needs ``self._r``, ``self._call``, the registered scripts and
+    ``self._frames_history``."""
+
+    _r: redis.Redis
+    _frames_history: int
+    _acquire: Any
+    _renew: Any
+    _release: Any
+    _commit: Any
+
+    async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
+        raise NotImplementedError
+
+    async def online_counts(
+        self, rooms: Iterable[str]
+    ) -> dict[str, tuple[int, dict[str, float], set[str]]]:
+        """Per room: viewers summed over live gateways, the room settings, and the uids
+        granted the highlighted tier."""
+        rooms = list(rooms)
+        now_ms = int(time.time() * 1000)
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                pipe.hgetall(keys.online(room))
+                pipe.hgetall(keys.settings(room))
+                pipe.smembers(keys.highlights(room))
+            return pipe.execute()
+
+        r = await self._call("online_counts", run)
+        return {
+            room: (
+                _sum_online(r[3 * i], now_ms),
+                _decode_settings(r[3 * i + 1]),
+                {_s(u) for u in r[3 * i + 2]},
+            )
+            for i, room in enumerate(rooms)
+        }
+
+    # ---- worker ---------------------------------------------------------------------------
+    async def hot_rooms(self, since_ms: int) -> set[str]:
+        """Rooms with comments stored or moderation changes since ``since_ms``: the rooms a
+        worker must read this tick (others have nothing new). Prunes entries over a
+        minute old."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zremrangebyscore(keys.HOT, "-inf", since_ms - 60_000)
+            pipe.zrangebyscore(keys.HOT, since_ms, "+inf")
+            return pipe.execute()
+
+        _, rooms = await self._call("hot_rooms", run)
+        return {_s(r) for r in rooms}
+
+    async def active_rooms(self, since_ms: int, limit: int = 10_000) -> list[str]:
+        """Rooms with comments or viewers reported since ``since_ms``; prunes older ones."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zremrangebyscore(keys.ROOMS, "-inf", since_ms - 3_600_000)
+            pipe.zrangebyscore(keys.ROOMS, since_ms, "+inf", start=0, num=limit)
+            return pipe.execute()
+
+        _, rooms = await self._call("active_rooms", run)
+        return [_s(r) for r in rooms]
+
+    async def worker_heartbeat(self, worker_id: str, fresh_ms: int) -> int:
+        """Say this worker is alive; return how many workers were alive in ``fresh_ms``."""
+        now_ms = int(time.time() * 1000)
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zadd(keys.WORKERS, {worker_id: now_ms})
+            pipe.zremrangebyscore(keys.WORKERS, "-inf", now_ms - fresh_ms)
+            pipe.zcard(keys.WORKERS)
+            return pipe.execute()
+
+        return int((await self._call("worker_heartbeat", run))[2])
+
+    async def worker_gone(self, worker_id: str) -> None:
+        """Leave the live workers (graceful stop), so others rebalance at once."""
+        await self._call("worker_gone", partial(self._r.zrem, keys.WORKERS, worker_id))
+
+    async def unleased(self, rooms: Sequence[str]) -> list[str]:
+        """The rooms among ``rooms`` whose lease nobody holds right now."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                pipe.exists(keys.lease(room))
+            return pipe.execute()
+
+        if not rooms:
+            return []
+        held = await self._call("unleased", run)
+        return [room for room, h in zip(rooms, held, strict=True) if not h]
+
+    async def acquire(self, rooms: Sequence[str], token: str, lease_ms: int) -> list[Lease]:
+        """Try to take the lease of each room; return the ones taken (with positions)."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                self._acquire(
+                    keys=[keys.lease(room), keys.meta(room)], args=[token, lease_ms], client=pipe
+                )
+            return pipe.execute()
+
+        replies = await self._call("acquire", run)
+        return [
+            Lease(room, token, int(r[0]), _s(r[1]))
+            for room, r in zip(rooms, replies, strict=True)
+            if r
+        ]
+
+    async def renew(self, leases: Mapping[str, str], lease_ms: int) -> set[str]:
+        """Extend leases ``{room: token}``; return the rooms whose lease was lost."""
+        rooms = list(leases)
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                self._renew(keys=[keys.lease(room)], args=[leases[room], lease_ms], client=pipe)
+            return pipe.execute()
+
+        replies = await self._call("renew", run)
+        return {room for room, ok in zip(rooms, replies, strict=True) if not ok}
+
+    async def release(self, leases: Mapping[str, str]) -> None:
+        """Give back leases ``{room: token}`` that are still ours. Idempotent."""
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            for room, token in leases.items():
+                self._release(keys=[keys.lease(room)], args=[token], client=pipe)
+            pipe.execute()
+
+        if leases:
+            await self._call("release", run)
+
+    async def read_comments(
+        self, cursors: Mapping[str, str], count: int
+    ) -> tuple[
+        dict[str, list[StoredComment]], dict[str, list[str]], dict[str, tuple[str, int, int]]
+    ]:
+        """Comments after each room's cursor (exclusive), up to ``count`` per room, the
+        ids each room's next frame must retract (moderator deletes), and the broadcast on
+        air per room (``(id, start_ms, end_ms or 0)``) whose recording the frame feeds."""
+        rooms = list(cursors)
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                stream: dict[Any, Any] = {keys.comments(room): cursors[room]}
+                pipe.xread(stream, count=count)
+                pipe.lrange(keys.retract(room), 0, 999)
+                pipe.hmget(keys.live(room), "id", "start", "end")
+            return pipe.execute()
+
+        replies = await self._call("read_comments", run)
+        out: dict[str, list[StoredComment]] = {}
+        retracts: dict[str, list[str]] = {}
+        on_air: dict[str, tuple[str, int, int]] = {}
+        for i, room in enumerate(rooms):
+            reply, retract, live = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            if reply:
+                out[room] = [StoredComment(_s(e), f[b"d"]) for e, f in reply[0][1]]
+            if retract:
+                retracts[room] = [_s(x) for x in retract]
+            if live and live[0]:
+                on_air[room] = (_s(live[0]), int(live[1] or 0), int(live[2] or 0))
+        return out, retracts, on_air
+
+    async def write_stats(self, stats: Mapping[str, Mapping[str, float]]) -> None:
+        """Publish per-room live rates (read by the web app); they expire after 5 s."""
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            for room, values in stats.items():
+                mapping: dict[Any, Any] = dict(values)
+                pipe.hset(keys.stats(room), mapping=mapping)
+                pipe.pexpire(keys.stats(room), 5000)
+            pipe.execute()
+
+        if stats:
+            await self._call("write_stats", run)
+
+    async def commit(self, frames: Sequence[FrameCommit]) -> list[int]:
+        """Commit frames atomically, each fenced by its lease (see ``scripts.COMMIT``).
+
+        Returns per frame: 1 committed, -1 lease lost, -2 seq moved on.
+        """
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for f in frames:
+                self._commit(
+                    keys=[
+                        keys.lease(f.room),
+                        keys.meta(f.room),
+                        keys.frames(f.room),
+                        keys.retract(f.room),
+                        keys.live(f.room),
+                        keys.recording(f.room, f.broadcast or "none"),
+                    ],
+                    args=[
+                        f.token,
+                        f.seq,
+                        f.cursor,
+                        f.payload,
+                        self._frames_history,
+                        f.retracted,
+                        f.broadcast,
+                        *(x for pair in f.recorded for x in pair),
+                    ],
+                    client=pipe,
+                )
+            return pipe.execute()
+
+        return [int(x) for x in await self._call("commit", run)]
