@@ -73,6 +73,9 @@ class Settings:
     )
     tls_cert: str = _opt("", "DANMAKU_TLS_CERT", "PEM certificate: the gateway serves wss://")
     tls_key: str = _opt("", "DANMAKU_TLS_KEY", "PEM private key for --tls-cert")
+    max_handshakes: int = _opt(
+        64, "DANMAKU_MAX_HANDSHAKES", "handshakes a gateway completes at once (others wait)"
+    )
     connect_timeout_s: float = _opt(
         5.0, "DANMAKU_CONNECT_TIMEOUT_S", "WebSocket handshake must finish within this"
     )

@@ -96,7 +96,10 @@ class Gateway:
         self.allowed_origins = parse_origins(settings.allowed_origins)
         self.port = 0
         self._viewers: set[Viewer] = set()
-        self._all_gone = trio.Event()  # set when draining and the last viewer left
+        self._all_gone = trio.Event()
+        self._handshake_slots = trio.CapacityLimiter(
+            max(1, settings.max_handshakes)
+        )  # set when draining and the last viewer left
 
     # ---- lifecycle ------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -205,17 +208,21 @@ class Gateway:
             await request.reject(429, body=refused.encode())
             return
         try:
-            try:
-                room, user, since, density = self._check(parse_qs(url.query, max_num_fields=8))
-            except HandshakeRefused as refusal:
-                m.handshakes_rejected.labels(refusal.code).inc()
+            # A storm of handshakes must not starve the broadcast loop: trio runs every
+            # runnable task once per round, so a few thousand handshakes in flight would
+            # delay frames by their whole round. Bounding them keeps rounds short.
+            async with self._handshake_slots:
+                try:
+                    room, user, since, density = self._check(parse_qs(url.query, max_num_fields=8))
+                except HandshakeRefused as refusal:
+                    m.handshakes_rejected.labels(refusal.code).inc()
+                    ws = await request.accept()
+                    await ws.send_message(
+                        protocol.error(protocol.ProtocolError(refusal.code, refusal.message))
+                    )
+                    await ws.aclose(refusal.close, refusal.message[:120])
+                    return
                 ws = await request.accept()
-                await ws.send_message(
-                    protocol.error(protocol.ProtocolError(refusal.code, refusal.message))
-                )
-                await ws.aclose(refusal.close, refusal.message[:120])
-                return
-            ws = await request.accept()
             await self._session(ws, room, user, since, density)
         except ConnectionClosed:
             pass
