@@ -138,7 +138,7 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     store = Store(settings.redis_url, Metrics(process=False))
     try:
-        body, _ = trio.run(export, store, args.room, args.broadcast, args.format)
+        body = trio.run(export, store, args.room, args.broadcast, args.format)
     except KeyError:
         print(f"danmaku export: no broadcast {args.broadcast} in room {args.room}", file=sys.stderr)
         return 1

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -10,6 +15,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from danmaku import auth
+from danmaku.worker import BroadcastWorker
 from tests.conftest import SECRET
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -128,3 +134,74 @@ async def printed_urls(proc: trio.Process, what: str) -> dict[str, str]:
         name, _, url = line.strip().partition(": ")
         urls[name] = url
     return urls
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer: status, headers (lower-case names) and body, whatever the status."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+def http_sync(
+    url: str,
+    method: str = "GET",
+    *,
+    json_body: Any = None,
+    data: bytes | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> Reply:
+    """One real HTTP request (urllib); error statuses are returned, not raised."""
+    hdrs = dict(headers or {})
+    if json_body is not None:
+        data = json.dumps(json_body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    if token:
+        hdrs["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, headers=hdrs, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return Reply(resp.status, _lower(resp.headers.items()), resp.read())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, _lower(exc.headers.items()), exc.read())
+
+
+async def http(url: str, method: str = "GET", **kw: Any) -> Reply:
+    """``http_sync`` from trio, in a thread."""
+    return await trio.to_thread.run_sync(partial(http_sync, url, method, **kw))
+
+
+def _lower(items: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in items}
+
+
+class RunningWorker:
+    """A broadcast worker running in ``nursery``; ``stop()`` is a graceful stop (leases
+    given back), ``crash()`` stops it as SIGKILL would (leases left to expire)."""
+
+    def __init__(self, nursery: trio.Nursery, worker: BroadcastWorker) -> None:
+        self.worker = worker
+        self.scope = trio.CancelScope()
+        nursery.start_soon(self._run)
+
+    async def _run(self) -> None:
+        with self.scope:
+            await self.worker.run()
+
+    def stop(self) -> None:
+        self.scope.cancel()
+
+    def crash(self) -> None:
+        self.worker.release_all = _no_release  # type: ignore[method-assign]
+        self.scope.cancel()
+
+
+async def _no_release() -> None:
+    return None

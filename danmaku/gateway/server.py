@@ -453,11 +453,11 @@ class Gateway:
             }
         )
         hub = self.hubs.hubs.get(viewer.room)
-        if hub is not None and not user.is_staff and hub.words.match(req.text) is not None:
-            return protocol.ProtocolError(
-                "blocked", "your comment contains a blocked word", req.nonce
-            )
         if hub is not None:
+            if not user.is_staff and hub.words.match(req.text) is not None:
+                return protocol.ProtocolError(
+                    "blocked", "your comment contains a blocked word", req.nonce
+                )
             hub.offered += 1
             if not hub.ceiling.admit(prio, self.rng):
                 # Shed at the door (the room runs far past what frames can show): the

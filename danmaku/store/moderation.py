@@ -16,15 +16,12 @@ import orjson
 import redis
 
 from danmaku.store import keys
+from danmaku.store.records import _s
 
 T = TypeVar("T")
 AUDIT_MAXLEN = 10_000
 CONTROL_MAXLEN = 1_000
 RETRACT_MAX = 1_000  # retract ids kept waiting for a frame (oldest trimmed beyond)
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class ModerationOps:

@@ -121,8 +121,9 @@ class CommittedFrame:
     payload: bytes
 
 
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _s(value: Any) -> str:
+    """A Redis reply (RESP2: bytes) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _sum_fresh(fields: Mapping[bytes, bytes], now_ms: int) -> float:

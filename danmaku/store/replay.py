@@ -19,12 +19,9 @@ import orjson
 import redis
 
 from danmaku.store import keys
+from danmaku.store.records import _s
 
 T = TypeVar("T")
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class ReplayOps:

@@ -17,9 +17,9 @@ from danmaku.web.moderation import RoomName, Staff, guarded, who
 
 BroadcastId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,16}$", description="broadcast id")]
 MEDIA = {
-    "json": ("application/json", "json"),
-    "xml": ("application/xml; charset=utf-8", "xml"),
-    "ass": ("text/x-ssa; charset=utf-8", "ass"),
+    "json": "application/json",
+    "xml": "application/xml; charset=utf-8",
+    "ass": "text/x-ssa; charset=utf-8",
 }
 
 
@@ -27,18 +27,18 @@ class BroadcastIn(BaseModel):
     title: str = Field(default="", max_length=200)
 
 
-async def export(store: Store, room: str, broadcast_id: str, fmt: str) -> tuple[bytes, str]:
+async def export(store: Store, room: str, broadcast_id: str, fmt: str) -> bytes:
     """The broadcast's comments in ``fmt``; raises ``KeyError`` for an unknown one."""
     meta = await store.broadcast(room, broadcast_id)
     if meta is None:
         raise KeyError(broadcast_id)
     comments = await store.recorded(room, broadcast_id)
     if fmt == "xml":
-        return replay_export.to_bilibili_xml(comments, chat_id=broadcast_id), fmt
+        return replay_export.to_bilibili_xml(comments, chat_id=broadcast_id)
     if fmt == "ass":
         title = meta.get("title") or f"{room} {broadcast_id}"
-        return replay_export.to_ass(comments, title=title).encode(), fmt
-    return replay_export.to_json(room, meta, comments), "json"
+        return replay_export.to_ass(comments, title=title).encode()
+    return replay_export.to_json(room, meta, comments)
 
 
 def create_router(settings: Settings, store: Store) -> APIRouter:
@@ -77,13 +77,14 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         format: Annotated[Literal["json", "xml", "ass"], Query()] = "json",
     ) -> Response:
         try:
-            body, ext = await guarded(export(store, room, broadcast_id, format))
+            body = await guarded(export(store, room, broadcast_id, format))
         except KeyError as exc:
             raise HTTPException(404, "no such broadcast") from exc
-        media, _ = MEDIA[ext]
-        name = f"{room}-{broadcast_id}.{ext}"
+        name = f"{room}-{broadcast_id}.{format}"
         return Response(
-            body, media_type=media, headers={"Content-Disposition": f'inline; filename="{name}"'}
+            body,
+            media_type=MEDIA[format],
+            headers={"Content-Disposition": f'inline; filename="{name}"'},
         )
 
     return router

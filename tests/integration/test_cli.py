@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import trio
 
 from danmaku import auth
-from tests.client import connect, printed_urls
+from tests.client import connect, http, printed_urls
 
 
 def _env() -> dict[str, str]:
@@ -44,14 +42,6 @@ async def _start_up(data_dir: Path) -> tuple[trio.Process, dict[str, str]]:
     return proc, await printed_urls(proc, "danmaku up")
 
 
-def _post(url: str, body: dict[str, str]) -> dict[str, object]:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())  # type: ignore[no-any-return]
-
-
 async def _stop(proc: trio.Process) -> int:
     proc.send_signal(signal.SIGTERM)
     with trio.fail_after(20):
@@ -64,7 +54,9 @@ async def test_up_prints_urls_and_a_comment_goes_through(tmp_path: Path) -> None
     try:
         assert {"player", "console", "websocket", "metrics", "redis"} <= set(urls)
         web = urls["player"].split("/?")[0]
-        session = await trio.to_thread.run_sync(_post, f"{web}/api/session", {"nick": "Ann"})
+        reply = await http(f"{web}/api/session", "POST", json_body={"nick": "Ann"})
+        assert reply.status == 200
+        session = reply.json()
         token = str(session["token"])
         port = int(urls["websocket"].rsplit(":", 1)[1].split("/")[0])
         async with trio.open_nursery() as n:
@@ -163,9 +155,9 @@ async def test_split_roles_serve_metrics_on_their_own_port(redis_url: str, tmp_p
             )
             procs.append(proc)
             url = (await printed_urls(proc, f"danmaku {role}"))["metrics"]
-            text = await trio.to_thread.run_sync(
-                lambda u=url: urllib.request.urlopen(u, timeout=10).read().decode()
-            )
+            reply = await http(url)
+            assert reply.status == 200
+            text = reply.body.decode()
             assert "danmaku_redis_seconds" in text and "process_cpu_seconds_total" in text
             wanted = "danmaku_worker_rooms" if role == "worker" else "danmaku_connections_open"
             assert wanted in text

@@ -10,7 +10,7 @@ from danmaku.metrics import Metrics
 from danmaku.store import Store
 from danmaku.system import System
 from danmaku.worker import BroadcastWorker
-from tests.client import connect, label, token
+from tests.client import RunningWorker, connect, label, token
 
 
 async def test_resume_with_since_has_no_gap_or_duplicate(system: System) -> None:
@@ -107,14 +107,12 @@ async def test_worker_killed_mid_stream_loses_and_repeats_nothing(
                 await trio.sleep(0.005)
 
         for round_ in range(3):
-            worker = BroadcastWorker(store, settings, metrics, worker_id=f"w{round_}")
-            scope = trio.CancelScope()
-            n.start_soon(partial(_run_until, worker, scope))
+            running = RunningWorker(
+                n, BroadcastWorker(store, settings, metrics, worker_id=f"w{round_}")
+            )
             await send(30, f"r{round_}-")
             await trio.sleep(0.03)
-            # Crash: cancel without releasing the lease (as SIGKILL would).
-            worker.release_all = _no_release  # type: ignore[method-assign]
-            scope.cancel()
+            running.crash()  # the lease is not given back, as with SIGKILL
         final = BroadcastWorker(store, settings, metrics, worker_id="final")
         n.start_soon(final.run)
         await watcher.wait_for(lambda c: set(acked) <= set(c.item_ids()), timeout=20)
@@ -126,12 +124,3 @@ async def test_worker_killed_mid_stream_loses_and_repeats_nothing(
         assert metrics.leases.labels("takeover")._value.get() >= 1
         n.cancel_scope.cancel()
     store.close()
-
-
-async def _no_release() -> None:
-    return None
-
-
-async def _run_until(worker: BroadcastWorker, scope: trio.CancelScope) -> None:
-    with scope:
-        await worker.run()

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+import orjson
 import redis
 import trio
 
@@ -20,7 +21,7 @@ from danmaku.config import Settings
 from danmaku.embedded import free_port, redis_command
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
-from tests.client import Client, connect, label, printed_urls, token
+from tests.client import Client, connect, http, label, printed_urls, token
 from tests.conftest import SECRET
 
 
@@ -66,8 +67,6 @@ def frames_items(r: redis.Redis, room: str) -> tuple[list[str], list[int]]:
     ids, seqs = [], []
     for entry_id, fields in r.xrange(f"dm:{{{room}}}:frames"):
         seqs.append(int(entry_id.split(b"-")[0]))
-        import orjson
-
         ids += [i["id"] for i in orjson.loads(fields[b"d"])["items"]]
     return ids, seqs
 
@@ -207,14 +206,14 @@ async def test_redis_restart_processes_survive_and_resume(
             await trio.sleep(1.2)  # let everysec fsync cover them
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            down = await _status(base + "/readyz")
+            down = (await http(base + "/readyz", timeout=5)).status
             refused = await sender.comment("while down", nonce="down")
             assert down == 503 and refused["type"] == "error"
             assert refused["code"] in ("unavailable", "overloaded")
             proc = subprocess.Popen(cmd)  # same port, same AOF
             await trio.to_thread.run_sync(wait_redis)
             with trio.fail_after(10):
-                while await _status(base + "/readyz") != 200:
+                while (await http(base + "/readyz", timeout=5)).status != 200:
                     await trio.sleep(0.1)
             kept = [eid.decode() for eid, _ in client.xrange("dm:{phoenix}:in")]
             assert set(acked) <= set(kept), "acknowledged comments lost across the restart"
@@ -230,17 +229,3 @@ async def test_redis_restart_processes_survive_and_resume(
         proc.terminate()
         proc.wait(10)
         client.close()
-
-
-async def _status(url: str) -> int:
-    import urllib.error
-    import urllib.request
-
-    def get() -> int:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return int(resp.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-
-    return await trio.to_thread.run_sync(get)

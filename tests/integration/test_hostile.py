@@ -8,8 +8,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
-from tests.client import connect, token
+from tests.client import connect, http, token
 
 
 async def start(nursery: trio.Nursery, settings: Settings) -> System:
@@ -129,43 +127,29 @@ async def test_invalid_utf8_closes_1007_and_binary_is_refused(system: System) ->
         n.cancel_scope.cancel()
 
 
-def _http(
-    url: str, data: bytes | None = None, method: str = "GET", headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
-
-
 async def test_http_guards(system: System) -> None:
     base = f"http://127.0.0.1:{system.web_port}"
-    status, headers, _ = await trio.to_thread.run_sync(_http, base + "/")
-    assert status == 200
+    page = await http(base + "/")
+    assert page.status == 200
+    headers = page.headers
     csp = headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
     assert headers["x-content-type-options"] == "nosniff"
     big = b'{"nick": "' + b"x" * 100_000 + b'"}'
-    status, _, body = await trio.to_thread.run_sync(
-        partial(_http, base + "/api/session", big, "POST", {"Content-Type": "application/json"})
+    reply = await http(
+        base + "/api/session", "POST", data=big, headers={"Content-Type": "application/json"}
     )
-    assert status == 413 and b"over" in body
+    assert reply.status == 413 and b"over" in reply.body
     # CORS closed: a preflight from another origin gets no allow header.
-    status, headers, _ = await trio.to_thread.run_sync(
-        partial(
-            _http,
-            base + "/api/session",
-            None,
-            "OPTIONS",
-            {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
-        )
+    preflight = await http(
+        base + "/api/session",
+        "OPTIONS",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
-    assert "access-control-allow-origin" not in headers
-    status, _, body = await trio.to_thread.run_sync(_http, base + "/metrics")
-    assert system.settings.secret.encode() not in body
+    assert "access-control-allow-origin" not in preflight.headers
+    metrics = await http(base + "/metrics")
+    assert system.settings.secret.encode() not in metrics.body
 
 
 def test_split_roles_refuse_to_start_without_a_secret(tmp_path: Path) -> None:

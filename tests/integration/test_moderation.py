@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from functools import partial
 from typing import Any
 
@@ -14,22 +11,7 @@ import trio
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
-from tests.client import connect, label, token
-
-
-def _http(method: str, url: str, tok: str | None, body: Any) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if tok:
-        headers["Authorization"] = f"Bearer {tok}"
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        return exc.code, json.loads(raw) if raw else None
+from tests.client import connect, http, label, token
 
 
 class Api:
@@ -38,7 +20,8 @@ class Api:
         self.tok = tok
 
     async def __call__(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        return await trio.to_thread.run_sync(_http, method, self.base + path, self.tok, body)
+        reply = await http(self.base + path, method, json_body=body, token=self.tok)
+        return reply.status, reply.json()
 
 
 MOD = token("mod1", role="moderator", room="mod")

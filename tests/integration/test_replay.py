@@ -18,7 +18,7 @@ from danmaku.metrics import Metrics
 from danmaku.store import Store
 from danmaku.system import System, run_system
 from danmaku.worker import BroadcastWorker
-from tests.client import connect, label, token
+from tests.client import RunningWorker, connect, http, label, token
 from tests.integration.test_moderation import Api
 
 MOD = token("mod", role="moderator")
@@ -41,22 +41,16 @@ async def test_recording_survives_worker_restarts_and_exports(
         senders = [await connect(n, system.ws_port, "show", tok=token(f"u{i}")) for i in range(5)]
         troll = await connect(n, system.ws_port, "show", tok=token("troll"))
         for round_ in range(3):
-            worker = BroadcastWorker(store, s, Metrics(process=False), worker_id=f"w{round_}")
-            scope = trio.CancelScope()
-
-            async def run(w: BroadcastWorker = worker, sc: trio.CancelScope = scope) -> None:
-                with sc:
-                    await w.run()
-
-            n.start_soon(run)
+            running = RunningWorker(
+                n, BroadcastWorker(store, s, Metrics(process=False), worker_id=f"w{round_}")
+            )
             for k in range(20):
                 reply = await senders[k % 5].comment(f"r{round_} {label(k)}", nonce=f"{round_}-{k}")
                 acked[reply["id"]] = 0
             reply = await troll.comment(f"trolling {label(round_)}", nonce=f"t{round_}")
             acked[reply["id"]] = 0
             await trio.sleep(0.3)
-            worker.release_all = _no_release  # type: ignore[method-assign]
-            scope.cancel()  # crash: the lease must expire before the next worker takes over
+            running.crash()  # the lease must expire before the next worker takes over
         final = BroadcastWorker(store, s, Metrics(process=False), worker_id="final")
         n.start_soon(final.run)
         with trio.fail_after(15):
@@ -85,9 +79,9 @@ async def test_recording_survives_worker_restarts_and_exports(
 
     # XML and ASS over HTTP parse with real parsers.
     base = f"http://127.0.0.1:{system.web_port}/api/rooms/show/broadcasts/{bc['id']}/danmaku"
-    xml = await trio.to_thread.run_sync(_get, base + "?format=xml")
+    xml = (await http(base + "?format=xml")).body
     assert len(ET.fromstring(xml).findall("d")) == kept
-    ass = await trio.to_thread.run_sync(_get, base + "?format=ass")
+    ass = (await http(base + "?format=ass")).body
     assert len(pysubs2.SSAFile.from_string(ass.decode()).events) == kept
     # The CLI exports the same.
     out = tmp_path / "show.ass"
@@ -141,14 +135,3 @@ async def test_only_comments_during_a_broadcast_are_recorded(system: System) -> 
         assert before["id"] != during["id"]
         assert (await Api(system, token("v"))("POST", "/rooms/clock/broadcasts", {}))[0] == 403
         n.cancel_scope.cancel()
-
-
-async def _no_release() -> None:
-    return None
-
-
-def _get(url: str) -> bytes:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return resp.read()  # type: ignore[no-any-return]

@@ -12,7 +12,7 @@ from danmaku.metrics import Metrics
 from danmaku.store import Store
 from danmaku.system import System, run_system
 from danmaku.worker import BroadcastWorker
-from tests.client import connect, label, token
+from tests.client import RunningWorker, connect, label, token
 
 
 async def test_rooms_spread_over_workers_and_rebalance(
@@ -24,26 +24,19 @@ async def test_rooms_spread_over_workers_and_rebalance(
     assert gw.ws_port
     store = Store(settings.redis_url, Metrics(process=False))
     rooms = [f"room{i}" for i in range(30)]
-    workers: dict[str, tuple[BroadcastWorker, trio.CancelScope]] = {}
+    workers: dict[str, RunningWorker] = {}
 
     async def start(name: str) -> None:
-        w = BroadcastWorker(store, settings, Metrics(process=False), worker_id=name)
-        scope = trio.CancelScope()
-
-        async def run() -> None:
-            with scope:
-                await w.run()
-
-        nursery.start_soon(run)
-        workers[name] = (w, scope)
+        worker = BroadcastWorker(store, settings, Metrics(process=False), worker_id=name)
+        workers[name] = RunningWorker(nursery, worker)
 
     def holdings() -> dict[str, int]:
-        return {name: len(w.rooms) for name, (w, _) in workers.items()}
+        return {name: len(w.worker.rooms) for name, w in workers.items()}
 
     async def settle(expect_max: int) -> None:
         with trio.move_on_after(15):
             while True:
-                held = [set(w.rooms) for w, _ in workers.values()]
+                held = [set(w.worker.rooms) for w in workers.values()]
                 union = set().union(*held)
                 overlap = sum(len(h) for h in held) - len(union)
                 if union == set(rooms) and overlap == 0 and max(map(len, held)) <= expect_max:
@@ -69,8 +62,7 @@ async def test_rooms_spread_over_workers_and_rebalance(
         await settle(expect_max=11)  # 30 rooms / 3 workers + slack
         assert sum(holdings().values()) == 30
 
-        _, scope = workers.pop("c")
-        scope.cancel()  # graceful stop: leases released, others take over at once
+        workers.pop("c").stop()  # graceful: leases released, others take over at once
         await say(1)
         await settle(expect_max=17)
 
@@ -84,6 +76,6 @@ async def test_rooms_spread_over_workers_and_rebalance(
             await w.wait_for(lambda c, r=r: set(acked[r]) <= set(c.item_ids()), timeout=15)
             assert w.item_ids() == acked[r], "lost, repeated or reordered across rebalancing"
         n.cancel_scope.cancel()
-    for _, scope in workers.values():
-        scope.cancel()
+    for w in workers.values():
+        w.stop()
     store.close()
