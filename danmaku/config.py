@@ -21,7 +21,13 @@ def _opt(default: Any, env: str, help: str) -> Any:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = _opt(
-        "", "REDIS_URL", "Redis URL; empty: `up` starts an embedded redis-server under data_dir"
+        "",
+        "REDIS_URL",
+        "Redis URL (redis://, rediss://) or Redis Cluster seeds "
+        "(redis+cluster://host:port,host:port); empty: `up` starts an embedded redis-server",
+    )
+    cluster_poll_ms: int = _opt(
+        20, "DANMAKU_CLUSTER_POLL_MS", "on a Redis Cluster: gateways poll frame streams this often"
     )
     secret: str = _opt(
         "", "DANMAKU_SECRET", "HS256 token secret; empty: `up` keeps a dev secret in data_dir"

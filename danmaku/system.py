@@ -85,56 +85,65 @@ async def run_system(
 ) -> None:
     metrics = metrics or Metrics()
     with trio.CancelScope() as scope:
-        async with trio.open_nursery() as nursery:
-            url = settings.redis_url
-            if not url:
-                if not embedded_redis:
-                    raise SystemExit("--redis-url / REDIS_URL is required for this role")
-                url = await nursery.start(run_redis, Path(settings.data_dir) / "redis")
-            store = Store(
-                url,
-                metrics,
-                frames_history=settings.frames_history,
-                stream_maxlen=settings.stream_maxlen,
-                nonce_ttl_s=settings.nonce_ttl_s,
-                replay_retention_s=int(settings.replay_retention_days * 86400),
-            )
-            await store.wait_ready()
-            system = System(settings, metrics, store, url, scope)
-            if "gateway" in roles:
-                system.gateway = Gateway(
-                    store, settings, metrics, gateway_id=settings.instance_id or None
+        opened: Store | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                url = settings.redis_url
+                if not url:
+                    if not embedded_redis:
+                        raise SystemExit("--redis-url / REDIS_URL is required for this role")
+                    url = await nursery.start(run_redis, Path(settings.data_dir) / "redis")
+                store = opened = Store(
+                    url,
+                    metrics,
+                    frames_history=settings.frames_history,
+                    stream_maxlen=settings.stream_maxlen,
+                    nonce_ttl_s=settings.nonce_ttl_s,
+                    replay_retention_s=int(settings.replay_retention_days * 86400),
+                    cluster_poll_ms=settings.cluster_poll_ms,
                 )
-                if settings.public_web_url:
-                    system.gateway.allowed_origins.add(settings.public_web_url.rstrip("/").lower())
-                system.ws_port = await nursery.start(system.gateway.run)
-                system.urls["websocket"] = public_ws_url(settings, system.ws_port)
-            if "worker" in roles:
-                system.worker = BroadcastWorker(
-                    store, settings, metrics, worker_id=settings.instance_id or None
-                )
-                await nursery.start(system.worker.run)
-            if "web" in roles:
-                ws_url = system.urls.get("websocket") or settings.public_ws_url or ""
-                app = create_app(settings, store, metrics, ws_url=lambda: ws_url)
-                system.web_port = await nursery.start(
-                    serve_app, app, settings.web_host, settings.web_port
-                )
-                base = f"http://{settings.web_host}:{system.web_port}"
-                if system.gateway is not None:
-                    # Same-origin default: the player served by this web app may connect.
-                    system.gateway.allowed_origins.add(base)
-                    if settings.web_host == "127.0.0.1":
-                        system.gateway.allowed_origins.add(f"http://localhost:{system.web_port}")
-                system.urls.update(
-                    player=f"{base}/?room=lobby",
-                    console=f"{base}/console?room=lobby",
-                    metrics=f"{base}/metrics",
-                    api=f"{base}/api/docs",
-                )
-            system.urls["redis"] = url
-            try:
+                await store.wait_ready()
+                system = System(settings, metrics, store, url, scope)
+                if "gateway" in roles:
+                    system.gateway = Gateway(
+                        store, settings, metrics, gateway_id=settings.instance_id or None
+                    )
+                    if settings.public_web_url:
+                        system.gateway.allowed_origins.add(
+                            settings.public_web_url.rstrip("/").lower()
+                        )
+                    system.ws_port = await nursery.start(system.gateway.run)
+                    system.urls["websocket"] = public_ws_url(settings, system.ws_port)
+                if "worker" in roles:
+                    system.worker = BroadcastWorker(
+                        store, settings, metrics, worker_id=settings.instance_id or None
+                    )
+                    await nursery.start(system.worker.run)
+                if "web" in roles:
+                    ws_url = system.urls.get("websocket") or settings.public_ws_url or ""
+                    app = create_app(settings, store, metrics, ws_url=lambda: ws_url)
+                    system.web_port = await nursery.start(
+                        serve_app, app, settings.web_host, settings.web_port
+                    )
+                    base = f"http://{settings.web_host}:{system.web_port}"
+                    if system.gateway is not None:
+                        # Same-origin default: the player served by this web app may connect.
+                        system.gateway.allowed_origins.add(base)
+                        if settings.web_host == "127.0.0.1":
+                            system.gateway.allowed_origins.add(
+                                f"http://localhost:{system.web_port}"
+                            )
+                    system.urls.update(
+                        player=f"{base}/?room=lobby",
+                        console=f"{base}/console?room=lobby",
+                        metrics=f"{base}/metrics",
+                        api=f"{base}/api/docs",
+                    )
+                system.urls["redis"] = url
                 task_status.started(system)
                 await trio.sleep_forever()
-            finally:
-                store.close()
+        finally:
+            # After every role has stopped: the worker gives its leases back through
+            # the store on its way out.
+            if opened is not None:
+                opened.close()

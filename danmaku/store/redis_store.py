@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis
 import trio
+from redis.exceptions import RedisClusterException
 
 from danmaku.metrics import Metrics
-from danmaku.store import keys, scripts
+from danmaku.store import cluster, keys, scripts
 from danmaku.store.moderation import ModerationOps
 from danmaku.store.records import (
     CommittedFrame,
@@ -46,7 +47,8 @@ T = TypeVar("T")
 
 
 class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before ModerationOps: unrecord
-    """Async facade over one Redis (URL). Thread-safe; share one per process.
+    """Async facade over one Redis or a Redis Cluster (``redis+cluster://`` URL, see
+    ``cluster``). Thread-safe; share one per process.
 
     Close with ``close()`` (idempotent) when the process is done with Redis.
     """
@@ -61,6 +63,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         nonce_ttl_s: int = 300,
         max_threads: int = 16,
         replay_retention_s: int = 30 * 86400,
+        cluster_poll_ms: int = 20,
     ) -> None:
         self.url = url
         self._m = metrics
@@ -68,10 +71,21 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         self._stream_maxlen = stream_maxlen
         self._nonce_ttl_s = nonce_ttl_s
         self._replay_retention_s = replay_retention_s
-        common: dict[str, Any] = {"protocol": 2, "decode_responses": False}
-        self._r = redis.Redis.from_url(url, socket_timeout=10, **common)
-        # Blocking reads (XREAD BLOCK) get their own pool so they never starve writes.
-        self._rb = redis.Redis.from_url(url, socket_timeout=10, **common)
+        self._poll_s = cluster_poll_ms / 1000
+        common: dict[str, Any] = {"protocol": 2, "decode_responses": False, "socket_timeout": 10}
+        self.cluster = cluster.is_cluster_url(url)
+        self._r: redis.Redis
+        if self.cluster:
+            try:
+                # Same command API as a plain client (pipelines included): typed as one.
+                self._r = cast(redis.Redis, cluster.connect(url, **common))
+            except (redis.RedisError, RedisClusterException) as exc:
+                raise StoreError(f"Redis Cluster at {url}: {exc}") from exc
+            self._rb = self._r  # no blocking reads on a cluster: wait_events polls
+        else:
+            self._r = redis.Redis.from_url(url, **common)
+            # Blocking reads (XREAD BLOCK) get their own pool so they never starve writes.
+            self._rb = redis.Redis.from_url(url, **common)
         self._limiter = trio.CapacityLimiter(max_threads)
         self._ingest = self._r.register_script(scripts.INGEST)
         self._acquire = self._r.register_script(scripts.ACQUIRE)
@@ -86,7 +100,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
             result = await trio.to_thread.run_sync(
                 fn, limiter=self._limiter, abandon_on_cancel=abandon
             )
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             self._m.redis_errors.labels(op).inc()
             raise StoreError(f"{op}: {exc}") from exc
         self._m.redis_latency.labels(op).observe(time.perf_counter() - start)
@@ -98,7 +112,10 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         self._rb.close()
 
     async def ping(self) -> bool:
-        return bool(await self._call("ping", self._r.ping))
+        """Redis answers; on a cluster, every master does (one down: not ready until a
+        replica has taken over)."""
+        ping = cast(cluster.RoutedCluster, self._r).ping_masters if self.cluster else self._r.ping
+        return bool(await self._call("ping", ping))
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
         """Wait until Redis answers PING; raise ``StoreError`` after ``timeout_s``."""
@@ -277,32 +294,50 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         Cancel-safe: a cancelled wait is abandoned (its thread finishes within block_ms
         and its reply is discarded), nothing is consumed.
         """
-        if not frames_after:
+        if not frames_after and not control_after:
             await trio.sleep(block_ms / 1000)
             return [], []
+        if self.cluster:
+            return await self._poll_events(frames_after, control_after, block_ms, count)
         streams: dict[Any, Any] = {keys.frames(r): f"{seq}-0" for r, seq in frames_after.items()}
         streams.update({keys.control(r): cid for r, cid in control_after.items()})
 
         def run() -> Any:
             return self._rb.xread(streams, count=count, block=block_ms)
 
-        reply = await self._call("wait_events", run, abandon=True)
-        frames: list[CommittedFrame] = []
-        controls: list[ControlEvent] = []
-        for key, entries in reply or []:
-            name = _s(key)
-            room = keys.room_of(name)
-            if name.endswith(":ctl"):
-                for entry_id, fields in entries:
-                    try:
-                        event = orjson.loads(fields[b"e"])
-                    except (KeyError, orjson.JSONDecodeError):
-                        continue
-                    controls.append(ControlEvent(room, _s(entry_id), event))
-                continue
-            for entry_id, fields in entries:
-                frames.append(CommittedFrame(room, int(_s(entry_id).split("-")[0]), fields[b"d"]))
-        return frames, controls
+        return _events(await self._call("wait_events", run, abandon=True) or [])
+
+    async def _poll_events(
+        self,
+        frames_after: Mapping[str, int],
+        control_after: Mapping[str, str],
+        block_ms: int,
+        count: int,
+    ) -> tuple[list[CommittedFrame], list[ControlEvent]]:
+        # A cluster refuses one XREAD over keys in different slots, and a blocking read
+        # per room would hold a connection (and a thread) per room. So: one pipeline of
+        # non-blocking per-room XREADs (a room's frames and control streams share a slot),
+        # grouped by shard, every cluster_poll_ms until something arrives.
+        rooms = list(dict.fromkeys([*frames_after, *control_after]))
+        deadline = trio.current_time() + block_ms / 1000
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                streams: dict[Any, Any] = {}
+                if room in frames_after:
+                    streams[keys.frames(room)] = f"{frames_after[room]}-0"
+                if room in control_after:
+                    streams[keys.control(room)] = control_after[room]
+                pipe.xread(streams, count=count)
+            return pipe.execute()
+
+        while True:
+            replies = await self._call("wait_events", run, abandon=True)
+            found = _events([entry for reply in replies if reply for entry in reply])
+            if found[0] or found[1] or trio.current_time() >= deadline:
+                return found
+            await trio.sleep(min(self._poll_s, max(0.0, deadline - trio.current_time())))
 
     async def room_info(self, room: str) -> dict[str, Any]:
         """Live figures of a room: last seq, online viewers, the worker's rates."""
@@ -329,3 +364,23 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         for name in ("comments_per_s", "shown_per_s", "dropped_per_s", "latency_p99_ms"):
             info[name] = float(stats.get(name.encode(), 0) or 0)
         return info
+
+
+def _events(reply: list[Any]) -> tuple[list[CommittedFrame], list[ControlEvent]]:
+    """Split an XREAD reply over frames and control streams into frames and events."""
+    frames: list[CommittedFrame] = []
+    controls: list[ControlEvent] = []
+    for key, entries in reply:
+        name = _s(key)
+        room = keys.room_of(name)
+        if name.endswith(":ctl"):
+            for entry_id, fields in entries:
+                try:
+                    event = orjson.loads(fields[b"e"])
+                except (KeyError, orjson.JSONDecodeError):
+                    continue
+                controls.append(ControlEvent(room, _s(entry_id), event))
+            continue
+        for entry_id, fields in entries:
+            frames.append(CommittedFrame(room, int(_s(entry_id).split("-")[0]), fields[b"d"]))
+    return frames, controls
