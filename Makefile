@@ -10,7 +10,7 @@ ARGS   ?=
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := redis-server chromium fonts-wqy-microhei prometheus
 
-.PHONY: run test unit lint bench loadtest cluster-demo clean system-deps help
+.PHONY: run test unit lint bench loadtest soak cluster-demo clean system-deps help
 
 help:
 	@echo "make run       start danmaku (web app, gateway, worker, embedded Redis)"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint      ruff + mypy"
 	@echo "make bench     benchmarks (writes docs/benchmarks.md figures to stdout)"
 	@echo "make loadtest  default loadtest scenario against a local system"
+	@echo "make soak      10-minute soak (1,000 comments/s, viewer churn): memory growth, p99"
 	@echo "make cluster-demo  3-master Redis Cluster, 2 gateways, 2 workers, web app"
 
 $(STAMP): pyproject.toml
@@ -57,6 +58,12 @@ loadtest: $(STAMP)
 	@mkdir -p .danmaku
 	$(BIN)/danmaku-loadtest local steady --duration 20 --out .danmaku/loadtest-report.json \
 	  --html .danmaku/loadtest-report.html $(ARGS)
+
+soak: $(STAMP)
+	@mkdir -p .danmaku
+	$(BIN)/danmaku-loadtest local soak --out .danmaku/soak-report.json \
+	  --html .danmaku/soak-report.html $(ARGS)
+	$(BIN)/python -m loadtest.soak .danmaku/soak-report.json
 
 cluster-demo: $(STAMP) system-deps
 	$(BIN)/python -m danmaku.devcluster $(ARGS)
