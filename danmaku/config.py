@@ -39,7 +39,10 @@ class Settings:
     ws_host: str = _opt("127.0.0.1", "DANMAKU_WS_HOST", "WebSocket gateway bind address")
     ws_port: int = _opt(8081, "DANMAKU_WS_PORT", "WebSocket gateway port (0 = pick a free one)")
     public_ws_url: str = _opt(
-        "", "DANMAKU_PUBLIC_WS_URL", "ws:// URL players connect to; empty: derived from ws bind"
+        "",
+        "DANMAKU_PUBLIC_WS_URL",
+        "ws:// URL players connect to, or several comma-separated (players pick one at random "
+        "and move to the next after a failure); empty: derived from ws bind",
     )
     metrics_port: int = _opt(
         -1, "DANMAKU_METRICS_PORT", "/metrics port of a gateway/worker process (-1 = off, 0 = any)"

@@ -117,7 +117,10 @@ def create_app(
 
     @app.get("/api/config", summary="Where players connect")
     async def config() -> dict[str, Any]:
-        return {"ws_url": ws_url(), "tick_ms": settings.tick_ms, "limits": limits}
+        # Several gateways (comma-separated): players pick one and move on after a failure.
+        urls = [u.strip() for u in ws_url().split(",") if u.strip()]
+        first = urls[0] if urls else ""
+        return {"ws_url": first, "ws_urls": urls, "tick_ms": settings.tick_ms, "limits": limits}
 
     @app.post("/api/session", response_model=SessionOut, summary="A guest viewer token")
     async def session(body: SessionRequest) -> SessionOut:

@@ -16,13 +16,16 @@ from typing import Any
 
 import pytest
 import trio
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from danmaku import auth
+from danmaku.config import Settings
+from danmaku.embedded import free_port
 from tests.browser.conftest import (
     FakeGateway,
     LiveSystem,
     Players,
+    TrioThread,
     eventually,
     wait_until_connected,
 )
@@ -627,3 +630,54 @@ def test_error_codes_countdown_and_resend_with_the_same_nonce(
     expect(own).to_have_count(1)
     expect(own).to_have_class("dm own")
     assert page.evaluate("() => window.danmaku.pending") == []
+
+
+def test_a_stopped_gateway_is_left_for_the_next_one_listed(
+    browser: Browser, trio_thread: TrioThread, settings: Settings
+) -> None:
+    """Two gateways listed in DANMAKU_PUBLIC_WS_URL, no load balancer: when the page's
+    gateway stops, the player moves to the other and resumes with since, no gap."""
+    web_port, port_a, port_b = free_port(), free_port(), free_port()
+    base = settings.replace(
+        tick_ms=50,
+        public_ws_url=f"ws://127.0.0.1:{port_a}/ws,ws://127.0.0.1:{port_b}/ws",
+        public_web_url=f"http://127.0.0.1:{web_port}",
+    )
+    core = LiveSystem(trio_thread, base.replace(web_port=web_port), roles=("worker", "web"))
+    gateways = {
+        port: LiveSystem(trio_thread, base.replace(ws_port=port), roles=("gateway",))
+        for port in (port_a, port_b)
+    }
+    systems = [core, *gateways.values()]
+    for system in systems:
+        system.start()
+    players = Players(browser, core)
+    players.allow_console(r"WebSocket connection to .* failed")
+    try:
+        page = players.open("hop")
+        first = page.evaluate("window.danmaku.connects[0].gateway")
+        here = int(first.rsplit(":", 1)[1])
+        there = port_b if here == port_a else port_a
+        sender = gateways[there].client("hop", "s1")
+        gateways[there].comment(sender, "before the move")
+        expect(dm(page, "before the move")).to_have_count(1)
+
+        gateways[here].stop()  # a deploy or a crash: viewers closed, port gone
+        gateways[there].comment(sender, "while moving")
+        page.wait_for_function(
+            "host => window.danmaku.connects.at(-1).gateway === host"
+            " && window.danmaku.state === 'connected'",
+            arg=f"127.0.0.1:{there}",
+            timeout=20_000,
+        )
+        expect(dm(page, "while moving")).to_have_count(1)
+        gateways[there].comment(sender, "after the move")
+        expect(dm(page, "after the move")).to_have_count(1)
+        assert page.evaluate("window.danmaku.connects.at(-1).since") is not None
+        stats = page.evaluate("window.danmaku.stats()")
+        assert stats["gaps"] == 0 and stats["dupFrames"] == 0, stats
+        assert not players.errors, players.errors
+    finally:
+        players.close()
+        for system in systems:
+            system.close()

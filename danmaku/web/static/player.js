@@ -117,7 +117,7 @@
 
   const S = {
     state: "connecting", detail: "", config: null, ws: null, connId: 0, welcomed: false,
-    openedAt: 0, lastRx: 0, attempts: 0, reconnectTimer: 0, reconnectAt: 0,
+    openedAt: 0, lastRx: 0, attempts: 0, reconnectTimer: 0, reconnectAt: 0, gateway: -1,
     handshakeError: null, lastSeq: null, online: null, user: null, tickMs: 100,
     limits: { max_text_chars: 100, max_text_bytes: 300 },
     cooldownUntil: 0, cooldownCode: "", nonceCounter: 0,
@@ -193,6 +193,15 @@
     el.onlineN.textContent = n.toLocaleString("en-US");
   }
 
+  /** One of the gateways /api/config lists (ws_urls): a random one first, then the next
+   *  one after every failure, so a dead gateway is left behind without a load balancer. */
+  function gatewayUrl() {
+    const listed = Array.isArray(S.config.ws_urls) ? S.config.ws_urls.filter(Boolean) : [];
+    const urls = listed.length ? listed : [S.config.ws_url || defaultWsUrl()];
+    if (S.gateway < 0) S.gateway = Math.floor(Math.random() * urls.length);
+    return urls[S.gateway % urls.length];
+  }
+
   function defaultWsUrl() {
     return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   }
@@ -234,7 +243,7 @@
     }
     let url;
     try {
-      url = new URL(S.config.ws_url || defaultWsUrl(), location.href);
+      url = new URL(gatewayUrl(), location.href);
     } catch {
       url = new URL(defaultWsUrl());
     }
@@ -255,7 +264,7 @@
     S.handshakeError = null;
     S.lastRx = Date.now();
     S.connects.push({ since: S.lastSeq, density: settings.density, token: Boolean(session),
-      at: Date.now() });
+      gateway: url.host, at: Date.now() });
     if (S.connects.length > 50) S.connects.shift();
     ws.onmessage = (ev) => {
       if (id !== S.connId) return;
@@ -297,6 +306,7 @@
     const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(S.attempts, 10));
     const delay = Math.round(cap / 2 + Math.random() * (cap / 2)); // "equal jitter"
     S.attempts += 1;
+    if (S.gateway >= 0) S.gateway += 1; // try the next gateway (when there are several)
     S.reconnectAt = Date.now() + delay;
     S.reconnectWhy = why || "";
     renderReconnect();
