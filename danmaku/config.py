@@ -26,9 +26,6 @@ class Settings:
         "Redis URL (redis://, rediss://) or Redis Cluster seeds "
         "(redis+cluster://host:port,host:port); empty: `up` starts an embedded redis-server",
     )
-    cluster_poll_ms: int = _opt(
-        20, "DANMAKU_CLUSTER_POLL_MS", "on a Redis Cluster: gateways poll frame streams this often"
-    )
     secret: str = _opt(
         "", "DANMAKU_SECRET", "HS256 token secret; empty: `up` keeps a dev secret in data_dir"
     )

@@ -1,7 +1,7 @@
 """Rooms on one gateway: who watches what, and the feed that brings their frames.
 
 ``RoomHubs`` keeps a ``Hub`` per room with local viewers. ``FrameFeed`` is one task per
-gateway that waits on all those rooms' frame streams at once (XREAD BLOCK, short) and
+gateway that wakes when workers commit frames, reads the local rooms that changed and
 hands each frame to its hub, which decodes it once and queues the same text for every
 viewer: the per-viewer cost is a queue append, never an encode.
 """
@@ -179,38 +179,81 @@ class RoomHubs:
 
 
 class FrameFeed:
-    """Waits on every local room's frame stream and delivers frames to hubs.
+    """Brings every local room's new frames and control events to its hub.
 
-    ``block_ms`` bounds both idle Redis load and how late a newly joined room enters
-    the wait (its frames are never missed: reads start from the hub's last seq).
+    Workers name the rooms they committed frames for in one small stream
+    (``Store.wait_ticks``; moderation events do the same), so the feed blocks on that
+    one key and then reads only the local rooms that changed, pipelined per shard: the
+    cost follows the rooms that move, not every room this gateway serves, and it works
+    the same on one Redis or a cluster. Reads start from each hub's last seq, so a
+    notice that is late or lost delays a frame but never loses it; every ``sweep_s``
+    all local rooms are read anyway (a worker that died between its commit and its
+    notice), and rooms new since the last round are read at the next wake.
     """
 
-    def __init__(self, hubs: RoomHubs, store: Store, metrics: Metrics, block_ms: int = 100):
+    READ_COUNT = 64  # frames per room per read; a room with more is read again at once
+
+    def __init__(
+        self,
+        hubs: RoomHubs,
+        store: Store,
+        metrics: Metrics,
+        block_ms: int = 1000,
+        sweep_s: float = 1.0,
+    ):
         self.hubs = hubs
         self.store = store
         self.metrics = metrics
         self.block_ms = block_ms
+        self.sweep_s = sweep_s
+        self._known: set[str] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        position: str | None = None
+        next_sweep = 0.0
         while True:
-            hubs = self.hubs.hubs
-            after = {room: h.last_seq for room, h in hubs.items()}
-            controls_after = {room: h.control_id for room, h in hubs.items()}
             try:
-                frames, controls = await self.store.wait_events(
-                    after, controls_after, self.block_ms
-                )
+                if position is None:
+                    position = await self.store.tick_position()
+                    changed: set[str] = set()
+                else:
+                    position, changed = await self.store.wait_ticks(position, self.block_ms)
+                hubs = self.hubs.hubs
+                now = trio.current_time()
+                if now >= next_sweep:
+                    rooms = set(hubs)
+                    next_sweep = now + self.sweep_s
+                else:
+                    rooms = (changed | (hubs.keys() - self._known)) & hubs.keys()
+                self._known = set(hubs)
+                while rooms:
+                    rooms = await self._read(rooms)
             except StoreError as exc:
                 log.warning("frame feed: %s", exc)
                 await trio.sleep(0.5)
-                continue
-            for event in controls:
-                control_hub = self.hubs.hubs.get(event.room)
-                if control_hub is not None and _newer(event.id, control_hub.control_id):
-                    control_hub.control(event)
-            for frame in frames:
-                hub = self.hubs.hubs.get(frame.room)
-                if hub is not None:
-                    self.metrics.frames_received.inc()
-                    hub.deliver(frame, self.metrics)
+
+    async def _read(self, rooms: set[str]) -> set[str]:
+        """Read and deliver ``rooms``' news; return the rooms that may have more."""
+        hubs = self.hubs.hubs
+        frames, controls = await self.store.read_events(
+            {room: hubs[room].last_seq for room in rooms if room in hubs},
+            {room: hubs[room].control_id for room in rooms if room in hubs},
+            self.READ_COUNT,
+        )
+        per_room: dict[str, int] = {}
+        for frame in frames:
+            per_room[frame.room] = per_room.get(frame.room, 0) + 1
+        self._deliver(frames, controls)
+        return {room for room, n in per_room.items() if n >= self.READ_COUNT}
+
+    def _deliver(self, frames: list[CommittedFrame], controls: list[ControlEvent]) -> None:
+        for event in controls:
+            control_hub = self.hubs.hubs.get(event.room)
+            if control_hub is not None and _newer(event.id, control_hub.control_id):
+                control_hub.control(event)
+        for frame in frames:
+            hub = self.hubs.hubs.get(frame.room)
+            if hub is not None:
+                self.metrics.frames_received.inc()
+                hub.deliver(frame, self.metrics)

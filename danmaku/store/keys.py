@@ -8,6 +8,8 @@ PREFIX = "dm"
 ROOMS = f"{PREFIX}:rooms"  # zset: room -> last activity (ms); the workers' discovery list
 HOT = f"{PREFIX}:hot"  # zset: room -> last comment or moderation change (ms): what to read
 WORKERS = f"{PREFIX}:workers"  # zset: worker id -> last heartbeat (ms)
+TICKS = f"{PREFIX}:ticks"  # stream: rooms with new frames or control events (wakes gateways)
+TICKS_MAXLEN = 10_000
 GLOBAL_WORDS = f"{PREFIX}:words"  # set: blocked words in every room
 GLOBAL_WORDS_VERSION = f"{PREFIX}:words:v"  # string: bumped on every change
 

@@ -52,6 +52,9 @@ class ModerationOps:
         pipe.xadd(
             keys.control(room), {"e": orjson.dumps(event)}, maxlen=CONTROL_MAXLEN, approximate=True
         )
+        # Wake the gateways. Queued after the event, so it lands after it (on a cluster,
+        # the routed pipeline visits shards in the order of their first command).
+        pipe.xadd(keys.TICKS, {"r": room}, maxlen=keys.TICKS_MAXLEN, approximate=True)
 
     # ---- bans ---------------------------------------------------------------------------
     async def ban(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -63,7 +64,6 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         nonce_ttl_s: int = 300,
         max_threads: int = 16,
         replay_retention_s: int = 30 * 86400,
-        cluster_poll_ms: int = 20,
     ) -> None:
         self.url = url
         self._m = metrics
@@ -71,7 +71,6 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         self._stream_maxlen = stream_maxlen
         self._nonce_ttl_s = nonce_ttl_s
         self._replay_retention_s = replay_retention_s
-        self._poll_s = cluster_poll_ms / 1000
         common: dict[str, Any] = {"protocol": 2, "decode_responses": False, "socket_timeout": 10}
         self.cluster = cluster.is_cluster_url(url)
         self._r: redis.Redis
@@ -81,10 +80,10 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                 self._r = cast(redis.Redis, cluster.connect(url, **common))
             except (redis.RedisError, RedisClusterException) as exc:
                 raise StoreError(f"Redis Cluster at {url}: {exc}") from exc
-            self._rb = self._r  # no blocking reads on a cluster: wait_events polls
+            self._rb = self._r  # the one blocking read (wait_ticks) is on one key
         else:
             self._r = redis.Redis.from_url(url, **common)
-            # Blocking reads (XREAD BLOCK) get their own pool so they never starve writes.
+            # The blocking read (wait_ticks) gets its own pool so it never starves writes.
             self._rb = redis.Redis.from_url(url, **common)
         self._limiter = trio.CapacityLimiter(max_threads)
         self._ingest = self._r.register_script(scripts.INGEST)
@@ -281,45 +280,42 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         entries = await self._call("frames_after", run)
         return [CommittedFrame(room, int(_s(i).split("-")[0]), f[b"d"]) for i, f in entries]
 
-    async def wait_events(
-        self,
-        frames_after: Mapping[str, int],
-        control_after: Mapping[str, str],
-        block_ms: int,
-        count: int = 64,
-    ) -> tuple[list[CommittedFrame], list[ControlEvent]]:
-        """Frames newer than ``frames_after[room]`` and control events after
-        ``control_after[room]``, for all rooms, waiting up to ``block_ms`` for any.
+    async def tick_position(self) -> str:
+        """The id of the latest entry in ``keys.TICKS`` (``0-0`` if none): where a
+        gateway starts waiting."""
+        last: Any = await self._call(
+            "wait_ticks", partial(self._r.xrevrange, keys.TICKS, "+", "-", count=1)
+        )
+        return _s(last[0][0]) if last else "0-0"
 
-        Cancel-safe: a cancelled wait is abandoned (its thread finishes within block_ms
-        and its reply is discarded), nothing is consumed.
-        """
-        if not frames_after and not control_after:
-            await trio.sleep(block_ms / 1000)
-            return [], []
-        if self.cluster:
-            return await self._poll_events(frames_after, control_after, block_ms, count)
-        streams: dict[Any, Any] = {keys.frames(r): f"{seq}-0" for r, seq in frames_after.items()}
-        streams.update({keys.control(r): cid for r, cid in control_after.items()})
+    async def wait_ticks(self, after: str, block_ms: int) -> tuple[str, set[str]]:
+        """Wait up to ``block_ms`` for rooms named in ``keys.TICKS`` after entry
+        ``after``; return the new position and the rooms (empty on timeout).
+
+        Cancel-safe: a cancelled wait is abandoned (its thread finishes within block_ms),
+        nothing is consumed. One key, so it works the same on a cluster."""
 
         def run() -> Any:
-            return self._rb.xread(streams, count=count, block=block_ms)
+            return self._rb.xread({keys.TICKS: after}, count=1000, block=block_ms)
 
-        return _events(await self._call("wait_events", run, abandon=True) or [])
+        reply = await self._call("wait_ticks", run, abandon=True)
+        rooms: set[str] = set()
+        for _key, entries in reply or []:
+            for entry_id, fields in entries:
+                after = _s(entry_id)
+                rooms.update(_s(fields.get(b"r", b"")).split(","))
+        rooms.discard("")
+        return after, rooms
 
-    async def _poll_events(
-        self,
-        frames_after: Mapping[str, int],
-        control_after: Mapping[str, str],
-        block_ms: int,
-        count: int,
+    async def read_events(
+        self, frames_after: Mapping[str, int], control_after: Mapping[str, str], count: int = 64
     ) -> tuple[list[CommittedFrame], list[ControlEvent]]:
-        # A cluster refuses one XREAD over keys in different slots, and a blocking read
-        # per room would hold a connection (and a thread) per room. So: one pipeline of
-        # non-blocking per-room XREADs (a room's frames and control streams share a slot),
-        # grouped by shard, every cluster_poll_ms until something arrives.
+        """Frames newer than ``frames_after[room]`` and control events after
+        ``control_after[room]``, without waiting: one read per room (a room's streams
+        share a slot), pipelined per shard."""
         rooms = list(dict.fromkeys([*frames_after, *control_after]))
-        deadline = trio.current_time() + block_ms / 1000
+        if not rooms:
+            return [], []
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
@@ -332,12 +328,8 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                 pipe.xread(streams, count=count)
             return pipe.execute()
 
-        while True:
-            replies = await self._call("wait_events", run, abandon=True)
-            found = _events([entry for reply in replies if reply for entry in reply])
-            if found[0] or found[1] or trio.current_time() >= deadline:
-                return found
-            await trio.sleep(min(self._poll_s, max(0.0, deadline - trio.current_time())))
+        replies = await self._call("read_events", run)
+        return _events([entry for reply in replies if reply for entry in reply])
 
     async def room_info(self, room: str) -> dict[str, Any]:
         """Live figures of a room: last seq, online viewers, the worker's rates."""

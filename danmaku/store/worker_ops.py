@@ -4,6 +4,7 @@ script touches one room's keys only."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -213,12 +214,29 @@ class WorkerOps:
             await self._call("write_stats", run)
 
     async def commit(self, frames: Sequence[FrameCommit]) -> list[int]:
-        """Commit frames atomically, each fenced by its lease (see ``scripts.COMMIT``).
+        """Commit frames atomically, each fenced by its lease (see ``scripts.COMMIT``),
+        then name the rooms committed in ``keys.TICKS`` (what wakes the gateways; a
+        second round trip, so the notice can never overtake a frame on another shard).
 
         Returns per frame: 1 committed, -1 lease lost, -2 seq moved on.
         """
 
         def run() -> list[Any]:
+            results = commit_all()
+            done = [f.room for f, ok in zip(frames, results, strict=True) if int(ok) == 1]
+            if done:
+                # Best effort: the frames are committed whatever happens here, and
+                # gateways also sweep every room each second.
+                with contextlib.suppress(redis.RedisError):
+                    self._r.xadd(
+                        keys.TICKS,
+                        {"r": ",".join(done)},
+                        maxlen=keys.TICKS_MAXLEN,
+                        approximate=True,
+                    )
+            return results
+
+        def commit_all() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for f in frames:
                 self._commit(

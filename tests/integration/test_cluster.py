@@ -41,7 +41,7 @@ def cluster_settings(cluster: LocalCluster, settings: Settings) -> Settings:
     for port in cluster.ports:
         with cluster.client(port) as node:
             node.flushall()
-    return settings.replace(redis_url=cluster.url, cluster_poll_ms=10)
+    return settings.replace(redis_url=cluster.url)
 
 
 def shards(cluster: LocalCluster, rooms: list[str]) -> set[int]:
@@ -153,7 +153,7 @@ def replicated(tmp_path: Path) -> Iterator[LocalCluster]:
 async def test_master_failover_processes_survive_and_resume(
     nursery: trio.Nursery, replicated: LocalCluster, settings: Settings
 ) -> None:
-    s = settings.replace(redis_url=replicated.url, cluster_poll_ms=10)
+    s = settings.replace(redis_url=replicated.url)
     system: System = await nursery.start(partial(run_system, s, metrics=Metrics(process=False)))
     assert system.ws_port
     ready = f"http://127.0.0.1:{system.web_port}/readyz"

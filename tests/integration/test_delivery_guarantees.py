@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from functools import partial
 
+import orjson
+import redis
 import trio
 
+from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.store import Store
-from danmaku.system import System
+from danmaku.system import System, run_system
 from danmaku.worker import BroadcastWorker
 from tests.client import RunningWorker, connect, label, token
 
@@ -124,3 +127,27 @@ async def test_worker_killed_mid_stream_loses_and_repeats_nothing(
         assert metrics.leases.labels("takeover")._value.get() >= 1
         n.cancel_scope.cancel()
     store.close()
+
+
+async def test_a_frame_whose_notice_was_lost_still_arrives(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    # Gateway only: the test plays a worker that committed a frame and died before it
+    # named the room in dm:ticks. The gateway's sweep reads it anyway.
+    gw: System = await nursery.start(
+        partial(run_system, settings, ("gateway",), metrics=Metrics(process=False))
+    )
+    assert gw.ws_port
+    r = redis.Redis.from_url(settings.redis_url)
+    async with trio.open_nursery() as n:
+        viewer = await connect(n, gw.ws_port, "quiet")
+        await trio.sleep(1.5)  # the gateway has read the new room once: it is "known"
+        item = {"id": "1-0", "uid": "u", "nick": "n", "text": "unannounced", "color": "#ffffff"}
+        item |= {"mode": "scroll", "ts": 1, "prio": 2}
+        frame = {"type": "frame", "room": "quiet", "seq": 1, "ts": 1, "items": [item]}
+        frame |= {"dropped": 0, "online": 1}
+        r.xadd("dm:{quiet}:frames", {"d": orjson.dumps(frame)}, id="1-0")
+        assert r.xlen("dm:ticks") == 0
+        await viewer.wait_for(lambda c: c.item_ids() == ["1-0"], timeout=5)
+        n.cancel_scope.cancel()
+    r.close()
