@@ -6,7 +6,9 @@ pipeline refuses ``EVALSHA``, and danmaku's hot path is pipelined Lua (ingest, l
 commits). ``RoutedPipeline`` keeps redis-py's pipeline API: commands and scripts are
 queued as usual; ``execute()`` groups them by the master that holds each command's hash
 slot, runs one plain pipeline per master (in the order queued, so commands on one room
-keep their order) and puts the replies back in order. Each Lua script touches one room's
+keep their order; masters are visited in the order of their first queued command, so a
+command queued after all of another shard's commands runs after them) and puts the
+replies back in order. Each Lua script touches one room's
 keys, which share the ``{room}`` hash tag, so each runs whole on one shard.
 
 Redirections: a ``MOVED`` reply (a slot changed hands, e.g. after a failover) refreshes
