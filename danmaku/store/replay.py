@@ -19,6 +19,7 @@ import orjson
 import redis
 
 from danmaku.store import keys
+from danmaku.store.moderation import ModerationOps
 from danmaku.store.records import _s
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class ReplayOps:
             pipe.delete(keys.live(room))  # a previous broadcast's ending window closes
             pipe.hset(keys.live(room), mapping=live)
             pipe.zadd(keys.HOT, {room: now_ms})
+            ModerationOps._audit(pipe, room, by, "broadcast_start", bid, {"title": title})
             pipe.execute()
 
         await self._call("start_broadcast", run)
@@ -74,6 +76,7 @@ class ReplayOps:
                 pipe.pexpire(keys.live(room), 60_000)
             pipe.expire(keys.recording(room, broadcast_id), self._replay_retention_s)
             pipe.zadd(keys.HOT, {room: int(time.time() * 1000)})
+            ModerationOps._audit(pipe, room, by, "broadcast_end", broadcast_id, {})
             pipe.execute()
 
         await self._call("end_broadcast", run)

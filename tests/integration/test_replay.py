@@ -134,4 +134,7 @@ async def test_only_comments_during_a_broadcast_are_recorded(system: System) -> 
         assert [x["id"] for x in doc["comments"]] == [during["id"]]
         assert before["id"] != during["id"]
         assert (await Api(system, token("v"))("POST", "/rooms/clock/broadcasts", {}))[0] == 403
+        _, log = await api("GET", "/rooms/clock/audit")
+        actions = [(e["action"], e["target"]) for e in log]
+        assert actions[:2] == [("broadcast_end", bc["id"]), ("broadcast_start", bc["id"])]
         n.cancel_scope.cancel()
