@@ -56,6 +56,7 @@ REDIS_OPS = (
     "end_broadcast",
     "frames_after",
     "get_pin",
+    "highlights",
     "hot_rooms",
     "live_broadcast",
     "online_counts",

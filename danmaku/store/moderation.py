@@ -242,6 +242,11 @@ class ModerationOps:
         raw = await self._call("words", lambda: self._r.get(keys.GLOBAL_WORDS_VERSION))
         return int(raw or 0)
 
+    async def highlights(self, room: str) -> list[str]:
+        """The uids granted the highlighted tier in ``room``, sorted."""
+        raw: Any = await self._call("highlights", partial(self._r.smembers, keys.highlights(room)))
+        return sorted(_s(u) for u in raw)
+
     async def set_highlight(self, room: str, uid: str, granted: bool, *, by: str) -> None:
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)

@@ -63,6 +63,9 @@ class RoomOut(BaseModel):
         description="p99 of gateway receive -> frame built, over the last second's items"
     )
     settings: dict[str, float] = Field(description="settings moderators have set")
+    effective: dict[str, float] = Field(
+        description="the settings in force: moderators' values over the server defaults"
+    )
     comments_stored: int = Field(description="comments in the room stream (capped)")
     limits: dict[str, Any]
 
@@ -136,7 +139,16 @@ def create_app(
             info = await store.room_info(room)
         except StoreError as exc:
             raise HTTPException(503, "storage unavailable") from exc
-        return RoomOut(room=room, tick_ms=settings.tick_ms, limits=limits, **info)
+        defaults = {
+            "budget": settings.display_budget,
+            "slow_mode_s": 0.0,
+            "ingest_ceiling": settings.ingest_ceiling,
+            "mute": 0.0,
+        }
+        effective = defaults | {k: v for k, v in info["settings"].items() if k in defaults}
+        return RoomOut(
+            room=room, tick_ms=settings.tick_ms, limits=limits, effective=effective, **info
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -214,6 +214,10 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         _, global_words = await guarded(store.words(None))
         return {"global": global_words}
 
+    @router.get("/rooms/{room}/highlights", summary="Users granted the highlighted tier")
+    async def highlights(room: RoomName, user: Staff) -> list[str]:
+        return await guarded(store.highlights(room))
+
     @router.put(
         "/rooms/{room}/highlights/{uid}",
         status_code=204,
@@ -235,6 +239,10 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         value = {"text": body.text, "by": user.nick or user.uid, "ts": now_ms, "until": until}
         await guarded(store.set_pin(room, value, body.duration_s, by=who(user)))
         return value
+
+    @router.get("/rooms/{room}/pin", summary="The pinned message, or null")
+    async def current_pin(room: RoomName, user: Staff) -> dict[str, Any] | None:
+        return await guarded(store.get_pin(room))
 
     @router.delete("/rooms/{room}/pin", status_code=204, summary="Unpin")
     async def unpin(room: RoomName, user: Staff) -> None:

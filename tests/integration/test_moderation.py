@@ -40,7 +40,9 @@ STREAMER = token("star", role="streamer")
         ("GET", "/rooms/mod/words", None),
         ("PATCH", "/rooms/mod/words", {"add": ["x"]}),
         ("PUT", "/rooms/mod/highlights/x", None),
+        ("GET", "/rooms/mod/highlights", None),
         ("PUT", "/rooms/mod/pin", {"text": "hi"}),
+        ("GET", "/rooms/mod/pin", None),
         ("DELETE", "/rooms/mod/pin", None),
         ("POST", "/rooms/mod/notices", {"text": "hi"}),
         ("GET", "/rooms/mod/audit", None),
@@ -154,20 +156,27 @@ async def test_slow_mode_mute_pin_notice_and_highlight(system: System) -> None:
         fan = await connect(n, system.ws_port, "mod", tok=token("fan"))
         status, current = await api("PATCH", "/rooms/mod/settings", {"slow_mode_s": 10})
         assert status == 200 and current["slow_mode_s"] == 10
+        _, info = await Api(system, None)("GET", "/rooms/mod")
+        assert info["settings"] == {"slow_mode_s": 10}
+        assert info["effective"]["slow_mode_s"] == 10
+        assert info["effective"]["budget"] == system.settings.display_budget
         await viewer.wait_for(lambda c: any(m.get("event") == "settings" for m in c.messages))
         assert (await fan.comment("one", nonce="1"))["type"] == "ack"
         assert (await fan.comment("two", nonce="2"))["code"] == "slow_mode"
         await api("PATCH", "/rooms/mod/settings", {"slow_mode_s": None, "mute": True})
         assert (await fan.comment("three", nonce="3"))["code"] == "muted"
         assert (await api("PUT", "/rooms/mod/highlights/fan"))[0] == 204
+        assert (await api("GET", "/rooms/mod/highlights")) == (200, ["fan"])
         # Highlighted viewers may speak in a muted room, and their items get tier 1.
         await trio.sleep(0.1)
         ok = await fan.comment("paid!", nonce="4")
         assert ok["type"] == "ack"
         await api("PATCH", "/rooms/mod/settings", {"mute": False})
 
+        assert (await api("GET", "/rooms/mod/pin")) == (200, None)
         status, _pin = await api("PUT", "/rooms/mod/pin", {"text": "welcome all", "duration_s": 60})
         assert status == 200
+        assert (await api("GET", "/rooms/mod/pin"))[1]["text"] == "welcome all"
         await viewer.wait_for(lambda c: any(m.get("event") == "pin" for m in c.messages))
         late = await connect(n, system.ws_port, "mod")
         await late.wait_for(lambda c: any(m.get("event") == "pin" for m in c.messages))
