@@ -216,7 +216,8 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.get("/rooms/{room}/highlights", summary="Users granted the highlighted tier")
     async def highlights(room: RoomName, user: Staff) -> list[str]:
-        return await guarded(store.highlights(room))
+        uids: list[str] = await guarded(store.highlights(room))
+        return uids
 
     @router.put(
         "/rooms/{room}/highlights/{uid}",
@@ -242,7 +243,8 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.get("/rooms/{room}/pin", summary="The pinned message, or null")
     async def current_pin(room: RoomName, user: Staff) -> dict[str, Any] | None:
-        return await guarded(store.get_pin(room))
+        current: dict[str, Any] | None = await guarded(store.get_pin(room))
+        return current
 
     @router.delete("/rooms/{room}/pin", status_code=204, summary="Unpin")
     async def unpin(room: RoomName, user: Staff) -> None:
