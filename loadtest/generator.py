@@ -134,10 +134,11 @@ def sender_rooms(sc: Scenario) -> list[int]:
 
 def due_fn(sc: Scenario, t0: float) -> DueFn:
     """The send schedule on the trio clock: comment ``n`` of the run is due at ``t0 +
-    due_time(n + 1/2)``, counted in the stage of its phase; None past the last phase."""
+    due_time(n + arrival_offset(n))``, counted in the stage of its phase; None past the
+    last phase."""
 
     def due(n: int) -> tuple[float, int] | None:
-        rel = sc.due_time(n + 0.5)
+        rel = sc.due_time(n + sc.arrival_offset(n))
         if rel is None:
             return None
         return t0 + rel, sc.phase_at(rel) + 1

@@ -1,7 +1,8 @@
 """What the server side looks like at one instant: CPU, RSS and its /metrics counters.
 
 ``LocalProbe`` reads ``/proc`` for the ``danmaku up`` process and its embedded Redis
-(exact CPU of each process); ``RemoteProbe`` reads the server's own process metrics
+(exact CPU of each process) and the machine's busy CPU (``/proc/stat``: on a shared
+machine, what else ran during a phase); ``RemoteProbe`` reads the server's own process metrics
 (``process_cpu_seconds_total``, ``process_resident_memory_bytes``) from /metrics, which
 cover the process that serves /metrics (with ``danmaku up``, the whole server). Both
 scrape /metrics for the danmaku counters. A failed scrape yields empty metrics and is
@@ -48,6 +49,7 @@ class ServerSample:
     rss_bytes: int | None = None
     redis_cpu_s: float | None = None
     redis_rss_bytes: int | None = None
+    host_busy_s: float | None = None  # the whole machine's busy CPU seconds (local runs)
     metrics: dict[str, float] = field(default_factory=dict)
 
     def counter(self, key: str) -> float:
@@ -95,6 +97,7 @@ class LocalProbe(Probe):
         self.source = "proc"
 
     def fill(self, s: ServerSample) -> None:
+        s.host_busy_s = procstat.host_busy_s()
         own = procstat.sample(self.pid)
         if own:
             s.cpu_s, s.rss_bytes = own.cpu_s, own.rss_bytes
@@ -110,6 +113,7 @@ def delta(a: ServerSample, b: ServerSample) -> dict[str, float | None]:
         "wall_s": round(b.at - a.at, 3),
         "cpu_s": _sub(b.cpu_s, a.cpu_s),
         "redis_cpu_s": _sub(b.redis_cpu_s, a.redis_cpu_s),
+        "host_cpu_s": _sub(b.host_busy_s, a.host_busy_s),
     }
     for key in COUNTERS:
         out[key] = b.counter(key) - a.counter(key) if a.metrics and b.metrics else None

@@ -1,7 +1,8 @@
 """CPU seconds and RSS of a local process from ``/proc`` (Linux), without psutil.
 
 ``sample(pid)`` reads ``/proc/PID/stat``: user + system CPU of the process itself (its
-threads included, children excluded) and its resident set size. ``children(pid)`` lists
+threads included, children excluded) and its resident set size. ``host_busy_s()`` reads
+the machine's busy CPU seconds from ``/proc/stat``. ``children(pid)`` lists
 direct child pids (the embedded redis-server of ``danmaku up``). A vanished process
 reads as ``None``.
 """
@@ -28,6 +29,27 @@ def parse_stat(text: str) -> ProcSample:
     # rest[0] is field 3 (state): utime is field 14, stime 15, rss 24.
     utime, stime, rss = int(rest[11]), int(rest[12]), int(rest[21])
     return ProcSample(cpu_s=(utime + stime) / _TICKS, rss_bytes=rss * _PAGE)
+
+
+def parse_host_stat(text: str) -> float:
+    """Busy CPU seconds of the whole machine, all cores, from ``/proc/stat`` text (the
+    aggregate ``cpu`` line: everything but idle and iowait)."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            ticks = [int(x) for x in line.split()[1:]]
+            idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+            # guest time is already counted in user/nice (fields 9 and 10)
+            return (sum(ticks[:8]) - idle) / _TICKS
+    raise ValueError("no aggregate cpu line in /proc/stat")
+
+
+def host_busy_s() -> float | None:
+    """Busy CPU seconds of the machine since boot (None where /proc/stat is missing). On
+    a shared machine the difference to the run's own processes is other people's load."""
+    try:
+        return parse_host_stat(Path("/proc/stat").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def sample(pid: int) -> ProcSample | None:

@@ -11,13 +11,16 @@ Schema ``danmaku-loadtest/1`` (keys are only ever added):
   integral of the phase's rate; ``rate_target`` is its final rate), ``sent_vs_target``,
   ``items_per_viewer_per_s`` (deliveries to viewers / seconds viewers were connected:
   a storm's viewers count from their handshake on), the load generator's CPU and loop lag
-  (``generator``), and ``server`` figures between the phase's boundaries. Comments
+  (``generator``), and ``server`` figures between the phase's boundaries (with the
+  server's RSS at both: ``rss_bytes_start``, ``rss_bytes_end``; and the machine's CPU:
+  ``host_cpu_pct``, ``generator_cpu_pct``, ``other_cpu_pct``, see ``_host_load``). Comments
   sent count in the phase of their due time; acks, shed acks and deliveries when they
   arrive;
 * ``generators``: per load process its role, CPU % of one core and event-loop lag over
   the phases (a viewer process that falls behind delays what it measures);
 * ``warnings``: the offered load fell short of the target, a load process fell
-  behind (its loop lag p99 over ``LAG_WARN_MS``);
+  behind (its loop lag p99 over ``LAG_WARN_MS``), other work on the machine competed
+  for the cores (over ``OTHER_LOAD_WARN_PCT`` of a core);
 * ``server``: figures between the ``base`` sample (before connecting) and ``final``
   (after settling): CPU seconds of the server process and its Redis, RSS at each point,
   counter deltas (``frame_writes``, ``comments_accepted``, ``comments_shed``,
@@ -42,6 +45,7 @@ from loadtest.stats import Latency, ratio
 SCHEMA = "danmaku-loadtest/1"
 SHORT_OF_TARGET = 0.95  # warn when a phase sent less than this share of its target
 LAG_WARN_MS = 100.0  # warn when a load process's loop lag p99 exceeds this in a phase
+OTHER_LOAD_WARN_PCT = 25.0  # warn when other work on the machine used this much of a core
 
 
 def _counts(st: StageCounters) -> dict[str, Any]:
@@ -93,6 +97,9 @@ def build(res: RunResult) -> dict[str, Any]:
         server = None
         if len(res.boundaries) > i + 1:
             server = _server_rates(delta(res.boundaries[i], res.boundaries[i + 1]), st)
+            server["rss_bytes_start"] = _rss(res.boundaries[i])
+            server["rss_bytes_end"] = _rss(res.boundaries[i + 1])
+            server.update(_host_load(server, c, i + 1))
         phases.append(
             {
                 "name": ph.name,
@@ -168,6 +175,13 @@ def _generator_phase(c: Counters, stages: range) -> dict[str, Any]:
 def _warnings(phases: list[dict[str, Any]]) -> list[str]:
     out = []
     for ph in phases:
+        other = (ph.get("server") or {}).get("other_cpu_pct")
+        if other is not None and other > OTHER_LOAD_WARN_PCT:
+            out.append(
+                f"phase {ph['name']}: other work on this machine used {other:.0f}% of a core "
+                "(neither the server, its Redis nor the load generator): latency and "
+                "throughput include that contention"
+            )
         target = ph["comments_target"]
         if target and ph["comments_sent"] < SHORT_OF_TARGET * target:
             out.append(
@@ -189,6 +203,25 @@ def _warnings(phases: list[dict[str, Any]]) -> list[str]:
                     f"phase {ph['name']}: a {role} load process fell behind (loop lag p99 "
                     f"{gen['loop_lag_p99_ms_max']:.0f} ms, cpu {cpu}%: {why}): {what}"
                 )
+    return out
+
+
+def _host_load(server: dict[str, Any], c: Counters, stage: int) -> dict[str, float | None]:
+    """The machine's CPU over a phase (% of one core, all cores): ``host_cpu_pct``, of it
+    ``generator_cpu_pct`` (the load processes) and ``other_cpu_pct``: what neither the
+    server, its Redis nor the load generator used, i.e. other people's work on a shared
+    machine, which competes with the run for the cores."""
+    wall = server.get("wall_s") or 0.0
+    host = server.get("host_cpu_s")
+    gen = sum(ps.cpu_s[stage] for ps in c.procs.values() if stage < len(ps.cpu_s))
+    out: dict[str, float | None] = {
+        "host_cpu_pct": None if host is None else ratio(100 * host, wall),
+        "generator_cpu_pct": ratio(100 * gen, wall),
+        "other_cpu_pct": None,
+    }
+    if host is not None:
+        own = (server.get("cpu_s") or 0.0) + (server.get("redis_cpu_s") or 0.0) + gen
+        out["other_cpu_pct"] = ratio(100 * max(host - own, 0.0), wall)
     return out
 
 
@@ -234,11 +267,14 @@ def _costs(res: RunResult, server: dict[str, Any]) -> dict[str, float | None]:
     ph = server.get("phases") or {}
     idle = server.get("idle") or {}
     conns = res.counters.connected_peak if res.counters else 0
+    # The ready sample is taken once the initial viewers and senders are connected;
+    # viewers that join in a phase come later and are not in it.
+    initial = min(conns, res.scenario.viewers + res.scenario.senders)
     cpu = ph.get("cpu_s") or 0.0
     rss = server["rss_bytes"]
     rss_per_conn = None
-    if rss["base"] is not None and rss["ready"] is not None and conns:
-        rss_per_conn = ratio(rss["ready"] - rss["base"], conns)
+    if rss["base"] is not None and rss["ready"] is not None and initial:
+        rss_per_conn = ratio(rss["ready"] - rss["base"], initial)
     # Marginal CPU of the phases: minus what the server burnt per second while idle.
     idle_rate = (idle.get("cpu_s") or 0.0) / (idle.get("wall_s") or 1.0)
     busy = max(cpu - idle_rate * (ph.get("wall_s") or 0.0), 0.0)
@@ -247,7 +283,7 @@ def _costs(res: RunResult, server: dict[str, Any]) -> dict[str, float | None]:
         "cpu_us_per_frame_write_all": ratio(cpu * 1e6, ph.get("frame_writes") or 0.0),
         "cpu_us_per_comment": ratio(cpu * 1e6, ph.get("comments_accepted") or 0.0),
         "idle_cpu_us_per_conn_s": ratio(
-            (idle.get("cpu_s") or 0.0) * 1e6, conns * (idle.get("wall_s") or 0.0)
+            (idle.get("cpu_s") or 0.0) * 1e6, initial * (idle.get("wall_s") or 0.0)
         ),
         "rss_bytes_per_conn": rss_per_conn,
         "redis_cpu_us_per_comment": None

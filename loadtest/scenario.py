@@ -16,6 +16,16 @@ from pathlib import Path
 from typing import Any
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
+ARRIVALS = ("even", "jitter")
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser: a well-spread 64-bit hash of ``x`` (pure, fast)."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
 
 
 class ScenarioError(ValueError):
@@ -99,9 +109,14 @@ class Scenario:
 
     Sending follows the schedule ``due_time``: the run's comments are numbered in the
     order the rate function asks for them, comment ``n`` is due when ``offered_by``
-    reaches ``n + 1/2`` and sender ``n mod senders`` sends it. So the aggregate follows
-    the target exactly (ramps included) and each sender sends every ``senders``-th
-    comment, at ``rate / senders`` per second.
+    reaches ``n + arrival_offset(n)`` and sender ``n mod senders`` sends it. So the
+    aggregate follows the target exactly (ramps included) and each sender sends every
+    ``senders``-th comment, at ``rate / senders`` per second. ``arrivals``: ``"even"``
+    puts comment ``n`` in the middle of its slot (offset 1/2); ``"jitter"`` at a
+    pseudo-random point of it (seeded, the same in every process). Even arrivals at a
+    rate that divides the tick keep a fixed phase against the server's frame tick, so a
+    quiet phase's latency depends on that phase (a run's p50 could be 25 or 65 ms at
+    20/s); jittered ones wait a uniform share of the tick, like real viewers.
     """
 
     name: str
@@ -122,6 +137,7 @@ class Scenario:
     seed: int = 1
     max_inflight: int = 16
     text_bytes: int = 24
+    arrivals: str = "even"
     server: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -174,6 +190,13 @@ class Scenario:
             x -= n
             start += p.duration_s
         return None
+
+    def arrival_offset(self, n: int) -> float:
+        """Where in its slot comment ``n`` falls: ``1/2`` for even arrivals, else a
+        deterministic pseudo-random number in ``(0, 1)`` from ``seed`` and ``n``."""
+        if self.arrivals == "even":
+            return 0.5
+        return (_mix64(self.seed * 0x9E3779B97F4A7C15 + n) >> 11) / float(1 << 53) or 0.5
 
     def max_sender_rate(self) -> float:
         """The highest per-sender comments/s any phase asks for."""
@@ -271,6 +294,7 @@ def _validate(sc: Scenario) -> None:
         (sc.max_inflight >= 1, "max_inflight must be >= 1"),
         (8 <= sc.text_bytes <= 90, "text_bytes must be 8..90"),
         (sc.idle_s >= 0 and sc.settle_s >= 0, "idle_s and settle_s must be >= 0"),
+        (sc.arrivals in ARRIVALS, f"arrivals must be one of {', '.join(ARRIVALS)}"),
     ]
     for i, p in enumerate(sc.phases):
         checks += [

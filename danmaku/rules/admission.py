@@ -1,4 +1,6 @@
-"""``IpAdmission``: per-IP caps on concurrent connections and new connections per minute.
+"""Admission at the door: ``IpAdmission`` (per-IP caps on concurrent connections and new
+connections per minute) and ``SmoothedCeiling`` (the room ingest ceiling fed with a
+smoothed offered rate).
 
 Pure: time is passed in. Memory is bounded: at most ``max_tracked`` IPs are tracked for
 the per-minute window; when full, windows older than a minute are pruned first and, if
@@ -7,6 +9,10 @@ state from us).
 """
 
 from __future__ import annotations
+
+import math
+
+from danmaku.rules.ratelimit import IngestCeiling
 
 
 class IpAdmission:
@@ -53,3 +59,57 @@ class IpAdmission:
     def _prune(self, minute: int) -> None:
         for ip in [ip for ip, (m, _) in self._window.items() if m != minute]:
             del self._window[ip]
+
+
+class SmoothedCeiling(IngestCeiling):
+    """``IngestCeiling`` fed with a smoothed offered rate, so bursts are not shed while
+    the room stays under its ceiling on average.
+
+    Gateways report offered comments per ``PRESENCE_EVERY_S`` (0.5 s) window. Senders
+    are bursty (a client catching up after a stall sends a second's worth at once), so a
+    room averaging 1,900/s under a 2,000/s ceiling shows windows of 2,300/s, and the
+    plain ``IngestCeiling`` sheds an eighth of those. Here the rate that sets the
+    admission probability is ``max(ewma, instant / burst_tolerance)``:
+
+    * ``ewma``: an exponentially weighted mean of the reported rates, rising with time
+      constant ``tau_up_s`` and falling with ``tau_down_s`` (shorter: shedding stops
+      soon after a spike ends); irregular report intervals weigh by
+      ``1 - exp(-dt / tau)``;
+    * ``instant / burst_tolerance``: a real overload (a window over ``burst_tolerance``
+      x the ceiling) is shed from its first report on, not after the mean caught up.
+
+    Pure: the caller passes ``now`` (seconds, any monotonic clock). ``ceiling`` may be
+    changed at any time (a room setting); ``<= 0`` disables shedding.
+    """
+
+    __slots__ = ("_at", "burst_tolerance", "rate", "tau_down_s", "tau_up_s")
+
+    def __init__(
+        self,
+        ceiling: float = 2000.0,
+        *,
+        tau_up_s: float = 1.0,
+        tau_down_s: float = 0.25,
+        burst_tolerance: float = 1.5,
+    ) -> None:
+        super().__init__(ceiling)
+        if tau_up_s <= 0 or tau_down_s <= 0 or burst_tolerance < 1:
+            raise ValueError("time constants must be > 0 and burst_tolerance >= 1")
+        self.tau_up_s = tau_up_s
+        self.tau_down_s = tau_down_s
+        self.burst_tolerance = burst_tolerance
+        self.rate = 0.0  # the smoothed offered rate (comments/s)
+        self._at: float | None = None
+
+    def observe(self, offered_rate: float, now: float) -> float:
+        """Fold in a reported room-wide offered rate (comments/s, before shedding) at
+        time ``now``; set and return the admission probability."""
+        offered_rate = max(0.0, offered_rate)
+        if self._at is None:
+            self.rate = offered_rate
+        else:
+            dt = max(0.0, now - self._at)
+            tau = self.tau_up_s if offered_rate > self.rate else self.tau_down_s
+            self.rate += (offered_rate - self.rate) * (1.0 - math.exp(-dt / tau))
+        self._at = now
+        return self.update(max(self.rate, offered_rate / self.burst_tolerance))

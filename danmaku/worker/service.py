@@ -62,6 +62,7 @@ class _Room:
     online: int = 0
     latencies: list[float] = field(default_factory=list)  # ms, items shown since the report
     catching_up: bool = True  # read every tick until a read finds nothing (takeover backlog)
+    last_comments: float = float("-inf")  # trio time of the last read that found comments
     comments_in: int = 0  # since the last stats report
     shown: int = 0
     dropped: int = 0
@@ -236,12 +237,14 @@ class BroadcastWorker:
         """Read, merge and commit one tick for every held room; return frames committed."""
         if not self.rooms:
             return 0
-        hot = await self.store.hot_rooms(int((self._clock() - HOT_WINDOW_S) * 1000))
-        held = {
-            room: r
-            for room, r in self.rooms.items()
-            if room in hot or r.catching_up or r.merger.has_work()
-        }
+        now = trio.current_time()
+        busy = {room for room, r in self.rooms.items() if self._busy(r, now)}
+        hot: set[str] = set()
+        if len(busy) < len(self.rooms):
+            # Only rooms we do not already know to be busy need the shared hot set: a
+            # busy room (say one celebrity room in a spike) costs no extra round trip.
+            hot = await self.store.hot_rooms(int((self._clock() - HOT_WINDOW_S) * 1000))
+        held = {room: r for room, r in self.rooms.items() if room in hot or room in busy}
         if not held:
             return 0
         read, retracts, on_air = await self.store.read_comments(
@@ -257,7 +260,7 @@ class BroadcastWorker:
             r.catching_up = len(comments or ()) >= self.settings.max_items_per_tick
             if comments:
                 r.merger.add((c.id, c.payload) for c in comments)
-                r.last_active = now
+                r.last_active = r.last_comments = now
             draft = r.merger.build(now_wall, r.meter.take(self.settings.tick_s))
             if draft is not None:
                 drafts.append((r, draft))
@@ -301,6 +304,14 @@ class BroadcastWorker:
                 self.metrics.commit_conflicts.labels(reason).inc()
                 self._drop(r.merger.room, "lost")
         return done
+
+    @staticmethod
+    def _busy(r: _Room, now: float) -> bool:
+        """Read this tick whatever the hot set says: a takeover backlog, comments
+        waiting (priority carry), or comments found within the last half of the hot
+        window (the room is surely still in the hot set, moderation changes included,
+        since the read returns those too)."""
+        return r.catching_up or r.merger.has_work() or now - r.last_comments < HOT_WINDOW_S / 2
 
     def _observe(self, d: Draft) -> None:
         m = self.metrics

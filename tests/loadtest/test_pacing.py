@@ -16,7 +16,7 @@ import trio.testing
 from loadtest.client import MAX_LAG_S, Conn, ConnSpec, Counters, SenderPlan, _send_loop
 from loadtest.generator import due_fn
 from loadtest.localserver import server_env
-from loadtest.scenario import Phase, Scenario, load
+from loadtest.scenario import Phase, Scenario, ScenarioError, load
 
 SPIKE = ["viewers=500", "phases.1.join=1500", "procs=2", "senders=400"]  # bench's spike case
 
@@ -93,7 +93,9 @@ async def test_senders_offer_the_ramp_from_distinct_users(
     in_spike = {j for j, times in sends.items() if any(10 <= t < 20 for t in times)}
     assert len(in_spike) == 400
     gaps = [b - a for times in sends.values() for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 1 / 5 - 1e-6  # 2000/s over 400 senders
+    # 2000/s over 400 senders; jittered arrivals move each comment within its slot of
+    # the aggregate schedule (1/2000 s), so a sender's gap is 400 slots +- 1
+    assert min(gaps) >= (400 - 1) / 2000 - 1e-6
 
 
 async def test_a_late_sender_catches_up_within_max_lag(
@@ -159,3 +161,28 @@ def test_local_server_limits_admit_the_schedule(
     assert burst >= math.ceil(per_sender * MAX_LAG_S) + 1  # a catch-up burst fits
     msgs = float(env["DANMAKU_MAX_MSGS_PER_S"])
     assert msgs >= 2 * per_sender and float(env["DANMAKU_MAX_MSGS_BURST"]) >= 3 * msgs - 1e-9
+
+
+def test_jittered_arrivals_keep_the_target_and_spread_over_the_tick() -> None:
+    """Jitter moves each comment within its slot only: every phase keeps its target, the
+    schedule stays ordered, and at 20/s with a 100 ms tick the send times cover the tick
+    evenly (even arrivals sit at two fixed phases of it)."""
+    even = load("celebrity-spike", [*SPIKE, 'arrivals="even"'])
+    jit = load("celebrity-spike", SPIKE)
+    assert jit.arrivals == "jitter"
+    due = [jit.due_time(n + jit.arrival_offset(n)) for n in range(11_300)]
+    assert all(t is not None for t in due)
+    times = [t for t in due if t is not None]
+    assert times == sorted(times)
+    per_phase = [0, 0, 0]
+    for t in times:
+        per_phase[jit.phase_at(t)] += 1
+    assert per_phase == [200, 11_000, 100]
+
+    def tick_phases(sc: Scenario) -> set[int]:  # 10 ms bins of the 100 ms tick, 20/s phase
+        return {int((sc.due_time(n + sc.arrival_offset(n)) or 0) * 100) % 10 for n in range(200)}
+
+    assert len(tick_phases(even)) == 2 and len(tick_phases(jit)) == 10
+    assert jit.arrival_offset(7) == load("celebrity-spike", SPIKE).arrival_offset(7)  # seeded
+    with pytest.raises(ScenarioError):
+        load("celebrity-spike", ['arrivals="poisson"'])

@@ -3,7 +3,10 @@ per-viewer rates and load processes that fall behind (pure)."""
 
 from __future__ import annotations
 
+import os
+
 import orjson
+import pytest
 
 from loadtest.client import Conn, ConnSpec, Counters, ProcStats
 from loadtest.report import build, summary_lines
@@ -70,3 +73,42 @@ def test_phase_figures_and_warnings() -> None:
     text = "\n".join(summary_lines(report))
     assert "1 sender procs" in text and "WARNING: phase spike: senders sent 2" in text
     assert "0.2/s sent of 1100.0/s target (2/11000)" in text
+
+
+def test_rss_per_connection_host_load_and_spike_goals() -> None:
+    """RSS per connection counts the connections of the ready sample (not the joiners);
+    each phase carries its RSS and the machine's CPU split into server, Redis, load
+    generator and other work; the bench derives issue 3's goal figures from that."""
+    from loadtest.bench import spike_goals, spike_rows
+    from loadtest.probe import ServerSample
+    from loadtest.procstat import parse_host_stat
+
+    res = _result()
+    mb = 2**20
+    res.base = ServerSample(at=0.0, cpu_s=1.0, rss_bytes=80 * mb, host_busy_s=100.0)
+    res.ready = ServerSample(at=5.0, cpu_s=2.0, rss_bytes=105 * mb, host_busy_s=105.0)
+    marks = [(10.0, 3.0, 106, 112.0), (20.0, 4.0, 108, 122.0), (30.0, 12.0, 150, 150.0)]
+    marks.append((35.0, 13.0, 151, 152.0))
+    res.boundaries = [
+        ServerSample(at=at, cpu_s=cpu, rss_bytes=rss * mb, redis_cpu_s=0.0, host_busy_s=host)
+        for at, cpu, rss, host in marks
+    ]
+    res.final = ServerSample(at=37.0, cpu_s=13.5, rss_bytes=152 * mb, host_busy_s=155.0)
+    # 900 connections at the ready sample (500 viewers + 400 senders), not the 2,400 peak
+    res.counters.connected_peak = 2400  # type: ignore[union-attr]
+    report = build(res)
+    assert report["costs"]["rss_bytes_per_conn"] == pytest.approx(25 * mb / 900, rel=1e-3)
+    spike = report["phases"][1]["server"]
+    assert (spike["rss_bytes_start"], spike["rss_bytes_end"]) == (108 * mb, 150 * mb)
+    # 28 busy CPU-s in 10 s: server 8, load generator 9 + 9 (stage 2), other 2
+    assert spike["host_cpu_pct"] == 280 and spike["generator_cpu_pct"] == 180
+    assert spike["other_cpu_pct"] == 20
+    goals = spike_goals(report)
+    assert goals["rss_growth"] == pytest.approx((152 - 108) / 108)
+    joiners = 1500 * report["costs"]["rss_bytes_per_conn"]
+    assert goals["rss_growth_excl_joins"] == pytest.approx((44 * mb - joiners) / (108 * mb))
+    assert goals["p99_ratio"] is None  # no latency recorded in this synthetic run
+    text = "\n".join(spike_rows({"case": [report]}))
+    assert "| spike |" in text and "not met" in text
+    stat = "cpu  100 5 50 1000 20 3 2 4 0 0\ncpu0 50 2 25 500 10 1 1 2 0 0\n"
+    assert parse_host_stat(stat) == (100 + 5 + 50 + 3 + 2 + 4) / os.sysconf("SC_CLK_TCK")
