@@ -200,14 +200,19 @@ class WebSocket:
         (a cancellation loses no message); control replies are sent afterwards."""
         self._reading = True
         try:
-            data = await self._read()
-            if not data:
-                await self._finish(ABNORMAL if self.closed is None else self.closed)
-                return
-            self.buf += data
+            # Frames that came with the handshake response (a server's first message
+            # often does) are already in ``buf``: handle them before reading again.
+            frames = parse_frames(self.buf) if self.buf else []
+            if not frames:
+                data = await self._read()
+                if not data:
+                    await self._finish(ABNORMAL if self.closed is None else self.closed)
+                    return
+                self.buf += data
+                frames = parse_frames(self.buf)
             replies: list[tuple[int, bytes]] = []
             close: int | None = None
-            for fin, op, payload in parse_frames(self.buf):
+            for fin, op, payload in frames:
                 if op in (OP_TEXT, OP_BINARY, OP_CONT):
                     self._fragments.append(payload)
                     if fin:

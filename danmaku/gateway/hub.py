@@ -18,7 +18,7 @@ import trio
 from danmaku import protocol
 from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.metrics import Metrics
-from danmaku.rules.ratelimit import IngestCeiling
+from danmaku.rules.admission import SmoothedCeiling
 from danmaku.rules.sampling import DensityLevels
 from danmaku.rules.wordfilter import WordFilter
 from danmaku.store import CommittedFrame, ControlEvent, RoomState, Store, StoreError
@@ -40,7 +40,7 @@ class Hub:
         self.words = WordFilter(state.words)
         self.words_version = state.words_version
         self.viewers: set[Viewer] = set()
-        self.ceiling = IngestCeiling(ceiling)
+        self.ceiling = SmoothedCeiling(ceiling)
         self.offered = 0  # comments offered here since the last presence round
         self.shed = 0  # of those, shed by the ingest ceiling
 

@@ -32,7 +32,7 @@ from trio_websocket import (
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
-from danmaku.gateway.fastpath import install_protocol_error_close
+from danmaku.gateway.fastpath import install_protocol_error_close, slim_connection
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.viewer import OutFrame, Viewer
@@ -55,6 +55,11 @@ def _header(request: WebSocketRequest, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _remote_ip(request: WebSocketRequest) -> str:
+    remote = request.remote
+    return str(getattr(remote, "address", remote))
 
 
 def parse_origins(raw: str) -> set[str]:
@@ -96,10 +101,9 @@ class Gateway:
         self.allowed_origins = parse_origins(settings.allowed_origins)
         self.port = 0
         self._viewers: set[Viewer] = set()
-        self._all_gone = trio.Event()
-        self._handshake_slots = trio.CapacityLimiter(
-            max(1, settings.max_handshakes)
-        )  # set when draining and the last viewer left
+        self._all_gone = trio.Event()  # set when draining and the last viewer left
+        self._handshake_slots = trio.CapacityLimiter(max(1, settings.max_handshakes))
+        self._nursery: trio.Nursery | None = None  # where viewers' writer tasks run
 
     # ---- lifecycle ------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -111,6 +115,7 @@ class Gateway:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(s.tls_cert, s.tls_key or None)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(self.feed.run)
             await nursery.start(self.ingest.run)
             nursery.start_soon(self._presence_loop)
@@ -172,7 +177,7 @@ class Gateway:
                 live_hub.ceiling.ceiling = info.settings.get(
                     "ingest_ceiling", self.settings.ingest_ceiling
                 )
-                live_hub.ceiling.update(info.offered)
+                live_hub.ceiling.observe(info.offered, trio.current_time())
                 version = (info.settings.get("words_v", 0.0), info.global_words_version)
                 if version != live_hub.words_version:
                     try:
@@ -186,21 +191,9 @@ class Gateway:
     # ---- a connection ---------------------------------------------------------------
     async def _handle(self, request: WebSocketRequest) -> None:
         m = self.metrics
-        remote = request.remote
-        ip = str(getattr(remote, "address", remote))
-        if self.draining:
-            m.handshakes_rejected.labels("draining").inc()
-            await request.reject(503, body=b"draining")
-            return
-        url = urlsplit(request.path)
-        if url.path != "/ws":
-            m.handshakes_rejected.labels("not_found").inc()
-            await request.reject(404, body=b"not found: connect to /ws?room=ROOM")
-            return
-        origin = _header(request, b"origin")
-        if origin is not None and not self.origin_allowed(origin):
-            m.handshakes_rejected.labels("origin").inc()
-            await request.reject(403, body=b"origin not allowed")
+        ip = _remote_ip(request)
+        query = await self._screen(request)
+        if query is None:
             return
         refused = self.admission.try_open(ip, time.time())
         if refused is not None:
@@ -213,7 +206,7 @@ class Gateway:
             # delay frames by their whole round. Bounding them keeps rounds short.
             async with self._handshake_slots:
                 try:
-                    room, user, since, density = self._check(parse_qs(url.query, max_num_fields=8))
+                    room, user, since, density = self._check(parse_qs(query, max_num_fields=8))
                 except HandshakeRefused as refusal:
                     m.handshakes_rejected.labels(refusal.code).inc()
                     ws = await request.accept()
@@ -223,11 +216,32 @@ class Gateway:
                     await ws.aclose(refusal.close, refusal.message[:120])
                     return
                 ws = await request.accept()
+                slim_connection(ws, request)
             await self._session(ws, room, user, since, density)
         except ConnectionClosed:
             pass
         finally:
             self.admission.close(ip)
+
+    async def _screen(self, request: WebSocketRequest) -> str | None:
+        """The checks before admission (draining, path, Origin): the query string, or
+        ``None`` when the request was refused (and answered)."""
+        m = self.metrics
+        if self.draining:
+            m.handshakes_rejected.labels("draining").inc()
+            await request.reject(503, body=b"draining")
+            return None
+        url = urlsplit(request.path)
+        if url.path != "/ws":
+            m.handshakes_rejected.labels("not_found").inc()
+            await request.reject(404, body=b"not found: connect to /ws?room=ROOM")
+            return None
+        origin = _header(request, b"origin")
+        if origin is not None and not self.origin_allowed(origin):
+            m.handshakes_rejected.labels("origin").inc()
+            await request.reject(403, body=b"origin not allowed")
+            return None
+        return url.query
 
     def _check(self, query: dict[str, list[str]]) -> tuple[str, User | None, int | None, float]:
         room = (query.get("room") or [""])[0]
@@ -264,11 +278,13 @@ class Gateway:
         density: float = 1.0,
     ) -> None:
         s, m = self.settings, self.metrics
+        assert self._nursery is not None
         viewer = Viewer(
             ws,
             room,
             user,
             m,
+            spawn=self._nursery.start_soon,
             max_frames=s.viewer_queue_frames,
             max_control=s.viewer_queue_control,
             stuck_timeout_s=s.slow_viewer_timeout_s,
@@ -285,8 +301,10 @@ class Gateway:
         self._viewers.add(viewer)
         reason = "client"
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, viewer, nursery.cancel_scope)
+            # No task of its own for writing: the viewer starts a writer only while it has
+            # something queued, and cancels ``reading`` when its socket is done.
+            with trio.CancelScope() as reading:
+                viewer.on_done = reading.cancel
                 viewer.push_control(
                     protocol.welcome(
                         room,
@@ -303,6 +321,7 @@ class Gateway:
                 await self._attach(viewer, hub, since)
                 reason = await self._read_loop(ws, viewer)
                 viewer.close(protocol.CLOSE_NORMAL, "")
+            await viewer.wait_closed()  # what is queued is written, then the close frame
         finally:
             self.hubs.leave(viewer)
             self._viewers.discard(viewer)
@@ -314,10 +333,6 @@ class Gateway:
             elif viewer.close_reason and viewer.close_reason[0] == protocol.CLOSE_TRY_AGAIN:
                 reason = "draining"
             m.connections_closed.labels(reason).inc()
-
-    async def _writer(self, viewer: Viewer, scope: trio.CancelScope) -> None:
-        await viewer.write_loop()
-        scope.cancel()  # the socket is done: stop reading too
 
     async def _attach(self, viewer: Viewer, hub: Hub, since: int | None) -> None:
         """Replay frames after ``since`` from history, then join live with no gap.

@@ -3,7 +3,10 @@
 Frames reach a viewer from the room's broadcast loop without awaiting. The fast path
 (``fastpath.RawWriter``) writes a frame's prebuilt bytes straight to the socket when
 nothing is queued or in flight for this viewer; otherwise the frame joins one ordered,
-bounded queue that a per-viewer writer task drains. Overflow policies:
+bounded queue that a writer task drains. The writer exists only while there is something
+to write (it is started on demand and ends when the queue is empty), so an idle viewer
+costs no task, no queue and no event: memory per connection is what a gateway holding
+tens of thousands of mostly idle viewers pays for. Overflow policies:
 
 * frames: at most ``max_frames`` queued; when full the *oldest* whole frame is dropped
   (counted), so a slow viewer loses frames, never the room's time (the next frame's
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -30,6 +34,7 @@ from danmaku.metrics import Metrics
 from danmaku.protocol import CLOSE_TOO_SLOW
 
 _FRAME, _PARTIAL, _CONTROL = 0, 1, 2
+WRITE_BATCH_BYTES = 65536  # queued items written with one send() when raw writes are on
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +51,41 @@ class OutFrame:
         return cls(seq, payload, text_frame(payload))
 
 
+# (kind, frame or text or the remaining wire bytes of a partly written frame, payload bytes)
+_Entry = tuple[int, "OutFrame | str | memoryview", int]
+
+
 class Viewer:
+    """One viewer's outgoing side. Idle viewers hold no task, no queue and no event: a
+    writer task is spawned (with ``spawn``, a nursery's ``start_soon``) only when
+    something has to wait for the socket, and it ends when the queue is empty."""
+
+    __slots__ = (
+        "_closed",
+        "_control",
+        "_done",
+        "_done_event",
+        "_frames",
+        "_m",
+        "_max_control",
+        "_max_frames",
+        "_queue",
+        "_raw",
+        "_spawn",
+        "_stuck_timeout_s",
+        "_writing",
+        "close_reason",
+        "fast_writes",
+        "inflight",
+        "last_seq",
+        "level",
+        "min_seq",
+        "on_done",
+        "room",
+        "user",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: WebSocketConnection,
@@ -54,6 +93,7 @@ class Viewer:
         user: User | None,
         metrics: Metrics,
         *,
+        spawn: Callable[[Callable[[], Awaitable[None]]], None],
         max_frames: int = 64,
         max_control: int = 256,
         stuck_timeout_s: float = 10.0,
@@ -68,22 +108,30 @@ class Viewer:
         self.level = 0  # density level index (hub.DENSITY): 0 = every item
         self.close_reason: tuple[int, str] | None = None
         self.fast_writes = 0  # frames written by the fast path (for tests and metrics)
+        # Called once when the socket is done (closed, broken or stuck): stop reading.
+        self.on_done: Callable[[], object] | None = None
         self._m = metrics
         self._raw = RawWriter.for_connection(ws) if fast else None
-        # One ordered queue: (kind, frame or text or remaining wire bytes)
-        self._queue: deque[tuple[int, OutFrame | str | memoryview, int]] = deque()
+        self._spawn = spawn
+        self._queue: deque[_Entry] | None = None  # one ordered queue, made when needed
         self._frames = 0  # whole frames queued
         self._control = 0
-        self._writing = False  # the writer task has an item in flight
+        self._writing = False  # a writer task exists (it has an item or a close to do)
         self._max_frames = max_frames
         self._max_control = max_control
         self._stuck_timeout_s = stuck_timeout_s
-        self._wake = trio.Event()
         self._closed = False
+        self._done = False  # the writer finished with the socket
+        self._done_event: trio.Event | None = None
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue else 0
+
+    def _enqueue(self, entry: _Entry) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(entry)
 
     # ---- producers (never block) ----------------------------------------------------------
     def push_frame(self, frame: OutFrame) -> bool:
@@ -111,14 +159,14 @@ class Viewer:
                 return True
             # The kernel took part of it: the rest goes first, whole, before anything else.
             self._m.frame_writes_partial.inc()
-            self._queue.append((_PARTIAL, memoryview(frame.wire)[sent:], len(frame.payload)))
-            self._wake.set()
+            self._enqueue((_PARTIAL, memoryview(frame.wire)[sent:], len(frame.payload)))
+            self._kick()
             return False
-        self._queue.append((_FRAME, frame, len(frame.payload)))
+        self._enqueue((_FRAME, frame, len(frame.payload)))
         self._frames += 1
         if self._frames > self._max_frames:
             self._drop_oldest_frame()
-        self._wake.set()
+        self._kick()
         return False
 
     def push_control(self, text: str) -> None:
@@ -128,17 +176,34 @@ class Viewer:
         if self._control >= self._max_control:
             self.close(CLOSE_TOO_SLOW, "too slow: control queue full")
             return
-        self._queue.append((_CONTROL, text, 0))
+        self._enqueue((_CONTROL, text, 0))
         self._control += 1
-        self._wake.set()
+        self._kick()
 
     def close(self, code: int, reason: str) -> None:
         """Ask the writer to close the socket with ``code`` after what is queued."""
         if self.close_reason is None:
             self.close_reason = (code, reason)
-        self._wake.set()
+        self._kick()
+
+    async def wait_closed(self) -> None:
+        """Wait until the writer has flushed the queue and closed the socket (call after
+        ``close``)."""
+        if self._done:
+            return
+        self._kick()
+        if self._done_event is None:
+            self._done_event = trio.Event()
+        await self._done_event.wait()
+
+    def _kick(self) -> None:
+        """Start a writer task unless one is running or the socket is done."""
+        if not self._writing and not self._done:
+            self._writing = True
+            self._spawn(self._write)
 
     def _drop_oldest_frame(self) -> None:
+        assert self._queue is not None
         for entry in self._queue:
             if entry[0] == _FRAME:
                 self._queue.remove(entry)
@@ -148,56 +213,117 @@ class Viewer:
 
     def _broken(self) -> None:
         self._closed = True
-        self._queue.clear()
-        self._wake.set()
+        self._queue = None
+        self._frames = self._control = 0
+        self._kick()
 
     # ---- the writer task ---------------------------------------------------------------
-    async def write_loop(self) -> None:
-        """Drain the queue to the socket until closed. Returns when the viewer is done."""
+    async def _write(self) -> None:
+        """Drain the queue to the socket. Returns when the queue is empty (a later push
+        starts a new writer) or, having closed the socket, when the viewer is done."""
+        try:
+            if not await self._drain():
+                return
+        finally:
+            self._writing = False
+        self._done = True
+        if self._done_event is not None:
+            self._done_event.set()
+        if self.on_done is not None:
+            self.on_done()
+
+    async def _drain(self) -> bool:
+        """Write what is queued; ``False`` when idle again, ``True`` when the socket is
+        done (closed as asked, stuck, or broken)."""
         ws = self.ws
         try:
             while not self._closed:
-                if not self._queue:
+                queue = self._queue
+                if not queue:
                     if self.close_reason is not None:
                         break
-                    await self._wake.wait()
-                    self._wake = trio.Event()
-                    continue
-                self._writing = True
-                kind, item, nbytes = self._queue.popleft()
-                if kind == _FRAME:
-                    self._frames -= 1
-                elif kind == _CONTROL:
-                    self._control -= 1
+                    self._queue = None  # an empty deque still holds a 64-slot block
+                    return False
+                batch = self._take(queue)
                 started = time.monotonic()
                 with trio.move_on_after(self._stuck_timeout_s) as scope:
-                    await self._send(kind, item)
-                self._writing = False
+                    await self._send(batch)
                 if scope.cancelled_caught:
                     self.close_reason = (CLOSE_TOO_SLOW, "too slow")
                     self._closed = True
+                    self._queue = None
+                    self._release_wire()
                     with trio.move_on_after(1):
                         await ws.aclose(CLOSE_TOO_SLOW, "too slow")
-                    return
-                if nbytes:
-                    self._m.frame_writes.inc()
-                    self._m.bytes_out.inc(nbytes)
-                    self._m.latency.labels("write").observe(time.monotonic() - started)
+                    return True
+                sizes = [nbytes for _, _, nbytes in batch if nbytes]
+                if sizes:
+                    self._m.frame_writes.inc(len(sizes))
+                    self._m.bytes_out.inc(sum(sizes))
+                    write = self._m.latency.labels("write")
+                    for _ in sizes:
+                        write.observe(time.monotonic() - started)
             self._closed = True
+            self._queue = None
+            self._release_wire()  # a partly written frame left behind: let the close out
             if self.close_reason is not None:
                 code, reason = self.close_reason
                 with trio.move_on_after(2):
                     await ws.aclose(code, reason)
         except (ConnectionClosed, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             self._closed = True
+            self._queue = None
+            self._release_wire()
+        return True
 
-    async def _send(self, kind: int, item: OutFrame | str | memoryview) -> None:
-        if isinstance(item, str):
-            await self.ws.send_message(item)
-        elif isinstance(item, memoryview):
-            assert self._raw is not None  # only the fast path leaves partial frames
-            await self._raw.send_all(item)
-        elif self._raw is not None:
-            await self._raw.send_all(item.wire)
+    def _release_wire(self) -> None:
+        if self._raw is not None:
+            self._raw.release()
+
+    def _take(self, queue: deque[_Entry]) -> list[_Entry]:
+        """The next items to write at once: with raw writes, everything queued (up to
+        ``WRITE_BATCH_BYTES``), so a burst of acks costs one ``send()``; else one item."""
+        batch: list[_Entry] = []
+        size = 0
+        limit = WRITE_BATCH_BYTES if self._raw is not None else 0
+        while queue:
+            entry = queue.popleft()
+            batch.append(entry)
+            kind, item = entry[0], entry[1]
+            if kind == _FRAME:
+                self._frames -= 1
+            elif kind == _CONTROL:
+                self._control -= 1
+            size += len(item.wire) if isinstance(item, OutFrame) else len(item)
+            if size >= limit:
+                break
+        return batch
+
+    async def _send(self, batch: list[_Entry]) -> None:
+        raw = self._raw
+        if raw is None:
+            for _, item, _ in batch:
+                if isinstance(item, OutFrame):
+                    await self.ws.send_message(item.payload.decode())
+                else:
+                    assert isinstance(item, str)  # only the fast path leaves partial frames
+                    await self.ws.send_message(item)
+            return
+        if self.ws.closed is not None and batch[0][0] != _PARTIAL:
+            # closing handshake under way: no more messages (as ``send_message`` does)
+            raise trio.ClosedResourceError
+        # Control messages are framed here like frames are (``text_frame`` is what wsproto
+        # writes for a text message on a connection without extensions).
+        parts = [
+            item.wire
+            if isinstance(item, OutFrame)
+            else text_frame(item.encode())
+            if isinstance(item, str)
+            else item
+            for _, item, _ in batch
+        ]
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if raw.held:  # the batch starts with the rest of a partly written frame
+            await raw.send_held(data)
         else:
-            await self.ws.send_message(item.payload.decode())
+            await raw.send_all(data)

@@ -5,6 +5,7 @@ every shard, a slot resharded under traffic (MOVED), a master failed over to its
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -229,7 +230,10 @@ async def test_cluster_demo_runs_two_gateways_two_workers_and_the_web_app(
     cmd += ["--web-port", str(web), "--ws-ports", f"{gw1},{gw2}"]
     log = tmp_path / "demo.log"
     with log.open("wb") as out:  # the demo's processes print there, as to a terminal
-        proc = await trio.lowlevel.open_process(cmd, env=env, stdout=out)
+        # its own process group: whatever happens, the test can stop the demo's children
+        proc = await trio.lowlevel.open_process(
+            cmd, env=env, stdout=out, start_new_session=True
+        )
     try:
         with trio.fail_after(60):
             while b"Ctrl-C" not in log.read_bytes():
@@ -261,6 +265,6 @@ async def test_cluster_demo_runs_two_gateways_two_workers_and_the_web_app(
         with trio.fail_after(40):
             assert await proc.wait() == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the demo, its nodes, its roles
+        await proc.wait()

@@ -8,7 +8,7 @@ import socket
 import orjson
 import trio
 import wsproto
-from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Request, TextMessage
 
 from danmaku.config import Settings
 from danmaku.gateway.fastpath import text_frame
@@ -40,6 +40,7 @@ class RawViewer:
         self.stream = stream
         self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
         self.messages: list[dict[str, object]] = []
+        self.pongs: list[bytes] = []
         self._parts: list[str] = []
 
     @classmethod
@@ -64,6 +65,8 @@ class RawViewer:
                         if event.message_finished:
                             self.messages.append(orjson.loads("".join(self._parts)))
                             self._parts = []
+                    if isinstance(event, Pong):
+                        self.pongs.append(bytes(event.payload))
                     assert not isinstance(event, CloseConnection), event
 
 
@@ -157,3 +160,31 @@ async def test_queued_path_alone_still_delivers_everything(
             assert v.item_ids() == ids
         assert system.metrics.frame_writes_fast._value.get() == 0
         n.cancel_scope.cancel()
+
+
+async def test_pongs_never_land_inside_a_partly_written_frame(system: System) -> None:
+    """Regression: after a partial fast-path write, trio-websocket's reader answered the
+    peer's pings with pongs written into the middle of the unfinished frame. The peer
+    pings while not reading; when it reads, the stream must parse cleanly."""
+    assert system.ws_port
+    slow = await RawViewer.open(system.ws_port, "pong")
+    await slow.read(until=1)  # welcome
+    async with trio.open_nursery() as n:
+        sender = await connect(n, system.ws_port, "pong", tok=token("u"))
+        normal = await connect(n, system.ws_port, "pong")
+        last = None
+        for k in range(150):
+            last = await sender.comment(f"{'z' * 80} {label(k)}", nonce=f"{k}")
+            if k % 5 == 0:  # pings arrive while frames are stuck half-written
+                await slow.stream.send_all(slow.ws.send(Ping(f"p{k}".encode())))
+        assert last is not None
+        await normal.wait_for(lambda c: last["id"] in c.item_ids())
+        frames_sent = normal.frames[-1]["seq"]
+        with trio.move_on_after(5):
+            while not slow.messages or slow.messages[-1].get("seq") != frames_sent:
+                await slow.read(until=len(slow.messages) + 1)
+        assert slow.messages[-1].get("seq") == frames_sent
+        assert slow.pongs, "the pings were answered"
+        assert system.metrics.frame_writes_partial._value.get() > 0, "no partial write tested"
+        n.cancel_scope.cancel()
+    await slow.stream.aclose()
