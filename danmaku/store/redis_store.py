@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 import orjson
 import redis
 import trio
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from danmaku.metrics import Metrics
 from danmaku.store import cluster, keys, scripts
@@ -42,7 +42,7 @@ from danmaku.store.records import (
     _sum_online,
 )
 from danmaku.store.replay import ReplayOps
-from danmaku.store.worker_ops import WorkerOps
+from danmaku.store.worker_ops import WorkerOps, queue_script
 
 T = TypeVar("T")
 
@@ -91,6 +91,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         self._renew = self._r.register_script(scripts.RENEW)
         self._release = self._r.register_script(scripts.RELEASE)
         self._commit = self._r.register_script(scripts.COMMIT)
+        self._scripts = (self._ingest, self._acquire, self._renew, self._release, self._commit)
 
     # ---- bridge -----------------------------------------------------------------------
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
@@ -104,6 +105,28 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
             raise StoreError(f"{op}: {exc}") from exc
         self._m.redis_latency.labels(op).observe(time.perf_counter() - start)
         return result
+
+    def _execute_scripted(self, pipe: Any) -> list[Any]:
+        """Execute a pipeline holding ``EVALSHA`` calls (``queue_script``). Scripts the
+        server lacks (first use, a restart, a failover to a replica) are loaded and just
+        those calls sent again; unlike redis-py's registered scripts this costs no
+        ``SCRIPT EXISTS`` round trip per pipeline. Raises the first error reply."""
+        stack = list(pipe.command_stack)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            for script in self._scripts:
+                self._r.script_load(script.script)  # every master, on a cluster
+            again = self._r.pipeline(transaction=False)
+            for i in missing:
+                args, options = stack[i]
+                again.execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            for i, reply in zip(missing, again.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def close(self) -> None:
         """Drop all connections. Idempotent."""
@@ -162,10 +185,10 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                         keys.duplicate(room, c.uid, c.text_hash),
                     ]
                     args += [c.payload, "s" if c.exempt else "h" if c.highlight else "-"]
-                self._ingest(keys=ks, args=args, client=pipe)
+                queue_script(pipe, self._ingest, ks, args)
             pipe.zadd(keys.ROOMS, {room: now_ms for room in batch})
             pipe.zadd(keys.HOT, {room: now_ms for room in batch})
-            return pipe.execute()
+            return self._execute_scripted(pipe)
 
         replies = await self._call("append_comments", run)
         out: dict[str, list[Outcome]] = {}

@@ -25,6 +25,12 @@ from danmaku.store.records import (
 T = TypeVar("T")
 
 
+def queue_script(pipe: Any, script: Any, names: Sequence[Any], args: Sequence[Any]) -> None:
+    """Queue ``EVALSHA`` of a registered script with keys ``names`` on ``pipe``; run
+    the pipeline with ``Store._execute_scripted`` (which loads scripts the server lacks)."""
+    pipe.evalsha(script.sha, len(names), *names, *args)
+
+
 class WorkerOps:
     """Mixin for ``Store``: needs ``self._r``, ``self._call``, the registered scripts and
     ``self._frames_history``."""
@@ -37,6 +43,9 @@ class WorkerOps:
     _commit: Any
 
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
+        raise NotImplementedError
+
+    def _execute_scripted(self, pipe: Any) -> list[Any]:
         raise NotImplementedError
 
     async def online_counts(
@@ -129,10 +138,10 @@ class WorkerOps:
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for room in rooms:
-                self._acquire(
-                    keys=[keys.lease(room), keys.meta(room)], args=[token, lease_ms], client=pipe
+                queue_script(
+                    pipe, self._acquire, [keys.lease(room), keys.meta(room)], [token, lease_ms]
                 )
-            return pipe.execute()
+            return self._execute_scripted(pipe)
 
         replies = await self._call("acquire", run)
         return [
@@ -148,8 +157,8 @@ class WorkerOps:
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for room in rooms:
-                self._renew(keys=[keys.lease(room)], args=[leases[room], lease_ms], client=pipe)
-            return pipe.execute()
+                queue_script(pipe, self._renew, [keys.lease(room)], [leases[room], lease_ms])
+            return self._execute_scripted(pipe)
 
         replies = await self._call("renew", run)
         return {room for room, ok in zip(rooms, replies, strict=True) if not ok}
@@ -160,8 +169,8 @@ class WorkerOps:
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)
             for room, token in leases.items():
-                self._release(keys=[keys.lease(room)], args=[token], client=pipe)
-            pipe.execute()
+                queue_script(pipe, self._release, [keys.lease(room)], [token])
+            self._execute_scripted(pipe)
 
         if leases:
             await self._call("release", run)
@@ -239,8 +248,10 @@ class WorkerOps:
         def commit_all() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for f in frames:
-                self._commit(
-                    keys=[
+                queue_script(
+                    pipe,
+                    self._commit,
+                    [
                         keys.lease(f.room),
                         keys.meta(f.room),
                         keys.frames(f.room),
@@ -248,7 +259,7 @@ class WorkerOps:
                         keys.live(f.room),
                         keys.recording(f.room, f.broadcast or "none"),
                     ],
-                    args=[
+                    [
                         f.token,
                         f.seq,
                         f.cursor,
@@ -258,8 +269,7 @@ class WorkerOps:
                         f.broadcast,
                         *(x for pair in f.recorded for x in pair),
                     ],
-                    client=pipe,
                 )
-            return pipe.execute()
+            return self._execute_scripted(pipe)
 
         return [int(x) for x in await self._call("commit", run)]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import redis
 import trio
 
+from danmaku.config import Settings
 from danmaku.system import System
 from tests.client import Client, connect, label, token
 
@@ -88,3 +90,25 @@ async def test_anonymous_viewer_cannot_send(system: System) -> None:
         reply = await anon.comment("hi", nonce="x")
         assert reply["type"] == "error" and reply["code"] == "unauthorized"
         n.cancel_scope.cancel()
+
+
+async def test_an_emptied_script_cache_is_refilled_without_losing_a_comment(
+    system: System, settings: Settings
+) -> None:
+    """Scripts run by SHA; after SCRIPT FLUSH (as after a restart or a failover to a
+    replica) the store loads them again and re-sends only the calls that failed."""
+    assert system.ws_port
+    r = redis.Redis.from_url(settings.redis_url)
+    async with trio.open_nursery() as n:
+        viewer = await connect(n, system.ws_port, "flush")
+        sender = await connect(n, system.ws_port, "flush", tok=token("u"))
+        ids = [(await sender.comment(f"a {label(k)}", nonce=f"a{k}"))["id"] for k in range(3)]
+        r.script_flush()
+        for k in range(3):
+            reply = await sender.comment(f"b {label(k)}", nonce=f"b{k}")
+            assert reply["type"] == "ack", reply
+            ids.append(reply["id"])
+        await viewer.wait_for(lambda c: set(ids) <= set(c.item_ids()))
+        assert viewer.item_ids() == ids
+        n.cancel_scope.cancel()
+    r.close()
