@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -118,6 +119,12 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool) -> No
                 settings.metrics_port, "127.0.0.1", registry=metrics.registry
             )
             system.urls["metrics"] = f"http://127.0.0.1:{server.server_port}/metrics"
+        if settings.gc_freeze:
+            # What start-up built (modules, the app, caches) lives as long as the
+            # process: keep it out of every later full collection, whose pause would
+            # otherwise grow with it (see docs/operations.md, "Garbage collection").
+            gc.collect()
+            gc.freeze()
         for name, url in system.urls.items():
             print(f"{name:>10}: {url}", flush=True)
         print("     ready: Ctrl-C to stop", flush=True)

@@ -143,6 +143,9 @@ class Settings:
         "DANMAKU_INSTANCE_ID",
         "id of this gateway/worker in Redis (leases, presence); empty: random",
     )
+    gc_freeze: int = _opt(
+        1, "DANMAKU_GC_FREEZE", "1: after start-up, exempt what exists from later full GC runs"
+    )
     drain_s: float = _opt(2.0, "DANMAKU_DRAIN_S", "graceful shutdown: time to flush and close")
 
     @property

@@ -8,6 +8,9 @@ base units, ``_total`` counters. No label takes unbounded values: no user or roo
 
 from __future__ import annotations
 
+import gc
+import time
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -111,6 +114,21 @@ _REDIS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 _ITEMS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+def _time_gc_pauses(histogram: Histogram) -> None:
+    """Observe every collection's duration (``gc.callbacks``; process-wide, so only the
+    process's own ``Metrics`` installs it)."""
+    started = [0.0]
+    by_gen = [histogram.labels(str(g)) for g in range(3)]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            by_gen[info["generation"]].observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_gc)
+
+
 class Metrics:
     """All metrics of one process, registered in ``self.registry``.
 
@@ -120,10 +138,20 @@ class Metrics:
 
     def __init__(self, *, process: bool = True) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        self.gc_pause = Histogram(
+            "danmaku_gc_pause_seconds",
+            "Garbage collection pauses (the whole event loop stops), by generation",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        for generation in ("0", "1", "2"):
+            self.gc_pause.labels(generation)
         if process:
             _process.ProcessCollector(registry=r)
             _platform.PlatformCollector(registry=r)
             _gc.GCCollector(registry=r)
+            _time_gc_pauses(self.gc_pause)
 
         # --- gateway: connections
         self.connections_open = Gauge(
