@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     loc = sub.add_parser("local", help="start danmaku up on free ports, run a scenario, stop it")
     _scenario_args(loc)
+    loc.add_argument(
+        "--split",
+        action="store_true",
+        help="redis-server, danmaku gateway and danmaku worker as separate processes; the "
+        "server measured is the gateway",
+    )
     pl = sub.add_parser("plan", help="turn measured costs into a deployment")
     from loadtest.plan import add_arguments
 
@@ -138,20 +144,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"danmaku-loadtest: {exc}", file=sys.stderr)
         return 2
-    report = _local(sc, args.quiet) if args.command == "local" else _remote(sc, args)
+    if args.command == "local":
+        report = _local(sc, args.quiet, split=args.split)
+    else:
+        report = _remote(sc, args)
     return _finish(report, args)
 
 
-def _local(sc: Scenario, quiet: bool) -> dict[str, Any]:
+def _local(sc: Scenario, quiet: bool, *, split: bool = False) -> dict[str, Any]:
     from loadtest.localserver import LocalServer
 
-    server = LocalServer(sc)
+    server = LocalServer(sc, split=split)
     server.start()
     try:
         assert server.pid is not None
         probe = LocalProbe(server.urls["metrics"], server.pid, server.redis_pid)
         target = Target(ws_url=server.ws_url, secret=server.secret)
-        info = {"mode": "local", "ws_url": server.ws_url, "web_url": server.web_url}
+        info = {
+            "mode": "local-split" if split else "local",
+            "ws_url": server.ws_url,
+            "web_url": server.web_url,
+        }
         return _drive(sc, target, probe, info, quiet)
     finally:
         server.stop()

@@ -1,8 +1,10 @@
 """``LocalServer``: a ``danmaku up`` subprocess on free ports with an embedded Redis in a
-temporary directory, for ``danmaku-loadtest local``.
+temporary directory, for ``danmaku-loadtest local``; with ``split``, a redis-server, a
+``danmaku gateway`` and a ``danmaku worker`` as three processes instead, and the
+gateway is the server measured (the push layer's own cost, issue 6).
 
 The server runs as its own process so its CPU can be read from ``/proc`` apart from the
-load generator's; the embedded redis-server is its child and is measured separately.
+load generator's; Redis is measured separately.
 ``start`` waits for the printed URLs (``ready:`` line) and raises ``RuntimeError`` with
 the output if the server exits or takes longer than ``timeout_s``. ``stop`` sends
 SIGTERM and waits (a graceful drain), then kills after a bound.
@@ -12,10 +14,12 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,8 +60,12 @@ def server_env(scenario: Scenario, secret: str) -> dict[str, str]:
 class LocalServer:
     """One ``danmaku up`` process tree; the URLs it printed are in ``urls``."""
 
-    def __init__(self, scenario: Scenario, *, secret: str | None = None) -> None:
+    def __init__(
+        self, scenario: Scenario, *, secret: str | None = None, split: bool = False
+    ) -> None:
         self.scenario = scenario
+        self.split = split
+        self._others: list[subprocess.Popen[bytes]] = []  # redis-server, worker (split)
         self.secret = secret or new_secret()
         self.urls: dict[str, str] = {}
         self.proc: subprocess.Popen[str] | None = None
@@ -75,10 +83,18 @@ class LocalServer:
         data = Path(self._tmp.name)
         env = {**os.environ, **server_env(self.scenario, self.secret)}
         env.pop("REDIS_URL", None)
-        cmd = [sys.executable, "-m", "danmaku", "up", "--web-port", "0", "--ws-port", "0"]
-        cmd += ["--data-dir", str(data / "data"), "--log-level", "WARNING"]
         self.log_path = data / "server.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        cmd = [sys.executable, "-m", "danmaku", "up", "--web-port", "0", "--ws-port", "0"]
+        if self.split:
+            env["REDIS_URL"] = self._start_redis(data)
+            worker = [sys.executable, "-m", "danmaku", "worker", "--log-level", "WARNING"]
+            self._others.append(
+                subprocess.Popen(worker, stdout=subprocess.DEVNULL, stderr=self._log, env=env)
+            )
+            cmd = [sys.executable, "-m", "danmaku", "gateway", "--ws-port", "0"]
+            cmd += ["--metrics-port", "0"]
+        cmd += ["--data-dir", str(data / "data"), "--log-level", "WARNING"]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, bufsize=1
         )
@@ -90,7 +106,31 @@ class LocalServer:
             message = "danmaku up did not start:\n" + "\n".join(seen) + self.log_tail()
             self.stop()
             raise RuntimeError(message)
-        self.redis_pid = self._find_redis()
+        if not self.split:
+            self.redis_pid = self._find_redis()
+
+    def _start_redis(self, data: Path) -> str:
+        from danmaku.embedded import find_redis_server, free_port, redis_command
+
+        port = free_port()
+        (data / "redis").mkdir()
+        redis = subprocess.Popen(
+            redis_command(find_redis_server(), port, data / "redis", aof=False),
+            stdout=subprocess.DEVNULL,
+        )
+        self._others.append(redis)
+        self.redis_pid = redis.pid
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return url
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
 
     def _read_stdout(self, seen: list[str], ready: threading.Event) -> None:
         """Collect the printed URLs, set ``ready`` at the ready line (or EOF), then keep
@@ -141,6 +181,14 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 code = self.proc.wait(5)
+        for other in reversed(self._others):  # the worker, then redis-server
+            if other.poll() is None:
+                other.terminate()
+            try:
+                other.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                other.kill()
+        self._others.clear()
         if self._log:
             self._log.close()
             self._log = None

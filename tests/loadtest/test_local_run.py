@@ -53,3 +53,18 @@ def test_steady_local_run_matches_server_counters(tmp_path: Path) -> None:
     assert report["costs"]["cpu_us_per_frame_write_all"] > 0
     assert report["phases"][0]["name"] == "steady" and report["timeseries"]
     assert "<svg" in page.read_text()
+
+
+def test_split_local_run_measures_the_gateway_process(tmp_path: Path) -> None:
+    out = tmp_path / "split.json"
+    args = ["local", "steady", "--split", "--viewers", "30", "--senders", "3", "--rate", "20"]
+    args += ["--duration", "3", "--set", "idle_s=0.5", "--set", "settle_s=1", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    t, run = report["totals"], report["server"]["run"]
+    assert report["target"]["mode"] == "local-split"
+    # the measured server is the gateway: its own frame writes, none built there
+    assert run["frame_writes"] > 0 and run["frames_built"] == 0
+    assert abs(t["frames_received"] - run["frame_writes"]) <= 0.01 * run["frame_writes"]
+    assert t["comments_acked"] == t["comments_sent"] > 0
+    assert report["server"]["phases"]["cpu_s"] > 0
