@@ -26,25 +26,32 @@ class Case:
     name: str
     scenario: str
     overrides: list[str] = field(default_factory=list)
+    split: bool = False  # gateway, worker and Redis as processes; the gateway measured
 
 
+_FANOUT_2000 = ["viewers=2000", "senders=10", "procs=2", "phases.0.rate=200"]
 FANOUT = [
-    Case(
-        "fast path",
-        "steady",
-        ["viewers=2000", "senders=10", "procs=2", "phases.0.rate=200", "phases.0.duration_s=15"],
-    ),
+    # The push layer alone (a gateway process): fast path against its ablation.
+    Case("fast path", "steady", [*_FANOUT_2000, "phases.0.duration_s=15"], split=True),
     Case(
         "queued path (ablation)",
         "steady",
+        [*_FANOUT_2000, "phases.0.duration_s=15", "server.fast_path=0"],
+        split=True,
+    ),
+    # Issue 6's reference scenario: 1 room, 5,000 viewers, 200 comments/s, 100 ms tick.
+    Case(
+        "reference: 5,000 viewers",
+        "steady",
         [
-            "viewers=2000",
+            "viewers=5000",
             "senders=10",
             "procs=2",
+            "connect_rate=2000",
             "phases.0.rate=200",
-            "phases.0.duration_s=15",
-            "server.fast_path=0",
+            "phases.0.duration_s=20",
         ],
+        split=True,
     ),
 ]
 SPIKE = [
@@ -101,7 +108,7 @@ def fanout_rows(reports: dict[str, list[dict[str, Any]]]) -> list[str]:
             + " |"
         )
     names = list(reports)
-    if len(names) == 2:
+    if len(names) >= 2:
         a = _median([r["phases"][0]["server"]["frame_writes_per_cpu_s"] for r in reports[names[0]]])
         b = _median([r["phases"][0]["server"]["frame_writes_per_cpu_s"] for r in reports[names[1]]])
         if a and b:
@@ -215,8 +222,13 @@ def spike_rows(reports: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def run_suite(
-    run_case: Callable[[Scenario], dict[str, Any]], out_dir: Path, repeat: int, only: str | None
+    run_case: Callable[[Scenario, bool], dict[str, Any]],
+    out_dir: Path,
+    repeat: int,
+    only: str | None,
 ) -> list[str]:
+    """Run the cases (``run_case(scenario, split)``), keep each JSON report, return the
+    markdown tables."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     if only in (None, "words"):
@@ -227,7 +239,7 @@ def run_suite(
         reports: dict[str, list[dict[str, Any]]] = {}
         for case in cases:
             for k in range(repeat):
-                report = run_case(scenario_for(case))
+                report = run_case(scenario_for(case), case.split)
                 slug = re.sub(r"[^a-z0-9]+", "-", case.name.split(" (")[0].lower()).strip("-")
                 (out_dir / f"{slug}-{k}.json").write_text(json.dumps(report, indent=1))
                 reports.setdefault(case.name, []).append(report)

@@ -130,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from loadtest.bench import run_suite
 
-        lines = run_suite(lambda sc: _local(sc, True), args.out_dir, args.repeat, args.only)
+        lines = run_suite(
+            lambda sc, split: _local(sc, True, split=split), args.out_dir, args.repeat, args.only
+        )
         text = "\n".join(lines)
         (args.out_dir / "bench.md").write_text(text + "\n")
         print(text)

@@ -37,6 +37,8 @@ COUNTERS: dict[str, str] = {
     "connections_opened": "danmaku_connections_opened_total",
     "connections_closed": "danmaku_connections_closed_total",
     "handshakes_rejected": "danmaku_handshakes_rejected_total",
+    "gc_pause_s": "danmaku_gc_pause_seconds_sum",  # the event loop stopped for GC
+    "gc_collections": "danmaku_gc_pause_seconds_count",
 }
 
 
