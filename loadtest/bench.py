@@ -30,13 +30,25 @@ class Case:
 
 
 _FANOUT_2000 = ["viewers=2000", "senders=10", "procs=2", "phases.0.rate=200"]
+_FANOUT_2000 += ["phases.0.duration_s=15"]
+_FANOUT_200 = ["viewers=200", "senders=10", "procs=2", "phases.0.rate=200"]
+_FANOUT_200 += ["phases.0.duration_s=10"]
 FANOUT = [
     # The push layer alone (a gateway process): fast path against its ablation.
-    Case("fast path", "steady", [*_FANOUT_2000, "phases.0.duration_s=15"], split=True),
+    Case("fast path, 2,000 viewers", "steady", _FANOUT_2000, split=True),
     Case(
-        "queued path (ablation)",
+        "queued path (ablation), 2,000 viewers",
         "steady",
-        [*_FANOUT_2000, "phases.0.duration_s=15", "server.fast_path=0"],
+        [*_FANOUT_2000, "server.fast_path=0"],
+        split=True,
+    ),
+    # Batching off: a 5 ms tick puts ~1.6 comments in a frame (one message per comment,
+    # near enough), against the 100 ms tick's ~20; few viewers so the generator keeps up.
+    Case("batched (100 ms tick), 200 viewers", "steady", _FANOUT_200, split=True),
+    Case(
+        "batching off (ablation: 5 ms tick), 200 viewers",
+        "steady",
+        [*_FANOUT_200, "tick_ms=5"],
         split=True,
     ),
     # Issue 6's reference scenario: 1 room, 5,000 viewers, 200 comments/s, 100 ms tick.
@@ -86,8 +98,8 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 def fanout_rows(reports: dict[str, list[dict[str, Any]]]) -> list[str]:
     rows = [
         "| case | frame writes / server CPU-s | server CPU us / frame write | "
-        "deliveries/s | p50 ms | p99 ms | RSS / connection |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "deliveries/s | deliveries / server CPU-s | p50 ms | p99 ms | RSS / connection |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, runs in reports.items():
         phase = [r["phases"][0] for r in runs]
@@ -99,6 +111,7 @@ def fanout_rows(reports: dict[str, list[dict[str, Any]]]) -> list[str]:
                     _fmt(_median([p["server"]["frame_writes_per_cpu_s"] for p in phase])),
                     _fmt(_median([r["costs"]["cpu_us_per_frame_write"] for r in runs]), 1),
                     _fmt(_median([p["deliveries_per_s"] for p in phase])),
+                    _fmt(_median([p["server"]["deliveries_per_cpu_s"] for p in phase])),
                     _fmt(_median([p["latency_ms"]["p50"] for p in phase])),
                     _fmt(_median([p["latency_ms"]["p99"] for p in phase])),
                     _fmt(_median([r["costs"]["rss_bytes_per_conn"] / 1024 for r in runs]), 1)
@@ -107,12 +120,20 @@ def fanout_rows(reports: dict[str, list[dict[str, Any]]]) -> list[str]:
             )
             + " |"
         )
-    names = list(reports)
-    if len(names) >= 2:
-        a = _median([r["phases"][0]["server"]["frame_writes_per_cpu_s"] for r in reports[names[0]]])
-        b = _median([r["phases"][0]["server"]["frame_writes_per_cpu_s"] for r in reports[names[1]]])
-        if a and b:
-            rows.append(f"\nratio {names[0]} / {names[1]}: **{a / b:.1f}x** frame writes per CPU-s")
+
+    def median_of(name: str, key: str) -> float | None:
+        return _median([r["phases"][0]["server"][key] for r in reports.get(name, [])])
+
+    # Each ablation against the case it switches one thing off in (same viewers).
+    for base, ablation, key, what in (
+        (0, 1, "frame_writes_per_cpu_s", "frame writes per CPU-s"),
+        (2, 3, "deliveries_per_cpu_s", "deliveries per CPU-s"),
+    ):
+        names = list(reports)
+        if len(names) > max(base, ablation):
+            a, b = median_of(names[base], key), median_of(names[ablation], key)
+            if a and b:
+                rows.append(f"\nratio {names[base]} / {names[ablation]}: **{a / b:.1f}x** {what}")
     return rows
 
 
