@@ -231,9 +231,7 @@ async def test_cluster_demo_runs_two_gateways_two_workers_and_the_web_app(
     log = tmp_path / "demo.log"
     with log.open("wb") as out:  # the demo's processes print there, as to a terminal
         # its own process group: whatever happens, the test can stop the demo's children
-        proc = await trio.lowlevel.open_process(
-            cmd, env=env, stdout=out, start_new_session=True
-        )
+        proc = await trio.lowlevel.open_process(cmd, env=env, stdout=out, start_new_session=True)
     try:
         with trio.fail_after(60):
             while b"Ctrl-C" not in log.read_bytes():
