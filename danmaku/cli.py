@@ -125,6 +125,7 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool) -> No
             # otherwise grow with it (see docs/operations.md, "Garbage collection").
             gc.collect()
             gc.freeze()
+            metrics.gc_frozen.set(gc.get_freeze_count())
         for name, url in system.urls.items():
             print(f"{name:>10}: {url}", flush=True)
         print("     ready: Ctrl-C to stop", flush=True)

@@ -147,6 +147,11 @@ class Metrics:
         )
         for generation in ("0", "1", "2"):
             self.gc_pause.labels(generation)
+        self.gc_frozen = Gauge(
+            "danmaku_gc_frozen_objects",
+            "Objects moved out of the collector's reach after start-up (DANMAKU_GC_FREEZE)",
+            registry=r,
+        )
         if process:
             _process.ProcessCollector(registry=r)
             _platform.PlatformCollector(registry=r)

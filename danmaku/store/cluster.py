@@ -16,9 +16,10 @@ the slot map and re-sends only the commands that were redirected; ``TRYAGAIN``,
 ``CLUSTERDOWN`` and ``ASK`` (a slot being resharded) are retried with a short backoff, a
 few times, then surface as errors. ``ASK`` is not followed with ``ASKING``: a script's
 keys (one room's) are split between two nodes while its slot moves, which Redis answers
-with ``TRYAGAIN`` anyway, so waiting for the slot to settle is what works. A node that cannot be reached refreshes the slot map
-and raises ``ConnectionError``: commands on other nodes may have run, exactly as when a
-single Redis drops mid-pipeline, which the idempotent scripts make safe to retry.
+with ``TRYAGAIN`` anyway, so waiting for the slot to settle is what works. A node that
+cannot be reached refreshes the slot map and raises ``ConnectionError``: commands on
+other nodes may have run, exactly as when a single Redis drops mid-pipeline, which the
+idempotent scripts make safe to retry.
 """
 
 from __future__ import annotations

@@ -161,6 +161,13 @@ async def test_split_roles_serve_metrics_on_their_own_port(redis_url: str, tmp_p
             assert "danmaku_redis_seconds" in text and "process_cpu_seconds_total" in text
             wanted = "danmaku_worker_rooms" if role == "worker" else "danmaku_connections_open"
             assert wanted in text
+            # start-up was frozen out of the collector's reach (DANMAKU_GC_FREEZE=1)
+            frozen = next(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("danmaku_gc_frozen_objects ")
+            )
+            assert frozen > 10_000
             assert env["DANMAKU_SECRET"] not in text
     finally:
         for proc in procs:
