@@ -56,7 +56,7 @@ class TokenBucket:
     untouched for ``idle_ttl`` seconds is full again, so its stored state may expire then.
 
     The same step as a Redis Lua script (one hash per user and room, e.g.
-    ``{room}:rl:{uid}``; take the time from Redis so gateways' clocks do not matter —
+    ``{room}:u:{uid}``; take the time from Redis so gateways' clocks do not matter —
     Redis >= 5 replicates scripts by effects, so ``TIME`` is allowed before writes)::
 
         -- KEYS[1] bucket hash; ARGV: rate, burst, n

@@ -49,14 +49,11 @@ def settings(room: str) -> str:
     return f"{PREFIX}:{{{room}}}:settings"
 
 
-def limits(room: str, uid: str) -> str:
-    """Hash: a user's token bucket and last send in a room (shared by all gateways)."""
-    return f"{PREFIX}:{{{room}}}:rl:{uid}"
-
-
-def duplicate(room: str, uid: str, text_hash: str) -> str:
-    """String set while a user's normalised text counts as a duplicate (PX window)."""
-    return f"{PREFIX}:{{{room}}}:d:{uid}:{text_hash}"
+def user(room: str, uid: str) -> str:
+    """Hash: a user's state at a room's door, shared by all gateways: token bucket
+    (``t``, ``s``), last accepted comment time (``l``), recent nonces and their ids
+    (``n``), recent normalised-text hashes (``d``). See ``scripts.INGEST``."""
+    return f"{PREFIX}:{{{room}}}:u:{uid}"
 
 
 def offered(room: str) -> str:
@@ -117,11 +114,6 @@ def live(room: str) -> str:
 def recording(room: str, broadcast_id: str) -> str:
     """Stream: every comment kept during a broadcast (entry id = comment id), for replay."""
     return f"{PREFIX}:{{{room}}}:rec:{broadcast_id}"
-
-
-def nonce(room: str, uid: str, nonce: str) -> str:
-    """String: the comment id a (user, nonce) resend must get again (EX nonce_ttl)."""
-    return f"{PREFIX}:{{{room}}}:n:{uid}:{nonce}"
 
 
 def room_of(key: bytes | str) -> str:

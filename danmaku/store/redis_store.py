@@ -179,12 +179,9 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                     limits.duplicate_window_s,
                 ]
                 for c in comments:
-                    ks += [
-                        keys.nonce(room, c.uid, c.nonce),
-                        keys.limits(room, c.uid),
-                        keys.duplicate(room, c.uid, c.text_hash),
-                    ]
-                    args += [c.payload, "s" if c.exempt else "h" if c.highlight else "-"]
+                    ks.append(keys.user(room, c.uid))
+                    flags = "s" if c.exempt else "h" if c.highlight else "-"
+                    args += [c.payload, flags, c.nonce, c.text_hash]
                 queue_script(pipe, self._ingest, ks, args)
             pipe.zadd(keys.ROOMS, {room: now_ms for room in batch})
             pipe.zadd(keys.HOT, {room: now_ms for room in batch})

@@ -43,7 +43,7 @@ def test_a_rooms_keys_share_one_slot() -> None:
             keys.frames(room),
             keys.control(room),
             keys.lease(room),
-            keys.nonce(room, "u", "n"),
+            keys.user(room, "u"),
             keys.recording(room, "b1"),
         )
     }
