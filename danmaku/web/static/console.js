@@ -14,10 +14,11 @@
 "use strict";
 
 (() => {
+  // the helpers this page shares with the player (common.js, loaded first)
+  const { ROOM_RE, COLOR_RE, $, load, save } = window.DanmakuCommon;
+
   // ---- constants ----------------------------------------------------------------------------
-  const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
   const UID_RE = /^[A-Za-z0-9_.:@-]{1,64}$/;
-  const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
   const TOKEN_KEY = "danmaku.console.token.v1";
   const ROOMS_KEY = "danmaku.console.rooms.v1";
   const FEED_ROWS = 300;          // rows kept in the DOM
@@ -32,7 +33,6 @@
   const HISTORY_PAGE = 100;
   const SVG_NS = "http://www.w3.org/2000/svg";
 
-  const $ = (id) => document.getElementById(id);
   const el = {
     roomForm: $("room-form"), roomInput: $("room-input"), roomList: $("room-list"),
     playerLink: $("player-link"), who: $("who"), whoNick: $("who-nick"), whoRole: $("who-role"),
@@ -65,21 +65,6 @@
   };
 
   // ---- small helpers ------------------------------------------------------------------------
-  function load(key, fallback) {
-    try {
-      const raw = localStorage.getItem(key);
-      return raw === null ? fallback : JSON.parse(raw);
-    } catch {
-      return fallback;
-    }
-  }
-  function save(key, value) {
-    try {
-      if (value === null) localStorage.removeItem(key);
-      else localStorage.setItem(key, JSON.stringify(value));
-    } catch { /* private mode or full: not kept */ }
-  }
-
   function node(tag, cls, text) {
     const n = document.createElement(tag);
     if (cls) n.className = cls;

@@ -17,9 +17,10 @@
 "use strict";
 
 (() => {
+  // the helpers this page shares with the console (common.js, loaded first)
+  const { ROOM_RE, COLOR_RE, $, load, save } = window.DanmakuCommon;
+
   // ---- constants ----------------------------------------------------------------------------
-  const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
-  const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
   const SETTINGS_KEY = "danmaku.settings.v1";
   const SESSION_KEY = "danmaku.session.v1";
   const SEND_KEY = "danmaku.send.v1";
@@ -50,7 +51,6 @@
   const JUMP_MS = 1500;          // replay: a clock jump bigger than this is taken as a seek
   const REPLAY_RATES = [0.5, 0.75, 1, 1.25, 1.5, 2];
 
-  const $ = (id) => document.getElementById(id);
   const el = {
     roomName: $("room-name"), online: $("online"), onlineN: $("online-n"), conn: $("conn"),
     connText: $("conn-text"),
@@ -71,21 +71,7 @@
     rpMute: $("rp-mute"), rpCount: $("rp-count"),
   };
 
-  // ---- storage ------------------------------------------------------------------------------
-  function load(key, fallback) {
-    try {
-      const raw = localStorage.getItem(key);
-      return raw ? JSON.parse(raw) : fallback;
-    } catch {
-      return fallback;
-    }
-  }
-  function save(key, value) {
-    try {
-      if (value === null) localStorage.removeItem(key);
-      else localStorage.setItem(key, JSON.stringify(value));
-    } catch { /* private mode or full: settings just do not persist */ }
-  }
+  // ---- stored settings ----------------------------------------------------------------------
   const clamp = (x, lo, hi, dflt) => (Number.isFinite(x) ? Math.min(hi, Math.max(lo, x)) : dflt);
   const strList = (v) => (Array.isArray(v) ? v : [])
     .filter((s) => typeof s === "string").map((s) => s.trim()).filter(Boolean).slice(0, 200);
