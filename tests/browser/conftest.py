@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -419,12 +420,22 @@ def live(
     system.close()
 
 
+@contextmanager
+def open_players(browser: Browser, system: LiveSystem) -> Iterator[Players]:
+    """Player pages on ``system``, closed at the end; any console error the test did not
+    expect (``allow_console``) fails it."""
+    p = Players(browser, system)
+    try:
+        yield p
+    finally:
+        p.close()
+    assert not p.errors, "console errors:\n" + "\n".join(p.errors)
+
+
 @pytest.fixture
 def players(browser: Browser, live: LiveSystem) -> Iterator[Players]:
-    p = Players(browser, live)
-    yield p
-    p.close()
-    assert not p.errors, "console errors:\n" + "\n".join(p.errors)
+    with open_players(browser, live) as p:
+        yield p
 
 
 @pytest.fixture
@@ -438,10 +449,8 @@ def web_only(trio_thread: TrioThread, settings: Settings) -> Iterator[LiveSystem
 
 @pytest.fixture
 def fake_players(browser: Browser, web_only: LiveSystem) -> Iterator[Players]:
-    p = Players(browser, web_only)
-    yield p
-    p.close()
-    assert not p.errors, "console errors:\n" + "\n".join(p.errors)
+    with open_players(browser, web_only) as p:
+        yield p
 
 
 @pytest.fixture

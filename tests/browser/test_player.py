@@ -27,6 +27,7 @@ from tests.browser.conftest import (
     Players,
     TrioThread,
     eventually,
+    open_players,
     wait_until_connected,
 )
 from tests.conftest import SECRET
@@ -651,33 +652,38 @@ def test_a_stopped_gateway_is_left_for_the_next_one_listed(
     systems = [core, *gateways.values()]
     for system in systems:
         system.start()
-    players = Players(browser, core)
-    players.allow_console(r"WebSocket connection to .* failed")
     try:
-        page = players.open("hop")
-        first = page.evaluate("window.danmaku.connects[0].gateway")
-        here = int(first.rsplit(":", 1)[1])
-        there = port_b if here == port_a else port_a
-        sender = gateways[there].client("hop", "s1")
-        gateways[there].comment(sender, "before the move")
-        expect(dm(page, "before the move")).to_have_count(1)
-
-        gateways[here].stop()  # a deploy or a crash: viewers closed, port gone
-        gateways[there].comment(sender, "while moving")
-        page.wait_for_function(
-            "host => window.danmaku.connects.at(-1).gateway === host"
-            " && window.danmaku.state === 'connected'",
-            arg=f"127.0.0.1:{there}",
-            timeout=20_000,
-        )
-        expect(dm(page, "while moving")).to_have_count(1)
-        gateways[there].comment(sender, "after the move")
-        expect(dm(page, "after the move")).to_have_count(1)
-        assert page.evaluate("window.danmaku.connects.at(-1).since") is not None
-        stats = page.evaluate("window.danmaku.stats()")
-        assert stats["gaps"] == 0 and stats["dupFrames"] == 0, stats
-        assert not players.errors, players.errors
+        with open_players(browser, core) as players:
+            players.allow_console(r"WebSocket connection to .* failed")
+            _move_between_gateways(players, gateways, port_a, port_b)
     finally:
-        players.close()
         for system in systems:
             system.close()
+
+
+def _move_between_gateways(
+    players: Players, gateways: dict[int, LiveSystem], port_a: int, port_b: int
+) -> None:
+    """Open a page; stop its gateway; it must resume on the other with nothing lost."""
+    page = players.open("hop")
+    first = page.evaluate("window.danmaku.connects[0].gateway")
+    here = int(first.rsplit(":", 1)[1])
+    there = port_b if here == port_a else port_a
+    sender = gateways[there].client("hop", "s1")
+    gateways[there].comment(sender, "before the move")
+    expect(dm(page, "before the move")).to_have_count(1)
+
+    gateways[here].stop()  # a deploy or a crash: viewers closed, port gone
+    gateways[there].comment(sender, "while moving")
+    page.wait_for_function(
+        "host => window.danmaku.connects.at(-1).gateway === host"
+        " && window.danmaku.state === 'connected'",
+        arg=f"127.0.0.1:{there}",
+        timeout=20_000,
+    )
+    expect(dm(page, "while moving")).to_have_count(1)
+    gateways[there].comment(sender, "after the move")
+    expect(dm(page, "after the move")).to_have_count(1)
+    assert page.evaluate("window.danmaku.connects.at(-1).since") is not None
+    stats = page.evaluate("window.danmaku.stats()")
+    assert stats["gaps"] == 0 and stats["dupFrames"] == 0, stats
