@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -75,6 +78,37 @@ def redis_command(binary: str, port: int, data_dir: Path, *, aof: bool = True) -
         "--loglevel",
         "warning",
     ]
+
+
+def spawn_redis(
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    aof: bool = True,
+    binary: str | None = None,
+    extra: Sequence[str] = (),
+    timeout_s: float = 10.0,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a redis-server (``redis_command`` plus ``extra`` arguments) and return it
+    with its port once it answers PING; for tools and tests that run Redis beside
+    themselves (blocking). The caller stops it. Raises ``RuntimeError`` (after killing
+    it) if it exits or does not answer within ``timeout_s``."""
+    port = port or free_port()
+    cmd = [*redis_command(binary or find_redis_server(), port, data_dir, aof=aof), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):  # not "-LOADING": the AOF is in
+                    return proc, port
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"redis-server on port {port} did not start; see {data_dir}/redis.log")
 
 
 async def run_redis(

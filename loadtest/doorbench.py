@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
 import trio
 
-from danmaku.embedded import find_redis_server, free_port, redis_command
+from danmaku.embedded import spawn_redis
 from danmaku.metrics import Metrics
 from danmaku.store import Ingest, IngestLimits, Store
 
@@ -43,17 +41,10 @@ def main() -> None:
     parser.add_argument("--comments", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=10_000)
     args = parser.parse_args()
-    port = free_port()
     with tempfile.TemporaryDirectory() as data:
-        proc = subprocess.Popen(redis_command(find_redis_server(), port, Path(data), aof=False))
+        proc, port = spawn_redis(Path(data), aof=False)
         try:
             r = redis.Redis(port=port)
-            while True:
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
             r.config_resetstat()
             cpu0 = r.info("cpu")
             trio.run(admit, f"redis://127.0.0.1:{port}/0", args.comments, args.users)

@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import orjson
 import trio
 
 from danmaku import auth
+from danmaku.embedded import free_port, spawn_redis
 from loadtest import procstat
 from loadtest.wire import Closed, HandshakeFailed, WebSocket
 
@@ -45,13 +45,6 @@ SECRET = "gwbench-secret-0123456789abcdef0123456789abcdef"
 
 
 # ---- processes -----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def raise_nofile() -> int:
     """Raise the soft open-files limit to the hard one (children inherit it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -81,35 +74,9 @@ class Procs:
         self.ws_url = ""
 
     def start(self) -> None:
-        exe = shutil.which("redis-server") or "redis-server"
-        self.redis = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(self.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-                "--maxclients",
-                "1000",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.redis, _ = spawn_redis(
+            self.tmp, port=self.redis_port, aof=False, extra=("--maxclients", "1000")
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.redis_port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
         self.gateway = self._role("gateway")
         assert self.gateway.stdout is not None
         for line in self.gateway.stdout:

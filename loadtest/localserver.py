@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -110,27 +108,13 @@ class LocalServer:
             self.redis_pid = self._find_redis()
 
     def _start_redis(self, data: Path) -> str:
-        from danmaku.embedded import find_redis_server, free_port, redis_command
+        from danmaku.embedded import spawn_redis
 
-        port = free_port()
         (data / "redis").mkdir()
-        redis = subprocess.Popen(
-            redis_command(find_redis_server(), port, data / "redis", aof=False),
-            stdout=subprocess.DEVNULL,
-        )
+        redis, port = spawn_redis(data / "redis", aof=False)
         self._others.append(redis)
         self.redis_pid = redis.pid
-        url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return url
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        return f"redis://127.0.0.1:{port}/0"
 
     def _read_stdout(self, seen: list[str], ready: threading.Event) -> None:
         """Collect the printed URLs, set ``ready`` at the ready line (or EOF), then keep

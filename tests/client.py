@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -25,6 +25,16 @@ def label(k: int) -> str:
     """A number spelt so that spam folding (which collapses repeated characters: "11"
     and "1" are the same phrase) never folds two different comments of a test."""
     return "-".join(WORDS[int(d)] for d in str(k))
+
+
+def lost_acks(
+    acked_at: Mapping[str, float], kept: Collection[str], killed: float
+) -> tuple[list[str], float]:
+    """Of the acknowledged ids (``acked_at``: id -> when its ack came), the ones missing
+    from ``kept``, and how long before ``killed`` the oldest of those was acked (0 when
+    none is missing): what a crash lost, and from how far back."""
+    lost = [i for i in acked_at if i not in kept]
+    return lost, max((killed - acked_at[i] for i in lost), default=0.0)
 
 
 def token(uid: str, role: str = "viewer", **kw: Any) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
@@ -14,7 +12,7 @@ import redis
 import trio
 
 from danmaku.config import Settings
-from danmaku.embedded import find_redis_server, free_port, redis_command
+from danmaku.embedded import find_redis_server, spawn_redis
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
 
@@ -25,20 +23,7 @@ SECRET = "test-secret-0123456789abcdef0123456789"
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server for the whole run (flushed before each test that uses it)."""
     binary = os.environ.get("DANMAKU_TEST_REDIS_SERVER") or find_redis_server()
-    data = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    proc = subprocess.Popen(redis_command(binary, port, data, aof=False))
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"redis-server ({binary}) did not start") from None
-            time.sleep(0.05)
-    client.close()
+    proc, port = spawn_redis(tmp_path_factory.mktemp("redis"), aof=False, binary=binary)
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from danmaku.embedded import find_redis_server, free_port, redis_command
+from danmaku.embedded import find_redis_server, free_port, spawn_redis
 
 
 def free_node_port() -> int:
@@ -32,20 +32,6 @@ def free_node_port() -> int:
             except OSError:
                 continue
         return port
-
-
-def node_command(binary: str, port: int, data_dir: Path, node_timeout_ms: int) -> list[str]:
-    return [
-        *redis_command(binary, port, data_dir, aof=True),
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        str(node_timeout_ms),
-        "--repl-diskless-sync-delay",  # replicas in sync at once, not after 5 s
-        "0",
-    ]
 
 
 @dataclass
@@ -76,8 +62,6 @@ class LocalCluster:
         cluster = cls(Path(base_dir), binary or find_redis_server(), node_timeout_ms)
         try:
             ports = [cluster.spawn(free_node_port()) for _ in range(masters * (1 + replicas))]
-            for port in ports:
-                cluster.wait_node(port, timeout_s)
             create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
             create += ["--cluster-replicas", str(replicas), "--cluster-yes"]
             subprocess.run(create, check=True, capture_output=True, timeout=timeout_s)
@@ -100,13 +84,24 @@ class LocalCluster:
         return redis.Redis(port=port, socket_timeout=5)
 
     def spawn(self, port: int) -> int:
-        """Start (or restart, keeping its data and nodes.conf) the node on ``port``."""
+        """Start (or restart, keeping its data and nodes.conf) the node on ``port``; return
+        when it answers."""
         data = self.base_dir / str(port)
         data.mkdir(parents=True, exist_ok=True)
-        self.procs[port] = subprocess.Popen(
-            node_command(self.binary, port, data, self.node_timeout_ms),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.procs[port], _ = spawn_redis(
+            data,
+            port=port,
+            binary=self.binary,
+            extra=(
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                str(self.node_timeout_ms),
+                "--repl-diskless-sync-delay",  # replicas in sync at once, not after 5 s
+                "0",
+            ),
         )
         return port
 
@@ -115,18 +110,6 @@ class LocalCluster:
         proc = self.procs[port]
         proc.kill()
         proc.wait(10)
-
-    def wait_node(self, port: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        with self.client(port) as client:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.RedisError:
-                    if time.monotonic() > deadline or self.procs[port].poll() is not None:
-                        raise RuntimeError(f"cluster node {port} did not start") from None
-                    time.sleep(0.05)
 
     def wait_ok(self, timeout_s: float) -> None:
         """Wait until every running node reports ``cluster_state:ok`` and every replica

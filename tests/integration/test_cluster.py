@@ -24,7 +24,7 @@ from danmaku.metrics import Metrics
 from danmaku.store import Ingest, IngestLimits, Store
 from danmaku.store.localcluster import LocalCluster
 from danmaku.system import System, run_system
-from tests.client import Client, connect, http, label, token
+from tests.client import Client, connect, http, label, lost_acks, token
 from tests.conftest import SECRET
 
 ROOMS = [f"c{i}" for i in range(12)]
@@ -238,8 +238,7 @@ async def test_master_failover_processes_survive_and_resume(
         kept = {eid.decode() for eid, _ in client.xrange(f"dm:{{{victim}}}:in")}
         client.close()
         before_kill = {i: t for i, t in streamed.items() if t <= killed}
-        lost = [i for i in before_kill if i not in kept]
-        oldest = max((killed - before_kill[i] for i in lost), default=0.0)
+        lost, oldest = lost_acks(before_kill, kept, killed)
         print(
             f"streamed into the failed shard: {len(before_kill)} acked before the kill, "
             f"{len(lost)} lost (acked within {oldest * 1000:.0f} ms of the kill)"

@@ -18,10 +18,10 @@ import redis
 import trio
 
 from danmaku.config import Settings
-from danmaku.embedded import free_port, redis_command
+from danmaku.embedded import spawn_redis
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
-from tests.client import Client, connect, http, label, printed_urls, token
+from tests.client import Client, connect, http, label, lost_acks, printed_urls, token
 from tests.conftest import SECRET
 
 
@@ -56,6 +56,14 @@ async def worker_process(settings: Settings, worker_id: str) -> AsyncIterator[tr
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+async def start_redis(data: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server with AOF in ``data`` (a restart: the same port, the same AOF), once
+    it answers PING; started from a thread so the system under test keeps running."""
+    data.mkdir(exist_ok=True)
+    binary = os.environ.get("DANMAKU_TEST_REDIS_SERVER") or None
+    return await trio.to_thread.run_sync(partial(spawn_redis, data, port=port, binary=binary))
 
 
 def _last_seq(r: redis.Redis, room: str) -> int:
@@ -188,25 +196,10 @@ async def test_gateway_gone_viewers_resume_on_another(
 async def test_redis_restart_processes_survive_and_resume(
     nursery: trio.Nursery, settings: Settings, tmp_path: Path
 ) -> None:
-    port = free_port()
     data = tmp_path / "redis"
-    data.mkdir()
-    cmd = redis_command(os.environ.get("DANMAKU_TEST_REDIS_SERVER") or "redis-server", port, data)
-    proc = subprocess.Popen(cmd)
+    proc, port = await start_redis(data)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-
-    def wait_redis() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                return
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                time.sleep(0.05)
-        raise AssertionError("redis did not come back")
-
-    await trio.to_thread.run_sync(wait_redis)
     system: System = await nursery.start(
         partial(run_system, settings.replace(redis_url=url), metrics=Metrics(process=False))
     )
@@ -227,8 +220,7 @@ async def test_redis_restart_processes_survive_and_resume(
             refused = await sender.comment("while down", nonce="down")
             assert down == 503 and refused["type"] == "error"
             assert refused["code"] in ("unavailable", "overloaded")
-            proc = subprocess.Popen(cmd)  # same port, same AOF
-            await trio.to_thread.run_sync(wait_redis)
+            proc, _ = await start_redis(data, port)  # same port, same AOF
             with trio.fail_after(10):
                 while (await http(base + "/readyz", timeout=5)).status != 200:
                     await trio.sleep(0.1)
@@ -258,21 +250,11 @@ async def test_redis_crash_under_load_loses_at_most_the_last_second_of_acks(
     normally loses nothing; with ``appendfsync everysec`` a busy disk may postpone that
     write by up to 2 s, and a machine crash loses what the last fsync did not cover
     (~1 s). The bound asserted is that window."""
-    port = free_port()
     data = tmp_path / "redis"
-    data.mkdir()
-    cmd = redis_command(os.environ.get("DANMAKU_TEST_REDIS_SERVER") or "redis-server", port, data)
-    proc = subprocess.Popen(cmd)
+    proc, port = await start_redis(data)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     try:
-        with trio.fail_after(10):
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    await trio.sleep(0.05)
         system: System = await nursery.start(
             partial(
                 run_system,
@@ -307,21 +289,13 @@ async def test_redis_crash_under_load_loses_at_most_the_last_second_of_acks(
             stop.set()
             await trio.sleep(0.5)
             n.cancel_scope.cancel()
-        proc = subprocess.Popen(cmd)  # same port, same AOF
-        with trio.fail_after(20):
-            while True:
-                try:
-                    client.ping()
-                    break
-                except (redis.ConnectionError, redis.BusyLoadingError):
-                    await trio.sleep(0.05)
+        proc, _ = await start_redis(data, port)  # same port, same AOF
         kept = {
             f"{eid.decode()}@{i}"
             for i in range(4)
             for eid, _ in client.xrange(f"dm:{{crash{i}}}:in")
         }
-        lost = [key for key in acked_at if key not in kept]
-        oldest = max((killed - acked_at[key] for key in lost), default=0.0)
+        lost, oldest = lost_acks(acked_at, kept, killed)
         print(
             f"\nredis SIGKILL under load: {len(acked_at)} acked, {len(lost)} lost "
             f"(acked within {oldest:.2f}s before the kill)"

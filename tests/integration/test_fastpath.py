@@ -52,6 +52,13 @@ class RawViewer:
         await viewer.stream.send_all(viewer.ws.send(Request(host="x", target=f"/ws?room={room}")))
         return viewer
 
+    async def read_through(self, seq: int, timeout: float) -> None:
+        """Read until the last message is frame ``seq`` or ``timeout`` passes (callers
+        assert what arrived)."""
+        with trio.move_on_after(timeout):
+            while not self.messages or self.messages[-1].get("seq") != seq:
+                await self.read(until=len(self.messages) + 1)
+
     async def read(self, until: int, timeout: float = 15.0) -> None:
         """Read until ``until`` messages have arrived."""
         with trio.fail_after(timeout):
@@ -88,9 +95,7 @@ async def test_partial_writes_never_corrupt_the_stream(system: System) -> None:
         frames_sent = normal.frames[-1]["seq"]
         # Now read everything the slow viewer was sent.
         await slow.read(until=1 + 1)
-        with trio.move_on_after(3):
-            while slow.messages[-1].get("seq") != frames_sent:
-                await slow.read(until=len(slow.messages) + 1)
+        await slow.read_through(frames_sent, timeout=3)
         frames = [m for m in slow.messages if m["type"] == "frame"]
         seqs = [int(str(f["seq"])) for f in frames]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -180,9 +185,7 @@ async def test_pongs_never_land_inside_a_partly_written_frame(system: System) ->
         assert last is not None
         await normal.wait_for(lambda c: last["id"] in c.item_ids())
         frames_sent = normal.frames[-1]["seq"]
-        with trio.move_on_after(5):
-            while not slow.messages or slow.messages[-1].get("seq") != frames_sent:
-                await slow.read(until=len(slow.messages) + 1)
+        await slow.read_through(frames_sent, timeout=5)
         assert slow.messages[-1].get("seq") == frames_sent
         assert slow.pongs, "the pings were answered"
         assert system.metrics.frame_writes_partial._value.get() > 0, "no partial write tested"
