@@ -8,10 +8,12 @@ none, so no permessage-deflate) is just a header and the payload, so the gateway
 those bytes once per frame and ``RawWriter.try_send`` hands them to the kernel with one
 non-blocking ``send()`` from the broadcast loop.
 
-This module is the only place that touches trio-websocket internals (``_stream`` and
-``_stream_lock`` of ``WebSocketConnection``, trio-websocket 0.12; the version is pinned in
-pyproject.toml and ``RawWriter.for_connection`` returns ``None`` when they are not as
-expected, which makes callers fall back to ``send_message``). Rules that keep the wire
+This module is the only place that touches trio-websocket internals (``_stream``,
+``_stream_lock``, ``_wsproto``, ``_recv_channel`` and ``_message_parts`` of
+``WebSocketConnection``, trio-websocket 0.12, and wsproto 1.x's frame decoder state; both
+versions are pinned in pyproject.toml). ``RawWriter.for_connection`` and
+``install_inbound`` return ``None`` when internals are not as expected, which makes
+callers fall back to ``send_message`` and ``get_message``. Rules that keep the wire
 valid:
 
 * raw bytes are written only when nothing else is in flight on the connection (its
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -40,6 +43,8 @@ from trio_websocket import WebSocketConnection, WebSocketRequest
 from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection
+
+from danmaku.gateway.inbound import FastInbound
 
 _OP_TEXT_FIN = 0x81
 _OP_CLOSE_FIN = 0x88
@@ -102,6 +107,43 @@ def slim_connection(ws: WebSocketConnection, request: WebSocketRequest | None = 
         return False
     ws._wsproto = conn  # type: ignore[assignment]
     return True
+
+
+def install_inbound(
+    ws: WebSocketConnection, sink: Callable[[str | bytes], None], max_message_bytes: int
+) -> FastInbound | None:
+    """Put a ``FastInbound`` in place of an open connection's wsproto ``Connection`` (see
+    ``slim_connection``), so plain text messages reach ``sink`` straight from the reader
+    task. Messages already waiting in trio-websocket's channel go to ``sink`` first, in
+    order, in the same step. Returns ``None`` (nothing changed; messages keep arriving via
+    ``get_message``) unless the connection sits exactly between two frames: wsproto holds
+    no unparsed bytes, no half-received message and no pending event."""
+    conn: Any = getattr(ws, "_wsproto", None)
+    if not isinstance(conn, Connection) or conn.state is not ConnectionState.OPEN:
+        return None
+    proto: Any = getattr(conn, "_proto", None)
+    decoder: Any = getattr(proto, "_frame_decoder", None)
+    messages: Any = getattr(proto, "_message_decoder", None)
+    channel: Any = getattr(ws, "_recv_channel", None)
+    if (
+        decoder is None
+        or messages is None
+        or len(decoder.buffer) != 0
+        or decoder.header is not None
+        or messages.opcode is not None
+        or getattr(conn, "_events", True)
+        or getattr(ws, "_message_parts", True)
+        or not isinstance(channel, trio.MemoryReceiveChannel)
+    ):
+        return None
+    while True:
+        try:
+            sink(channel.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+    inbound = FastInbound(conn, sink, max_message_bytes)
+    ws._wsproto = inbound  # type: ignore[assignment]
+    return inbound
 
 
 def text_frame(payload: bytes) -> bytes:

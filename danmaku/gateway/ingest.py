@@ -130,20 +130,29 @@ class IngestBatcher:
             return
         now = time.monotonic()
         stage = m.latency.labels("ingest")
+        replies: dict[Viewer, list[str]] = {}  # one write per viewer for the whole batch
+        accepted = resent = 0
         for room, subs in by_room.items():
             for sub, out in zip(subs, outcomes[room], strict=True):
                 sub.viewer.inflight -= 1
+                texts = replies.get(sub.viewer)
+                if texts is None:
+                    texts = replies[sub.viewer] = []
                 if out.id is None:
                     code = out.code or "bad_request"
                     m.comments_rejected.labels(code).inc()
                     err = protocol.ProtocolError(
                         code, REFUSALS.get(code, code), sub.nonce, out.retry_after_ms or None
                     )
-                    sub.viewer.push_control(protocol.error(err))
+                    texts.append(protocol.error(err))
                     continue
                 if out.resent:
-                    m.comments_duplicate_nonce.inc()
+                    resent += 1
                 else:
-                    m.comments_accepted.inc()
+                    accepted += 1
                     stage.observe(now - sub.received)
-                sub.viewer.push_control(protocol.ack(sub.nonce, out.id))
+                texts.append(protocol.ack(sub.nonce, out.id))
+        m.comments_accepted.inc(accepted)
+        m.comments_duplicate_nonce.inc(resent)
+        for viewer, texts in replies.items():
+            viewer.push_controls(texts)

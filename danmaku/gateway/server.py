@@ -18,6 +18,7 @@ import random
 import secrets
 import ssl
 import time
+from functools import partial
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -32,7 +33,11 @@ from trio_websocket import (
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
-from danmaku.gateway.fastpath import install_protocol_error_close, slim_connection
+from danmaku.gateway.fastpath import (
+    install_inbound,
+    install_protocol_error_close,
+    slim_connection,
+)
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.viewer import OutFrame, Viewer
@@ -65,6 +70,18 @@ def _remote_ip(request: WebSocketRequest) -> str:
 def parse_origins(raw: str) -> set[str]:
     """``"https://a.example, http://b:8080/"`` -> ``{"https://a.example", "http://b:8080"}``."""
     return {o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip()}
+
+
+class _Inbox:
+    """One connection's incoming side: its viewer, flood bucket and, once the gateway
+    decided to close it, why."""
+
+    __slots__ = ("ended", "flood", "viewer")
+
+    def __init__(self, viewer: Viewer, flood: TokenBucket) -> None:
+        self.viewer = viewer
+        self.flood = flood
+        self.ended: str | None = None
 
 
 class HandshakeRefused(Exception):
@@ -291,6 +308,7 @@ class Gateway:
             fast=bool(s.fast_path),
         )
         viewer.level = DENSITY.index_for(density)
+        inbox = _Inbox(viewer, TokenBucket(s.max_msgs_per_s, s.max_msgs_burst))
         try:
             hub = await self.hubs.hub(room)
         except StoreError:
@@ -319,9 +337,14 @@ class Gateway:
                 if pin and (not pin.get("until") or pin["until"] > time.time() * 1000):
                     viewer.push_control(protocol.notice("pin", pin=pin))
                 await self._attach(viewer, hub, since)
-                reason = await self._read_loop(ws, viewer)
+                if s.fast_path:
+                    # Plain text messages go to _on_message straight from trio-websocket's
+                    # reader task, as they are parsed; the rest still via get_message.
+                    install_inbound(ws, partial(self._on_message, inbox), s.max_message_bytes)
+                reason = await self._read_loop(ws, viewer, inbox)
                 viewer.close(protocol.CLOSE_NORMAL, "")
             await viewer.wait_closed()  # what is queued is written, then the close frame
+            reason = inbox.ended or reason
         finally:
             self.hubs.leave(viewer)
             self._viewers.discard(viewer)
@@ -387,53 +410,61 @@ class Gateway:
         viewer.min_seq = cursor + 1
         hub.viewers.add(viewer)
 
-    async def _read_loop(self, ws: WebSocketConnection, viewer: Viewer) -> str:
-        """Handle client messages until the socket closes; returns the close reason."""
-        m, s = self.metrics, self.settings
-        flood = TokenBucket(s.max_msgs_per_s, s.max_msgs_burst)
-        while True:
+    async def _read_loop(self, ws: WebSocketConnection, viewer: Viewer, inbox: _Inbox) -> str:
+        """Handle the client messages wsproto delivers (all of them, unless ``FastInbound``
+        takes the plain text ones) until the socket closes; returns the close reason."""
+        while inbox.ended is None:
             try:
                 raw = await ws.get_message()
             except ConnectionClosed as exc:
                 code = exc.reason.code if exc.reason else 1006
                 return "too_big" if code == protocol.CLOSE_TOO_BIG else "client"
-            if s.max_msgs_per_s > 0 and flood.take(trio.current_time()) > 0:
-                viewer.push_control(
-                    protocol.error(
-                        protocol.ProtocolError(
-                            "flood", f"over {s.max_msgs_per_s:g} messages per second: closing"
-                        )
+            self._on_message(inbox, raw)
+        return inbox.ended
+
+    def _on_message(self, inbox: _Inbox, raw: str | bytes) -> None:
+        """One client message, from ``_read_loop`` or straight from the reader task
+        (``FastInbound``). Synchronous: never waits, never raises for what a client sends.
+        Sets ``inbox.ended`` when the connection is to close."""
+        if inbox.ended is not None:
+            return  # closing (flood): what was already in the socket is ignored
+        m, s, viewer = self.metrics, self.settings, inbox.viewer
+        if s.max_msgs_per_s > 0 and inbox.flood.take(trio.current_time()) > 0:
+            viewer.push_control(
+                protocol.error(
+                    protocol.ProtocolError(
+                        "flood", f"over {s.max_msgs_per_s:g} messages per second: closing"
                     )
                 )
-                viewer.close(protocol.CLOSE_POLICY, "flood")
-                return "flood"
-            if isinstance(raw, bytes):
-                m.comments_rejected.labels("bad_request").inc()
-                viewer.push_control(
-                    protocol.error(
-                        protocol.ProtocolError(
-                            "bad_request", "send JSON in text messages, not binary"
-                        )
-                    )
+            )
+            viewer.close(protocol.CLOSE_POLICY, "flood")
+            inbox.ended = "flood"
+            return
+        if isinstance(raw, bytes):
+            m.comments_rejected.labels("bad_request").inc()
+            viewer.push_control(
+                protocol.error(
+                    protocol.ProtocolError("bad_request", "send JSON in text messages, not binary")
                 )
-                continue
-            msg = protocol.parse_client_message(raw, self.limits)
-            if isinstance(msg, protocol.ProtocolError):
-                if msg.comment:
-                    m.comments_received.inc()
-                m.comments_rejected.labels(msg.code).inc()
-                viewer.push_control(protocol.error(msg))
-            elif isinstance(msg, protocol.PingRequest):
-                viewer.push_control(protocol.pong(msg.nonce))
-            elif isinstance(msg, protocol.DensityRequest):
-                viewer.level = DENSITY.index_for(msg.value)
-                viewer.push_control(protocol.notice("density", value=DENSITY.levels[viewer.level]))
-            else:
+            )
+            return
+        msg = protocol.parse_client_message(raw, self.limits)
+        if isinstance(msg, protocol.ProtocolError):
+            if msg.comment:
                 m.comments_received.inc()
-                err = self._accept_comment(viewer, msg)
-                if err is not None:
-                    m.comments_rejected.labels(err.code).inc()
-                    viewer.push_control(protocol.error(err))
+            m.comments_rejected.labels(msg.code).inc()
+            viewer.push_control(protocol.error(msg))
+        elif isinstance(msg, protocol.PingRequest):
+            viewer.push_control(protocol.pong(msg.nonce))
+        elif isinstance(msg, protocol.DensityRequest):
+            viewer.level = DENSITY.index_for(msg.value)
+            viewer.push_control(protocol.notice("density", value=DENSITY.levels[viewer.level]))
+        else:
+            m.comments_received.inc()
+            err = self._accept_comment(viewer, msg)
+            if err is not None:
+                m.comments_rejected.labels(err.code).inc()
+                viewer.push_control(protocol.error(err))
 
     def _accept_comment(
         self, viewer: Viewer, req: protocol.CommentRequest

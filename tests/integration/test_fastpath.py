@@ -191,3 +191,38 @@ async def test_pongs_never_land_inside_a_partly_written_frame(system: System) ->
         assert system.metrics.frame_writes_partial._value.get() > 0, "no partial write tested"
         n.cancel_scope.cancel()
     await slow.stream.aclose()
+
+
+def _masked(first: int, payload: bytes, mask: bytes = b"\x07\x01\x09\x03") -> bytes:
+    assert len(payload) < 126
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((first, 0x80 | len(payload))) + mask + body
+
+
+async def test_comments_after_a_ping_or_a_fragment_still_arrive(system: System) -> None:
+    """Plain text comments are parsed by FastInbound; a WebSocket ping or a fragmented
+    message hands the connection to wsproto mid-stream. Every comment is acked, in order,
+    and the ping is answered, whichever parser read it."""
+    assert system.ws_port and system.gateway
+    async with trio.open_nursery() as n:
+        sender = await connect(n, system.ws_port, "inbound", tok=token("u"))
+        first = [await sender.comment(f"fast {label(k)}", nonce=f"a{k}") for k in range(3)]
+        (session,) = [v for v in system.gateway._viewers if v.user is not None]
+        inbound = session.ws._wsproto
+        assert inbound.fast and inbound.fast_messages == 3
+        # A fragmented comment followed by a whole one, written in one go.
+        msg = orjson.dumps({"type": "comment", "text": "in two parts", "nonce": "frag"})
+        whole = orjson.dumps({"type": "comment", "text": "after the parts", "nonce": "next"})
+        await sender.ws._stream.send_all(
+            _masked(0x01, msg[:10]) + _masked(0x80, msg[10:]) + _masked(0x81, whole)
+        )
+        await sender.wait_for(lambda c: c.reply("next") is not None)
+        assert not inbound.fast  # wsproto reads this connection from now on
+        with trio.fail_after(5):
+            await sender.ws.ping(b"still there?")  # returns when the pong arrives
+        later = [await sender.comment(f"slow {label(k)}", nonce=f"b{k}") for k in range(3)]
+        acks = [*first, sender.reply("frag"), sender.reply("next"), *later]
+        assert all(a is not None and a["type"] == "ack" for a in acks), acks
+        replies = [m["nonce"] for m in sender.messages if m.get("type") == "ack"]
+        assert replies == ["a0", "a1", "a2", "frag", "next", "b0", "b1", "b2"]
+        n.cancel_scope.cancel()

@@ -7,6 +7,7 @@ import orjson
 import trio
 from wsproto.connection import Connection
 
+from danmaku.gateway.inbound import FastInbound
 from danmaku.system import System
 from loadtest.wire import WebSocket
 from tests.client import connect, label, token
@@ -30,13 +31,16 @@ async def test_an_idle_viewer_holds_no_writer_queue_or_handshake(system: System)
         await _all_idle(system, 3)
         for viewer in system.gateway._viewers:
             assert viewer._queue is None  # the welcome's queue was given back
-            assert isinstance(viewer.ws._wsproto, Connection)  # the h11 handshake is gone
+            inbound = viewer.ws._wsproto
+            # The h11 handshake is gone; messages are parsed by FastInbound over wsproto.
+            assert isinstance(inbound, FastInbound) and isinstance(inbound._conn, Connection)
         # Waking up: a sender's acks and the room's frames still reach everyone.
         sender = await connect(n, system.ws_port, "idle", tok=token("u"))
         acks = [await sender.comment(f"wake {label(k)}", nonce=f"{k}") for k in range(5)]
         ids = {a["id"] for a in acks}
         for viewer in viewers:
             await viewer.wait_for(lambda c: ids <= set(c.item_ids()))
+        assert sum(v.ws._wsproto.fast_messages for v in system.gateway._viewers) == 5
         await _all_idle(system, 4)  # writers ended again once their queues were empty
         n.cancel_scope.cancel()
 

@@ -1,0 +1,127 @@
+"""``FastInbound``: client text messages handed over as they are parsed, without wsproto's
+per-message events, trio-websocket's message channel and a task switch per message.
+
+trio-websocket's reader task feeds what it reads to wsproto and then ``await``s a
+channel send for every message, which the connection's own task receives: ~7.6 us of
+wsproto parsing plus two scheduler hops per message, most of a gateway's cost per comment
+(measured; ``docs/benchmarks.md``). What senders send is almost always the same thing: a
+small, final, masked text frame. This object stands in for the connection's wsproto
+``Connection`` (same ``state``, ``client``, ``send``, ``receive_data``, ``events``) and
+parses exactly those frames itself, calling ``sink(text)`` for each, synchronously and in
+order, from the reader task. Nothing here does I/O; it is tested by passing bytes.
+
+Everything else goes to wsproto, which stays the judge of the protocol: the first frame
+that is not a complete-able final masked text frame with a valid UTF-8 payload within the
+size limit (a ping, a close, a fragment, a binary frame, an unmasked or oversized frame,
+reserved bits, invalid UTF-8) switches the connection to wsproto for good, starting
+exactly at that frame's first byte. From then on wsproto produces the events and errors
+(1002, 1007, 1009 handling) it always did; the sink is not called again. Frames before
+the switch were complete and valid, so the two never disagree about where a frame starts.
+
+Memory: at most one unfinished frame is buffered, and only one whose declared length is
+within ``max_message_bytes`` (a longer one switches to wsproto at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import Event
+
+_TEXT_FIN = 0x81  # FIN, no reserved bits, opcode 1 (text)
+
+
+class FastInbound:
+    """A server connection's receiving side, fast for small text frames. Owned by the
+    trio-websocket connection it is installed in; ``sink`` must not raise."""
+
+    __slots__ = ("_buf", "_conn", "_fast", "_max", "_sink", "fast_messages")
+
+    def __init__(self, conn: Connection, sink: Callable[[str], None], max_message_bytes: int):
+        self._conn = conn
+        self._sink = sink
+        self._max = max_message_bytes
+        self._buf = b""  # the start of an unfinished frame
+        self._fast = True
+        self.fast_messages = 0  # messages handed to the sink (tests, metrics)
+
+    # ---- what trio-websocket uses of a wsproto connection --------------------------------
+    @property
+    def state(self) -> ConnectionState:
+        return self._conn.state
+
+    @property
+    def client(self) -> bool:
+        return self._conn.client
+
+    def send(self, event: Event) -> bytes:
+        return self._conn.send(event)
+
+    def events(self) -> Iterator[Event]:
+        return self._conn.events()
+
+    @property
+    def fast(self) -> bool:
+        """Still parsing itself (``False`` once wsproto has taken over)."""
+        return self._fast
+
+    def receive_data(self, data: bytes | None) -> None:
+        """Take bytes from the peer (``None``: the peer closed). Complete fast frames go
+        to the sink now; the rest waits for more bytes or goes to wsproto."""
+        if not self._fast or data is None or self._conn.state is not ConnectionState.OPEN:
+            self._hand_over(data)
+            return
+        buf = self._buf + data if self._buf else data
+        end = len(buf)
+        pos = 0
+        sink = self._sink
+        while end - pos >= 6:  # the smallest masked frame: 2 header + 4 mask bytes
+            if buf[pos] != _TEXT_FIN or not buf[pos + 1] & 0x80:
+                break
+            n = buf[pos + 1] & 0x7F
+            start = pos + 6
+            if n == 126:
+                if end - pos < 8:
+                    self._buf = buf[pos:]
+                    return
+                n = (buf[pos + 2] << 8) | buf[pos + 3]
+                if n < 126:  # not the minimal encoding: wsproto's call
+                    break
+                start = pos + 8
+            elif n == 127:  # 64 KiB or more: never within the limit here
+                break
+            if n > self._max:
+                break
+            stop = start + n
+            if stop > end:
+                self._buf = buf[pos:]
+                return
+            mask = buf[start - 4 : start]
+            key = int.from_bytes(mask * ((n >> 2) + 1), "little") & ((1 << (n << 3)) - 1)
+            raw = (int.from_bytes(buf[start:stop], "little") ^ key).to_bytes(n, "little")
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                break
+            pos = stop
+            self.fast_messages += 1
+            sink(text)
+            if self._conn.state is not ConnectionState.OPEN:
+                break  # the sink closed the connection: wsproto handles what follows
+        else:
+            # Fewer bytes than the smallest header: wait for the rest (at most 5 bytes).
+            self._buf = buf[pos:]
+            return
+        self._buf = b""
+        if pos < end:
+            # A frame this parser does not take: from its first byte on, wsproto parses.
+            self._hand_over(buf[pos:])
+
+    def _hand_over(self, data: bytes | None) -> None:
+        if self._fast:
+            self._fast = False
+            if self._buf:
+                data = self._buf + (data or b"") if data is not None else self._buf
+                self._buf = b""
+        self._conn.receive_data(data)

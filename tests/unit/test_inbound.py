@@ -1,0 +1,210 @@
+"""FastInbound: client frames in, text messages out, with wsproto as the judge of anything
+else. Tested by passing bytes (frames built by a wsproto client connection)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, TextMessage
+
+from danmaku.gateway.inbound import FastInbound
+
+MAX = 4096
+
+
+def client_bytes(*events: Event) -> bytes:
+    """What a browser would send: masked frames, as wsproto's client writes them."""
+    client = Connection(ConnectionType.CLIENT)
+    return b"".join(client.send(e) for e in events)
+
+
+def raw_frame(first: int, payload: bytes, *, mask: bytes | None = b"\x01\x02\x03\x04") -> bytes:
+    """A frame written by hand (for what a well-behaved client never sends)."""
+    n = len(payload)
+    length = bytes([n | (0x80 if mask else 0)]) if n < 126 else bytes([126 | 0x80]) + n.to_bytes(2)
+    if mask is None:
+        return bytes([first]) + length + payload
+    return bytes([first]) + length + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class Server:
+    """A server connection with FastInbound installed, recording what came out."""
+
+    def __init__(self, max_bytes: int = MAX) -> None:
+        self.conn = Connection(ConnectionType.SERVER)
+        self.sunk: list[str] = []
+        self.inbound = FastInbound(self.conn, self.sunk.append, max_bytes)
+
+    def feed(self, data: bytes, step: int | None = None) -> list[Event]:
+        step = step or len(data) or 1
+        events: list[Event] = []
+        for i in range(0, len(data), step):
+            self.inbound.receive_data(data[i : i + step])
+            events += list(self.inbound.events())
+        return events
+
+
+def test_text_messages_go_to_the_sink_in_order_without_events() -> None:
+    texts = ["hello", "", "é弾幕🎉" * 10, "x" * 125, "y" * 126, "z" * 3000]
+    server = Server()
+    events = server.feed(client_bytes(*(TextMessage(t) for t in texts)))
+    assert server.sunk == texts
+    assert events == []
+    assert server.inbound.fast and server.inbound.fast_messages == len(texts)
+
+
+def test_frames_split_anywhere_are_reassembled() -> None:
+    texts = [f"comment {i} " + "弾" * (i * 7) for i in range(40)]
+    data = client_bytes(*(TextMessage(t) for t in texts))
+    for step in (1, 2, 3, 5, 7, 13, 64):
+        server = Server()
+        assert server.feed(data, step) == []
+        assert server.sunk == texts, step
+        assert server.inbound.fast
+
+
+def test_a_ping_hands_the_rest_to_wsproto_in_order() -> None:
+    server = Server()
+    data = client_bytes(TextMessage("a"), TextMessage("b"), Ping(b"p"), TextMessage("c"))
+    events = server.feed(data)
+    assert server.sunk == ["a", "b"]
+    assert [type(e) for e in events] == [Ping, TextMessage]
+    assert isinstance(events[1], TextMessage) and events[1].data == "c"
+    assert not server.inbound.fast
+    # From now on everything is wsproto's, the sink is not called again.
+    later = server.feed(client_bytes(TextMessage("d")))
+    assert server.sunk == ["a", "b"]
+    assert [e.data for e in later if isinstance(e, TextMessage)] == ["d"]
+
+
+def test_a_ping_split_across_reads_is_still_whole_for_wsproto() -> None:
+    server = Server()
+    data = client_bytes(TextMessage("a"), Ping(b"ping!"), TextMessage("b"))
+    events = server.feed(data, step=3)
+    assert server.sunk == ["a"]
+    assert [type(e) for e in events] == [Ping, TextMessage]
+
+
+def test_fragmented_and_binary_messages_are_wsproto_s() -> None:
+    server = Server()
+    data = client_bytes(
+        TextMessage("first ", message_finished=False),
+        TextMessage("second", message_finished=True),
+        BytesMessage(b"\x00\x01"),
+    )
+    events = server.feed(data)
+    assert server.sunk == []
+    texts = "".join(e.data for e in events if isinstance(e, TextMessage))
+    assert texts == "first second"
+    assert any(isinstance(e, BytesMessage) for e in events)
+
+
+def test_invalid_utf8_gets_wsproto_s_1007() -> None:
+    server = Server()
+    events = server.feed(client_bytes(TextMessage("ok")) + raw_frame(0x81, b"\xff\xfe bad"))
+    assert server.sunk == ["ok"]
+    closes = [e for e in events if isinstance(e, CloseConnection)]
+    assert closes and closes[0].code == 1007
+
+
+def test_an_unmasked_client_frame_gets_wsproto_s_1002() -> None:
+    server = Server()
+    events = server.feed(raw_frame(0x81, b"naked", mask=None))
+    assert server.sunk == []
+    closes = [e for e in events if isinstance(e, CloseConnection)]
+    assert closes and closes[0].code == 1002
+
+
+def test_reserved_bits_are_not_taken() -> None:
+    server = Server()
+    events = server.feed(raw_frame(0x81 | 0x40, b"rsv1 set"))
+    assert server.sunk == []
+    assert any(isinstance(e, CloseConnection) and e.code == 1002 for e in events)
+
+
+def test_oversized_frames_go_to_wsproto_and_nothing_big_is_buffered() -> None:
+    server = Server(max_bytes=100)
+    big = "x" * 101
+    data = client_bytes(TextMessage("small"), TextMessage(big))
+    # Only the header of the big frame has arrived: already wsproto's, not ours to hold.
+    events = server.feed(data[: len(data) - 90])
+    assert server.sunk == ["small"]
+    assert not server.inbound.fast and server.inbound._buf == b""
+    events += server.feed(data[len(data) - 90 :])
+    assert "".join(e.data for e in events if isinstance(e, TextMessage)) == big
+
+
+def test_an_unfinished_frame_is_the_only_thing_held() -> None:
+    server = Server(max_bytes=1000)
+    data = client_bytes(TextMessage("y" * 1000))
+    server.feed(data[:-1])
+    assert server.sunk == [] and len(server.inbound._buf) == len(data) - 1 <= 1000 + 8
+    server.feed(data[-1:])
+    assert server.sunk == ["y" * 1000] and server.inbound._buf == b""
+
+
+def test_a_close_frame_closes_through_wsproto() -> None:
+    server = Server()
+    events = server.feed(client_bytes(TextMessage("bye"), CloseConnection(1000, "done")))
+    assert server.sunk == ["bye"]
+    assert [type(e) for e in events] == [CloseConnection]
+    assert server.inbound.state is ConnectionState.REMOTE_CLOSING
+
+
+def test_once_the_server_is_closing_wsproto_takes_everything() -> None:
+    server = Server()
+    server.inbound.send(CloseConnection(1000))
+    assert server.inbound.state is ConnectionState.LOCAL_CLOSING
+    events = server.feed(client_bytes(TextMessage("late")))
+    assert server.sunk == []
+    assert [e.data for e in events if isinstance(e, TextMessage)] == ["late"]
+
+
+messages = st.lists(
+    st.one_of(
+        st.text(max_size=300).map(TextMessage),
+        st.binary(max_size=40).map(BytesMessage),
+        st.binary(max_size=20).map(Ping),
+    ),
+    max_size=12,
+)
+
+
+def whole(events: list[Event], out: list[tuple[str, object]], parts: list[object]) -> None:
+    """Events as whole messages: wsproto hands out a message's payload as it arrives."""
+    for e in events:
+        if isinstance(e, Message):
+            parts.append(e.data)
+            if e.message_finished:
+                joined = "".join(parts) if isinstance(e, TextMessage) else b"".join(parts)  # type: ignore[arg-type]
+                out.append((type(e).__name__, joined))
+                parts.clear()
+        else:
+            out.append((type(e).__name__, getattr(e, "payload", None)))
+
+
+@given(messages, st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_same_messages_as_wsproto_alone(events: list[Message | Ping], cuts: list[int]) -> None:
+    """Whatever the messages and however TCP splits them, sink + events deliver exactly
+    what wsproto alone would, in the same order."""
+    data = client_bytes(*events)
+    alone = Connection(ConnectionType.SERVER)
+    alone.receive_data(data)
+    expected: list[tuple[str, object]] = []
+    whole(list(alone.events()), expected, [])
+
+    conn = Connection(ConnectionType.SERVER)
+    got: list[tuple[str, object]] = []
+    parts: list[object] = []
+    inbound = FastInbound(conn, lambda t: got.append(("TextMessage", t)), MAX)
+    pos, i = 0, 0
+    while pos < len(data):
+        step = cuts[i % len(cuts)]
+        inbound.receive_data(data[pos : pos + step])
+        whole(list(inbound.events()), got, parts)
+        pos += step
+        i += 1
+    assert got == expected
+    assert [kind for kind, _ in got] == [type(e).__name__ for e in events]
