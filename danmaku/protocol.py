@@ -165,6 +165,8 @@ def clean_text(text: str) -> str:
     """Plain text only: drop control characters (C0, C1: whitespace becomes a space) and
     invisible format characters (bidi overrides and isolates, zero-width spaces, BOM),
     which could reorder or hide what other viewers see. Keeps the emoji joiner."""
+    if text.isprintable():
+        return text  # no character of categories C* (isprintable's definition): nothing to do
     out = []
     for ch in text:
         cat = unicodedata.category(ch)

@@ -47,6 +47,11 @@ _INVISIBLE = re.compile(
 _RUN = re.compile(r"(.)\1+", re.DOTALL)
 
 
+def _first(run: re.Match[str]) -> str:
+    # A function, not the template r"\1": Python 3.11 parses a template on every call.
+    return run[1]
+
+
 def normalize(text: str) -> str:
     """Return the comparison key of ``text`` (see the module docstring for the rules).
 
@@ -54,7 +59,12 @@ def normalize(text: str) -> str:
     whitespace, invisible characters or the length of runs of one character get the same
     key.
     """
-    key = unicodedata.normalize("NFKC", text).casefold()
-    key = _INVISIBLE.sub("", key)
-    key = unicodedata.normalize("NFKC", key)
-    return _RUN.sub(r"\1", key)
+    if text.isascii():
+        # The same steps for ASCII, cheaper: NFKC leaves it as it is, casefold is lower,
+        # and its only invisible characters are whitespace.
+        key = "".join(text.lower().split())
+    else:
+        key = unicodedata.normalize("NFKC", text).casefold()
+        key = _INVISIBLE.sub("", key)
+        key = unicodedata.normalize("NFKC", key)
+    return _RUN.sub(_first, key)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import itertools
 import random
+import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from danmaku.rules.normalize import normalize
+from danmaku.protocol import clean_text
+from danmaku.rules.normalize import _INVISIBLE, normalize
 
 
 @pytest.mark.parametrize("text", ["666", "６６６", "6666666", "666 ", " 6 6 6 ", "66", "6\u200b66"])
@@ -75,3 +79,36 @@ def test_idempotent_and_total_on_random_text() -> None:
         assert normalize(key) == key
         assert not any(c.isspace() for c in key)
         assert all(x != y for x, y in itertools.pairwise(key))
+
+
+def _steps(text: str) -> str:
+    """The five steps of the module docstring, spelled out (the oracle for the shortcuts)."""
+    key = unicodedata.normalize("NFKC", text).casefold()
+    key = "".join(c for c in key if not (c.isspace() or _INVISIBLE.match(c)))
+    key = unicodedata.normalize("NFKC", key)
+    return "".join(c for c, _ in itertools.groupby(key))
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40) | st.text(max_size=40))
+@settings(max_examples=500)
+def test_the_ascii_shortcut_keeps_the_rules(text: str) -> None:
+    assert normalize(text) == _steps(text)
+
+
+def _clean_by_category(text: str) -> str:
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat == "Cc":
+            out.append(" " if ch.isspace() else "")
+        elif (cat == "Cf" and ch != "\u200d") or cat in ("Cs", "Co", "Cn"):
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+@given(st.text(max_size=40) | st.text(alphabet=st.characters(max_codepoint=0x3100), max_size=40))
+@settings(max_examples=500)
+def test_clean_text_shortcut_for_printable_text_keeps_the_rules(text: str) -> None:
+    assert clean_text(text) == _clean_by_category(text)
