@@ -79,6 +79,11 @@ class Settings:
     )
     tls_cert: str = _opt("", "DANMAKU_TLS_CERT", "PEM certificate: the gateway serves wss://")
     tls_key: str = _opt("", "DANMAKU_TLS_KEY", "PEM private key for --tls-cert")
+    max_accepts_per_s: float = _opt(
+        0.0,
+        "DANMAKU_MAX_ACCEPTS_PER_S",
+        "connections accepted per second (a storm waits in the listen backlog); 0 = unpaced",
+    )
     max_handshakes: int = _opt(
         64, "DANMAKU_MAX_HANDSHAKES", "handshakes a gateway completes at once (others wait)"
     )

@@ -395,7 +395,12 @@ def case_storm(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.monotonic()
         per = -(-args.storm // args.storm_procs)
         stormers = [
-            Child(["hold", procs.ws_url, str(per), "--concurrency", str(args.concurrency)])
+            Child(
+                [
+                    *("hold", procs.ws_url, str(per), "--concurrency", str(args.concurrency)),
+                    *("--room", args.storm_room),
+                ]
+            )
             for _ in range(args.storm_procs)
         ]
         done = [c.read() for c in stormers]
@@ -410,6 +415,7 @@ def case_storm(args: argparse.Namespace) -> dict[str, Any]:
         "viewers": args.viewers,
         "storm": args.storm,
         "rate": args.rate,
+        "storm_room": args.storm_room,
         "storm_s": round(storm_s, 2),
         "storm_ok": sum(d["ok"] for d in done),
         "storm_failed": sum(d["failed"] for d in done),
@@ -465,7 +471,7 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def hold(url: str, n: int, concurrency: int, latency: bool) -> None:
+async def hold(url: str, n: int, concurrency: int, latency: bool, room: str = ROOM) -> None:
     """Open ``n`` viewers (each until its welcome), report, keep reading until ``quit``.
     With ``latency``, record comment -> receipt latency of every frame item."""
     limiter = trio.CapacityLimiter(concurrency)
@@ -490,7 +496,7 @@ async def hold(url: str, n: int, concurrency: int, latency: bool) -> None:
         async with limiter:
             try:
                 with trio.fail_after(60):
-                    ws = await WebSocket.connect(url + f"?room={ROOM}")
+                    ws = await WebSocket.connect(url + f"?room={room}")
                     await ws.get_message()  # welcome
             except (OSError, HandshakeFailed, Closed, trio.TooSlowError) as exc:
                 state["failed"] += 1
@@ -623,6 +629,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     storm.add_argument("--storm-procs", type=int, default=1)
     storm.add_argument("--concurrency", type=int, default=1000, help="connects at once")
     storm.add_argument("--quiet-s", type=float, default=10.0)
+    storm.add_argument(
+        "--storm-room",
+        default=ROOM,
+        help="room the storm joins (default: the watched one, whose fan-out then grows)",
+    )
     for q in (idle, ing, st, storm):
         q.add_argument("--env", action="append", help="K=V for the gateway (repeatable)")
         q.add_argument("--repeat", type=int, default=1)
@@ -631,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     h.add_argument("n", type=int)
     h.add_argument("--concurrency", type=int, default=256)
     h.add_argument("--latency", action="store_true")
+    h.add_argument("--room", default=ROOM)
     s = sub.add_parser("send", help="(internal) a process of senders")
     s.add_argument("url")
     s.add_argument("n", type=int)
@@ -641,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "hold":
         raise_nofile()
-        trio.run(hold, args.url, args.n, args.concurrency, args.latency)
+        trio.run(hold, args.url, args.n, args.concurrency, args.latency, args.room)
         return 0
     if args.cmd == "send":
         raise_nofile()

@@ -25,6 +25,11 @@ valid:
   *holds* until the rest is out, so a pong or close frame of trio-websocket's own can
   never land inside the unfinished frame.
 
+The receiving side has its counterpart: ``install_inbound`` puts a ``FastInbound``
+(``inbound.py``) in place of the connection's wsproto ``Connection`` so plain text
+messages reach the gateway straight from trio-websocket's reader task, installed only
+when wsproto sits exactly between two frames.
+
 It also carries one fix: trio-websocket 0.12 drops the TCP connection without a close
 frame when wsproto finds a protocol error in what the peer sent (invalid UTF-8 in a text
 message, a malformed frame); ``install_protocol_error_close`` makes the server first tell

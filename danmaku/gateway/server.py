@@ -19,6 +19,7 @@ import secrets
 import ssl
 import time
 from functools import partial
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -27,7 +28,7 @@ from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
     WebSocketRequest,
-    serve_websocket,
+    WebSocketServer,
 )
 
 from danmaku import auth, protocol
@@ -40,7 +41,9 @@ from danmaku.gateway.fastpath import (
 )
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
+from danmaku.gateway.listener import PacedListener
 from danmaku.gateway.viewer import OutFrame, Viewer
+from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
 from danmaku.rules.admission import IpAdmission
 from danmaku.rules.normalize import normalize
@@ -121,6 +124,8 @@ class Gateway:
         self._all_gone = trio.Event()  # set when draining and the last viewer left
         self._handshake_slots = trio.CapacityLimiter(max(1, settings.max_handshakes))
         self._nursery: trio.Nursery | None = None  # where viewers' writer tasks run
+        # Connections out of full GC walks as their number grows (see gcfreeze).
+        self._freezer = FreezeOnGrowth() if settings.gc_freeze else None
 
     # ---- lifecycle ------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -136,21 +141,29 @@ class Gateway:
             await nursery.start(self.feed.run)
             await nursery.start(self.ingest.run)
             nursery.start_soon(self._presence_loop)
-            server = await nursery.start(
-                lambda task_status: serve_websocket(
-                    self._handle,
-                    s.ws_host,
-                    s.ws_port,
-                    ssl_context,
-                    handler_nursery=nursery,
-                    max_message_size=s.max_message_bytes,
-                    message_queue_size=8,
-                    connect_timeout=s.connect_timeout_s,
-                    disconnect_timeout=2.0,
-                    task_status=task_status,
-                )
+            # serve_websocket's own listeners, wrapped: handshake storms are spread out at
+            # the door (PacedListener).
+            tcp = await trio.open_tcp_listeners(s.ws_port, host=s.ws_host)
+            self.port = tcp[0].socket.getsockname()[1]
+            listeners: list[Any] = tcp
+            if ssl_context is not None:
+                listeners = [
+                    trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in tcp
+                ]
+            paced: list[Any] = [
+                PacedListener(lst, s.max_accepts_per_s, s.max_accepts_per_s / 10)
+                for lst in listeners
+            ]
+            server = WebSocketServer(
+                self._handle,
+                paced,
+                handler_nursery=nursery,
+                max_message_size=s.max_message_bytes,
+                message_queue_size=8,
+                connect_timeout=s.connect_timeout_s,
+                disconnect_timeout=2.0,
             )
-            self.port = server.port
+            await nursery.start(server.run)
             task_status.started(self.port)
 
     def origin_allowed(self, origin: str) -> bool:
@@ -174,6 +187,10 @@ class Gateway:
             await trio.sleep(PRESENCE_EVERY_S)
             now = trio.current_time()
             elapsed, last = max(now - last, 1e-3), now
+            if self._freezer is not None:
+                action = self._freezer.decide(len(self._viewers))
+                if action is not None:
+                    self.metrics.gc_frozen.set(self._freezer.apply(action))
             counts = self.hubs.counts()
             if not counts:
                 continue

@@ -295,3 +295,29 @@ def _rss_kb() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+async def test_a_connection_storm_is_accepted_at_the_set_pace(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    """DANMAKU_MAX_ACCEPTS_PER_S: a burst of viewers all get in, spread out at the set
+    rate (the rest wait in the listen backlog), none refused."""
+    system = await start(nursery, settings.replace(max_accepts_per_s=40.0))
+    assert system.ws_port
+    port = system.ws_port
+    connected: list[float] = []
+    start_at = trio.current_time()
+
+    async def one(n: trio.Nursery) -> None:
+        await connect(n, port, "storm")
+        connected.append(trio.current_time() - start_at)
+
+    async with trio.open_nursery() as n:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as storm:
+                for _ in range(44):
+                    storm.start_soon(one, n)
+        n.cancel_scope.cancel()
+    assert len(connected) == 44
+    # A burst of 4 at once, then 40 per second: the last of 44 waits at least ~1 s.
+    assert max(connected) >= 0.9, sorted(connected)[-5:]
