@@ -5,6 +5,11 @@ batches of 100 through ``Store.append_comments`` (rate limit 1/s burst 3, duplic
 window 30 s: the production defaults), then prints what Redis spent: the script's own
 time per comment (``INFO commandstats``), the server's CPU per comment, its keys and
 memory. Figures in docs/benchmarks.md.
+
+``--floor`` measures instead what cheaper doors cost in the same Redis: plain pipelined
+``XADD``s, ``XADD``s from a Lua loop, and that loop plus the least per-user state
+(``HMGET`` + ``HSET`` + ``PEXPIRE`` of one hash per comment): the floor under any door
+that keeps per-user state in Redis.
 """
 
 from __future__ import annotations
@@ -36,15 +41,59 @@ async def admit(url: str, comments: int, users: int) -> None:
         store.close()
 
 
+PAYLOAD = (
+    b'{"uid":"u123","nick":"viewer 123","text":"hello world this is danmaku 12345",'
+    b'"color":"#ffffff","mode":"scroll","ts":1764622800000,"prio":1}'
+)
+LOOP = """for i = 1, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'd', ARGV[i])
+end"""
+LOOP_USER = """for i = 1, #ARGV do
+  local uk = KEYS[1] .. ':u:' .. i .. ':' .. math.random(1, 1000000000)
+  redis.call('HMGET', uk, 't', 's', 'l', 'n', 'd')
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'd', ARGV[i])
+  redis.call('HSET', uk, 'n', 'x', 'd', 'y', 't', '1', 's', '2', 'l', '3')
+  redis.call('PEXPIRE', uk, 60000)
+end"""
+
+
+def floor(r: redis.Redis, comments: int) -> dict[str, float]:
+    """Redis CPU per comment of the cheaper doors (see the module docstring)."""
+
+    def cpu() -> float:
+        c = r.info("cpu")
+        return float(c["used_cpu_user"] + c["used_cpu_sys"])
+
+    out = {}
+    loop, loop_user = r.script_load(LOOP), r.script_load(LOOP_USER)
+    for name in ("xadd_pipelined", "xadd_lua_loop", "xadd_lua_loop_user_hash"):
+        before = cpu()
+        for _ in range(0, comments, 100):
+            if name == "xadd_pipelined":
+                pipe = r.pipeline(transaction=False)
+                for _ in range(100):
+                    pipe.xadd(name, {"d": PAYLOAD}, maxlen=100_000, approximate=True)
+                pipe.execute()
+            else:
+                sha = loop if name == "xadd_lua_loop" else loop_user
+                r.evalsha(sha, 1, name, *([PAYLOAD] * 100))
+        out[name + "_us_per_comment"] = round(1e6 * (cpu() - before) / comments, 2)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.doorbench")
     parser.add_argument("--comments", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--floor", action="store_true", help="cheaper doors, for comparison")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
         proc, port = spawn_redis(Path(data), aof=False)
         try:
             r = redis.Redis(port=port)
+            if args.floor:
+                print(json.dumps({"comments": args.comments, **floor(r, args.comments)}))
+                return
             r.config_resetstat()
             cpu0 = r.info("cpu")
             trio.run(admit, f"redis://127.0.0.1:{port}/0", args.comments, args.users)
