@@ -121,7 +121,7 @@ class FastInbound:
     def _hand_over(self, data: bytes | None) -> None:
         if self._fast:
             self._fast = False
-            if self._buf:
-                data = self._buf + (data or b"") if data is not None else self._buf
-                self._buf = b""
+            if self._buf:  # the start of an unfinished frame goes first
+                buffered, self._buf = self._buf, b""
+                self._conn.receive_data(buffered)
         self._conn.receive_data(data)

@@ -144,6 +144,18 @@ def test_an_unfinished_frame_is_the_only_thing_held() -> None:
     assert server.sunk == ["y" * 1000] and server.inbound._buf == b""
 
 
+def test_the_peer_vanishing_mid_frame_is_an_abnormal_close() -> None:
+    server = Server()
+    data = client_bytes(TextMessage("whole"), TextMessage("cut short"))
+    server.feed(data[:-3])
+    server.inbound.receive_data(None)  # EOF
+    events = list(server.inbound.events())
+    assert server.sunk == ["whole"]
+    # wsproto's own answer to EOF (the unfinished frame's bytes reached it first).
+    assert isinstance(events[0], CloseConnection) and events[0].code == 1006
+    assert server.inbound.state is ConnectionState.CLOSED
+
+
 def test_a_close_frame_closes_through_wsproto() -> None:
     server = Server()
     events = server.feed(client_bytes(TextMessage("bye"), CloseConnection(1000, "done")))
