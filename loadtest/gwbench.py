@@ -259,6 +259,8 @@ def case_ingest(args: argparse.Namespace) -> dict[str, Any]:
                     str(per),
                     "--window",
                     str(args.window),
+                    "--rate",
+                    str(args.rate / args.procs),
                     "--rooms",
                     str(args.rooms),
                     "--offset",
@@ -293,6 +295,7 @@ def case_ingest(args: argparse.Namespace) -> dict[str, Any]:
         "case": "ingest",
         "senders": args.senders,
         "window": args.window,
+        "rate": args.rate,
         "rooms": args.rooms,
         "seconds": round(elapsed, 2),
         "accepted_per_s": round(acked / elapsed),
@@ -613,6 +616,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ing.add_argument("--senders", type=int, default=400)
     ing.add_argument("--procs", type=int, default=1, help="sender processes")
     ing.add_argument("--window", type=int, default=32, help="comments in flight per sender")
+    ing.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="comments/s in all, spread evenly over the senders (each comment its own"
+        " read and its own ack write, as from real viewers); 0: as fast as --window allows",
+    )
     ing.add_argument("--rooms", type=int, default=1)
     ing.add_argument("--seconds", type=float, default=10.0)
     ing.add_argument("--warmup-s", type=float, default=3.0)

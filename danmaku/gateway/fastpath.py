@@ -38,6 +38,7 @@ the peer why, with the close code wsproto chose (1007, 1002), as RFC 6455 7.1.7 
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 from collections.abc import Callable
@@ -149,6 +150,63 @@ def install_inbound(
     inbound = FastInbound(conn, sink, max_message_bytes)
     ws._wsproto = inbound  # type: ignore[assignment]
     return inbound
+
+
+class WaitFirstStream:
+    """A plain-TCP connection's stream whose ``receive_some`` waits for data, then reads.
+
+    trio's ``SocketStream.receive_some`` tries ``recv()`` first and waits only when that
+    fails; a reader that keeps up (every sender, between two comments) fails every time:
+    a system call and an ``OSError`` raised and caught per read. Waiting first skips them
+    (measured: 70 -> 59 us of gateway CPU per comment when each comment is its own read,
+    26 -> 23 us pipelined; docs/benchmarks.md). Errors are translated as trio does
+    (``ClosedResourceError`` for a closed socket, ``BrokenResourceError`` otherwise).
+    Everything else is the wrapped ``SocketStream``'s; two slots, so an idle viewer
+    pays ~60 bytes for it.
+    """
+
+    __slots__ = ("_sock", "stream")
+
+    def __init__(self, stream: trio.SocketStream, sock: socket.socket) -> None:
+        self.stream = stream
+        self._sock = sock
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        sock = self._sock
+        while True:
+            if sock.fileno() < 0:
+                raise trio.ClosedResourceError("this socket was already closed")
+            await trio.lowlevel.wait_readable(sock)  # ClosedResourceError if closed meanwhile
+            try:
+                return sock.recv(max_bytes or 65536)
+            except (BlockingIOError, InterruptedError):
+                continue  # woken without data after all: wait again
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    raise trio.ClosedResourceError("this socket was already closed") from None
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def install_wait_first_receive(ws: WebSocketConnection) -> bool:
+    """Put a ``WaitFirstStream`` in place of a plain-TCP connection's stream (after its
+    ``RawWriter`` took the ``SocketStream`` itself). Returns whether it was installed."""
+    stream: Any = getattr(ws, "_stream", None)
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    sock = getattr(stream.socket, "_sock", None)
+    if not isinstance(sock, socket.socket):
+        return False
+    ws._stream = WaitFirstStream(stream, sock)  # type: ignore[assignment]
+    return True
 
 
 def text_frame(payload: bytes) -> bytes:

@@ -37,6 +37,7 @@ from danmaku.config import Settings
 from danmaku.gateway.fastpath import (
     install_inbound,
     install_protocol_error_close,
+    install_wait_first_receive,
     slim_connection,
 )
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
@@ -358,6 +359,7 @@ class Gateway:
                     # Plain text messages go to _on_message straight from trio-websocket's
                     # reader task, as they are parsed; the rest still via get_message.
                     install_inbound(ws, partial(self._on_message, inbox), s.max_message_bytes)
+                    install_wait_first_receive(ws)
                 reason = await self._read_loop(ws, viewer, inbox)
                 viewer.close(protocol.CLOSE_NORMAL, "")
             await viewer.wait_closed()  # what is queued is written, then the close frame
