@@ -1,5 +1,6 @@
 """Gateway-only measurements for issue 6 (fan-out): idle memory and CPU per connection,
-ingest throughput of one gateway process, and a handshake storm.
+ingest throughput of one gateway process, the reference scenario's latency and frame
+writes per CPU-second, and a handshake storm.
 
 Each case starts its own redis-server (temporary directory, free port) and a
 ``danmaku gateway`` process (plus a ``danmaku worker`` when frames are needed), so the
@@ -10,7 +11,12 @@ child processes of this command (``hold``/``send`` below, the lean client of
     python -m loadtest.gwbench idle --conns 10000      # RSS and idle CPU per connection
     python -m loadtest.gwbench ingest --senders 400    # comments/s accepted, Redis us/comment
     python -m loadtest.gwbench store --comments 200000 # the same path without WebSockets
+    python -m loadtest.gwbench reference               # 5,000 viewers, 200 comments/s
     python -m loadtest.gwbench storm --viewers 1000 --storm 10000
+
+Senders with ``--rate`` send Poisson arrivals (evenly spaced sends would sit at one phase
+of the worker's tick); viewers that only need to be there (``hold --drain``) are emptied
+by one loop per process instead of parsing every frame.
 
 Every case prints one JSON object with its figures. ``--env K=V`` passes extra
 ``DANMAKU_*`` settings to the gateway (e.g. ``--env DANMAKU_FAST_PATH=0``).
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import shutil
 import subprocess
@@ -38,9 +45,18 @@ import trio
 from danmaku import auth
 from danmaku.embedded import free_port, spawn_redis
 from loadtest import procstat
-from loadtest.wire import Closed, HandshakeFailed, WebSocket
+from loadtest.wire import ABNORMAL, Closed, HandshakeFailed, WebSocket
 
 ROOM = "bench"
+# Every comment shown (as in the loadtest's steady scenario): what is measured is the
+# gateway's delivery, not the display budget's sampling (which carries a comment over to
+# the next frame when a tick has more than its share, adding a tick to its latency).
+WATCH_ENV = {
+    "DANMAKU_RATE_PER_S": "100",
+    "DANMAKU_RATE_BURST": "100",
+    "DANMAKU_DISPLAY_BUDGET": "100000",
+}
+DRAIN_EVERY_S = 0.05  # how often a --drain holder empties its viewers' sockets
 SECRET = "gwbench-secret-0123456789abcdef0123456789abcdef"
 
 
@@ -378,7 +394,7 @@ def case_storm(args: argparse.Namespace) -> dict[str, Any]:
     handshake completed (welcome received) and the connected viewers' latency (gateway
     receipt of a comment -> viewer receipt of its frame) before and during the storm."""
     raise_nofile()
-    env = {"DANMAKU_RATE_PER_S": "100", "DANMAKU_RATE_BURST": "100", **_env(args)}
+    env = {**WATCH_ENV, **_env(args)}
     with running(env, worker=True) as procs:
         watchers = [
             Child(["hold", procs.ws_url, str(args.viewers // args.holders), "--latency"])
@@ -401,7 +417,7 @@ def case_storm(args: argparse.Namespace) -> dict[str, Any]:
             Child(
                 [
                     *("hold", procs.ws_url, str(per), "--concurrency", str(args.concurrency)),
-                    *("--room", args.storm_room),
+                    *("--room", args.storm_room, "--drain"),
                 ]
             )
             for _ in range(args.storm_procs)
@@ -431,6 +447,66 @@ def case_storm(args: argparse.Namespace) -> dict[str, Any]:
         "viewers_closed": closed,
         "gateway_cpu_pct_during_storm": round(100 * (g1.cpu_s - g0.cpu_s) / storm_s, 1),
         "rss_per_storm_conn_kb": round((g1.rss_bytes - g0.rss_bytes) / max(1, args.storm) / 1024),
+    }
+
+
+def case_reference(args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 6's reference scenario on one gateway process: ``--viewers`` in one room,
+    ``--rate`` comments/s, the worker's 100 ms tick. ``--measure`` of the viewers parse
+    every frame and time each comment from its send (the sender writes the time into
+    the text); the others are drained by one loop per holder process that reads and
+    drops what their sockets received every 50 ms, so 50,000 deliveries/s do not need
+    50,000 parses/s in Python on the same 2 cores as the gateway (the generator falling
+    behind is what kept ``danmaku-loadtest bench`` from showing this latency). The
+    gateway's work per delivery is the same either way: one ``send()`` into the socket."""
+    raise_nofile()
+    env = {**WATCH_ENV, **_env(args)}
+    with running(env, worker=True) as procs:
+        rest = args.viewers - args.measure
+        per = -(-rest // args.holders)
+        holders = [
+            Child(["hold", procs.ws_url, str(min(per, rest - i * per)), "--drain"])
+            for i in range(args.holders)
+        ]
+        measured = Child(["hold", procs.ws_url, str(args.measure), "--latency"])
+        for h in [*holders, measured]:
+            h.read()
+        sender = Child(["send", procs.ws_url, str(args.senders), "--rate", str(args.rate)])
+        sender.read()
+        sender.ask("go")
+        time.sleep(args.warmup_s)
+        for h in [*holders, measured]:
+            h.ask("mark")
+        g0, t0 = procs.sample("gateway"), time.monotonic()
+        time.sleep(args.seconds)
+        got = measured.ask("mark")
+        drained = [h.ask("mark") for h in holders]
+        g1, t1 = procs.sample("gateway"), time.monotonic()
+        closed = sum(h.ask("status")["closed"] for h in [*holders, measured])
+        for c in [sender, measured, *holders]:
+            c.stop()
+    elapsed = t1 - t0
+    frames_per_viewer_s = got["frames"] / max(1, args.measure) / elapsed
+    writes_per_s = frames_per_viewer_s * args.viewers
+    cpu = (g1.cpu_s - g0.cpu_s) / elapsed
+    lat = got["lat"]
+    return {
+        "case": "reference",
+        "viewers": args.viewers,
+        "measured_viewers": args.measure,
+        "rate": args.rate,
+        "seconds": round(elapsed, 2),
+        "frames_per_viewer_s": round(frames_per_viewer_s, 2),
+        "frame_writes_per_s": round(writes_per_s),
+        "drained_frames_per_s": round(sum(d["frames"] for d in drained) / elapsed),
+        "gateway_cpu_pct": round(100 * cpu, 1),
+        "frame_writes_per_cpu_s": round(writes_per_s / cpu) if cpu > 0 else None,
+        "p50_ms": round(pct(lat, 0.5), 1),
+        "p99_ms": round(pct(lat, 0.99), 1),
+        "from_gateway_p50_ms": round(pct(got["lat_gw"], 0.5), 1),
+        "from_gateway_p99_ms": round(pct(got["lat_gw"], 0.99), 1),
+        "latency_samples": len(lat),
+        "viewers_closed": closed,
     }
 
 
@@ -469,17 +545,32 @@ async def _commands(handler: Any) -> None:
             emit(handler(cmd))
 
 
+def _sent_ms(item: dict[str, Any]) -> float:
+    """When the comment was sent: the ``send`` process ends its texts with
+    ``time.time_ns()``; else the gateway's receipt time."""
+    tail = str(item.get("text", "")).rpartition(" ")[2]
+    return int(tail) / 1e6 if tail.isdigit() and len(tail) >= 18 else float(item["ts"])
+
+
 def emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 
 
-async def hold(url: str, n: int, concurrency: int, latency: bool, room: str = ROOM) -> None:
+async def hold(
+    url: str, n: int, concurrency: int, latency: bool, room: str = ROOM, drain: bool = False
+) -> None:
     """Open ``n`` viewers (each until its welcome), report, keep reading until ``quit``.
-    With ``latency``, record comment -> receipt latency of every frame item."""
+    With ``latency``, record comment -> receipt latency of every frame item (from the send
+    time the ``send`` process writes into the text). With ``drain``, no task per viewer:
+    one loop empties every socket each ``DRAIN_EVERY_S`` without parsing (see
+    ``case_reference``)."""
     limiter = trio.CapacityLimiter(concurrency)
-    lat: list[float] = []
+    lat: list[float] = []  # from the comment's send
+    lat_gw: list[float] = []  # from its receipt at the gateway (the item's ``ts``)
     state: dict[str, Any] = {"ok": 0, "failed": 0, "closed": 0, "slowest_s": 0.0}
+    counts = {"frames": 0, "bytes": 0}
+    drained: list[WebSocket] = []
     all_done = trio.Event()
     t0 = time.monotonic()
 
@@ -488,9 +579,11 @@ async def hold(url: str, n: int, concurrency: int, latency: bool, room: str = RO
             while True:
                 msg = await ws.get_message()
                 if latency and msg.startswith('{"type":"frame"'):
+                    counts["frames"] += 1
                     now_ms = time.time() * 1000
                     for item in orjson.loads(msg).get("items") or ():
-                        lat.append(now_ms - item["ts"])
+                        lat.append(now_ms - _sent_ms(item))
+                        lat_gw.append(now_ms - item["ts"])
         except Closed:
             state["closed"] += 1
 
@@ -509,14 +602,45 @@ async def hold(url: str, n: int, concurrency: int, latency: bool, room: str = RO
         if ws is not None:
             state["ok"] += 1
             state["slowest_s"] = max(state["slowest_s"], time.monotonic() - start)
-            nursery.start_soon(reader, ws)
+            if drain:
+                drained.append(ws)
+            else:
+                nursery.start_soon(reader, ws)
         if state["ok"] + state["failed"] == n:
             all_done.set()
 
+    async def sweep() -> None:
+        # What a viewer's kernel receives is read and dropped; the server cannot tell this
+        # from a viewer that parses (its writes go into the same socket buffers).
+        while True:
+            await trio.sleep(DRAIN_EVERY_S)
+            for ws in drained:
+                if ws.closed is not None:
+                    continue
+                try:
+                    while True:
+                        data = os.read(ws.fd, 1 << 18)
+                        if not data:
+                            ws.closed = ABNORMAL
+                            state["closed"] += 1
+                            break
+                        counts["bytes"] += len(data)
+                        counts["frames"] += data.count(b'{"type":"frame"')
+                        if len(data) < 1 << 18:
+                            break
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    ws.closed = ABNORMAL
+                    state["closed"] += 1
+
     def handle(cmd: str) -> dict[str, Any]:
         if cmd == "mark":
-            out = {"lat": [round(x, 1) for x in lat]}
+            out: dict[str, Any] = {"lat": [round(x, 1) for x in lat]}
+            out.update(lat_gw=[round(x, 1) for x in lat_gw], **counts)
             lat.clear()
+            lat_gw.clear()
+            counts.update(frames=0, bytes=0)
             return out
         return dict(state)
 
@@ -524,6 +648,8 @@ async def hold(url: str, n: int, concurrency: int, latency: bool, room: str = RO
         for _ in range(n):
             nursery.start_soon(one, nursery)
         await all_done.wait()
+        if drain:
+            nursery.start_soon(sweep)
         emit({**state, "elapsed_s": time.monotonic() - t0})
         await _commands(handle)
         nursery.cancel_scope.cancel()
@@ -534,6 +660,7 @@ async def send(url: str, n: int, window: int, rate: float, rooms: int, offset: i
     per second in all; else keep ``window`` comments in flight per sender (pipelined).
     ``mark`` reports acks, errors and ack round trips since the last mark."""
     stats: dict[str, Any] = {"acked": 0, "errors": {}, "rtt": []}
+    rng = random.Random(offset)
     go = trio.Event()
     sockets: list[tuple[WebSocket, int]] = []
     for i in range(n):
@@ -572,7 +699,9 @@ async def send(url: str, n: int, window: int, rate: float, rooms: int, offset: i
             next_at = trio.current_time()
             while True:
                 if interval > 0:
-                    next_at += interval
+                    # Poisson arrivals: evenly spaced sends would keep a fixed phase to
+                    # the worker's tick and every comment would wait the same time for it.
+                    next_at += rng.expovariate(1 / interval)
                     await trio.sleep_until(next_at)
                 await credit.acquire()
                 seq += 1
@@ -631,6 +760,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     st.add_argument("--comments", type=int, default=200_000)
     st.add_argument("--users", type=int, default=10_000)
     st.add_argument("--rooms", type=int, default=1)
+    ref = sub.add_parser("reference", help="issue 6's reference scenario: latency, writes/CPU-s")
+    ref.add_argument("--viewers", type=int, default=5000)
+    ref.add_argument("--measure", type=int, default=100, help="viewers that parse and time")
+    ref.add_argument("--holders", type=int, default=1, help="processes draining the rest")
+    ref.add_argument("--rate", type=float, default=200.0, help="comments/s")
+    ref.add_argument("--senders", type=int, default=20, help="10 comments/s each at 200/s")
+    ref.add_argument("--seconds", type=float, default=20.0)
+    ref.add_argument("--warmup-s", type=float, default=5.0)
     storm = sub.add_parser("storm", help="a handshake storm while viewers watch")
     storm.add_argument("--viewers", type=int, default=1000)
     storm.add_argument("--holders", type=int, default=1)
@@ -644,7 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=ROOM,
         help="room the storm joins (default: the watched one, whose fan-out then grows)",
     )
-    for q in (idle, ing, st, storm):
+    for q in (idle, ing, st, ref, storm):
         q.add_argument("--env", action="append", help="K=V for the gateway (repeatable)")
         q.add_argument("--repeat", type=int, default=1)
     h = sub.add_parser("hold", help="(internal) a process of viewers")
@@ -653,6 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     h.add_argument("--concurrency", type=int, default=256)
     h.add_argument("--latency", action="store_true")
     h.add_argument("--room", default=ROOM)
+    h.add_argument("--drain", action="store_true", help="one sweep loop, no parsing")
     s = sub.add_parser("send", help="(internal) a process of senders")
     s.add_argument("url")
     s.add_argument("n", type=int)
@@ -663,13 +801,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "hold":
         raise_nofile()
-        trio.run(hold, args.url, args.n, args.concurrency, args.latency, args.room)
+        trio.run(hold, args.url, args.n, args.concurrency, args.latency, args.room, args.drain)
         return 0
     if args.cmd == "send":
         raise_nofile()
         trio.run(send, args.url, args.n, args.window, args.rate, args.rooms, args.offset)
         return 0
-    case = {"idle": case_idle, "ingest": case_ingest, "store": case_store, "storm": case_storm}
+    case = {
+        "idle": case_idle,
+        "ingest": case_ingest,
+        "store": case_store,
+        "reference": case_reference,
+        "storm": case_storm,
+    }
     for _ in range(args.repeat):
         result = case[args.cmd](args)
         print(json.dumps(result), flush=True)
