@@ -1,8 +1,9 @@
 """``Viewer``: one WebSocket connection's outgoing side.
 
 Frames reach a viewer from the room's broadcast loop without awaiting. The fast path
-(``fastpath.RawWriter``) writes a frame's prebuilt bytes straight to the socket when
-nothing is queued or in flight for this viewer; otherwise the frame joins one ordered,
+(``fastpath.RawWriter``) writes a frame's prebuilt bytes (or a batch of acks, framed
+together) straight to the socket when nothing is queued or in flight for this viewer;
+otherwise the frame joins one ordered,
 bounded queue that a writer task drains. The writer exists only while there is something
 to write (it is started on demand and ends when the queue is empty), so an idle viewer
 costs no task, no queue and no event: memory per connection is what a gateway holding
