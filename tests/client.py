@@ -15,6 +15,9 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from danmaku import auth
+from danmaku.config import Settings
+from danmaku.metrics import Metrics
+from danmaku.system import ALL_ROLES, System, run_system
 from danmaku.worker import BroadcastWorker
 from tests.conftest import SECRET
 
@@ -215,3 +218,14 @@ class RunningWorker:
 
 async def _no_release() -> None:
     return None
+
+
+async def start_system(
+    nursery: trio.Nursery, settings: Settings, roles: Collection[str] = ALL_ROLES
+) -> System:
+    """``run_system`` in ``nursery`` with its own metrics registry (no process collectors,
+    so several systems fit in one test process); returns once it serves."""
+    system: System = await nursery.start(
+        partial(run_system, settings, roles, metrics=Metrics(process=False))
+    )
+    return system

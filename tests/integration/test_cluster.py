@@ -11,7 +11,6 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ from danmaku.embedded import free_port
 from danmaku.metrics import Metrics
 from danmaku.store import Ingest, IngestLimits, Store
 from danmaku.store.localcluster import LocalCluster
-from danmaku.system import System, run_system
-from tests.client import Client, connect, http, label, lost_acks, token
+from danmaku.system import System
+from tests.client import Client, connect, http, label, lost_acks, start_system, token
 from tests.conftest import SECRET
 
 ROOMS = [f"c{i}" for i in range(12)]
@@ -81,9 +80,7 @@ async def test_pipeline_on_a_cluster_two_gateways_two_workers(
     s = cluster_settings
     systems: list[System] = []
     for roles in (("gateway", "worker", "web"), ("gateway", "worker")):
-        systems.append(
-            await nursery.start(partial(run_system, s, roles, metrics=Metrics(process=False)))
-        )
+        systems.append(await start_system(nursery, s, roles))
     a, b = (sys.ws_port for sys in systems)
     assert a and b
     async with trio.open_nursery() as n:
@@ -122,9 +119,7 @@ async def test_pipeline_on_a_cluster_two_gateways_two_workers(
 async def test_slot_resharded_under_traffic_follows_moved(
     nursery: trio.Nursery, cluster: LocalCluster, cluster_settings: Settings
 ) -> None:
-    system: System = await nursery.start(
-        partial(run_system, cluster_settings, metrics=Metrics(process=False))
-    )
+    system: System = await start_system(nursery, cluster_settings)
     assert system.ws_port
     room = "moving"
     async with trio.open_nursery() as n:
@@ -155,7 +150,7 @@ async def test_master_failover_processes_survive_and_resume(
     nursery: trio.Nursery, replicated: LocalCluster, settings: Settings
 ) -> None:
     s = settings.replace(redis_url=replicated.url)
-    system: System = await nursery.start(partial(run_system, s, metrics=Metrics(process=False)))
+    system: System = await start_system(nursery, s)
     assert system.ws_port
     ready = f"http://127.0.0.1:{system.web_port}/readyz"
     rooms = ROOMS[:6]

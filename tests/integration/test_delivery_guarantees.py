@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import orjson
 import redis
 import trio
@@ -11,9 +9,9 @@ import trio
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.store import Store
-from danmaku.system import System, run_system
+from danmaku.system import System
 from danmaku.worker import BroadcastWorker
-from tests.client import RunningWorker, connect, label, token
+from tests.client import RunningWorker, connect, label, start_system, token
 
 
 async def test_resume_with_since_has_no_gap_or_duplicate(system: System) -> None:
@@ -88,11 +86,8 @@ async def test_resend_with_same_nonce_is_stored_and_shown_once(system: System) -
 async def test_worker_killed_mid_stream_loses_and_repeats_nothing(
     nursery: trio.Nursery, settings
 ) -> None:
-    from danmaku.system import run_system
 
-    sys: System = await nursery.start(
-        partial(run_system, settings, ("web", "gateway"), metrics=Metrics(process=False))
-    )
+    sys: System = await start_system(nursery, settings, ("web", "gateway"))
     port = sys.ws_port
     assert port
     metrics = Metrics(process=False)
@@ -134,9 +129,7 @@ async def test_a_frame_whose_notice_was_lost_still_arrives(
 ) -> None:
     # Gateway only: the test plays a worker that committed a frame and died before it
     # named the room in dm:ticks. The gateway's sweep reads it anyway.
-    gw: System = await nursery.start(
-        partial(run_system, settings, ("gateway",), metrics=Metrics(process=False))
-    )
+    gw: System = await start_system(nursery, settings, ("gateway",))
     assert gw.ws_port
     r = redis.Redis.from_url(settings.redis_url)
     async with trio.open_nursery() as n:

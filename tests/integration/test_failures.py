@@ -21,7 +21,7 @@ from danmaku.config import Settings
 from danmaku.embedded import spawn_redis
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
-from tests.client import Client, connect, http, label, lost_acks, printed_urls, token
+from tests.client import Client, connect, http, label, lost_acks, printed_urls, start_system, token
 from tests.conftest import SECRET
 
 
@@ -83,9 +83,7 @@ async def test_worker_sigkill_under_load_takeover_and_exactly_once(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
     s = settings.replace(tick_ms=100, lease_ms=1500)
-    gw: System = await nursery.start(
-        partial(run_system, s, ("gateway",), metrics=Metrics(process=False))
-    )
+    gw: System = await start_system(nursery, s, ("gateway",))
     assert gw.ws_port
     # The load: 1,000 comments/s over 100 rooms (10/s each). Senders do not wait
     # for acks (the reader keeps them), so one test process can offer the whole rate.
@@ -171,12 +169,8 @@ async def test_worker_sigkill_under_load_takeover_and_exactly_once(
 async def test_gateway_gone_viewers_resume_on_another(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
-    core: System = await nursery.start(
-        partial(run_system, settings, ("gateway", "worker"), metrics=Metrics(process=False))
-    )
-    doomed: System = await nursery.start(
-        partial(run_system, settings, ("gateway",), metrics=Metrics(process=False))
-    )
+    core: System = await start_system(nursery, settings, ("gateway", "worker"))
+    doomed: System = await start_system(nursery, settings, ("gateway",))
     assert core.ws_port and doomed.ws_port
     async with trio.open_nursery() as n:
         sender = await connect(n, core.ws_port, "move", tok=token("u"))
@@ -200,9 +194,7 @@ async def test_redis_restart_processes_survive_and_resume(
     proc, port = await start_redis(data)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    system: System = await nursery.start(
-        partial(run_system, settings.replace(redis_url=url), metrics=Metrics(process=False))
-    )
+    system: System = await start_system(nursery, settings.replace(redis_url=url))
     assert system.ws_port
     base = f"http://127.0.0.1:{system.web_port}"
     try:

@@ -13,7 +13,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Reques
 from danmaku.config import Settings
 from danmaku.gateway.fastpath import text_frame
 from danmaku.system import System
-from tests.client import connect, label, token
+from tests.client import connect, label, start_system, token
 
 
 def test_text_frame_matches_wsproto_for_every_length_class() -> None:
@@ -147,14 +147,8 @@ async def test_pings_are_answered_while_frames_flow(system: System) -> None:
 async def test_queued_path_alone_still_delivers_everything(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
-    from functools import partial
 
-    from danmaku.metrics import Metrics
-    from danmaku.system import run_system
-
-    system: System = await nursery.start(
-        partial(run_system, settings.replace(fast_path=0), metrics=Metrics(process=False))
-    )
+    system: System = await start_system(nursery, settings.replace(fast_path=0))
     assert system.ws_port
     async with trio.open_nursery() as n:
         viewers = [await connect(n, system.ws_port, "slowpath") for _ in range(5)]

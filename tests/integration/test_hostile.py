@@ -8,7 +8,6 @@ import socket
 import ssl
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import trio
@@ -16,16 +15,8 @@ import trustme
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from danmaku.config import Settings
-from danmaku.metrics import Metrics
-from danmaku.system import System, run_system
-from tests.client import connect, http, token
-
-
-async def start(nursery: trio.Nursery, settings: Settings) -> System:
-    system: System = await nursery.start(
-        partial(run_system, settings, metrics=Metrics(process=False))
-    )
-    return system
+from danmaku.system import System
+from tests.client import connect, http, start_system, token
 
 
 async def _status_with_origin(port: int, origin: str | None) -> int:
@@ -41,14 +32,14 @@ async def _status_with_origin(port: int, origin: str | None) -> int:
 
 
 async def test_origin_allowlist(nursery: trio.Nursery, settings: Settings) -> None:
-    system = await start(nursery, settings)
+    system = await start_system(nursery, settings)
     assert system.ws_port and system.web_port
     web = f"http://127.0.0.1:{system.web_port}"
     assert await _status_with_origin(system.ws_port, web) == 101
     assert await _status_with_origin(system.ws_port, None) == 101  # not a browser
     assert await _status_with_origin(system.ws_port, "https://evil.example") == 403
     assert await _status_with_origin(system.ws_port, "null") == 403
-    other = await start(nursery, settings.replace(allowed_origins="https://ok.example, *"))
+    other = await start_system(nursery, settings.replace(allowed_origins="https://ok.example, *"))
     assert other.ws_port
     assert await _status_with_origin(other.ws_port, "https://evil.example") == 101
 
@@ -56,7 +47,7 @@ async def test_origin_allowlist(nursery: trio.Nursery, settings: Settings) -> No
 async def test_slow_handshake_is_closed_within_the_connect_timeout(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
-    system = await start(nursery, settings.replace(connect_timeout_s=1.0))
+    system = await start_system(nursery, settings.replace(connect_timeout_s=1.0))
     assert system.ws_port
     stream = await trio.open_tcp_stream("127.0.0.1", system.ws_port)
     await stream.send_all(b"GET /ws?room=slow HTTP/1.1\r\nHost: x\r\n")  # ... and stall
@@ -68,7 +59,7 @@ async def test_slow_handshake_is_closed_within_the_connect_timeout(
 
 
 async def test_per_ip_caps(nursery: trio.Nursery, settings: Settings) -> None:
-    system = await start(
+    system = await start_system(
         nursery, settings.replace(max_conns_per_ip=3, max_sessions_per_ip_per_min=5)
     )
     assert system.ws_port
@@ -89,7 +80,7 @@ async def test_per_ip_caps(nursery: trio.Nursery, settings: Settings) -> None:
 async def test_message_flood_closes_the_connection(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
-    system = await start(nursery, settings.replace(max_msgs_per_s=5.0, max_msgs_burst=10.0))
+    system = await start_system(nursery, settings.replace(max_msgs_per_s=5.0, max_msgs_burst=10.0))
     assert system.ws_port
     async with trio.open_nursery() as n:
         c = await connect(n, system.ws_port, "flood")
@@ -182,7 +173,9 @@ async def test_wss_with_a_certificate(
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
     cert.private_key_pem.write_to_path(str(key_path))
-    system = await start(nursery, settings.replace(tls_cert=str(cert_path), tls_key=str(key_path)))
+    system = await start_system(
+        nursery, settings.replace(tls_cert=str(cert_path), tls_key=str(key_path))
+    )
     assert system.urls["websocket"].startswith("wss://")
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
@@ -230,7 +223,7 @@ async def _until_forgotten() -> None:
 async def test_slow_handshake_flood_does_not_stop_real_viewers(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
-    system = await start(nursery, settings.replace(connect_timeout_s=2.0))
+    system = await start_system(nursery, settings.replace(connect_timeout_s=2.0))
     assert system.ws_port
     port = system.ws_port
     attackers = await _slow_handshake_flood(port, 5000)
@@ -302,7 +295,7 @@ async def test_a_connection_storm_is_accepted_at_the_set_pace(
 ) -> None:
     """DANMAKU_MAX_ACCEPTS_PER_S: a burst of viewers all get in, spread out at the set
     rate (the rest wait in the listen backlog), none refused."""
-    system = await start(nursery, settings.replace(max_accepts_per_s=40.0))
+    system = await start_system(nursery, settings.replace(max_accepts_per_s=40.0))
     assert system.ws_port
     port = system.ws_port
     connected: list[float] = []

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import pytest
 import trio
 
 from danmaku.config import Settings
-from danmaku.metrics import Metrics
-from danmaku.system import System, run_system
-from tests.client import connect, http, label, token
+from danmaku.system import System
+from tests.client import connect, http, label, start_system, token
 
 
 class Api:
@@ -68,12 +66,8 @@ async def test_every_action_needs_a_staff_token_for_the_room(
 async def test_ban_closes_connections_on_another_gateway_and_blocks_sends(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
-    web: System = await nursery.start(
-        partial(run_system, settings, ("web", "worker"), metrics=Metrics(process=False))
-    )
-    gw: System = await nursery.start(
-        partial(run_system, settings, ("gateway",), metrics=Metrics(process=False))
-    )
+    web: System = await start_system(nursery, settings, ("web", "worker"))
+    gw: System = await start_system(nursery, settings, ("gateway",))
     assert gw.ws_port
     api = Api(web, MOD)
     async with trio.open_nursery() as n:

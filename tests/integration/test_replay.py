@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from functools import partial
 from pathlib import Path
 
 import pysubs2
@@ -16,9 +15,9 @@ import trio
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.store import Store
-from danmaku.system import System, run_system
+from danmaku.system import System
 from danmaku.worker import BroadcastWorker
-from tests.client import RunningWorker, connect, http, label, token
+from tests.client import RunningWorker, connect, http, label, start_system, token
 from tests.integration.test_moderation import Api
 
 MOD = token("mod", role="moderator")
@@ -28,9 +27,7 @@ async def test_recording_survives_worker_restarts_and_exports(
     nursery: trio.Nursery, settings: Settings, tmp_path: Path
 ) -> None:
     s = settings.replace(display_budget=10.0)  # sampling on: replay must not be sampled
-    system: System = await nursery.start(
-        partial(run_system, s, ("web", "gateway"), metrics=Metrics(process=False))
-    )
+    system: System = await start_system(nursery, s, ("web", "gateway"))
     assert system.ws_port
     api = Api(system, MOD)
     status, bc = await api("POST", "/rooms/show/broadcasts", {"title": "Finals"})

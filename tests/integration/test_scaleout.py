@@ -3,24 +3,20 @@ with every comment still in exactly one frame."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import trio
 
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.store import Store
-from danmaku.system import System, run_system
+from danmaku.system import System
 from danmaku.worker import BroadcastWorker
-from tests.client import RunningWorker, connect, label, token
+from tests.client import RunningWorker, connect, label, start_system, token
 
 
 async def test_rooms_spread_over_workers_and_rebalance(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
-    gw: System = await nursery.start(
-        partial(run_system, settings, ("gateway",), metrics=Metrics(process=False))
-    )
+    gw: System = await start_system(nursery, settings, ("gateway",))
     assert gw.ws_port
     store = Store(settings.redis_url, Metrics(process=False))
     rooms = [f"room{i}" for i in range(30)]

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import trio
 
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.store import Store
-from danmaku.system import System, run_system
-from tests.client import connect, token
+from danmaku.system import System
+from tests.client import connect, start_system, token
 
 
 async def test_shutdown_drains_viewers_with_1013_and_releases_leases(settings: Settings) -> None:
     store = Store(settings.redis_url, Metrics(process=False))
     async with trio.open_nursery() as outer:
-        system: System = await outer.start(
-            partial(run_system, settings, metrics=Metrics(process=False))
-        )
+        system: System = await start_system(outer, settings)
         assert system.ws_port and system.worker
         async with trio.open_nursery() as n:
             viewer = await connect(n, system.ws_port, "bye")

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import socket
 import time
-from functools import partial
 
 import trio
 
 from danmaku.config import Settings
-from danmaku.metrics import Metrics
-from danmaku.system import System, run_system
-from tests.client import Client, connect, label, token
+from tests.client import Client, connect, label, start_system, token
 
 
 def spike_settings(settings: Settings, **kw: object) -> Settings:
@@ -29,20 +26,11 @@ def spike_settings(settings: Settings, **kw: object) -> Settings:
     return settings.replace(**(values | kw))
 
 
-async def start(
-    nursery: trio.Nursery, settings: Settings, roles: tuple[str, ...] = ("web", "gateway", "worker")
-) -> System:
-    system: System = await nursery.start(
-        partial(run_system, settings, roles, metrics=Metrics(process=False))
-    )
-    return system
-
-
 async def test_spike_of_1000_senders_stays_within_budget_and_priority_arrives(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
     s = spike_settings(settings)
-    system = await start(nursery, s)
+    system = await start_system(nursery, s)
     port = system.ws_port
     assert port
     budget_per_frame = s.display_budget * s.tick_s  # 4 items per 100 ms frame
@@ -94,8 +82,8 @@ async def test_rate_limit_holds_across_connections_and_gateways(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
     s = spike_settings(settings, duplicate_window_s=0.0)
-    gw1 = await start(nursery, s, ("gateway", "worker"))
-    gw2 = await start(nursery, s, ("gateway",))
+    gw1 = await start_system(nursery, s, ("gateway", "worker"))
+    gw2 = await start_system(nursery, s, ("gateway",))
     assert gw1.ws_port and gw2.ws_port and gw1.ws_port != gw2.ws_port
     tok = token("greedy")
     async with trio.open_nursery() as n:
@@ -124,7 +112,7 @@ async def test_rate_limit_holds_across_connections_and_gateways(
 
 
 async def test_slow_mode_and_duplicate_guard(nursery: trio.Nursery, settings: Settings) -> None:
-    system = await start(nursery, spike_settings(settings))
+    system = await start_system(nursery, spike_settings(settings))
     assert system.ws_port
     await system.store.set_room_settings("slow", {"slow_mode_s": 5})
     async with trio.open_nursery() as n:
@@ -145,7 +133,7 @@ async def test_ingest_ceiling_sheds_ordinary_comments_but_acks_them(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
     s = spike_settings(settings, rate_per_s=1000.0, rate_burst=1000.0)
-    system = await start(nursery, s)
+    system = await start_system(nursery, s)
     assert system.ws_port
     await system.store.set_room_settings("hot", {"ingest_ceiling": 20})
     async with trio.open_nursery() as n:
@@ -182,7 +170,7 @@ async def test_ingest_ceiling_sheds_ordinary_comments_but_acks_them(
 async def test_density_trims_frames_per_viewer_class(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
-    system = await start(nursery, settings)  # no sampling: every comment in frames
+    system = await start_system(nursery, settings)  # no sampling: every comment in frames
     assert system.ws_port
     async with trio.open_nursery() as n:
         full = await connect(n, system.ws_port, "dense")
@@ -209,7 +197,7 @@ async def test_stuck_viewer_is_closed_with_4000_while_others_keep_receiving(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
     s = settings.replace(slow_viewer_timeout_s=1.0, viewer_queue_frames=8)
-    system = await start(nursery, s)
+    system = await start_system(nursery, s)
     assert system.ws_port
     # A raw client that completes the handshake, then never reads, with a tiny window.
     stuck = socket.socket()
