@@ -199,14 +199,21 @@ class WaitFirstStream:
 def install_wait_first_receive(ws: WebSocketConnection) -> bool:
     """Put a ``WaitFirstStream`` in place of a plain-TCP connection's stream (after its
     ``RawWriter`` took the ``SocketStream`` itself). Returns whether it was installed."""
+    plain = _plain_socket(ws)
+    if plain is None:
+        return False
+    ws._stream = WaitFirstStream(*plain)  # type: ignore[assignment]
+    return True
+
+
+def _plain_socket(ws: WebSocketConnection) -> tuple[trio.SocketStream, socket.socket] | None:
+    """A connection's ``SocketStream`` and the stdlib socket under it; ``None`` over TLS,
+    once replaced, or when trio's internals are not as expected."""
     stream: Any = getattr(ws, "_stream", None)
     if not isinstance(stream, trio.SocketStream):
-        return False
+        return None
     sock = getattr(stream.socket, "_sock", None)
-    if not isinstance(sock, socket.socket):
-        return False
-    ws._stream = WaitFirstStream(stream, sock)  # type: ignore[assignment]
-    return True
+    return (stream, sock) if isinstance(sock, socket.socket) else None
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -271,26 +278,24 @@ class RawWriter:
 
     __slots__ = ("_lock", "_sock", "_stream")
 
-    def __init__(self, stream: trio.SocketStream, lock: WireLock) -> None:
+    def __init__(self, stream: trio.SocketStream, sock: socket.socket, lock: WireLock) -> None:
         self._stream = stream
+        self._sock = sock
         self._lock = lock
-        self._sock: socket.socket = stream.socket._sock  # type: ignore[attr-defined]
 
     @classmethod
     def for_connection(cls, ws: WebSocketConnection) -> RawWriter | None:
         """A writer for a plain-TCP trio-websocket connection, or ``None`` (TLS, or
         internals not as expected) so the caller uses ``send_message``."""
-        stream: Any = getattr(ws, "_stream", None)
+        plain = _plain_socket(ws)
         lock: Any = getattr(ws, "_stream_lock", None)
-        if not isinstance(stream, trio.SocketStream):
-            return None
-        if not isinstance(getattr(stream.socket, "_sock", None), socket.socket):
+        if plain is None:
             return None
         if isinstance(lock, trio.StrictFIFOLock) and not lock.locked():
             lock = ws._stream_lock = WireLock()  # type: ignore[assignment]
         if not isinstance(lock, WireLock):
             return None
-        return cls(stream, lock)
+        return cls(*plain, lock)
 
     def idle(self) -> bool:
         """Nothing of trio-websocket's is being written right now."""

@@ -38,7 +38,7 @@ async def test_partial_write_holds_the_wire_until_the_rest_is_out() -> None:
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     stream, peer = trio.SocketStream(a), trio.SocketStream(b)
     lock = WireLock()
-    raw = RawWriter(stream, lock)
+    raw = RawWriter(stream, a._sock, lock)  # type: ignore[attr-defined]
     data = b"x" * 1_000_000
     sent = raw.try_send(data)
     assert 0 < sent < len(data)
