@@ -149,7 +149,9 @@ class Metrics:
             self.gc_pause.labels(generation)
         self.gc_frozen = Gauge(
             "danmaku_gc_frozen_objects",
-            "Objects moved out of the collector's reach after start-up (DANMAKU_GC_FREEZE)",
+            "Objects moved out of the collector's reach (DANMAKU_GC_FREEZE), counted at"
+            " start-up and when a gateway thaws and refreezes (not at each freeze of a"
+            " growing crowd: counting walks every frozen object)",
             registry=r,
         )
         if process:

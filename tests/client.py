@@ -114,18 +114,15 @@ async def connect(
         url += f"&token={tok}"
     if since is not None:
         url += f"&since={since}"
-    ws_holder: list[WebSocketConnection] = []
-    ready = trio.Event()
 
-    async def hold() -> None:
+    async def hold(task_status: trio.TaskStatus[WebSocketConnection]) -> None:
         async with open_websocket_url(url) as ws:
-            ws_holder.append(ws)
-            ready.set()
+            task_status.started(ws)
             await trio.sleep_forever()
 
-    nursery.start_soon(hold)
-    await ready.wait()
-    client = Client(ws_holder[0])
+    # Started, not start_soon: a failed connect (a gateway not listening yet) raises
+    # here, to the caller, instead of cancelling the caller's nursery.
+    client = Client(await nursery.start(hold))
     nursery.start_soon(client.reader)
     if wait_welcome:
         await client.wait_for(lambda c: bool(c.of_type("welcome")) or c.closed is not None)

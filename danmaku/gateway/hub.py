@@ -216,16 +216,23 @@ class FrameFeed:
             try:
                 if position is None:
                     position = await self.store.tick_position()
-                    changed: set[str] = set()
+                    rooms: set[str] = set()
                 else:
-                    position, changed = await self.store.wait_ticks(position, self.block_ms)
+                    # The rooms named by the notice are read in the wait's own thread
+                    # (from these cursors): one trip through the event loop per wake.
+                    cursors = {r: (h.last_seq, h.control_id) for r, h in self.hubs.hubs.items()}
+                    position, _, frames, controls = await self.store.wait_ticks(
+                        position, self.block_ms, cursors, self.READ_COUNT
+                    )
+                    self._deliver(frames, controls)
+                    rooms = _full(frames, self.READ_COUNT)
                 hubs = self.hubs.hubs
                 now = trio.current_time()
                 if now >= next_sweep:
                     rooms = set(hubs)
                     next_sweep = now + self.sweep_s
                 else:
-                    rooms = (changed | (hubs.keys() - self._known)) & hubs.keys()
+                    rooms = (rooms | (hubs.keys() - self._known)) & hubs.keys()
                 self._known = set(hubs)
                 while rooms:
                     rooms = await self._read(rooms)
@@ -241,11 +248,8 @@ class FrameFeed:
             {room: hubs[room].control_id for room in rooms if room in hubs},
             self.READ_COUNT,
         )
-        per_room: dict[str, int] = {}
-        for frame in frames:
-            per_room[frame.room] = per_room.get(frame.room, 0) + 1
         self._deliver(frames, controls)
-        return {room for room, n in per_room.items() if n >= self.READ_COUNT}
+        return _full(frames, self.READ_COUNT)
 
     def _deliver(self, frames: list[CommittedFrame], controls: list[ControlEvent]) -> None:
         for event in controls:
@@ -257,3 +261,11 @@ class FrameFeed:
             if hub is not None:
                 self.metrics.frames_received.inc()
                 hub.deliver(frame, self.metrics)
+
+
+def _full(frames: list[CommittedFrame], count: int) -> set[str]:
+    """Rooms that got ``count`` frames in one read: they may have more."""
+    per_room: dict[str, int] = {}
+    for frame in frames:
+        per_room[frame.room] = per_room.get(frame.room, 0) + 1
+    return {room for room, n in per_room.items() if n >= count}

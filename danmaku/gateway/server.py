@@ -190,8 +190,9 @@ class Gateway:
             elapsed, last = max(now - last, 1e-3), now
             if self._freezer is not None:
                 action = self._freezer.decide(len(self._viewers))
-                if action is not None:
-                    self.metrics.gc_frozen.set(self._freezer.apply(action))
+                frozen = self._freezer.apply(action) if action is not None else None
+                if frozen is not None:
+                    self.metrics.gc_frozen.set(frozen)
             counts = self.hubs.counts()
             if not counts:
                 continue

@@ -308,24 +308,52 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         )
         return _s(last[0][0]) if last else "0-0"
 
-    async def wait_ticks(self, after: str, block_ms: int) -> tuple[str, set[str]]:
+    async def wait_ticks(
+        self,
+        after: str,
+        block_ms: int,
+        then_read: Mapping[str, tuple[int, str]] | None = None,
+        count: int = 64,
+    ) -> tuple[str, set[str], list[CommittedFrame], list[ControlEvent]]:
         """Wait up to ``block_ms`` for rooms named in ``keys.TICKS`` after entry
-        ``after``; return the new position and the rooms (empty on timeout).
+        ``after``; return the new position, the rooms (empty on timeout), and the news of
+        those of them in ``then_read`` (room -> (frames after seq, control after id)):
+        read as ``read_events`` does in the same thread as soon as the notice arrives, so
+        a frame reaches its gateway one round trip after its notice, not a round trip
+        plus a trip through the event loop (which a busy gateway, e.g. in a handshake
+        storm, makes long). The news may be older than the caller's cursors by then;
+        callers skip what they already have.
 
         Cancel-safe: a cancelled wait is abandoned (its thread finishes within block_ms),
         nothing is consumed. One key, so it works the same on a cluster."""
 
-        def run() -> Any:
-            return self._rb.xread({keys.TICKS: after}, count=1000, block=block_ms)
+        def run() -> tuple[Any, list[Any]]:
+            reply = self._rb.xread({keys.TICKS: after}, count=1000, block=block_ms)
+            have = then_read or {}
+            wanted = {room: have[room] for room in _tick_rooms(reply) if room in have}
+            return reply, self._read_events_sync(wanted, count) if wanted else []
 
-        reply = await self._call("wait_ticks", run, abandon=True)
-        rooms: set[str] = set()
+        reply, news = await self._call("wait_ticks", run, abandon=True)
         for _key, entries in reply or []:
-            for entry_id, fields in entries:
-                after = _s(entry_id)
-                rooms.update(_s(fields.get(b"r", b"")).split(","))
-        rooms.discard("")
-        return after, rooms
+            if entries:
+                after = _s(entries[-1][0])
+        frames, controls = _events(news)
+        return after, _tick_rooms(reply), frames, controls
+
+    def _read_events_sync(
+        self, cursors: Mapping[str, tuple[int | None, str | None]], count: int
+    ) -> list[Any]:
+        """XREAD each room's frames after seq and control events after id (``None``:
+        not that stream), pipelined; the raw entries for ``_events``."""
+        pipe = self._r.pipeline(transaction=False)
+        for room, (seq, control_id) in cursors.items():
+            streams: dict[Any, Any] = {}
+            if seq is not None:
+                streams[keys.frames(room)] = f"{seq}-0"
+            if control_id is not None:
+                streams[keys.control(room)] = control_id
+            pipe.xread(streams, count=count)
+        return [entry for reply in pipe.execute() if reply for entry in reply]
 
     async def read_events(
         self, frames_after: Mapping[str, int], control_after: Mapping[str, str], count: int = 64
@@ -333,23 +361,14 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         """Frames newer than ``frames_after[room]`` and control events after
         ``control_after[room]``, without waiting: one read per room (a room's streams
         share a slot), pipelined per shard."""
-        rooms = list(dict.fromkeys([*frames_after, *control_after]))
-        if not rooms:
+        cursors = {
+            room: (frames_after.get(room), control_after.get(room))
+            for room in dict.fromkeys([*frames_after, *control_after])
+        }
+        if not cursors:
             return [], []
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            for room in rooms:
-                streams: dict[Any, Any] = {}
-                if room in frames_after:
-                    streams[keys.frames(room)] = f"{frames_after[room]}-0"
-                if room in control_after:
-                    streams[keys.control(room)] = control_after[room]
-                pipe.xread(streams, count=count)
-            return pipe.execute()
-
-        replies = await self._call("read_events", run)
-        return _events([entry for reply in replies if reply for entry in reply])
+        news = await self._call("read_events", partial(self._read_events_sync, cursors, count))
+        return _events(news)
 
     async def room_info(self, room: str) -> dict[str, Any]:
         """Live figures of a room: last seq, online viewers, the worker's rates."""
@@ -376,6 +395,16 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         for name in ("comments_per_s", "shown_per_s", "dropped_per_s", "latency_p99_ms"):
             info[name] = float(stats.get(name.encode(), 0) or 0)
         return info
+
+
+def _tick_rooms(reply: Any) -> set[str]:
+    """The rooms named by an XREAD reply over ``keys.TICKS``."""
+    rooms: set[str] = set()
+    for _key, entries in reply or []:
+        for _entry_id, fields in entries:
+            rooms.update(_s(fields.get(b"r", b"")).split(","))
+    rooms.discard("")
+    return rooms
 
 
 def _events(reply: list[Any]) -> tuple[list[CommittedFrame], list[ControlEvent]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 import trio
+from trio_websocket import HandshakeError
 
 from danmaku.config import Settings
 from danmaku.embedded import free_port
@@ -277,7 +278,7 @@ async def test_cluster_demo_runs_two_gateways_two_workers_and_the_web_app(
                     try:
                         viewer = viewer or await connect(n, gw2, "demo")
                         sender = sender or await connect(n, gw1, "demo", tok=token("u"))
-                    except OSError:
+                    except HandshakeError:  # that gateway is not listening yet
                         await trio.sleep(0.3)
             reply = await sender.comment("hello cluster", nonce="n1")
             assert reply["type"] == "ack", reply

@@ -144,3 +144,28 @@ async def test_a_frame_whose_notice_was_lost_still_arrives(
         await viewer.wait_for(lambda c: c.item_ids() == ["1-0"], timeout=5)
         n.cancel_scope.cancel()
     r.close()
+
+
+async def test_a_notice_brings_its_rooms_frames_in_the_same_wait(redis_url: str) -> None:
+    # The feed's wait reads the named rooms it serves as soon as the notice arrives
+    # (one trip through the event loop per wake); rooms it does not serve are named only.
+    store = Store(redis_url, Metrics(process=False))
+    r = redis.Redis.from_url(redis_url)
+    try:
+        position = await store.tick_position()
+        for room in ("served", "elsewhere"):
+            r.xadd(f"dm:{{{room}}}:frames", {"d": b'{"seq":1}'}, id="1-0")
+            r.xadd(f"dm:{{{room}}}:frames", {"d": b'{"seq":2}'}, id="2-0")
+        r.xadd("dm:{served}:ctl", {"e": b'{"type":"pin"}'})
+        r.xadd("dm:ticks", {"r": "served,elsewhere"})
+        after, named, frames, controls = await store.wait_ticks(
+            position, 1000, {"served": (1, "0-0")}
+        )
+        assert after != position and named == {"served", "elsewhere"}
+        assert [(f.room, f.seq) for f in frames] == [("served", 2)]  # after the cursor only
+        assert [(c.room, c.event) for c in controls] == [("served", {"type": "pin"})]
+        # Nothing new: the wait times out empty.
+        assert await store.wait_ticks(after, 100, {"served": (2, "0-0")}) == (after, set(), [], [])
+    finally:
+        r.close()
+        store.close()
