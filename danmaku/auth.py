@@ -62,7 +62,7 @@ def mint(
     """Return a signed token. Raises ``ValueError`` for an unknown role or a bad uid."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    if not _UID_RE.match(uid):
+    if not _UID_RE.fullmatch(uid):
         raise ValueError("user id must be 1-64 of [A-Za-z0-9_.:@-]")
     if not secret:
         raise ValueError("empty secret")
@@ -96,7 +96,7 @@ def verify(secret: str, token: str, *, room: str | None = None) -> User:
     except jwt.PyJWTError as exc:
         raise TokenError(f"bad token: {exc}") from exc
     uid, nick, role = claims.get("sub"), claims.get("nick", ""), claims.get("role", "viewer")
-    if not isinstance(uid, str) or not _UID_RE.match(uid):
+    if not isinstance(uid, str) or not _UID_RE.fullmatch(uid):
         raise TokenError("bad token: sub")
     if not isinstance(nick, str) or role not in ROLES:
         raise TokenError("bad token: nick/role")

@@ -522,7 +522,7 @@ def _py_spy(procs: Procs, args: argparse.Namespace) -> subprocess.Popen[bytes] |
     if not args.py_spy or procs.gateway is None:
         return None
     cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(procs.gateway.pid)]
-    cmd += ["-d", str(int(args.seconds)), "-r", "200", "-f", "raw", "-o", args.py_spy]
+    cmd += ["-d", str(int(args.seconds)), "-r", "200", "-f", "raw", "--gil", "-o", args.py_spy]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -59,6 +59,8 @@ class IngestBatcher:
         self.metrics = metrics
         self.limits = limits
         self._send, self._recv = trio.open_memory_channel[Submission](capacity)
+        # Read when scraped, not counted per comment (a gauge's inc takes a lock).
+        metrics.ingest_queue.set_function(self.pending)
 
     def submit(self, sub: Submission) -> bool:
         """Queue a comment for storage; ``False`` when the queue is full (overloaded)."""
@@ -67,7 +69,6 @@ class IngestBatcher:
         except trio.WouldBlock:
             return False
         sub.viewer.inflight += 1
-        self.metrics.ingest_queue.inc()
         return True
 
     def pending(self) -> int:
@@ -104,7 +105,6 @@ class IngestBatcher:
 
     async def _store(self, batch: list[Submission]) -> None:
         m = self.metrics
-        m.ingest_queue.dec(len(batch))
         m.ingest_batch.observe(len(batch))
         by_room: dict[str, list[Submission]] = defaultdict(list)
         for sub in batch:

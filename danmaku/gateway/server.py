@@ -532,14 +532,13 @@ class Gateway:
                 hub.shed += 1
                 viewer.push_control(protocol.ack(req.nonce, f"shed-{secrets.token_hex(6)}"))
                 return None
-        text_hash = hashlib.blake2b(normalize(req.text).encode(), digest_size=8).hexdigest()
         ingest = Ingest(
             user.uid,
             req.nonce,
             payload,
-            text_hash,
-            exempt=user.is_staff,
-            highlight=prio == protocol.PRIO_HIGHLIGHT,
+            text_key(req.text),
+            user.is_staff,
+            prio == protocol.PRIO_HIGHLIGHT,
         )
         sub = Submission(viewer, viewer.room, req.nonce, ingest, time.monotonic())
         if not self.ingest.submit(sub):
@@ -547,3 +546,9 @@ class Gateway:
                 "overloaded", "gateway ingest queue full", req.nonce, 1000
             )
         return None
+
+
+def text_key(text: str) -> str:
+    """What the door's duplicate guard compares: a 64-bit hash of the normalised text,
+    the same in every gateway (not Python's salted ``hash``)."""
+    return hashlib.blake2b(normalize(text).encode(), digest_size=8).hexdigest()

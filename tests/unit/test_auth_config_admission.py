@@ -46,6 +46,8 @@ def test_mint_refuses_bad_role_and_uid() -> None:
         auth.mint(SECRET, uid="u", nick="n", role="king")
     with pytest.raises(ValueError):
         auth.mint(SECRET, uid="bad uid", nick="n")
+    with pytest.raises(ValueError):  # $ of the pattern matches before a final newline
+        auth.mint(SECRET, uid="u\n", nick="n")
 
 
 def test_settings_flag_beats_env_beats_default() -> None:

@@ -40,6 +40,12 @@ def test_ping() -> None:
         ('{"type": "comment", "text": "弹幕弹幕弹幕弹", "nonce": "n"}'.encode(), "too_long"),
         (b'{"type": "comment", "text": "a", "nonce": "n", "color": "#12345"}', "bad_request"),
         (b'{"type": "comment", "text": "a", "nonce": "n", "mode": "fly"}', "bad_request"),
+        # A trailing newline once passed the anchored patterns ($ matches before it); a
+        # nonce with one would have split the door's "\n"-separated nonce list.
+        (b'{"type": "comment", "text": "a", "nonce": "n\\n"}', "bad_request"),
+        (b'{"type": "comment", "text": "a", "nonce": "n\\u007f"}', "bad_request"),
+        (b'{"type": "comment", "text": "a", "nonce": "' + b"n" * 65 + b'"}', "bad_request"),
+        (b'{"type": "comment", "text": "a", "nonce": "n", "color": "#ffffff\\n"}', "bad_request"),
     ],
 )
 def test_bad_messages_have_codes(raw: bytes, code: str) -> None:
@@ -87,7 +93,7 @@ def test_valid_rooms(room: str) -> None:
     assert protocol.valid_room(room)
 
 
-@pytest.mark.parametrize("room", ["", "x" * 65, "a b", "a/b", "ä", "a{b}"])
+@pytest.mark.parametrize("room", ["", "x" * 65, "a b", "a/b", "ä", "a{b}", "a\n"])
 def test_invalid_rooms(room: str) -> None:
     assert not protocol.valid_room(room)
 
