@@ -144,25 +144,32 @@ class Viewer:
         """
         if frame.seq < self.min_seq or frame.seq <= self.last_seq or self._closed:
             return False
+        raw = self._raw
+        # One flag for the wire (``WireLock.free``: not held, no trio-websocket write, not
+        # closed): this runs once per viewer per frame.
+        if raw is not None and raw.wire.free and not self._queue and not self._writing:
+            self.last_seq = frame.seq
+            wire = frame.wire
+            try:
+                sent = raw.sock.send(wire)  # RawWriter.try_send, inlined: the hot loop
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._broken()
+                return False
+            if sent == len(wire):
+                self.fast_writes += 1
+                return True
+            # The kernel took part of it: the rest goes first, whole, before anything else.
+            raw.wire.hold()
+            self._m.frame_writes_partial.inc()
+            self._enqueue((_PARTIAL, memoryview(wire)[sent:], len(frame.payload)))
+            self._kick()
+            return False
         if self.ws.closed is not None:  # closing handshake under way: no more data frames
             self._broken()
             return False
         self.last_seq = frame.seq
-        raw = self._raw
-        if raw is not None and not self._queue and not self._writing and raw.idle():
-            try:
-                sent = raw.try_send(frame.wire)
-            except OSError:
-                self._broken()
-                return False
-            if sent == len(frame.wire):
-                self.fast_writes += 1
-                return True
-            # The kernel took part of it: the rest goes first, whole, before anything else.
-            self._m.frame_writes_partial.inc()
-            self._enqueue((_PARTIAL, memoryview(frame.wire)[sent:], len(frame.payload)))
-            self._kick()
-            return False
         self._enqueue((_FRAME, frame, len(frame.payload)))
         self._frames += 1
         if self._frames > self._max_frames:

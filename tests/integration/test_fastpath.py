@@ -220,3 +220,50 @@ async def test_comments_after_a_ping_or_a_fragment_still_arrive(system: System) 
         replies = [m["nonce"] for m in sender.messages if m.get("type") == "ack"]
         assert replies == ["a0", "a1", "a2", "frag", "next", "b0", "b1", "b2"]
         n.cancel_scope.cancel()
+
+
+def _server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each whole unmasked frame in ``data``."""
+    out, i = [], 0
+    while i + 2 <= len(data):
+        opcode, n, i = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
+        if n == 126:
+            n, i = int.from_bytes(data[i : i + 2], "big"), i + 2
+        elif n == 127:
+            n, i = int.from_bytes(data[i : i + 8], "big"), i + 8
+        out.append((opcode, data[i : i + n]))
+        i += n
+    return out
+
+
+async def test_no_frame_follows_the_close_frame(system: System) -> None:
+    """The gateway closes a viewer (1007: invalid UTF-8) while frames flow, and the viewer
+    does not answer the close: until the gateway gives up on it, nothing follows its
+    close frame (the fast path's one flag for the wire turns off when trio-websocket
+    closes)."""
+    assert system.ws_port
+    closer = await RawViewer.open(system.ws_port, "closing")
+    await closer.read(until=1)  # welcome
+    async with trio.open_nursery() as n:
+        sender = await connect(n, system.ws_port, "closing", tok=token("u"))
+
+        async def keep_sending() -> None:
+            for k in range(10_000):
+                await sender.comment(f"flow {label(k)}", nonce=f"c{k}")
+                await trio.sleep(0.005)
+
+        n.start_soon(keep_sending)
+        await closer.read(until=4)  # frames are flowing to it
+        mask = b"\x01\x02\x03\x04"
+        bad = bytes(b ^ mask[i % 4] for i, b in enumerate(b"\xff\xfe"))
+        await closer.stream.send_all(b"\x81\x82" + mask + bad)  # masked text, not UTF-8
+        data = b""
+        with trio.move_on_after(1.5):  # frames keep coming for the others meanwhile
+            while chunk := await closer.stream.receive_some(65536):
+                data += chunk
+        n.cancel_scope.cancel()
+    frames = _server_frames(data)
+    opcodes = [op for op, _ in frames]
+    assert opcodes.count(0x8) == 1 and opcodes[-1] == 0x8, opcodes[-5:]
+    assert int.from_bytes(frames[-1][1][:2], "big") == 1007
+    await closer.stream.aclose()
