@@ -9,7 +9,7 @@ memory. Figures in docs/benchmarks.md.
 ``--floor`` measures instead what cheaper doors cost in the same Redis: plain pipelined
 ``XADD``s, ``XADD``s from a Lua loop, and that loop plus the least per-user state
 (``HMGET`` + ``HSET`` + ``PEXPIRE`` of one hash per comment): the floor under any door
-that keeps per-user state in Redis.
+that keeps per-user state in Redis; and the floor of another layout (``PACKED_ROOM``).
 """
 
 from __future__ import annotations
@@ -55,6 +55,19 @@ LOOP_USER = """for i = 1, #ARGV do
   redis.call('HSET', uk, 'n', 'x', 'd', 'y', 't', '1', 's', '2', 'l', '3')
   redis.call('PEXPIRE', uk, 60000)
 end"""
+# Another layout's floor: one hash per room, a field per user (one HMGET and one HSET
+# per batch), and the batch packed into one stream entry (one XADD per batch).
+PACKED_ROOM = r"""local uids = {}
+for i = 1, #ARGV do uids[i] = 'u' .. math.random(1, 10000) end
+redis.call('HMGET', KEYS[2], unpack(uids))
+local f = {}
+for i = 1, #ARGV do
+  f[2 * i - 1] = uids[i]
+  f[2 * i] = 'x|y|1|2|3'
+end
+redis.call('HSET', KEYS[2], unpack(f))
+redis.call('PEXPIRE', KEYS[2], 60000)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'd', table.concat(ARGV, '\n'))"""
 
 
 def floor(r: redis.Redis, comments: int) -> dict[str, float]:
@@ -66,7 +79,9 @@ def floor(r: redis.Redis, comments: int) -> dict[str, float]:
 
     out = {}
     loop, loop_user = r.script_load(LOOP), r.script_load(LOOP_USER)
-    for name in ("xadd_pipelined", "xadd_lua_loop", "xadd_lua_loop_user_hash"):
+    packed = r.script_load(PACKED_ROOM)
+    names = ("xadd_pipelined", "xadd_lua_loop", "xadd_lua_loop_user_hash", "packed_room_hash")
+    for name in names:
         before = cpu()
         for _ in range(0, comments, 100):
             if name == "xadd_pipelined":
@@ -74,6 +89,8 @@ def floor(r: redis.Redis, comments: int) -> dict[str, float]:
                 for _ in range(100):
                     pipe.xadd(name, {"d": PAYLOAD}, maxlen=100_000, approximate=True)
                 pipe.execute()
+            elif name == "packed_room_hash":
+                r.evalsha(packed, 2, name, name + ":users", *([PAYLOAD] * 100))
             else:
                 sha = loop if name == "xadd_lua_loop" else loop_user
                 r.evalsha(sha, 1, name, *([PAYLOAD] * 100))
