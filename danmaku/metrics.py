@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import time
+from bisect import bisect_left
+from collections.abc import Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -112,6 +114,24 @@ _LATENCY = (
 )
 _REDIS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _ITEMS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for each of ``values``, with one lock round per bucket
+    touched instead of two per value: for per-comment latencies, observed a batch at a
+    time. Uses prometheus_client's ``_upper_bounds``, ``_buckets`` and ``_sum``, held to
+    ``observe`` by a test (tests/unit/test_metrics_gc.py). ``histogram`` is a labelled
+    child (or an unlabelled histogram)."""
+    if not values:
+        return
+    bounds = histogram._upper_bounds  # ascending, the last +Inf
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bound >= value, as observe
+    histogram._sum.inc(sum(values))
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def _time_gc_pauses(histogram: Histogram) -> None:

@@ -1,0 +1,77 @@
+"""``IngestBatcher`` against a real Redis: its queue never exceeds its cap (a full queue
+answers ``overloaded`` at once), and what it took is stored and acked, by ``run`` or by
+a shutdown ``flush``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+import redis
+import trio
+
+from danmaku.gateway.ingest import IngestBatcher, Submission
+from danmaku.gateway.viewer import Viewer
+from danmaku.metrics import Metrics
+from danmaku.store import Ingest, IngestLimits, Store
+
+
+class Acks(Viewer):
+    """The viewer side the batcher uses: ``inflight`` and ``push_controls`` (no socket)."""
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self.texts: list[dict[str, object]] = []
+
+    def push_controls(self, texts: Sequence[str]) -> None:
+        self.texts += [orjson.loads(t) for t in texts]
+
+
+def _sub(viewer: Viewer, i: int) -> Submission:
+    payload = orjson.dumps({"uid": "u", "nick": "u", "text": f"c{i}", "ts": 0})
+    return Submission(viewer, "batched", f"n{i}", Ingest("u", f"n{i}", payload, f"{i:016x}"), 0.0)
+
+
+def _batcher(redis_url: str) -> tuple[IngestBatcher, Store, Metrics]:
+    metrics = Metrics(process=False)
+    store = Store(redis_url, metrics)
+    return IngestBatcher(store, metrics, IngestLimits(1e6, 1e6, 30.0), capacity=3), store, metrics
+
+
+async def test_a_full_queue_refuses_and_never_grows(redis_url: str) -> None:
+    batcher, store, metrics = _batcher(redis_url)
+    viewer = Acks()
+    try:
+        taken = [batcher.submit(_sub(viewer, i)) for i in range(5)]
+        assert taken == [True, True, True, False, False]
+        assert batcher.pending() == 3 == viewer.inflight
+        assert metrics.registry.get_sample_value("danmaku_ingest_queue_comments") == 3
+        async with trio.open_nursery() as n:
+            await n.start(batcher.run)
+            with trio.fail_after(10):
+                while len(viewer.texts) < 3:
+                    await trio.sleep(0.01)
+            assert batcher.submit(_sub(viewer, 5))  # room again
+            with trio.fail_after(10):
+                while len(viewer.texts) < 4:
+                    await trio.sleep(0.01)
+            n.cancel_scope.cancel()
+        assert [t["type"] for t in viewer.texts] == ["ack"] * 4
+        assert [t["nonce"] for t in viewer.texts] == ["n0", "n1", "n2", "n5"]
+        assert batcher.pending() == 0 == viewer.inflight
+        assert redis.Redis.from_url(redis_url).xlen("dm:{batched}:in") == 4
+    finally:
+        store.close()
+
+
+async def test_flush_stores_what_is_queued(redis_url: str) -> None:
+    batcher, store, _ = _batcher(redis_url)
+    viewer = Acks()
+    try:
+        for i in range(3):
+            assert batcher.submit(_sub(viewer, 100 + i))
+        await batcher.flush(timeout_s=10)
+        assert [t["type"] for t in viewer.texts] == ["ack"] * 3
+        assert batcher.pending() == 0
+    finally:
+        store.close()
