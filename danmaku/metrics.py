@@ -256,6 +256,12 @@ class Metrics:
             "Fast-path sends the kernel took only part of (the rest queued, written first)",
             registry=r,
         )
+        self.frame_runs = Counter(
+            "danmaku_frame_runs_total",
+            "Broadcasts of several frames of a room at once (the feed had fallen behind):"
+            " each viewer in step got them with one send()",
+            registry=r,
+        )
         self.bytes_out = Counter(
             "danmaku_bytes_out_total", "Payload bytes written to viewer sockets", registry=r
         )

@@ -1,6 +1,6 @@
 """Gateway-only measurements for issue 6 (fan-out): idle memory and CPU per connection,
 ingest throughput of one gateway process, the reference scenario's latency and frame
-writes per CPU-second, and a handshake storm.
+writes per CPU-second, a handshake storm, and a gateway catching up after a stall.
 
 Each case starts its own redis-server (temporary directory, free port) and a
 ``danmaku gateway`` process (plus a ``danmaku worker`` when frames are needed), so the
@@ -13,6 +13,7 @@ child processes of this command (``hold``/``send`` below, the lean client of
     python -m loadtest.gwbench store --comments 200000 # the same path without WebSockets
     python -m loadtest.gwbench reference               # 5,000 viewers, 200 comments/s
     python -m loadtest.gwbench storm --viewers 1000 --storm 10000
+    python -m loadtest.gwbench catchup --stall-s 2   # a 2 s backlog for 5,000 viewers
 
 Senders with ``--rate`` send Poisson arrivals (evenly spaced sends would sit at one phase
 of the worker's tick); viewers that only need to be there (``hold --drain``) are emptied
@@ -30,6 +31,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -87,6 +89,7 @@ class Procs:
         self.redis: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[str] | None = None
         self.worker: subprocess.Popen[str] | None = None
+        self.extra: list[subprocess.Popen[str]] = []  # more gateways (``add_gateway``)
         self.ws_url = ""
 
     def start(self) -> None:
@@ -119,8 +122,21 @@ class Procs:
                 cmd, env=self.env, stdout=subprocess.PIPE, stderr=log, text=True
             )
 
+    def add_gateway(self) -> str:
+        """Start one more gateway on the same Redis; return its WebSocket URL."""
+        proc = self._role("gateway")
+        self.extra.append(proc)
+        assert proc.stdout is not None
+        url = ""
+        for line in proc.stdout:
+            if "websocket:" in line:
+                url = line.split("websocket:", 1)[1].strip()
+            if "ready:" in line:
+                return url
+        raise RuntimeError("the extra gateway exited before it was ready")
+
     def stop(self) -> None:
-        for proc in (self.worker, self.gateway, self.redis):
+        for proc in (*self.extra, self.worker, self.gateway, self.redis):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 try:
@@ -517,6 +533,56 @@ def case_reference(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def case_catchup(args: argparse.Namespace) -> dict[str, Any]:
+    """A gateway that fell behind: ``--viewers`` watch a room on one gateway while the
+    senders (``--rate`` comments/s) use a second one; the viewers' gateway is stopped
+    (SIGSTOP) for ``--stall-s`` while the worker keeps committing frames, then resumed.
+    Reports that gateway's CPU over ``--seconds`` in steady state and right after the
+    stall (the backlog: ~10 frames per second of stall for every viewer), and the timed
+    viewers' latency over both."""
+    raise_nofile()
+    env = {**WATCH_ENV, **_env(args)}
+    with running(env, worker=True) as procs:
+        senders_url = procs.add_gateway()
+        rest = args.viewers - args.measure
+        holders = [Child(["hold", procs.ws_url, str(rest), "--drain"])]
+        measured = Child(["hold", procs.ws_url, str(args.measure), "--latency"])
+        for h in [*holders, measured]:
+            h.read()
+        sender = Child(["send", senders_url, str(args.senders), "--rate", str(args.rate)])
+        sender.read()
+        sender.ask("go")
+        time.sleep(args.warmup_s)
+        for h in [*holders, measured]:
+            h.ask("mark")
+        assert procs.gateway is not None
+        c0 = procs.sample("gateway").cpu_s
+        time.sleep(args.seconds)
+        c1 = procs.sample("gateway").cpu_s
+        os.kill(procs.gateway.pid, signal.SIGSTOP)
+        time.sleep(args.stall_s)
+        os.kill(procs.gateway.pid, signal.SIGCONT)
+        c2 = procs.sample("gateway").cpu_s
+        time.sleep(args.seconds)
+        c3 = procs.sample("gateway").cpu_s
+        lat = measured.ask("mark")["lat"]
+        closed = sum(h.ask("status")["closed"] for h in [*holders, measured])
+        for c in [sender, measured, *holders]:
+            c.stop()
+    return {
+        "case": "catchup",
+        "viewers": args.viewers,
+        "rate": args.rate,
+        "stall_s": args.stall_s,
+        "gateway_cpu_s_steady": round(c1 - c0, 3),
+        "gateway_cpu_s_after_stall": round(c3 - c2, 3),
+        "catchup_extra_cpu_s": round((c3 - c2) - (c1 - c0), 3),
+        "p99_ms": round(pct(lat, 0.99), 1),
+        "max_ms": round(max(lat), 1) if lat else None,
+        "viewers_closed": closed,
+    }
+
+
 def _py_spy(procs: Procs, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
     """``--py-spy FILE``: sample the gateway during the measured seconds (raw stacks)."""
     if not args.py_spy or procs.gateway is None:
@@ -789,7 +855,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=ROOM,
         help="room the storm joins (default: the watched one, whose fan-out then grows)",
     )
-    for q in (idle, ing, st, ref, storm):
+    cu = sub.add_parser("catchup", help="a gateway stalled, then catching up")
+    cu.add_argument("--viewers", type=int, default=5000)
+    cu.add_argument("--measure", type=int, default=100, help="viewers that parse and time")
+    cu.add_argument("--rate", type=float, default=200.0, help="comments/s")
+    cu.add_argument("--senders", type=int, default=20)
+    cu.add_argument("--stall-s", type=float, default=2.0)
+    cu.add_argument("--seconds", type=float, default=3.0, help="CPU window before, after")
+    cu.add_argument("--warmup-s", type=float, default=5.0)
+    for q in (idle, ing, st, ref, storm, cu):
         q.add_argument("--env", action="append", help="K=V for the gateway (repeatable)")
         q.add_argument("--repeat", type=int, default=1)
     h = sub.add_parser("hold", help="(internal) a process of viewers")
@@ -821,6 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "store": case_store,
         "reference": case_reference,
         "storm": case_storm,
+        "catchup": case_catchup,
     }
     for _ in range(args.repeat):
         result = case[args.cmd](args)

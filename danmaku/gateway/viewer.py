@@ -52,8 +52,9 @@ class OutFrame:
         return cls(seq, payload, text_frame(payload))
 
 
-# (kind, frame or text or the remaining wire bytes of a partly written frame, payload bytes)
-_Entry = tuple[int, "OutFrame | str | memoryview", int]
+# (kind, frame or text or the remaining wire bytes of a partly written frame or run of
+# frames, payload bytes, frames)
+_Entry = tuple[int, "OutFrame | str | memoryview", int, int]
 
 
 class Viewer:
@@ -149,31 +150,57 @@ class Viewer:
         # closed): this runs once per viewer per frame.
         if raw is not None and raw.wire.free and not self._queue and not self._writing:
             self.last_seq = frame.seq
-            wire = frame.wire
-            try:
-                sent = raw.sock.send(wire)  # RawWriter.try_send, inlined: the hot loop
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self._broken()
-                return False
-            if sent == len(wire):
-                self.fast_writes += 1
-                return True
-            # The kernel took part of it: the rest goes first, whole, before anything else.
-            raw.wire.hold()
-            self._m.frame_writes_partial.inc()
-            self._enqueue((_PARTIAL, memoryview(wire)[sent:], len(frame.payload)))
-            self._kick()
-            return False
+            return self._write_now(raw, frame.wire, len(frame.payload), 1)
         if self.ws.closed is not None:  # closing handshake under way: no more data frames
             self._broken()
             return False
         self.last_seq = frame.seq
-        self._enqueue((_FRAME, frame, len(frame.payload)))
+        self._enqueue((_FRAME, frame, len(frame.payload), 1))
         self._frames += 1
         if self._frames > self._max_frames:
             self._drop_oldest_frame()
+        self._kick()
+        return False
+
+    def push_frames(self, frames: Sequence[OutFrame], wire: bytes) -> bool:
+        """Deliver consecutive frames (``wire``: their wire bytes joined): with one
+        ``send()`` when the viewer is idle and has none of them yet, else one by one as
+        ``push_frame`` does. Returns ``True`` when the fast path wrote them all at once."""
+        if self._closed:
+            return False
+        raw = self._raw
+        first = frames[0].seq
+        if (
+            raw is not None
+            and raw.wire.free
+            and not self._queue
+            and not self._writing
+            and self.last_seq < first
+            and self.min_seq <= first
+        ):
+            self.last_seq = frames[-1].seq
+            return self._write_now(raw, wire, sum(len(f.payload) for f in frames), len(frames))
+        for frame in frames:
+            self.push_frame(frame)
+        return False
+
+    def _write_now(self, raw: RawWriter, wire: bytes, payload_bytes: int, frames: int) -> bool:
+        """Write ``wire`` (``frames`` whole frames) now; the fast path's one write. A part
+        the kernel did not take goes first, whole, before anything else (the wire is held
+        until it is out); a broken socket closes the viewer. ``True``: all written."""
+        try:
+            sent = raw.sock.send(wire)  # RawWriter.try_send, inlined: the hot loop
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._broken()
+            return False
+        if sent == len(wire):
+            self.fast_writes += frames
+            return True
+        raw.wire.hold()
+        self._m.frame_writes_partial.inc()
+        self._enqueue((_PARTIAL, memoryview(wire)[sent:], payload_bytes, frames))
         self._kick()
         return False
 
@@ -203,14 +230,14 @@ class Viewer:
                 return
             if sent < len(wire):
                 # The rest goes first, whole, before anything else (the wire is held).
-                self._enqueue((_PARTIAL, memoryview(wire)[sent:], 0))
+                self._enqueue((_PARTIAL, memoryview(wire)[sent:], 0, 0))
                 self._kick()
             return
         for text in texts:
             if self._control >= self._max_control:
                 self.close(CLOSE_TOO_SLOW, "too slow: control queue full")
                 return
-            self._enqueue((_CONTROL, text, 0))
+            self._enqueue((_CONTROL, text, 0, 0))
             self._control += 1
         self._kick()
 
@@ -290,12 +317,12 @@ class Viewer:
                     with trio.move_on_after(1):
                         await ws.aclose(CLOSE_TOO_SLOW, "too slow")
                     return True
-                sizes = [nbytes for _, _, nbytes in batch if nbytes]
-                if sizes:
-                    self._m.frame_writes.inc(len(sizes))
-                    self._m.bytes_out.inc(sum(sizes))
+                frames = sum(entry[3] for entry in batch)
+                if frames:
+                    self._m.frame_writes.inc(frames)
+                    self._m.bytes_out.inc(sum(entry[2] for entry in batch))
                     write = self._m.latency.labels("write")
-                    for _ in sizes:
+                    for _ in range(frames):
                         write.observe(time.monotonic() - started)
             self._closed = True
             self._queue = None
@@ -336,7 +363,7 @@ class Viewer:
     async def _send(self, batch: list[_Entry]) -> None:
         raw = self._raw
         if raw is None:
-            for _, item, _ in batch:
+            for _, item, _, _ in batch:
                 if isinstance(item, OutFrame):
                     await self.ws.send_message(item.payload.decode())
                 else:
@@ -354,7 +381,7 @@ class Viewer:
             else text_frame(item.encode())
             if isinstance(item, str)
             else item
-            for _, item, _ in batch
+            for _, item, _, _ in batch
         ]
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if raw.held:  # the batch starts with the rest of a partly written frame

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 
 import orjson
+import redis
 import trio
 import wsproto
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Request, TextMessage
@@ -267,3 +268,40 @@ async def test_no_frame_follows_the_close_frame(system: System) -> None:
     assert opcodes.count(0x8) == 1 and opcodes[-1] == 0x8, opcodes[-5:]
     assert int.from_bytes(frames[-1][1][:2], "big") == 1007
     await closer.stream.aclose()
+
+
+async def test_frames_that_arrive_together_go_out_together_in_order(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    """Frames the feed reads at once (it fell behind) reach each viewer in one send():
+    all of them, in order, at each viewer's density; counted as one run."""
+    gw: System = await start_system(nursery, settings, ("gateway",))
+    assert gw.ws_port
+    r = redis.Redis.from_url(settings.redis_url)
+    async with trio.open_nursery() as n:
+        full = await connect(n, gw.ws_port, "runs")
+        sparse = await connect(n, gw.ws_port, "runs")
+        await sparse.send(type="density", value=0.25)
+        await sparse.wait_for(lambda c: bool(c.of_type("notice")))
+        await trio.sleep(1.5)  # the gateway has read the room once: it is "known"
+        runs_before = gw.metrics.frame_runs._value.get()
+        # Three frames committed at once (the test plays the worker; no notice: the
+        # gateway's sweep reads them in one read).
+        for seq in (1, 2, 3):
+            items = [
+                {"id": f"{seq}-{k}", "uid": "u", "nick": "n", "text": f"t{seq}.{k}"}
+                | {"color": "#ffffff", "mode": "scroll", "ts": 1, "prio": 0}
+                for k in range(8)
+            ]
+            frame = {"type": "frame", "room": "runs", "seq": seq, "ts": 1, "items": items}
+            frame |= {"dropped": 0, "online": 2}
+            r.xadd("dm:{runs}:frames", {"d": orjson.dumps(frame)}, id=f"{seq}-0")
+        for viewer in (full, sparse):
+            await viewer.wait_for(lambda c: len(c.frames) == 3, timeout=5)
+            assert [f["seq"] for f in viewer.frames] == [1, 2, 3]
+        assert all(len(f["items"]) == 8 and f["dropped"] == 0 for f in full.frames)
+        for f in sparse.frames:  # a quarter of the items, the rest stated as dropped
+            assert len(f["items"]) < 8 and len(f["items"]) + f["dropped"] == 8
+        assert gw.metrics.frame_runs._value.get() == runs_before + 1
+        n.cancel_scope.cancel()
+    r.close()
