@@ -59,7 +59,7 @@ VAR_RE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 LABEL_VALUES_RE = re.compile(r"^label_values\((.+),\s*(\w+)\)$")
 # Metrics of /metrics that no panel shows, and why.
 NOT_ON_DASHBOARDS = {
-    "danmaku_gc_frozen_objects": "a constant set once at start-up, read from /metrics",
+    "danmaku_gc_frozen_objects": "counted at start-up and at a gateway's rare refreeze; /metrics",
 }
 
 VIEWERS = 4
