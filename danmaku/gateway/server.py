@@ -519,11 +519,14 @@ class Gateway:
             }
         )
         hub = self.hubs.hubs.get(viewer.room)
+        key: str | None = None  # normalize(req.text): made once, only when needed
         if hub is not None:
-            if not user.is_staff and hub.words.match(req.text) is not None:
-                return protocol.ProtocolError(
-                    "blocked", "your comment contains a blocked word", req.nonce
-                )
+            if not user.is_staff and len(hub.words):
+                key = normalize(req.text)
+                if hub.words.match_normalized(key) is not None:
+                    return protocol.ProtocolError(
+                        "blocked", "your comment contains a blocked word", req.nonce
+                    )
             hub.offered += 1
             if not hub.ceiling.admit(prio, self.rng):
                 # Shed at the door (the room runs far past what frames can show): the
@@ -536,7 +539,7 @@ class Gateway:
             user.uid,
             req.nonce,
             payload,
-            text_key(req.text),
+            key_hash(normalize(req.text) if key is None else key),
             user.is_staff,
             prio == protocol.PRIO_HIGHLIGHT,
         )
@@ -548,7 +551,7 @@ class Gateway:
         return None
 
 
-def text_key(text: str) -> str:
-    """What the door's duplicate guard compares: a 64-bit hash of the normalised text,
-    the same in every gateway (not Python's salted ``hash``)."""
-    return hashlib.blake2b(normalize(text).encode(), digest_size=8).hexdigest()
+def key_hash(key: str) -> str:
+    """What the door's duplicate guard compares: a 64-bit hash of the normalised text
+    (``key``), the same in every gateway (not Python's salted ``hash``)."""
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()

@@ -34,6 +34,13 @@ class WordFilter:
         """The first blocked word found in ``text`` (as it was listed), or ``None``."""
         if self._empty:
             return None
-        for _end, word in self._automaton.iter(normalize(text)):
+        return self.match_normalized(normalize(text))
+
+    def match_normalized(self, key: str) -> str | None:
+        """``match`` for a text already normalised (``normalize(text)``): a gateway
+        normalises each comment once, for this and for the door's duplicate guard."""
+        if self._empty:
+            return None
+        for _end, word in self._automaton.iter(key):
             return str(word)
         return None

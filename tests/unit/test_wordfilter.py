@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from danmaku.rules.normalize import normalize
 from danmaku.rules.wordfilter import WordFilter
 
 
@@ -32,3 +33,10 @@ def test_thousands_of_words() -> None:
     assert f.match("nothing here") is None
     # normalize collapses repeated characters in both word and text: still a match
     assert f.match("say word01234x now") == "word01234x"
+
+
+@pytest.mark.parametrize("text", ["say SPAM now", "s p a m", "clean", "", "ｓｐａｍ!"])
+def test_match_normalized_is_match_on_the_key(text: str) -> None:
+    # The gateway normalises a comment once and asks with the key.
+    for f in (WordFilter(["spam"]), WordFilter([])):
+        assert f.match_normalized(normalize(text)) == f.match(text)
