@@ -305,3 +305,46 @@ async def test_frames_that_arrive_together_go_out_together_in_order(
         assert gw.metrics.frame_runs._value.get() == runs_before + 1
         n.cancel_scope.cancel()
     r.close()
+
+
+async def test_runs_reach_a_slow_viewer_whole_and_in_order(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    """Runs of frames while one viewer's socket is full: it gets them through its queue
+    (partial run writes finished first, oldest frames dropped when over its cap), every
+    frame whole and in order; a viewer that reads gets every frame."""
+    gw: System = await start_system(nursery, settings, ("gateway",))
+    assert gw.ws_port
+    r = redis.Redis.from_url(settings.redis_url)
+    slow = await RawViewer.open(gw.ws_port, "slowruns")
+    await slow.read(until=1)  # welcome; then it stops reading
+    async with trio.open_nursery() as n:
+        normal = await connect(n, gw.ws_port, "slowruns")
+        await trio.sleep(1.5)  # the gateway has read the room once: it is "known"
+        text = "z" * 90
+        last = 0
+        for _run in range(40):  # runs of 8 frames of ~1.2 KB: ~380 KB in all
+            pipe = r.pipeline(transaction=False)
+            for _ in range(8):
+                last += 1
+                items = [
+                    {"id": f"{last}-{k}", "uid": "u", "nick": "n", "text": f"{text}{k}"}
+                    | {"color": "#ffffff", "mode": "scroll", "ts": 1, "prio": 0}
+                    for k in range(10)
+                ]
+                frame = {"type": "frame", "room": "slowruns", "seq": last, "ts": 1}
+                frame |= {"items": items, "dropped": 0, "online": 2}
+                pipe.xadd("dm:{slowruns}:frames", {"d": orjson.dumps(frame)}, id=f"{last}-0")
+            pipe.xadd("dm:ticks", {"r": "slowruns"})
+            pipe.execute()
+            await trio.sleep(0.02)
+        await normal.wait_for(lambda c: len(c.frames) == last, timeout=15)
+        assert [f["seq"] for f in normal.frames] == list(range(1, last + 1))
+        assert gw.metrics.frame_runs._value.get() > 0, "no run was formed"
+        assert gw.metrics.frame_writes_partial._value.get() > 0, "the slow socket never filled"
+        await slow.read_through(last, timeout=10)  # now it reads everything sent to it
+        seqs = [int(str(m["seq"])) for m in slow.messages if m["type"] == "frame"]
+        assert seqs == sorted(set(seqs)) and seqs[-1] == last
+        n.cancel_scope.cancel()
+    r.close()
+    await slow.stream.aclose()
