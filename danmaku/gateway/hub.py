@@ -91,7 +91,8 @@ class Hub:
         if len(prepared) == 1:  # the usual case, kept lean: it runs once per viewer
             variants, body = prepared[0]
             for viewer in self.viewers:
-                variant = _at(variants, body, viewer.level)
+                level = viewer.level if body is not None else 0
+                variant = variants[level] or _at(variants, body, level)
                 if viewer.push_frame(variant):
                     fast += 1
                     fast_bytes += len(variant.payload)
