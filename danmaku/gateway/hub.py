@@ -260,10 +260,9 @@ class FrameFeed:
                     rooms: set[str] = set()
                 else:
                     # The rooms named by the notice are read in the wait's own thread
-                    # (from these cursors): one trip through the event loop per wake.
-                    cursors = {r: (h.last_seq, h.control_id) for r, h in self.hubs.hubs.items()}
+                    # (from their hubs' cursors): one trip through the event loop per wake.
                     position, _, frames, controls = await self.store.wait_ticks(
-                        position, self.block_ms, cursors, self.READ_COUNT
+                        position, self.block_ms, self._cursor, self.READ_COUNT
                     )
                     self._deliver(frames, controls)
                     rooms = _full(frames, self.READ_COUNT)
@@ -280,6 +279,14 @@ class FrameFeed:
             except StoreError as exc:
                 log.warning("frame feed: %s", exc)
                 await trio.sleep(0.5)
+
+    def _cursor(self, room: str) -> tuple[int, str] | None:
+        """Where ``room``'s news starts, if it is local. Called from the store's waiting
+        thread, for the rooms a notice names (not a snapshot of every room per wake):
+        one dict lookup and two attribute reads, each atomic; a cursor read just before
+        the event loop moves it only makes the feed read frames it then skips."""
+        hub = self.hubs.hubs.get(room)
+        return None if hub is None else (hub.last_seq, hub.control_id)
 
     async def _read(self, rooms: set[str]) -> set[str]:
         """Read and deliver ``rooms``' news; return the rooms that may have more."""

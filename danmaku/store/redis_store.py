@@ -312,13 +312,15 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         self,
         after: str,
         block_ms: int,
-        then_read: Mapping[str, tuple[int, str]] | None = None,
+        then_read: Callable[[str], tuple[int, str] | None] | None = None,
         count: int = 64,
     ) -> tuple[str, set[str], list[CommittedFrame], list[ControlEvent]]:
         """Wait up to ``block_ms`` for rooms named in ``keys.TICKS`` after entry
         ``after``; return the new position, the rooms (empty on timeout), and the news of
-        those of them in ``then_read`` (room -> (frames after seq, control after id)):
-        read as ``read_events`` does in the same thread as soon as the notice arrives, so
+        those of them ``then_read`` gives a cursor for (room -> (frames after seq, control
+        after id), or ``None``: not read; called from the waiting thread, for the named
+        rooms only, so it must only look things up): read as ``read_events`` does in the
+        same thread as soon as the notice arrives, so
         a frame reaches its gateway one round trip after its notice, not a round trip
         plus a trip through the event loop (which a busy gateway, e.g. in a handshake
         storm, makes long). The news may be older than the caller's cursors by then;
@@ -329,8 +331,12 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
 
         def run() -> tuple[Any, list[Any]]:
             reply = self._rb.xread({keys.TICKS: after}, count=1000, block=block_ms)
-            have = then_read or {}
-            wanted = {room: have[room] for room in _tick_rooms(reply) if room in have}
+            wanted = {}
+            if then_read is not None:
+                for room in _tick_rooms(reply):
+                    cursor = then_read(room)
+                    if cursor is not None:
+                        wanted[room] = cursor
             return reply, self._read_events_sync(wanted, count) if wanted else []
 
         reply, news = await self._call("wait_ticks", run, abandon=True)

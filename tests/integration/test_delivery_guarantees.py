@@ -159,13 +159,18 @@ async def test_a_notice_brings_its_rooms_frames_in_the_same_wait(redis_url: str)
         r.xadd("dm:{served}:ctl", {"e": b'{"type":"pin"}'})
         r.xadd("dm:ticks", {"r": "served,elsewhere"})
         after, named, frames, controls = await store.wait_ticks(
-            position, 1000, {"served": (1, "0-0")}
+            position, 1000, {"served": (1, "0-0")}.get
         )
         assert after != position and named == {"served", "elsewhere"}
         assert [(f.room, f.seq) for f in frames] == [("served", 2)]  # after the cursor only
         assert [(c.room, c.event) for c in controls] == [("served", {"type": "pin"})]
         # Nothing new: the wait times out empty.
-        assert await store.wait_ticks(after, 100, {"served": (2, "0-0")}) == (after, set(), [], [])
+        assert await store.wait_ticks(after, 100, {"served": (2, "0-0")}.get) == (
+            after,
+            set(),
+            [],
+            [],
+        )
     finally:
         r.close()
         store.close()
