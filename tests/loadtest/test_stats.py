@@ -97,3 +97,12 @@ def test_counters_roundtrip_and_merge() -> None:
     b.merge(a)
     assert b.total().sent == 6 and b.total().latency.count == 2
     assert b.errors == {"error_rate_limited": 2}
+
+
+def test_percentiles_never_exceed_the_max() -> None:
+    # Regression: 91.9 ms was counted as 92, so p99 (92.0) came out above max (91.9).
+    lat = Latency()
+    for v in (10.0, 50.2, 91.9):
+        lat.record(v)
+    s = lat.summary()
+    assert s["p50"] <= s["p99"] <= s["p99_9"] <= s["max"] == 91.9
