@@ -125,7 +125,9 @@ class Settings:
         30.0, "DANMAKU_DUPLICATE_WINDOW_S", "same user, same text within this is 'duplicate'"
     )
     max_items_per_tick: int = _opt(
-        10_000, "DANMAKU_MAX_ITEMS_PER_TICK", "comments a worker reads per room per tick"
+        10_000,
+        "DANMAKU_MAX_ITEMS_PER_TICK",
+        "comment stream entries (up to 16 comments each) a worker reads per room per tick",
     )
     ingest_queue: int = _opt(
         10_000,

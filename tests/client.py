@@ -17,6 +17,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from danmaku import auth
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
+from danmaku.store.records import split_entry
 from danmaku.system import ALL_ROLES, System, run_system
 from danmaku.worker import BroadcastWorker
 from tests.conftest import SECRET
@@ -38,6 +39,16 @@ def lost_acks(
     none is missing): what a crash lost, and from how far back."""
     lost = [i for i in acked_at if i not in kept]
     return lost, max((killed - acked_at[i] for i in lost), default=0.0)
+
+
+def stored_ids(client: Any, room: str) -> list[str]:
+    """The ids of every comment in a room's comment stream (entries pack several), read
+    with a plain redis-py client."""
+    return [
+        cid
+        for entry_id, fields in client.xrange(f"dm:{{{room}}}:in")
+        for cid, _ in split_entry(entry_id.decode(), fields[b"d"])
+    ]
 
 
 def token(uid: str, role: str = "viewer", **kw: Any) -> str:

@@ -101,9 +101,13 @@ class RoomMerger:
         tick); deleted comments not yet shown are dropped from what is waiting."""
         self.retracts = list(ids)
         if ids:
-            gone = set(ids)
-            self.pending = [i for i in self.pending if i["id"] not in gone]
-            self.carry = [i for i in self.carry if i["id"] not in gone]
+            self.drop(set(ids))
+
+    def drop(self, ids: set[str]) -> None:
+        """Forget waiting comments with these ids (deleted before any frame showed them:
+        nothing to retract). Idempotent; ids not waiting are ignored."""
+        self.pending = [i for i in self.pending if i["id"] not in ids]
+        self.carry = [i for i in self.carry if i["id"] not in ids]
 
     def has_work(self) -> bool:
         return bool(self.pending or self.carry or self.retracts) or (

@@ -15,7 +15,8 @@ GLOBAL_WORDS_VERSION = f"{PREFIX}:words:v"  # string: bumped on every change
 
 
 def comments(room: str) -> str:
-    """Stream of accepted comments (XADD by gateways, read by the room's worker)."""
+    """Stream of accepted comments (XADD by the door, read by the room's worker); an
+    entry packs up to ``scripts.ENTRY_MAX`` of them (``records.split_entry``)."""
     return f"{PREFIX}:{{{room}}}:in"
 
 
@@ -49,11 +50,28 @@ def settings(room: str) -> str:
     return f"{PREFIX}:{{{room}}}:settings"
 
 
-def user(room: str, uid: str) -> str:
-    """Hash: a user's state at a room's door, shared by all gateways: token bucket
-    (``t``, ``s``), last accepted comment time (``l``), recent nonces and their ids
-    (``n``), recent normalised-text hashes (``d``). See ``scripts.INGEST``."""
-    return f"{PREFIX}:{{{room}}}:u:{uid}"
+def users(room: str) -> str:
+    """Hash: uid -> that user's state at the room's door, shared by all gateways (token
+    bucket, last accepted time, recent nonces and their ids, recent text hashes). The
+    current generation; see ``scripts.INGEST``."""
+    return f"{PREFIX}:{{{room}}}:users"
+
+
+def users_old(room: str) -> str:
+    """Hash: the previous generation of ``users`` (read for users not in the current)."""
+    return f"{PREFIX}:{{{room}}}:users:old"
+
+
+def door(room: str) -> str:
+    """Hash: the door's own bookkeeping: ``id`` (last comment id minted), ``gen`` (when
+    the users generation began, ms), ``avg`` (recent comments per stream entry)."""
+    return f"{PREFIX}:{{{room}}}:door"
+
+
+def deleted(room: str) -> str:
+    """Sorted set: ids of comments deleted by moderators (score = the id's ms), capped;
+    readers of the comment stream skip them (a packed entry cannot lose one comment)."""
+    return f"{PREFIX}:{{{room}}}:deleted"
 
 
 def offered(room: str) -> str:

@@ -16,12 +16,18 @@ import orjson
 import redis
 
 from danmaku.store import keys
-from danmaku.store.records import _s
+from danmaku.store.records import _s, id_key, split_entry
 
 T = TypeVar("T")
 AUDIT_MAXLEN = 10_000
 CONTROL_MAXLEN = 1_000
 RETRACT_MAX = 1_000  # retract ids kept waiting for a frame (oldest trimmed beyond)
+DELETED_MAX = 100_000  # deletion marks kept (beyond: oldest dropped; also by stream trim)
+
+
+def _comments(entries: Iterable[Any]) -> list[tuple[str, bytes]]:
+    """``(id, payload)`` of every comment in these stream entries, in their order."""
+    return [c for entry_id, f in entries for c in split_entry(_s(entry_id), f[b"d"])]
 
 
 class ModerationOps:
@@ -102,24 +108,42 @@ class ModerationOps:
         return out
 
     # ---- comments -----------------------------------------------------------------------
+    # The comment stream packs comments per entry (scripts.INGEST), so a delete cannot
+    # remove one: it marks the id in keys.deleted, and every reader of the stream skips
+    # marked ids (these below, and the worker through RoomMerger.drop).
+    def _entries_around(self, room: str, comment_id: str, count: int) -> list[Any]:
+        """The entry holding ``comment_id`` (the last with an id at or before it), then
+        up to ``count`` newer ones, and the deletion marks from its millisecond on."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.xrevrange(keys.comments(room), comment_id, "-", 1)
+        if count:
+            pipe.xrange(keys.comments(room), f"({comment_id}", "+", count)
+        pipe.zrangebyscore(keys.deleted(room), id_key(comment_id)[0], "+inf")
+        replies = pipe.execute()
+        return replies if count else [replies[0], [], replies[1]]
+
     async def delete_comment(self, room: str, comment_id: str, *, by: str) -> bool:
-        """Remove a comment from the room's history and queue its retraction for the next
-        frame. ``False`` when no such comment is in history."""
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            pipe.xrange(keys.comments(room), comment_id, comment_id)
-            pipe.xdel(keys.comments(room), comment_id)
-            return pipe.execute()
-
-        found, _ = await self._call("delete_comment", run)
-        if not found:
+        """Take a comment out of the room's history and queue its retraction for the next
+        frame. ``False`` when no such comment is in history (or it is already deleted)."""
+        try:
+            id_key(comment_id)
+        except ValueError:
+            return False
+        holder, _, gone = await self._call(
+            "delete_comment", partial(self._entries_around, room, comment_id, 0)
+        )
+        found = [p for cid, p in _comments(holder) if cid == comment_id]
+        if not found or comment_id.encode() in gone:
             return False
         await self.unrecord(room, comment_id)
-        payload = orjson.loads(found[0][1][b"d"])
+        payload = orjson.loads(found[0])
 
         def after() -> None:
             pipe = self._r.pipeline(transaction=False)
+            pipe.zadd(keys.deleted(room), {comment_id: id_key(comment_id)[0]})
+            # Marks older than the stream's first entry mark nothing any more.
+            pipe.xrange(keys.comments(room), "-", "+", 1)
+            pipe.hincrby(keys.door(room), "n", -1)
             pipe.rpush(keys.retract(room), comment_id)
             pipe.ltrim(keys.retract(room), -RETRACT_MAX, -1)
             pipe.zadd(keys.ROOMS, {room: int(time.time() * 1000)})
@@ -132,6 +156,11 @@ class ModerationOps:
                 comment_id,
                 {"uid": payload.get("uid"), "text": payload.get("text")},
             )
+            _, first, *_ = pipe.execute()
+            oldest = id_key(_s(first[0][0]))[0] if first else 0
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zremrangebyscore(keys.deleted(room), "-inf", f"({oldest}")
+            pipe.zremrangebyrank(keys.deleted(room), 0, -DELETED_MAX - 1)
             pipe.execute()
 
         await self._call("delete_comment", after)
@@ -149,35 +178,52 @@ class ModerationOps:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first, unsampled: up to ``limit`` comments older than ``before``,
         optionally only by ``uid`` and/or containing ``text`` (case-insensitive). Scans at
-        most ``scan_max`` entries per call; returns the page and the cursor for the next
+        most ``scan_max`` comments per call; returns the page and the cursor for the next
         (``None`` at the end of history)."""
         needle = text.casefold() if text else None
         out: list[dict[str, Any]] = []
-        cursor = f"({before}" if before else "+"
+        below = id_key(before) if before else None  # only comments older than this
+        cursor = before or "+"  # inclusive: the entry holding `before` may hold older ones
         scanned = 0
+        last = before
         while len(out) < limit and scanned < scan_max:
             chunk = min(500, scan_max - scanned)
-            entries: Any = await self._call(
-                "recent_comments",
-                partial(self._r.xrevrange, keys.comments(room), cursor, "-", chunk),
-            )
+
+            def read(cursor: str = cursor, chunk: int = chunk) -> tuple[Any, Any]:
+                entries = self._r.xrevrange(keys.comments(room), cursor, "-", chunk)
+                if not entries:
+                    return entries, []
+                low = id_key(_s(entries[-1][0]))[0]
+                return entries, self._r.zrangebyscore(keys.deleted(room), low, "+inf")
+
+            entries, gone = await self._call("recent_comments", read)
             if not entries:
                 return out, None
+            skip = {_s(x) for x in gone}
             for entry_id, fields in entries:
-                scanned += 1
+                for cid, payload in reversed(_comments([(entry_id, fields)])):
+                    if below is not None and id_key(cid) >= below:
+                        continue
+                    if scanned >= scan_max:
+                        return out, last
+                    scanned += 1
+                    last = cid
+                    if cid in skip:
+                        continue
+                    item = orjson.loads(payload)
+                    item["id"] = cid
+                    if uid and item.get("uid") != uid:
+                        continue
+                    if needle and needle not in str(item.get("text", "")).casefold():
+                        continue
+                    out.append(item)
+                    if len(out) >= limit:
+                        return out, cid
                 cursor = f"({_s(entry_id)}"
-                item = orjson.loads(fields[b"d"])
-                item["id"] = _s(entry_id)
-                if uid and item.get("uid") != uid:
-                    continue
-                if needle and needle not in str(item.get("text", "")).casefold():
-                    continue
-                out.append(item)
-                if len(out) >= limit:
-                    return out, cursor[1:]
+            below = None  # from here on, exclusive ranges do it
             if len(entries) < chunk:
                 return out, None
-        return out, cursor[1:]
+        return out, last
 
     async def comments_after(
         self, room: str, after: str, limit: int
@@ -186,20 +232,32 @@ class ModerationOps:
         comment id, or ``"$"`` for "from now"), oldest first, and the cursor to pass next
         time. At 2,000 comments/s a console polling twice a second gets every one."""
         if after == "$":
-            last: Any = await self._call(
+            top: Any = await self._call(
                 "comments_after", partial(self._r.xrevrange, keys.comments(room), "+", "-", 1)
             )
-            return [], _s(last[0][0]) if last else "0-0"
-        entries: Any = await self._call(
-            "comments_after",
-            partial(self._r.xrange, keys.comments(room), f"({after}", "+", limit),
+            return [], (_comments(top)[-1][0] if top else "0-0")
+        try:
+            floor = id_key(after)
+        except ValueError:
+            floor, after = (0, 0), "0-0"
+        holder, newer, gone = await self._call(
+            "comments_after", partial(self._entries_around, room, after, limit)
         )
-        out = []
-        for entry_id, fields in entries:
-            item = orjson.loads(fields[b"d"])
-            item["id"] = _s(entry_id)
+        skip = {_s(x) for x in gone}
+        out: list[dict[str, Any]] = []
+        cursor = after
+        for cid, payload in _comments(holder + newer):
+            if id_key(cid) <= floor:
+                continue
+            if len(out) >= limit:
+                break
+            cursor = cid
+            if cid in skip:
+                continue
+            item = orjson.loads(payload)
+            item["id"] = cid
             out.append(item)
-        return out, (out[-1]["id"] if out else after)
+        return out, cursor
 
     # ---- words, highlights ------------------------------------------------------------
     async def change_words(

@@ -22,6 +22,24 @@ class StoredComment:
     payload: bytes
 
 
+def split_entry(entry_id: str, data: bytes) -> list[tuple[str, bytes]]:
+    """The comments of one entry of a room's comment stream, as ``(id, payload)``: the
+    door packs kept comments ``"\n"``-joined, the entry id being the first one's id and
+    the others following in sequence (``scripts.INGEST``). An entry of one comment is
+    just that comment (the layout before packing, read the same way)."""
+    if b"\n" not in data:
+        return [(entry_id, data)]
+    ms, _, seq = entry_id.partition("-")
+    first = int(seq)
+    return [(f"{ms}-{first + i}", payload) for i, payload in enumerate(data.split(b"\n"))]
+
+
+def id_key(comment_id: str) -> tuple[int, int]:
+    """A comment id (``ms-seq``) as numbers, for ordering; ``ValueError`` if malformed."""
+    ms, _, seq = comment_id.partition("-")
+    return int(ms), int(seq)
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """A held room lease and the room's committed position when it was taken."""

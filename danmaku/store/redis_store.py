@@ -170,6 +170,9 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                     keys.settings(room),
                     keys.bans(room),
                     keys.highlights(room),
+                    keys.users(room),
+                    keys.users_old(room),
+                    keys.door(room),
                 ]
                 args: list[Any] = [
                     self._stream_maxlen,
@@ -179,9 +182,8 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                     limits.duplicate_window_s,
                 ]
                 for c in comments:
-                    ks.append(keys.user(room, c.uid))
                     flags = "s" if c.exempt else "h" if c.highlight else "-"
-                    args += [c.payload, flags, c.nonce, c.text_hash]
+                    args += [c.uid, c.payload, flags, c.nonce, c.text_hash]
                 queue_script(pipe, self._ingest, ks, args)
             pipe.zadd(keys.ROOMS, {room: now_ms for room in batch})
             pipe.zadd(keys.HOT, {room: now_ms for room in batch})
@@ -384,12 +386,19 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
             pipe.hget(keys.meta(room), "seq")
             pipe.hgetall(keys.online(room))
             pipe.hgetall(keys.stats(room))
+            pipe.hmget(keys.door(room), "n", "avg")
             pipe.xlen(keys.comments(room))
             pipe.hgetall(keys.shed(room))
             pipe.hgetall(keys.settings(room))
             return pipe.execute()
 
-        seq, online, stats, stored, shed, room_settings = await self._call("room_info", run)
+        seq, online, stats, (counted, avg), entries, shed, room_settings = await self._call(
+            "room_info", run
+        )
+        # Counted by the door; once the stream is trimmed, estimated from its entries.
+        stored = int(counted or entries)
+        if stored > self._stream_maxlen:
+            stored = round(entries * float(avg or 1))
         now_ms = int(time.time() * 1000)
         info: dict[str, Any] = {
             "seq": int(seq or 0),

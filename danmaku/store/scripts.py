@@ -15,42 +15,102 @@ from __future__ import annotations
 #      otherwise the user's token bucket (rate/s, burst) -> "!rate_limited:ms";
 #      (the bucket is ratelimit.take_tokens, step for step; time comes from Redis TIME so
 #      gateway clocks do not matter, and the state is shared by every gateway);
-#   3. XADD, remember the nonce, charge the limits -> the new stream id.
-# Redis cost is what bounds a shard's comments/s, so all of a user's state in a room is
-# one hash (read once and written once per batch, whatever the user sent in it): the
-# bucket (t, s), the last accepted time (l), recent nonces (n: "\n" nonce "\t" id ...,
-# newest first; nonces are printable ASCII, ids carry their time) and recent text hashes
-# (d: "\n" hash "\t" expiry_ms ...). Bans are read with one HMGET for the whole batch.
-# About 4 redis.calls per comment (HMGET user, XADD, HSET + PEXPIRE user) instead of 9;
-# the lists are only trimmed (to NONCE_RING live entries) once past TRIM_AT bytes, and
-# expired entries are ignored when read, so the common path is a find and a prepend.
+#   3. keep it: a new comment id; remember the nonce, charge the limits -> the id.
+# Redis CPU is what bounds a room's comments/s (a room lives on one shard), so the
+# script's cost is per batch wherever it can be (measured by loadtest/doorbench.py):
+# - Kept comments go into the stream packed, up to ENTRY_MAX per entry ("\n"-joined
+#   payloads under field "d"; JSON has no raw newline): one XADD per entry, not per
+#   comment. The script mints the ids itself: an entry's id is its first comment's id
+#   and the others follow in sequence (ms-s, ms-(s+1), ...), so every comment keeps an
+#   "ms-seq" id, ordered, and readers split entries back (records.split_entry). The last
+#   id minted is kept in the room's door hash (KEYS[7]); without it (a stream written
+#   before it existed), the stream's last entry says.
+# - Every user's state in the room is one field of one hash (KEYS[5]): read for the
+#   whole batch with one HMGET, written back with one HSET. The hash is one generation:
+#   when it is older than keep_ms it becomes the old generation (KEYS[6], read for users
+#   not in the new one) and the older one is dropped, so memory holds the users of the
+#   last two windows and a user's state lives at least keep_ms after its last change.
+#   The state: the bucket's tokens, its time and the last accepted time as three
+#   doubles (struct.pack '<ddd', last -1 = never: no number formatting or parsing), then
+#   nonces "\r" dups, with nonces "\n" nonce "\t" id ... and dups "\n" hash "\t"
+#   expiry_ms ..., newest first (nonces are printable ASCII,
+#   ids carry their time); the lists are trimmed to NONCE_RING live entries only past
+#   TRIM_AT bytes, and expired entries are ignored when read.
+# - Bans are read with one HMGET for the whole batch.
+# - The door hash also counts the comments stored (``n``; deletes take one off).
 # KEYS[1] = comment stream, KEYS[2] = room settings hash, KEYS[3] = bans hash,
 #   KEYS[4] = highlighted uids (granted by moderators: may speak in a muted room),
-#   then per comment i: the user's hash in the room (keys.user)
-# ARGV[1] = MAXLEN (~), ARGV[2] = nonce TTL s, ARGV[3] = rate/s, ARGV[4] = burst,
-#   ARGV[5] = duplicate window s, then per comment i: payload, flags ("s" = staff,
+#   KEYS[5] = users (this generation), KEYS[6] = users (the last one), KEYS[7] = door hash
+# ARGV[1] = MAXLEN (comments, ~), ARGV[2] = nonce TTL s, ARGV[3] = rate/s, ARGV[4] = burst,
+#   ARGV[5] = duplicate window s, then per comment: uid, payload, flags ("s" = staff,
 #   "h" = highlighted, "-" = ordinary), nonce, normalised-text hash
 NONCE_RING = 32  # at least a connection's unacked comments (32): what a client resends
+ENTRY_MAX = 16  # comments per stream entry: what one read of N entries can hold is bounded
 INGEST = r"""
 local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local now_ms = math.floor(now * 1000)
-local slow = tonumber(redis.call('HGET', KEYS[2], 'slow_mode_s') or '0') or 0
-local muted = (tonumber(redis.call('HGET', KEYS[2], 'mute') or '0') or 0) > 0
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms / 1000
+local set = redis.call('HMGET', KEYS[2], 'slow_mode_s', 'mute')
+local slow = tonumber(set[1] or '0') or 0
+local muted = (tonumber(set[2] or '0') or 0) > 0
 local nonce_ttl_ms = tonumber(ARGV[2]) * 1000
 local rate, burst, dupwin = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep_ms = math.ceil(math.max(burst / math.max(rate, 1e-6), slow, dupwin,
                                    tonumber(ARGV[2])) * 1000) + 1000
-local ring = @NONCE_RING@
+local ring, ENTRY_MAX = @NONCE_RING@, @ENTRY_MAX@
 local TRIM_AT = 2048  -- bytes: lists are trimmed (to `ring` live entries) only past this
-local n = #KEYS - 4
+local dup_expiry = tostring(now_ms + math.ceil(dupwin * 1000))
+local n = (#ARGV - 5) / 5
+
+local door = redis.call('HMGET', KEYS[7], 'id', 'gen', 'avg', 'n')
+local gen = tonumber(door[2] or '0') or 0
+if now_ms - gen >= keep_ms then  -- a new generation of user states
+  redis.call('UNLINK', KEYS[6])
+  if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('RENAME', KEYS[5], KEYS[6]) end
+  gen = now_ms
+  redis.call('HSET', KEYS[7], 'gen', gen)
+end
+local last_id, stored = door[1], tonumber(door[4] or '0') or 0
+if not last_id then  -- a stream from before the door hash: ask the stream
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  if top then
+    local _, lines = string.gsub(top[2][2], '\n', '')
+    local ms, sq = string.match(top[1], '^(%d+)-(%d+)$')
+    last_id = ms .. '-' .. (tonumber(sq) + lines)
+    stored = redis.call('XLEN', KEYS[1])
+  end
+end
+local last_ms, last_seq = 0, -1
+if last_id then
+  local a, b = string.match(last_id, '^(%d+)-(%d+)$')
+  last_ms, last_seq = tonumber(a), tonumber(b)
+end
+local prefix, seq = now_ms .. '-', 0
+if now_ms <= last_ms then prefix, seq = last_ms .. '-', last_seq + 1 end
+
 local uids = {}
-for i = 1, n do uids[i] = string.match(KEYS[4 + i], ':u:(.*)$') end
-local banned = {}
+for i = 1, n do uids[i] = ARGV[1 + 5 * i] end
+local banned, states = {}, {}
 for first = 1, n, 500 do  -- HMGET in chunks: unpack() has a stack limit
   local last = math.min(n, first + 499)
   local got = redis.call('HMGET', KEYS[3], unpack(uids, first, last))
   for j = first, last do banned[j] = got[j - first + 1] end
+  got = redis.call('HMGET', KEYS[5], unpack(uids, first, last))
+  for j = first, last do states[j] = got[j - first + 1] end
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then  -- users not seen in this generation
+  local miss, at = {}, {}
+  for i = 1, n do
+    if not states[i] then
+      miss[#miss + 1] = uids[i]
+      at[#miss] = i
+    end
+  end
+  for first = 1, #miss, 500 do
+    local last = math.min(#miss, first + 499)
+    local got = redis.call('HMGET', KEYS[6], unpack(miss, first, last))
+    for j = first, last do states[at[j]] = got[j - first + 1] end
+  end
 end
 
 -- "\n" a "\t" b entries, newest first: keep the first `limit` whose b passes keep(b).
@@ -70,21 +130,26 @@ local function fresh_id(id)
 end
 local function unexpired(expiry) return (tonumber(expiry) or 0) > now_ms end
 
-local users, order, out = {}, {}, {}
+local users, dirty, out, kept = {}, {}, {}, {}
 for i = 1, n do
-  local uk = KEYS[4 + i]
-  local a = 6 + 4 * (i - 1)
-  local payload, flags, nonce, th = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local u = users[uk]
+  local a = 1 + 5 * i
+  local uid, flags, nonce, th = ARGV[a], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local u = users[uid]
   if not u then
-    local st = redis.call('HMGET', uk, 't', 's', 'l', 'n', 'd')
-    u = {tokens = tonumber(st[1]) or burst, stamp = tonumber(st[2]) or now,
-         last = tonumber(st[3]), nonces = st[4] or '', dups = st[5] or '', dirty = false}
-    users[uk] = u
-    order[#order + 1] = uk
+    local st = states[i]
+    local cut = st and string.find(st, '\r', 25, true)
+    if cut then
+      local tokens, stamp, last = struct.unpack('<ddd', st)
+      u = {tokens = tokens, stamp = stamp, last = last >= 0 and last or nil,
+           nonces = string.sub(st, 25, cut - 1), dups = string.sub(st, cut + 1)}
+    else
+      u = {tokens = burst, stamp = now, nonces = '', dups = ''}
+    end
+    users[uid] = u
   end
   local seen = nil
-  local at = string.find(u.nonces, '\n' .. nonce .. '\t', 1, true)
+  local nkey = '\n' .. nonce .. '\t'
+  local at = string.find(u.nonces, nkey, 1, true)
   if at then
     seen = string.match(u.nonces, '^[^\t]*\t([^\n]*)', at)
     if seen and not fresh_id(seen) then seen = nil end
@@ -92,11 +157,12 @@ for i = 1, n do
   if seen then
     out[i] = '=' .. seen
   else
-    local verdict = nil
+    local verdict, dkey = nil, '\n' .. th .. '\t'
     local tokens, stamp = u.tokens, u.stamp
     if flags ~= 's' then
-      local until_s = tonumber(banned[i] or '-1') or -1
-      local dup_at = dupwin > 0 and string.find(u.dups, '\n' .. th .. '\t', 1, true)
+      local ban = banned[i]
+      local until_s = ban and (tonumber(ban) or -1) or -1
+      local dup_at = dupwin > 0 and string.find(u.dups, dkey, 1, true)
       local dup_left = 0
       if dup_at then
         dup_left = (tonumber(string.match(u.dups, '^[^\t]*\t([^\n]*)', dup_at)) or 0) - now_ms
@@ -105,7 +171,7 @@ for i = 1, n do
         verdict = '!banned:0'
       elseif until_s > now then
         verdict = '!banned:' .. math.ceil((until_s - now) * 1000)
-      elseif muted and flags ~= 'h' and redis.call('SISMEMBER', KEYS[4], uids[i]) == 0 then
+      elseif muted and flags ~= 'h' and redis.call('SISMEMBER', KEYS[4], uid) == 0 then
         verdict = '!muted:0'
       elseif dup_left > 0 then
         verdict = '!duplicate:' .. math.max(1, math.ceil(dup_left))
@@ -130,39 +196,53 @@ for i = 1, n do
     if verdict then
       out[i] = verdict
     else
-      local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'd', payload)
-      u.nonces = '\n' .. nonce .. '\t' .. id .. u.nonces
+      local id = prefix .. seq
+      seq = seq + 1
+      kept[#kept + 1] = ARGV[a + 1]
+      u.nonces = nkey .. id .. u.nonces
       if #u.nonces > TRIM_AT then u.nonces = trim(u.nonces, ring, fresh_id) end
       if flags ~= 's' then
         u.tokens, u.stamp, u.last = tokens, stamp, now
         if dupwin > 0 then
-          u.dups = '\n' .. th .. '\t' .. (now_ms + math.ceil(dupwin * 1000)) .. u.dups
+          u.dups = dkey .. dup_expiry .. u.dups
           if #u.dups > TRIM_AT then u.dups = trim(u.dups, ring, unexpired) end
         end
       end
-      u.dirty = true
+      if not u.dirty then
+        u.dirty = true
+        dirty[#dirty + 1] = uid
+      end
       out[i] = id
     end
   end
 end
-for _, uk in ipairs(order) do
-  local u = users[uk]
-  if u.dirty then
-    local fields = {'n', u.nonces, 'd', u.dups}
-    if u.last then
-      fields[#fields + 1] = 't'
-      fields[#fields + 1] = tostring(u.tokens)
-      fields[#fields + 1] = 's'
-      fields[#fields + 1] = tostring(u.stamp)
-      fields[#fields + 1] = 'l'
-      fields[#fields + 1] = tostring(u.last)
-    end
-    redis.call('HSET', uk, unpack(fields))
-    redis.call('PEXPIRE', uk, keep_ms)
+
+if #kept > 0 then
+  -- The stream is trimmed by entries: MAXLEN comments at the recent entries' mean size.
+  local avg = tonumber(door[3] or '1') or 1
+  avg = avg + (math.min(#kept, ENTRY_MAX) - avg) / 16
+  local maxlen = math.ceil(tonumber(ARGV[1]) / math.max(1, avg))
+  local s0 = seq - #kept
+  for from = 1, #kept, ENTRY_MAX do
+    local to = math.min(#kept, from + ENTRY_MAX - 1)
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, prefix .. (s0 + from - 1), 'd',
+               table.concat(kept, '\n', from, to))
   end
+  local f = {}
+  for j, uid in ipairs(dirty) do
+    local u = users[uid]
+    f[2 * j - 1] = uid
+    f[2 * j] = struct.pack('<ddd', u.tokens, u.stamp, u.last or -1) .. u.nonces .. '\r' .. u.dups
+  end
+  for from = 1, #f, 1000 do
+    redis.call('HSET', KEYS[5], unpack(f, from, math.min(#f, from + 999)))
+  end
+  redis.call('PEXPIRE', KEYS[5], 2 * keep_ms)
+  redis.call('PEXPIRE', KEYS[6], keep_ms)
+  redis.call('HSET', KEYS[7], 'id', prefix .. (seq - 1), 'avg', avg, 'n', stored + #kept)
 end
 return out
-""".replace("@NONCE_RING@", str(NONCE_RING))
+""".replace("@NONCE_RING@", str(NONCE_RING)).replace("@ENTRY_MAX@", str(ENTRY_MAX))
 
 # Take a room's lease if free, returning the room's committed position.
 # KEYS[1] = lease, KEYS[2] = meta; ARGV[1] = token, ARGV[2] = lease ms

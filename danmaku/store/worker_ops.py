@@ -20,6 +20,8 @@ from danmaku.store.records import (
     _decode_settings,
     _s,
     _sum_online,
+    id_key,
+    split_entry,
 )
 
 T = TypeVar("T")
@@ -178,11 +180,18 @@ class WorkerOps:
     async def read_comments(
         self, cursors: Mapping[str, str], count: int
     ) -> tuple[
-        dict[str, list[StoredComment]], dict[str, list[str]], dict[str, tuple[str, int, int]]
+        dict[str, list[StoredComment]],
+        dict[str, list[str]],
+        dict[str, tuple[str, int, int]],
+        dict[str, set[str]],
     ]:
-        """Comments after each room's cursor (exclusive), up to ``count`` per room, the
-        ids each room's next frame must retract (moderator deletes), and the broadcast on
-        air per room (``(id, start_ms, end_ms or 0)``) whose recording the frame feeds."""
+        """Comments after each room's cursor (exclusive), up to ``count`` stream entries
+        per room (each up to ``scripts.ENTRY_MAX`` comments; whole entries, so the last
+        id returned is always a good cursor), the ids each room's next frame must retract
+        (moderator deletes), and the broadcast on air per room (``(id, start_ms, end_ms
+        or 0)``) whose recording the frame feeds; and per room the ids of comments deleted
+        at or after the cursor's millisecond (``keys.deleted``: a packed entry keeps a
+        deleted comment, so the reader drops it; ``RoomMerger.drop``)."""
         rooms = list(cursors)
 
         def run() -> list[Any]:
@@ -192,21 +201,29 @@ class WorkerOps:
                 pipe.xread(stream, count=count)
                 pipe.lrange(keys.retract(room), 0, 999)
                 pipe.hmget(keys.live(room), "id", "start", "end")
+                pipe.zrangebyscore(keys.deleted(room), id_key(cursors[room])[0], "+inf")
             return pipe.execute()
 
         replies = await self._call("read_comments", run)
         out: dict[str, list[StoredComment]] = {}
         retracts: dict[str, list[str]] = {}
         on_air: dict[str, tuple[str, int, int]] = {}
+        deleted: dict[str, set[str]] = {}
         for i, room in enumerate(rooms):
-            reply, retract, live = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            reply, retract, live, gone = replies[4 * i : 4 * i + 4]
             if reply:
-                out[room] = [StoredComment(_s(e), f[b"d"]) for e, f in reply[0][1]]
+                out[room] = [
+                    StoredComment(cid, payload)
+                    for e, f in reply[0][1]
+                    for cid, payload in split_entry(_s(e), f[b"d"])
+                ]
+            if gone:
+                deleted[room] = {_s(x) for x in gone}
             if retract:
                 retracts[room] = [_s(x) for x in retract]
             if live and live[0]:
                 on_air[room] = (_s(live[0]), int(live[1] or 0), int(live[2] or 0))
-        return out, retracts, on_air
+        return out, retracts, on_air, deleted
 
     async def write_stats(self, stats: Mapping[str, Mapping[str, float]]) -> None:
         """Publish per-room live rates (read by the web app); they expire after 5 s."""

@@ -247,7 +247,7 @@ class BroadcastWorker:
         held = {room: r for room, r in self.rooms.items() if room in hot or room in busy}
         if not held:
             return 0
-        read, retracts, on_air = await self.store.read_comments(
+        read, retracts, on_air, deleted = await self.store.read_comments(
             {room: r.merger.read_cursor for room, r in held.items()},
             self.settings.max_items_per_tick,
         )
@@ -261,6 +261,8 @@ class BroadcastWorker:
             if comments:
                 r.merger.add((c.id, c.payload) for c in comments)
                 r.last_active = r.last_comments = now
+            if room in deleted:
+                r.merger.drop(deleted[room])
             draft = r.merger.build(now_wall, r.meter.take(self.settings.tick_s))
             if draft is not None:
                 drafts.append((r, draft))

@@ -24,7 +24,7 @@ from danmaku.metrics import Metrics
 from danmaku.store import Ingest, IngestLimits, Store
 from danmaku.store.localcluster import LocalCluster
 from danmaku.system import System
-from tests.client import Client, connect, http, label, lost_acks, start_system, token
+from tests.client import Client, connect, http, label, lost_acks, start_system, stored_ids, token
 from tests.conftest import SECRET
 
 ROOMS = [f"c{i}" for i in range(12)]
@@ -70,7 +70,7 @@ async def test_store_pipelines_and_scripts_across_shards(
         assert set(await store.hot_rooms(0)) == set(ROOMS)
         for room in ROOMS:
             with cluster.client(cluster.master_port(f"dm:{{{room}}}:in")) as node:
-                assert node.xlen(f"dm:{{{room}}}:in") == 3
+                assert len(stored_ids(node, room)) == 3
     finally:
         store.close()
 
@@ -227,11 +227,11 @@ async def test_master_failover_processes_survive_and_resume(
         # Acked before the kill and replicated: still in the stream after the failover.
         for room in on_victim:
             client = redis.Redis(port=replicated.master_port(f"dm:{{{room}}}:in"))
-            kept = {eid.decode() for eid, _ in client.xrange(f"dm:{{{room}}}:in")}
+            kept = set(stored_ids(client, room))
             client.close()
             assert set(acked[room][:3]) <= kept, f"{room}: acked comments lost in failover"
         client = redis.Redis(port=replicated.master_port(f"dm:{{{victim}}}:in"))
-        kept = {eid.decode() for eid, _ in client.xrange(f"dm:{{{victim}}}:in")}
+        kept = set(stored_ids(client, victim))
         client.close()
         before_kill = {i: t for i, t in streamed.items() if t <= killed}
         lost, oldest = lost_acks(before_kill, kept, killed)

@@ -3,6 +3,7 @@ real Redis: resends, duplicates, buckets within one batch, bans, and what it kee
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,7 +12,8 @@ import trio
 
 from danmaku.metrics import Metrics
 from danmaku.store import Ingest, IngestLimits, Outcome, Store, keys
-from danmaku.store.scripts import NONCE_RING
+from danmaku.store.records import id_key, split_entry
+from danmaku.store.scripts import ENTRY_MAX, NONCE_RING
 
 ROOM = "door"
 OPEN = IngestLimits(rate_per_s=1000.0, burst=1000.0, duplicate_window_s=0.0)
@@ -58,7 +60,8 @@ async def test_resends_are_recognised_among_the_last_nonces_and_the_list_is_boun
     (oldest,) = await send(store, c("m", "k0", exempt=True))
     assert not oldest.resent  # long gone from the list: a new comment
     r = redis.Redis.from_url(redis_url)
-    assert r.hstrlen(keys.user(ROOM, "m"), "n") <= 2048 + 100  # trimmed past 2 KB
+    nonces = r.hget(keys.users(ROOM), "m")[24:].split(b"\r")[0]
+    assert 32 * 4 < len(nonces) <= 2048 + 100  # trimmed past 2 KB
     r.close()
 
 
@@ -103,15 +106,72 @@ async def test_bans_are_read_for_the_whole_batch(store: Store, redis_url: str) -
     assert outcomes[1].retry_after_ms == 0 and outcomes[2].retry_after_ms > 0
 
 
-async def test_one_key_per_user_and_it_expires(store: Store, redis_url: str) -> None:
+async def test_one_field_per_user_and_the_generations_expire(store: Store, redis_url: str) -> None:
     limits = IngestLimits(rate_per_s=1000.0, burst=1000.0, duplicate_window_s=30.0)
     for k in range(10):
         await send(store, *(c(f"u{i}", f"{k}", f"t{k}") for i in range(10)), limits=limits)
     r = redis.Redis.from_url(redis_url)
-    user_keys = list(r.scan_iter(match=f"dm:{{{ROOM}}}:*"))
-    assert sorted(k for k in user_keys if b":u:" in k) == sorted(
-        keys.user(ROOM, f"u{i}").encode() for i in range(10)
-    )
-    assert len(user_keys) == 10 + 1  # and the comment stream
-    assert 0 < r.pttl(keys.user(ROOM, "u0")) <= 301_000
+    assert sorted(r.hkeys(keys.users(ROOM))) == sorted(f"u{i}".encode() for i in range(10))
+    room_keys = {k.decode() for k in r.scan_iter(match=f"dm:{{{ROOM}}}:*")}
+    assert room_keys == {keys.comments(ROOM), keys.users(ROOM), keys.door(ROOM)}
+    assert 0 < r.pttl(keys.users(ROOM)) <= 2 * 301_000
+    assert r.hget(keys.door(ROOM), "n") == b"100"
+    r.close()
+
+
+async def test_a_new_generation_keeps_what_users_did_in_the_last_one(redis_url: str) -> None:
+    """Past keep_ms (here max(1/2 s bucket, 1 s window, 1 s nonce TTL) + 1 s = 2 s) the
+    users hash becomes the old generation: what a user did just before still counts, and
+    the generation before that is dropped."""
+    store = Store(redis_url, Metrics(process=False), nonce_ttl_s=1)
+    limits = IngestLimits(rate_per_s=2.0, burst=1.0, duplicate_window_s=1.0)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        assert (await send(store, c("g", "n1", "a"), limits=limits))[0].id  # gen starts
+        await trio.sleep(1.5)
+        (kept,) = await send(store, c("g", "n2", "b"), limits=limits)
+        assert kept.id
+        await trio.sleep(0.7)
+        assert (await send(store, c("h", "x1", "x"), limits=limits))[0].id  # a new gen
+        assert r.hexists(keys.users_old(ROOM), "g") and not r.hexists(keys.users(ROOM), "g")
+        again, dup = await send(store, c("g", "n2", "b"), c("g", "n3", "b"), limits=limits)
+        assert (again.id, again.resent) == (kept.id, True)
+        assert dup.code == "duplicate"
+        await trio.sleep(2.1)
+        assert (await send(store, c("h", "x2", "y"), limits=limits))[0].id  # and another
+        assert not r.hexists(keys.users_old(ROOM), "g") and not r.hexists(keys.users(ROOM), "g")
+        assert r.hexists(keys.users_old(ROOM), "h") and r.hexists(keys.users(ROOM), "h")
+    finally:
+        r.close()
+        store.close()
+
+
+async def test_kept_comments_are_packed_and_their_ids_follow_in_order(
+    store: Store, redis_url: str
+) -> None:
+    first = await send(store, *(c(f"p{i}", f"n{i}") for i in range(40)))
+    second = await send(store, *(c(f"p{i}", f"m{i}") for i in range(3)))
+    ids = [o.id for o in first + second]
+    assert all(ids) and len(set(ids)) == 43
+    assert sorted(ids, key=lambda i: id_key(str(i))) == ids  # minted in order
+    r = redis.Redis.from_url(redis_url)
+    entries = r.xrange(keys.comments(ROOM))
+    assert [len(f[b"d"].split(b"\n")) for _, f in entries] == [ENTRY_MAX, ENTRY_MAX, 8, 3]
+    read = [cid for e, f in entries for cid, _ in split_entry(e.decode(), f[b"d"])]
+    assert read == ids
+    payloads = [p for e, f in entries for _, p in split_entry(e.decode(), f[b"d"])]
+    assert payloads[0] == b'{"t":"n0"}' and payloads[-1] == b'{"t":"m2"}'
+    r.close()
+
+
+async def test_a_stream_written_one_comment_per_entry_goes_on_after_its_last_id(
+    store: Store, redis_url: str
+) -> None:
+    """A stream from before packing (no door hash): new ids follow its last entry."""
+    r = redis.Redis.from_url(redis_url)
+    far = int(time.time() * 1000) + 60_000  # ahead of Redis' clock: ids must follow it
+    r.xadd(keys.comments(ROOM), {"d": b'{"t":"old"}'}, id=f"{far}-5")
+    (new,) = await send(store, c("o", "n1"))
+    assert new.id == f"{far}-6"
+    assert r.hget(keys.door(ROOM), "n") == b"2"
     r.close()

@@ -21,7 +21,17 @@ from danmaku.config import Settings
 from danmaku.embedded import spawn_redis
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
-from tests.client import Client, connect, http, label, lost_acks, printed_urls, start_system, token
+from tests.client import (
+    Client,
+    connect,
+    http,
+    label,
+    lost_acks,
+    printed_urls,
+    start_system,
+    stored_ids,
+    token,
+)
 from tests.conftest import SECRET
 
 
@@ -216,7 +226,7 @@ async def test_redis_restart_processes_survive_and_resume(
             with trio.fail_after(10):
                 while (await http(base + "/readyz", timeout=5)).status != 200:
                     await trio.sleep(0.1)
-            kept = [eid.decode() for eid, _ in client.xrange("dm:{phoenix}:in")]
+            kept = stored_ids(client, "phoenix")
             assert set(acked) <= set(kept), "acknowledged comments lost across the restart"
             with trio.fail_after(15):
                 while True:
@@ -282,11 +292,7 @@ async def test_redis_crash_under_load_loses_at_most_the_last_second_of_acks(
             await trio.sleep(0.5)
             n.cancel_scope.cancel()
         proc, _ = await start_redis(data, port)  # same port, same AOF
-        kept = {
-            f"{eid.decode()}@{i}"
-            for i in range(4)
-            for eid, _ in client.xrange(f"dm:{{crash{i}}}:in")
-        }
+        kept = {f"{cid}@{i}" for i in range(4) for cid in stored_ids(client, f"crash{i}")}
         lost, oldest = lost_acks(acked_at, kept, killed)
         print(
             f"\nredis SIGKILL under load: {len(acked_at)} acked, {len(lost)} lost "

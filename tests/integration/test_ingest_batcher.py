@@ -14,6 +14,7 @@ from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.viewer import Viewer
 from danmaku.metrics import Metrics
 from danmaku.store import Ingest, IngestLimits, Store
+from tests.client import stored_ids
 
 
 class Acks(Viewer):
@@ -59,7 +60,7 @@ async def test_a_full_queue_refuses_and_never_grows(redis_url: str) -> None:
         assert [t["type"] for t in viewer.texts] == ["ack"] * 4
         assert [t["nonce"] for t in viewer.texts] == ["n0", "n1", "n2", "n5"]
         assert batcher.pending() == 0 == viewer.inflight
-        assert redis.Redis.from_url(redis_url).xlen("dm:{batched}:in") == 4
+        assert len(stored_ids(redis.Redis.from_url(redis_url), "batched")) == 4
     finally:
         store.close()
 

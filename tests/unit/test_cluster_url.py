@@ -43,7 +43,10 @@ def test_a_rooms_keys_share_one_slot() -> None:
             keys.frames(room),
             keys.control(room),
             keys.lease(room),
-            keys.user(room, "u"),
+            keys.users(room),
+            keys.users_old(room),
+            keys.door(room),
+            keys.deleted(room),
             keys.recording(room, "b1"),
         )
     }
