@@ -24,7 +24,7 @@ import trio
 
 from danmaku.embedded import spawn_redis
 from danmaku.metrics import Metrics
-from danmaku.store import Ingest, IngestLimits, Store
+from danmaku.store import Ingest, IngestLimits, Store, door_key
 
 
 async def admit(url: str, comments: int, users: int) -> None:
@@ -33,7 +33,7 @@ async def admit(url: str, comments: int, users: int) -> None:
     try:
         for b in range(0, comments, 100):
             batch = [
-                Ingest(f"u{(b + i) % users}", f"n{b + i}", b'{"t":"x"}', f"h{b + i}")
+                Ingest(f"u{(b + i) % users}", f"n{b + i}", b'{"t":"x"}', door_key(f"h{b + i}"))
                 for i in range(min(100, comments - b))
             ]
             await store.append_comments({"room": batch}, limits)

@@ -12,7 +12,6 @@ closes viewers with 1013 and flushes pending comments before cancellation.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import secrets
@@ -50,7 +49,7 @@ from danmaku.rules.admission import IpAdmission
 from danmaku.rules.normalize import normalize
 from danmaku.rules.ratelimit import TokenBucket
 from danmaku.rules.wordfilter import WordFilter
-from danmaku.store import Ingest, IngestLimits, Store, StoreError
+from danmaku.store import Ingest, IngestLimits, Store, StoreError, door_key
 
 log = logging.getLogger(__name__)
 
@@ -539,7 +538,7 @@ class Gateway:
             user.uid,
             req.nonce,
             payload,
-            key_hash(normalize(req.text) if key is None else key),
+            door_key(normalize(req.text) if key is None else key),
             user.is_staff,
             prio == protocol.PRIO_HIGHLIGHT,
         )
@@ -549,9 +548,3 @@ class Gateway:
                 "overloaded", "gateway ingest queue full", req.nonce, 1000
             )
         return None
-
-
-def key_hash(key: str) -> str:
-    """What the door's duplicate guard compares: a 64-bit hash of the normalised text
-    (``key``), the same in every gateway (not Python's salted ``hash``)."""
-    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()

@@ -15,6 +15,7 @@ from danmaku.store.records import (
     RoomState,
     StoredComment,
     StoreError,
+    door_key,
 )
 from danmaku.store.redis_store import Store
 
@@ -31,4 +32,5 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredComment",
+    "door_key",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Any
 
 ONLINE_FRESH_MS = 5000  # a gateway's online count older than this is ignored (it died)
@@ -64,15 +65,22 @@ class FrameCommit:
     recorded: Sequence[tuple[str, bytes]] = ()  # (comment id, JSON) to keep for replay
 
 
+def door_key(text: str) -> bytes:
+    """The 8 bytes the door keeps for a text or a nonce (a 64-bit BLAKE2b hash, the same
+    in every gateway, unlike Python's salted ``hash``): its per-user lists are fixed-size
+    slots (``scripts.INGEST``)."""
+    return blake2b(text.encode(), digest_size=8).digest()
+
+
 @dataclass(slots=True)  # not frozen: made per comment, and a frozen init costs 4.5x
 class Ingest:
-    """One comment to admit: who, the resend nonce, the payload, the hash of its
+    """One comment to admit: who, the resend nonce, the payload, ``door_key`` of its
     normalised text (duplicate guard), and whether the sender is exempt from limits."""
 
     uid: str
     nonce: str
     payload: bytes
-    text_hash: str
+    text_hash: bytes
     exempt: bool = False
     highlight: bool = False
 

@@ -40,6 +40,7 @@ from danmaku.store.records import (
     _s,
     _sum_fresh,
     _sum_online,
+    door_key,
 )
 from danmaku.store.replay import ReplayOps
 from danmaku.store.worker_ops import WorkerOps, queue_script
@@ -183,7 +184,9 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                 ]
                 for c in comments:
                     flags = "s" if c.exempt else "h" if c.highlight else "-"
-                    args += [c.uid, c.payload, flags, c.nonce, c.text_hash]
+                    if len(c.text_hash) != 8:  # the door's slots are 8 bytes wide
+                        raise ValueError(f"text_hash must be door_key(...), not {c.text_hash!r}")
+                    args += [c.uid, c.payload, flags, door_key(c.nonce), c.text_hash]
                 queue_script(pipe, self._ingest, ks, args)
             pipe.zadd(keys.ROOMS, {room: now_ms for room in batch})
             pipe.zadd(keys.HOT, {room: now_ms for room in batch})

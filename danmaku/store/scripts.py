@@ -6,8 +6,8 @@ from __future__ import annotations
 
 # Admit and append a batch of one room's comments: the door of the room, in one atomic
 # step per batch (no per-comment round trip). Per comment, in order:
-#   1. resend: the (user, nonce) was stored within the nonce TTL (among at least the
-#      user's last NONCE_RING comments in the room) -> "=" .. its id, nothing appended;
+#   1. resend: the (user, nonce) was stored within the nonce TTL, among the user's last
+#      NONCE_RING comments in the room -> "=" .. its id, nothing appended;
 #   2. unless staff: banned or timed out -> "!banned:ms" (0 = permanent); room muted and
 #      not highlighted -> "!muted:0";
 #      duplicate text from the same user within the window -> "!duplicate:ms";
@@ -30,12 +30,13 @@ from __future__ import annotations
 #   when it is older than keep_ms it becomes the old generation (KEYS[6], read for users
 #   not in the new one) and the older one is dropped, so memory holds the users of the
 #   last two windows and a user's state lives at least keep_ms after its last change.
-#   The state: the bucket's tokens, its time and the last accepted time as three
-#   doubles (struct.pack '<ddd', last -1 = never: no number formatting or parsing), then
-#   nonces "\r" dups, with nonces "\n" nonce "\t" id ... and dups "\n" hash "\t"
-#   expiry_ms ..., newest first (nonces are printable ASCII,
-#   ids carry their time); the lists are trimmed to NONCE_RING live entries only past
-#   TRIM_AT bytes, and expired entries are ignored when read.
+#   The state, fixed-width binary (Lua strings cost by the byte here, ~1.5 ns each, so
+#   it is small, read in place and built once per user per batch; no number formatting):
+#   the bucket's tokens, its time and the last accepted time (struct '<ddd', last -1 =
+#   never), the nonce list's length in bytes ('<H'), then two rings, newest first, of at
+#   most NONCE_RING slots each: nonces (8-byte door_key of the nonce, the id as '<I6I4'
+#   ms and seq: 18 bytes) and texts (8-byte door_key of the normalised text, expiry ms
+#   '<I6': 14 bytes). A slot found at an offset that is not a slot boundary is no match.
 # - Bans are read with one HMGET for the whole batch.
 # - The door hash also counts the comments stored (``n``; deletes take one off).
 # KEYS[1] = comment stream, KEYS[2] = room settings hash, KEYS[3] = bans hash,
@@ -43,7 +44,7 @@ from __future__ import annotations
 #   KEYS[5] = users (this generation), KEYS[6] = users (the last one), KEYS[7] = door hash
 # ARGV[1] = MAXLEN (comments, ~), ARGV[2] = nonce TTL s, ARGV[3] = rate/s, ARGV[4] = burst,
 #   ARGV[5] = duplicate window s, then per comment: uid, payload, flags ("s" = staff,
-#   "h" = highlighted, "-" = ordinary), nonce, normalised-text hash
+#   "h" = highlighted, "-" = ordinary), door_key(nonce), door_key(normalised text)
 NONCE_RING = 32  # at least a connection's unacked comments (32): what a client resends
 ENTRY_MAX = 16  # comments per stream entry: what one read of N entries can hold is bounded
 INGEST = r"""
@@ -57,9 +58,9 @@ local nonce_ttl_ms = tonumber(ARGV[2]) * 1000
 local rate, burst, dupwin = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep_ms = math.ceil(math.max(burst / math.max(rate, 1e-6), slow, dupwin,
                                    tonumber(ARGV[2])) * 1000) + 1000
-local ring, ENTRY_MAX = @NONCE_RING@, @ENTRY_MAX@
-local TRIM_AT = 2048  -- bytes: lists are trimmed (to `ring` live entries) only past this
-local dup_expiry = tostring(now_ms + math.ceil(dupwin * 1000))
+local ENTRY_MAX, RING = @ENTRY_MAX@, @NONCE_RING@
+local dup_until_ms = now_ms + math.ceil(dupwin * 1000)
+local dup_until = struct.pack('<I6', dup_until_ms)
 local n = (#ARGV - 5) / 5
 
 local door = redis.call('HMGET', KEYS[7], 'id', 'gen', 'avg', 'n')
@@ -85,8 +86,9 @@ if last_id then
   local a, b = string.match(last_id, '^(%d+)-(%d+)$')
   last_ms, last_seq = tonumber(a), tonumber(b)
 end
-local prefix, seq = now_ms .. '-', 0
-if now_ms <= last_ms then prefix, seq = last_ms .. '-', last_seq + 1 end
+local id_ms, seq = now_ms, 0
+if now_ms <= last_ms then id_ms, seq = last_ms, last_seq + 1 end
+local prefix = id_ms .. '-'
 
 local uids = {}
 for i = 1, n do uids[i] = ARGV[1 + 5 * i] end
@@ -113,23 +115,22 @@ if redis.call('EXISTS', KEYS[6]) == 1 then  -- users not seen in this generation
   end
 end
 
--- "\n" a "\t" b entries, newest first: keep the first `limit` whose b passes keep(b).
-local function trim(list, limit, keep)
-  local out, count = {}, 0
-  for a, b in string.gmatch(list, '\n([^\t\n]*)\t([^\n]*)') do
-    if count >= limit then break end
-    if keep(b) then
-      count = count + 1
-      out[count] = '\n' .. a .. '\t' .. b
-    end
+-- Where an 8-byte key starts a slot of `width` bytes in st[first .. last + width - 1]
+-- (`last`: the last slot's start), or nil; a match across two slots is not one.
+local function slot(st, key, first, last, width)
+  local from = first
+  while true do
+    local at = string.find(st, key, from, true)
+    if not at or at > last then return nil end
+    if (at - first) % width == 0 then return at end
+    from = at + 1
   end
-  return table.concat(out)
 end
-local function fresh_id(id)
-  return now_ms - (tonumber(string.match(id, '^(%d+)')) or 0) < nonce_ttl_ms
-end
-local function unexpired(expiry) return (tonumber(expiry) or 0) > now_ms end
 
+-- A user's state string is read in place (never split): nonces in st[27 .. 26 + ns],
+-- dups after them. What a batch adds is kept apart, newest first (`nn`, `nd`: looked up
+-- first, for a resend or a duplicate within one batch), and the new state is built once
+-- per user: Lua strings cost by the byte, and a state is ~1 KB.
 local users, dirty, out, kept = {}, {}, {}, {}
 for i = 1, n do
   local a = 1 + 5 * i
@@ -137,35 +138,43 @@ for i = 1, n do
   local u = users[uid]
   if not u then
     local st = states[i]
-    local cut = st and string.find(st, '\r', 25, true)
-    if cut then
-      local tokens, stamp, last = struct.unpack('<ddd', st)
-      u = {tokens = tokens, stamp = stamp, last = last >= 0 and last or nil,
-           nonces = string.sub(st, 25, cut - 1), dups = string.sub(st, cut + 1)}
+    if st and #st >= 26 then
+      local tokens, stamp, last, ns = struct.unpack('<dddH', st)
+      u = {st = st, ns = ns, tokens = tokens, stamp = stamp, last = last >= 0 and last or nil}
     else
-      u = {tokens = burst, stamp = now, nonces = '', dups = ''}
+      u = {st = '', ns = 0, tokens = burst, stamp = now}
     end
     users[uid] = u
   end
   local seen = nil
-  local nkey = '\n' .. nonce .. '\t'
-  local at = string.find(u.nonces, nkey, 1, true)
+  local at = u.nn and slot(u.nn, nonce, 1, #u.nn - 17, 18)
   if at then
-    seen = string.match(u.nonces, '^[^\t]*\t([^\n]*)', at)
-    if seen and not fresh_id(seen) then seen = nil end
+    local ms, sq = struct.unpack('<I6I4', u.nn, at + 8)
+    seen = ms .. '-' .. sq
+  else
+    at = slot(u.st, nonce, 27, 26 + u.ns - 17, 18)
+    if at then
+      local ms, sq = struct.unpack('<I6I4', u.st, at + 8)
+      if now_ms - ms < nonce_ttl_ms then seen = ms .. '-' .. sq end
+    end
   end
   if seen then
     out[i] = '=' .. seen
   else
-    local verdict, dkey = nil, '\n' .. th .. '\t'
+    local verdict = nil
     local tokens, stamp = u.tokens, u.stamp
     if flags ~= 's' then
       local ban = banned[i]
       local until_s = ban and (tonumber(ban) or -1) or -1
-      local dup_at = dupwin > 0 and string.find(u.dups, dkey, 1, true)
       local dup_left = 0
-      if dup_at then
-        dup_left = (tonumber(string.match(u.dups, '^[^\t]*\t([^\n]*)', dup_at)) or 0) - now_ms
+      if dupwin > 0 then
+        local at = u.nd and slot(u.nd, th, 1, #u.nd - 13, 14)
+        if at then
+          dup_left = dup_until_ms - now_ms
+        else
+          at = slot(u.st, th, 27 + u.ns, #u.st - 13, 14)
+          if at then dup_left = struct.unpack('<I6', u.st, at + 8) - now_ms end
+        end
       end
       if until_s == 0 then
         verdict = '!banned:0'
@@ -197,20 +206,16 @@ for i = 1, n do
       out[i] = verdict
     else
       local id = prefix .. seq
-      seq = seq + 1
       kept[#kept + 1] = ARGV[a + 1]
-      u.nonces = nkey .. id .. u.nonces
-      if #u.nonces > TRIM_AT then u.nonces = trim(u.nonces, ring, fresh_id) end
+      if not u.nn then
+        u.nn, u.nd = '', ''
+        dirty[#dirty + 1] = uid
+      end
+      u.nn = nonce .. struct.pack('<I6I4', id_ms, seq) .. u.nn
+      seq = seq + 1
       if flags ~= 's' then
         u.tokens, u.stamp, u.last = tokens, stamp, now
-        if dupwin > 0 then
-          u.dups = dkey .. dup_expiry .. u.dups
-          if #u.dups > TRIM_AT then u.dups = trim(u.dups, ring, unexpired) end
-        end
-      end
-      if not u.dirty then
-        u.dirty = true
-        dirty[#dirty + 1] = uid
+        if dupwin > 0 then u.nd = th .. dup_until .. u.nd end
       end
       out[i] = id
     end
@@ -231,8 +236,17 @@ if #kept > 0 then
   local f = {}
   for j, uid in ipairs(dirty) do
     local u = users[uid]
+    local st, ns, nn, nd = u.st, u.ns, u.nn, u.nd
+    -- The new slots, then as many old ones as the ring (RING slots) still holds.
+    local keep_n = math.max(0, RING * 18 - #nn)
+    local keep_d = math.max(0, RING * 14 - #nd)
+    if keep_n == 0 then nn = string.sub(nn, 1, RING * 18) end
+    if keep_d == 0 then nd = string.sub(nd, 1, RING * 14) end
+    keep_n = math.min(ns, keep_n)
     f[2 * j - 1] = uid
-    f[2 * j] = struct.pack('<ddd', u.tokens, u.stamp, u.last or -1) .. u.nonces .. '\r' .. u.dups
+    f[2 * j] = struct.pack('<dddH', u.tokens, u.stamp, u.last or -1, #nn + keep_n) .. nn
+               .. string.sub(st, 27, 26 + keep_n) .. nd
+               .. string.sub(st, 27 + ns, 26 + ns + keep_d)
   end
   for from = 1, #f, 1000 do
     redis.call('HSET', KEYS[5], unpack(f, from, math.min(#f, from + 999)))

@@ -156,7 +156,7 @@ async def _store_bench(procs: Procs, comments: int, users: int, rooms: int) -> d
     from danmaku.gateway.ingest import IngestBatcher, Submission
     from danmaku.gateway.viewer import Viewer
     from danmaku.metrics import Metrics
-    from danmaku.store import Ingest, IngestLimits, Store
+    from danmaku.store import Ingest, IngestLimits, Store, door_key
 
     metrics = Metrics()
     store = Store(procs.redis_url, metrics)
@@ -182,7 +182,7 @@ async def _store_bench(procs: Procs, comments: int, users: int, rooms: int) -> d
         room = f"{ROOM}{i % rooms}"
         uid = f"u{i % users}"
         payload = orjson.dumps({"uid": uid, "nick": uid, "text": f"comment {i}", "ts": 0})
-        ing = Ingest(uid, f"n{i}", payload, f"{i:016x}")
+        ing = Ingest(uid, f"n{i}", payload, door_key(f"{i}"))
         subs.append(Submission(sink, room, f"n{i}", ing, time.monotonic()))
     r0 = procs.sample("redis").cpu_s
     async with trio.open_nursery() as nursery:

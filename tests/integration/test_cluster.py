@@ -21,7 +21,7 @@ from trio_websocket import HandshakeError
 from danmaku.config import Settings
 from danmaku.embedded import free_port
 from danmaku.metrics import Metrics
-from danmaku.store import Ingest, IngestLimits, Store
+from danmaku.store import Ingest, IngestLimits, Store, door_key
 from danmaku.store.localcluster import LocalCluster
 from danmaku.system import System
 from tests.client import Client, connect, http, label, lost_acks, start_system, stored_ids, token
@@ -57,7 +57,10 @@ async def test_store_pipelines_and_scripts_across_shards(
     try:
         assert store.cluster and await store.ping()
         batch = {
-            room: [Ingest(f"u{k}", f"n{k}", f"p-{room}-{k}".encode(), f"h{k}") for k in range(3)]
+            room: [
+                Ingest(f"u{k}", f"n{k}", f"p-{room}-{k}".encode(), door_key(f"h{k}"))
+                for k in range(3)
+            ]
             for room in ROOMS
         }
         limits = IngestLimits(rate_per_s=100.0, burst=100.0, duplicate_window_s=0.0)

@@ -11,7 +11,7 @@ import redis
 import trio
 
 from danmaku.metrics import Metrics
-from danmaku.store import Ingest, IngestLimits, Outcome, Store, keys
+from danmaku.store import Ingest, IngestLimits, Outcome, Store, door_key, keys
 from danmaku.store.records import id_key, split_entry
 from danmaku.store.scripts import ENTRY_MAX, NONCE_RING
 
@@ -28,7 +28,7 @@ async def store(redis_url: str) -> AsyncIterator[Store]:
 
 def c(uid: str, nonce: str, text: str | None = None, *, exempt: bool = False) -> Ingest:
     text = text if text is not None else nonce
-    return Ingest(uid, nonce, f'{{"t":"{text}"}}'.encode(), f"h-{text}", exempt=exempt)
+    return Ingest(uid, nonce, f'{{"t":"{text}"}}'.encode(), door_key(text), exempt=exempt)
 
 
 async def send(store: Store, *comments: Ingest, limits: IngestLimits = OPEN) -> list[Outcome]:
@@ -60,8 +60,8 @@ async def test_resends_are_recognised_among_the_last_nonces_and_the_list_is_boun
     (oldest,) = await send(store, c("m", "k0", exempt=True))
     assert not oldest.resent  # long gone from the list: a new comment
     r = redis.Redis.from_url(redis_url)
-    nonces = r.hget(keys.users(ROOM), "m")[24:].split(b"\r")[0]
-    assert 32 * 4 < len(nonces) <= 2048 + 100  # trimmed past 2 KB
+    state = r.hget(keys.users(ROOM), "m")  # header, then 18 bytes per nonce kept
+    assert len(state) == 26 + 18 * NONCE_RING  # staff: no duplicate list
     r.close()
 
 
@@ -175,3 +175,20 @@ async def test_a_stream_written_one_comment_per_entry_goes_on_after_its_last_id(
     assert new.id == f"{far}-6"
     assert r.hget(keys.door(ROOM), "n") == b"2"
     r.close()
+
+
+async def test_a_resend_and_a_duplicate_within_one_batch(store: Store) -> None:
+    limits = IngestLimits(rate_per_s=1000.0, burst=1000.0, duplicate_window_s=30.0)
+    first, resend, dup, other = await send(
+        store,
+        c("b", "n1", "x"),
+        c("b", "n1", "x"),
+        c("b", "n2", "x"),
+        c("b", "n3", "y"),
+        limits=limits,
+    )
+    assert first.id and (resend.id, resend.resent) == (first.id, True)
+    assert dup.code == "duplicate" and 29_000 < (dup.retry_after_ms or 0) <= 30_000
+    assert other.id and not other.resent
+    (later,) = await send(store, c("b", "n4", "x"), limits=limits)  # and from the state
+    assert later.code == "duplicate"

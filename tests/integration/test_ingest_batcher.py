@@ -13,7 +13,7 @@ import trio
 from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.viewer import Viewer
 from danmaku.metrics import Metrics
-from danmaku.store import Ingest, IngestLimits, Store
+from danmaku.store import Ingest, IngestLimits, Store, door_key
 from tests.client import stored_ids
 
 
@@ -30,7 +30,9 @@ class Acks(Viewer):
 
 def _sub(viewer: Viewer, i: int) -> Submission:
     payload = orjson.dumps({"uid": "u", "nick": "u", "text": f"c{i}", "ts": 0})
-    return Submission(viewer, "batched", f"n{i}", Ingest("u", f"n{i}", payload, f"{i:016x}"), 0.0)
+    return Submission(
+        viewer, "batched", f"n{i}", Ingest("u", f"n{i}", payload, door_key(f"{i}")), 0.0
+    )
 
 
 def _batcher(redis_url: str) -> tuple[IngestBatcher, Store, Metrics]:

@@ -11,7 +11,7 @@ import redis
 
 from danmaku.metrics import Metrics
 from danmaku.rules.merge import RoomMerger
-from danmaku.store import Ingest, IngestLimits, Store, keys
+from danmaku.store import Ingest, IngestLimits, Store, door_key, keys
 from danmaku.store.scripts import ENTRY_MAX
 
 ROOM = "packed"
@@ -28,7 +28,7 @@ async def store(redis_url: str) -> AsyncIterator[Store]:
 async def fill(store: Store, count: int) -> list[str]:
     """``count`` comments in one batch (entries of ENTRY_MAX); their ids, oldest first."""
     batch = [
-        Ingest(f"u{i % 3}", f"n{i}", b'{"uid":"u%d","text":"c%d"}' % (i % 3, i), f"h{i}")
+        Ingest(f"u{i % 3}", f"n{i}", b'{"uid":"u%d","text":"c%d"}' % (i % 3, i), door_key(f"{i}"))
         for i in range(count)
     ]
     out = (await store.append_comments({ROOM: batch}, OPEN))[ROOM]
