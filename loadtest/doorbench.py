@@ -2,7 +2,8 @@
 
 Starts a private redis-server, admits ``--comments`` comments from ``--users`` users in
 batches of 100 through ``Store.append_comments`` (rate limit 1/s burst 3, duplicate
-window 30 s: the production defaults), then prints what Redis spent: the script's own
+window 30 s: the production defaults; ``--open``: limits out of the way and users at
+random, so active users' state fills up), then prints what Redis spent: the script's own
 time per comment (``INFO commandstats``), the server's CPU per comment, its keys and
 memory. Figures in docs/benchmarks.md.
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import redis
@@ -27,13 +30,21 @@ from danmaku.metrics import Metrics
 from danmaku.store import Ingest, IngestLimits, Store, door_key
 
 
-async def admit(url: str, comments: int, users: int) -> None:
+async def admit(url: str, comments: int, users: int, *, open_limits: bool = False) -> None:
     store = Store(url, Metrics(process=False))
     limits = IngestLimits(rate_per_s=1.0, burst=3.0, duplicate_window_s=30.0)
+    if open_limits:  # every comment kept: users' nonce and text rings fill up
+        limits = IngestLimits(rate_per_s=1e6, burst=1e6, duplicate_window_s=30.0)
+    rng = random.Random(1)
     try:
         for b in range(0, comments, 100):
             batch = [
-                Ingest(f"u{(b + i) % users}", f"n{b + i}", b'{"t":"x"}', door_key(f"h{b + i}"))
+                Ingest(
+                    f"u{rng.randrange(users) if open_limits else (b + i) % users}",
+                    f"n{b + i}",
+                    PAYLOAD,
+                    door_key(f"h{b + i}"),
+                )
                 for i in range(min(100, comments - b))
             ]
             await store.append_comments({"room": batch}, limits)
@@ -103,6 +114,12 @@ def main() -> None:
     parser.add_argument("--comments", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--floor", action="store_true", help="cheaper doors, for comparison")
+    parser.add_argument(
+        "--open",
+        action="store_true",
+        help="limits out of the way, users picked at random: every comment kept, so a user's "
+        "nonce and text rings fill (what active users look like; try --users 200)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
         proc, port = spawn_redis(Path(data), aof=False)
@@ -113,7 +130,8 @@ def main() -> None:
                 return
             r.config_resetstat()
             cpu0 = r.info("cpu")
-            trio.run(admit, f"redis://127.0.0.1:{port}/0", args.comments, args.users)
+            url = f"redis://127.0.0.1:{port}/0"
+            trio.run(partial(admit, url, args.comments, args.users, open_limits=args.open))
             cpu1 = r.info("cpu")
             stats = r.info("commandstats")
             script_us = stats.get("cmdstat_evalsha", {}).get("usec", 0)
