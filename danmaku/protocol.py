@@ -142,25 +142,40 @@ def _parse_comment(
     text = msg.get("text")
     if not isinstance(text, str):
         return ProtocolError("bad_request", "'text' must be a string", nonce)
-    text = " ".join(clean_text(text).split())  # no newlines or tabs on a video; trimmed
+    text = tidy_text(text)
     if not text:
         return ProtocolError("empty", "comment text is empty", nonce)
-    if len(text) > limits.max_chars or len(text.encode("utf-8", "replace")) > limits.max_bytes:
+    if len(text) > limits.max_chars or (
+        # UTF-8 takes at most 4 bytes a character: encode only when that could be too many
+        len(text) * 4 > limits.max_bytes and len(text.encode("utf-8", "replace")) > limits.max_bytes
+    ):
         return ProtocolError(
             "too_long",
             f"comment is over {limits.max_chars} characters or {limits.max_bytes} bytes",
             nonce,
         )
     color = msg.get("color", DEFAULT_COLOR)
-    if not isinstance(color, str) or not COLOR_RE.fullmatch(color):
-        return ProtocolError("bad_request", "'color' must be #rrggbb", nonce)
+    if color is not DEFAULT_COLOR:  # (absent, the usual case: nothing to check)
+        if not isinstance(color, str) or not COLOR_RE.fullmatch(color):
+            return ProtocolError("bad_request", "'color' must be #rrggbb", nonce)
+        color = color.lower()
     mode = msg.get("mode", "scroll")
     if mode not in MODES:
         return ProtocolError("bad_request", "'mode' must be scroll, top or bottom", nonce)
-    return CommentRequest(text, nonce, color.lower(), mode)
+    return CommentRequest(text, nonce, color, mode)
 
 
 _KEEP_FORMAT = frozenset("\u200d")  # zero-width joiner: emoji sequences need it
+
+
+def tidy_text(text: str) -> str:
+    """``clean_text``, then every run of whitespace one space, trimmed: no newlines or
+    tabs on a video. Printable text has no whitespace but the ASCII space
+    (``str.isprintable`` excludes categories C* and Z* but for it), so the usual comment
+    is returned as it is after three string checks."""
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text
+    return " ".join(clean_text(text).split())
 
 
 def clean_text(text: str) -> str:

@@ -97,9 +97,8 @@ class FastInbound:
             if stop > end:
                 self._buf = buf[pos:]
                 return
-            mask = buf[start - 4 : start]
-            key = int.from_bytes(mask * ((n >> 2) + 1), "little") & ((1 << (n << 3)) - 1)
-            raw = (int.from_bytes(buf[start:stop], "little") ^ key).to_bytes(n, "little")
+            key = (buf[start - 4 : start] * ((n >> 2) + 1))[:n]  # the mask, repeated
+            raw = (int.from_bytes(buf[start:stop]) ^ int.from_bytes(key)).to_bytes(n)
             try:
                 text = raw.decode()
             except UnicodeDecodeError:

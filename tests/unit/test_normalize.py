@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from danmaku.protocol import clean_text
+from danmaku.protocol import clean_text, tidy_text
 from danmaku.rules.normalize import _INVISIBLE, normalize
 
 
@@ -112,3 +112,21 @@ def _clean_by_category(text: str) -> str:
 @settings(max_examples=500)
 def test_clean_text_shortcut_for_printable_text_keeps_the_rules(text: str) -> None:
     assert clean_text(text) == _clean_by_category(text)
+
+
+def test_long_ascii_keys_collapse_at_both_ends_and_on_any_byte() -> None:
+    """Keys of 16 characters and more take the integer path (``_collapse_ascii``)."""
+    assert normalize("a" * 40) == "a"
+    assert normalize("zz" + "ab" * 10 + "yy") == "z" + "ab" * 10 + "y"
+    assert normalize("x" + "\x00" * 20 + "\x7f\x7f" + "y") == "x\x00\x7fy"
+    assert normalize("hello world, look at that goal!!") == "heloworld,lokathatgoal!"
+
+
+@given(
+    st.text(max_size=40)
+    | st.text(alphabet=st.characters(max_codepoint=0x3100), max_size=40)
+    | st.text(alphabet=" ab\t\u3000\u00a0\u2028\u200b", max_size=12)
+)
+@settings(max_examples=500)
+def test_tidy_text_shortcut_keeps_the_rules(text: str) -> None:
+    assert tidy_text(text) == " ".join(clean_text(text).split())
