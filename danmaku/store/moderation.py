@@ -193,8 +193,8 @@ class ModerationOps:
                 entries = self._r.xrevrange(keys.comments(room), cursor, "-", chunk)
                 if not entries:
                     return entries, []
-                low = id_key(_s(entries[-1][0]))[0]
-                return entries, self._r.zrangebyscore(keys.deleted(room), low, "+inf")
+                low, high = id_key(_s(entries[-1][0]))[0], id_key(_s(entries[0][0]))[0]
+                return entries, self._r.zrangebyscore(keys.deleted(room), low, high)
 
             entries, gone = await self._call("recent_comments", read)
             if not entries:

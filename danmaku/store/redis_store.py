@@ -399,7 +399,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
             "room_info", run
         )
         # Counted by the door; once the stream is trimmed, estimated from its entries.
-        stored = int(counted or entries)
+        stored = max(0, int(counted or entries))
         if stored > self._stream_maxlen:
             stored = round(entries * float(avg or 1))
         now_ms = int(time.time() * 1000)
