@@ -42,7 +42,7 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest
@@ -51,6 +51,9 @@ from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection
 
 from danmaku.gateway.inbound import FastInbound
+
+if TYPE_CHECKING:
+    from danmaku.gateway.poller import ReadPoller
 
 _OP_TEXT_FIN = 0x81
 _OP_CLOSE_FIN = 0x88
@@ -161,18 +164,41 @@ class WaitFirstStream:
     (measured: 70 -> 59 us of gateway CPU per comment when each comment is its own read,
     26 -> 23 us pipelined; docs/benchmarks.md). Errors are translated as trio does
     (``ClosedResourceError`` for a closed socket, ``BrokenResourceError`` otherwise).
-    Everything else is the wrapped ``SocketStream``'s; two slots, so an idle viewer
-    pays ~60 bytes for it.
+
+    With a ``ReadPoller`` and the connection's ``FastInbound``, the reading is the
+    poller's while the connection is fast: ``receive_some`` parks until the poller has
+    something for the reader task (``poller.py``), and ``aclose`` wakes it first.
+    Everything else is the wrapped ``SocketStream``'s; six slots, so an idle viewer pays
+    ~90 bytes for it.
     """
 
-    __slots__ = ("_sock", "stream")
+    __slots__ = ("inbound", "parked_fd", "poller", "reader", "sock", "stream")
 
-    def __init__(self, stream: trio.SocketStream, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        sock: socket.socket,
+        poller: ReadPoller | None = None,
+        inbound: FastInbound | None = None,
+    ) -> None:
         self.stream = stream
-        self._sock = sock
+        self.sock = sock
+        self.poller = poller
+        self.inbound = inbound
+        self.reader: trio.lowlevel.Task | None = None  # parked in the poller
+        self.parked_fd = -1
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        sock = self._sock
+        poller, inbound = self.poller, self.inbound
+        if poller is not None and inbound is not None and inbound.fast:
+            data = await poller.wait(self)
+            if data is not None:
+                return data
+            self.poller = None  # the poller stopped or is done with us: read for ourselves
+        sock = self.sock
         while True:
             if sock.fileno() < 0:
                 raise trio.ClosedResourceError("this socket was already closed")
@@ -190,19 +216,26 @@ class WaitFirstStream:
         await self.stream.send_all(data)
 
     async def aclose(self) -> None:
+        if self.poller is not None:
+            self.poller.forget(self, trio.ClosedResourceError("the stream was closed"))
         await self.stream.aclose()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
 
 
-def install_wait_first_receive(ws: WebSocketConnection) -> bool:
+def install_wait_first_receive(
+    ws: WebSocketConnection,
+    poller: ReadPoller | None = None,
+    inbound: FastInbound | None = None,
+) -> bool:
     """Put a ``WaitFirstStream`` in place of a plain-TCP connection's stream (after its
-    ``RawWriter`` took the ``SocketStream`` itself). Returns whether it was installed."""
+    ``RawWriter`` took the ``SocketStream`` itself), read by ``poller`` while ``inbound``
+    is fast when both are given. Returns whether it was installed."""
     plain = _plain_socket(ws)
     if plain is None:
         return False
-    ws._stream = WaitFirstStream(*plain)  # type: ignore[assignment]
+    ws._stream = WaitFirstStream(*plain, poller, inbound)  # type: ignore[assignment]
     return True
 
 

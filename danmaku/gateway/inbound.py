@@ -36,7 +36,7 @@ class FastInbound:
     """A server connection's receiving side, fast for small text frames. Owned by the
     trio-websocket connection it is installed in; ``sink`` must not raise."""
 
-    __slots__ = ("_buf", "_conn", "_fast", "_max", "_sink", "fast_messages")
+    __slots__ = ("_buf", "_conn", "_fast", "_handed", "_max", "_sink", "fast_messages")
 
     def __init__(self, conn: Connection, sink: Callable[[str], None], max_message_bytes: int):
         self._conn = conn
@@ -44,6 +44,7 @@ class FastInbound:
         self._max = max_message_bytes
         self._buf = b""  # the start of an unfinished frame
         self._fast = True
+        self._handed: list[bytes] | None = None  # set during take(): what wsproto must get
         self.fast_messages = 0  # messages handed to the sink (tests, metrics)
 
     # ---- what trio-websocket uses of a wsproto connection --------------------------------
@@ -117,10 +118,31 @@ class FastInbound:
             # A frame this parser does not take: from its first byte on, wsproto parses.
             self._hand_over(buf[pos:])
 
+    def take(self, data: bytes) -> bytes | None:
+        """``receive_data`` for a caller other than the reader task (``ReadPoller``):
+        fast frames go to the sink as usual, but what wsproto must parse is returned
+        instead of given to it (``None``: nothing), since wsproto's events are for the
+        reader task to act on. From such a return on the connection is no longer fast,
+        and the caller gives the bytes to the reader task, whose ``receive_data`` passes
+        them to wsproto: the same bytes in the same order, one step later."""
+        handed: list[bytes] = []
+        self._handed = handed
+        try:
+            self.receive_data(data)
+        finally:
+            self._handed = None
+        return b"".join(handed) or None
+
     def _hand_over(self, data: bytes | None) -> None:
         if self._fast:
             self._fast = False
             if self._buf:  # the start of an unfinished frame goes first
                 buffered, self._buf = self._buf, b""
-                self._conn.receive_data(buffered)
-        self._conn.receive_data(data)
+                self._deliver(buffered)
+        self._deliver(data)
+
+    def _deliver(self, data: bytes | None) -> None:
+        if self._handed is None:
+            self._conn.receive_data(data)
+        elif data:
+            self._handed.append(data)

@@ -42,6 +42,7 @@ from danmaku.gateway.fastpath import (
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.listener import PacedListener
+from danmaku.gateway.poller import ReadPoller
 from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
@@ -124,6 +125,7 @@ class Gateway:
         self._all_gone = trio.Event()  # set when draining and the last viewer left
         self._handshake_slots = trio.CapacityLimiter(max(1, settings.max_handshakes))
         self._nursery: trio.Nursery | None = None  # where viewers' writer tasks run
+        self.poller = ReadPoller()  # reads fast connections' sockets (poller.py)
         # Connections out of full GC walks as their number grows (see gcfreeze).
         self._freezer = FreezeOnGrowth() if settings.gc_freeze else None
 
@@ -140,6 +142,7 @@ class Gateway:
             self._nursery = nursery
             await nursery.start(self.feed.run)
             await nursery.start(self.ingest.run)
+            await nursery.start(self.poller.run)
             nursery.start_soon(self._presence_loop)
             # serve_websocket's own listeners, wrapped: handshake storms are spread out at
             # the door (PacedListener).
@@ -358,8 +361,10 @@ class Gateway:
                 if s.fast_path:
                     # Plain text messages go to _on_message straight from trio-websocket's
                     # reader task, as they are parsed; the rest still via get_message.
-                    install_inbound(ws, partial(self._on_message, inbox), s.max_message_bytes)
-                    install_wait_first_receive(ws)
+                    inbound = install_inbound(
+                        ws, partial(self._on_message, inbox), s.max_message_bytes
+                    )
+                    install_wait_first_receive(ws, self.poller, inbound)
                 reason = await self._read_loop(ws, viewer, inbox)
                 viewer.close(protocol.CLOSE_NORMAL, "")
             await viewer.wait_closed()  # what is queued is written, then the close frame
