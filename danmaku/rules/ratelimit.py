@@ -113,8 +113,10 @@ class TokenBucket:
 
     def take(self, now: float, n: float = 1.0) -> float:
         """Take ``n`` tokens: ``0.0`` if allowed, else seconds to wait (nothing taken)."""
-        tokens, stamp = self.state(now)
-        wait, self.tokens, self.stamp = take_tokens(tokens, stamp, now, self.rate, self.burst, n)
+        stamp = now if self.stamp is None else self.stamp  # (state(), inlined: per message)
+        wait, self.tokens, self.stamp = take_tokens(
+            self.tokens, stamp, now, self.rate, self.burst, n
+        )
         return wait
 
     def peek(self, now: float, n: float = 1.0) -> float:
