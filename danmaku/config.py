@@ -134,6 +134,11 @@ class Settings:
         "DANMAKU_INGEST_QUEUE",
         "comments waiting for Redis per gateway; beyond: 'overloaded'",
     )
+    ingest_linger_ms: float = _opt(
+        2.0,
+        "DANMAKU_INGEST_LINGER_MS",
+        "how long a gateway waits for more comments before a Redis round trip (0 = none)",
+    )
     session_ttl_s: int = _opt(
         86_400, "DANMAKU_SESSION_TTL_S", "lifetime of a guest token from POST /api/session"
     )

@@ -54,8 +54,13 @@ class IngestBatcher:
         metrics: Metrics,
         limits: IngestLimits,
         capacity: int = 10_000,
+        linger_s: float = 0.0,
     ) -> None:
         self.store = store
+        # Comments arriving one by one (scattered senders) made batches of 1-3: the thread
+        # hop, the pipeline and the Lua call per batch then cost more than the comments
+        # (measured: docs/benchmarks.md). Waiting a moment first gathers more per trip.
+        self._linger = linger_s
         self.metrics = metrics
         self.limits = limits
         # A deque and a parking lot, not a memory channel: one append per comment, and
@@ -90,6 +95,8 @@ class IngestBatcher:
         while True:
             if not self._queue:
                 await self._waiting.park()
+            if self._linger > 0 and len(self._queue) < MAX_BATCH:
+                await trio.sleep(self._linger)
             batch = self._take()  # empty only if a flush took them meanwhile
             if batch:
                 # Shielded: a half-stored batch must still be acked (or failed) correctly.

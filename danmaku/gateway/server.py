@@ -111,7 +111,9 @@ class Gateway:
         self.hubs = RoomHubs(store, metrics, settings.ingest_ceiling)
         self.feed = FrameFeed(self.hubs, store, metrics)
         limits = IngestLimits(settings.rate_per_s, settings.rate_burst, settings.duplicate_window_s)
-        self.ingest = IngestBatcher(store, metrics, limits, settings.ingest_queue)
+        self.ingest = IngestBatcher(
+            store, metrics, limits, settings.ingest_queue, settings.ingest_linger_ms / 1000
+        )
         self.rng = rng or random.Random()
         self.admission = IpAdmission(
             settings.max_conns_per_ip, settings.max_sessions_per_ip_per_min

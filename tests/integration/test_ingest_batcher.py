@@ -78,3 +78,34 @@ async def test_flush_stores_what_is_queued(redis_url: str) -> None:
         assert batcher.pending() == 0
     finally:
         store.close()
+
+
+async def test_a_linger_gathers_comments_arriving_one_by_one_into_one_batch(
+    redis_url: str,
+) -> None:
+    metrics = Metrics(process=False)
+    store = Store(redis_url, metrics)
+    limits = IngestLimits(1e6, 1e6, 30.0)
+    viewer = Acks()
+
+    def batches() -> tuple[float | None, float | None]:
+        get = metrics.registry.get_sample_value
+        return get("danmaku_ingest_batch_comments_count"), get("danmaku_ingest_batch_comments_sum")
+
+    try:
+        for round_, (linger_s, expected) in enumerate(((0.0, (5.0, 5.0)), (0.3, (6.0, 10.0)))):
+            batcher = IngestBatcher(store, metrics, limits, linger_s=linger_s)
+            async with trio.open_nursery() as n:
+                await n.start(batcher.run)
+                for i in range(5):  # one by one, 20 ms apart
+                    assert batcher.submit(_sub(viewer, 200 + 10 * round_ + i))
+                    await trio.sleep(0.02)
+                with trio.fail_after(10):
+                    while batcher.pending() or viewer.inflight:
+                        await trio.sleep(0.01)
+                n.cancel_scope.cancel()
+            # without a linger, five round trips of one; with 0.3 s, one of five
+            assert batches() == expected
+        assert [t["type"] for t in viewer.texts] == ["ack"] * 10
+    finally:
+        store.close()
