@@ -14,6 +14,7 @@ will appear in exactly one frame. If Redis fails, each waiting comment gets
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from danmaku.store import Ingest, IngestLimits, Store, StoreError
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 2000
+LINGER_FROM_PER_S = 1000.0  # the ingest linger applies from this rate (comments/s) on
 
 
 REFUSALS = {
@@ -55,12 +57,19 @@ class IngestBatcher:
         limits: IngestLimits,
         capacity: int = 10_000,
         linger_s: float = 0.0,
+        linger_from_per_s: float = LINGER_FROM_PER_S,
     ) -> None:
         self.store = store
         # Comments arriving one by one (scattered senders) made batches of 1-3: the thread
         # hop, the pipeline and the Lua call per batch then cost more than the comments
-        # (measured: docs/benchmarks.md). Waiting a moment first gathers more per trip.
+        # (measured: docs/benchmarks.md). Waiting a moment first gathers more per trip,
+        # but only at rates where that matters: at 200 comments/s the round trips cost 1%
+        # of a core, and the wait would only add latency (and, near a tick's end, a tick).
         self._linger = linger_s
+        self._linger_from = linger_from_per_s
+        self._rate = 0.0  # comments/s taken, over the last whole second
+        self._counted = 0
+        self._count_since = -math.inf
         self.metrics = metrics
         self.limits = limits
         # A deque and a parking lot, not a memory channel: one append per comment, and
@@ -87,7 +96,17 @@ class IngestBatcher:
 
     def _take(self) -> list[Submission]:
         queue = self._queue
-        return [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
+        batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
+        self._counted += len(batch)
+        return batch
+
+    def _lingers(self, now: float) -> bool:
+        """Whether to wait for more before the next round trip: the rate is high enough."""
+        if now - self._count_since >= 1.0:
+            elapsed = now - self._count_since
+            self._rate = self._counted / elapsed if elapsed != math.inf else 0.0
+            self._counted, self._count_since = 0, now
+        return self._linger > 0 and self._rate >= self._linger_from
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Store batches until cancelled. On cancel, the batch in flight finishes first."""
@@ -95,7 +114,7 @@ class IngestBatcher:
         while True:
             if not self._queue:
                 await self._waiting.park()
-            if self._linger > 0 and len(self._queue) < MAX_BATCH:
+            if len(self._queue) < MAX_BATCH and self._lingers(trio.current_time()):
                 await trio.sleep(self._linger)
             batch = self._take()  # empty only if a flush took them meanwhile
             if batch:

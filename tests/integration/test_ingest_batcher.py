@@ -10,7 +10,7 @@ import orjson
 import redis
 import trio
 
-from danmaku.gateway.ingest import IngestBatcher, Submission
+from danmaku.gateway.ingest import LINGER_FROM_PER_S, IngestBatcher, Submission
 from danmaku.gateway.viewer import Viewer
 from danmaku.metrics import Metrics
 from danmaku.store import Ingest, IngestLimits, Store, door_key
@@ -92,9 +92,16 @@ async def test_a_linger_gathers_comments_arriving_one_by_one_into_one_batch(
         get = metrics.registry.get_sample_value
         return get("danmaku_ingest_batch_comments_count"), get("danmaku_ingest_batch_comments_sum")
 
+    rounds = [
+        (0.0, 0.0, (5.0, 5.0)),  # no linger: five round trips of one
+        (0.3, 0.0, (6.0, 10.0)),  # 0.3 s: one round trip of five
+        (0.3, LINGER_FROM_PER_S, (11.0, 15.0)),  # not before 1,000/s were seen: five of one
+    ]
     try:
-        for round_, (linger_s, expected) in enumerate(((0.0, (5.0, 5.0)), (0.3, (6.0, 10.0)))):
-            batcher = IngestBatcher(store, metrics, limits, linger_s=linger_s)
+        for round_, (linger_s, from_per_s, expected) in enumerate(rounds):
+            batcher = IngestBatcher(
+                store, metrics, limits, linger_s=linger_s, linger_from_per_s=from_per_s
+            )
             async with trio.open_nursery() as n:
                 await n.start(batcher.run)
                 for i in range(5):  # one by one, 20 ms apart
@@ -104,8 +111,31 @@ async def test_a_linger_gathers_comments_arriving_one_by_one_into_one_batch(
                     while batcher.pending() or viewer.inflight:
                         await trio.sleep(0.01)
                 n.cancel_scope.cancel()
-            # without a linger, five round trips of one; with 0.3 s, one of five
             assert batches() == expected
-        assert [t["type"] for t in viewer.texts] == ["ack"] * 10
+        assert [t["type"] for t in viewer.texts] == ["ack"] * 15
+    finally:
+        store.close()
+
+
+def test_the_linger_follows_the_rate_of_the_last_second(redis_url: str) -> None:
+    metrics = Metrics(process=False)
+    store = Store(redis_url, metrics)
+    batcher = IngestBatcher(store, metrics, IngestLimits(), 5000, linger_s=0.002)
+    viewer = Acks()
+
+    def take(count: int) -> None:
+        for i in range(count):
+            assert batcher.submit(_sub(viewer, i))
+        while batcher.pending():
+            batcher._take()
+
+    try:
+        assert not batcher._lingers(100.0)  # nothing seen yet
+        take(1500)
+        assert not batcher._lingers(100.5)  # the second is not over
+        assert batcher._lingers(101.0)  # 1,500 comments/s: linger
+        take(300)
+        assert batcher._lingers(101.9)
+        assert not batcher._lingers(103.0)  # 150/s over the last two seconds: no more
     finally:
         store.close()
