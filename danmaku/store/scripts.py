@@ -93,10 +93,14 @@ local prefix = id_ms .. '-'
 local uids = {}
 for i = 1, n do uids[i] = ARGV[1 + 5 * i] end
 local banned, states = {}, {}
+local any_bans = redis.call('EXISTS', KEYS[3]) == 1  -- most rooms: none to look up
 for first = 1, n, 500 do  -- HMGET in chunks: unpack() has a stack limit
   local last = math.min(n, first + 499)
-  local got = redis.call('HMGET', KEYS[3], unpack(uids, first, last))
-  for j = first, last do banned[j] = got[j - first + 1] end
+  local got
+  if any_bans then
+    got = redis.call('HMGET', KEYS[3], unpack(uids, first, last))
+    for j = first, last do banned[j] = got[j - first + 1] end
+  end
   got = redis.call('HMGET', KEYS[5], unpack(uids, first, last))
   for j = first, last do states[j] = got[j - first + 1] end
 end
