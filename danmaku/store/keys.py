@@ -64,7 +64,8 @@ def users_old(room: str) -> str:
 
 def door(room: str) -> str:
     """Hash: the door's own bookkeeping: ``id`` (last comment id minted), ``gen`` (when
-    the users generation began, ms), ``avg`` (recent comments per stream entry)."""
+    the users generation began, ms), ``avg`` (recent comments per stream entry), ``n``
+    (comments stored, less those deleted). Never expires: it lives as long as the stream."""
     return f"{PREFIX}:{{{room}}}:door"
 
 
