@@ -208,9 +208,7 @@ class WaitFirstStream:
             except (BlockingIOError, InterruptedError):
                 continue  # woken without data after all: wait again
             except OSError as exc:
-                if exc.errno == errno.EBADF:
-                    raise trio.ClosedResourceError("this socket was already closed") from None
-                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+                raise stream_error(exc) from exc
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.stream.send_all(data)
@@ -222,6 +220,14 @@ class WaitFirstStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
+
+
+def stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    """What trio's streams raise for a failed ``recv()``: ``ClosedResourceError`` for a
+    closed socket, ``BrokenResourceError`` otherwise."""
+    if exc.errno == errno.EBADF:
+        return trio.ClosedResourceError("this socket was already closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
 def install_wait_first_receive(

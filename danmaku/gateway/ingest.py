@@ -102,9 +102,8 @@ class IngestBatcher:
 
     def _lingers(self, now: float) -> bool:
         """Whether to wait for more before the next round trip: the rate is high enough."""
-        if now - self._count_since >= 1.0:
-            elapsed = now - self._count_since
-            self._rate = self._counted / elapsed if elapsed != math.inf else 0.0
+        if now - self._count_since >= 1.0:  # (at first, -inf: the rate comes out 0)
+            self._rate = self._counted / (now - self._count_since)
             self._counted, self._count_since = 0, now
         return self._linger > 0 and self._rate >= self._linger_from
 

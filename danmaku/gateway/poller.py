@@ -24,16 +24,14 @@ removes one before it is closed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import select
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import outcome
 import trio
 
-if TYPE_CHECKING:
-    from danmaku.gateway.fastpath import WaitFirstStream
+from danmaku.gateway.fastpath import WaitFirstStream, stream_error
 
 log = logging.getLogger(__name__)
 READ_BYTES = 65536
@@ -51,10 +49,6 @@ class ReadPoller:
     def __len__(self) -> int:
         """Readers parked here now."""
         return len(self._parked)
-
-    @property
-    def running(self) -> bool:
-        return self._epoll is not None
 
     async def wait(self, stream: WaitFirstStream) -> bytes | None:
         """Park the calling reader task until its connection needs it: returns bytes for
@@ -110,11 +104,7 @@ class ReadPoller:
         except (BlockingIOError, InterruptedError):
             return  # woken without data after all
         except OSError as exc:
-            if exc.errno == errno.EBADF:
-                err: Exception = trio.ClosedResourceError("this socket was already closed")
-            else:
-                err = trio.BrokenResourceError(f"socket connection broken: {exc}")
-            self._wake(stream, outcome.Error(err))
+            self._wake(stream, outcome.Error(stream_error(exc)))
             return
         if not data:
             self._wake(stream, outcome.Value(b""))
