@@ -92,6 +92,20 @@ REDIS_OPS = (
     "write_stats",
 )
 
+# Where in a connection's life an unexpected error ended it (its boundary caught it).
+CONNECTION_STAGES = ("accept", "handshake", "session", "reader", "writer", "ingest")
+# The supervised background loops of every role (danmaku/supervise.py).
+LOOPS = (
+    "presence",
+    "frame_feed",
+    "ingest",
+    "read_poller",
+    "tick",
+    "discover",
+    "renew",
+    "online",
+)
+
 # Latency buckets (seconds) sized for a 100 ms tick: fine below 250 ms, coarse above.
 _LATENCY = (
     0.001,
@@ -381,6 +395,26 @@ class Metrics:
             "Guest tokens issued by POST /api/session",
             registry=r,
         )
+        # --- error boundaries (issue 18)
+        self.connection_errors = Counter(
+            "danmaku_connection_errors_total",
+            "Connections ended by an unexpected error, by where it happened (that "
+            "connection only: close 1011 or HTTP 400)",
+            ["stage"],
+            registry=r,
+        )
+        self.loop_restarts = Counter(
+            "danmaku_loop_restarts_total",
+            "Background loops that failed and were restarted after a backoff",
+            ["loop"],
+            registry=r,
+        )
+        self.loop_failing = Gauge(
+            "danmaku_loop_failing",
+            "1 while a background loop is failing (until it has run 10 s again)",
+            ["loop"],
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -405,6 +439,11 @@ class Metrics:
             self.leases.labels(event)
         for stage in ("ingest", "merge", "deliver", "end_to_end", "write"):
             self.latency.labels(stage)
+        for stage in CONNECTION_STAGES:
+            self.connection_errors.labels(stage)
+        for loop in LOOPS:
+            self.loop_restarts.labels(loop)
+            self.loop_failing.labels(loop).set(0)
         for op in REDIS_OPS:
             self.redis_latency.labels(op)
             self.redis_errors.labels(op)
