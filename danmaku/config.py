@@ -96,6 +96,12 @@ class Settings:
     max_sessions_per_ip_per_min: int = _opt(
         600, "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN", "new connections per IP per minute (0 = off)"
     )
+    max_connections: int = _opt(
+        0,
+        "DANMAKU_MAX_CONNECTIONS",
+        "open WebSocket connections per gateway, checked at accept (0 = the process's "
+        "open-file limit less 256)",
+    )
     frames_history: int = _opt(
         3000, "DANMAKU_FRAMES_HISTORY", "frames kept per room for resume (since=SEQ)"
     )

@@ -34,8 +34,11 @@ from prometheus_client.core import CounterMetricFamily, Metric
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # The fixed label values (each label has a small closed set; see the class docstring).
-CLOSE_REASONS = ("client", "too_big", "too_slow", "draining", "flood")
+CLOSE_REASONS = ("client", "too_big", "too_slow", "draining", "flood", "unavailable")
 HANDSHAKE_REJECTIONS = (
+    "gone",
+    "timeout",
+    "server_full",
     "draining",
     "not_found",
     "too_many_connections",

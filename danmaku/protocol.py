@@ -33,6 +33,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_SLOW = 4000
 
@@ -51,7 +52,9 @@ ERROR_CODES: dict[str, str] = {
     "muted": "the room is muted for ordinary viewers",
     "blocked": "the text contains a blocked word",
     "overloaded": "the gateway cannot take comments right now; retry later",
-    "unavailable": "storage is unreachable; the comment was not stored, resend it",
+    "unavailable": "storage is unreachable (a comment was not stored: resend it; at the "
+    "handshake or on resume: the connection closes with 1013, reconnect with since=)",
+    "internal": "the server failed on this connection (closed with 1011); reconnect",
     "resume_failed": "frames asked for with since= have left history; live from here",
     "flood": "too many messages of any kind on one connection; the connection is closed",
 }

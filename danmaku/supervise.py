@@ -84,20 +84,37 @@ def first_error(exc: BaseException) -> BaseException:
 
 async def supervise(
     name: str,
-    loop: Callable[[], Awaitable[object]],
+    loop: Callable[..., Awaitable[object]],
     health: LoopHealth,
     backoff: Backoff | None = None,
+    *,
+    service: bool = False,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``loop()`` until cancelled, restarting it after a backoff whenever it raises
     (or returns: a background loop that ends is a bug too). Never raises but
-    ``Cancelled``. Each failure is logged once at warning level."""
+    ``Cancelled``. Each failure is logged once at warning level.
+
+    ``service=True``: ``loop`` is a trio service (takes ``task_status``); it is started
+    with ``nursery.start`` each time, and this call counts as started once it first has.
+    Otherwise this call is started at once."""
     backoff = backoff or Backoff()
+    if not service:
+        task_status.started()
+    started = not service
     while True:
         backoff.started(trio.current_time())
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_mark_recovered, name, health, backoff.stable_s)
-                await loop()
+                if service:
+                    await nursery.start(loop)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    await trio.sleep_forever()
+                else:
+                    await loop()
                 raise RuntimeError("loop returned")
         except Exception as exc:  # the boundary: anything but Cancelled
             error = first_error(exc)

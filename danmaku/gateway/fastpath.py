@@ -90,6 +90,37 @@ def install_protocol_error_close() -> None:
     WebSocketConnection._handle_close_connection_event = handle  # type: ignore[method-assign]
 
 
+def install_frame_budget() -> None:
+    """Patch trio-websocket so pings, pongs and message fragments spend a connection's
+    message budget. A connection opts in by carrying ``_danmaku_charge``, a callable
+    taking the wsproto event and returning ``False`` when the budget is spent (the
+    gateway then closes it with 1008); such a ping gets no pong. Without the patch, a
+    client could make the server answer 24,000 pings a second on one connection.
+    Whole messages are not charged here: the gateway charges them as it handles them.
+    Idempotent."""
+    cls: Any = WebSocketConnection
+    if getattr(cls._handle_ping_event, "_danmaku_patched", False):
+        return
+
+    def charged(original: Any, whole_messages_free: bool) -> Any:
+        async def handle(self: Any, event: Any) -> None:
+            charge = getattr(self, "_danmaku_charge", None)
+            if (
+                charge is not None
+                and not (whole_messages_free and getattr(event, "message_finished", True))
+                and not charge(event)
+            ):
+                return
+            await original(self, event)
+
+        handle._danmaku_patched = True  # type: ignore[attr-defined]
+        return handle
+
+    cls._handle_ping_event = charged(cls._handle_ping_event, False)
+    cls._handle_pong_event = charged(cls._handle_pong_event, False)
+    cls._handle_message_event = charged(cls._handle_message_event, True)
+
+
 def slim_connection(ws: WebSocketConnection, request: WebSocketRequest | None = None) -> bool:
     """Drop what only the opening handshake needed from an accepted connection.
 

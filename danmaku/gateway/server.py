@@ -14,31 +14,29 @@ from __future__ import annotations
 
 import logging
 import random
+import resource
 import secrets
 import ssl
 import time
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    WebSocketServer,
-)
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
+from danmaku.gateway.door import Conn, Door
 from danmaku.gateway.fastpath import (
+    install_frame_budget,
     install_inbound,
     install_protocol_error_close,
     install_wait_first_receive,
     slim_connection,
 )
+from danmaku.gateway.handshake import Handshake, Refusal, parse_target
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.listener import PacedListener
@@ -51,6 +49,7 @@ from danmaku.rules.normalize import normalize
 from danmaku.rules.ratelimit import TokenBucket
 from danmaku.rules.wordfilter import WordFilter
 from danmaku.store import Ingest, IngestLimits, Store, StoreError, door_key
+from danmaku.supervise import LoopHealth, supervise
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +65,18 @@ def _header(request: WebSocketRequest, name: bytes) -> str | None:
     return None
 
 
-def _remote_ip(request: WebSocketRequest) -> str:
-    remote = request.remote
-    return str(getattr(remote, "address", remote))
+FD_HEADROOM = 256  # descriptors kept for Redis, the web app, logs and the listeners
+
+
+def connection_cap(setting: int) -> int:
+    """The total connection cap of a gateway: ``setting``, or with 0, what the process's
+    open-file limit leaves after ``FD_HEADROOM`` (0 = no cap where there is no limit)."""
+    if setting > 0:
+        return setting
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(1, soft - FD_HEADROOM)
 
 
 def parse_origins(raw: str) -> set[str]:
@@ -88,12 +96,6 @@ class _Inbox:
         self.ended: str | None = None
 
 
-class HandshakeRefused(Exception):
-    def __init__(self, code: str, message: str, close: int = protocol.CLOSE_POLICY):
-        super().__init__(message)
-        self.code, self.message, self.close = code, message, close
-
-
 class Gateway:
     def __init__(
         self,
@@ -103,8 +105,10 @@ class Gateway:
         *,
         gateway_id: str | None = None,
         rng: random.Random | None = None,
+        health: LoopHealth | None = None,
     ) -> None:
         self.store = store
+        self.health = health or LoopHealth(metrics)
         self.settings = settings
         self.metrics = metrics
         self.gateway_id = gateway_id or f"g-{secrets.token_hex(4)}"
@@ -116,7 +120,9 @@ class Gateway:
         )
         self.rng = rng or random.Random()
         self.admission = IpAdmission(
-            settings.max_conns_per_ip, settings.max_sessions_per_ip_per_min
+            settings.max_conns_per_ip,
+            settings.max_sessions_per_ip_per_min,
+            max_total=connection_cap(settings.max_connections),
         )
         self.limits = protocol.TextLimits(settings.max_text_chars, settings.max_text_bytes)
         self.draining = False
@@ -136,18 +142,23 @@ class Gateway:
         """Serve until cancelled. ``task_status.started(port)`` once listening."""
         s = self.settings
         install_protocol_error_close()
+        install_frame_budget()
+        health = self.health
         ssl_context = None
         if s.tls_cert:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(s.tls_cert, s.tls_key or None)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await nursery.start(self.feed.run)
-            await nursery.start(self.ingest.run)
-            await nursery.start(self.poller.run)
-            nursery.start_soon(self._presence_loop)
-            # serve_websocket's own listeners, wrapped: handshake storms are spread out at
-            # the door (PacedListener).
+            # Each background loop restarts on its own after a failure (supervise).
+            for name, service in (
+                ("frame_feed", self.feed.run),
+                ("ingest", self.ingest.run),
+                ("read_poller", self.poller.run),
+            ):
+                await nursery.start(partial(supervise, name, service, health, service=True))
+            nursery.start_soon(supervise, "presence", self._presence_loop, health)
+            # Listeners wrapped: handshake storms are spread out at the door (PacedListener).
             tcp = await trio.open_tcp_listeners(s.ws_port, host=s.ws_host)
             self.port = tcp[0].socket.getsockname()[1]
             listeners: list[Any] = tcp
@@ -159,16 +170,16 @@ class Gateway:
                 PacedListener(lst, s.max_accepts_per_s, s.max_accepts_per_s / 10)
                 for lst in listeners
             ]
-            server = WebSocketServer(
+            door = Door(
                 self._handle,
-                paced,
-                handler_nursery=nursery,
-                max_message_size=s.max_message_bytes,
-                message_queue_size=8,
-                connect_timeout=s.connect_timeout_s,
-                disconnect_timeout=2.0,
+                self.admission,
+                self.metrics,
+                max_message_bytes=s.max_message_bytes,
+                connect_timeout_s=s.connect_timeout_s,
             )
-            await nursery.start(server.run)
+            await nursery.start(
+                partial(trio.serve_listeners, door.serve, paced, handler_nursery=nursery)
+            )
             task_status.started(self.port)
 
     def origin_allowed(self, origin: str) -> bool:
@@ -229,95 +240,67 @@ class Gateway:
                     live_hub.words_version = version
 
     # ---- a connection ---------------------------------------------------------------
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def _handle(self, request: WebSocketRequest, conn: Conn) -> None:
+        """One connection whose upgrade request has been read, inside the door's error
+        boundary (``door.py``): refusals are answered here, anything unexpected there."""
         m = self.metrics
-        ip = _remote_ip(request)
-        query = await self._screen(request)
-        if query is None:
-            return
-        refused = self.admission.try_open(ip, time.time())
-        if refused is not None:
-            m.handshakes_rejected.labels(refused).inc()
-            await request.reject(429, body=refused.encode())
+        asked = self._screen(request)
+        if isinstance(asked, Refusal) and asked.status:
+            m.handshakes_rejected.labels(asked.code).inc()
+            await request.reject(asked.status, body=asked.message.encode())
             return
         try:
             # A storm of handshakes must not starve the broadcast loop: trio runs every
             # runnable task once per round, so a few thousand handshakes in flight would
             # delay frames by their whole round. Bounding them keeps rounds short.
             async with self._handshake_slots:
-                try:
-                    room, user, since, density = self._check(parse_qs(query, max_num_fields=8))
-                except HandshakeRefused as refusal:
-                    m.handshakes_rejected.labels(refusal.code).inc()
-                    ws = await request.accept()
+                checked = self._check(asked)
+                conn.ws = ws = await request.accept()
+                if isinstance(checked, Refusal):
+                    m.handshakes_rejected.labels(checked.code).inc()
                     await ws.send_message(
-                        protocol.error(protocol.ProtocolError(refusal.code, refusal.message))
+                        protocol.error(protocol.ProtocolError(checked.code, checked.message))
                     )
-                    await ws.aclose(refusal.close, refusal.message[:120])
+                    await ws.aclose(protocol.CLOSE_POLICY, checked.message[:120])
                     return
-                ws = await request.accept()
                 slim_connection(ws, request)
-            await self._session(ws, room, user, since, density)
+            conn.stage = "session"
+            assert isinstance(asked, Handshake)  # a refused target returned above
+            await self._session(ws, asked, checked)
         except ConnectionClosed:
             pass
-        finally:
-            self.admission.close(ip)
 
-    async def _screen(self, request: WebSocketRequest) -> str | None:
-        """The checks before admission (draining, path, Origin): the query string, or
-        ``None`` when the request was refused (and answered)."""
-        m = self.metrics
+    def _screen(self, request: WebSocketRequest) -> Handshake | Refusal:
+        """The checks before the upgrade (draining, target, Origin): what the client
+        asks for, or a refusal with its HTTP status."""
         if self.draining:
-            m.handshakes_rejected.labels("draining").inc()
-            await request.reject(503, body=b"draining")
-            return None
-        url = urlsplit(request.path)
-        if url.path != "/ws":
-            m.handshakes_rejected.labels("not_found").inc()
-            await request.reject(404, body=b"not found: connect to /ws?room=ROOM")
-            return None
+            return Refusal("draining", "draining", 503)
+        asked = parse_target(request.path)
+        if isinstance(asked, Refusal) and asked.status:
+            return asked
         origin = _header(request, b"origin")
         if origin is not None and not self.origin_allowed(origin):
-            m.handshakes_rejected.labels("origin").inc()
-            await request.reject(403, body=b"origin not allowed")
+            return Refusal("origin", "origin not allowed", 403)
+        return asked
+
+    def _check(self, asked: Handshake | Refusal) -> User | Refusal | None:
+        """The checks after the upgrade, answered with an ``error`` message (browsers
+        cannot read a refused upgrade): the target's own refusal, or the token's."""
+        if isinstance(asked, Refusal):
+            return asked
+        if not asked.token:
             return None
-        return url.query
+        try:
+            return auth.verify(self.settings.secret, asked.token, room=asked.room)
+        except auth.TokenError as exc:
+            return Refusal("unauthorized", str(exc))
 
-    def _check(self, query: dict[str, list[str]]) -> tuple[str, User | None, int | None, float]:
-        room = (query.get("room") or [""])[0]
-        if not protocol.valid_room(room):
-            raise HandshakeRefused("bad_room", "room must be 1-64 of [A-Za-z0-9_-]")
-        user = None
-        token = (query.get("token") or [""])[0]
-        if token:
-            try:
-                user = auth.verify(self.settings.secret, token, room=room)
-            except auth.TokenError as exc:
-                raise HandshakeRefused("unauthorized", str(exc)) from exc
-        since = None
-        raw_since = (query.get("since") or [""])[0]
-        if raw_since:
-            if not raw_since.isdigit() or len(raw_since) > 18:
-                raise HandshakeRefused("bad_request", "since must be a frame seq (integer)")
-            since = int(raw_since)
-        density = 1.0
-        raw_density = (query.get("density") or [""])[0]
-        if raw_density:
-            parsed = protocol.parse_density(raw_density[:16])
-            if parsed is None:
-                raise HandshakeRefused("bad_request", "density must be a number in (0, 1]")
-            density = parsed
-        return room, user, since, density
-
-    async def _session(
-        self,
-        ws: WebSocketConnection,
-        room: str,
-        user: User | None,
-        since: int | None,
-        density: float = 1.0,
-    ) -> None:
+    async def _session(self, ws: WebSocketConnection, asked: Handshake, user: User | None) -> None:
+        """An accepted connection from ``welcome`` to its close. Storage trouble on the
+        way in (the room's state, a resume read) ends it with an ``unavailable`` error
+        and 1013, which players retry; it never propagates."""
         s, m = self.settings, self.metrics
+        room, since = asked.room, asked.since
         assert self._nursery is not None
         viewer = Viewer(
             ws,
@@ -330,12 +313,15 @@ class Gateway:
             stuck_timeout_s=s.slow_viewer_timeout_s,
             fast=bool(s.fast_path),
         )
-        viewer.level = DENSITY.index_for(density)
+        viewer.level = DENSITY.index_for(asked.density)
         inbox = _Inbox(viewer, TokenBucket(s.max_msgs_per_s, s.max_msgs_burst))
+        if s.max_msgs_per_s > 0:
+            # Pings, pongs and message fragments spend the same budget as messages.
+            ws._danmaku_charge = partial(self._charge, inbox)  # type: ignore[attr-defined]
         try:
             hub = await self.hubs.hub(room)
         except StoreError:
-            await ws.aclose(protocol.CLOSE_TRY_AGAIN, "storage unavailable")
+            await _unavailable(ws)
             return
         m.connections_opened.labels("user" if user else "anonymous").inc()
         m.connections_open.inc()
@@ -359,16 +345,23 @@ class Gateway:
                 pin = hub.pin
                 if pin and (not pin.get("until") or pin["until"] > time.time() * 1000):
                     viewer.push_control(protocol.notice("pin", pin=pin))
-                await self._attach(viewer, hub, since)
-                if s.fast_path:
-                    # Plain text messages go to _on_message straight from trio-websocket's
-                    # reader task, as they are parsed; the rest still via get_message.
-                    inbound = install_inbound(
-                        ws, partial(self._on_message, inbox), s.max_message_bytes
-                    )
-                    install_wait_first_receive(ws, self.poller, inbound)
-                reason = await self._read_loop(ws, viewer, inbox)
-                viewer.close(protocol.CLOSE_NORMAL, "")
+                try:
+                    await self._attach(viewer, hub, since)
+                except StoreError:
+                    # A resume read during a failover: the player reconnects with since=.
+                    viewer.push_control(_UNAVAILABLE)
+                    viewer.close(protocol.CLOSE_TRY_AGAIN, "storage unavailable")
+                    inbox.ended = "unavailable"
+                else:
+                    if s.fast_path:
+                        # Plain text messages go to _on_message straight from the reader
+                        # task, as they are parsed; the rest still via get_message.
+                        inbound = install_inbound(
+                            ws, partial(self._on_message, inbox), s.max_message_bytes
+                        )
+                        install_wait_first_receive(ws, self.poller, inbound)
+                    reason = await self._read_loop(ws, viewer, inbox)
+                    viewer.close(protocol.CLOSE_NORMAL, "")
             await viewer.wait_closed()  # what is queued is written, then the close frame
             reason = inbox.ended or reason
         finally:
@@ -379,7 +372,11 @@ class Gateway:
             m.connections_open.dec()
             if viewer.close_reason and viewer.close_reason[0] == protocol.CLOSE_TOO_SLOW:
                 reason = "too_slow"
-            elif viewer.close_reason and viewer.close_reason[0] == protocol.CLOSE_TRY_AGAIN:
+            elif (
+                reason != "unavailable"
+                and viewer.close_reason
+                and viewer.close_reason[0] == protocol.CLOSE_TRY_AGAIN
+            ):
                 reason = "draining"
             m.connections_closed.labels(reason).inc()
 
@@ -448,25 +445,38 @@ class Gateway:
             self._on_message(inbox, raw)
         return inbox.ended
 
+    def _charge(self, inbox: _Inbox, event: object) -> bool:
+        """A control frame or message fragment arrived (``install_frame_budget``): spend
+        one message of the connection's budget. ``False``: over budget, the connection is
+        closing and the frame is not answered."""
+        return inbox.ended is None and not self._flooded(inbox)
+
+    def _flooded(self, inbox: _Inbox) -> bool:
+        """Spend one message of the connection's budget; when it is spent, say so to the
+        client, close with 1008 and return ``True``."""
+        s = self.settings
+        # time.monotonic: trio.current_time costs 5x as much, and this runs per message.
+        if s.max_msgs_per_s <= 0 or inbox.flood.take(time.monotonic()) <= 0:
+            return False
+        viewer = inbox.viewer
+        viewer.push_control(
+            protocol.error(
+                protocol.ProtocolError(
+                    "flood", f"over {s.max_msgs_per_s:g} messages per second: closing"
+                )
+            )
+        )
+        viewer.close(protocol.CLOSE_POLICY, "flood")
+        inbox.ended = "flood"
+        return True
+
     def _on_message(self, inbox: _Inbox, raw: str | bytes) -> None:
         """One client message, from ``_read_loop`` or straight from the reader task
         (``FastInbound``). Synchronous: never waits, never raises for what a client sends.
         Sets ``inbox.ended`` when the connection is to close."""
-        if inbox.ended is not None:
+        if inbox.ended is not None or self._flooded(inbox):
             return  # closing (flood): what was already in the socket is ignored
-        m, s, viewer = self.metrics, self.settings, inbox.viewer
-        # time.monotonic: trio.current_time costs 5x as much, and this runs per message.
-        if s.max_msgs_per_s > 0 and inbox.flood.take(time.monotonic()) > 0:
-            viewer.push_control(
-                protocol.error(
-                    protocol.ProtocolError(
-                        "flood", f"over {s.max_msgs_per_s:g} messages per second: closing"
-                    )
-                )
-            )
-            viewer.close(protocol.CLOSE_POLICY, "flood")
-            inbox.ended = "flood"
-            return
+        m, viewer = self.metrics, inbox.viewer
         if isinstance(raw, bytes):
             m.comments_rejected.labels("bad_request").inc()
             viewer.push_control(
@@ -556,3 +566,15 @@ class Gateway:
                 "overloaded", "gateway ingest queue full", req.nonce, 1000
             )
         return None
+
+
+_UNAVAILABLE = protocol.error(
+    protocol.ProtocolError("unavailable", "storage unavailable: reconnect with since=")
+)
+
+
+async def _unavailable(ws: WebSocketConnection) -> None:
+    """Tell an accepted client that storage is unreachable and close with 1013 (players
+    reconnect after a moment)."""
+    await ws.send_message(_UNAVAILABLE)
+    await ws.aclose(protocol.CLOSE_TRY_AGAIN, "storage unavailable")

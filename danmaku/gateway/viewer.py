@@ -21,6 +21,8 @@ tens of thousands of mostly idle viewers pays for. Overflow policies:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,7 +34,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from danmaku.auth import User
 from danmaku.gateway.fastpath import RawWriter, text_frame
 from danmaku.metrics import Metrics
-from danmaku.protocol import CLOSE_TOO_SLOW
+from danmaku.protocol import CLOSE_INTERNAL, CLOSE_TOO_SLOW
+
+log = logging.getLogger(__name__)
 
 _FRAME, _PARTIAL, _CONTROL = 0, 1, 2
 WRITE_BATCH_BYTES = 65536  # queued items written with one send() when raw writes are on
@@ -285,6 +289,17 @@ class Viewer:
         try:
             if not await self._drain():
                 return
+        except Exception as exc:
+            # The writer's boundary: it runs in the gateway's nursery, so nothing may
+            # leave it. This viewer is done; every other goes on.
+            self._m.connection_errors.labels("writer").inc()
+            log.warning("writer of a viewer in %s failed: %r", self.room, exc)
+            self._closed = True
+            self._queue = None
+            self._release_wire()
+            # The socket may be what failed: nothing more to do if closing fails too.
+            with trio.move_on_after(1), contextlib.suppress(Exception):
+                await self.ws.aclose(CLOSE_INTERNAL, "internal error")
         finally:
             self._writing = False
         self._done = True

@@ -16,15 +16,24 @@ from danmaku.rules.ratelimit import IngestCeiling
 
 
 class IpAdmission:
-    def __init__(self, max_conns: int, max_per_min: int, *, max_tracked: int = 100_000) -> None:
+    """Per-IP caps (concurrent, new per minute) and a cap on all open connections
+    (``max_total``; 0 = unlimited): the gateway asks before it parses anything."""
+
+    def __init__(
+        self, max_conns: int, max_per_min: int, *, max_total: int = 0, max_tracked: int = 100_000
+    ) -> None:
         self.max_conns = max_conns  # 0 = unlimited
         self.max_per_min = max_per_min  # 0 = unlimited
+        self.max_total = max_total  # 0 = unlimited
         self.max_tracked = max_tracked
+        self.total = 0  # connections admitted and not yet closed
         self._open: dict[str, int] = {}
         self._window: dict[str, tuple[int, int]] = {}  # ip -> (minute, count)
 
     def try_open(self, ip: str, now: float) -> str | None:
         """Admit a new connection (return ``None``) or say why not."""
+        if self.max_total and self.total >= self.max_total:
+            return "server_full"
         if self.max_conns and self._open.get(ip, 0) >= self.max_conns:
             return "too_many_connections"
         if self.max_per_min:
@@ -40,10 +49,12 @@ class IpAdmission:
                     return "too_many_sessions"
             self._window[ip] = (minute, count + 1)
         self._open[ip] = self._open.get(ip, 0) + 1
+        self.total += 1
         return None
 
     def close(self, ip: str) -> None:
         """A connection admitted by ``try_open`` ended. Call exactly once per admit."""
+        self.total = max(0, self.total - 1)
         n = self._open.get(ip, 0) - 1
         if n > 0:
             self._open[ip] = n

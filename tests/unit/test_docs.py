@@ -26,7 +26,7 @@ def test_every_error_and_close_code_is_documented() -> None:
     text = (DOCS / "protocol.md").read_text()
     for code in protocol.ERROR_CODES:
         assert f"`{code}`" in text, code
-    for close in (1000, 1001, 1008, 1009, 1013, protocol.CLOSE_TOO_SLOW):
+    for close in (1000, 1001, 1008, 1009, 1011, 1013, protocol.CLOSE_TOO_SLOW):
         assert f"| {close} |" in text, close
 
 

@@ -1,0 +1,224 @@
+"""The gateway's door: every accepted TCP connection inside its own error boundary.
+
+``Door.serve`` is the handler ``trio.serve_listeners`` calls for each accepted stream.
+In order, for one connection:
+
+1. ``accept``: the peer's address (a peer that reset the connection before we looked
+   is simply gone), then the per-IP and total caps (``IpAdmission``) *before any HTTP
+   parsing*: a refused connection costs one small write and a close;
+2. ``handshake``: trio-websocket reads the HTTP upgrade request (bounded by
+   ``connect_timeout_s``; a client that stays silent is closed at the deadline);
+3. ``session``: the gateway's handler (``Gateway._handle``) runs the connection.
+
+Whatever a connection raises, in any stage (its handler, its wsproto reader task, the
+gateway's message sink called from that task), ends *that connection only*: answered with
+HTTP 400 before the upgrade or closed with 1011 after it, logged once at warning level
+with its stage and peer (at most ``LOG_BURST`` lines at once, then one a second), and
+counted in ``danmaku_connection_errors_total{stage}``. Nothing but cancellation leaves
+``serve``, so the gateway's nursery never sees a client's fault.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, WebSocketRequest
+from trio_websocket._impl import RECEIVE_BYTES
+from wsproto import ConnectionType, WSConnection
+
+from danmaku.metrics import Metrics
+from danmaku.protocol import CLOSE_INTERNAL
+from danmaku.rules.admission import IpAdmission
+from danmaku.rules.ratelimit import TokenBucket
+from danmaku.supervise import first_error
+
+log = logging.getLogger(__name__)
+
+LOG_BURST = 20.0  # warnings logged at once before the door slows to one a second
+REFUSE_WAIT_S = 0.5  # how long a refused connection may take to read its answer
+
+
+class Conn:
+    """One connection as the door sees it: where it is in its life, who it is, and what
+    to close if it fails. The handler updates ``stage``, ``request`` and ``ws``."""
+
+    __slots__ = ("peer", "request", "stage", "ws")
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.stage = "accept"
+        self.request: WebSocketRequest | None = None
+        self.ws: WebSocketConnection | None = None
+
+
+Handler = Callable[[WebSocketRequest, Conn], Awaitable[None]]
+
+
+def peer_ip(stream: trio.abc.Stream) -> str | None:
+    """The peer's IP address of a TCP (or TLS over TCP) stream; ``None`` when the peer is
+    already gone (``getpeername`` fails after a reset) or the stream has no socket."""
+    inner: Any = getattr(stream, "transport_stream", stream)
+    sock: Any = getattr(inner, "socket", None)
+    if sock is None:
+        return None
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return None
+    return str(address[0]) if isinstance(address, tuple) else str(address)
+
+
+def http_refusal(status: int, reason: str, body: str) -> bytes:
+    """A complete HTTP/1.1 response that closes the connection."""
+    data = body.encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\n"
+        f"content-length: {len(data)}\r\nconnection: close\r\n\r\n"
+    ).encode() + data
+
+
+_REFUSALS = {
+    "too_many_connections": http_refusal(429, "Too Many Requests", "too_many_connections"),
+    "too_many_sessions": http_refusal(429, "Too Many Requests", "too_many_sessions"),
+    "server_full": http_refusal(503, "Service Unavailable", "server_full"),
+}
+
+
+class Door:
+    """Serves accepted streams: admission, handshake, then ``handler(request, conn)``,
+    all inside one boundary per connection (see the module docstring)."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        admission: IpAdmission,
+        metrics: Metrics,
+        *,
+        max_message_bytes: int,
+        connect_timeout_s: float,
+        message_queue_size: int = 8,
+        disconnect_timeout_s: float = 2.0,
+    ) -> None:
+        self.handler = handler
+        self.admission = admission
+        self.metrics = metrics
+        self.max_message_bytes = max_message_bytes
+        self.connect_timeout_s = connect_timeout_s
+        self.message_queue_size = message_queue_size
+        self.disconnect_timeout_s = disconnect_timeout_s
+        self._log_budget = TokenBucket(1.0, LOG_BURST)
+        self._unlogged = 0
+
+    async def serve(self, stream: trio.abc.Stream) -> None:
+        """Run one connection to its end. Never raises but ``Cancelled``; the caller
+        (``serve_listeners``) closes the stream afterwards."""
+        ip = peer_ip(stream)
+        if ip is None:
+            self.metrics.handshakes_rejected.labels("gone").inc()
+            return
+        conn = Conn(ip)
+        refused = self.admission.try_open(ip, time.time())
+        if refused is not None:
+            self.metrics.handshakes_rejected.labels(refused).inc()
+            await _refuse(stream, _REFUSALS[refused])
+            return
+        try:
+            await self._run(stream, conn)
+        except Exception as exc:
+            await self._failed(conn, exc)
+        except BaseExceptionGroup as group:
+            # Cancellation together with a failure (a shutdown racing an error): report
+            # the failure, let the cancellation go on.
+            failure, rest = group.split(Exception)
+            if failure is not None:
+                await self._failed(conn, failure)
+            if rest is not None:
+                raise rest from None
+        finally:
+            self.admission.close(ip)
+
+    async def _run(self, stream: trio.abc.Stream, conn: Conn) -> None:
+        # What trio-websocket's WebSocketServer does per connection, with a stage kept.
+        async with trio.open_nursery() as nursery:
+            connection = WebSocketConnection(
+                stream,
+                WSConnection(ConnectionType.SERVER),
+                message_queue_size=self.message_queue_size,
+                max_message_size=self.max_message_bytes,
+                receive_buffer_size=RECEIVE_BYTES,
+            )
+            waiting = trio.CancelScope()  # for the request; cancelled if the peer leaves
+
+            async def read() -> None:
+                await connection._reader_task()
+                waiting.cancel()  # no request can come any more (a no-op once it came)
+
+            nursery.start_soon(read)
+            conn.stage = "handshake"
+            with trio.move_on_after(self.connect_timeout_s) as deadline, waiting:
+                request = await connection._get_request()
+            if deadline.cancelled_caught or waiting.cancelled_caught:
+                reason = "timeout" if deadline.cancelled_caught else "gone"
+                self.metrics.handshakes_rejected.labels(reason).inc()
+                nursery.cancel_scope.cancel()
+                return
+            conn.request = request
+            try:
+                await self.handler(request, conn)
+            except Exception as exc:
+                # Here, not in ``serve``: the connection is still whole, so the client
+                # can still be told (400 or 1011) before it is closed below.
+                await self._failed(conn, exc)
+            finally:
+                with trio.move_on_after(self.disconnect_timeout_s):
+                    await connection.aclose()
+                # The reader task may still wait for bytes (after a refused upgrade the
+                # peer may keep the socket open): the connection is over, stop it.
+                nursery.cancel_scope.cancel()
+
+    async def _failed(self, conn: Conn, exc: BaseException) -> None:
+        """The boundary: count, log (rate-limited), and end the connection politely."""
+        error = first_error(exc)
+        self.metrics.connection_errors.labels(conn.stage).inc()
+        if self._log_budget.take(time.monotonic()) <= 0:
+            more = f" (+{self._unlogged} more not logged)" if self._unlogged else ""
+            self._unlogged = 0
+            log.warning(
+                "connection from %s failed in %s: %r%s",
+                conn.peer,
+                conn.stage,
+                error,
+                more,
+                exc_info=error if log.isEnabledFor(logging.DEBUG) else None,
+            )
+        else:
+            self._unlogged += 1
+        # The connection is ours to close, even on the way out; the peer may be gone, and
+        # then there is nothing left to tell it.
+        with trio.move_on_after(REFUSE_WAIT_S) as scope, contextlib.suppress(Exception):
+            scope.shield = True
+            if conn.ws is not None:
+                await conn.ws.aclose(CLOSE_INTERNAL, "internal error")
+            elif conn.request is not None:
+                await conn.request.reject(400, body=b"bad request")
+
+
+async def _refuse(stream: trio.abc.Stream, response: bytes) -> None:
+    """Answer a connection refused at the door before reading its request. The peer's
+    request may still arrive; reading (and dropping) it for a moment before closing keeps
+    the kernel from resetting the connection under the answer."""
+    with trio.move_on_after(REFUSE_WAIT_S):
+        try:
+            await stream.send_all(response)
+            send_eof = getattr(stream, "send_eof", None)
+            if send_eof is not None:
+                await send_eof()
+            while await stream.receive_some(4096):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
