@@ -35,6 +35,7 @@ class User:
     room: str | None = None
     highlight: bool = False
     rooms: tuple[str, ...] | None = None  # the rooms the token is limited to (None: all)
+    expires: float = 0.0  # the token's exp (epoch seconds; 0: not from a token)
 
     @property
     def is_staff(self) -> bool:
@@ -117,6 +118,7 @@ def verify(secret: str, token: str, *, room: str | None = None) -> User:
         room=rooms[0] if rooms and len(rooms) == 1 else None,
         rooms=rooms,
         highlight=bool(claims.get("hl", False)),
+        expires=float(claims["exp"]),
     )
 
 

@@ -87,7 +87,12 @@ class DensityRequest:
     value: float  # share of ordinary items the viewer wants, in (0, 1]
 
 
-ClientMessage = CommentRequest | PingRequest | DensityRequest
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    token: str  # a fresh token for the same user (or a first one for an anonymous viewer)
+
+
+ClientMessage = CommentRequest | PingRequest | DensityRequest | AuthRequest
 
 
 def parse_density(value: object) -> float | None:
@@ -132,6 +137,11 @@ def parse_client_message(raw: str | bytes, limits: TextLimits) -> ClientMessage 
         if density is None:
             return ProtocolError("bad_request", "'value' must be a number in (0, 1]", nonce)
         return DensityRequest(density)
+    if kind == "auth":
+        token = msg.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= 4096:
+            return ProtocolError("bad_request", "'token' must be a token string", nonce)
+        return AuthRequest(token)
     if not isinstance(kind, str):
         return ProtocolError("bad_request", "missing string field 'type'", nonce)
     return ProtocolError("unknown_type", f"unknown message type {kind[:32]!r}", nonce)

@@ -12,6 +12,7 @@ closes viewers with 1013 and flushes pending comments before cancellation.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import resource
@@ -496,6 +497,8 @@ class Gateway:
         elif isinstance(msg, protocol.DensityRequest):
             viewer.level = DENSITY.index_for(msg.value)
             viewer.push_control(protocol.notice("density", value=DENSITY.levels[viewer.level]))
+        elif isinstance(msg, protocol.AuthRequest):
+            viewer.push_control(self._reauth(viewer, msg.token))
         else:
             m.comments_received.inc()
             err = self._accept_comment(viewer, msg)
@@ -503,10 +506,40 @@ class Gateway:
                 m.comments_rejected.labels(err.code).inc()
                 viewer.push_control(protocol.error(err))
 
+    def _reauth(self, viewer: Viewer, token: str) -> str:
+        """An ``auth`` message: a fresh token for the connection's user (or a first one
+        for an anonymous viewer). Answered with a notice ``auth`` or an ``unauthorized``
+        error; a connection never changes its user."""
+        try:
+            user = auth.verify(self.settings.secret, token, room=viewer.room)
+        except auth.TokenError as exc:
+            return protocol.error(protocol.ProtocolError("unauthorized", str(exc)))
+        if viewer.user is not None and user.uid != viewer.user.uid:
+            return protocol.error(
+                protocol.ProtocolError("unauthorized", "a connection keeps its user: reconnect")
+            )
+        viewer.user = user
+        return protocol.notice("auth", user=user.public(), expires=int(user.expires))
+
+    def _current_user(self, viewer: Viewer) -> User | None:
+        """The connection's user as of now: staff rights end with the token that gave
+        them (the connection stays, as a viewer, and is told once to send ``auth``)."""
+        user = viewer.user
+        if user is not None and user.is_staff and 0 < user.expires < time.time():
+            viewer.user = user = dataclasses.replace(user, role="viewer", highlight=False)
+            viewer.push_control(
+                protocol.notice(
+                    "token_expired",
+                    message="your token expired: staff rights are off until you send "
+                    "a fresh one in an auth message",
+                )
+            )
+        return user
+
     def _accept_comment(
         self, viewer: Viewer, req: protocol.CommentRequest
     ) -> protocol.ProtocolError | None:
-        user = viewer.user
+        user = self._current_user(viewer)
         if user is None:
             return protocol.ProtocolError(
                 "unauthorized", "sending needs a token; anonymous viewers can only watch", req.nonce
