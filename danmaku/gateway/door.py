@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -209,14 +210,35 @@ class Door:
 
 
 async def _refuse(stream: trio.abc.Stream, response: bytes) -> None:
-    """Answer a connection refused at the door before reading its request. The peer's
-    request may still arrive; reading (and dropping) it for a moment before closing keeps
-    the kernel from resetting the connection under the answer."""
+    """Answer a connection refused at the door before reading its request, as cheaply as
+    possible: refusals come in floods. On plain TCP the answer goes out with one
+    non-blocking ``send()`` and the socket is closed at once, unless the peer's request
+    already arrived: closing over unread bytes would reset the connection under the
+    answer, so that peer gets a moment to read it (``REFUSE_WAIT_S``)."""
+    # The stdlib socket under trio's (as fastpath does): its send/recv do not block.
+    sock: Any = getattr(getattr(stream, "socket", None), "_sock", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sent = sock.send(response)
+            if sent == len(response):
+                sock.shutdown(socket.SHUT_WR)
+                try:
+                    pending = sock.recv(4096, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return  # nothing to read: close now (the caller does), a clean FIN
+                if not pending:
+                    return  # the peer closed already
+                response = b""  # sent; drain below, then close
+            else:
+                response = response[sent:]
+        except OSError:
+            return
     with trio.move_on_after(REFUSE_WAIT_S):
         try:
-            await stream.send_all(response)
+            if response:
+                await stream.send_all(response)
             send_eof = getattr(stream, "send_eof", None)
-            if send_eof is not None:
+            if send_eof is not None and not isinstance(sock, socket.socket):
                 await send_eof()
             while await stream.receive_some(4096):
                 pass

@@ -110,6 +110,10 @@ def install_frame_budget() -> None:
                 and not (whole_messages_free and getattr(event, "message_finished", True))
                 and not charge(event)
             ):
+                # Over budget: the gateway is closing the connection. Read no more (the
+                # peer's further frames would only cost parsing); the kernel's buffers
+                # push back on the flood until the close times out.
+                self._reader_running = False
                 return
             await original(self, event)
 
