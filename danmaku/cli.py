@@ -33,7 +33,7 @@ ROLE_HELP = {
     "up": "everything in one process: web app, gateway, worker (+ embedded Redis "
     "when no --redis-url/REDIS_URL)",
     "gateway": "the WebSocket gateway only (needs --redis-url and DANMAKU_SECRET)",
-    "worker": "the broadcast worker only (needs --redis-url)",
+    "worker": "the broadcast worker only (needs --redis-url and DANMAKU_SECRET)",
     "web": "the web app only (needs --redis-url and DANMAKU_SECRET)",
 }
 
