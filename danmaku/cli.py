@@ -194,12 +194,14 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool, run: 
             gc.collect()
             gc.freeze()
             metrics.gc_frozen.set(gc.get_freeze_count())
-        for name, url in system.urls.items():
-            # urls["redis"] is masked by run_system; mask again so no future URL leaks.
-            print(f"{name:>10}: {mask_url(url)}", flush=True)
-        print("     ready: Ctrl-C to stop", flush=True)
-        run.ready = True
+        # The handler is in place before `ready` is printed: a supervisor that signals
+        # the moment it reads `ready` gets a graceful stop, not a default-action kill.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            for name, url in system.urls.items():
+                # urls["redis"] is masked by run_system; mask again so no URL ever leaks.
+                print(f"{name:>10}: {mask_url(url)}", flush=True)
+            print("     ready: Ctrl-C to stop", flush=True)
+            run.ready = True
             async for _ in signals:
                 print("stopping: draining viewers and comments", flush=True)
                 await system.shutdown()
