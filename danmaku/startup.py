@@ -47,6 +47,8 @@ AT_LEAST_ONE = frozenset(
     }
 )
 PORTS = frozenset({"web_port", "ws_port", "metrics_port"})
+#: What redis-py (redis, rediss, unix) and danmaku's cluster client accept.
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 class StartupError(Exception):
@@ -163,6 +165,14 @@ def settings_problem(settings: Settings) -> str | None:
             return f"{env}={value!r}: must be {lowest} or more"
         if f.name in PORTS and value > 65535:
             return f"{env}={value!r}: a port is 65535 at most"
+    if settings.redis_url:
+        scheme = settings.redis_url.partition("://")[0].lower()
+        if "://" not in settings.redis_url or scheme not in REDIS_SCHEMES:
+            return (
+                f"REDIS_URL={mask_url(settings.redis_url)!r}: not a Redis URL (one of "
+                + ", ".join(f"{s}://" for s in REDIS_SCHEMES)
+                + ")"
+            )
     if bool(settings.tls_cert) != bool(settings.tls_key):
         return "--tls-cert and --tls-key go together (DANMAKU_TLS_CERT, DANMAKU_TLS_KEY)"
     return None

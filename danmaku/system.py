@@ -107,15 +107,14 @@ async def run_system(
                     with starting("embedded Redis"):
                         data = private_dir(Path(settings.data_dir))
                         url = await nursery.start(run_redis, data / "redis")
-                with starting("REDIS_URL"):
-                    store = opened = Store(
-                        url,
-                        metrics,
-                        frames_history=settings.frames_history,
-                        stream_maxlen=settings.stream_maxlen,
-                        nonce_ttl_s=settings.nonce_ttl_s,
-                        replay_retention_s=int(settings.replay_retention_days * 86400),
-                    )
+                store = opened = Store(
+                    url,
+                    metrics,
+                    frames_history=settings.frames_history,
+                    stream_maxlen=settings.stream_maxlen,
+                    nonce_ttl_s=settings.nonce_ttl_s,
+                    replay_retention_s=int(settings.replay_retention_days * 86400),
+                )
                 await store.wait_ready()
                 system = System(settings, metrics, store, url, scope)
                 if "gateway" in roles:

@@ -155,7 +155,8 @@ def test_bad_tls_files_are_one_line(case: str, role: str, redis_url: str, tmp_pa
         ({}, ["--ws-port", "70000"], ("DANMAKU_WS_PORT=70000", "65535")),
         ({}, ["--ws-host", "no-such-host.invalid"], ("no-such-host.invalid",)),
         ({}, ["--log-level", "LOUD"], ("--log-level LOUD",)),
-        ({"REDIS_URL": "localhost:6379"}, [], ("REDIS_URL", "scheme")),
+        ({"REDIS_URL": "localhost:6379"}, [], ("REDIS_URL='localhost:6379'", "not a Redis URL")),
+        ({"REDIS_URL": "http://u:pw@h/"}, [], ("REDIS_URL='http://u:***@h/'", "redis://")),
     ],
 )
 def test_bad_settings_are_one_line(
