@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import trio
 
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``ready``) is a start-up error, one line ``danmaku: <what>: <why>`` on stderr and
     exit code 2; one that escapes every inner boundary after that ends the process with
     one line and exit code 1, its traceback logged at DEBUG. Never a traceback on stderr
-    at the default log level (docs/operations.md, "Failure behaviour")."""
+    at the default log level (docs/operations.md, "Start-up errors and exit codes")."""
     args = _parser().parse_args(argv)  # a bad flag: argparse's usage line(s), exit 2
     run = _Run()
     try:
@@ -93,10 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(exc, args.command, run.ready)
 
 
+@dataclass
 class _Run:
     """What the boundary in ``main`` needs to know: has the command printed ``ready``?"""
 
-    ready = False
+    ready: bool = False
 
 
 def _report(exc: BaseException, command: str, ready: bool) -> int:
