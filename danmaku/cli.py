@@ -8,19 +8,33 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import trio
 
 from danmaku import auth, config
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
+from danmaku.startup import (
+    MIN_SECRET_BYTES,
+    StartupError,
+    check_tls,
+    describe,
+    leaf_error,
+    leaves,
+    mask_url,
+    settings_problem,
+    starting,
+)
 from danmaku.system import ALL_ROLES, System, resolve_secret, run_system
+
+log = logging.getLogger("danmaku")
 
 ROLE_HELP = {
     "up": "everything in one process: web app, gateway, worker (+ embedded Redis "
     "when no --redis-url/REDIS_URL)",
     "gateway": "the WebSocket gateway only (needs --redis-url and DANMAKU_SECRET)",
-    "worker": "the broadcast worker only (needs --redis-url)",
+    "worker": "the broadcast worker only (needs --redis-url and DANMAKU_SECRET)",
     "web": "the web app only (needs --redis-url and DANMAKU_SECRET)",
 }
 
@@ -65,12 +79,57 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run one command; the return value is the exit code.
+
+    The process's last error boundary: a failure before the command is up (it printed
+    ``ready``) is a start-up error, one line ``danmaku: <what>: <why>`` on stderr and
+    exit code 2; one that escapes every inner boundary after that ends the process with
+    one line and exit code 1, its traceback logged at DEBUG. Never a traceback on stderr
+    at the default log level (docs/operations.md, "Start-up errors and exit codes")."""
+    args = _parser().parse_args(argv)  # a bad flag: argparse's usage line(s), exit 2
+    run = _Run()
+    try:
+        return _main(args, run)
+    except BaseException as exc:
+        return _report(exc, args.command, run.ready)
+
+
+@dataclass
+class _Run:
+    """What the boundary in ``main`` needs to know: has the command printed ``ready``?"""
+
+    ready: bool = False
+
+
+def _report(exc: BaseException, command: str, ready: bool) -> int:
+    if any(isinstance(x, KeyboardInterrupt) for x in leaves(exc)):
+        return 130  # Ctrl-C before the signal handler was in place: a quiet stop
+    leaf = leaf_error(exc)
+    if leaf is None:
+        raise exc  # SystemExit and the like: not an error of ours to word
+    if not ready:
+        if isinstance(leaf, StartupError):
+            print(f"danmaku: {describe(leaf)}", file=sys.stderr, flush=True)
+        else:
+            doing = "cannot start" if command in ROLE_HELP else f"{command} failed"
+            print(f"danmaku: {doing}: {describe(leaf)}", file=sys.stderr, flush=True)
+        log.debug("start-up failed", exc_info=exc)
+        return 2
+    print(
+        f"danmaku: stopped by an unexpected error: {describe(leaf)} "
+        "(--log-level DEBUG logs its traceback)",
+        file=sys.stderr,
+        flush=True,
+    )
+    log.debug("unexpected error", exc_info=exc)
+    return 1
+
+
+def _main(args: argparse.Namespace, run: _Run) -> int:
     try:
         settings = config.from_sources(args)
     except ValueError as exc:
-        print(f"danmaku: {exc}", file=sys.stderr)
-        return 2
+        raise StartupError(str(exc)) from exc
     if args.command == "token":
         settings = resolve_secret(settings, create=False)
         print(
@@ -87,24 +146,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "export":
         return _export(settings, args)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    except ValueError as exc:
+        raise StartupError(f"--log-level {args.log_level}: {exc}") from exc
+    problem = settings_problem(settings)
+    if problem:
+        raise StartupError(problem)
     roles = ALL_ROLES if args.command == "up" else (args.command,)
     if args.command == "up":
         settings = resolve_secret(settings, create=True)  # dev mode: a kept local secret
     elif not settings.secret:
         # One role of a deployment: no default secret, ever.
-        print(f"danmaku {args.command}: DANMAKU_SECRET is required", file=sys.stderr)
-        return 2
-    if bool(settings.tls_cert) != bool(settings.tls_key):
-        print("danmaku: --tls-cert and --tls-key go together", file=sys.stderr)
-        return 2
-    trio.run(_serve, settings, roles, args.command == "up")
+        raise StartupError(
+            f"DANMAKU_SECRET is required for `danmaku {args.command}` "
+            f"(the token secret all processes share, {MIN_SECRET_BYTES} bytes or more)"
+        )
+    else:
+        settings = resolve_secret(settings, create=False)  # checks its length
+    if "gateway" in roles:
+        check_tls(settings)
+    trio.run(_serve, settings, roles, args.command == "up", run)
     return 0
 
 
-async def _serve(settings: Settings, roles: Sequence[str], embedded: bool) -> None:
+async def _serve(settings: Settings, roles: Sequence[str], embedded: bool, run: _Run) -> None:
     metrics = Metrics()
     async with trio.open_nursery() as nursery:
         system: System = await nursery.start(
@@ -115,9 +184,10 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool) -> No
         if settings.metrics_port >= 0 and "web" not in roles:
             from prometheus_client import start_http_server
 
-            server, _ = start_http_server(
-                settings.metrics_port, "127.0.0.1", registry=metrics.registry
-            )
+            with starting(f"metrics port 127.0.0.1:{settings.metrics_port}"):
+                server, _ = start_http_server(
+                    settings.metrics_port, "127.0.0.1", registry=metrics.registry
+                )
             system.urls["metrics"] = f"http://127.0.0.1:{server.server_port}/metrics"
         if settings.gc_freeze:
             # What start-up built (modules, the app, caches) lives as long as the
@@ -126,10 +196,14 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool) -> No
             gc.collect()
             gc.freeze()
             metrics.gc_frozen.set(gc.get_freeze_count())
-        for name, url in system.urls.items():
-            print(f"{name:>10}: {url}", flush=True)
-        print("     ready: Ctrl-C to stop", flush=True)
+        # The handler is in place before `ready` is printed: a supervisor that signals
+        # the moment it reads `ready` gets a graceful stop, not a default-action kill.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            for name, url in system.urls.items():
+                # urls["redis"] is masked by run_system; mask again so no URL ever leaks.
+                print(f"{name:>10}: {mask_url(url)}", flush=True)
+            print("     ready: Ctrl-C to stop", flush=True)
+            run.ready = True
             async for _ in signals:
                 print("stopping: draining viewers and comments", flush=True)
                 await system.shutdown()
@@ -142,8 +216,7 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     from danmaku.web.replay import export
 
     if not settings.redis_url:
-        print("danmaku export: --redis-url / REDIS_URL is required", file=sys.stderr)
-        return 2
+        raise StartupError("export: --redis-url / REDIS_URL is required")
     store = Store(settings.redis_url, Metrics(process=False))
     try:
         body = trio.run(export, store, args.room, args.broadcast, args.format)

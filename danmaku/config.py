@@ -27,7 +27,9 @@ class Settings:
         "(redis+cluster://host:port,host:port); empty: `up` starts an embedded redis-server",
     )
     secret: str = _opt(
-        "", "DANMAKU_SECRET", "HS256 token secret; empty: `up` keeps a dev secret in data_dir"
+        "",
+        "DANMAKU_SECRET",
+        "HS256 token secret, 32 bytes or more; empty: `up` keeps a dev secret in data_dir",
     )
     data_dir: str = _opt(".danmaku", "DANMAKU_DATA_DIR", "state of `up`: embedded Redis, secret")
     tick_ms: int = _opt(100, "DANMAKU_TICK_MS", "frame tick of the broadcast worker (ms)")

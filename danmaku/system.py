@@ -19,6 +19,15 @@ from danmaku.config import Settings
 from danmaku.embedded import run_redis
 from danmaku.gateway import Gateway
 from danmaku.metrics import Metrics
+from danmaku.startup import (
+    StartupError,
+    check_secret,
+    create_secret_file,
+    mask_url,
+    private_dir,
+    read_secret_file,
+    starting,
+)
 from danmaku.store import Store
 from danmaku.web.app import create_app
 from danmaku.web.server import serve_app
@@ -29,19 +38,22 @@ ALL_ROLES = ("web", "gateway", "worker")
 
 
 def resolve_secret(settings: Settings, *, create: bool) -> Settings:
-    """Fill ``secret`` from ``DATA_DIR/secret`` (creating it when ``create``) if unset."""
+    """Fill ``secret`` from ``DATA_DIR/secret`` if unset (creating it, 0600 in a 0700
+    data dir, when ``create``), and check it: ``StartupError`` for a secret shorter than
+    32 bytes, a missing file (``create=False``), or a file another user owns or may
+    write (see ``danmaku.startup``)."""
     if settings.secret:
+        check_secret(settings.secret)
         return settings
     path = Path(settings.data_dir) / "secret"
-    if path.exists():
-        return settings.replace(secret=path.read_text().strip())
     if not create:
-        raise SystemExit(f"DANMAKU_SECRET is not set and {path} does not exist")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = auth.new_secret()
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
-    return settings.replace(secret=secret)
+        if not path.exists():
+            raise StartupError(f"DANMAKU_SECRET is not set and {path} does not exist")
+        return settings.replace(secret=read_secret_file(path))
+    private_dir(Path(settings.data_dir))
+    if path.exists():
+        return settings.replace(secret=read_secret_file(path))
+    return settings.replace(secret=create_secret_file(path, auth.new_secret()))
 
 
 @dataclass
@@ -91,8 +103,10 @@ async def run_system(
                 url = settings.redis_url
                 if not url:
                     if not embedded_redis:
-                        raise SystemExit("--redis-url / REDIS_URL is required for this role")
-                    url = await nursery.start(run_redis, Path(settings.data_dir) / "redis")
+                        raise StartupError("--redis-url / REDIS_URL is required for this role")
+                    with starting("embedded Redis"):
+                        data = private_dir(Path(settings.data_dir))
+                        url = await nursery.start(run_redis, data / "redis")
                 store = opened = Store(
                     url,
                     metrics,
@@ -111,7 +125,8 @@ async def run_system(
                         system.gateway.allowed_origins.add(
                             settings.public_web_url.rstrip("/").lower()
                         )
-                    system.ws_port = await nursery.start(system.gateway.run)
+                    with starting(f"WebSocket gateway on {settings.ws_host}:{settings.ws_port}"):
+                        system.ws_port = await nursery.start(system.gateway.run)
                     system.urls["websocket"] = public_ws_url(settings, system.ws_port)
                 if "worker" in roles:
                     system.worker = BroadcastWorker(
@@ -121,9 +136,10 @@ async def run_system(
                 if "web" in roles:
                     ws_url = system.urls.get("websocket") or settings.public_ws_url or ""
                     app = create_app(settings, store, metrics, ws_url=lambda: ws_url)
-                    system.web_port = await nursery.start(
-                        serve_app, app, settings.web_host, settings.web_port
-                    )
+                    with starting(f"web app on {settings.web_host}:{settings.web_port}"):
+                        system.web_port = await nursery.start(
+                            serve_app, app, settings.web_host, settings.web_port
+                        )
                     base = f"http://{settings.web_host}:{system.web_port}"
                     if system.gateway is not None:
                         # Same-origin default: the player served by this web app may connect.
@@ -138,7 +154,7 @@ async def run_system(
                         metrics=f"{base}/metrics",
                         api=f"{base}/api/docs",
                     )
-                system.urls["redis"] = url
+                system.urls["redis"] = mask_url(url)  # printed: never the password
                 task_status.started(system)
                 await trio.sleep_forever()
         finally:

@@ -25,6 +25,7 @@ import trio
 from redis.exceptions import NoScriptError, RedisClusterException
 
 from danmaku.metrics import Metrics
+from danmaku.startup import mask_url
 from danmaku.store import cluster, keys, scripts
 from danmaku.store.moderation import ModerationOps
 from danmaku.store.records import (
@@ -80,7 +81,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                 # Same command API as a plain client (pipelines included): typed as one.
                 self._r = cast(redis.Redis, cluster.connect(url, **common))
             except (redis.RedisError, RedisClusterException) as exc:
-                raise StoreError(f"Redis Cluster at {url}: {exc}") from exc
+                raise StoreError(f"Redis Cluster at {mask_url(url)}: {exc}") from exc
             self._rb = self._r  # the one blocking read (wait_ticks) is on one key
         else:
             self._r = redis.Redis.from_url(url, **common)
@@ -142,14 +143,17 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
         """Wait until Redis answers PING; raise ``StoreError`` after ``timeout_s``."""
+        last: StoreError | None = None
         with trio.move_on_after(timeout_s):
             while True:
                 try:
                     await self.ping()
                     return
-                except StoreError:
+                except StoreError as exc:
+                    last = exc
                     await trio.sleep(0.1)
-        raise StoreError(f"Redis at {self.url} did not answer within {timeout_s}s")
+        why = f" ({last})" if last is not None else ""
+        raise StoreError(f"Redis at {mask_url(self.url)} did not answer within {timeout_s}s{why}")
 
     # ---- gateway: ingest ----------------------------------------------------------------
     async def append_comments(
