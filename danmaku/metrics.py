@@ -77,6 +77,7 @@ REDIS_OPS = (
     "room_info",
     "room_settings",
     "room_state",
+    "roles",
     "set_highlight",
     "set_pin",
     "set_room_settings",

@@ -1,5 +1,12 @@
 """ASGI middleware that holds the web app against hostile requests.
 
+* ``ErrorBoundary`` (outermost): each request is its own boundary. An exception from a
+  handler becomes a JSON 500 (``{"detail": "internal error"}``, nothing of the exception
+  shown), a ``StoreError`` a JSON 503 with ``Retry-After``; either is logged once at
+  warning level (method, route template, client address) and counted, and the app goes
+  on serving. It also puts the client's address (``rules.clientip``: the socket's peer,
+  or what a trusted proxy says) into ``scope["client"]``, so everything inside sees the
+  client rather than the proxy, and counts every response by route and status class.
 * ``BodyLimit``: request bodies over a size are refused with 413 before they are read
   whole (by ``Content-Length`` when given, else by counting the chunks as they come);
 * ``SecurityHeaders``: every response says ``nosniff``, no referrer, no framing; HTML
@@ -12,9 +19,15 @@ the browser (closed by default).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
+
+from danmaku.rules.clientip import IPNetwork, client_ip
+from danmaku.store import StoreError
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -30,6 +43,100 @@ _COMMON = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
+
+
+log = logging.getLogger("danmaku.web")
+RETRY_AFTER_S = 1  # a Redis failover or a blip: worth trying again at once
+
+
+def route_of(scope: Scope) -> str:
+    """The matched route's template (``/api/rooms/{room}/bans``), never the raw path:
+    room names and ids must not become metric labels or fill logs."""
+    return str(getattr(scope.get("route"), "path", None) or "unmatched")
+
+
+def _only_store_errors(exc: BaseException) -> bool:
+    """A ``StoreError``, or a group of nothing else (task groups wrap what they catch)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_store_errors(e) for e in exc.exceptions)
+    return isinstance(exc, StoreError)
+
+
+class ErrorBoundary:
+    """One request's failure ends that request only (see the module docstring).
+
+    ``count(route, status)`` is called once per request with the status sent (0 when
+    none could be: the client went away before the answer)."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        count: Callable[[str, int], None],
+        trusted: Sequence[IPNetwork] = (),
+        header: str = "x-forwarded-for",
+    ) -> None:
+        self.app = app
+        self.count = count
+        self.trusted = tuple(trusted)
+        self.header = header
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        peer = scope.get("client") or ("", 0)
+        host = client_ip(str(peer[0]), scope.get("headers", ()), self.trusted, header=self.header)
+        scope["client"] = (host, peer[1])
+        status = 0
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            # The client left while its body was being read: no one to answer, no bug.
+            status = status or 499
+        except Exception as exc:  # the boundary: nothing gets past a request
+            storage = _only_store_errors(exc)
+            log.warning(
+                "%s %s from %s failed%s: %s",
+                scope.get("method", "?"),
+                route_of(scope),
+                host,
+                " (storage unavailable)" if storage else "",
+                f"{type(exc).__name__}: {exc}"[:500],
+                exc_info=not storage,  # a bug: the traceback, in the log only
+            )
+            if status == 0:
+                # Not started: answer. Started: nothing to do but let the server close it
+                # (the status class already counted is the one the client saw).
+                status = 503 if storage else 500
+                await _answer_failure(send, status)
+        finally:
+            self.count(route_of(scope), status)
+
+
+async def _answer_failure(send: Any, status: int) -> None:
+    detail = "storage unavailable" if status == 503 else "internal error"
+    body = orjson.dumps({"detail": detail, "status": status})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *_COMMON,
+    ]
+    if status == 503:
+        headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    except Exception as exc:  # the client is gone: nothing left to tell it
+        log.debug("could not send the %d: %s", status, exc)
 
 
 class _TooLarge(Exception):
