@@ -139,12 +139,17 @@ def checked_id(value: str, what: str = "comment id") -> str:
     return value
 
 
+def _a(role: str) -> str:
+    return f"an {role}" if role[:1] in "aeiou" else f"a {role}"
+
+
 def _refuse_rank(user: User, action: str, target_role: str) -> None:
     """403 unless ``user`` outranks a user of ``target_role`` (or is an admin)."""
     if not auth.may_act_on(user.role, target_role):
         raise HTTPException(
             403,
-            f"a {user.role} cannot {action} a {target_role}: only a higher role (or an admin) can",
+            f"{_a(user.role)} cannot {action} {_a(target_role)}: "
+            "only a higher role (or an admin) can",
         )
 
 
@@ -182,7 +187,7 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         setter = await guarded(store.ban_setter(room, body.uid))
         if setter is not None and not auth.may_lift(user.role, setter):
             raise HTTPException(
-                403, f"the user's ban was set by a {setter}; a {user.role} cannot change it"
+                403, f"the user's ban was set by {_a(setter)}; {_a(user.role)} cannot change it"
             )
         until = time.time() + body.duration_s if body.duration_s else 0.0
         await guarded(
@@ -208,7 +213,7 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         setter = await guarded(store.ban_setter(room, uid))
         if setter is not None and not auth.may_lift(user.role, setter):
             raise HTTPException(
-                403, f"this ban was set by a {setter}; a {user.role} cannot lift it"
+                403, f"this ban was set by {_a(setter)}; {_a(user.role)} cannot lift it"
             )
         if not await guarded(store.unban(room, uid, by=who(user))):
             raise HTTPException(404, "no such ban")
