@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Path
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, field_validator
@@ -21,7 +22,13 @@ from danmaku.config import Settings
 from danmaku.metrics import CONTENT_TYPE, Metrics
 from danmaku.rules.clientip import parse_trusted
 from danmaku.store import Store, StoreError
-from danmaku.web.guards import RETRY_AFTER_S, BodyLimit, ErrorBoundary, SecurityHeaders
+from danmaku.web.guards import (
+    RETRY_AFTER_S,
+    BodyLimit,
+    ErrorBoundary,
+    SecurityHeaders,
+    validation_error,
+)
 from danmaku.web.moderation import create_router
 from danmaku.web.replay import create_router as create_replay_router
 
@@ -88,6 +95,7 @@ def create_app(
     )
     app.state.settings = settings  # read by request dependencies (staff token checks)
     app.state.store = store  # ... which also note the staff roles they see
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("danmaku.web") / "static")),

@@ -7,6 +7,7 @@
   on serving. It also puts the client's address (``rules.clientip``: the socket's peer,
   or what a trusted proxy says) into ``scope["client"]``, so everything inside sees the
   client rather than the proxy, and counts every response by route and status class.
+* ``validation_error``: the 422 for a request that fails its schema, whatever its bytes;
 * ``BodyLimit``: request bodies over a size are refused with 413 before they are read
   whole (by ``Content-Length`` when given, else by counting the chunks as they come);
 * ``SecurityHeaders``: every response says ``nosniff``, no referrer, no framing; HTML
@@ -24,7 +25,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
 
 from danmaku.rules.clientip import IPNetwork, client_ip
 from danmaku.store import StoreError
@@ -137,6 +141,18 @@ async def _answer_failure(send: Any, status: int) -> None:
         await send({"type": "http.response.body", "body": body})
     except Exception as exc:  # the client is gone: nothing left to tell it
         log.debug("could not send the %d: %s", status, exc)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 for a request that fails its schema, made safe for any input: the
+    stock handler echoes the input and fails (a 500) when the body is not UTF-8."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = jsonable_encoder(errors, custom_encoder={bytes: _text, bytearray: _text})
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 class _TooLarge(Exception):
