@@ -69,8 +69,8 @@ def _only_store_errors(exc: BaseException) -> bool:
 class ErrorBoundary:
     """One request's failure ends that request only (see the module docstring).
 
-    ``count(route, status)`` is called once per request with the status sent (0 when
-    none could be: the client went away before the answer)."""
+    ``count(route, status)`` is called once per answered request with the status sent
+    (499 when the client went away while its body was read)."""
 
     def __init__(
         self,
@@ -122,7 +122,8 @@ class ErrorBoundary:
                 status = 503 if storage else 500
                 await _answer_failure(send, status)
         finally:
-            self.count(route_of(scope), status)
+            if status:  # 0: cancelled (shutting down) before any answer
+                self.count(route_of(scope), status)
 
 
 async def _answer_failure(send: Any, status: int) -> None:

@@ -76,6 +76,34 @@ async def test_an_exception_in_a_handler_is_a_json_500_and_the_next_request_work
 
 
 @pytest.mark.parametrize(
+    ("trusted", "forwarded", "logged"),
+    [
+        ("", "203.0.113.9", "127.0.0.1"),  # no proxy trusted: the header is ignored
+        ("127.0.0.0/8", "6.6.6.6, 203.0.113.9", "203.0.113.9"),  # the proxy's entry
+        ("127.0.0.0/8", "", "127.0.0.1"),
+    ],
+)
+async def test_logs_name_the_client_behind_a_trusted_proxy_only(
+    nursery: trio.Nursery,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    trusted: str,
+    forwarded: str,
+    logged: str,
+) -> None:
+    web: System = await start_system(nursery, settings.replace(trusted_proxies=trusted), ("web",))
+    redis.Redis.from_url(settings.redis_url).set("dm:{fz}:pin", b"not json")
+    caplog.set_level(logging.WARNING, logger="danmaku.web")
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    reply = await http(
+        f"http://127.0.0.1:{web.web_port}/api/rooms/fz/pin", token=MOD, headers=headers
+    )
+    assert reply.status == 500
+    [record] = [r for r in caplog.records if r.name == "danmaku.web"]
+    assert f" from {logged} failed" in record.getMessage()
+
+
+@pytest.mark.parametrize(
     "bad",
     [
         "abc",

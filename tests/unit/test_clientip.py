@@ -148,7 +148,7 @@ def test_trusted_proxies_setting_is_checked_at_start() -> None:
         ipaddress.ip_network("127.0.0.1/32"),
     )
     assert parse_trusted("") == ()
-    with pytest.raises(ValueError, match="DANMAKU_TRUSTED_PROXIES.*'10.0.0.0/33'"):
+    with pytest.raises(ValueError, match=r"DANMAKU_TRUSTED_PROXIES.*'10\.0\.0\.0/33'"):
         Settings(trusted_proxies="10.0.0.0/8,10.0.0.0/33")
     with pytest.raises(ValueError, match="DANMAKU_PROXY_HEADER"):
         Settings(proxy_header="x-real-ip")
