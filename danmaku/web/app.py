@@ -27,6 +27,7 @@ from danmaku.web.guards import (
     BodyLimit,
     ErrorBoundary,
     SecurityHeaders,
+    StrictJSON,
     validation_error,
 )
 from danmaku.web.moderation import create_router
@@ -105,6 +106,7 @@ def create_app(
     app.include_router(create_router(settings, store))
     app.include_router(create_replay_router(settings, store))
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(StrictJSON)  # inside BodyLimit: what it buffers is bounded
     app.add_middleware(BodyLimit, max_bytes=settings.max_http_body_bytes)
 
     def count(route: str, status: int) -> None:

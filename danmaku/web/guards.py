@@ -8,6 +8,10 @@
   or what a trusted proxy says) into ``scope["client"]``, so everything inside sees the
   client rather than the proxy, and counts every response by route and status class.
 * ``validation_error``: the 422 for a request that fails its schema, whatever its bytes;
+* ``StrictJSON``: a JSON body must be strict JSON (orjson's reading: UTF-8, no lone
+  surrogate escapes such as ``"\\ud800"``, no ``NaN``, integers within 64 bits), else
+  422 before any handler runs. Python's ``json`` accepts all of those, and a lone
+  surrogate then fails deep inside (Redis' encoder, orjson) as a 500;
 * ``BodyLimit``: request bodies over a size are refused with 413 before they are read
   whole (by ``Content-Length`` when given, else by counting the chunks as they come);
 * ``SecurityHeaders``: every response says ``nosniff``, no referrer, no framing; HTML
@@ -20,6 +24,8 @@ the browser (closed by default).
 
 from __future__ import annotations
 
+import email.message
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,8 +33,8 @@ from typing import Any
 import orjson
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 from danmaku.rules.clientip import IPNetwork, client_ip
 from danmaku.store import StoreError
@@ -148,12 +154,94 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def validation_error(request: Request, exc: Exception) -> Response:
     """FastAPI's 422 for a request that fails its schema, made safe for any input: the
-    stock handler echoes the input and fails (a 500) when the body is not UTF-8."""
+    stock handler echoes the input and fails (a 500) when the body is not UTF-8 or a
+    string holds a lone surrogate. Same shape: ``{"detail": [errors]}``."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     detail = jsonable_encoder(errors, custom_encoder={bytes: _text, bytearray: _text})
-    return JSONResponse({"detail": detail}, status_code=422)
+    # ensure_ascii: a lone surrogate is written as its \\u escape, not encoded (it cannot be)
+    body = json.dumps({"detail": detail}, ensure_ascii=True, default=str).encode()
+    return Response(body, status_code=422, media_type="application/json")
+
+
+def _is_json(scope: Scope) -> bool:
+    """FastAPI reads the body as JSON: the content type is application/json or +json."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            message = email.message.Message()
+            message["content-type"] = value.decode("latin-1")
+            subtype = message.get_content_subtype()
+            return message.get_content_maintype() == "application" and (
+                subtype == "json" or subtype.endswith("+json")
+            )
+    return False
+
+
+class StrictJSON:
+    """See the module docstring. Sits inside ``BodyLimit``: the body it holds is bounded."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message: Message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away: no one to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if body:
+            try:
+                orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                await _send_json(
+                    send,
+                    422,
+                    {
+                        "detail": [
+                            {
+                                "type": "json_invalid",
+                                "loc": ["body"],
+                                "msg": f"the body is not strict JSON: {exc}"[:300],
+                            }
+                        ]
+                    },
+                )
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                after: Message = await receive()  # after the body: wait for a disconnect
+                return after
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _send_json(send: Any, status: int, content: Any) -> None:
+    body = orjson.dumps(content)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *_COMMON,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class _TooLarge(Exception):
