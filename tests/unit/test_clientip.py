@@ -99,7 +99,7 @@ def test_a_client_cannot_hide_behind_what_it_writes_itself(
 @pytest.mark.parametrize(
     ("peer", "headers", "which", "expected"),
     [
-        # No proxies configured: the peer, whatever the headers say.
+        # A peer that is not a trusted proxy: the peer, whatever the headers say.
         ("203.0.113.5", [(b"x-forwarded-for", b"1.1.1.1")], "x-forwarded-for", "203.0.113.5"),
         # Through one trusted proxy: the rightmost entry.
         ("10.0.0.2", [(b"x-forwarded-for", b"6.6.6.6, 198.51.100.7")], None, "198.51.100.7"),
@@ -138,8 +138,12 @@ def test_a_client_cannot_hide_behind_what_it_writes_itself(
     ],
 )
 def test_examples(peer: str, headers: Headers, which: str | None, expected: str) -> None:
-    trusted = () if expected == "203.0.113.5" else PROXIES
-    assert client_ip(peer, headers, trusted, header=which or "x-forwarded-for") == expected
+    assert client_ip(peer, headers, PROXIES, header=which or "x-forwarded-for") == expected
+
+
+def test_no_proxies_configured_means_the_peer_always() -> None:
+    assert client_ip("10.0.0.2", {"x-forwarded-for": "1.1.1.1"}, ()) == "10.0.0.2"
+    assert client_ip("::ffff:10.0.0.2", {"forwarded": "for=1.1.1.1"}, ()) == "10.0.0.2"
 
 
 def test_trusted_proxies_setting_is_checked_at_start() -> None:
