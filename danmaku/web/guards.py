@@ -65,6 +65,11 @@ def route_of(scope: Scope) -> str:
     return str(getattr(scope.get("route"), "path", None) or "unmatched")
 
 
+def _one_line(text: str) -> str:
+    """An exception's text may quote client input: one log line, whatever it holds."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
 def _only_store_errors(exc: BaseException) -> bool:
     """A ``StoreError``, or a group of nothing else (task groups wrap what they catch)."""
     if isinstance(exc, BaseExceptionGroup):
@@ -119,7 +124,7 @@ class ErrorBoundary:
                 route_of(scope),
                 host,
                 " (storage unavailable)" if storage else "",
-                f"{type(exc).__name__}: {exc}"[:500],
+                _one_line(f"{type(exc).__name__}: {exc}")[:500],
                 exc_info=not storage,  # a bug: the traceback, in the log only
             )
             if status == 0:

@@ -6,6 +6,7 @@ their request only, with the answer and count the docs promise."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 from typing import Any
 
 import orjson
@@ -127,3 +128,16 @@ async def test_the_app_sees_the_client_address(peer: str, expected: str) -> None
         app, client=(peer, 4000), headers=[(b"x-forwarded-for", b"6.6.6.6, 203.0.113.9")]
     )
     assert seen["client"] == (expected, 4000)
+
+
+async def test_the_failure_is_logged_once_on_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise ValueError("bad input 'x\nWARNING forged line'")
+
+    caplog.set_level(logging.DEBUG, logger="danmaku.web")
+    await call(app, client=("10.2.2.2", 1), headers=[(b"x-forwarded-for", b"203.0.113.4")])
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        "GET unmatched from 203.0.113.4 failed: ValueError: bad input 'x\\nWARNING forged line'"
+    )
