@@ -156,3 +156,13 @@ def test_trusted_proxies_setting_is_checked_at_start() -> None:
         Settings(trusted_proxies="10.0.0.0/8,10.0.0.0/33")
     with pytest.raises(ValueError, match="DANMAKU_PROXY_HEADER"):
         Settings(proxy_header="x-real-ip")
+
+
+def test_a_bad_proxy_setting_stops_start_up_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from danmaku.cli import main
+
+    assert main(["web", "--trusted-proxies", "10.0.0.0/8,bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err == "danmaku: DANMAKU_TRUSTED_PROXIES: not an address or CIDR: 'bogus'\n"
