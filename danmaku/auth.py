@@ -19,6 +19,8 @@ import jwt
 
 ROLES = ("viewer", "moderator", "streamer", "admin")
 STAFF_ROLES = frozenset({"moderator", "streamer", "admin"})
+# The role hierarchy: a higher rank may act on a lower one (guests are viewers).
+RANK = {"viewer": 0, "moderator": 1, "streamer": 2, "admin": 3}
 _UID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 ALGORITHM = "HS256"
 
@@ -120,6 +122,28 @@ def verify(secret: str, token: str, *, room: str | None = None) -> User:
         highlight=bool(claims.get("hl", False)),
         expires=float(claims["exp"]),
     )
+
+
+def rank(role: str) -> int:
+    """The role's place in the hierarchy (unknown roles rank as viewers)."""
+    return RANK.get(role, 0)
+
+
+def role_of_rank(value: int) -> str:
+    """The role with this rank (out of range: the nearest one)."""
+    return ROLES[max(0, min(value, len(ROLES) - 1))]
+
+
+def may_act_on(actor: str, target: str) -> bool:
+    """May a user of role ``actor`` ban, time out or delete the comments of a user of
+    role ``target``? Only of a lower role; an admin may act on anyone."""
+    return actor == "admin" or rank(actor) > rank(target)
+
+
+def may_lift(actor: str, setter: str) -> bool:
+    """May a user of role ``actor`` lift (or overwrite) a ban set by role ``setter``?
+    Only a ban set by the same or a lower role; an admin may lift any."""
+    return actor == "admin" or rank(actor) >= rank(setter)
 
 
 def guest_uid() -> str:

@@ -167,6 +167,29 @@ class Settings:
         1, "DANMAKU_GC_FREEZE", "1: after start-up, exempt what exists from later full GC runs"
     )
     drain_s: float = _opt(2.0, "DANMAKU_DRAIN_S", "graceful shutdown: time to flush and close")
+    # --- behind a reverse proxy (danmaku.rules.clientip)
+    trusted_proxies: str = _opt(
+        "",
+        "DANMAKU_TRUSTED_PROXIES",
+        "comma-separated CIDRs/addresses of reverse proxies whose forwarding header names "
+        "the client (per-IP limits, logs); empty: the socket's peer is the client",
+    )
+    proxy_header: str = _opt(
+        "x-forwarded-for",
+        "DANMAKU_PROXY_HEADER",
+        "the header trusted proxies write: x-forwarded-for or forwarded (RFC 7239)",
+    )
+
+    def __post_init__(self) -> None:
+        # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).
+        from danmaku.rules.clientip import HEADERS, parse_trusted
+
+        try:
+            parse_trusted(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"DANMAKU_TRUSTED_PROXIES: {exc}") from exc
+        if self.proxy_header.lower() not in HEADERS:
+            raise ValueError(f"DANMAKU_PROXY_HEADER must be one of {', '.join(HEADERS)}")
 
     @property
     def tick_s(self) -> float:

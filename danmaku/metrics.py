@@ -80,6 +80,7 @@ REDIS_OPS = (
     "room_info",
     "room_settings",
     "room_state",
+    "roles",
     "set_highlight",
     "set_pin",
     "set_room_settings",

@@ -12,6 +12,7 @@ TICKS = f"{PREFIX}:ticks"  # stream: rooms with new frames or control events (wa
 TICKS_MAXLEN = 10_000
 GLOBAL_WORDS = f"{PREFIX}:words"  # set: blocked words in every room
 GLOBAL_WORDS_VERSION = f"{PREFIX}:words:v"  # string: bumped on every change
+STAFF = f"{PREFIX}:staff"  # zset: uid -> highest rank seen on a token valid in every room
 
 
 def comments(room: str) -> str:
@@ -133,6 +134,18 @@ def live(room: str) -> str:
 def recording(room: str, broadcast_id: str) -> str:
     """Stream: every comment kept during a broadcast (entry id = comment id), for replay."""
     return f"{PREFIX}:{{{room}}}:rec:{broadcast_id}"
+
+
+def roles(room: str) -> str:
+    """Sorted set: uid -> highest role rank (``auth.RANK``) a token of that user had
+    when it acted in, or connected to, the room (staff only)."""
+    return f"{PREFIX}:{{{room}}}:roles"
+
+
+def ban_by(room: str) -> str:
+    """Hash: uid -> rank of the role that set the uid's ban (kept beside ``bans``, whose
+    values the door's scripts read as numbers)."""
+    return f"{PREFIX}:{{{room}}}:banby"
 
 
 def room_of(key: bytes | str) -> str:

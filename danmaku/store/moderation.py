@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import orjson
 import redis
 
+from danmaku import auth
 from danmaku.store import keys
 from danmaku.store.records import _s, id_key, split_entry
 
@@ -62,16 +63,63 @@ class ModerationOps:
         # the routed pipeline visits shards in the order of their first command).
         pipe.xadd(keys.TICKS, {"r": room}, maxlen=keys.TICKS_MAXLEN, approximate=True)
 
+    # ---- staff roles --------------------------------------------------------------------
+    # Who is staff where, as far as the system has seen: the web API notes the role of
+    # every staff token acting in a room, the gateway of every staff token connecting. A
+    # moderator's action on a user is checked against the user's rank here (the user's
+    # token is not at hand), so a streamer who has been seen cannot be banned by one.
+    async def note_role(self, room: str, uid: str, role: str, *, everywhere: bool = False) -> None:
+        """Remember that ``uid`` holds ``role`` in ``room`` (the highest role seen is kept;
+        viewers are not recorded). ``everywhere``: the token is valid in every room (no
+        ``room`` claim), so the role is noted for every room. Cheap and idempotent: call
+        it on every staff action or connection."""
+        value = auth.rank(role)
+        if value <= 0:
+            return
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            # GT: only ever raises a user's rank, atomically (no read-modify-write race).
+            pipe.zadd(keys.roles(room), {uid: value}, gt=True)
+            if everywhere:
+                pipe.zadd(keys.STAFF, {uid: value}, gt=True)
+            pipe.execute()
+
+        await self._call("roles", run)
+
+    async def role_in(self, room: str, uid: str) -> str:
+        """The highest role ``uid`` has been seen with in ``room`` (or with a token valid
+        everywhere); ``"viewer"`` if never seen as staff."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zscore(keys.roles(room), uid)
+            pipe.zscore(keys.STAFF, uid)
+            return pipe.execute()
+
+        scores = await self._call("roles", run)
+        return auth.role_of_rank(int(max((s or 0 for s in scores), default=0)))
+
     # ---- bans ---------------------------------------------------------------------------
     async def ban(
-        self, room: str, uid: str, until_s: float, *, close: bool, by: str, reason: str = ""
+        self,
+        room: str,
+        uid: str,
+        until_s: float,
+        *,
+        close: bool,
+        by: str,
+        reason: str = "",
+        role: str = "admin",
     ) -> None:
         """Ban ``uid`` until ``until_s`` (epoch seconds; 0 = permanent). With ``close``,
-        gateways close the user's open connections in the room. Idempotent."""
+        gateways close the user's open connections in the room. Idempotent. ``role``: the
+        role of who sets it, kept so that only the same or a higher role can lift it."""
 
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)
             pipe.hset(keys.bans(room), uid, repr(float(until_s)))
+            pipe.hset(keys.ban_by(room), uid, auth.rank(role))
             self._control(pipe, room, {"kind": "ban", "uid": uid, "close": close})
             self._audit(
                 pipe, room, by, "ban", uid, {"until": until_s, "reason": reason, "close": close}
@@ -80,12 +128,31 @@ class ModerationOps:
 
         await self._call("ban", run)
 
+    async def ban_setter(self, room: str, uid: str) -> str | None:
+        """The role that set ``uid``'s ban in force, or ``None`` when no ban is in force.
+        A ban from before setters were kept counts as set by an admin."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hget(keys.bans(room), uid)
+            pipe.hget(keys.ban_by(room), uid)
+            return pipe.execute()
+
+        until, setter = await self._call("bans", run)
+        if until is None:
+            return None
+        value = float(until)
+        if value != 0 and value <= time.time():
+            return None  # expired
+        return auth.role_of_rank(int(setter)) if setter is not None else "admin"
+
     async def unban(self, room: str, uid: str, *, by: str) -> bool:
         """Lift a ban; ``False`` if there was none."""
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             pipe.hdel(keys.bans(room), uid)
+            pipe.hdel(keys.ban_by(room), uid)
             self._audit(pipe, room, by, "unban", uid, {})
             return pipe.execute()
 
@@ -104,7 +171,14 @@ class ModerationOps:
             else:
                 expired.append(uid)
         if expired:
-            await self._call("bans", lambda: self._r.hdel(keys.bans(room), *expired))
+
+            def drop() -> None:
+                pipe = self._r.pipeline(transaction=False)
+                pipe.hdel(keys.bans(room), *expired)
+                pipe.hdel(keys.ban_by(room), *expired)
+                pipe.execute()
+
+            await self._call("bans", drop)
         return out
 
     # ---- comments -----------------------------------------------------------------------
@@ -121,6 +195,20 @@ class ModerationOps:
         pipe.zrangebyscore(keys.deleted(room), id_key(comment_id)[0], "+inf")
         replies = pipe.execute()
         return replies if count else [replies[0], [], replies[1]]
+
+    async def comment(self, room: str, comment_id: str) -> dict[str, Any] | None:
+        """The stored comment (its JSON payload, ``id`` added), or ``None`` when no such
+        comment is in the room's history or it was deleted. ``comment_id`` must be valid
+        (``rules.ids``): Redis refuses malformed stream ids."""
+        holder, _, gone = await self._call(
+            "delete_comment", partial(self._entries_around, room, comment_id, 0)
+        )
+        found = [p for cid, p in _comments(holder) if cid == comment_id]
+        if not found or comment_id.encode() in gone:
+            return None
+        item: dict[str, Any] = orjson.loads(found[0])
+        item["id"] = comment_id
+        return item
 
     async def delete_comment(self, room: str, comment_id: str, *, by: str) -> bool:
         """Take a comment out of the room's history and queue its retraction for the next

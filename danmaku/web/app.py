@@ -7,11 +7,12 @@ Redis through the ``Store``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi import FastAPI, HTTPException, Path
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, field_validator
@@ -19,8 +20,16 @@ from pydantic import BaseModel, Field, field_validator
 from danmaku import auth, protocol
 from danmaku.config import Settings
 from danmaku.metrics import CONTENT_TYPE, Metrics
+from danmaku.rules.clientip import parse_trusted
 from danmaku.store import Store, StoreError
-from danmaku.web.guards import BodyLimit, SecurityHeaders
+from danmaku.web.guards import (
+    RETRY_AFTER_S,
+    BodyLimit,
+    ErrorBoundary,
+    SecurityHeaders,
+    StrictJSON,
+    validation_error,
+)
 from danmaku.web.moderation import create_router
 from danmaku.web.replay import create_router as create_replay_router
 
@@ -86,27 +95,30 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.settings = settings  # read by request dependencies (staff token checks)
+    app.state.store = store  # ... which also note the staff roles they see
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("danmaku.web") / "static")),
         name="static",
     )
 
-    @app.middleware("http")
-    async def count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        # The route template, never the raw path: room names must not become labels.
-        route = request.scope.get("route")
-        name = getattr(route, "path", None) or "unmatched"
-        metrics.http_requests.labels(name, f"{response.status_code // 100}xx").inc()
-        return response
-
     app.include_router(create_router(settings, store))
     app.include_router(create_replay_router(settings, store))
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(StrictJSON)  # inside BodyLimit: what it buffers is bounded
     app.add_middleware(BodyLimit, max_bytes=settings.max_http_body_bytes)
+
+    def count(route: str, status: int) -> None:
+        metrics.http_requests.labels(route, f"{status // 100}xx").inc()
+
+    # Added last: the outermost, so it sees every failure of everything inside it.
+    app.add_middleware(
+        ErrorBoundary,
+        count=count,
+        trusted=parse_trusted(settings.trusted_proxies),
+        header=settings.proxy_header.lower(),
+    )
 
     limits = {"max_text_chars": settings.max_text_chars, "max_text_bytes": settings.max_text_bytes}
 
@@ -138,7 +150,9 @@ def create_app(
         try:
             info = await store.room_info(room)
         except StoreError as exc:
-            raise HTTPException(503, "storage unavailable") from exc
+            raise HTTPException(
+                503, "storage unavailable", headers={"Retry-After": str(RETRY_AFTER_S)}
+            ) from exc
         defaults = {
             "budget": settings.display_budget,
             "slow_mode_s": 0.0,

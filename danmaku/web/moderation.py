@@ -4,6 +4,16 @@ Auth: ``Authorization: Bearer <token>``; no or bad token -> 401, a viewer token 
 staff token for another room) -> 403. A staff token with a ``room`` claim acts in that
 room only; without one, in every room. Every action is written to the room's audit log;
 gateways and workers act on it within a second (see docs/operations.md).
+
+Roles rank admin > streamer > moderator > viewer (``auth.RANK``): a ban, timeout or
+comment delete aimed at a user of the actor's rank or above is refused with 403 (an
+admin may do anything), and so is lifting or overwriting a ban a higher role set. The
+target's role is the highest the system has seen that user hold in the room
+(``Store.note_role``: every staff request here notes its token's role), and for a
+comment also what its stored priority says (staff comments carry ``PRIO_STAFF``).
+
+Comment ids (path and ``before``/``after``) are checked by ``rules.ids`` before they
+reach Redis: a malformed one is a 400, not a storage error.
 """
 
 import time
@@ -15,11 +25,15 @@ from pydantic import BaseModel, Field
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
+from danmaku.rules.ids import comment_id_problem
 from danmaku.store import Store, StoreError
+from danmaku.web.guards import RETRY_AFTER_S
 
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
 Uid = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$", description="user id")]
-CommentId = Annotated[str, Path(pattern=r"^\d{1,20}-\d{1,20}$", description="comment id")]
+CommentId = Annotated[
+    str, Path(description="comment id, `<ms>-<seq>` (e.g. 1700000000000-0); else 400")
+]
 
 
 class BanIn(BaseModel):
@@ -81,8 +95,9 @@ def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
     return authorization[7:].strip()
 
 
-def _staff(request: Request, room: RoomName, token: Annotated[str, Depends(_bearer)]) -> User:
-    """A staff user allowed in the path's room (401 bad token, 403 not staff/other room)."""
+async def _staff(request: Request, room: RoomName, token: Annotated[str, Depends(_bearer)]) -> User:
+    """A staff user allowed in the path's room (401 bad token, 403 not staff/other room).
+    Notes the token's role for the room (what rank checks on this user go by)."""
     settings: Settings = request.app.state.settings
     try:
         user = auth.verify(settings.secret, token)
@@ -94,6 +109,8 @@ def _staff(request: Request, room: RoomName, token: Annotated[str, Depends(_bear
         raise HTTPException(403, "a moderator, streamer or admin token is needed")
     if not user.allowed_in(room):
         raise HTTPException(403, "the token is for another room")
+    store: Store = request.app.state.store
+    await guarded(store.note_role(room, user.uid, user.role, everywhere=user.rooms is None))
     return user
 
 
@@ -105,11 +122,47 @@ def who(user: User) -> str:
 
 
 async def guarded(coro: Any) -> Any:
-    """Await a store call; Redis trouble becomes 503."""
+    """Await a store call; Redis trouble becomes 503 with ``Retry-After``."""
     try:
         return await coro
     except StoreError as exc:
-        raise HTTPException(503, "storage unavailable") from exc
+        raise HTTPException(
+            503, "storage unavailable", headers={"Retry-After": str(RETRY_AFTER_S)}
+        ) from exc
+
+
+def checked_id(value: str, what: str = "comment id") -> str:
+    """``value`` if it is a valid comment id, else 400 saying what is wrong."""
+    problem = comment_id_problem(value)
+    if problem is not None:
+        raise HTTPException(400, f"bad {what}: {problem}")
+    return value
+
+
+def _a(role: str) -> str:
+    return f"an {role}" if role[:1] in "aeiou" else f"a {role}"
+
+
+def _refuse_rank(user: User, action: str, target_role: str) -> None:
+    """403 unless ``user`` outranks a user of ``target_role`` (or is an admin)."""
+    if not auth.may_act_on(user.role, target_role):
+        raise HTTPException(
+            403,
+            f"{_a(user.role)} cannot {action} {_a(target_role)}: "
+            "only a higher role (or an admin) can",
+        )
+
+
+def author_role(item: dict[str, Any], seen: str) -> str:
+    """The role of a comment's author: the highest of what the system has seen the uid
+    hold in the room, what the comment's stored priority implies (staff priority: at
+    least a moderator) and its stored ``role`` when the gateway records one."""
+    candidates = [seen]
+    if item.get("prio") == protocol.PRIO_STAFF:
+        candidates.append("moderator")
+    if item.get("role") in auth.ROLES:
+        candidates.append(str(item["role"]))
+    return max(candidates, key=auth.rank)
 
 
 def create_router(settings: Settings, store: Store) -> APIRouter:
@@ -122,13 +175,31 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
             raise HTTPException(401, f"unauthorized: {exc}") from exc
         if user.role != "admin":
             raise HTTPException(403, "an admin token is needed")
+        if user.rooms is not None:
+            raise HTTPException(
+                403, "an admin token limited to some rooms cannot change global settings"
+            )
         return user
 
     @router.post("/rooms/{room}/bans", response_model=BanOut, summary="Ban or time out a user")
     async def ban(room: RoomName, body: BanIn, user: Staff) -> BanOut:
+        _refuse_rank(user, "ban or time out", await guarded(store.role_in(room, body.uid)))
+        setter = await guarded(store.ban_setter(room, body.uid))
+        if setter is not None and not auth.may_lift(user.role, setter):
+            raise HTTPException(
+                403, f"the user's ban was set by {_a(setter)}; {_a(user.role)} cannot change it"
+            )
         until = time.time() + body.duration_s if body.duration_s else 0.0
         await guarded(
-            store.ban(room, body.uid, until, close=body.close, by=who(user), reason=body.reason)
+            store.ban(
+                room,
+                body.uid,
+                until,
+                close=body.close,
+                by=who(user),
+                reason=body.reason,
+                role=user.role,
+            )
         )
         return BanOut(uid=body.uid, until=until or None)
 
@@ -139,6 +210,11 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.delete("/rooms/{room}/bans/{uid}", status_code=204, summary="Lift a ban")
     async def unban(room: RoomName, uid: Uid, user: Staff) -> None:
+        setter = await guarded(store.ban_setter(room, uid))
+        if setter is not None and not auth.may_lift(user.role, setter):
+            raise HTTPException(
+                403, f"this ban was set by {_a(setter)}; {_a(user.role)} cannot lift it"
+            )
         if not await guarded(store.unban(room, uid, by=who(user))):
             raise HTTPException(404, "no such ban")
 
@@ -148,6 +224,14 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         summary="Delete a comment (retracted from players in the next frame)",
     )
     async def delete_comment(room: RoomName, comment_id: CommentId, user: Staff) -> None:
+        checked_id(comment_id)
+        item = await guarded(store.comment(room, comment_id))
+        if item is None:
+            raise HTTPException(404, "no such comment in the room's history")
+        author = str(item.get("uid", ""))
+        if author != user.uid:  # one's own comments: always
+            seen = await guarded(store.role_in(room, author)) if author else "viewer"
+            _refuse_rank(user, "delete the comments of", author_role(item, seen))
         if not await guarded(store.delete_comment(room, comment_id, by=who(user))):
             raise HTTPException(404, "no such comment in the room's history")
 
@@ -159,11 +243,13 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
     async def comments(
         room: RoomName,
         user: Staff,
-        before: Annotated[str | None, Query(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+        before: Annotated[str | None, Query(description="comment id; else 400")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         uid: Annotated[str | None, Query(max_length=64)] = None,
         q: Annotated[str | None, Query(max_length=100, description="text contains")] = None,
     ) -> CommentsOut:
+        if before is not None:
+            checked_id(before, "before")
         items, nxt = await guarded(
             store.recent_comments(room, before=before, limit=limit, uid=uid, text=q)
         )
@@ -177,9 +263,11 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
     async def feed(
         room: RoomName,
         user: Staff,
-        after: Annotated[str, Query(pattern=r"^(\$|\d{1,20}-\d{1,20})$")] = "$",
+        after: Annotated[str, Query(description="comment id, or $; else 400")] = "$",
         limit: Annotated[int, Query(ge=1, le=2000)] = 1000,
     ) -> CommentsOut:
+        if after != "$":
+            checked_id(after, "after")
         items, cursor = await guarded(store.comments_after(room, after, limit))
         return CommentsOut(items=items, next=cursor)
 
