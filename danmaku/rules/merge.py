@@ -48,6 +48,48 @@ class Pick:
 Selector = Callable[[list[Item], int], Pick]
 
 
+# The fields a stored comment may carry (the gateway writes them all), with their types:
+# what the worker puts in frames. A payload is a JSON object with a str ``uid`` and
+# ``text``; every other field, if present, must have its type here; unknown fields are
+# left out of the item (a frame carries only what the protocol names).
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "uid": (str,),
+    "nick": (str,),
+    "text": (str,),
+    "color": (str, type(None)),
+    "mode": (str,),
+    "ts": (int,),
+    "prio": (int,),
+}
+_REQUIRED = ("uid", "text")
+MAX_PRIO = 2
+
+
+def parse_item(payload: bytes) -> Item | None:
+    """A stored comment payload as a frame item (without ``id``), or ``None`` when it
+    is not one: not JSON, not an object, a required field missing, a field of the wrong
+    type (``bool`` is no ``int``), a ``prio`` outside 0..2. Never raises."""
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    item: Item = {}
+    for name, types in _FIELDS.items():
+        if name not in raw:
+            continue
+        value = raw[name]
+        if type(value) not in types:  # exact: a bool is not a ts or a prio
+            return None
+        item[name] = value
+    if any(name not in item for name in _REQUIRED):
+        return None
+    if not 0 <= item.get("prio", 0) <= MAX_PRIO:
+        return None
+    return item
+
+
 def take_all(items: list[Item], budget: int) -> Pick:
     """The selector without spike control: every comment of the tick is shown."""
     return Pick(items=list(items))
@@ -74,21 +116,19 @@ class RoomMerger:
         self.read_cursor = cursor  # last comment id read (may be ahead of cursor)
         self.pending: list[Item] = []  # read, not yet in a committed frame
         self.carry: list[Item] = []  # priority items the last frame could not fit
-        self.invalid = 0  # payloads that did not decode (counted, skipped)
+        self.invalid = 0  # payloads that are no comment (``parse_item``): counted, skipped
         self.highlighted: set[str] = set()  # uids granted the highlighted tier
         self.retracts: list[str] = []  # ids the next frame must retract (moderator deletes)
         self._select = selector
 
     def add(self, comments: Iterable[tuple[str, bytes]]) -> None:
-        """Take ``(stream id, payload)`` pairs read after ``read_cursor``, in order."""
+        """Take ``(stream id, payload)`` pairs read after ``read_cursor``, in order. A
+        payload that is no comment (``parse_item``) is skipped and counted in ``invalid``;
+        the cursor moves past it all the same, so it never holds the room up."""
         for stream_id, payload in comments:
             self.read_cursor = stream_id
-            try:
-                item = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                self.invalid += 1
-                continue
-            if not isinstance(item, dict):
+            item = parse_item(payload)
+            if item is None:
                 self.invalid += 1
                 continue
             item["id"] = stream_id

@@ -107,11 +107,12 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         self._m.redis_latency.labels(op).observe(time.perf_counter() - start)
         return result
 
-    def _execute_scripted(self, pipe: Any) -> list[Any]:
+    def _execute_scripted(self, pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
         """Execute a pipeline holding ``EVALSHA`` calls (``queue_script``). Scripts the
         server lacks (first use, a restart, a failover to a replica) are loaded and just
         those calls sent again; unlike redis-py's registered scripts this costs no
-        ``SCRIPT EXISTS`` round trip per pipeline. Raises the first error reply."""
+        ``SCRIPT EXISTS`` round trip per pipeline. Raises the first error reply, or with
+        ``raise_on_error=False`` returns error replies in place (as exceptions)."""
         stack = list(pipe.command_stack)
         replies: list[Any] = pipe.execute(raise_on_error=False)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
@@ -124,9 +125,10 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                 again.execute_command(*args, **options)  # type: ignore[no-untyped-call]
             for i, reply in zip(missing, again.execute(raise_on_error=False), strict=True):
                 replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
         return replies
 
     def close(self) -> None:
