@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from danmaku.config import Settings
 
 ONLINE_FRESH_MS = 5000  # a gateway's online count older than this is ignored (it died)
 
@@ -121,9 +124,24 @@ class Ingest:
 
 @dataclass(frozen=True, slots=True)
 class IngestLimits:
+    """The door's limits (defaults as ``Settings``'): the per-user bucket, the duplicate
+    window, and the staff bucket (``staff_rate_per_s`` 0 = staff unlimited)."""
+
     rate_per_s: float = 1.0
     burst: float = 3.0
     duplicate_window_s: float = 30.0
+    staff_rate_per_s: float = 10.0
+    staff_burst: float = 20.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestLimits:
+        return cls(
+            settings.rate_per_s,
+            settings.rate_burst,
+            settings.duplicate_window_s,
+            settings.staff_rate_per_s,
+            settings.staff_rate_burst,
+        )
 
 
 @dataclass(slots=True)  # not frozen: made per comment (see Ingest)

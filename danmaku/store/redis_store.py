@@ -160,8 +160,9 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         """Admit and append comments per room in one pipeline (one Lua call per room).
 
         Returns, per room and in order, each comment's ``Outcome`` (see ``scripts.INGEST``:
-        stored, resent, or refused by duplicate/slow mode/rate limit). Also marks the
-        rooms active for worker discovery.
+        stored, resent, or refused by duplicate/slow mode/rate limit; staff (``exempt``)
+        only by their own, more generous bucket, ``limits.staff_rate_per_s``). Also marks
+        the rooms active for worker discovery.
         """
         now_ms = int(time.time() * 1000)
 
@@ -176,6 +177,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                     keys.users(room),
                     keys.users_old(room),
                     keys.door(room),
+                    keys.staff_buckets(room),
                 ]
                 args: list[Any] = [
                     self._stream_maxlen,
@@ -183,6 +185,8 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                     limits.rate_per_s,
                     limits.burst,
                     limits.duplicate_window_s,
+                    limits.staff_rate_per_s,
+                    limits.staff_burst,
                 ]
                 for c in comments:
                     flags = "s" if c.exempt else "h" if c.highlight else "-"
