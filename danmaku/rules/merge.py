@@ -63,12 +63,14 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 }
 _REQUIRED = ("uid", "text")
 MAX_PRIO = 2
+MAX_TS = 2**53  # ms; arithmetic on it (latency, replay offsets) stays within 64 bits
 
 
 def parse_item(payload: bytes) -> Item | None:
     """A stored comment payload as a frame item (without ``id``), or ``None`` when it
     is not one: not JSON, not an object, a required field missing, a field of the wrong
-    type (``bool`` is no ``int``), a ``prio`` outside 0..2. Never raises."""
+    type (``bool`` is no ``int``), a ``prio`` outside 0..2, a ``ts`` outside 0..2^53.
+    Never raises."""
     try:
         raw = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -85,7 +87,7 @@ def parse_item(payload: bytes) -> Item | None:
         item[name] = value
     if any(name not in item for name in _REQUIRED):
         return None
-    if not 0 <= item.get("prio", 0) <= MAX_PRIO:
+    if not 0 <= item.get("prio", 0) <= MAX_PRIO or not 0 <= item.get("ts", 0) <= MAX_TS:
         return None
     return item
 
