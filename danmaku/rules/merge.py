@@ -48,46 +48,43 @@ class Pick:
 Selector = Callable[[list[Item], int], Pick]
 
 
-# The fields a stored comment may carry (the gateway writes them all), with their types:
-# what the worker puts in frames. A payload is a JSON object with a str ``uid`` and
-# ``text``; every other field, if present, must have its type here; unknown fields are
-# left out of the item (a frame carries only what the protocol names).
-_FIELDS: dict[str, tuple[type, ...]] = {
-    "uid": (str,),
-    "nick": (str,),
-    "text": (str,),
-    "color": (str, type(None)),
-    "mode": (str,),
-    "ts": (int,),
-    "prio": (int,),
+# The fields of a frame item (besides ``id``), their types, and the default of each that
+# a stored comment may leave out (``uid`` and ``text`` it may not; ``ts`` defaults to
+# the comment id's time). The gateway writes them all; unknown fields are left out (a
+# frame carries only what the protocol names).
+_FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "uid": ((str,), None),
+    "nick": ((str,), ""),
+    "text": ((str,), None),
+    "color": ((str, type(None)), "#ffffff"),
+    "mode": ((str,), "scroll"),
+    "ts": ((int,), None),
+    "prio": ((int,), 0),
 }
 _REQUIRED = ("uid", "text")
 MAX_PRIO = 2
 MAX_TS = 2**53  # ms; arithmetic on it (latency, replay offsets) stays within 64 bits
 
 
-def parse_item(payload: bytes) -> Item | None:
-    """A stored comment payload as a frame item (without ``id``), or ``None`` when it
-    is not one: not JSON, not an object, a required field missing, a field of the wrong
+def parse_item(payload: bytes, default_ts: int = 0) -> Item | None:
+    """A stored comment payload as a frame item (without ``id``; every field of the
+    protocol's item, ``ts`` = ``default_ts`` if absent), or ``None`` when it is not a
+    comment: not JSON, not an object, ``uid`` or ``text`` missing, a field of the wrong
     type (``bool`` is no ``int``), a ``prio`` outside 0..2, a ``ts`` outside 0..2^53.
     Never raises."""
     try:
         raw = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or any(name not in raw for name in _REQUIRED):
         return None
     item: Item = {}
-    for name, types in _FIELDS.items():
-        if name not in raw:
-            continue
-        value = raw[name]
+    for name, (types, default) in _FIELDS.items():
+        value = raw.get(name, default_ts if name == "ts" else default)
         if type(value) not in types:  # exact: a bool is not a ts or a prio
             return None
         item[name] = value
-    if any(name not in item for name in _REQUIRED):
-        return None
-    if not 0 <= item.get("prio", 0) <= MAX_PRIO or not 0 <= item.get("ts", 0) <= MAX_TS:
+    if not 0 <= item["prio"] <= MAX_PRIO or not 0 <= item["ts"] <= MAX_TS:
         return None
     return item
 
@@ -129,7 +126,7 @@ class RoomMerger:
         the cursor moves past it all the same, so it never holds the room up."""
         for stream_id, payload in comments:
             self.read_cursor = stream_id
-            item = parse_item(payload)
+            item = parse_item(payload, stream_id_ms(stream_id))
             if item is None:
                 self.invalid += 1
                 continue

@@ -126,11 +126,19 @@ def test_payloads_that_are_no_comment_are_skipped_and_counted() -> None:
     assert m.invalid == len(bad)
 
 
-def test_unknown_fields_are_left_out_of_the_item() -> None:
+def test_unknown_fields_are_left_out_and_missing_ones_filled_in() -> None:
     deep = b"[" * 400 + b"1" + b"]" * 400  # deeper than orjson.dumps accepts
     raw = b'{"uid": "u", "text": "hi", "count": 999, "extra": ' + deep + b"}"
-    item = parse_item(raw)
-    assert item == {"uid": "u", "text": "hi"}
+    item = parse_item(raw, default_ts=7)
+    assert item == {
+        "uid": "u",
+        "nick": "",
+        "text": "hi",
+        "color": "#ffffff",
+        "mode": "scroll",
+        "ts": 7,
+        "prio": 0,
+    }
 
 
 json_values = st.recursive(
@@ -151,7 +159,7 @@ def test_any_payload_gives_a_well_typed_item_or_none_and_a_frame(raw: bytes) -> 
     item = parse_item(raw)
     if item is not None:
         assert isinstance(item["uid"], str) and isinstance(item["text"], str)
-        assert set(item) <= {"uid", "nick", "text", "color", "mode", "ts", "prio"}
+        assert set(item) == {"uid", "nick", "text", "color", "mode", "ts", "prio"}
         assert type(item.get("ts", 0)) is int and item.get("prio", 0) in (0, 1, 2)
     m = RoomMerger("r", seq=0, cursor="0-0", selector=sampling_selector(FrameSampler()))
     m.highlighted = {"u"}
