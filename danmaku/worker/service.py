@@ -390,7 +390,11 @@ class BroadcastWorker:
         if not self.rooms:
             return 0
         now = trio.current_time()
-        read = {room for room in self._busy if self._busy_now(self.rooms[room], now)}
+        read = {
+            room
+            for room in self._busy
+            if (r := self.rooms.get(room)) is not None and self._busy_now(r, now)
+        }
         self._busy = set(read)
         if len(read) < len(self.rooms):
             # Only rooms we do not already know to be busy need the shared hot set: a
