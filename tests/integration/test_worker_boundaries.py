@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import orjson
+import pytest
 import redis
 import trio
 
@@ -33,17 +35,42 @@ async def say(sender: Client, texts: list[str], prefix: str) -> list[str]:
     return ids
 
 
+def _corrupt_cursor(r: redis.Redis) -> None:
+    r.hset(keys.meta("bad"), mapping={"seq": 0, "cursor": "not-an-id"})
+
+
+def _repair_cursor(r: redis.Redis) -> None:
+    r.hset(keys.meta("bad"), "cursor", "0-0")
+
+
+def _clobber_frames(r: redis.Redis) -> None:
+    r.set(keys.frames("bad"), "not a stream")  # the COMMIT script's XADD: WRONGTYPE
+
+
+def _repair_frames(r: redis.Redis) -> None:
+    r.delete(keys.frames("bad"))
+
+
+@pytest.mark.parametrize(
+    ("stage", "corrupt", "repair"),
+    [("read", _corrupt_cursor, _repair_cursor), ("commit", _clobber_frames, _repair_frames)],
+)
 async def test_a_failing_room_is_released_and_retried_while_the_others_go_on(
-    nursery: trio.Nursery, settings: Settings
+    nursery: trio.Nursery,
+    settings: Settings,
+    stage: str,
+    corrupt: Callable[[redis.Redis], None],
+    repair: Callable[[redis.Redis], None],
 ) -> None:
-    """A room whose reads fail (its stored cursor is corrupt: the XREAD is refused) is
-    released and retried after a backoff; the other rooms' frames never stop; once the
-    fault is gone the room gets its frames."""
+    """A room whose reads fail (its stored cursor is corrupt: the XREAD is refused) or
+    whose commits fail (its frame stream clobbered: the script's XADD is refused) is
+    released and retried after a backoff; the other rooms' frames never stop, in the
+    same ticks and pipelines; once the fault is gone the room gets its frames."""
     system: System = await start_system(nursery, settings)
     assert system.ws_port and system.worker
     r = redis.Redis.from_url(settings.redis_url)
-    r.hset(keys.meta("bad"), mapping={"seq": 0, "cursor": "not-an-id"})
-    errors = system.metrics.room_errors.labels("read")
+    corrupt(r)
+    errors = system.metrics.room_errors.labels(stage)
     async with trio.open_nursery() as n:
         rooms = ["good1", "bad", "good2"]
         viewers = {room: await connect(n, system.ws_port, room) for room in rooms}
@@ -58,7 +85,7 @@ async def test_a_failing_room_is_released_and_retried_while_the_others_go_on(
                 await viewers[room].wait_for(lambda c, ids=ids: set(ids) <= set(c.item_ids()))
         assert not viewers["bad"].frames
         assert system.worker.health.failing() == {}, "no loop failed: only the room"
-        r.hset(keys.meta("bad"), "cursor", "0-0")  # the fault is repaired
+        repair(r)
         more = await say(senders["bad"], ["after the repair"], "c")
         await viewers["bad"].wait_for(
             lambda c: set(bad_ids + more) <= set(c.item_ids()), timeout=20
