@@ -180,6 +180,23 @@ class Settings:
         "the header trusted proxies write: x-forwarded-for or forwarded (RFC 7239)",
     )
 
+    # --- staff limits and the priority backlog (issue 18)
+    staff_rate_per_s: float = _opt(
+        10.0,
+        "DANMAKU_STAFF_RATE_PER_S",
+        "comments per second per staff member (streamer, moderator, admin) and room, a "
+        "bucket of its own (0 = unlimited)",
+    )
+    staff_rate_burst: float = _opt(
+        20.0, "DANMAKU_STAFF_RATE_BURST", "staff token bucket burst per staff member and room"
+    )
+    priority_backlog_s: float = _opt(
+        2.0,
+        "DANMAKU_PRIORITY_BACKLOG_S",
+        "priority items (staff, highlighted) waiting for a frame, in seconds of the room's "
+        "display budget; beyond it the oldest are dropped and counted in frames' dropped",
+    )
+
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).
         from danmaku.rules.clientip import HEADERS, parse_trusted

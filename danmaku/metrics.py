@@ -109,6 +109,10 @@ LOOPS = (
     "renew",
     "online",
 )
+# Where a room's tick failed in its worker (that room only: released, retried after a
+# backoff), and the worker loops whose per-room reads are counted.
+ROOM_ERROR_STAGES = ("read", "merge", "commit")
+ROOM_READ_LOOPS = ("tick", "online")
 
 # Latency buckets (seconds) sized for a 100 ms tick: fine below 250 ms, coarse above.
 _LATENCY = (
@@ -419,6 +423,26 @@ class Metrics:
             ["loop"],
             registry=r,
         )
+        # --- worker boundaries and costs (issue 18)
+        self.room_errors = Counter(
+            "danmaku_room_errors_total",
+            "Rooms whose tick failed in the worker, by stage (that room released and "
+            "retried after a backoff; the other rooms go on)",
+            ["stage"],
+            registry=r,
+        )
+        self.comments_invalid = Counter(
+            "danmaku_comments_invalid_total",
+            "Stored comment payloads the worker skipped: not a comment object",
+            registry=r,
+        )
+        self.room_reads = Counter(
+            "danmaku_worker_room_reads_total",
+            "Rooms read from Redis by a worker loop (tick: comments; online: viewers and "
+            "settings); idle rooms cost no tick reads",
+            ["loop"],
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -451,6 +475,10 @@ class Metrics:
         for op in REDIS_OPS:
             self.redis_latency.labels(op)
             self.redis_errors.labels(op)
+        for stage in ROOM_ERROR_STAGES:
+            self.room_errors.labels(stage)
+        for loop in ROOM_READ_LOOPS:
+            self.room_reads.labels(loop)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

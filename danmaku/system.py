@@ -29,6 +29,7 @@ from danmaku.startup import (
     starting,
 )
 from danmaku.store import Store
+from danmaku.supervise import LoopHealth
 from danmaku.web.app import create_app
 from danmaku.web.server import serve_app
 from danmaku.worker import BroadcastWorker
@@ -63,6 +64,8 @@ class System:
     store: Store
     redis_url: str
     cancel_scope: trio.CancelScope
+    # The process's supervised loops (one for every role): for /readyz and the gateway.
+    health: LoopHealth
     gateway: Gateway | None = None
     worker: BroadcastWorker | None = None
     web_port: int | None = None
@@ -116,7 +119,7 @@ async def run_system(
                     replay_retention_s=int(settings.replay_retention_days * 86400),
                 )
                 await store.wait_ready()
-                system = System(settings, metrics, store, url, scope)
+                system = System(settings, metrics, store, url, scope, LoopHealth(metrics))
                 if "gateway" in roles:
                     system.gateway = Gateway(
                         store, settings, metrics, gateway_id=settings.instance_id or None
@@ -130,7 +133,11 @@ async def run_system(
                     system.urls["websocket"] = public_ws_url(settings, system.ws_port)
                 if "worker" in roles:
                     system.worker = BroadcastWorker(
-                        store, settings, metrics, worker_id=settings.instance_id or None
+                        store,
+                        settings,
+                        metrics,
+                        worker_id=settings.instance_id or None,
+                        health=system.health,
                     )
                     await nursery.start(system.worker.run)
                 if "web" in roles:

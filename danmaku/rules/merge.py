@@ -48,6 +48,47 @@ class Pick:
 Selector = Callable[[list[Item], int], Pick]
 
 
+# The fields of a frame item (besides ``id``), their types, and the default of each that
+# a stored comment may leave out (``uid`` and ``text`` it may not; ``ts`` defaults to
+# the comment id's time). The gateway writes them all; unknown fields are left out (a
+# frame carries only what the protocol names).
+_FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "uid": ((str,), None),
+    "nick": ((str,), ""),
+    "text": ((str,), None),
+    "color": ((str, type(None)), "#ffffff"),
+    "mode": ((str,), "scroll"),
+    "ts": ((int,), None),
+    "prio": ((int,), 0),
+}
+_REQUIRED = ("uid", "text")
+MAX_PRIO = 2
+MAX_TS = 2**53  # ms; arithmetic on it (latency, replay offsets) stays within 64 bits
+
+
+def parse_item(payload: bytes, default_ts: int = 0) -> Item | None:
+    """A stored comment payload as a frame item (without ``id``; every field of the
+    protocol's item, ``ts`` = ``default_ts`` if absent), or ``None`` when it is not a
+    comment: not JSON, not an object, ``uid`` or ``text`` missing, a field of the wrong
+    type (``bool`` is no ``int``), a ``prio`` outside 0..2, a ``ts`` outside 0..2^53.
+    Never raises."""
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict) or any(name not in raw for name in _REQUIRED):
+        return None
+    item: Item = {}
+    for name, (types, default) in _FIELDS.items():
+        value = raw.get(name, default_ts if name == "ts" else default)
+        if type(value) not in types:  # exact: a bool is not a ts or a prio
+            return None
+        item[name] = value
+    if not 0 <= item["prio"] <= MAX_PRIO or not 0 <= item["ts"] <= MAX_TS:
+        return None
+    return item
+
+
 def take_all(items: list[Item], budget: int) -> Pick:
     """The selector without spike control: every comment of the tick is shown."""
     return Pick(items=list(items))
@@ -74,21 +115,19 @@ class RoomMerger:
         self.read_cursor = cursor  # last comment id read (may be ahead of cursor)
         self.pending: list[Item] = []  # read, not yet in a committed frame
         self.carry: list[Item] = []  # priority items the last frame could not fit
-        self.invalid = 0  # payloads that did not decode (counted, skipped)
+        self.invalid = 0  # payloads that are no comment (``parse_item``): counted, skipped
         self.highlighted: set[str] = set()  # uids granted the highlighted tier
         self.retracts: list[str] = []  # ids the next frame must retract (moderator deletes)
         self._select = selector
 
     def add(self, comments: Iterable[tuple[str, bytes]]) -> None:
-        """Take ``(stream id, payload)`` pairs read after ``read_cursor``, in order."""
+        """Take ``(stream id, payload)`` pairs read after ``read_cursor``, in order. A
+        payload that is no comment (``parse_item``) is skipped and counted in ``invalid``;
+        the cursor moves past it all the same, so it never holds the room up."""
         for stream_id, payload in comments:
             self.read_cursor = stream_id
-            try:
-                item = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                self.invalid += 1
-                continue
-            if not isinstance(item, dict):
+            item = parse_item(payload, stream_id_ms(stream_id))
+            if item is None:
                 self.invalid += 1
                 continue
             item["id"] = stream_id

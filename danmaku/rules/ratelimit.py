@@ -5,7 +5,8 @@ Pure rules, no I/O: every time-dependent method takes ``now`` in seconds (any mo
 origin, the same for all calls on one object) and randomness comes from an injected
 ``random.Random``. Every "may I?" answer is a wait in seconds: ``0.0`` means allowed,
 anything else is the ``retry_after`` to report (``math.inf`` when waiting cannot help).
-Staff exemptions (moderators, the streamer) are the caller's decision, not these rules'.
+Who is staff (moderators, the streamer) is the caller's decision, not these rules'; staff
+have a token bucket of their own, more generous (``DoorBuckets``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import random
 from danmaku.rules.normalize import normalize
 
 __all__ = [
+    "DoorBuckets",
     "DuplicateGuard",
     "IngestCeiling",
     "SlowMode",
@@ -123,6 +125,41 @@ class TokenBucket:
         """What ``take`` would answer, without changing the bucket."""
         tokens, stamp = self.state(now)
         return take_tokens(tokens, stamp, now, self.rate, self.burst, n)[0]
+
+
+class DoorBuckets:
+    """The token buckets of one room's door, as ``scripts.INGEST`` keeps them in Redis
+    (its executable spec; tests/integration/test_door.py holds the two together).
+
+    Every user has a bucket (``rate``/s, ``burst``); a staff comment is charged to the
+    user's *staff* bucket instead (``staff_rate``/s, ``staff_burst``), a bucket of its
+    own: what a user sends as staff never spends their ordinary tokens, nor the other
+    way round. ``staff_rate <= 0``: staff are not limited. Buckets start full; a refused
+    comment takes nothing. ``take`` answers the wait (0.0: allowed, ``inf``: never),
+    which the door reports as ``retry_after_ms`` (``inf`` as one hour).
+
+    In-memory and unbounded: a model for tests and tools, not for serving traffic.
+    """
+
+    __slots__ = ("_buckets", "burst", "rate", "staff_burst", "staff_rate")
+
+    def __init__(self, rate: float, burst: float, staff_rate: float, staff_burst: float) -> None:
+        self.rate, self.burst = float(rate), float(burst)
+        self.staff_rate, self.staff_burst = float(staff_rate), float(staff_burst)
+        self._buckets: dict[tuple[str, bool], TokenBucket] = {}
+
+    def take(self, uid: str, staff: bool, now: float) -> float:
+        """Charge one comment of ``uid`` (as staff or not) at ``now``: the wait."""
+        if staff and self.staff_rate <= 0.0:
+            return 0.0
+        bucket = self._buckets.get((uid, staff))
+        if bucket is None:
+            bucket = self._buckets[uid, staff] = (
+                TokenBucket(self.staff_rate, self.staff_burst)
+                if staff
+                else TokenBucket(self.rate, self.burst)
+            )
+        return bucket.take(now)
 
 
 class SlowMode:

@@ -66,7 +66,8 @@ class Selection:
 
     Every ordinary comment offered is exactly one of: shown (an item of ``items``),
     folded into a shown item's ``count`` (``folded``), or dropped (``dropped``).
-    Every priority comment offered is either in ``items`` or in ``carry``.
+    Every priority comment offered is in ``items``, in ``carry``, or (only beyond the
+    backlog cap ``max_carry``) dropped.
     """
 
     items: list[Item]
@@ -74,14 +75,15 @@ class Selection:
     descending, then oldest first), then ordinary items oldest first (by ``ts``, ties in
     input order)."""
     dropped: int = 0
-    """Ordinary comments left out of this frame for good; a left-out folded item counts
-    all the comments it stood for. This is the frame's ``dropped`` field."""
+    """Comments left out of this frame for good: ordinary ones not sampled (a left-out
+    folded item counts all the comments it stood for) and priority ones beyond the
+    backlog cap. This is the frame's ``dropped`` field."""
     carry: list[Item] = field(default_factory=list)
-    """Priority items (prio >= 1) that did not fit. Never dropped: offer them again,
-    first, to the next frame (``select(sel.carry + new_items, ...)``)."""
+    """Priority items (prio >= 1) that did not fit: offer them again, first, to the
+    next frame (``select(sel.carry + new_items, ...)``). At most ``max_carry``."""
     dropped_by_tier: dict[int, int] = field(default_factory=dict)
-    """``dropped`` by tier. Priority tiers are carried, never dropped, so this is
-    ``{0: dropped}``; kept as a dict so metrics can label by tier."""
+    """``dropped`` by tier: ``{0: ordinary dropped}``, plus priority tiers with items
+    dropped beyond the backlog cap; a dict so metrics can label by tier."""
     folded: int = 0
     """Comments folded away into the ``count`` of shown items (``count - 1`` each)."""
     carried_by_tier: dict[int, int] = field(default_factory=dict)
@@ -117,7 +119,10 @@ class FrameSampler:
 
     1. Priority items (prio >= 1) always pass first: staff (2), then highlighted (1),
        oldest first within a tier. If they alone exceed the budget, the newest overflow
-       goes to ``carry`` (never dropped); ordinary comments then get nothing.
+       goes to ``carry``; ordinary comments then get nothing. The backlog is bounded:
+       with ``max_carry``, at most ``budget + max_carry`` priority items are kept, the
+       newest; older ones are dropped (counted in ``dropped`` by tier), so a priority
+       flood (several staff senders) cannot push a room's frames ever further behind.
     2. Ordinary items are folded: comments whose ``normalize(text)`` is equal become one
        item, the earliest one (by ``ts``, then input order) with ``count`` = the number of
        comments it stands for (set only when that is >= 2). Folding happens before
@@ -160,12 +165,13 @@ class FrameSampler:
         self._frame = 0
         self._last_shown: dict[str, int] = {}  # bucket -> frame; insertion order = age
 
-    def select(self, items: list[Item], budget: int) -> Selection:
+    def select(self, items: list[Item], budget: int, max_carry: int | None = None) -> Selection:
         """Choose at most ``budget`` items of ``items`` for one frame (see the class rules).
 
         ``items``: the priority items carried from the previous frame followed by this
-        tick's comments, any order. ``budget`` >= 0 items. Never mutates ``items`` or the
-        dicts in it.
+        tick's comments, any order. ``budget`` >= 0 items. ``max_carry``: at most this many
+        priority items carried to the next frame, the oldest beyond are dropped (``None``:
+        no cap). Never mutates ``items`` or the dicts in it.
         """
         if budget < 0:
             raise ValueError("budget must be >= 0")
@@ -178,6 +184,15 @@ class FrameSampler:
                 priority.append((-p, _ts(item), idx, item))
             else:
                 ordinary.append((idx, item))
+        dropped_by_tier: dict[int, int] = {}
+        if max_carry is not None and len(priority) > budget + max(0, max_carry):
+            # Over the backlog: keep the newest, drop the oldest (whatever their tier).
+            by_age = sorted(priority, key=lambda e: (e[1], e[2]))
+            gone = by_age[: len(priority) - budget - max(0, max_carry)]
+            gone_at = {e[2] for e in gone}
+            priority = [e for e in priority if e[2] not in gone_at]
+            for e in gone:
+                dropped_by_tier[-e[0]] = dropped_by_tier.get(-e[0], 0) + _weight(e[3])
         priority.sort(key=lambda e: e[:3])
         shown = [e[3] for e in priority[:budget]]
         carry = [e[3] for e in priority[budget:]]
@@ -185,14 +200,15 @@ class FrameSampler:
         groups = _fold(ordinary)
         picks = self._sample(groups, budget - len(shown))
         picked = {id(g) for g in picks}
-        dropped = sum(g.weight for g in groups if id(g) not in picked)
+        dropped_ordinary = sum(g.weight for g in groups if id(g) not in picked)
+        dropped_by_tier[0] = dropped_ordinary
         picks.sort(key=lambda g: g.first)
         shown.extend(g.item for g in picks)
         return Selection(
             items=shown,
-            dropped=dropped,
+            dropped=sum(dropped_by_tier.values()),
             carry=carry,
-            dropped_by_tier={0: dropped},
+            dropped_by_tier=dict(sorted(dropped_by_tier.items())),
             folded=sum(g.weight - 1 for g in picks),
             carried_by_tier=dict(Counter(_prio(it) for it in carry)),
         )

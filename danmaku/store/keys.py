@@ -63,6 +63,12 @@ def users_old(room: str) -> str:
     return f"{PREFIX}:{{{room}}}:users:old"
 
 
+def staff_buckets(room: str) -> str:
+    """Hash: uid -> a staff member's token bucket at the room's door (struct ``<dd``:
+    tokens, time), apart from the ordinary one (``scripts.INGEST``); expires when full."""
+    return f"{PREFIX}:{{{room}}}:staff"
+
+
 def door(room: str) -> str:
     """Hash: the door's own bookkeeping: ``id`` (last comment id minted), ``gen`` (when
     the users generation began, ms), ``avg`` (recent comments per stream entry), ``n``

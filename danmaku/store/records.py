@@ -4,9 +4,12 @@ Redis replies (RESP2, bytes). No I/O here."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from danmaku.config import Settings
 
 ONLINE_FRESH_MS = 5000  # a gateway's online count older than this is ignored (it died)
 
@@ -65,6 +68,40 @@ class FrameCommit:
     recorded: Sequence[tuple[str, bytes]] = ()  # (comment id, JSON) to keep for replay
 
 
+@dataclass(frozen=True, slots=True)
+class RoomsPage:
+    """One step of a worker's discovery (``Store.active_rooms``)."""
+
+    total: int  # active rooms (for the fair share)
+    recent: list[str]  # the most recently active, newest first
+    page: list[str]  # the next page of a scan over all active rooms
+    cursor: int  # where the scan goes on (0: it wrapped around)
+
+
+COMMIT_FAILED = -3  # ``CommitResult.code``: the room's own commands failed
+
+
+@dataclass(frozen=True, slots=True)
+class TickRead:
+    """What ``read_comments`` found, per room (see there). ``failed``: rooms whose reads
+    failed on their own (an error reply, a reply that does not parse), with the error:
+    the other rooms' results are good."""
+
+    comments: dict[str, list[StoredComment]] = field(default_factory=dict)
+    retracts: dict[str, list[str]] = field(default_factory=dict)
+    on_air: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    deleted: dict[str, set[str]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class CommitResult(NamedTuple):
+    """Per frame: ``code`` 1 committed, -1 lease lost, -2 seq moved on, ``COMMIT_FAILED``
+    (``error`` says why: this room's commands failed, the others' are unaffected)."""
+
+    code: int
+    error: str = ""
+
+
 def door_key(text: str) -> bytes:
     """The 8 bytes the door keeps for a text or a nonce (a 64-bit BLAKE2b hash, the same
     in every gateway, unlike Python's salted ``hash``): its per-user lists are fixed-size
@@ -87,9 +124,24 @@ class Ingest:
 
 @dataclass(frozen=True, slots=True)
 class IngestLimits:
+    """The door's limits (defaults as ``Settings``'): the per-user bucket, the duplicate
+    window, and the staff bucket (``staff_rate_per_s`` 0 = staff unlimited)."""
+
     rate_per_s: float = 1.0
     burst: float = 3.0
     duplicate_window_s: float = 30.0
+    staff_rate_per_s: float = 10.0
+    staff_burst: float = 20.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestLimits:
+        return cls(
+            settings.rate_per_s,
+            settings.rate_burst,
+            settings.duplicate_window_s,
+            settings.staff_rate_per_s,
+            settings.staff_rate_burst,
+        )
 
 
 @dataclass(slots=True)  # not frozen: made per comment (see Ingest)

@@ -108,11 +108,12 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         self._m.redis_latency.labels(op).observe(time.perf_counter() - start)
         return result
 
-    def _execute_scripted(self, pipe: Any) -> list[Any]:
+    def _execute_scripted(self, pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
         """Execute a pipeline holding ``EVALSHA`` calls (``queue_script``). Scripts the
         server lacks (first use, a restart, a failover to a replica) are loaded and just
         those calls sent again; unlike redis-py's registered scripts this costs no
-        ``SCRIPT EXISTS`` round trip per pipeline. Raises the first error reply."""
+        ``SCRIPT EXISTS`` round trip per pipeline. Raises the first error reply, or with
+        ``raise_on_error=False`` returns error replies in place (as exceptions)."""
         stack = list(pipe.command_stack)
         replies: list[Any] = pipe.execute(raise_on_error=False)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
@@ -125,9 +126,10 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                 again.execute_command(*args, **options)  # type: ignore[no-untyped-call]
             for i, reply in zip(missing, again.execute(raise_on_error=False), strict=True):
                 replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
         return replies
 
     def close(self) -> None:
@@ -162,8 +164,9 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         """Admit and append comments per room in one pipeline (one Lua call per room).
 
         Returns, per room and in order, each comment's ``Outcome`` (see ``scripts.INGEST``:
-        stored, resent, or refused by duplicate/slow mode/rate limit). Also marks the
-        rooms active for worker discovery.
+        stored, resent, or refused by duplicate/slow mode/rate limit; staff (``exempt``)
+        only by their own, more generous bucket, ``limits.staff_rate_per_s``). Also marks
+        the rooms active for worker discovery.
         """
         now_ms = int(time.time() * 1000)
 
@@ -178,6 +181,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                     keys.users(room),
                     keys.users_old(room),
                     keys.door(room),
+                    keys.staff_buckets(room),
                 ]
                 args: list[Any] = [
                     self._stream_maxlen,
@@ -185,6 +189,8 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                     limits.rate_per_s,
                     limits.burst,
                     limits.duplicate_window_s,
+                    limits.staff_rate_per_s,
+                    limits.staff_burst,
                 ]
                 for c in comments:
                     flags = "s" if c.exempt else "h" if c.highlight else "-"

@@ -8,7 +8,10 @@ from __future__ import annotations
 # step per batch (no per-comment round trip). Per comment, in order:
 #   1. resend: the (user, nonce) was stored within the nonce TTL, among the user's last
 #      NONCE_RING comments in the room -> "=" .. its id, nothing appended;
-#   2. unless staff: banned or timed out -> "!banned:ms" (0 = permanent); room muted and
+#   2. staff: only their own token bucket (staff rate/s, staff burst; rate 0 = none) ->
+#      "!rate_limited:ms" (ratelimit.DoorBuckets is the model); a generous limit, but a
+#      limit: a staff sender (or a leaked moderator token) cannot flood the room;
+#      unless staff: banned or timed out -> "!banned:ms" (0 = permanent); room muted and
 #      not highlighted -> "!muted:0";
 #      duplicate text from the same user within the window -> "!duplicate:ms";
 #      slow mode on (room setting) -> one comment per slow_mode_s -> "!slow_mode:ms";
@@ -37,14 +40,17 @@ from __future__ import annotations
 #   most NONCE_RING slots each: nonces (8-byte door_key of the nonce, the id as '<I6I4'
 #   ms and seq: 18 bytes) and texts (8-byte door_key of the normalised text, expiry ms
 #   '<I6': 14 bytes). A slot found at an offset that is not a slot boundary is no match.
-# - Bans are read with one HMGET for the whole batch.
+# - Bans are read with one HMGET for the whole batch; staff buckets (KEYS[8], uid ->
+#   struct '<dd' tokens and time) with one HMGET, only when the batch has staff comments.
 # - The door hash also counts the comments stored (``n``; deletes take one off).
 # KEYS[1] = comment stream, KEYS[2] = room settings hash, KEYS[3] = bans hash,
 #   KEYS[4] = highlighted uids (granted by moderators: may speak in a muted room),
-#   KEYS[5] = users (this generation), KEYS[6] = users (the last one), KEYS[7] = door hash
+#   KEYS[5] = users (this generation), KEYS[6] = users (the last one), KEYS[7] = door hash,
+#   KEYS[8] = staff buckets
 # ARGV[1] = MAXLEN (comments, ~), ARGV[2] = nonce TTL s, ARGV[3] = rate/s, ARGV[4] = burst,
-#   ARGV[5] = duplicate window s, then per comment: uid, payload, flags ("s" = staff,
-#   "h" = highlighted, "-" = ordinary), door_key(nonce), door_key(normalised text)
+#   ARGV[5] = duplicate window s, ARGV[6] = staff rate/s (0 = unlimited), ARGV[7] = staff
+#   burst, then per comment: uid, payload, flags ("s" = staff, "h" = highlighted,
+#   "-" = ordinary), door_key(nonce), door_key(normalised text)
 NONCE_RING = 32  # at least a connection's unacked comments (32): what a client resends
 ENTRY_MAX = 16  # comments per stream entry: what one read of N entries can hold is bounded
 INGEST = r"""
@@ -61,7 +67,9 @@ local keep_ms = math.ceil(math.max(burst / math.max(rate, 1e-6), slow, dupwin,
 local ENTRY_MAX, RING = @ENTRY_MAX@, @NONCE_RING@
 local dup_until_ms = now_ms + math.ceil(dupwin * 1000)
 local dup_until = struct.pack('<I6', dup_until_ms)
-local n = (#ARGV - 5) / 5
+local srate, sburst = tonumber(ARGV[6]), tonumber(ARGV[7])
+local HEAD = 7
+local n = (#ARGV - HEAD) / 5
 
 local door = redis.call('HMGET', KEYS[7], 'id', 'gen', 'avg', 'n')
 local gen = tonumber(door[2] or '0') or 0
@@ -91,7 +99,7 @@ if now_ms <= last_ms then id_ms, seq = last_ms, last_seq + 1 end
 local prefix = id_ms .. '-'
 
 local uids = {}
-for i = 1, n do uids[i] = ARGV[1 + 5 * i] end
+for i = 1, n do uids[i] = ARGV[HEAD - 4 + 5 * i] end
 local banned, states = {}, {}
 local any_bans = redis.call('EXISTS', KEYS[3]) == 1  -- most rooms: none to look up
 for first = 1, n, 500 do  -- HMGET in chunks: unpack() has a stack limit
@@ -119,6 +127,31 @@ if redis.call('EXISTS', KEYS[6]) == 1 then  -- users not seen in this generation
   end
 end
 
+-- Staff buckets: read only for the staff of this batch (most batches have none).
+local sbuckets, sdirty = {}, {}
+if srate > 0 then
+  local suids = {}
+  for i = 1, n do
+    if ARGV[HEAD - 2 + 5 * i] == 's' and not sbuckets[uids[i]] then
+      sbuckets[uids[i]] = true
+      suids[#suids + 1] = uids[i]
+    end
+  end
+  for first = 1, #suids, 500 do
+    local last = math.min(#suids, first + 499)
+    local got = redis.call('HMGET', KEYS[8], unpack(suids, first, last))
+    for j = first, last do
+      local st = got[j - first + 1]
+      if st and #st == 16 then
+        local tokens, stamp = struct.unpack('<dd', st)
+        sbuckets[suids[j]] = {tokens = tokens, stamp = stamp}
+      else
+        sbuckets[suids[j]] = {tokens = sburst, stamp = now}
+      end
+    end
+  end
+end
+
 -- Where an 8-byte key starts a slot of `width` bytes in st[first .. last + width - 1]
 -- (`last`: the last slot's start), or nil; a match across two slots is not one.
 local function slot(st, key, first, last, width)
@@ -137,7 +170,7 @@ end
 -- per user: Lua strings cost by the byte, and a state is ~1 KB.
 local users, dirty, out, kept = {}, {}, {}, {}
 for i = 1, n do
-  local a = 1 + 5 * i
+  local a = HEAD - 4 + 5 * i
   local uid, flags, nonce, th = ARGV[a], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local u = users[uid]
   if not u then
@@ -167,7 +200,22 @@ for i = 1, n do
   else
     local verdict = nil
     local tokens, stamp = u.tokens, u.stamp
-    if flags ~= 's' then
+    local sb, stokens, sstamp = nil, 0, 0
+    if flags == 's' and srate > 0 then  -- the staff bucket: ratelimit.take_tokens
+      sb = sbuckets[uid]
+      stokens, sstamp = sb.tokens, sb.stamp
+      if now > sstamp then
+        stokens = math.min(sburst, stokens + (now - sstamp) * srate)
+        sstamp = now
+      end
+      if stokens + 1e-9 >= 1 then
+        stokens = math.max(0, stokens - 1)
+      elseif sburst < 1 then
+        verdict = '!rate_limited:3600000'
+      else
+        verdict = '!rate_limited:' .. math.ceil((1 - stokens) / srate * 1000)
+      end
+    elseif flags ~= 's' then
       local ban = banned[i]
       local until_s = ban and (tonumber(ban) or -1) or -1
       local dup_left = 0
@@ -220,6 +268,12 @@ for i = 1, n do
       if flags ~= 's' then
         u.tokens, u.stamp, u.last = tokens, stamp, now
         if dupwin > 0 then u.nd = th .. dup_until .. u.nd end
+      elseif sb then
+        if not sb.dirty then
+          sb.dirty = true
+          sdirty[#sdirty + 1] = uid
+        end
+        sb.tokens, sb.stamp = stokens, sstamp
       end
       out[i] = id
     end
@@ -258,6 +312,18 @@ if #kept > 0 then
   redis.call('PEXPIRE', KEYS[5], 2 * keep_ms)
   redis.call('PEXPIRE', KEYS[6], keep_ms)
   redis.call('HSET', KEYS[7], 'id', prefix .. (seq - 1), 'avg', avg, 'n', stored + #kept)
+  if #sdirty > 0 then
+    local sf = {}
+    for j, uid in ipairs(sdirty) do
+      sf[2 * j - 1] = uid
+      sf[2 * j] = struct.pack('<dd', sbuckets[uid].tokens, sbuckets[uid].stamp)
+    end
+    for from = 1, #sf, 1000 do
+      redis.call('HSET', KEYS[8], unpack(sf, from, math.min(#sf, from + 999)))
+    end
+    -- an untouched bucket is full again after burst / rate: its state may go then
+    redis.call('PEXPIRE', KEYS[8], math.ceil(sburst / srate * 1000) + 1000)
+  end
 end
 return out
 """.replace("@NONCE_RING@", str(NONCE_RING)).replace("@ENTRY_MAX@", str(ENTRY_MAX))

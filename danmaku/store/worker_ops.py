@@ -14,9 +14,13 @@ import redis
 
 from danmaku.store import keys
 from danmaku.store.records import (
+    COMMIT_FAILED,
+    CommitResult,
     FrameCommit,
     Lease,
+    RoomsPage,
     StoredComment,
+    TickRead,
     _decode_settings,
     _s,
     _sum_online,
@@ -25,6 +29,38 @@ from danmaku.store.records import (
 )
 
 T = TypeVar("T")
+
+# Error replies that say the *server* cannot serve now (out of memory, a replica, loading,
+# a failover, a cluster moving slots): a store-wide failure, raised as ``StoreError``.
+# Any other error reply to one room's commands (WRONGTYPE on a clobbered key, an invalid
+# stream id in a corrupt cursor, a script error) is that room's fault alone.
+_SERVER_STATES = (
+    "OOM",
+    "READONLY",
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MOVED",
+    "ASK",
+    "NOSCRIPT",
+    "NOPERM",
+    "NOAUTH",
+)
+
+
+def room_fault(reply: object) -> str | None:
+    """The error text if ``reply`` is an error reply that concerns one room only; raise
+    ``redis.RedisError`` if it is a server-wide one; ``None`` if it is no error."""
+    if not isinstance(reply, Exception):
+        return None
+    if not isinstance(reply, redis.ResponseError):
+        raise reply
+    text = str(reply)
+    if text.split(" ", 1)[0].upper() in _SERVER_STATES:
+        raise reply
+    return text[:200]
 
 
 def queue_script(pipe: Any, script: Any, names: Sequence[Any], args: Sequence[Any]) -> None:
@@ -47,7 +83,7 @@ class WorkerOps:
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
         raise NotImplementedError
 
-    def _execute_scripted(self, pipe: Any) -> list[Any]:
+    def _execute_scripted(self, pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
         raise NotImplementedError
 
     async def online_counts(
@@ -91,17 +127,32 @@ class WorkerOps:
         _, rooms = await self._call("hot_rooms", run)
         return {_s(r) for r in rooms}
 
-    async def active_rooms(self, since_ms: int, limit: int = 10_000) -> list[str]:
-        """Rooms with comments or viewers reported since ``since_ms``; prunes older ones."""
+    async def active_rooms(
+        self, since_ms: int, recent_ms: int, cursor: int, count: int
+    ) -> RoomsPage:
+        """One bounded step of discovery over the rooms with comments or moderation
+        changes (``keys.HOT``) since ``since_ms``: how many there are, up to ``count`` of
+        those active since ``recent_ms``, newest first (a room that just got comments is
+        found at once), and the next page of a ``ZSCAN`` of the whole set from ``cursor``
+        (about ``count`` rooms; a full scan returns every room that stayed in the set
+        throughout, however many, so no room is starved by a fixed window). Also prunes
+        ``keys.ROOMS`` entries over an hour old."""
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             pipe.zremrangebyscore(keys.ROOMS, "-inf", since_ms - 3_600_000)
-            pipe.zrangebyscore(keys.ROOMS, since_ms, "+inf", start=0, num=limit)
+            pipe.zcount(keys.HOT, since_ms, "+inf")
+            pipe.zrevrangebyscore(keys.HOT, "+inf", recent_ms, start=0, num=count)
+            pipe.zscan(keys.HOT, cursor=cursor, count=count)
             return pipe.execute()
 
-        _, rooms = await self._call("active_rooms", run)
-        return [_s(r) for r in rooms]
+        _, total, recent, (after, scanned) = await self._call("active_rooms", run)
+        return RoomsPage(
+            total=int(total),
+            recent=[_s(r) for r in recent],
+            page=[_s(r) for r, score in scanned if score >= since_ms],
+            cursor=int(after),
+        )
 
     async def worker_heartbeat(self, worker_id: str, fresh_ms: int) -> int:
         """Say this worker is alive; return how many workers were alive in ``fresh_ms``."""
@@ -177,53 +228,40 @@ class WorkerOps:
         if leases:
             await self._call("release", run)
 
-    async def read_comments(
-        self, cursors: Mapping[str, str], count: int
-    ) -> tuple[
-        dict[str, list[StoredComment]],
-        dict[str, list[str]],
-        dict[str, tuple[str, int, int]],
-        dict[str, set[str]],
-    ]:
+    async def read_comments(self, cursors: Mapping[str, str], count: int) -> TickRead:
         """Comments after each room's cursor (exclusive), up to ``count`` stream entries
         per room (each up to ``scripts.ENTRY_MAX`` comments; whole entries, so the last
         id returned is always a good cursor), the ids each room's next frame must retract
         (moderator deletes), and the broadcast on air per room (``(id, start_ms, end_ms
         or 0)``) whose recording the frame feeds; and per room the ids of comments deleted
         at or after the cursor's millisecond (``keys.deleted``: a packed entry keeps a
-        deleted comment, so the reader drops it; ``RoomMerger.drop``)."""
+        deleted comment, so the reader drops it; ``RoomMerger.drop``).
+
+        Each room stands alone: a room whose commands fail or whose replies do not parse
+        (a corrupt cursor, a clobbered key) is named in ``failed`` and the others are read
+        as usual; only a store-wide failure raises ``StoreError``. An entry without its
+        ``d`` field reads as one empty payload (the merger counts it invalid and moves on).
+        """
         rooms = list(cursors)
 
-        def run() -> list[Any]:
+        def run() -> TickRead:
             pipe = self._r.pipeline(transaction=False)
             for room in rooms:
-                stream: dict[Any, Any] = {keys.comments(room): cursors[room]}
+                cursor = cursors[room]
+                stream: dict[Any, Any] = {keys.comments(room): cursor}
                 pipe.xread(stream, count=count)
                 pipe.lrange(keys.retract(room), 0, 999)
                 pipe.hmget(keys.live(room), "id", "start", "end")
-                pipe.zrangebyscore(keys.deleted(room), id_key(cursors[room])[0], "+inf")
-            return pipe.execute()
+                try:
+                    since: Any = id_key(cursor)[0]
+                except ValueError:
+                    since = "-inf"  # the XREAD fails on this cursor: the room is failed
+                pipe.zrangebyscore(keys.deleted(room), since, "+inf")
+            # Parsed here, in the thread: off the event loop, and a server-wide error
+            # reply (raised by ``room_fault``) becomes a ``StoreError`` in ``_call``.
+            return _parse_tick_read(rooms, pipe.execute(raise_on_error=False))
 
-        replies = await self._call("read_comments", run)
-        out: dict[str, list[StoredComment]] = {}
-        retracts: dict[str, list[str]] = {}
-        on_air: dict[str, tuple[str, int, int]] = {}
-        deleted: dict[str, set[str]] = {}
-        for i, room in enumerate(rooms):
-            reply, retract, live, gone = replies[4 * i : 4 * i + 4]
-            if reply:
-                out[room] = [
-                    StoredComment(cid, payload)
-                    for e, f in reply[0][1]
-                    for cid, payload in split_entry(_s(e), f[b"d"])
-                ]
-            if gone:
-                deleted[room] = {_s(x) for x in gone}
-            if retract:
-                retracts[room] = [_s(x) for x in retract]
-            if live and live[0]:
-                on_air[room] = (_s(live[0]), int(live[1] or 0), int(live[2] or 0))
-        return out, retracts, on_air, deleted
+        return await self._call("read_comments", run)
 
     async def write_stats(self, stats: Mapping[str, Mapping[str, float]]) -> None:
         """Publish per-room live rates (read by the web app); they expire after 5 s."""
@@ -239,17 +277,19 @@ class WorkerOps:
         if stats:
             await self._call("write_stats", run)
 
-    async def commit(self, frames: Sequence[FrameCommit]) -> list[int]:
+    async def commit(self, frames: Sequence[FrameCommit]) -> list[CommitResult]:
         """Commit frames atomically, each fenced by its lease (see ``scripts.COMMIT``),
         then name the rooms committed in ``keys.TICKS`` (what wakes the gateways; a
         second round trip, so the notice can never overtake a frame on another shard).
 
-        Returns per frame: 1 committed, -1 lease lost, -2 seq moved on.
+        Returns per frame a ``CommitResult``: 1 committed, -1 lease lost, -2 seq moved on,
+        or ``COMMIT_FAILED`` when that room's script failed (an error reply about the room
+        alone: the other frames stand); a store-wide failure raises ``StoreError``.
         """
 
-        def run() -> list[Any]:
-            results = commit_all()
-            done = [f.room for f, ok in zip(frames, results, strict=True) if int(ok) == 1]
+        def run() -> list[CommitResult]:
+            results = [_commit_result(x) for x in commit_all()]
+            done = [f.room for f, ok in zip(frames, results, strict=True) if ok.code == 1]
             if done:
                 # Best effort: the frames are committed whatever happens here, and
                 # gateways also sweep every room each second.
@@ -287,6 +327,46 @@ class WorkerOps:
                         *(x for pair in f.recorded for x in pair),
                     ],
                 )
-            return self._execute_scripted(pipe)
+            return self._execute_scripted(pipe, raise_on_error=False)
 
-        return [int(x) for x in await self._call("commit", run)]
+        return await self._call("commit", run)
+
+
+def _parse_tick_read(rooms: Sequence[str], replies: list[Any]) -> TickRead:
+    out = TickRead()
+    for i, room in enumerate(rooms):
+        reply, retract, live, gone = replies[4 * i : 4 * i + 4]
+        try:
+            for part in (reply, retract, live, gone):
+                fault = room_fault(part)
+                if fault is not None:
+                    raise ValueError(fault)
+            comments = [
+                StoredComment(cid, payload)
+                for e, f in (reply[0][1] if reply else ())
+                for cid, payload in split_entry(_s(e), f.get(b"d", b""))
+            ]
+            on_air = (
+                (_s(live[0]), int(live[1] or 0), int(live[2] or 0)) if live and live[0] else None
+            )
+        except redis.RedisError:
+            raise
+        except Exception as exc:  # this room's replies only
+            out.failed[room] = f"{type(exc).__name__}: {exc}"[:200]
+            continue
+        if comments:
+            out.comments[room] = comments
+        if gone:
+            out.deleted[room] = {_s(x) for x in gone}
+        if retract:
+            out.retracts[room] = [_s(x) for x in retract]
+        if on_air is not None:
+            out.on_air[room] = on_air
+    return out
+
+
+def _commit_result(reply: Any) -> CommitResult:
+    fault = room_fault(reply)
+    if fault is not None:
+        return CommitResult(COMMIT_FAILED, fault)
+    return CommitResult(int(reply))

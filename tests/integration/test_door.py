@@ -3,20 +3,26 @@ real Redis: resends, duplicates, buckets within one batch, bans, and what it kee
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from danmaku.config import Settings
 from danmaku.metrics import Metrics
+from danmaku.rules.ratelimit import DoorBuckets
 from danmaku.store import Ingest, IngestLimits, Outcome, Store, door_key, keys
 from danmaku.store.records import id_key, split_entry
 from danmaku.store.scripts import ENTRY_MAX, NONCE_RING
 
 ROOM = "door"
-OPEN = IngestLimits(rate_per_s=1000.0, burst=1000.0, duplicate_window_s=0.0)
+OPEN = IngestLimits(rate_per_s=1000.0, burst=1000.0, duplicate_window_s=0.0, staff_rate_per_s=0.0)
 
 
 @pytest.fixture
@@ -93,7 +99,7 @@ async def test_one_users_bucket_is_charged_across_a_batch(store: Store) -> None:
     outcomes = await send(store, *(c("u", f"b{i}") for i in range(5)), c("v", "x"), limits=limits)
     assert [o.code for o in outcomes] == [None, None, None, "rate_limited", "rate_limited", None]
     assert outcomes[3].retry_after_ms > 0
-    (staff,) = await send(store, c("u", "s", exempt=True), limits=limits)  # staff: no bucket
+    (staff,) = await send(store, c("u", "s", exempt=True), limits=limits)  # staff: own bucket
     assert staff.id
 
 
@@ -192,3 +198,88 @@ async def test_a_resend_and_a_duplicate_within_one_batch(store: Store) -> None:
     assert other.id and not other.resent
     (later,) = await send(store, c("b", "n4", "x"), limits=limits)  # and from the state
     assert later.code == "duplicate"
+
+
+# ---- staff limits -------------------------------------------------------------------------
+async def test_staff_have_a_generous_bucket_of_their_own(store: Store) -> None:
+    limits = IngestLimits(0.01, 3.0, 0.0, staff_rate_per_s=0.01, staff_burst=5.0)
+    as_staff = await send(store, *(c("m", f"s{i}", exempt=True) for i in range(7)), limits=limits)
+    assert [o.code for o in as_staff] == [None] * 5 + ["rate_limited"] * 2
+    assert all(o.retry_after_ms > 0 for o in as_staff[5:])
+    # The same user's ordinary bucket is untouched by what they sent as staff.
+    as_viewer = await send(store, *(c("m", f"v{i}") for i in range(4)), limits=limits)
+    assert [o.code for o in as_viewer] == [None] * 3 + ["rate_limited"]
+    (other,) = await send(store, c("m2", "x", exempt=True), limits=limits)  # per user
+    assert other.id
+
+
+async def test_the_default_staff_limit_refills_at_its_rate(store: Store) -> None:
+    d = Settings()
+    limits = IngestLimits.from_settings(d)
+    assert (limits.staff_rate_per_s, limits.staff_burst) == (10.0, 20.0)
+    flood = await send(store, *(c("mod", f"f{i}", exempt=True) for i in range(25)), limits=limits)
+    assert [o.code for o in flood] == [None] * 20 + ["rate_limited"] * 5
+    assert all(0 < o.retry_after_ms <= 100 for o in flood[20:])
+    await trio.sleep(0.25)  # 10/s: two more tokens, not three
+    later = await send(store, *(c("mod", f"g{i}", exempt=True) for i in range(3)), limits=limits)
+    assert [o.code for o in later] == [None, None, "rate_limited"]
+
+
+async def test_staff_rate_zero_means_unlimited(store: Store) -> None:
+    limits = IngestLimits(0.01, 1.0, 0.0, staff_rate_per_s=0.0, staff_burst=0.0)
+    outcomes = await send(store, *(c("s", f"n{i}", exempt=True) for i in range(50)), limits=limits)
+    assert all(o.id for o in outcomes)
+
+
+_rooms = itertools.count()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=1, max_size=12),
+        min_size=1,
+        max_size=4,
+    ),
+    burst=st.integers(0, 4),
+    staff_burst=st.integers(0, 6),
+    staff_rate=st.sampled_from([0.0, 0.01]),
+)
+def test_the_door_keeps_the_buckets_as_the_model_says(
+    redis_url: str,
+    batches: list[list[tuple[str, bool]]],
+    burst: int,
+    staff_burst: int,
+    staff_rate: float,
+) -> None:
+    """Conformance: the Lua door and ``DoorBuckets`` agree on every comment of random
+    batches of staff and ordinary comments. The rates are so low that the seconds a run
+    takes refill no whole token, so the model runs at one instant."""
+    room = f"conf{next(_rooms)}"
+    limits = IngestLimits(0.01, burst, 0.0, staff_rate_per_s=staff_rate, staff_burst=staff_burst)
+    model = DoorBuckets(0.01, burst, staff_rate, staff_burst)
+
+    async def run() -> None:
+        store = Store(redis_url, Metrics(process=False))
+        try:
+            for k, batch in enumerate(batches):
+                comments = [
+                    c(uid, f"{k}-{j}", exempt=staff) for j, (uid, staff) in enumerate(batch)
+                ]
+                got = (await store.append_comments({room: comments}, limits))[room]
+                for (uid, staff), outcome in zip(batch, got, strict=True):
+                    wait = model.take(uid, staff, 0.0)
+                    if wait == 0.0:
+                        assert outcome.id and outcome.code is None
+                    else:
+                        assert outcome.code == "rate_limited"
+                        want = 3_600_000 if math.isinf(wait) else wait * 1000
+                        assert want - 5_000 <= outcome.retry_after_ms <= want
+        finally:
+            store.close()
+
+    trio.run(run)

@@ -93,7 +93,8 @@ async def test_a_deleted_comment_inside_an_entry_is_gone_for_every_reader(
     assert [i["id"] for i in feed] == [i for i in ids if i != victim]
     assert (await store.room_info(ROOM))["comments_stored"] == len(ids) - 1
     # The worker reads whole entries, and drops what was deleted before any frame.
-    read, retracts, _, deleted = await store.read_comments({ROOM: "0-0"}, 100)
+    tick_read = await store.read_comments({ROOM: "0-0"}, 100)
+    read, retracts, deleted = tick_read.comments, tick_read.retracts, tick_read.deleted
     assert [c.id for c in read[ROOM]] == ids and deleted[ROOM] == {victim}
     assert retracts[ROOM] == [victim]
     merger = RoomMerger(ROOM, 0, "0-0")

@@ -226,3 +226,52 @@ async def test_stuck_viewer_is_closed_with_4000_while_others_keep_receiving(
             n.cancel_scope.cancel()
     finally:
         stuck.close()
+
+
+async def test_staff_flood_is_rate_limited_and_its_backlog_is_bounded(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    """Staff have their own bucket (default 10/s, burst 20): a moderator cannot send
+    without limit. Several moderators together can still outrun the display budget; then
+    the priority backlog is capped (priority_backlog_s of the budget): the oldest staff
+    items are dropped and counted in frames' dropped, the newest are shown."""
+    s = spike_settings(settings, display_budget=10.0, priority_backlog_s=1.0)
+    system = await start_system(nursery, s)
+    assert system.ws_port
+    async with trio.open_nursery() as n:
+        viewer = await connect(n, system.ws_port, "staffed")
+        mods = [
+            await connect(n, system.ws_port, "staffed", tok=token(f"mod{i}", role="moderator"))
+            for i in range(5)
+        ]
+        replies: list[dict[str, object]] = []
+
+        async def flood(i: int, c: Client) -> None:
+            for k in range(25):
+                replies.append(await c.comment(f"mod {label(i)} {label(k)}", nonce=f"{k}"))
+
+        async with trio.open_nursery() as f:
+            for i, c in enumerate(mods):
+                f.start_soon(flood, i, c)
+        all_stored_ms = time.time() * 1000  # every comment answered: all in the stream
+        acked = [str(r["id"]) for r in replies if r["type"] == "ack"]
+        limited = [r for r in replies if r["type"] == "error"]
+        assert 5 * 20 <= len(acked) < 5 * 25 and limited  # burst 20 each, then 10/s
+        assert all(r["code"] == "rate_limited" for r in limited)
+        newest = max(acked, key=lambda i: tuple(map(int, i.split("-"))))
+        await viewer.wait_for(lambda c: newest in c.item_ids(), timeout=15)
+        await viewer.wait_for(
+            lambda c: len(c.item_ids()) + sum(f["dropped"] for f in c.frames) >= len(acked)
+        )
+        frames = viewer.frames
+        shown, dropped = viewer.item_ids(), sum(f["dropped"] for f in frames)
+        assert max(len(f["items"]) for f in frames) <= 1  # 10/s at 100 ms
+        assert set(shown) <= set(acked) and len(shown) + dropped == len(acked)
+        assert dropped > 0
+        assert system.metrics.items_dropped.labels("2")._value.get() == dropped
+        # Bounded backlog: once every comment was stored, what frames still showed is at
+        # most the backlog (10) and the frame's budget (1), plus one frame built from a
+        # read just before.
+        later = sum(len(f["items"]) for f in frames if f["ts"] >= all_stored_ms)
+        assert later <= 10 + 1 + 1
+        n.cancel_scope.cancel()

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from danmaku.rules.merge import Pick, RoomMerger, stream_id_ms
+from danmaku.protocol import encode_frame
+from danmaku.rules.merge import Pick, RoomMerger, parse_item, stream_id_ms
+from danmaku.rules.sampling import FrameSampler
+from danmaku.worker.service import _recording, sampling_selector
 
 
 def payload(uid: str, text: str, prio: int = 0) -> bytes:
@@ -97,3 +102,69 @@ def test_selector_decides_and_carry_is_offered_first_next_time() -> None:
 def test_stream_id_ms() -> None:
     assert stream_id_ms("1700000000123-4") == 1700000000123
     assert stream_id_ms("junk") == 0
+
+
+# ---- stored payloads are validated where the worker parses them ---------------------------
+def test_payloads_that_are_no_comment_are_skipped_and_counted() -> None:
+    bad = [
+        b"",
+        b"null",
+        b'"text"',
+        b'{"text": "no uid"}',
+        b'{"uid": 5, "text": "x"}',
+        b'{"uid": "u", "text": ["x"]}',
+        b'{"uid": "u", "text": "x", "ts": "soon"}',
+        b'{"uid": "u", "text": "x", "ts": true}',
+        b'{"uid": "u", "text": "x", "prio": 7}',
+        b'{"uid": "u", "text": "x", "ts": -5}',
+        b'{"uid": "u", "text": "x", "color": 3}',
+    ]
+    m = RoomMerger("r", seq=0, cursor="0-0")
+    m.add([(f"1-{i}", p) for i, p in enumerate(bad)] + [("2-0", payload("a", "ok"))])
+    d = m.build(now=1.0)
+    assert d is not None and [i["text"] for i in d.items] == ["ok"] and d.cursor == "2-0"
+    assert m.invalid == len(bad)
+
+
+def test_unknown_fields_are_left_out_and_missing_ones_filled_in() -> None:
+    deep = b"[" * 400 + b"1" + b"]" * 400  # deeper than orjson.dumps accepts
+    raw = b'{"uid": "u", "text": "hi", "count": 999, "extra": ' + deep + b"}"
+    item = parse_item(raw, default_ts=7)
+    assert item == {
+        "uid": "u",
+        "nick": "",
+        "text": "hi",
+        "color": "#ffffff",
+        "mode": "scroll",
+        "ts": 7,
+        "prio": 0,
+    }
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+fields = st.sampled_from(["uid", "nick", "text", "color", "mode", "ts", "prio", "count", "x"])
+
+
+@given(st.one_of(st.binary(max_size=200), st.dictionaries(fields, json_values).map(orjson.dumps)))
+@settings(max_examples=500)
+def test_any_payload_gives_a_well_typed_item_or_none_and_a_frame(raw: bytes) -> None:
+    item = parse_item(raw)
+    if item is not None:
+        assert isinstance(item["uid"], str) and isinstance(item["text"], str)
+        assert set(item) == {"uid", "nick", "text", "color", "mode", "ts", "prio"}
+        assert type(item.get("ts", 0)) is int and item.get("prio", 0) in (0, 1, 2)
+    m = RoomMerger("r", seq=0, cursor="0-0", selector=sampling_selector(FrameSampler()))
+    m.highlighted = {"u"}
+    m.add([("1-0", raw)])
+    d = m.build(now=1.0, budget=4)
+    assert d is not None  # the cursor moved: a frame accounts for it
+    encode_frame("r", d.seq, d.ts_ms, d.items, d.dropped, 0, d.retract)
+    _recording(m.pending, 0, 0)  # what replay keeps of it encodes too

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from danmaku.rules.ratelimit import (
+    DoorBuckets,
     DuplicateGuard,
     IngestCeiling,
     SlowMode,
@@ -173,3 +174,18 @@ def test_update_from_admitted_estimates_offered_rate() -> None:
     assert c.probability == 1.0
     c.update_from_admitted(2500.0 * c.probability)  # back above the ceiling
     assert c.probability == pytest.approx(0.8)
+
+
+# ---- the door's buckets (model of scripts.INGEST) ------------------------------------------
+def test_door_buckets_keep_staff_and_ordinary_apart() -> None:
+    door = DoorBuckets(rate=1.0, burst=2, staff_rate=10.0, staff_burst=3)
+    assert [door.take("m", True, 0.0) for _ in range(4)] == [0.0, 0.0, 0.0, pytest.approx(0.1)]
+    assert [door.take("m", False, 0.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(1.0)]
+    assert door.take("m", True, 0.1) == 0.0  # refilled at the staff rate
+    assert door.take("other", True, 0.0) == 0.0
+
+
+def test_door_buckets_staff_rate_zero_is_unlimited() -> None:
+    door = DoorBuckets(rate=1.0, burst=1, staff_rate=0.0, staff_burst=0)
+    assert all(door.take("m", True, 0.0) == 0.0 for _ in range(1000))
+    assert door.take("u", False, 0.0) == 0.0 and door.take("u", False, 0.0) > 0.0

@@ -342,3 +342,53 @@ def test_density_index_for() -> None:
     assert levels.index_for(0.1) == 2
     with pytest.raises(ValueError):
         DensityLevels([1.5])
+
+
+# ---- the priority backlog cap ---------------------------------------------------------------
+def test_priority_backlog_is_capped_and_the_oldest_are_dropped_and_counted() -> None:
+    staff = [mk("mod", uniq("s", i), 100 + i, prio=2) for i in range(10)]
+    high = [mk("vip", uniq("h", i), 50 + i, prio=1) for i in range(2)]  # older than staff
+    plain = [mk("u", "hello", 0)]
+    sel = FrameSampler(random.Random(0)).select(plain + high + staff, 2, max_carry=3)
+    # 12 priority items, room for 2 + 3: the 7 oldest go (both paid ones, 5 staff).
+    assert sel.items == staff[5:7] and sel.carry == staff[7:]
+    assert sel.dropped_by_tier == {0: 1, 1: 2, 2: 5} and sel.dropped == 8
+
+
+def test_priority_flood_stays_within_the_backlog_over_many_frames() -> None:
+    """Every priority item is shown, carried or dropped exactly once; the carry never
+    exceeds the cap, so a shown staff item is never more than cap / budget + 1 frames
+    old. (Highlighted items wait behind staff ones, whatever their age.)"""
+    rng = random.Random(7)
+    sampler = FrameSampler(random.Random(1))
+    budget, cap = 3, 6
+    carry: list[Item] = []
+    sent: set[str] = set()
+    accounted: list[str] = []
+    dropped_prio = 0
+    for frame in range(200):
+        new = [
+            mk(f"m{k}", uniq(frame, k), frame, prio=rng.choice([1, 2]))
+            for k in range(rng.randrange(0, 12))
+        ]
+        new += [mk(f"u{k}", uniq("o", frame, k), frame) for k in range(rng.randrange(0, 5))]
+        sent |= {it["id"] for it in new if it["prio"] >= 1}
+        sel = sampler.select(carry + new, budget, max_carry=cap)
+        assert len(sel.items) <= budget and len(sel.carry) <= cap
+        shown_prio = [it for it in sel.items if it["prio"] >= 1]
+        staff_shown = [it for it in shown_prio if it["prio"] == 2]
+        assert all(frame - it["ts"] <= cap // budget + 1 for it in staff_shown)
+        accounted += [it["id"] for it in shown_prio]
+        dropped_prio += sel.dropped_by_tier.get(1, 0) + sel.dropped_by_tier.get(2, 0)
+        assert sel.dropped == sum(sel.dropped_by_tier.values())
+        carry = sel.carry
+    accounted += [it["id"] for it in carry]
+    assert len(accounted) == len(set(accounted))
+    assert len(accounted) + dropped_prio == len(sent)
+    assert dropped_prio > 0
+
+
+def test_without_a_cap_priority_is_carried_whole() -> None:
+    staff = [mk("mod", uniq("s", i), i, prio=2) for i in range(10)]
+    sel = FrameSampler(random.Random(0)).select(staff, 2)
+    assert sel.items == staff[:2] and sel.carry == staff[2:] and sel.dropped == 0
