@@ -122,7 +122,11 @@ async def run_system(
                 system = System(settings, metrics, store, url, scope, LoopHealth(metrics))
                 if "gateway" in roles:
                     system.gateway = Gateway(
-                        store, settings, metrics, gateway_id=settings.instance_id or None
+                        store,
+                        settings,
+                        metrics,
+                        gateway_id=settings.instance_id or None,
+                        health=system.health,
                     )
                     if settings.public_web_url:
                         system.gateway.allowed_origins.add(
@@ -142,7 +146,9 @@ async def run_system(
                     await nursery.start(system.worker.run)
                 if "web" in roles:
                     ws_url = system.urls.get("websocket") or settings.public_ws_url or ""
-                    app = create_app(settings, store, metrics, ws_url=lambda: ws_url)
+                    app = create_app(
+                        settings, store, metrics, ws_url=lambda: ws_url, health=system.health
+                    )
                     with starting(f"web app on {settings.web_host}:{settings.web_port}"):
                         system.web_port = await nursery.start(
                             serve_app, app, settings.web_host, settings.web_port

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -35,6 +35,7 @@ from wsproto import ConnectionType, WSConnection
 from danmaku.metrics import Metrics
 from danmaku.protocol import CLOSE_INTERNAL
 from danmaku.rules.admission import IpAdmission
+from danmaku.rules.clientip import IPNetwork, client_ip, parse_ip
 from danmaku.rules.ratelimit import TokenBucket
 from danmaku.supervise import first_error
 
@@ -48,10 +49,12 @@ class Conn:
     """One connection as the door sees it: where it is in its life, who it is, and what
     to close if it fails. The handler updates ``stage``, ``request`` and ``ws``."""
 
-    __slots__ = ("peer", "request", "stage", "ws")
+    __slots__ = ("counted", "peer", "proxied", "request", "stage", "ws")
 
-    def __init__(self, peer: str) -> None:
-        self.peer = peer
+    def __init__(self, peer: str, *, proxied: bool = False) -> None:
+        self.peer = peer  # the client's address (behind a proxy: once the request is read)
+        self.proxied = proxied  # the socket's peer is a trusted proxy
+        self.counted = False  # admitted per IP after the request was read (proxied)
         self.stage = "accept"
         self.request: WebSocketRequest | None = None
         self.ws: WebSocketConnection | None = None
@@ -72,6 +75,11 @@ def peer_ip(stream: trio.abc.Stream) -> str | None:
     except OSError:
         return None
     return str(address[0]) if isinstance(address, tuple) else str(address)
+
+
+def _is_trusted(ip: str, trusted: Sequence[IPNetwork]) -> bool:
+    address = parse_ip(ip)
+    return address is not None and any(address in net for net in trusted)
 
 
 def http_refusal(status: int, reason: str, body: str) -> bytes:
@@ -104,6 +112,8 @@ class Door:
         connect_timeout_s: float,
         message_queue_size: int = 8,
         disconnect_timeout_s: float = 2.0,
+        trusted: Sequence[IPNetwork] = (),
+        proxy_header: str = "x-forwarded-for",
     ) -> None:
         self.handler = handler
         self.admission = admission
@@ -112,6 +122,9 @@ class Door:
         self.connect_timeout_s = connect_timeout_s
         self.message_queue_size = message_queue_size
         self.disconnect_timeout_s = disconnect_timeout_s
+        # Behind a trusted proxy the per-IP caps wait for the forwarding header.
+        self.trusted = tuple(trusted)
+        self.proxy_header = proxy_header
         self._log_budget = TokenBucket(1.0, LOG_BURST)
         self._unlogged = 0
 
@@ -122,8 +135,9 @@ class Door:
         if ip is None:
             self.metrics.handshakes_rejected.labels("gone").inc()
             return
-        conn = Conn(ip)
-        refused = self.admission.try_open(ip, time.time())
+        conn = Conn(ip, proxied=_is_trusted(ip, self.trusted))
+        counted_ip = None if conn.proxied else ip
+        refused = self.admission.try_open(counted_ip, time.time())
         if refused is not None:
             self.metrics.handshakes_rejected.labels(refused).inc()
             await _refuse(stream, _REFUSALS[refused])
@@ -141,7 +155,9 @@ class Door:
             if rest is not None:
                 raise rest from None
         finally:
-            self.admission.close(ip)
+            self.admission.close(counted_ip)
+            if conn.counted:
+                self.admission.close_ip(conn.peer)
 
     async def _run(self, stream: trio.abc.Stream, conn: Conn) -> None:
         # What trio-websocket's WebSocketServer does per connection, with a stage kept.
@@ -170,6 +186,8 @@ class Door:
                 return
             conn.request = request
             try:
+                if conn.proxied and not await self._admit_forwarded(request, conn):
+                    return
                 await self.handler(request, conn)
             except Exception as exc:
                 # Here, not in ``serve``: the connection is still whole, so the client
@@ -181,6 +199,18 @@ class Door:
                 # The reader task may still wait for bytes (after a refused upgrade the
                 # peer may keep the socket open): the connection is over, stop it.
                 nursery.cancel_scope.cancel()
+
+    async def _admit_forwarded(self, request: WebSocketRequest, conn: Conn) -> bool:
+        """Behind a trusted proxy: the client is who the forwarding header says; the
+        per-IP caps apply to it now. ``False``: refused (answered with 429)."""
+        conn.peer = client_ip(conn.peer, request.headers, self.trusted, header=self.proxy_header)
+        refused = self.admission.try_open_ip(conn.peer, time.time())
+        if refused is not None:
+            self.metrics.handshakes_rejected.labels(refused).inc()
+            await request.reject(429, body=refused.encode())
+            return False
+        conn.counted = True
+        return True
 
     async def _failed(self, conn: Conn, exc: BaseException) -> None:
         """The boundary: count, log (rate-limited), and end the connection politely."""

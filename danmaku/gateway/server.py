@@ -46,6 +46,7 @@ from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
 from danmaku.rules.admission import IpAdmission
+from danmaku.rules.clientip import parse_trusted
 from danmaku.rules.normalize import normalize
 from danmaku.rules.ratelimit import TokenBucket
 from danmaku.rules.wordfilter import WordFilter
@@ -115,7 +116,7 @@ class Gateway:
         self.gateway_id = gateway_id or f"g-{secrets.token_hex(4)}"
         self.hubs = RoomHubs(store, metrics, settings.ingest_ceiling)
         self.feed = FrameFeed(self.hubs, store, metrics)
-        limits = IngestLimits(settings.rate_per_s, settings.rate_burst, settings.duplicate_window_s)
+        limits = IngestLimits.from_settings(settings)
         self.ingest = IngestBatcher(
             store, metrics, limits, settings.ingest_queue, settings.ingest_linger_ms / 1000
         )
@@ -177,6 +178,8 @@ class Gateway:
                 self.metrics,
                 max_message_bytes=s.max_message_bytes,
                 connect_timeout_s=s.connect_timeout_s,
+                trusted=parse_trusted(s.trusted_proxies),
+                proxy_header=s.proxy_header.lower(),
             )
             await nursery.start(
                 partial(trio.serve_listeners, door.serve, paced, handler_nursery=nursery)
@@ -321,6 +324,9 @@ class Gateway:
             ws._danmaku_charge = partial(self._charge, inbox)  # type: ignore[attr-defined]
         try:
             hub = await self.hubs.hub(room)
+            if user is not None and user.is_staff:
+                # Moderation's role ranks need to know who is staff here (cheap, idempotent).
+                await self.store.note_role(room, user.uid, user.role, everywhere=user.rooms is None)
         except StoreError:
             await _unavailable(ws)
             return
@@ -519,7 +525,17 @@ class Gateway:
                 protocol.ProtocolError("unauthorized", "a connection keeps its user: reconnect")
             )
         viewer.user = user
+        if user.is_staff and self._nursery is not None:
+            self._nursery.start_soon(self._note_role, viewer.room, user)
         return protocol.notice("auth", user=user.public(), expires=int(user.expires))
+
+    async def _note_role(self, room: str, user: User) -> None:
+        """Record a staff role seen on a connection (a task of the gateway's nursery:
+        nothing may leave it; the web API records roles too, so a miss is harmless)."""
+        try:
+            await self.store.note_role(room, user.uid, user.role, everywhere=user.rooms is None)
+        except Exception as exc:
+            log.warning("recording the role of %s in %s failed: %r", user.uid, room, exc)
 
     def _current_user(self, viewer: Viewer) -> User | None:
         """The connection's user as of now: staff rights end with the token that gave
@@ -557,17 +573,19 @@ class Gateway:
             if user.highlight
             else protocol.PRIO_ORDINARY
         )
-        payload = orjson.dumps(
-            {
-                "uid": user.uid,
-                "nick": user.nick,
-                "text": req.text,
-                "color": req.color,
-                "mode": req.mode,
-                "ts": int(time.time() * 1000),
-                "prio": prio,
-            }
-        )
+        fields = {
+            "uid": user.uid,
+            "nick": user.nick,
+            "text": req.text,
+            "color": req.color,
+            "mode": req.mode,
+            "ts": int(time.time() * 1000),
+            "prio": prio,
+        }
+        if prio == protocol.PRIO_STAFF:
+            # Players show a badge; moderation checks who may delete it (role ranks).
+            fields["role"] = user.role
+        payload = orjson.dumps(fields)
         hub = self.hubs.hubs.get(viewer.room)
         key: str | None = None  # normalize(req.text): made once, only when needed
         if hub is not None:

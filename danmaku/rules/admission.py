@@ -30,10 +30,28 @@ class IpAdmission:
         self._open: dict[str, int] = {}
         self._window: dict[str, tuple[int, int]] = {}  # ip -> (minute, count)
 
-    def try_open(self, ip: str, now: float) -> str | None:
-        """Admit a new connection (return ``None``) or say why not."""
+    def try_open(self, ip: str | None, now: float) -> str | None:
+        """Admit a new connection (return ``None``) or say why not. ``ip=None``: only the
+        total cap applies (the peer is a trusted proxy: its clients are admitted one by
+        one with ``try_open_ip`` once their address is read)."""
         if self.max_total and self.total >= self.max_total:
             return "server_full"
+        if ip is not None:
+            refused = self.try_open_ip(ip, now)
+            if refused is not None:
+                return refused
+        self.total += 1
+        return None
+
+    def close(self, ip: str | None) -> None:
+        """A connection admitted by ``try_open`` ended. Call exactly once per admit,
+        with the same ``ip``."""
+        self.total = max(0, self.total - 1)
+        if ip is not None:
+            self.close_ip(ip)
+
+    def try_open_ip(self, ip: str, now: float) -> str | None:
+        """The per-IP caps alone: admit one more connection of ``ip`` or say why not."""
         if self.max_conns and self._open.get(ip, 0) >= self.max_conns:
             return "too_many_connections"
         if self.max_per_min:
@@ -49,12 +67,10 @@ class IpAdmission:
                     return "too_many_sessions"
             self._window[ip] = (minute, count + 1)
         self._open[ip] = self._open.get(ip, 0) + 1
-        self.total += 1
         return None
 
-    def close(self, ip: str) -> None:
-        """A connection admitted by ``try_open`` ended. Call exactly once per admit."""
-        self.total = max(0, self.total - 1)
+    def close_ip(self, ip: str) -> None:
+        """A connection admitted by ``try_open_ip`` ended (exactly once per admit)."""
         n = self._open.get(ip, 0) - 1
         if n > 0:
             self._open[ip] = n

@@ -62,6 +62,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
     "prio": ((int,), 0),
 }
 _REQUIRED = ("uid", "text")
+STAFF_ROLES = frozenset({"moderator", "streamer", "admin"})
 MAX_PRIO = 2
 MAX_TS = 2**53  # ms; arithmetic on it (latency, replay offsets) stays within 64 bits
 
@@ -86,6 +87,9 @@ def parse_item(payload: bytes, default_ts: int = 0) -> Item | None:
         item[name] = value
     if not 0 <= item["prio"] <= MAX_PRIO or not 0 <= item["ts"] <= MAX_TS:
         return None
+    role = raw.get("role")
+    if role in STAFF_ROLES:  # only staff comments carry their author's role
+        item["role"] = role
     return item
 
 

@@ -22,6 +22,7 @@ from danmaku.config import Settings
 from danmaku.metrics import CONTENT_TYPE, Metrics
 from danmaku.rules.clientip import parse_trusted
 from danmaku.store import Store, StoreError
+from danmaku.supervise import LoopHealth
 from danmaku.web.guards import (
     RETRY_AFTER_S,
     BodyLimit,
@@ -84,9 +85,15 @@ def _static(name: str) -> str:
 
 
 def create_app(
-    settings: Settings, store: Store, metrics: Metrics, *, ws_url: Callable[[], str]
+    settings: Settings,
+    store: Store,
+    metrics: Metrics,
+    *,
+    ws_url: Callable[[], str],
+    health: LoopHealth | None = None,
 ) -> FastAPI:
-    """Build the app. ``ws_url`` gives the gateway URL players should connect to."""
+    """Build the app. ``ws_url`` gives the gateway URL players should connect to;
+    ``health``, the process's background loops, which ``/readyz`` reports."""
     app = FastAPI(
         title="danmaku",
         version="0.1.0",
@@ -172,12 +179,15 @@ def create_app(
     async def healthz() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.get("/readyz", summary="Redis answers")
+    @app.get("/readyz", summary="Redis answers and no background loop is failing")
     async def readyz() -> Response:
         try:
-            ok = await store.ping()
+            redis_ok = await store.ping()
         except StoreError:
-            ok = False
-        return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
+            redis_ok = False
+        failing = health.failing() if health is not None else {}
+        ok = redis_ok and not failing
+        body = {"ok": ok, "redis": redis_ok, "failing_loops": failing}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     return app

@@ -538,7 +538,9 @@ def _recording(items: list[Item], start_ms: int, end_ms: int) -> list[tuple[str,
         if ts < start_ms or (end_ms and ts > end_ms):
             continue
         kept: dict[str, Any] = {
-            k: i[k] for k in ("uid", "nick", "text", "color", "mode", "prio", "ts") if k in i
+            k: i[k]
+            for k in ("uid", "nick", "text", "color", "mode", "prio", "ts", "role")
+            if k in i
         }
         kept["offset_ms"] = ts - start_ms
         out.append((str(i["id"]), orjson.dumps(kept)))
