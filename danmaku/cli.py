@@ -139,22 +139,32 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool) -> No
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
     from danmaku.store import Store
-    from danmaku.web.replay import export
+    from danmaku.web.replay import export_chunks
 
     if not settings.redis_url:
         print("danmaku export: --redis-url / REDIS_URL is required", file=sys.stderr)
         return 2
     store = Store(settings.redis_url, Metrics(process=False))
+
+    async def run() -> bool:
+        # Streamed page by page, as over HTTP: any size in bounded memory.
+        head = await store.export_head(args.room, args.broadcast)
+        if head is None:
+            return False
+        out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
+        try:
+            async for chunk in export_chunks(store, head, args.format):
+                out.write(chunk)
+        finally:
+            if out is not sys.stdout.buffer:
+                out.close()
+        return True
+
     try:
-        body = trio.run(export, store, args.room, args.broadcast, args.format)
-    except KeyError:
-        print(f"danmaku export: no broadcast {args.broadcast} in room {args.room}", file=sys.stderr)
-        return 1
+        found = trio.run(run)
     finally:
         store.close()
-    if args.output == "-":
-        sys.stdout.buffer.write(body)
-    else:
-        with open(args.output, "wb") as out:
-            out.write(body)
+    if not found:
+        print(f"danmaku export: no broadcast {args.broadcast} in room {args.room}", file=sys.stderr)
+        return 1
     return 0

@@ -159,6 +159,16 @@ class Settings:
         1, "DANMAKU_GC_FREEZE", "1: after start-up, exempt what exists from later full GC runs"
     )
     drain_s: float = _opt(2.0, "DANMAKU_DRAIN_S", "graceful shutdown: time to flush and close")
+    max_exports: int = _opt(
+        4,
+        "DANMAKU_MAX_EXPORTS",
+        "replay exports streamed at once per web process; beyond: 429 (0 = unlimited)",
+    )
+    max_exports_per_ip: int = _opt(
+        1,
+        "DANMAKU_MAX_EXPORTS_PER_IP",
+        "replay exports streamed at once per client address; beyond: 429 (0 = unlimited)",
+    )
 
     @property
     def tick_s(self) -> float:

@@ -60,6 +60,8 @@ REDIS_OPS = (
     "commit",
     "delete_comment",
     "end_broadcast",
+    "export_head",
+    "export_page",
     "frames_after",
     "get_pin",
     "highlights",
@@ -381,6 +383,17 @@ class Metrics:
             "Guest tokens issued by POST /api/session",
             registry=r,
         )
+        # --- replay exports
+        self.exports = Counter(
+            "danmaku_exports_total",
+            "Replay export requests, by format and result: streamed (complete), "
+            "not_modified (304), limited (429), failed (Redis error or client gone)",
+            ["format", "result"],
+            registry=r,
+        )
+        self.exports_active = Gauge(
+            "danmaku_exports_active", "Replay exports being streamed now", registry=r
+        )
 
         self._zero_known_labels()
 
@@ -408,6 +421,9 @@ class Metrics:
         for op in REDIS_OPS:
             self.redis_latency.labels(op)
             self.redis_errors.labels(op)
+        for fmt in ("json", "xml", "ass"):
+            for result in ("streamed", "not_modified", "limited", "failed"):
+                self.exports.labels(fmt, result)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -104,7 +104,7 @@ def create_app(
         return response
 
     app.include_router(create_router(settings, store))
-    app.include_router(create_replay_router(settings, store))
+    app.include_router(create_replay_router(settings, store, metrics))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_http_body_bytes)
 
