@@ -151,13 +151,14 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
         head = await store.export_head(args.room, args.broadcast)
         if head is None:
             return False
-        out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
-        try:
-            async for chunk in export_chunks(store, head, args.format):
-                out.write(chunk)
-        finally:
-            if out is not sys.stdout.buffer:
-                out.close()
+        chunks = export_chunks(store, head, args.format)
+        if args.output == "-":
+            async for chunk in chunks:
+                sys.stdout.buffer.write(chunk)
+        else:
+            async with await trio.open_file(args.output, "wb") as out:
+                async for chunk in chunks:
+                    await out.write(chunk)
         return True
 
     try:

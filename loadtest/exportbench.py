@@ -138,6 +138,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             done.set()
     during = sorted(rtts[len(baseline) :]) or [0.0]
     return {
+        "broadcast": bid,
         "comments": args.comments,
         "concurrent": args.concurrent,
         "exports": results,

@@ -133,7 +133,9 @@ class XmlEncoder:
             )
             text = _xml_text(str(c.get("text", "")))
             # xml.etree's form: an element without text is written self-closed.
-            parts.append(f'<d p="{_xml_attr(p)}">{text}</d>' if text else f'<d p="{_xml_attr(p)}" />')
+            parts.append(
+                f'<d p="{_xml_attr(p)}">{text}</d>' if text else f'<d p="{_xml_attr(p)}" />'
+            )
         return "".join(parts).encode()
 
     def tail(self) -> bytes:

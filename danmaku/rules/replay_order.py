@@ -117,8 +117,10 @@ class Ordering(Generic[V]):
             del held[self.cap :]
         rest = self._suffix[page + 1]
         bound = _min(rest, dropped)
-        n = len(held) if bound is None else next(
-            (j for j, item in enumerate(held) if item[0] >= bound), len(held)
+        n = (
+            len(held)
+            if bound is None
+            else next((j for j, item in enumerate(held) if item[0] >= bound), len(held))
         )
         out = held[:n]
         del held[:n]

@@ -249,7 +249,8 @@ class ReplayOps:
 
         def run() -> list[tuple[Key, tuple[str, bytes]]]:
             # No COUNT: a page cannot grow (new entries get ids above the snapshot).
-            return _page_items(self._r.xrange(rec, start, last_id), head.banned)[0]
+            entries: Any = self._r.xrange(rec, start, last_id)
+            return _page_items(entries, head.banned)[0]
 
         return await self._call("export_page", run)
 

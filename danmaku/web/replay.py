@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -103,7 +103,7 @@ class _ExportResponse(StreamingResponse):
     client gone, Redis failed), and closes its chunk generator."""
 
     def __init__(
-        self, chunks: AsyncIterator[bytes], release: Callable[[], None], **kw: Any
+        self, chunks: AsyncGenerator[bytes, None], release: Callable[[], None], **kw: Any
     ) -> None:
         super().__init__(chunks, **kw)
         self._chunks = chunks
@@ -115,7 +115,7 @@ class _ExportResponse(StreamingResponse):
         finally:
             self._release()
             with trio.CancelScope(shield=True):
-                await self._chunks.aclose()  # type: ignore[attr-defined]
+                await self._chunks.aclose()
 
 
 def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRouter:
@@ -186,7 +186,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         metrics.exports_active.inc()
         outcome = ["failed"]
 
-        async def chunks() -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncGenerator[bytes, None]:
             try:
                 async for chunk in export_chunks(store, head, format):
                     yield chunk

@@ -175,7 +175,7 @@ def streamed(enc: replay_export.Encoder, items: list[dict[str, Any]], page: int)
 
 @pytest.mark.parametrize("page", [1, 7, 1000])
 def test_streamed_exports_equal_the_whole_document_built_the_old_way(page: int) -> None:
-    items = comments() + [dict(comments()[0], id="99-0", text="x2", count=3)]
+    items = [*comments(), dict(comments()[0], id="99-0", text="x2", count=3)]
     meta = {"id": "b1", "title": "Finals", "start": 1, "end": None, "by": "mod"}
     json_doc = orjson.dumps(
         {"room": "r", "broadcast": meta, "count": len(items), "comments": items},
@@ -253,7 +253,9 @@ def test_ass_has_one_dialogue_per_comment_and_its_sections_intact(
 
 
 @settings(max_examples=300, deadline=None)
-@given(items=texts, nasty=st.lists(nasty_text | st.text(alphabet="<>&\"'\x00\x1f\ufffe"), max_size=4))
+@given(
+    items=texts, nasty=st.lists(nasty_text | st.text(alphabet="<>&\"'\x00\x1f\ufffe"), max_size=4)
+)
 def test_xml_parses_and_reads_back_every_text(
     items: list[tuple[str, str, str]], nasty: list[str]
 ) -> None:
@@ -271,10 +273,7 @@ def xml_allowed(ch: str) -> bool:
     """XML 1.0's Char production (CR left out: a parser reads it back as LF)."""
     o = ord(ch)
     return (
-        o in (0x9, 0xA)
-        or 0x20 <= o <= 0xD7FF
-        or 0xE000 <= o <= 0xFFFD
-        or 0x10000 <= o <= 0x10FFFF
+        o in (0x9, 0xA) or 0x20 <= o <= 0xD7FF or 0xE000 <= o <= 0xFFFD or 0x10000 <= o <= 0x10FFFF
     )
 
 
