@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -67,7 +68,7 @@ def _encode(
     return enc.feed(comments) if comments else b""
 
 
-async def export_chunks(store: Store, head: ExportHead, fmt: str) -> AsyncIterator[bytes]:
+async def export_chunks(store: Store, head: ExportHead, fmt: str) -> AsyncGenerator[bytes, None]:
     """The export of ``head``'s broadcast in ``fmt``, in chunks (about a page each): the
     same bytes as ``replay_export.whole`` over ``store.recorded``, built with at most
     ``HOLD_CAP`` comments and one page in memory. Raises ``StoreError`` mid-way if
@@ -82,14 +83,6 @@ async def export_chunks(store: Store, head: ExportHead, fmt: str) -> AsyncIterat
         if chunk:
             yield chunk
     yield enc.tail()
-
-
-async def export(store: Store, room: str, broadcast_id: str, fmt: str) -> bytes:
-    """The whole export in memory (small broadcasts, tests); ``KeyError`` if unknown."""
-    head = await store.export_head(room, broadcast_id)
-    if head is None:
-        raise KeyError(broadcast_id)
-    return b"".join([chunk async for chunk in export_chunks(store, head, fmt)])
 
 
 def export_client_ip(request: Request) -> str:
@@ -188,8 +181,9 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
 
         async def chunks() -> AsyncGenerator[bytes, None]:
             try:
-                async for chunk in export_chunks(store, head, format):
-                    yield chunk
+                async with aclosing(export_chunks(store, head, format)) as built:
+                    async for chunk in built:
+                        yield chunk
                 outcome[0] = "streamed"
             except Exception as exc:
                 log.warning("export of %s/%s (%s) failed: %r", room, broadcast_id, format, exc)
