@@ -213,21 +213,32 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool, run: 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
     from danmaku.store import Store
-    from danmaku.web.replay import export
+    from danmaku.web.replay import export_chunks
 
     if not settings.redis_url:
         raise StartupError("export: --redis-url / REDIS_URL is required")
     store = Store(settings.redis_url, Metrics(process=False))
+
+    async def run() -> bool:
+        # Streamed page by page, as over HTTP: any size in bounded memory.
+        head = await store.export_head(args.room, args.broadcast)
+        if head is None:
+            return False
+        chunks = export_chunks(store, head, args.format)
+        if args.output == "-":
+            async for chunk in chunks:
+                sys.stdout.buffer.write(chunk)
+        else:
+            async with await trio.open_file(args.output, "wb") as out:
+                async for chunk in chunks:
+                    await out.write(chunk)
+        return True
+
     try:
-        body = trio.run(export, store, args.room, args.broadcast, args.format)
-    except KeyError:
-        print(f"danmaku export: no broadcast {args.broadcast} in room {args.room}", file=sys.stderr)
-        return 1
+        found = trio.run(run)
     finally:
         store.close()
-    if args.output == "-":
-        sys.stdout.buffer.write(body)
-    else:
-        with open(args.output, "wb") as out:
-            out.write(body)
+    if not found:
+        print(f"danmaku export: no broadcast {args.broadcast} in room {args.room}", file=sys.stderr)
+        return 1
     return 0

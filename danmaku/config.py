@@ -197,6 +197,18 @@ class Settings:
         "display budget; beyond it the oldest are dropped and counted in frames' dropped",
     )
 
+    # --- replay exports
+    max_exports: int = _opt(
+        4,
+        "DANMAKU_MAX_EXPORTS",
+        "replay exports streamed at once per web process; beyond: 429 (0 = unlimited)",
+    )
+    max_exports_per_ip: int = _opt(
+        1,
+        "DANMAKU_MAX_EXPORTS_PER_IP",
+        "replay exports streamed at once per client address; beyond: 429 (0 = unlimited)",
+    )
+
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).
         from danmaku.rules.clientip import HEADERS, parse_trusted

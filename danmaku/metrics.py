@@ -63,6 +63,8 @@ REDIS_OPS = (
     "commit",
     "delete_comment",
     "end_broadcast",
+    "export_head",
+    "export_page",
     "frames_after",
     "get_pin",
     "highlights",
@@ -443,6 +445,17 @@ class Metrics:
             ["loop"],
             registry=r,
         )
+        # --- replay exports
+        self.exports = Counter(
+            "danmaku_exports_total",
+            "Replay export requests, by format and result: streamed (complete), "
+            "not_modified (304), limited (429), failed (Redis error or client gone)",
+            ["format", "result"],
+            registry=r,
+        )
+        self.exports_active = Gauge(
+            "danmaku_exports_active", "Replay exports being streamed now", registry=r
+        )
 
         self._zero_known_labels()
 
@@ -479,6 +492,9 @@ class Metrics:
             self.room_errors.labels(stage)
         for loop in ROOM_READ_LOOPS:
             self.room_reads.labels(loop)
+        for fmt in ("json", "xml", "ass"):
+            for result in ("streamed", "not_modified", "limited", "failed"):
+                self.exports.labels(fmt, result)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -1,21 +1,37 @@
 """Replay exports of a broadcast's comments: our JSON, Bilibili-style XML, ASS subtitles.
 
-Pure functions over a list of recorded comments (dicts with ``id``, ``offset_ms``,
-``uid``, ``nick``, ``text``, ``color``, ``mode``, ``prio``), sorted by offset. The ASS
-file is built with pysubs2 (a maintained subtitle library) so common players (mpv, VLC,
-anything on libass) render it: scrolling comments move right to left with ``\\move`` in
-lanes that do not overlap, top and bottom ones are centred for a few seconds.
+Each format is an *encoder* that builds the file piece by piece, so a broadcast of any
+size is exported with a page of comments in memory at a time: ``head(count)`` first,
+then ``feed(comments)`` for each page of recorded comments (dicts with ``id``,
+``offset_ms``, ``uid``, ``nick``, ``text``, ``color``, ``mode``, ``prio``, ``ts``) in
+export order (``offset_ms``, then ``id``), then ``tail()``. The bytes are the same as
+building the whole document at once (``to_json``, ``to_bilibili_xml``, ``to_ass``; the
+JSON is orjson's 2-space indented form).
+
+The ASS file follows pysubs2's layout (a maintained subtitle library) so common players
+(mpv, VLC, anything on libass) render it: scrolling comments move right to left with
+``\\move`` in lanes that do not overlap, top and bottom ones are centred for a few
+seconds.
+
+Escaping (user text is hostile): in ASS, a comment's text cannot become markup or a new
+line (backslashes and braces become full-width look-alikes, so a typed ``\\N``, ``\\h``
+or ``{\\b1}`` shows as typed; line breaks and control characters become spaces), and a
+broadcast title cannot start a new line or section. In XML, characters XML 1.0 does not
+allow (C0 controls but tab and newline, carriage return, U+FFFE/U+FFFF, surrogates) are
+removed and ``& < >`` (and ``"`` in attributes) are escaped, exactly as
+``xml.etree`` writes them; ``"`` and ``'`` need no escaping in element text.
 """
 
 from __future__ import annotations
 
 import hashlib
-import xml.etree.ElementTree as ET
-from collections.abc import Sequence
-from typing import Any
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import orjson
 import pysubs2
+from pysubs2.formats.substation import SubstationFormat
 
 Comment = dict[str, Any]
 
@@ -25,47 +41,118 @@ LANE_H = int(FONT_SIZE * 1.25)
 SCROLL_MS = 8000  # time a scrolling comment takes to cross the screen
 FIXED_MS = 4000  # time a top/bottom comment stays
 _BILI_MODE = {"scroll": 1, "bottom": 4, "top": 5}
+FORMATS = ("json", "xml", "ass")
+
+# XML 1.0 allows #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF];
+# #xD is dropped too, since a parser reads it back as #xA.
+_XML_BAD = re.compile("[^\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Whatever any reader may take for a line break, and the other control characters.
+_ASS_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def to_json(room: str, broadcast: dict[str, Any], comments: Sequence[Comment]) -> bytes:
-    """Our schema: the broadcast's metadata and every kept comment with its offset."""
-    return orjson.dumps(
-        {"room": room, "broadcast": broadcast, "count": len(comments), "comments": list(comments)},
-        option=orjson.OPT_INDENT_2,
-    )
+class Encoder(Protocol):
+    """One export format, built piece by piece (see the module docstring)."""
+
+    def head(self, count: int) -> bytes: ...
+
+    def feed(self, comments: Iterable[Comment]) -> bytes: ...
+
+    def tail(self) -> bytes: ...
 
 
-def to_bilibili_xml(comments: Sequence[Comment], chat_id: str = "0") -> bytes:
+# ---- JSON ------------------------------------------------------------------------------
+class JsonEncoder:
+    """Our schema: ``{"room", "broadcast", "count", "comments": [...]}``, 2-space indent."""
+
+    def __init__(self, room: str, broadcast: dict[str, Any]) -> None:
+        self.room = room
+        self.broadcast = broadcast
+        self._first = True
+
+    def head(self, count: int) -> bytes:
+        doc = {"room": self.room, "broadcast": self.broadcast, "count": count, "comments": []}
+        whole = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+        return whole.removesuffix(b"]\n}")  # ends with '"comments": ['
+
+    def feed(self, comments: Iterable[Comment]) -> bytes:
+        parts = []
+        for c in comments:
+            # Strings never hold a raw newline in JSON: re-indenting by lines is exact.
+            one = orjson.dumps(c, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n    ")
+            parts.append((b"\n    " if self._first else b",\n    ") + one)
+            self._first = False
+        return b"".join(parts)
+
+    def tail(self) -> bytes:
+        return b"]\n}" if self._first else b"\n  ]\n}"
+
+
+# ---- Bilibili XML ----------------------------------------------------------------------
+def xml_clean(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot hold (and without CR)."""
+    return _XML_BAD.sub("", text)
+
+
+def _xml_text(text: str) -> str:
+    return xml_clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _xml_attr(text: str) -> str:
+    return _xml_text(text).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#09;")
+
+
+class XmlEncoder:
     """Bilibili's danmaku XML: ``<d p="time,mode,size,color,timestamp,pool,uid_hash,id">``
     (time in seconds, mode 1 scroll / 4 bottom / 5 top, colour as a decimal RGB)."""
-    root = ET.Element("i")
-    ET.SubElement(root, "chatserver").text = "danmaku"
-    ET.SubElement(root, "chatid").text = chat_id
-    ET.SubElement(root, "maxlimit").text = str(len(comments))
-    for c in comments:
-        color = int(str(c.get("color", "#ffffff"))[1:], 16)
-        uid_hash = hashlib.blake2b(str(c.get("uid", "")).encode(), digest_size=4).hexdigest()
-        p = ",".join(
-            [
-                f"{c['offset_ms'] / 1000:.3f}",
-                str(_BILI_MODE.get(str(c.get("mode")), 1)),
-                "25",
-                str(color),
-                str(int(c.get("ts", 0)) // 1000),
-                "0",
-                uid_hash,
-                str(c["id"]),
-            ]
-        )
-        ET.SubElement(root, "d", p=p).text = str(c.get("text", ""))
-    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False)
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body
+
+    def __init__(self, chat_id: str = "0") -> None:
+        self.chat_id = chat_id
+
+    def head(self, count: int) -> bytes:
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<i><chatserver>danmaku</chatserver>'
+            f"<chatid>{_xml_text(self.chat_id)}</chatid><maxlimit>{count}</maxlimit>"
+        ).encode()
+
+    def feed(self, comments: Iterable[Comment]) -> bytes:
+        parts = []
+        for c in comments:
+            color = int(str(c.get("color", "#ffffff"))[1:], 16)
+            uid_hash = hashlib.blake2b(str(c.get("uid", "")).encode(), digest_size=4).hexdigest()
+            p = ",".join(
+                [
+                    f"{c['offset_ms'] / 1000:.3f}",
+                    str(_BILI_MODE.get(str(c.get("mode")), 1)),
+                    "25",
+                    str(color),
+                    str(int(c.get("ts", 0)) // 1000),
+                    "0",
+                    uid_hash,
+                    str(c["id"]),
+                ]
+            )
+            text = _xml_text(str(c.get("text", "")))
+            # xml.etree's form: an element without text is written self-closed.
+            parts.append(
+                f'<d p="{_xml_attr(p)}">{text}</d>' if text else f'<d p="{_xml_attr(p)}" />'
+            )
+        return "".join(parts).encode()
+
+    def tail(self) -> bytes:
+        return b"</i>"
 
 
-def _ass_text(text: str) -> str:
-    """User text can never become ASS markup: braces and backslashes are replaced by
-    their full-width look-alikes."""
-    return text.replace("\\", "＼").replace("{", "｛").replace("}", "｝")
+# ---- ASS -------------------------------------------------------------------------------
+def ass_line(text: str) -> str:
+    """``text`` on one line: line breaks and control characters become spaces."""
+    return _ASS_BREAKS.sub(" ", text)
+
+
+def ass_text(text: str) -> str:
+    """User text that can never become ASS markup or a line break: braces and
+    backslashes are replaced by their full-width look-alikes (so ``\\N``, ``\\h`` and
+    ``{...}`` show as typed), line breaks and control characters by spaces."""
+    return ass_line(text).replace("\\", "＼").replace("{", "｛").replace("}", "｝")
 
 
 def _ass_color(color: str) -> str:
@@ -110,41 +197,82 @@ class _Lanes:
         return row
 
 
-def to_ass(comments: Sequence[Comment], title: str = "danmaku") -> str:
-    """ASS subtitles for the recording (1920x1080 script resolution)."""
-    subs = pysubs2.SSAFile()
-    subs.info.update({"Title": title, "PlayResX": str(WIDTH), "PlayResY": str(HEIGHT)})
-    subs.styles["Danmaku"] = pysubs2.SSAStyle(
-        fontname="WenQuanYi Micro Hei",
-        fontsize=FONT_SIZE,
-        outline=2.0,
-        shadow=0.0,
-        primarycolor=pysubs2.Color(255, 255, 255),
-        outlinecolor=pysubs2.Color(0, 0, 0),
-        alignment=pysubs2.Alignment.TOP_LEFT,
-    )
-    rows = max(1, HEIGHT // LANE_H - 1)
-    scroll, top, bottom = _Lanes(rows), _Lanes(rows), _Lanes(rows)
-    for c in comments:
-        t = float(c["offset_ms"])
-        text = _ass_text(str(c.get("text", "")))
-        if c.get("count", 1) > 1:
-            text += f" ×{c['count']}"
-        color = _ass_color(str(c.get("color", "#ffffff")))
-        mode = c.get("mode", "scroll")
-        if mode == "top":
-            y = top.fix(t) * LANE_H
-            tags, end = f"\\an8\\pos({WIDTH // 2},{y})", t + FIXED_MS
-        elif mode == "bottom":
-            y = HEIGHT - bottom.fix(t) * LANE_H
-            tags, end = f"\\an2\\pos({WIDTH // 2},{y})", t + FIXED_MS
-        else:
-            width = _text_width(text)
-            y = scroll.scroll(t, width) * LANE_H
-            tags, end = f"\\move({WIDTH},{y},{-width},{y})", t + SCROLL_MS
-        subs.append(
-            pysubs2.SSAEvent(
-                start=int(t), end=int(end), style="Danmaku", text=f"{{{tags}\\c{color}}}{text}"
-            )
+class AssEncoder:
+    """ASS subtitles for the recording (1920x1080 script resolution), one ``Dialogue``
+    line per comment. Lane allocation carries over from page to page."""
+
+    def __init__(self, title: str = "danmaku") -> None:
+        self.title = ass_line(title)
+        rows = max(1, HEIGHT // LANE_H - 1)
+        self._scroll, self._top, self._bottom = _Lanes(rows), _Lanes(rows), _Lanes(rows)
+
+    def head(self, count: int) -> bytes:
+        subs = pysubs2.SSAFile()
+        subs.info.update({"Title": self.title, "PlayResX": str(WIDTH), "PlayResY": str(HEIGHT)})
+        subs.styles["Danmaku"] = pysubs2.SSAStyle(
+            fontname="WenQuanYi Micro Hei",
+            fontsize=FONT_SIZE,
+            outline=2.0,
+            shadow=0.0,
+            primarycolor=pysubs2.Color(255, 255, 255),
+            outlinecolor=pysubs2.Color(0, 0, 0),
+            alignment=pysubs2.Alignment.TOP_LEFT,
         )
-    return str(subs.to_string("ass"))
+        return str(subs.to_string("ass")).encode()  # ends with the [Events] Format line
+
+    def feed(self, comments: Iterable[Comment]) -> bytes:
+        stamp = SubstationFormat.ms_to_timestamp
+        lines = []
+        for c in comments:
+            t = float(c["offset_ms"])
+            text = ass_text(str(c.get("text", "")))
+            if c.get("count", 1) > 1:
+                text += f" ×{c['count']}"
+            color = _ass_color(str(c.get("color", "#ffffff")))
+            mode = c.get("mode", "scroll")
+            if mode == "top":
+                y = self._top.fix(t) * LANE_H
+                tags, end = f"\\an8\\pos({WIDTH // 2},{y})", t + FIXED_MS
+            elif mode == "bottom":
+                y = HEIGHT - self._bottom.fix(t) * LANE_H
+                tags, end = f"\\an2\\pos({WIDTH // 2},{y})", t + FIXED_MS
+            else:
+                width = _text_width(text)
+                y = self._scroll.scroll(t, width) * LANE_H
+                tags, end = f"\\move({WIDTH},{y},{-width},{y})", t + SCROLL_MS
+            lines.append(
+                f"Dialogue: 0,{stamp(int(t))},{stamp(int(end))},Danmaku,,0,0,0,,"
+                f"{{{tags}\\c{color}}}{text}\n"
+            )
+        return "".join(lines).encode()
+
+    def tail(self) -> bytes:
+        return b""
+
+
+def encoder(fmt: str, room: str, broadcast: dict[str, Any]) -> Encoder:
+    """The encoder of ``fmt`` (one of ``FORMATS``) for a broadcast of ``room``."""
+    if fmt == "xml":
+        return XmlEncoder(chat_id=str(broadcast["id"]))
+    if fmt == "ass":
+        return AssEncoder(title=str(broadcast.get("title") or f"{room} {broadcast['id']}"))
+    if fmt == "json":
+        return JsonEncoder(room, broadcast)
+    raise ValueError(f"unknown export format {fmt!r}")
+
+
+def whole(enc: Encoder, comments: Sequence[Comment]) -> bytes:
+    """The whole file at once (small exports and tests)."""
+    return enc.head(len(comments)) + enc.feed(comments) + enc.tail()
+
+
+def to_json(room: str, broadcast: dict[str, Any], comments: Sequence[Comment]) -> bytes:
+    return whole(JsonEncoder(room, broadcast), comments)
+
+
+def to_bilibili_xml(comments: Sequence[Comment], chat_id: str = "0") -> bytes:
+    return whole(XmlEncoder(chat_id), comments)
+
+
+def to_ass(comments: Sequence[Comment], title: str = "danmaku") -> str:
+    return whole(AssEncoder(title), comments).decode()

@@ -6,23 +6,68 @@ room accepts, exactly once, with its offset from the start, into the broadcast's
 stream (``dm:{R}:rec:{id}``, entry id = comment id, so a delete is one ``XDEL``).
 ``end_broadcast`` takes it off air and starts its retention clock. Memory: see
 docs/operations.md (about 100 bytes per recorded comment).
+
+Exports read a recording in pages, never whole: ``export_head`` (what the file will
+depend on, for its ETag), ``export_index`` (a first pass: per page, the kept comments'
+count and key range) and ``export_page`` (one page again, for ``rules.replay_order``).
+Each page is one short thread hop, so an export of any size neither blocks the event
+loop nor holds more than a page of the recording at once.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 import orjson
 import redis
 
+from danmaku.rules.replay_order import Key, PageSummary
 from danmaku.store import keys
 from danmaku.store.moderation import ModerationOps
 from danmaku.store.records import _s
 
 T = TypeVar("T")
+
+EXPORT_PAGE = 1000  # recording entries per page (one Redis round trip, ~150 kB)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportHead:
+    """What an export of a broadcast depends on, read at once: its meta, the recording's
+    length and last entry id (the export covers entries up to it: a snapshot), and the
+    users banned now (left out)."""
+
+    room: str
+    broadcast_id: str
+    meta: dict[str, Any]
+    length: int
+    last_id: str | None
+    banned: frozenset[str]
+
+
+def _banned(raw: dict[Any, Any], now: float) -> frozenset[str]:
+    return frozenset(_s(u) for u, t in raw.items() if float(t) == 0 or float(t) > now)
+
+
+def _page_items(
+    entries: list[Any], banned: frozenset[str]
+) -> tuple[list[tuple[Key, tuple[str, bytes]]], str | None]:
+    """Kept entries of a page as ``((offset_ms, id), (id, payload))`` (the payload is
+    parsed again when encoded: raw bytes are a third the size of a dict), and the
+    page's last id."""
+    out = []
+    for entry_id, fields in entries:
+        raw = fields[b"d"]
+        item = orjson.loads(raw)
+        if item.get("uid") in banned:
+            continue
+        cid = _s(entry_id)
+        out.append(((int(item.get("offset_ms", 0)), cid), (cid, raw)))
+    return out, (_s(entries[-1][0]) if entries else None)
 
 
 class ReplayOps:
@@ -134,11 +179,80 @@ class ReplayOps:
                 break
             cursor = f"({_s(entries[-1][0])}"
         bans: Any = await self._call("recorded", partial(self._r.hgetall, keys.bans(room)))
-        now = time.time()
-        banned = {_s(u) for u, t in bans.items() if float(t) == 0 or float(t) > now}
+        banned = _banned(bans, time.time())
         kept = [c for c in out if c.get("uid") not in banned]
         kept.sort(key=lambda c: (c.get("offset_ms", 0), c["id"]))
         return kept
+
+    async def export_head(self, room: str, broadcast_id: str) -> ExportHead | None:
+        """The broadcast and its recording's state for an export, or ``None`` for an
+        unknown broadcast. One round trip."""
+        rec = keys.recording(room, broadcast_id)
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hget(keys.broadcasts(room), broadcast_id)
+            pipe.xlen(rec)
+            pipe.xrevrange(rec, "+", "-", 1)
+            pipe.hgetall(keys.bans(room))
+            return pipe.execute()
+
+        raw, length, last, bans = await self._call("export_head", run)
+        if not raw:
+            return None
+        return ExportHead(
+            room=room,
+            broadcast_id=broadcast_id,
+            meta=orjson.loads(raw),
+            length=int(length),
+            last_id=_s(last[0][0]) if last else None,
+            banned=_banned(bans, time.time()),
+        )
+
+    async def export_index(self, head: ExportHead, page: int = EXPORT_PAGE) -> list[PageSummary]:
+        """The first pass over the recording up to ``head.last_id``: per page of
+        ``page`` entries, its last id, kept count and key range."""
+        out: list[PageSummary] = []
+        if head.last_id is None:
+            return out
+        rec = keys.recording(head.room, head.broadcast_id)
+        last_id = head.last_id
+
+        def run(start: str) -> tuple[PageSummary | None, int]:
+            entries: Any = self._r.xrange(rec, start, last_id, page)
+            items, last = _page_items(entries, head.banned)
+            if last is None:
+                return None, 0
+            ks = [k for k, _ in items]
+            return PageSummary(last, len(ks), min(ks, default=None), max(ks, default=None)), len(
+                entries
+            )
+
+        start = "-"
+        while True:
+            summary, n = await self._call("export_page", partial(run, start))
+            if summary is None:
+                break
+            out.append(summary)
+            if n < page or summary.last_id == last_id:
+                break
+            start = f"({summary.last_id}"
+        return out
+
+    async def export_page(
+        self, head: ExportHead, after_id: str | None, last_id: str
+    ) -> list[tuple[Key, tuple[str, bytes]]]:
+        """Kept comments of the page ``(after_id, last_id]`` (``after_id`` ``None``: from
+        the start), as ``((offset_ms, id), (id, payload))``, parsed in the thread."""
+        rec = keys.recording(head.room, head.broadcast_id)
+        start = "-" if after_id is None else f"({after_id}"
+
+        def run() -> list[tuple[Key, tuple[str, bytes]]]:
+            # No COUNT: a page cannot grow (new entries get ids above the snapshot).
+            entries: Any = self._r.xrange(rec, start, last_id)
+            return _page_items(entries, head.banned)[0]
+
+        return await self._call("export_page", run)
 
     async def unrecord(self, room: str, comment_id: str) -> None:
         """Remove a (deleted) comment from every recording of the room."""

@@ -111,7 +111,7 @@ def create_app(
     )
 
     app.include_router(create_router(settings, store))
-    app.include_router(create_replay_router(settings, store))
+    app.include_router(create_replay_router(settings, store, metrics))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(StrictJSON)  # inside BodyLimit: what it buffers is bounded
     app.add_middleware(BodyLimit, max_bytes=settings.max_http_body_bytes)
