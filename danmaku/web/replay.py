@@ -86,8 +86,9 @@ async def export_chunks(store: Store, head: ExportHead, fmt: str) -> AsyncGenera
 
 
 def export_client_ip(request: Request) -> str:
-    """The address per-IP export limits count: the socket's peer. (The one place to
-    switch to the trusted-proxy aware client address.)"""
+    """The address per-IP export limits count: the client's (the web app's error
+    boundary puts the address a trusted proxy forwarded in ``scope["client"]``, see
+    ``DANMAKU_TRUSTED_PROXIES``; otherwise it is the socket's peer)."""
     return request.client.host if request.client else "unknown"
 
 
