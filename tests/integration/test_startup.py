@@ -141,18 +141,6 @@ def test_bad_tls_files_are_one_line(case: str, role: str, redis_url: str, tmp_pa
     assert "ready" not in out
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file of mode 000")
-def test_an_unreadable_tls_key_is_one_line(redis_url: str, tmp_path: Path) -> None:
-    cert = trustme.CA().issue_cert("127.0.0.1")
-    c, k = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(str(c))
-    cert.private_key_pem.write_to_path(str(k))
-    k.chmod(0)
-    args = ["gateway", "--redis-url", redis_url, "--ws-port", "0"]
-    code, _, err = danmaku([*args, "--tls-cert", str(c), "--tls-key", str(k)], _env(GOOD_SECRET))
-    assert_one_line(code, err, f"--tls-key {k}", "permission denied")
-
-
 # ---- settings values ---------------------------------------------------------------------
 
 

@@ -47,9 +47,10 @@ async def test_room_figures_and_config(system: System) -> None:
 
 async def test_health_metrics_openapi_and_pages(system: System) -> None:
     base = f"http://127.0.0.1:{system.web_port}"
-    for probe in ("healthz", "readyz"):
-        reply = await http(f"{base}/{probe}")
-        assert (reply.status, reply.json()) == (200, {"ok": True})
+    reply = await http(f"{base}/healthz")
+    assert (reply.status, reply.json()) == (200, {"ok": True})
+    reply = await http(f"{base}/readyz")
+    assert (reply.status, reply.json()) == (200, {"ok": True, "redis": True, "failing_loops": {}})
     reply = await http(f"{base}/metrics")
     text = reply.body.decode()
     assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
@@ -60,3 +61,24 @@ async def test_health_metrics_openapi_and_pages(system: System) -> None:
     for page in ("/", "/console"):
         reply = await http(f"{base}{page}")
         assert reply.status == 200 and "<html" in reply.body.decode().lower()
+
+
+async def test_readyz_names_a_failing_background_loop(system: System) -> None:
+    """A background loop that keeps failing makes /readyz answer 503 and say which (the
+    worker's clock, a dependency it is given, breaks here); the process goes on."""
+    assert system.worker is not None
+    base = f"http://127.0.0.1:{system.web_port}"
+    good = system.worker._clock
+
+    def broken() -> float:
+        raise RuntimeError("clock broken")
+
+    system.worker._clock = broken
+    with trio.fail_after(10):
+        while (reply := await http(f"{base}/readyz")).status != 503:
+            await trio.sleep(0.1)
+    body = reply.json()
+    assert body["ok"] is False and body["redis"] is True
+    assert "RuntimeError: clock broken" in " ".join(body["failing_loops"].values())
+    assert (await http(f"{base}/healthz")).status == 200  # alive, only not ready
+    system.worker._clock = good
