@@ -141,6 +141,7 @@
     held: [],          // what arrived while paused (bounded the same way), oldest first
     paused: false,
     pauseAt: null,     // the newest id read when paused (where the divider goes)
+    divider: null,     // {at, text} of the last resume's divider, kept through re-renders
     newCount: 0,       // comments matching the filter that arrived while paused
     received: 0,       // all comments read since the page loaded
     arrivals: [],      // [ms, count] of recent polls (the feed's rate)
@@ -487,8 +488,12 @@
   }
 
   /** Rebuild the list from the buffer (filter changed, resumed). While paused, the
-   *  buffer holds only what came before the pause, so the list stays put. */
-  function renderAll(dividerAfter = null, dividerText = "") {
+   *  buffer holds only what came before the pause, so the list stays put. The divider
+   *  of the last resume stays where it is through later rebuilds (a filter typed just
+   *  before resuming re-renders after it) until the next pause. */
+  function renderAll() {
+    const dividerAfter = feed.divider ? feed.divider.at : null;
+    const dividerText = feed.divider ? feed.divider.text : "";
     const f = filterOf();
     const out = [];
     for (let i = feed.buffer.length - 1; i >= 0 && out.length < FEED_ROWS; i--) {
@@ -596,6 +601,7 @@
     if (paused === feed.paused) return;
     if (paused) {
       feed.paused = true;
+      feed.divider = null;
       feed.pauseAt = feed.buffer.length ? feed.buffer.at(-1).id : "0-0";
       feed.newCount = 0;
       renderFeedMeta();
@@ -608,7 +614,8 @@
       for (const item of feed.held) feed.buffer.push(item);
       feed.held = [];
       if (feed.buffer.length > BUFFER_MAX) feed.buffer.splice(0, feed.buffer.length - BUFFER_MAX);
-      renderAll(n > 0 ? at : null, `▲ ${fmtNum(n)} new while paused`);
+      feed.divider = n > 0 ? { at, text: `▲ ${fmtNum(n)} new while paused` } : null;
+      renderAll();
     }
   }
 
