@@ -172,7 +172,12 @@ class Door:
             waiting = trio.CancelScope()  # for the request; cancelled if the peer leaves
 
             async def read() -> None:
-                await connection._reader_task()
+                try:
+                    await connection._reader_task()
+                except Exception:
+                    if conn.stage != "ingest":  # (the gateway's sink, called from here)
+                        conn.stage = "reader"
+                    raise
                 waiting.cancel()  # no request can come any more (a no-op once it came)
 
             nursery.start_soon(read)

@@ -90,11 +90,12 @@ class _Inbox:
     """One connection's incoming side: its viewer, flood bucket and, once the gateway
     decided to close it, why."""
 
-    __slots__ = ("ended", "flood", "viewer")
+    __slots__ = ("conn", "ended", "flood", "viewer")
 
-    def __init__(self, viewer: Viewer, flood: TokenBucket) -> None:
+    def __init__(self, viewer: Viewer, flood: TokenBucket, conn: Conn | None = None) -> None:
         self.viewer = viewer
         self.flood = flood
+        self.conn = conn  # the door's view of the connection (its stage, for errors)
         self.ended: str | None = None
 
 
@@ -270,7 +271,7 @@ class Gateway:
                 slim_connection(ws, request)
             conn.stage = "session"
             assert isinstance(asked, Handshake)  # a refused target returned above
-            await self._session(ws, asked, checked)
+            await self._session(ws, asked, checked, conn)
         except ConnectionClosed:
             pass
 
@@ -299,7 +300,9 @@ class Gateway:
         except auth.TokenError as exc:
             return Refusal("unauthorized", str(exc))
 
-    async def _session(self, ws: WebSocketConnection, asked: Handshake, user: User | None) -> None:
+    async def _session(
+        self, ws: WebSocketConnection, asked: Handshake, user: User | None, conn: Conn | None
+    ) -> None:
         """An accepted connection from ``welcome`` to its close. Storage trouble on the
         way in (the room's state, a resume read) ends it with an ``unavailable`` error
         and 1013, which players retry; it never propagates."""
@@ -318,7 +321,7 @@ class Gateway:
             fast=bool(s.fast_path),
         )
         viewer.level = DENSITY.index_for(asked.density)
-        inbox = _Inbox(viewer, TokenBucket(s.max_msgs_per_s, s.max_msgs_burst))
+        inbox = _Inbox(viewer, TokenBucket(s.max_msgs_per_s, s.max_msgs_burst), conn)
         if s.max_msgs_per_s > 0:
             # Pings, pongs and message fragments spend the same budget as messages.
             ws._danmaku_charge = partial(self._charge, inbox)  # type: ignore[attr-defined]
@@ -481,36 +484,45 @@ class Gateway:
         """One client message, from ``_read_loop`` or straight from the reader task
         (``FastInbound``). Synchronous: never waits, never raises for what a client sends.
         Sets ``inbox.ended`` when the connection is to close."""
-        if inbox.ended is not None or self._flooded(inbox):
-            return  # closing (flood): what was already in the socket is ignored
-        m, viewer = self.metrics, inbox.viewer
-        if isinstance(raw, bytes):
-            m.comments_rejected.labels("bad_request").inc()
-            viewer.push_control(
-                protocol.error(
-                    protocol.ProtocolError("bad_request", "send JSON in text messages, not binary")
+        try:
+            if inbox.ended is not None or self._flooded(inbox):
+                return  # closing (flood): what was already in the socket is ignored
+            m, viewer = self.metrics, inbox.viewer
+            if isinstance(raw, bytes):
+                m.comments_rejected.labels("bad_request").inc()
+                viewer.push_control(
+                    protocol.error(
+                        protocol.ProtocolError(
+                            "bad_request", "send JSON in text messages, not binary"
+                        )
+                    )
                 )
-            )
-            return
-        msg = protocol.parse_client_message(raw, self.limits)
-        if isinstance(msg, protocol.ProtocolError):
-            if msg.comment:
+                return
+            msg = protocol.parse_client_message(raw, self.limits)
+            if isinstance(msg, protocol.ProtocolError):
+                if msg.comment:
+                    m.comments_received.inc()
+                m.comments_rejected.labels(msg.code).inc()
+                viewer.push_control(protocol.error(msg))
+            elif isinstance(msg, protocol.PingRequest):
+                viewer.push_control(protocol.pong(msg.nonce))
+            elif isinstance(msg, protocol.DensityRequest):
+                viewer.level = DENSITY.index_for(msg.value)
+                viewer.push_control(protocol.notice("density", value=DENSITY.levels[viewer.level]))
+            elif isinstance(msg, protocol.AuthRequest):
+                viewer.push_control(self._reauth(viewer, msg.token))
+            else:
                 m.comments_received.inc()
-            m.comments_rejected.labels(msg.code).inc()
-            viewer.push_control(protocol.error(msg))
-        elif isinstance(msg, protocol.PingRequest):
-            viewer.push_control(protocol.pong(msg.nonce))
-        elif isinstance(msg, protocol.DensityRequest):
-            viewer.level = DENSITY.index_for(msg.value)
-            viewer.push_control(protocol.notice("density", value=DENSITY.levels[viewer.level]))
-        elif isinstance(msg, protocol.AuthRequest):
-            viewer.push_control(self._reauth(viewer, msg.token))
-        else:
-            m.comments_received.inc()
-            err = self._accept_comment(viewer, msg)
-            if err is not None:
-                m.comments_rejected.labels(err.code).inc()
-                viewer.push_control(protocol.error(err))
+                err = self._accept_comment(viewer, msg)
+                if err is not None:
+                    m.comments_rejected.labels(err.code).inc()
+                    viewer.push_control(protocol.error(err))
+        except Exception:
+            # A bug on this connection's intake path: the door's boundary ends the
+            # connection (1011); the stage says where it was.
+            if inbox.conn is not None:
+                inbox.conn.stage = "ingest"
+            raise
 
     def _reauth(self, viewer: Viewer, token: str) -> str:
         """An ``auth`` message: a fresh token for the connection's user (or a first one
