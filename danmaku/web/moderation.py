@@ -12,6 +12,11 @@ target's role is the highest the system has seen that user hold in the room
 (``Store.note_role``: every staff request here notes its token's role), and for a
 comment also what its stored priority says (staff comments carry ``PRIO_STAFF``).
 
+The room's staff list (``/staff``, kept by the room's streamer or an admin) changes who
+is staff in that room: a listed uid acts with the granted role even with a viewer token,
+a revoked one as a viewer even with a moderator token (``auth.effective_role``, the rule
+the gateway applies too); the staff check and the rank checks here go by it.
+
 Comment ids (path and ``before``/``after``) are checked by ``rules.ids`` before they
 reach Redis: a malformed one is a 400, not a storage error.
 """

@@ -60,7 +60,7 @@ async def test_a_viewer_appointed_while_connected_is_a_moderator_within_a_second
         assert status == 200, entry
         assert (entry["uid"], entry["role"], entry["by"]) == ("fan", "moderator", "streamer:star")
         await client.wait_for(lambda c: role_notices(c) == ["moderator"], timeout=WITHIN_S)
-        notice = [m for m in client.of_type("notice") if m["event"] == "role"][0]
+        notice = next(m for m in client.of_type("notice") if m["event"] == "role")
         assert notice["user"] == {"uid": "fan", "nick": "nick-fan", "role": "moderator"}
         after = await shown(client, "now a moderator")
         assert (after["prio"], after["role"]) == (2, "moderator")
