@@ -5,13 +5,16 @@ comments) within a second."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import trio
 
+from danmaku import auth
 from danmaku.config import Settings
 from danmaku.system import System
 from tests.client import Client, connect, start_system, token
+from tests.conftest import SECRET
 from tests.integration.test_roles import Api
 
 ROOM = "rk"
@@ -194,3 +197,57 @@ async def test_the_list_is_capped(nursery: trio.Nursery, settings: Settings) -> 
     _, entries = await star("GET", f"/rooms/{ROOM}/staff")
     assert [(e["uid"], e["role"]) for e in entries] == [("a", "revoked"), ("b", "moderator")]
     system.cancel_scope.cancel()
+
+
+async def test_an_appointment_needs_a_live_token_and_comes_back_with_auth(
+    system: System,
+) -> None:
+    """The list gives rights to whom a token proves; once the token has expired, the
+    connection is a viewer's (like an expired staff token) until an ``auth`` message
+    brings a fresh one, which is matched against the list again."""
+    assert system.ws_port
+    star = Api(system, STAR)
+    short = token("fan2", ttl_s=2)
+    expires = auth.verify(SECRET, short).expires
+    assert (await star("PUT", f"/rooms/{ROOM}/staff/fan2", {"role": "moderator"}))[0] == 200
+    async with trio.open_nursery() as n:
+        client = await connect(n, system.ws_port, ROOM, tok=short)
+        assert client.of_type("welcome")[0]["user"]["role"] == "moderator"
+        assert (await shown(client, "appointed"))["prio"] == 2
+        await trio.sleep(max(0.0, expires - time.time()) + 0.2)
+        assert (await shown(client, "token gone"))["prio"] == 0
+        notices = [m["event"] for m in client.of_type("notice")]
+        assert notices.count("token_expired") == 1
+        # A later change of the list does not hand the rights back to an expired token.
+        observer = await connect(n, system.ws_port, ROOM, tok=token("other"))
+        assert (await star("PUT", f"/rooms/{ROOM}/staff/other", {"role": "moderator"}))[0] == 200
+        await observer.wait_for(lambda c: role_notices(c) == ["moderator"])  # applied
+        assert (await shown(client, "still expired"))["prio"] == 0
+        assert role_notices(client) == []
+        await client.send(type="auth", token=token("fan2"))
+        await client.wait_for(lambda c: any(m["event"] == "auth" for m in c.of_type("notice")))
+        answer = next(m for m in client.of_type("notice") if m["event"] == "auth")
+        assert answer["user"]["role"] == "moderator"
+        assert (await shown(client, "refreshed"))["prio"] == 2
+        n.cancel_scope.cancel()
+
+
+async def test_a_connection_opened_during_a_change_gets_the_new_role_too(
+    system: System,
+) -> None:
+    """A gateway may still hold the room's previous list when a connection opens right
+    after a change: the next presence round corrects it like any open connection."""
+    assert system.ws_port
+    star = Api(system, STAR)
+    async with trio.open_nursery() as n:
+        await connect(n, system.ws_port, ROOM)  # the gateway serves the room already
+        assert (await star("PUT", f"/rooms/{ROOM}/staff/fan", {"role": "moderator"}))[0] == 200
+        client = await connect(n, system.ws_port, ROOM, tok=FAN)
+
+        def role(c: Client) -> str:
+            notices = role_notices(c)
+            return notices[-1] if notices else str(c.of_type("welcome")[0]["user"]["role"])
+
+        await client.wait_for(lambda c: role(c) == "moderator", timeout=WITHIN_S)
+        assert (await shown(client, "right after"))["prio"] == 2
+        n.cancel_scope.cancel()
