@@ -225,43 +225,52 @@ class Gateway:
             except StoreError as exc:
                 log.warning("presence report failed: %s", exc)
                 continue
-            for room, info in live.items():
-                live_hub = self.hubs.hubs.get(room)
-                if live_hub is None:
-                    continue
-                live_hub.ceiling.ceiling = info.settings.get(
-                    "ingest_ceiling", self.settings.ingest_ceiling
-                )
-                live_hub.ceiling.observe(info.offered, trio.current_time())
-                staff_version = info.settings.get("staff_v", 0.0)
-                if staff_version != live_hub.staff_version:
-                    try:
-                        entries = await self.store.staff_list(room)
-                    except StoreError as exc:
-                        log.warning("staff list of %s: %s", room, exc)
+            restaffed: dict[str, Hub] = {}  # rooms whose staff list changed
+            try:
+                for room, info in live.items():
+                    live_hub = self.hubs.hubs.get(room)
+                    if live_hub is None:
                         continue
-                    live_hub.staff = {uid: str(e["role"]) for uid, e in entries.items()}
-                    live_hub.staff_version = staff_version
-                    self._apply_staff(live_hub)
-                version = (info.settings.get("words_v", 0.0), info.global_words_version)
-                if version != live_hub.words_version:
-                    try:
-                        room_words, global_words = await self.store.words(room)
-                    except StoreError as exc:
-                        log.warning("blocked words of %s: %s", room, exc)
-                        continue
-                    live_hub.words = WordFilter(room_words + global_words)
-                    live_hub.words_version = version
+                    live_hub.ceiling.ceiling = info.settings.get(
+                        "ingest_ceiling", self.settings.ingest_ceiling
+                    )
+                    live_hub.ceiling.observe(info.offered, trio.current_time())
+                    staff_version = info.settings.get("staff_v", 0.0)
+                    if staff_version != live_hub.staff_version:
+                        try:
+                            entries = await self.store.staff_list(room)
+                        except StoreError as exc:
+                            log.warning("staff list of %s: %s", room, exc)
+                            continue
+                        live_hub.staff = {uid: str(e["role"]) for uid, e in entries.items()}
+                        live_hub.staff_version = staff_version
+                        restaffed[room] = live_hub
+                    version = (info.settings.get("words_v", 0.0), info.global_words_version)
+                    if version != live_hub.words_version:
+                        try:
+                            room_words, global_words = await self.store.words(room)
+                        except StoreError as exc:
+                            log.warning("blocked words of %s: %s", room, exc)
+                            continue
+                        live_hub.words = WordFilter(room_words + global_words)
+                        live_hub.words_version = version
+            finally:
+                # Even if a later room's read fails: these lists are already in use for
+                # new connections, so the open ones must follow.
+                if restaffed:
+                    self._apply_staff(restaffed)
 
-    def _apply_staff(self, hub: Hub) -> None:
-        """The room's staff list changed: give each open connection of the room the role
-        it now has there (``auth.in_room``), telling those whose role changed with a
-        ``role`` notice. Synchronous, so no connection joins half-way. A connection whose
-        token has expired is left a viewer until it sends a fresh one."""
+    def _apply_staff(self, hubs: dict[str, Hub]) -> None:
+        """These rooms' staff lists changed: give each open connection of them the role it
+        now has there (``auth.in_room``), telling those whose role changed with a ``role``
+        notice. One pass over the connections however many rooms changed; synchronous, so
+        no connection joins half-way. A connection whose token has expired is left a
+        viewer until it sends a fresh one."""
         now = time.time()
         for viewer in self._viewers:
             user = viewer.user
-            if viewer.room != hub.room or user is None or 0 < user.expires < now:
+            hub = hubs.get(viewer.room)
+            if hub is None or user is None or 0 < user.expires < now:
                 continue
             updated = auth.in_room(user, hub.staff.get(user.uid))
             if updated is user:
