@@ -8,6 +8,7 @@ secret is passed in. ``verify`` never raises anything but ``TokenError``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import time
@@ -38,6 +39,9 @@ class User:
     highlight: bool = False
     rooms: tuple[str, ...] | None = None  # the rooms the token is limited to (None: all)
     expires: float = 0.0  # the token's exp (epoch seconds; 0: not from a token)
+    # The role the token itself carries, when a room's staff list changed ``role`` (see
+    # ``in_room``); ``None``: ``role`` is the token's.
+    token_role: str | None = None
 
     @property
     def is_staff(self) -> bool:
@@ -144,6 +148,55 @@ def may_lift(actor: str, setter: str) -> bool:
     """May a user of role ``actor`` lift (or overwrite) a ban set by role ``setter``?
     Only a ban set by the same or a lower role; an admin may lift any."""
     return actor == "admin" or rank(actor) >= rank(setter)
+
+
+# ---- a room's staff list ----------------------------------------------------------------
+# A room's streamer (or an admin) appoints and removes room staff (``Store.set_staff``).
+# An entry is a grant ("moderator", or "streamer" granted by an admin) or a revocation.
+REVOKED = "revoked"
+GRANTABLE = ("moderator", "streamer")
+STAFF_ENTRIES = (*GRANTABLE, REVOKED)
+# Roles the platform signs that a room's list cannot take away: the room's own streamer
+# and admins are the platform's to appoint (revoke their tokens, or let them expire).
+IRREVOCABLE = frozenset({"streamer", "admin"})
+
+
+def effective_role(token_role: str, listed: str | None) -> str:
+    """The role a user acts with in a room: ``token_role`` (what the user's token says)
+    under the room's staff-list entry ``listed`` (a role in ``GRANTABLE``, ``REVOKED``,
+    or ``None`` when the user is not on the list).
+
+    A grant raises the role to the granted one (never lowers it: a streamer token listed
+    as a moderator stays a streamer); a revocation takes a moderator token down to a
+    viewer; streamer and admin tokens are never revoked (``IRREVOCABLE``). An unknown
+    entry counts as no entry, an unknown token role as a viewer's.
+    """
+    role = token_role if token_role in RANK else "viewer"
+    if listed == REVOKED:
+        return role if role in IRREVOCABLE else "viewer"
+    if listed in GRANTABLE and rank(listed) > rank(role):
+        return listed
+    return role
+
+
+def in_room(user: User, listed: str | None) -> User:
+    """``user`` as it acts in a room whose staff list says ``listed`` about it (see
+    ``effective_role``); the token's own role is kept in ``token_role``, so applying a
+    later entry starts from the token again, never from an earlier entry."""
+    base = user.token_role or user.role
+    role = effective_role(base, listed)
+    token_role = None if role == base else base
+    if role == user.role and token_role == user.token_role:
+        return user
+    return dataclasses.replace(user, role=role, token_role=token_role)
+
+
+def may_appoint(actor: str, role: str) -> bool:
+    """May a user acting as ``actor`` in a room grant ``role`` on its staff list? A
+    streamer or an admin only, and only a role below its own (an admin any grantable)."""
+    if role not in GRANTABLE or rank(actor) < rank("streamer"):
+        return False
+    return actor == "admin" or rank(role) < rank(actor)
 
 
 def guest_uid() -> str:

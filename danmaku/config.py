@@ -208,6 +208,12 @@ class Settings:
         "DANMAKU_MAX_EXPORTS_PER_IP",
         "replay exports streamed at once per client address; beyond: 429 (0 = unlimited)",
     )
+    # --- room staff lists
+    staff_list_max: int = _opt(
+        1000,
+        "DANMAKU_STAFF_LIST_MAX",
+        "entries (grants and revocations) on one room's staff list; beyond: 409 (0 = unlimited)",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).

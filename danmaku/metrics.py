@@ -96,6 +96,9 @@ REDIS_OPS = (
     "worker_gone",
     "worker_heartbeat",
     "write_stats",
+    # the room staff list (store/moderation.py)
+    "staff",
+    "set_staff",
 )
 
 # Where in a connection's life an unexpected error ended it (its boundary caught it).
@@ -455,6 +458,13 @@ class Metrics:
         )
         self.exports_active = Gauge(
             "danmaku_exports_active", "Replay exports being streamed now", registry=r
+        )
+        # --- room staff lists
+        self.role_changes = Counter(
+            "danmaku_role_changes_total",
+            "Open connections whose role in their room a staff-list change raised or "
+            "lowered (each sent a role notice)",
+            registry=r,
         )
 
         self._zero_known_labels()

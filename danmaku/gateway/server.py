@@ -226,23 +226,62 @@ class Gateway:
             except StoreError as exc:
                 log.warning("presence report failed: %s", exc)
                 continue
-            for room, info in live.items():
-                live_hub = self.hubs.hubs.get(room)
-                if live_hub is None:
-                    continue
-                live_hub.ceiling.ceiling = info.settings.get(
-                    "ingest_ceiling", self.settings.ingest_ceiling
-                )
-                live_hub.ceiling.observe(info.offered, trio.current_time())
-                version = (info.settings.get("words_v", 0.0), info.global_words_version)
-                if version != live_hub.words_version:
-                    try:
-                        room_words, global_words = await self.store.words(room)
-                    except StoreError as exc:
-                        log.warning("blocked words of %s: %s", room, exc)
+            restaffed: dict[str, Hub] = {}  # rooms whose staff list changed
+            try:
+                for room, info in live.items():
+                    live_hub = self.hubs.hubs.get(room)
+                    if live_hub is None:
                         continue
-                    live_hub.words = WordFilter(room_words + global_words)
-                    live_hub.words_version = version
+                    live_hub.ceiling.ceiling = info.settings.get(
+                        "ingest_ceiling", self.settings.ingest_ceiling
+                    )
+                    live_hub.ceiling.observe(info.offered, trio.current_time())
+                    staff_version = info.settings.get("staff_v", 0.0)
+                    if staff_version != live_hub.staff_version:
+                        try:
+                            entries = await self.store.staff_list(room)
+                        except StoreError as exc:
+                            log.warning("staff list of %s: %s", room, exc)
+                            continue
+                        live_hub.staff = {uid: str(e["role"]) for uid, e in entries.items()}
+                        live_hub.staff_version = staff_version
+                        restaffed[room] = live_hub
+                    version = (info.settings.get("words_v", 0.0), info.global_words_version)
+                    if version != live_hub.words_version:
+                        try:
+                            room_words, global_words = await self.store.words(room)
+                        except StoreError as exc:
+                            log.warning("blocked words of %s: %s", room, exc)
+                            continue
+                        live_hub.words = WordFilter(room_words + global_words)
+                        live_hub.words_version = version
+            finally:
+                # Even if a later room's read fails: these lists are already in use for
+                # new connections, so the open ones must follow.
+                if restaffed:
+                    self._apply_staff(restaffed)
+
+    def _apply_staff(self, hubs: dict[str, Hub]) -> None:
+        """These rooms' staff lists changed: give each open connection of them the role it
+        now has there (``auth.in_room``), telling those whose role changed with a ``role``
+        notice. One pass over the connections however many rooms changed; synchronous, so
+        no connection joins half-way. A connection whose token has expired is left a
+        viewer until it sends a fresh one."""
+        now = time.time()
+        for viewer in self._viewers:
+            user = viewer.user
+            hub = hubs.get(viewer.room)
+            if hub is None or user is None or 0 < user.expires < now:
+                continue
+            updated = auth.in_room(user, hub.staff.get(user.uid))
+            if updated is user:
+                continue
+            viewer.user = updated
+            if updated.role != user.role:
+                self.metrics.role_changes.inc()
+                viewer.push_control(
+                    protocol.notice("role", role=updated.role, user=updated.public())
+                )
 
     # ---- a connection ---------------------------------------------------------------
     async def _handle(self, request: WebSocketRequest, conn: Conn) -> None:
@@ -333,6 +372,10 @@ class Gateway:
         except StoreError:
             await _unavailable(ws)
             return
+        if user is not None:
+            # The room's staff list as of now; later changes come from _apply_staff (no
+            # await from here to joining _viewers, so none is missed).
+            viewer.user = user = auth.in_room(user, hub.staff.get(user.uid))
         m.connections_opened.labels("user" if user else "anonymous").inc()
         m.connections_open.inc()
         self._viewers.add(viewer)
@@ -536,8 +579,12 @@ class Gateway:
             return protocol.error(
                 protocol.ProtocolError("unauthorized", "a connection keeps its user: reconnect")
             )
+        token_staff = user.is_staff
+        hub = self.hubs.hubs.get(viewer.room)
+        if hub is not None:
+            user = auth.in_room(user, hub.staff.get(user.uid))
         viewer.user = user
-        if user.is_staff and self._nursery is not None:
+        if token_staff and self._nursery is not None:
             self._nursery.start_soon(self._note_role, viewer.room, user)
         return protocol.notice("auth", user=user.public(), expires=int(user.expires))
 
@@ -545,7 +592,8 @@ class Gateway:
         """Record a staff role seen on a connection (a task of the gateway's nursery:
         nothing may leave it; the web API records roles too, so a miss is harmless)."""
         try:
-            await self.store.note_role(room, user.uid, user.role, everywhere=user.rooms is None)
+            role = user.token_role or user.role  # the token's, not the staff list's
+            await self.store.note_role(room, user.uid, role, everywhere=user.rooms is None)
         except Exception as exc:
             log.warning("recording the role of %s in %s failed: %r", user.uid, room, exc)
 
@@ -554,7 +602,9 @@ class Gateway:
         them (the connection stays, as a viewer, and is told once to send ``auth``)."""
         user = viewer.user
         if user is not None and user.is_staff and 0 < user.expires < time.time():
-            viewer.user = user = dataclasses.replace(user, role="viewer", highlight=False)
+            viewer.user = user = dataclasses.replace(
+                user, role="viewer", highlight=False, token_role=None
+            )
             viewer.push_control(
                 protocol.notice(
                     "token_expired",

@@ -148,6 +148,13 @@ def roles(room: str) -> str:
     return f"{PREFIX}:{{{room}}}:roles"
 
 
+def staff_list(room: str) -> str:
+    """Hash: uid -> the room's staff-list entry as JSON (``role``: ``moderator``,
+    ``streamer`` or ``revoked``; ``by``, ``ts``), set by the room's streamer or an admin;
+    ``staff_v`` in the settings hash bumps on every change (gateways re-read on it)."""
+    return f"{PREFIX}:{{{room}}}:stafflist"
+
+
 def ban_by(room: str) -> str:
     """Hash: uid -> rank of the role that set the uid's ban (kept beside ``bans``, whose
     values the door's scripts read as numbers)."""

@@ -31,6 +31,33 @@ def _comments(entries: Iterable[Any]) -> list[tuple[str, bytes]]:
     return [c for entry_id, f in entries for c in split_entry(_s(entry_id), f[b"d"])]
 
 
+def _entry(raw: Any) -> dict[str, Any] | None:
+    """A stored staff-list entry, or ``None`` when it is not one."""
+    try:
+        entry = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(entry, dict) or entry.get("role") not in auth.STAFF_ENTRIES:
+        return None
+    return entry
+
+
+def _entry_role(raw: Any) -> str | None:
+    """The role (or ``auth.REVOKED``) of a stored staff-list entry; ``None``: none."""
+    entry = _entry(raw) if raw is not None else None
+    return str(entry["role"]) if entry is not None else None
+
+
+def staff_roles(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """uid -> entry role of a staff-list hash as read from Redis (malformed left out)."""
+    out = {}
+    for uid, value in raw.items():
+        role = _entry_role(value)
+        if role is not None:
+            out[_s(uid)] = role
+    return out
+
+
 class ModerationOps:
     """Mixin for ``Store``: needs ``self._r`` (redis client) and ``self._call``."""
 
@@ -87,18 +114,92 @@ class ModerationOps:
 
         await self._call("roles", run)
 
-    async def role_in(self, room: str, uid: str) -> str:
-        """The highest role ``uid`` has been seen with in ``room`` (or with a token valid
-        everywhere); ``"viewer"`` if never seen as staff."""
+    async def roles_of(self, room: str, uid: str) -> tuple[str, str | None]:
+        """``(seen, listed)``: the highest role ``uid`` has been seen with in ``room`` (or
+        with a token valid everywhere; ``"viewer"`` if never seen as staff), and its entry
+        on the room's staff list (``None``: not on it)."""
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             pipe.zscore(keys.roles(room), uid)
             pipe.zscore(keys.STAFF, uid)
+            pipe.hget(keys.staff_list(room), uid)
             return pipe.execute()
 
-        scores = await self._call("roles", run)
-        return auth.role_of_rank(int(max((s or 0 for s in scores), default=0)))
+        *scores, entry = await self._call("roles", run)
+        seen = auth.role_of_rank(int(max((s or 0 for s in scores), default=0)))
+        return seen, _entry_role(entry)
+
+    async def role_in(self, room: str, uid: str) -> str:
+        """The role ``uid`` has in ``room`` as far as the system knows: the highest role
+        seen (``roles_of``) under the room's staff list (``auth.effective_role``)."""
+        seen, listed = await self.roles_of(room, uid)
+        return auth.effective_role(seen, listed)
+
+    # ---- the room's staff list ------------------------------------------------------------
+    # Appointed by the room's streamer or an admin (web API); every gateway with viewers in
+    # the room reads ``staff_v`` of the settings hash each presence round (0.5 s) and the
+    # list itself only when that changed, so a change reaches open connections within 1 s.
+    async def enter_role(
+        self, room: str, uid: str, role: str, *, everywhere: bool = False
+    ) -> str | None:
+        """``note_role(room, uid, role)`` and ``uid``'s staff-list entry in the room
+        (``None``: not listed), in one round trip: what a staff request needs."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            value = auth.rank(role)
+            if value > 0:
+                pipe.zadd(keys.roles(room), {uid: value}, gt=True)
+                if everywhere:
+                    pipe.zadd(keys.STAFF, {uid: value}, gt=True)
+            pipe.hget(keys.staff_list(room), uid)
+            return pipe.execute()
+
+        return _entry_role((await self._call("roles", run))[-1])
+
+    async def staff_list(self, room: str) -> dict[str, dict[str, Any]]:
+        """The room's staff list: uid -> ``{"role", "by", "ts"}`` (``role``: a granted role
+        or ``auth.REVOKED``). Malformed entries are left out."""
+        raw: Any = await self._call("staff", partial(self._r.hgetall, keys.staff_list(room)))
+        out: dict[str, dict[str, Any]] = {}
+        for uid, value in raw.items():
+            entry = _entry(value)
+            if entry is not None:
+                out[_s(uid)] = entry
+        return out
+
+    async def set_staff(
+        self, room: str, uid: str, role: str, *, by: str, max_entries: int = 0
+    ) -> dict[str, Any] | None:
+        """Put ``uid`` on the room's staff list with ``role`` (a role in ``auth.GRANTABLE``,
+        or ``auth.REVOKED``: a revocation), bump ``staff_v`` and audit it (``staff_grant``
+        or ``staff_revoke``). Returns the entry written (``role``, ``by``, ``ts``), or
+        ``None`` (nothing written) when the list already holds ``max_entries`` other uids
+        (0: no cap)."""
+        if role not in auth.STAFF_ENTRIES:
+            raise ValueError(f"not a staff-list entry: {role!r}")
+        entry = {"role": role, "by": by, "ts": int(time.time() * 1000)}
+        action = "staff_revoke" if role == auth.REVOKED else "staff_grant"
+
+        def run() -> bool:
+            if max_entries > 0:
+                pipe = self._r.pipeline(transaction=False)
+                pipe.hexists(keys.staff_list(room), uid)
+                pipe.hlen(keys.staff_list(room))
+                present, size = pipe.execute()
+                if not present and size >= max_entries:
+                    return False
+            pipe = self._r.pipeline(transaction=False)
+            # The entry before the version: a gateway that sees the new version (it reads
+            # the version first, the list after) reads this entry too.
+            pipe.hset(keys.staff_list(room), uid, orjson.dumps(entry))
+            pipe.hincrby(keys.settings(room), "staff_v", 1)
+            self._audit(pipe, room, by, action, uid, {"role": role})
+            pipe.execute()
+            return True
+
+        return entry if await self._call("set_staff", run) else None
 
     # ---- bans ---------------------------------------------------------------------------
     async def ban(

@@ -181,6 +181,8 @@ class RoomState:
     pin: dict[str, Any] | None
     words_version: tuple[float, int]  # (room words_v, global words version)
     words: list[str]  # blocked words: the room's and the global list
+    staff_version: float = 0.0  # staff_v of the room's settings when ``staff`` was read
+    staff: dict[str, str] = field(default_factory=dict)  # the staff list: uid -> entry role
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from danmaku.metrics import Metrics
 from danmaku.startup import mask_url
 from danmaku.store import cluster, keys, scripts
-from danmaku.store.moderation import ModerationOps
+from danmaku.store.moderation import ModerationOps, staff_roles
 from danmaku.store.records import (
     CommittedFrame,
     ControlEvent,
@@ -294,9 +294,14 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
             pipe.get(keys.GLOBAL_WORDS_VERSION)
             pipe.smembers(keys.words(room))
             pipe.smembers(keys.GLOBAL_WORDS)
+            # The version before the list (set_staff writes them the other way round).
+            pipe.hget(keys.settings(room), "staff_v")
+            pipe.hgetall(keys.staff_list(room))
             return pipe.execute()
 
-        seq, online, ctl, pin, wv, gwv, words, gwords = await self._call("room_state", run)
+        seq, online, ctl, pin, wv, gwv, words, gwords, sv, staff = await self._call(
+            "room_state", run
+        )
         return RoomState(
             seq=int(seq or 0),
             online=_sum_online(online, int(time.time() * 1000)),
@@ -304,6 +309,8 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
             pin=orjson.loads(pin) if pin else None,
             words_version=(float(wv or 0), int(gwv or 0)),
             words=sorted({_s(w) for w in words} | {_s(w) for w in gwords}),
+            staff_version=float(sv or 0),
+            staff=staff_roles(staff),
         )
 
     async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]:

@@ -12,12 +12,17 @@ target's role is the highest the system has seen that user hold in the room
 (``Store.note_role``: every staff request here notes its token's role), and for a
 comment also what its stored priority says (staff comments carry ``PRIO_STAFF``).
 
+The room's staff list (``/staff``, kept by the room's streamer or an admin) changes who
+is staff in that room: a listed uid acts with the granted role even with a viewer token,
+a revoked one as a viewer even with a moderator token (``auth.effective_role``, the rule
+the gateway applies too); the staff check and the rank checks here go by it.
+
 Comment ids (path and ``before``/``after``) are checked by ``rules.ids`` before they
 reach Redis: a malformed one is a 400, not a storage error.
 """
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
@@ -82,6 +87,19 @@ class NoticeIn(BaseModel):
     text: str = Field(min_length=1, max_length=200)
 
 
+class StaffIn(BaseModel):
+    role: Literal["moderator", "streamer"] = Field(
+        description="the role granted in the room (streamer: by an admin only)"
+    )
+
+
+class StaffOut(BaseModel):
+    uid: str
+    role: str = Field(description="moderator, streamer, or revoked")
+    by: str = Field(description="who set the entry (role:uid)")
+    ts: int = Field(description="when (ms)")
+
+
 class CommentsOut(BaseModel):
     items: list[dict[str, Any]]
     next: str | None = Field(
@@ -96,8 +114,11 @@ def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
 
 
 async def _staff(request: Request, room: RoomName, token: Annotated[str, Depends(_bearer)]) -> User:
-    """A staff user allowed in the path's room (401 bad token, 403 not staff/other room).
-    Notes the token's role for the room (what rank checks on this user go by)."""
+    """A user with staff rights in the path's room, as it acts there: its token's role
+    under the room's staff list (``auth.in_room``), so a listed viewer token acts as a
+    moderator and a revoked moderator token as a viewer. 401 bad token, 403 not staff in
+    this room or a token for another room. Notes the token's role for the room (what rank
+    checks on this user go by)."""
     settings: Settings = request.app.state.settings
     try:
         user = auth.verify(settings.secret, token)
@@ -105,12 +126,20 @@ async def _staff(request: Request, room: RoomName, token: Annotated[str, Depends
         raise HTTPException(
             401, f"unauthorized: {exc}", headers={"WWW-Authenticate": "Bearer"}
         ) from exc
-    if not user.is_staff:
-        raise HTTPException(403, "a moderator, streamer or admin token is needed")
     if not user.allowed_in(room):
         raise HTTPException(403, "the token is for another room")
     store: Store = request.app.state.store
-    await guarded(store.note_role(room, user.uid, user.role, everywhere=user.rooms is None))
+    listed = await guarded(
+        store.enter_role(room, user.uid, user.role, everywhere=user.rooms is None)
+    )
+    user = auth.in_room(user, listed)
+    if not user.is_staff:
+        if listed == auth.REVOKED:
+            raise HTTPException(403, "your staff rights in this room were revoked")
+        raise HTTPException(
+            403,
+            "a moderator, streamer or admin token (or a place on the room's staff list) is needed",
+        )
     return user
 
 
@@ -153,16 +182,18 @@ def _refuse_rank(user: User, action: str, target_role: str) -> None:
         )
 
 
-def author_role(item: dict[str, Any], seen: str) -> str:
+def author_role(item: dict[str, Any], seen: str, listed: str | None = None) -> str:
     """The role of a comment's author: the highest of what the system has seen the uid
     hold in the room, what the comment's stored priority implies (staff priority: at
-    least a moderator) and its stored ``role`` when the gateway records one."""
+    least a moderator) and its stored ``role`` when the gateway records one, each under
+    the author's entry on the room's staff list (a revoked moderator's old comments are
+    a viewer's)."""
     candidates = [seen]
     if item.get("prio") == protocol.PRIO_STAFF:
         candidates.append("moderator")
     if item.get("role") in auth.ROLES:
         candidates.append(str(item["role"]))
-    return max(candidates, key=auth.rank)
+    return max((auth.effective_role(c, listed) for c in candidates), key=auth.rank)
 
 
 def create_router(settings: Settings, store: Store) -> APIRouter:
@@ -230,8 +261,8 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
             raise HTTPException(404, "no such comment in the room's history")
         author = str(item.get("uid", ""))
         if author != user.uid:  # one's own comments: always
-            seen = await guarded(store.role_in(room, author)) if author else "viewer"
-            _refuse_rank(user, "delete the comments of", author_role(item, seen))
+            seen, listed = await guarded(store.roles_of(room, author)) if author else ("", None)
+            _refuse_rank(user, "delete the comments of", author_role(item, seen, listed))
         if not await guarded(store.delete_comment(room, comment_id, by=who(user))):
             raise HTTPException(404, "no such comment in the room's history")
 
@@ -320,6 +351,70 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
     )
     async def revoke(room: RoomName, uid: Uid, user: Staff) -> None:
         await guarded(store.set_highlight(room, uid, False, by=who(user)))
+
+    # ---- the room's staff list ------------------------------------------------------------
+    def _may_change_staff(user: User, target_role: str) -> None:
+        """403 unless ``user`` may change the staff-list entry of a user whose role in
+        the room is ``target_role``: the room's streamer or an admin only, and only of
+        a lower role (an admin: anyone)."""
+        if auth.rank(user.role) < auth.rank("streamer"):
+            raise HTTPException(
+                403,
+                f"{_a(user.role)} cannot appoint or remove room staff: "
+                "only the room's streamer or an admin can",
+            )
+        _refuse_rank(user, "change the staff role of", target_role)
+
+    @router.get("/rooms/{room}/staff", response_model=list[StaffOut], summary="Room staff list")
+    async def staff(room: RoomName, user: Staff) -> list[StaffOut]:
+        entries = await guarded(store.staff_list(room))
+        return [
+            StaffOut(uid=uid, role=str(e["role"]), by=str(e.get("by", "")), ts=int(e.get("ts", 0)))
+            for uid, e in sorted(entries.items())
+        ]
+
+    async def _write_staff(room: str, uid: str, role: str, user: User) -> StaffOut:
+        written = await guarded(
+            store.set_staff(room, uid, role, by=who(user), max_entries=settings.staff_list_max)
+        )
+        if not written:
+            raise HTTPException(
+                409,
+                f"the room's staff list is full ({settings.staff_list_max} entries, "
+                "DANMAKU_STAFF_LIST_MAX)",
+            )
+        return StaffOut(uid=uid, **written)
+
+    @router.put(
+        "/rooms/{room}/staff/{uid}",
+        response_model=StaffOut,
+        summary="Appoint a user as the room's moderator (or, by an admin, streamer)",
+    )
+    async def appoint(room: RoomName, uid: Uid, body: StaffIn, user: Staff) -> StaffOut:
+        _may_change_staff(user, await guarded(store.role_in(room, uid)))
+        if not auth.may_appoint(user.role, body.role):
+            raise HTTPException(
+                403,
+                f"{_a(user.role)} cannot grant the {body.role} role: only a role below "
+                "one's own (an admin may grant any)",
+            )
+        return await _write_staff(room, uid, body.role, user)
+
+    @router.delete(
+        "/rooms/{room}/staff/{uid}",
+        status_code=204,
+        summary="Remove a user's staff rights in the room (also a moderator token's)",
+    )
+    async def remove_staff(room: RoomName, uid: Uid, user: Staff) -> None:
+        seen, listed = await guarded(store.roles_of(room, uid))
+        _may_change_staff(user, auth.effective_role(seen, listed))
+        if seen in auth.IRREVOCABLE:
+            raise HTTPException(
+                409,
+                f"the user holds a platform-signed {seen} token, which a room's staff list "
+                "cannot revoke: revoke the token (or let it expire)",
+            )
+        await _write_staff(room, uid, auth.REVOKED, user)
 
     @router.put("/rooms/{room}/pin", summary="Pin a message")
     async def pin(room: RoomName, body: PinIn, user: Staff) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from playwright.sync_api import ConsoleMessage, Locator, Page, Route, expect
 
 from danmaku import auth
 from tests.browser.conftest import LiveSystem, Players
-from tests.client import Client, label, token
+from tests.client import Client, http_sync, label, token
 from tests.conftest import SECRET
 
 
@@ -483,3 +483,17 @@ def test_markup_in_comments_and_nicks_shows_as_text(live: LiveSystem, players: P
     expect(page.locator("#audit-list .detail").first).to_contain_text(text)
     assert page.locator("#msg img, #audit-list img, #audit-list script").count() == 0
     assert page.evaluate("() => window.pwned === undefined")
+
+
+# ---- room staff list ------------------------------------------------------------------------
+def test_staff_list_changes_read_as_words_in_the_audit(live: LiveSystem, players: Players) -> None:
+    room = "crew"
+    star = mod_token(room, role="streamer")
+    page = open_console(players, room, star)
+    base = f"{live.base_url}/api/rooms/{room}/staff/fan"
+    assert http_sync(base, "PUT", json_body={"role": "moderator"}, token=star).status == 200
+    assert http_sync(base, "DELETE", token=star).status == 204
+    actions = page.locator("#audit-list .audit-entry .action")
+    expect(actions).to_have_text(["staff_revoke", "staff_grant"], timeout=15_000)
+    details = page.locator("#audit-list .audit-entry .detail")
+    expect(details).to_have_text(["removed from the room's staff", "appointed moderator"])

@@ -939,6 +939,8 @@
       case "notice": return `notice "${str(d.text)}"`;
       case "highlight": return "highlighted";
       case "unhighlight": return "un-highlighted";
+      case "staff_grant": return `appointed ${str(d.role)}`;
+      case "staff_revoke": return "removed from the room's staff";
       default: return Object.keys(d).length ? JSON.stringify(d) : "";
     }
   }
