@@ -14,7 +14,7 @@ import struct
 from functools import partial
 
 import trio
-from trio_websocket import WebSocketRequest, open_websocket_url
+from trio_websocket import ConnectionRejected, WebSocketRequest, open_websocket_url
 
 from danmaku.config import Settings
 from danmaku.gateway.door import Conn, Door
@@ -236,3 +236,34 @@ async def test_the_door_ends_only_the_failing_connection(nursery: trio.Nursery) 
     with trio.fail_after(5):  # every connection's slot is given back
         while door.admission.total:
             await trio.sleep(0.02)
+
+
+async def _status_with_forwarded(port: int, forwarded_for: str | None) -> int:
+    headers = [("X-Forwarded-For", forwarded_for)] if forwarded_for else []
+    try:
+        async with open_websocket_url(
+            f"ws://127.0.0.1:{port}/ws?room=proxied", extra_headers=headers
+        ) as ws:
+            await ws.get_message()  # welcome
+            await ws.aclose()
+            return 101
+    except ConnectionRejected as exc:
+        return exc.status_code
+
+
+async def test_per_ip_caps_count_the_forwarded_client_only_behind_a_trusted_proxy(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    capped = settings.replace(max_sessions_per_ip_per_min=2)
+    behind = await start_system(nursery, capped.replace(trusted_proxies="127.0.0.1/32"))
+    direct = await start_system(nursery, capped)
+    assert behind.ws_port and direct.ws_port
+    # Behind the proxy: each client its own budget, whatever the proxy's address.
+    for client in ("203.0.113.7", "198.51.100.9"):
+        assert await _status_with_forwarded(behind.ws_port, client) == 101
+        assert await _status_with_forwarded(behind.ws_port, f"10.9.9.9, {client}") == 101
+        assert await _status_with_forwarded(behind.ws_port, client) == 429  # its third
+    # Not a trusted proxy: the header is the client's own word and changes nothing.
+    assert await _status_with_forwarded(direct.ws_port, "203.0.113.7") == 101
+    assert await _status_with_forwarded(direct.ws_port, "198.51.100.9") == 101
+    assert await _status_with_forwarded(direct.ws_port, "192.0.2.1") == 429
