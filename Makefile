@@ -66,7 +66,7 @@ soak: $(STAMP)
 	$(BIN)/python -m loadtest.soak .danmaku/soak-report.json
 
 cluster-demo: $(STAMP) system-deps
-	$(BIN)/python -m danmaku.devcluster $(ARGS)
+	$(BIN)/python -m danmaku.dev.devcluster $(ARGS)
 
 clean:
 	rm -rf $(VENV) .danmaku .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -16,7 +16,7 @@ import trio
 
 from danmaku import auth
 from danmaku.config import Settings
-from danmaku.embedded import run_redis
+from danmaku.dev.embedded import run_redis
 from danmaku.gateway import Gateway
 from danmaku.metrics import Metrics
 from danmaku.startup import (

@@ -25,7 +25,7 @@ from pathlib import Path
 import redis
 import trio
 
-from danmaku.embedded import spawn_redis
+from danmaku.dev.embedded import spawn_redis
 from danmaku.metrics import Metrics
 from danmaku.store import Ingest, IngestLimits, Store, door_key
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from danmaku.embedded import spawn_redis
+from danmaku.dev.embedded import spawn_redis
 from loadtest import procstat
 from loadtest.gwbench.procs import SECRET, pct, raise_nofile
 

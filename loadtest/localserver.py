@@ -108,7 +108,7 @@ class LocalServer:
             self.redis_pid = self._find_redis()
 
     def _start_redis(self, data: Path) -> str:
-        from danmaku.embedded import spawn_redis
+        from danmaku.dev.embedded import spawn_redis
 
         (data / "redis").mkdir()
         redis, port = spawn_redis(data / "redis", aof=False)

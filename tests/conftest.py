@@ -12,7 +12,7 @@ import redis
 import trio
 
 from danmaku.config import Settings
-from danmaku.embedded import find_redis_server, spawn_redis
+from danmaku.dev.embedded import find_redis_server, spawn_redis
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
 

@@ -42,7 +42,7 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest
@@ -52,8 +52,15 @@ from wsproto.events import CloseConnection
 
 from danmaku.gateway.inbound import FastInbound
 
-if TYPE_CHECKING:
-    from danmaku.gateway.poller import ReadPoller
+
+class Parker(Protocol):
+    """What a ``WaitFirstStream`` needs of the task that reads for it (``ReadPoller`` in
+    poller.py, which imports this module: the protocol keeps the import one way)."""
+
+    async def wait(self, stream: WaitFirstStream) -> bytes | None: ...
+
+    def forget(self, stream: WaitFirstStream, exc: BaseException) -> None: ...
+
 
 _OP_TEXT_FIN = 0x81
 _OP_CLOSE_FIN = 0x88
@@ -213,7 +220,7 @@ class WaitFirstStream:
         self,
         stream: trio.SocketStream,
         sock: socket.socket,
-        poller: ReadPoller | None = None,
+        poller: Parker | None = None,
         inbound: FastInbound | None = None,
     ) -> None:
         self.stream = stream
@@ -267,7 +274,7 @@ def stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResource
 
 def install_wait_first_receive(
     ws: WebSocketConnection,
-    poller: ReadPoller | None = None,
+    poller: Parker | None = None,
     inbound: FastInbound | None = None,
 ) -> bool:
     """Put a ``WaitFirstStream`` in place of a plain-TCP connection's stream (after its

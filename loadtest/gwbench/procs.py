@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from danmaku.embedded import free_port, spawn_redis
+from danmaku.dev.embedded import free_port, spawn_redis
 from loadtest import procstat
 
 ROOM = "bench"

@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from danmaku import auth
 from danmaku.config import Settings
-from danmaku.embedded import free_port
+from danmaku.dev.embedded import free_port
 from tests.browser.conftest import (
     FakeGateway,
     LiveSystem,

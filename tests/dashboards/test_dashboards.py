@@ -43,7 +43,7 @@ import trio
 from prometheus_client import parser
 
 from danmaku.config import Settings
-from danmaku.embedded import free_port
+from danmaku.dev.embedded import free_port
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
 from tests.client import Client, connect, token

@@ -19,10 +19,10 @@ import trio
 from trio_websocket import HandshakeError
 
 from danmaku.config import Settings
-from danmaku.embedded import free_port
+from danmaku.dev.embedded import free_port
+from danmaku.dev.localcluster import LocalCluster
 from danmaku.metrics import Metrics
 from danmaku.store import Ingest, IngestLimits, Store, door_key
-from danmaku.store.localcluster import LocalCluster
 from danmaku.system import System
 from tests.client import Client, connect, http, label, lost_acks, start_system, stored_ids, token
 from tests.conftest import SECRET
@@ -254,7 +254,7 @@ async def test_cluster_demo_runs_two_gateways_two_workers_and_the_web_app(
     web, gw1, gw2 = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DANMAKU_")}
     env |= {"DANMAKU_SECRET": SECRET, "PYTHONUNBUFFERED": "1", "DANMAKU_LOG_LEVEL": "WARNING"}
-    cmd = [sys.executable, "-m", "danmaku.devcluster", "--dir", str(tmp_path / "demo")]
+    cmd = [sys.executable, "-m", "danmaku.dev.devcluster", "--dir", str(tmp_path / "demo")]
     cmd += ["--web-port", str(web), "--ws-ports", f"{gw1},{gw2}"]
     log = tmp_path / "demo.log"
     with log.open("wb") as out:  # the demo's processes print there, as to a terminal

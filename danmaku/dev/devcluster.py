@@ -1,5 +1,5 @@
 """``make cluster-demo``: a 3-master Redis Cluster on loopback, two gateways, two workers
-and the web app, until Ctrl-C (``python -m danmaku.devcluster``)."""
+and the web app, until Ctrl-C (``python -m danmaku.dev.devcluster``)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-from danmaku.store.localcluster import LocalCluster
+from danmaku.dev.localcluster import LocalCluster
 
 
 def demo(argv: list[str] | None = None) -> int:
     """``make cluster-demo``: a 3-master cluster, 2 gateways, 2 workers and the web app."""
-    parser = argparse.ArgumentParser(prog="python -m danmaku.devcluster", description=demo.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m danmaku.dev.devcluster", description=demo.__doc__
+    )
     parser.add_argument("--dir", default=".danmaku/cluster", help="where the nodes keep data")
     parser.add_argument("--web-port", type=int, default=8080)
     parser.add_argument("--ws-ports", default="8081,8082", help="the two gateways' ports")
