@@ -98,6 +98,12 @@ class Settings:
     max_sessions_per_ip_per_min: int = _opt(
         600, "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN", "new connections per IP per minute (0 = off)"
     )
+    guest_sessions_per_ip_per_min: int = _opt(
+        10,
+        "DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN",
+        "guest tokens POST /api/session gives one client address per minute, over all web "
+        "processes (0 = unlimited, for load tests from one address)",
+    )
     max_connections: int = _opt(
         0,
         "DANMAKU_MAX_CONNECTIONS",

@@ -66,6 +66,7 @@ REDIS_OPS = (
     "export_head",
     "export_page",
     "frames_after",
+    "guest_session",
     "get_pin",
     "highlights",
     "hot_rooms",

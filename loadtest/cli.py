@@ -185,7 +185,10 @@ def _remote(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _guest_tokens(web: str, n: int) -> list[str]:
-    """Guest sender tokens from POST /api/session (when no secret is given)."""
+    """Guest sender tokens from POST /api/session (when no secret is given). A system
+    that limits guest sessions per address (``DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN``)
+    answers 429 past its limit: that is raised as a ``SystemExit`` saying so."""
+    import urllib.error
     import urllib.request
 
     out = []
@@ -195,8 +198,17 @@ def _guest_tokens(web: str, n: int) -> list[str]:
             data=json.dumps({"nick": f"load-{i}"}).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            out.append(json.loads(resp.read())["token"])
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                out.append(json.loads(resp.read())["token"])
+        except urllib.error.HTTPError as exc:
+            if exc.code != 429:
+                raise
+            raise SystemExit(
+                f"danmaku-loadtest: {web} gave {i} guest tokens, then 429: set "
+                "DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN=0 on the system under test, or pass "
+                "--secret to mint sender tokens"
+            ) from None
     return out
 
 

@@ -42,6 +42,7 @@ def server_env(scenario: Scenario, secret: str) -> dict[str, str]:
         "DANMAKU_SECRET": secret,
         "DANMAKU_MAX_CONNS_PER_IP": "0",
         "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN": "0",
+        "DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN": "0",
         "DANMAKU_TICK_MS": str(scenario.tick_ms),
         "DANMAKU_RATE_PER_S": str(rate),
         "DANMAKU_RATE_BURST": str(burst),

@@ -48,6 +48,7 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
         tick_ms=50,
         max_conns_per_ip=0,
         max_sessions_per_ip_per_min=0,
+        guest_sessions_per_ip_per_min=0,  # (its own test sets a limit)
         lease_ms=1500,
         drain_s=1.0,
         # The pipeline tests check delivery of every comment: spike control off unless

@@ -12,6 +12,7 @@ TICKS = f"{PREFIX}:ticks"  # stream: rooms with new frames or control events (wa
 TICKS_MAXLEN = 10_000
 GLOBAL_WORDS = f"{PREFIX}:words"  # set: blocked words in every room
 GLOBAL_WORDS_VERSION = f"{PREFIX}:words:v"  # string: bumped on every change
+GUEST_SESSIONS = f"{PREFIX}:guests"  # + ":{minute}:{ip}": guest tokens issued that minute
 STAFF = f"{PREFIX}:staff"  # zset: uid -> highest rank seen on a token valid in every room
 
 

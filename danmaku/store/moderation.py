@@ -550,6 +550,23 @@ class ModerationOps:
 
         await self._call("announce_settings", run)
 
+    async def count_guest_session(self, ip: str, now: float) -> tuple[int, float]:
+        """Count one more guest token for client address ``ip`` in the current minute
+        (shared by every web process); returns the minute's count so far, this one
+        included, and the seconds until the minute ends. One round trip; the key
+        expires on its own."""
+        minute = int(now // 60)
+        key = f"{keys.GUEST_SESSIONS}:{minute}:{ip}"
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            return pipe.execute()
+
+        count, _ = await self._call("guest_session", run)
+        return int(count), (minute + 1) * 60 - now
+
     async def audit_log(self, room: str, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` audit entries, newest first."""
         entries: Any = await self._call(

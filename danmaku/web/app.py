@@ -7,11 +7,13 @@ Redis through the ``Store``.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path
+from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -145,7 +147,19 @@ def create_app(
         return {"ws_url": first, "ws_urls": urls, "tick_ms": settings.tick_ms, "limits": limits}
 
     @app.post("/api/session", response_model=SessionOut, summary="A guest viewer token")
-    async def session(body: SessionRequest) -> SessionOut:
+    async def session(body: SessionRequest, request: Request) -> SessionOut:
+        limit = settings.guest_sessions_per_ip_per_min
+        if limit > 0:
+            # The client as the error boundary resolved it (behind a trusted proxy: the
+            # forwarded address). Identities must not be free: one address gets a few.
+            ip = request.client.host if request.client else "unknown"
+            count, wait_s = await store.count_guest_session(ip, time.time())
+            if count > limit:
+                raise HTTPException(
+                    429,
+                    f"over {limit} guest sessions per minute from this address; retry later",
+                    headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+                )
         uid = auth.guest_uid()
         nick = body.nick[: settings.max_nick_chars]
         token = auth.mint(settings.secret, uid=uid, nick=nick, ttl_s=settings.session_ttl_s)

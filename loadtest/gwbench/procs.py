@@ -52,6 +52,7 @@ class Procs:
             "DANMAKU_SECRET": SECRET,
             "DANMAKU_MAX_CONNS_PER_IP": "0",
             "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN": "0",
+            "DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN": "0",
             **env,
         }
         self.want_worker = worker

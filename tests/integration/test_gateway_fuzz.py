@@ -44,6 +44,7 @@ def up(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "DANMAKU_CONNECT_TIMEOUT_S": str(HANDSHAKE_TIMEOUT_S),
         "DANMAKU_MAX_CONNS_PER_IP": "0",
         "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN": "0",
+        "DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN": "0",
         "DANMAKU_DATA_DIR": str(tmp_path_factory.mktemp("fuzz")),
     }
     proc = subprocess.Popen(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import trio
 
 from danmaku import auth
+from danmaku.config import Settings
 from danmaku.system import System
-from tests.client import connect, http, label, token
+from tests.client import Reply, connect, http, label, start_system, token
 from tests.conftest import SECRET
 
 
@@ -82,3 +83,43 @@ async def test_readyz_names_a_failing_background_loop(system: System) -> None:
     assert "RuntimeError: clock broken" in " ".join(body["failing_loops"].values())
     assert (await http(f"{base}/healthz")).status == 200  # alive, only not ready
     system.worker._clock = good
+
+
+async def test_guest_sessions_are_limited_per_client_address(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    """Identities must not be free: one address gets DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN
+    guest tokens a minute (over every web process: counted in Redis), then 429 with
+    Retry-After; behind a trusted proxy each forwarded client has its own count."""
+    system = await start_system(
+        nursery,
+        settings.replace(guest_sessions_per_ip_per_min=3, trusted_proxies="127.0.0.1/32"),
+        ("web",),
+    )
+    base = f"http://127.0.0.1:{system.web_port}"
+
+    async def ask(client: str) -> Reply:
+        return await http(
+            f"{base}/api/session",
+            "POST",
+            json_body={"nick": "n"},
+            headers={"X-Forwarded-For": client},
+        )
+
+    uids = set()
+    for _ in range(3):
+        reply = await ask("203.0.113.5")
+        assert reply.status == 200
+        uids.add(reply.json()["user"]["uid"])
+    assert len(uids) == 3
+    refused = await ask("203.0.113.5")
+    assert refused.status == 429 and "guest sessions" in refused.json()["detail"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert (await ask("198.51.100.20")).status == 200  # another client: its own count
+    # Unlimited with 0 (load tests from one address).
+    free = await start_system(nursery, settings.replace(guest_sessions_per_ip_per_min=0), ("web",))
+    for _ in range(12):
+        reply = await http(
+            f"http://127.0.0.1:{free.web_port}/api/session", "POST", json_body={"nick": "n"}
+        )
+        assert reply.status == 200
