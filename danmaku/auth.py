@@ -204,5 +204,28 @@ def guest_uid() -> str:
     return "g_" + secrets.token_urlsafe(9)
 
 
+DEVICE_AUDIENCE = "danmaku:device"  # a device ticket is never a user token, and back
+_GUEST_RE = re.compile(r"g_[A-Za-z0-9_-]{12}")
+
+
+def device_ticket(secret: str, uid: str, *, now: float | None = None) -> str:
+    """A signed ticket binding a browser (a device cookie) to its guest uid."""
+    issued = int(time.time() if now is None else now)
+    return jwt.encode({"dev": uid, "aud": DEVICE_AUDIENCE, "iat": issued}, secret, ALGORITHM)
+
+
+def device_uid(secret: str, ticket: str | None) -> str | None:
+    """The guest uid a device ticket names, or ``None`` for a missing, forged or
+    malformed one (never raises). Tickets do not expire: the cookie's age bounds them."""
+    if not ticket or len(ticket) > 512:
+        return None
+    try:
+        claims = jwt.decode(ticket, secret, algorithms=[ALGORITHM], audience=DEVICE_AUDIENCE)
+    except jwt.PyJWTError:
+        return None
+    uid = claims.get("dev")
+    return uid if isinstance(uid, str) and _GUEST_RE.fullmatch(uid) else None
+
+
 def new_secret() -> str:
     return secrets.token_urlsafe(32)

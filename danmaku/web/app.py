@@ -39,6 +39,10 @@ from danmaku.web.replay import create_router as create_replay_router
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
 
 
+DEVICE_COOKIE = "dm_device"
+DEVICE_COOKIE_MAX_AGE_S = 400 * 86400  # the most browsers keep a cookie
+
+
 class SessionRequest(BaseModel):
     nick: str = Field(min_length=1, max_length=64, description="display name")
 
@@ -147,7 +151,7 @@ def create_app(
         return {"ws_url": first, "ws_urls": urls, "tick_ms": settings.tick_ms, "limits": limits}
 
     @app.post("/api/session", response_model=SessionOut, summary="A guest viewer token")
-    async def session(body: SessionRequest, request: Request) -> SessionOut:
+    async def session(body: SessionRequest, request: Request, response: Response) -> SessionOut:
         limit = settings.guest_sessions_per_ip_per_min
         if limit > 0:
             # The client as the error boundary resolved it (behind a trusted proxy: the
@@ -160,7 +164,20 @@ def create_app(
                     f"over {limit} guest sessions per minute from this address; retry later",
                     headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
                 )
-        uid = auth.guest_uid()
+        # A guest belongs to a device: the browser's signed cookie keeps its uid, so a new
+        # nickname is a new name, never a new identity (bans and limits key on the uid).
+        uid = auth.device_uid(settings.secret, request.cookies.get(DEVICE_COOKIE))
+        if uid is None:
+            uid = auth.guest_uid()
+        response.set_cookie(
+            DEVICE_COOKIE,
+            auth.device_ticket(settings.secret, uid),
+            max_age=DEVICE_COOKIE_MAX_AGE_S,
+            path="/api/session",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https" or settings.public_web_url.startswith("https:"),
+        )
         nick = body.nick[: settings.max_nick_chars]
         token = auth.mint(settings.secret, uid=uid, nick=nick, ttl_s=settings.session_ttl_s)
         metrics.sessions_issued.inc()

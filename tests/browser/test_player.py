@@ -687,3 +687,20 @@ def _move_between_gateways(
     assert page.evaluate("window.danmaku.connects.at(-1).since") is not None
     stats = page.evaluate("window.danmaku.stats()")
     assert stats["gaps"] == 0 and stats["dupFrames"] == 0, stats
+
+
+def test_a_guest_who_changes_nickname_keeps_its_identity(
+    live: LiveSystem, players: Players
+) -> None:
+    """The evasion of issue 19: a timed-out guest clicked "change", picked a new nickname
+    and came back as a new user. The browser's device cookie keeps the guest uid; another
+    browser (a new context) is another guest."""
+    page = players.open("device")
+    join(page, "First Name")
+    uid = page.evaluate("window.danmaku.user.uid")
+    page.click("#who-change")
+    join(page, "Second Name")
+    assert page.evaluate("window.danmaku.user.uid") == uid
+    stranger = players.open("device")
+    join(stranger, "First Name")
+    assert stranger.evaluate("window.danmaku.user.uid") != uid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from danmaku import auth
@@ -123,3 +124,33 @@ async def test_guest_sessions_are_limited_per_client_address(
             f"http://127.0.0.1:{free.web_port}/api/session", "POST", json_body={"nick": "n"}
         )
         assert reply.status == 200
+
+
+async def test_a_guest_keeps_its_uid_on_its_device(system: System) -> None:
+    """POST /api/session sets a signed, HttpOnly device cookie; a new session from the same
+    browser keeps the guest uid (a new nick is fine, a new identity is not)."""
+    base = f"http://127.0.0.1:{system.web_port}"
+    first = await http(f"{base}/api/session", "POST", json_body={"nick": "Ann"})
+    cookie = first.headers["set-cookie"]
+    attrs = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert {"httponly", "samesite", "path", "max-age"} <= attrs
+    assert "samesite=strict" in cookie.lower() and "path=/api/session" in cookie.lower()
+    ticket = cookie.split(";")[0]  # dm_device=...
+    uid = first.json()["user"]["uid"]
+    again = await http(
+        f"{base}/api/session", "POST", json_body={"nick": "Totally New"}, headers={"Cookie": ticket}
+    )
+    assert again.json()["user"] == {"uid": uid, "nick": "Totally New", "role": "viewer"}
+    # Without the cookie (another browser), or with one signed by someone else: new uid.
+    other = await http(f"{base}/api/session", "POST", json_body={"nick": "Ann"})
+    assert other.json()["user"]["uid"] != uid
+    forged = "dm_device=" + auth.device_ticket("another-secret-0123456789abcdef0123", uid)
+    stolen = await http(
+        f"{base}/api/session", "POST", json_body={"nick": "x"}, headers={"Cookie": forged}
+    )
+    assert stolen.json()["user"]["uid"] != uid
+    # A device ticket is not a user token anywhere.
+    device = ticket.split("=", 1)[1]
+    assert (await http(f"{base}/api/rooms/r/bans", token=device)).status == 401
+    with pytest.raises(auth.TokenError):
+        auth.verify(SECRET, device)
