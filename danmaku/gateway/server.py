@@ -653,7 +653,7 @@ class Gateway:
         if hub is not None:
             if not user.is_staff and len(hub.words):
                 key = normalize(req.text)
-                if hub.words.match_normalized(key) is not None:
+                if hub.words.match(req.text, key) is not None:
                     return protocol.ProtocolError(
                         "blocked", "your comment contains a blocked word", req.nonce
                     )
