@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 import trio
+from hypothesis import settings as hypothesis_settings
 
 from danmaku.config import Settings
 from danmaku.dev.embedded import find_redis_server, spawn_redis
@@ -17,6 +18,11 @@ from danmaku.metrics import Metrics
 from danmaku.system import System, run_system
 
 SECRET = "test-secret-0123456789abcdef0123456789"
+
+# Property tests check behaviour, never wall time: hypothesis' per-example deadline
+# (200 ms) failed a property test once on a loaded CI machine. No deadline anywhere.
+hypothesis_settings.register_profile("danmaku", deadline=None)
+hypothesis_settings.load_profile("danmaku")
 
 
 @pytest.fixture(scope="session")
