@@ -66,7 +66,7 @@ class SettingsIn(BaseModel):
         default=None, ge=0.1, le=10, description="budget window and queue length (s)"
     )
     max_wait_s: float | None = Field(
-        default=None, ge=0, le=10, description="longest a comment waits for a frame (s)"
+        default=None, ge=0, le=5, description="longest a comment waits for a frame (s)"
     )
 
 

@@ -64,6 +64,9 @@ ONLINE_EVERY_S = 1.0
 # Rooms whose viewers, settings and live figures the online round reads: those with
 # comments this recently (the others build no frames, and their figures are all 0).
 RECENT_S = 5.0
+# The longest a room's comments may wait for a frame (its ``max_wait_s``, at most this):
+# how far back a worker taking a room over looks for comments already shown.
+MAX_WAIT_CAP_S = 5.0
 
 
 def sampling_selector(
@@ -269,7 +272,8 @@ class BroadcastWorker:
             sm, conf = r.smoother, self.settings
             sm.per_second = room_settings.get("budget", conf.display_budget)
             sm.window_s = room_settings.get("smooth_window_s", conf.smooth_window_s)
-            sm.max_wait_s = room_settings.get("max_wait_s", conf.max_wait_s)
+            wait = room_settings.get("max_wait_s", conf.max_wait_s)
+            sm.max_wait_s = min(wait, max(conf.max_wait_s, MAX_WAIT_CAP_S))
             stats[room] = {
                 "comments_per_s": r.comments_in / ONLINE_EVERY_S,
                 "shown_per_s": r.shown / ONLINE_EVERY_S,
@@ -361,7 +365,8 @@ class BroadcastWorker:
         previous holder's queue behind the committed cursor, so they are read again;
         those already shown are skipped (``RoomMerger.seen``). Best effort per room: a
         failed read leaves that room without (a takeover during a Redis failure)."""
-        n = math.ceil(self.settings.max_wait_s / max(self.settings.tick_s, 1e-3)) + 2
+        wait = max(self.settings.max_wait_s, MAX_WAIT_CAP_S)
+        n = math.ceil(wait / max(self.settings.tick_s, 1e-3)) + 2
         out: dict[str, set[str]] = {}
         for lease in leases:
             try:
