@@ -207,12 +207,18 @@ class RoomMerger:
             cursor = before
         return cursor
 
-    def build(self, now: float, budget: int = 1 << 30) -> Draft | None:
-        """Propose frame ``seq + 1`` from carried and pending comments, or ``None``."""
+    def build(
+        self, now: float, budget: int = 1 << 30, *, clock: float | None = None
+    ) -> Draft | None:
+        """Propose frame ``seq + 1`` from carried, waiting and pending comments, or
+        ``None``. ``now``: wall time (the frame's ``ts``). With a ``Smoother``, ``budget``
+        is not used (the smoother paces the room's budget) and ``clock`` (default
+        ``now``) is the time it measures windows and waits with: pass a monotonic one."""
         if not self.has_work():
             return None
         if self._smoother is not None:
-            plan = self._smoother.plan(now, self.carry, self.waiting, self.pending)
+            at = now if clock is None else clock
+            plan = self._smoother.plan(at, self.carry, self.waiting, self.pending)
             cursor = self._restart_cursor(plan.keep)
             if not (plan.items or plan.dropped or self.pending or self.retracts) and (
                 cursor == self.cursor

@@ -133,7 +133,7 @@ class Smoother:
         if math.isfinite(self.backlog_s):
             cap = math.ceil(max(0.0, self.per_second) * self.backlog_s)
         if priority:
-            psel = self.sampler.select(priority, frame_n, max_carry=cap)
+            psel = self.sampler.select(priority, frame_n, max_carry=cap, remember=False)
             shown_prio, new_carry = psel.items, psel.carry
             for tier, n in psel.dropped_by_tier.items():
                 dropped_by_tier[tier] = dropped_by_tier.get(tier, 0) + n

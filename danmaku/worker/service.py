@@ -512,7 +512,7 @@ class BroadcastWorker:
             r.last_active = r.last_comments = now
         if room in got.deleted:
             r.merger.drop(got.deleted[room])
-        draft = r.merger.build(now_wall)
+        draft = r.merger.build(now_wall, clock=now)  # waits measured on trio's clock
         if draft is None:
             return None
         broadcast, start_ms, end_ms = got.on_air.get(room, ("", 0, 0))
