@@ -248,11 +248,14 @@ class BroadcastWorker:
         now = trio.current_time()
         idle: dict[str, str] = {}
         recent: list[str] = []
+        waiting = 0
         for room, r in self.rooms.items():
+            waiting += len(r.merger.waiting)
             if now - r.last_active > self.settings.room_idle_s and not r.merger.has_work():
                 idle[room] = r.lease.token
             elif now - r.last_comments <= RECENT_S or r.stats_live or room in self._busy:
                 recent.append(room)
+        self.metrics.comments_waiting.set(waiting)
         for room in idle:
             self._drop(room, "released")
         if idle:
