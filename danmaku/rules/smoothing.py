@@ -73,7 +73,8 @@ class Smoother:
     """Per-room pacing of the display budget. One instance per room; not thread-safe.
 
     ``per_second``, ``window_s`` and ``max_wait_s`` may be changed at any time (room
-    settings); ``tick_s`` is the worker's nominal tick (for the pace and for what counts
+    settings; a window shorter than ``1 / per_second`` counts as that long); ``tick_s``
+    is the worker's nominal tick (for the pace and for what counts
     as "would be too old at the next tick")."""
 
     def __init__(
@@ -96,13 +97,20 @@ class Smoother:
         self._shown: deque[tuple[float, int]] = deque()  # (frame time, items) within window
 
     @property
+    def window(self) -> float:
+        """The window in force: ``window_s``, or long enough for one item of the budget
+        (a window of 0.1 s at 1 item/s would show nothing at all)."""
+        rate = max(0.0, self.per_second)
+        return max(self.window_s, 1.0 / rate if rate > 0 else 0.0)
+
+    @property
     def window_budget(self) -> int:
         """Items all frames within one window may carry (and comments that may wait)."""
-        return math.floor(max(0.0, self.per_second) * max(0.0, self.window_s) + _EPS)
+        return math.floor(max(0.0, self.per_second) * self.window + _EPS)
 
     def used(self, now: float) -> int:
         """Items shown by committed frames within the window ending at ``now``."""
-        horizon = now - self.window_s + _WINDOW_SLACK
+        horizon = now - self.window + _WINDOW_SLACK
         while self._shown and self._shown[0][0] < horizon:
             self._shown.popleft()
         return sum(n for t, n in self._shown if t >= horizon)

@@ -275,3 +275,12 @@ def test_a_takeover_rereads_what_waited_and_shows_nothing_twice(
     assert len(shown) == len(set(shown)), "nothing shown twice"
     assert len(shown) == n, "nothing lost"
     assert [s for s, _ in frames] == list(range(1, len(frames) + 1))
+
+
+def test_a_window_shorter_than_one_item_of_the_budget_still_shows_the_budget() -> None:
+    """1 item/s with a 0.1 s window: the window counts as 1 s (else nothing could show)."""
+    sm = Smoother(FrameSampler(random.Random(3)), 1.0, tick_s=TICK, window_s=0.1, max_wait_s=5)
+    arrivals = [[item(0, "a", "one")], *[[] for _ in range(9)], [item(1, "b", "two")]]
+    plans, waiting, _, _ = run(sm, arrivals, [100 * (k + 1) for k in range(30)])
+    assert [it["id"] for p in plans for it in p.items] == ["1000-0", "1001-0"]
+    assert sum(p.dropped for p in plans) == 0 and not waiting
