@@ -203,6 +203,21 @@ class Settings:
         "display budget; beyond it the oldest are dropped and counted in frames' dropped",
     )
 
+    # --- smoothing: the display budget per second, not per tick (issue 21)
+    smooth_window_s: float = _opt(
+        1.0,
+        "DANMAKU_SMOOTH_WINDOW_S",
+        "the display budget holds over any window of this many seconds; comments beyond a "
+        "tick's share wait (at most this many seconds of budget per room) instead of being "
+        "cut (room setting)",
+    )
+    max_wait_s: float = _opt(
+        1.5,
+        "DANMAKU_MAX_WAIT_S",
+        "longest an ordinary comment waits for a frame; what would be older is sampled out "
+        "and counted in frames' dropped (room setting)",
+    )
+
     # --- replay exports
     max_exports: int = _opt(
         4,

@@ -467,6 +467,13 @@ class Metrics:
             "lowered (each sent a role notice)",
             registry=r,
         )
+        # --- smoothing: the display budget per second (issue 21)
+        self.comments_waiting = Gauge(
+            "danmaku_comments_waiting",
+            "Ordinary comments waiting in this worker's room queues for the display budget "
+            "(refreshed each second)",
+            registry=r,
+        )
 
         self._zero_known_labels()
 

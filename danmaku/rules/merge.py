@@ -7,6 +7,11 @@ makes "every stored comment in exactly one frame" hold across retries and takeov
 
 Selection is delegated to a ``Selector`` (``select(items, budget) -> Selection``); the
 default passes everything, the spike-control sampler limits it to the room's budget.
+With a ``Smoother`` instead (what the worker uses), the budget holds per second: ordinary
+comments beyond a tick's share wait in the merger's ``waiting`` queue across frames, and
+the committed ``cursor`` stays at the start of the read batch holding the oldest waiting
+comment, so a worker that takes the room over re-reads what was waiting (and skips, via
+``seen``, what the last frames already showed): nothing is lost or shown twice.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from danmaku.rules.smoothing import Plan, Smoother, Waiting
 
 Item = dict[str, Any]
 
@@ -34,6 +41,7 @@ class Draft:
     dropped_by_tier: dict[int, int] = field(default_factory=dict)
     folded: int = 0
     retract: list[str] = field(default_factory=list)  # ids deleted by moderators
+    plan: Plan | None = None  # with a ``Smoother``: its decision, including what waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,11 @@ def take_all(items: list[Item], budget: int) -> Pick:
     return Pick(items=list(items))
 
 
+def _id_key(stream_id: str) -> tuple[int, int]:
+    head, _, tail = stream_id.partition("-")
+    return (int(head) if head.isdigit() else 0, int(tail) if tail.isdigit() else 0)
+
+
 def stream_id_ms(stream_id: str) -> int:
     """Milliseconds part of a Redis stream id (``"1700000000000-3"`` -> 1700000000000)."""
     head, _, _ = stream_id.partition("-")
@@ -112,7 +125,14 @@ class RoomMerger:
     owned by one worker task.
     """
 
-    def __init__(self, room: str, seq: int, cursor: str, selector: Selector = take_all) -> None:
+    def __init__(
+        self,
+        room: str,
+        seq: int,
+        cursor: str,
+        selector: Selector = take_all,
+        smoother: Smoother | None = None,
+    ) -> None:
         self.room = room
         self.seq = seq  # last committed frame
         self.cursor = cursor  # last comment id covered by a committed frame
@@ -123,13 +143,29 @@ class RoomMerger:
         self.highlighted: set[str] = set()  # uids granted the highlighted tier
         self.retracts: list[str] = []  # ids the next frame must retract (moderator deletes)
         self._select = selector
+        self._smoother = smoother  # when set, it decides instead of ``selector``
+        self.waiting: list[Waiting] = []  # ordinary comments kept across frames (smoother)
+        # Read batches, oldest first: (id of its first comment, cursor before it). Each
+        # read returns whole stream entries, so a batch start is a safe re-read point.
+        self._batches: list[tuple[tuple[int, int], str]] = []
+        # Ids shown by frames of a previous holder after the cursor (set at takeover):
+        # skipped when read again, so a takeover never shows a comment twice.
+        self.seen: set[str] = set()
 
     def add(self, comments: Iterable[tuple[str, bytes]]) -> None:
         """Take ``(stream id, payload)`` pairs read after ``read_cursor``, in order. A
         payload that is no comment (``parse_item``) is skipped and counted in ``invalid``;
         the cursor moves past it all the same, so it never holds the room up."""
+        before = self.read_cursor
+        first = True
         for stream_id, payload in comments:
+            if first and self._smoother is not None:
+                self._batches.append((_id_key(stream_id), before))
+            first = False
             self.read_cursor = stream_id
+            if stream_id in self.seen:
+                self.seen.discard(stream_id)
+                continue
             item = parse_item(payload, stream_id_ms(stream_id))
             if item is None:
                 self.invalid += 1
@@ -151,16 +187,56 @@ class RoomMerger:
         nothing to retract). Idempotent; ids not waiting are ignored."""
         self.pending = [i for i in self.pending if i["id"] not in ids]
         self.carry = [i for i in self.carry if i["id"] not in ids]
+        self.waiting = [w for w in self.waiting if w.item["id"] not in ids]
 
     def has_work(self) -> bool:
-        return bool(self.pending or self.carry or self.retracts) or (
+        return bool(self.pending or self.carry or self.retracts or self.waiting) or (
             self.read_cursor != self.cursor
         )
 
-    def build(self, now: float, budget: int = 1 << 30) -> Draft | None:
-        """Propose frame ``seq + 1`` from carried and pending comments, or ``None``."""
+    def _restart_cursor(self, keep: list[Waiting]) -> str:
+        """The committed cursor for a frame after which ``keep`` waits: the start of the
+        read batch holding the oldest waiting comment (everything read if none waits)."""
+        if not keep:
+            return self.read_cursor
+        oldest = min(_id_key(str(w.item["id"])) for w in keep)
+        cursor = self.cursor
+        for first, before in self._batches:
+            if first > oldest:
+                break
+            cursor = before
+        return cursor
+
+    def build(
+        self, now: float, budget: int = 1 << 30, *, clock: float | None = None
+    ) -> Draft | None:
+        """Propose frame ``seq + 1`` from carried, waiting and pending comments, or
+        ``None``. ``now``: wall time (the frame's ``ts``). With a ``Smoother``, ``budget``
+        is not used (the smoother paces the room's budget) and ``clock`` (default
+        ``now``) is the time it measures windows and waits with: pass a monotonic one."""
         if not self.has_work():
             return None
+        if self._smoother is not None:
+            at = now if clock is None else clock
+            plan = self._smoother.plan(at, self.carry, self.waiting, self.pending)
+            cursor = self._restart_cursor(plan.keep)
+            if not (plan.items or plan.dropped or self.pending or self.retracts) and (
+                cursor == self.cursor
+            ):
+                return None  # everything still waits: no frame this tick
+            return Draft(
+                seq=self.seq + 1,
+                ts_ms=int(now * 1000),
+                items=plan.items,
+                dropped=plan.dropped,
+                cursor=cursor,
+                consumed=len(self.pending),
+                carry=plan.carry,
+                dropped_by_tier=plan.dropped_by_tier,
+                folded=plan.folded,
+                retract=list(self.retracts),
+                plan=plan,
+            )
         offered = self.carry + self.pending
         pick = self._select(offered, budget)
         return Draft(
@@ -185,3 +261,12 @@ class RoomMerger:
         del self.pending[: draft.consumed]
         self.carry = list(draft.carry)
         self.retracts = self.retracts[len(draft.retract) :]
+        if draft.plan is not None and self._smoother is not None:
+            self._smoother.committed(draft.plan)
+            self.waiting = list(draft.plan.keep)
+            if not self.waiting:
+                self._batches.clear()
+            else:  # keep the batch holding the oldest waiting comment, and later ones
+                oldest = min(_id_key(str(w.item["id"])) for w in self.waiting)
+                while len(self._batches) > 1 and self._batches[1][0] <= oldest:
+                    del self._batches[0]

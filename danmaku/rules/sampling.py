@@ -165,17 +165,27 @@ class FrameSampler:
         self._frame = 0
         self._last_shown: dict[str, int] = {}  # bucket -> frame; insertion order = age
 
-    def select(self, items: list[Item], budget: int, max_carry: int | None = None) -> Selection:
+    def select(
+        self,
+        items: list[Item],
+        budget: int,
+        max_carry: int | None = None,
+        *,
+        remember: bool = True,
+    ) -> Selection:
         """Choose at most ``budget`` items of ``items`` for one frame (see the class rules).
 
         ``items``: the priority items carried from the previous frame followed by this
         tick's comments, any order. ``budget`` >= 0 items. ``max_carry``: at most this many
         priority items carried to the next frame, the oldest beyond are dropped (``None``:
-        no cap). Never mutates ``items`` or the dicts in it.
+        no cap). ``remember=False``: choose without counting a frame or recording the
+        chosen buckets as shown (a choice of what may wait, not of what is shown: call
+        ``note_shown`` for what is). Never mutates ``items`` or the dicts in it.
         """
         if budget < 0:
             raise ValueError("budget must be >= 0")
-        self._frame += 1
+        if remember:
+            self._frame += 1
         priority: list[tuple[int, float, int, Item]] = []
         ordinary: list[tuple[int, Item]] = []
         for idx, item in enumerate(items):
@@ -198,7 +208,7 @@ class FrameSampler:
         carry = [e[3] for e in priority[budget:]]
 
         groups = _fold(ordinary)
-        picks = self._sample(groups, budget - len(shown))
+        picks = self._sample(groups, budget - len(shown), remember)
         picked = {id(g) for g in picks}
         dropped_ordinary = sum(g.weight for g in groups if id(g) not in picked)
         dropped_by_tier[0] = dropped_ordinary
@@ -213,11 +223,12 @@ class FrameSampler:
             carried_by_tier=dict(Counter(_prio(it) for it in carry)),
         )
 
-    def _sample(self, groups: list[_Group], slots: int) -> list[_Group]:
+    def _sample(self, groups: list[_Group], slots: int, remember: bool = True) -> list[_Group]:
         if slots <= 0 or not groups:
             return []
         if len(groups) <= slots:  # no contention: everything is shown
-            self._remember({g.bucket for g in groups})
+            if remember:
+                self._remember({g.bucket for g in groups})
             return list(groups)
         rng = self.rng
         picks: list[_Group] = []
@@ -235,7 +246,8 @@ class FrameSampler:
                 del buckets[g.bucket]
             slots -= len(picks)
         if slots == 0:
-            self._remember(shown)
+            if remember:
+                self._remember(shown)
             return picks
 
         last = self._last_shown
@@ -255,8 +267,24 @@ class FrameSampler:
                     break
             rnd += 1
             queues = [kq for kq in queues if len(kq[1]) > rnd]
-        self._remember(shown)
+        if remember:
+            self._remember(shown)
         return picks
+
+    def note_shown(self, items: list[Item]) -> None:
+        """Count a frame and record these shown ordinary items' buckets (their users; a
+        folded item also its phrase) as shown in it: the fairness memory when choices
+        were made with ``remember=False``."""
+        self._frame += 1
+        keys: set[str] = set()
+        for it in items:
+            if _prio(it) >= 1:
+                continue
+            keys.add("u:" + str(it.get("uid", "")))
+            if _weight(it) >= 2:
+                text = it.get("text", "")
+                keys.add("t:" + normalize(text if isinstance(text, str) else str(text)))
+        self._remember(keys)
 
     def _remember(self, keys: set[str]) -> None:
         """Record ``keys`` as shown in the current frame; forget the oldest beyond bound."""

@@ -196,6 +196,8 @@ def create_app(
             "slow_mode_s": 0.0,
             "ingest_ceiling": settings.ingest_ceiling,
             "mute": 0.0,
+            "smooth_window_s": settings.smooth_window_s,
+            "max_wait_s": settings.max_wait_s,
         }
         effective = defaults | {k: v for k, v in info["settings"].items() if k in defaults}
         return RoomOut(

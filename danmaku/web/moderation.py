@@ -62,6 +62,12 @@ class SettingsIn(BaseModel):
     budget: float | None = Field(default=None, ge=1, le=1000, description="items/s shown")
     ingest_ceiling: float | None = Field(default=None, ge=0, le=1_000_000)
     mute: bool | None = Field(default=None, description="only staff and highlighted send")
+    smooth_window_s: float | None = Field(
+        default=None, ge=0.1, le=10, description="budget window and queue length (s)"
+    )
+    max_wait_s: float | None = Field(
+        default=None, ge=0, le=5, description="longest a comment waits for a frame (s)"
+    )
 
 
 class WordsIn(BaseModel):

@@ -43,6 +43,7 @@ from danmaku.protocol import encode_frame
 from danmaku.rules import balance
 from danmaku.rules.merge import Draft, Item, Pick, RoomMerger, Selector, stream_id_ms
 from danmaku.rules.sampling import BudgetMeter, FrameSampler
+from danmaku.rules.smoothing import Smoother
 from danmaku.store import FrameCommit, Lease, Store, StoreError
 from danmaku.store.records import COMMIT_FAILED, TickRead
 from danmaku.supervise import Backoff, LoopHealth, supervise
@@ -63,6 +64,9 @@ ONLINE_EVERY_S = 1.0
 # Rooms whose viewers, settings and live figures the online round reads: those with
 # comments this recently (the others build no frames, and their figures are all 0).
 RECENT_S = 5.0
+# The longest a room's comments may wait for a frame (its ``max_wait_s``, at most this):
+# how far back a worker taking a room over looks for comments already shown.
+MAX_WAIT_CAP_S = 5.0
 
 
 def sampling_selector(
@@ -86,7 +90,7 @@ def sampling_selector(
 class _Room:
     lease: Lease
     merger: RoomMerger
-    meter: BudgetMeter  # the room's display budget, items per second -> per frame
+    smoother: Smoother  # the room's display budget per second: pacing, queue, sampling
     last_active: float  # trio time of the last comment (or of taking the room)
     online: int = 0
     latencies: list[float] = field(default_factory=list)  # ms, items shown since the report
@@ -244,11 +248,14 @@ class BroadcastWorker:
         now = trio.current_time()
         idle: dict[str, str] = {}
         recent: list[str] = []
+        waiting = 0
         for room, r in self.rooms.items():
+            waiting += len(r.merger.waiting)
             if now - r.last_active > self.settings.room_idle_s and not r.merger.has_work():
                 idle[room] = r.lease.token
             elif now - r.last_comments <= RECENT_S or r.stats_live or room in self._busy:
                 recent.append(room)
+        self.metrics.comments_waiting.set(waiting)
         for room in idle:
             self._drop(room, "released")
         if idle:
@@ -265,7 +272,11 @@ class BroadcastWorker:
             r = live
             r.online = n
             r.merger.highlighted = highlighted
-            r.meter.per_second = room_settings.get("budget", self.settings.display_budget)
+            sm, conf = r.smoother, self.settings
+            sm.per_second = room_settings.get("budget", conf.display_budget)
+            sm.window_s = room_settings.get("smooth_window_s", conf.smooth_window_s)
+            wait = room_settings.get("max_wait_s", conf.max_wait_s)
+            sm.max_wait_s = min(wait, max(conf.max_wait_s, MAX_WAIT_CAP_S))
             stats[room] = {
                 "comments_per_s": r.comments_in / ONLINE_EVERY_S,
                 "shown_per_s": r.shown / ONLINE_EVERY_S,
@@ -330,12 +341,20 @@ class BroadcastWorker:
         token = f"{self.worker_id}:{secrets.token_hex(6)}"
         taken = await self.store.acquire(wanted, token, self.settings.lease_ms)
         now = trio.current_time()
+        shown = await self._recently_shown([lease for lease in taken if lease.seq > 0])
         for lease in taken:
             sampler = FrameSampler(random.Random(self._rng.random()))
-            meter = BudgetMeter(self.settings.display_budget)
-            selector = sampling_selector(sampler, meter, self.settings.priority_backlog_s)
-            merger = RoomMerger(lease.room, lease.seq, lease.cursor, selector)
-            self.rooms[lease.room] = _Room(lease, merger, meter, last_active=now)
+            smoother = Smoother(
+                sampler,
+                self.settings.display_budget,
+                tick_s=self.settings.tick_s,
+                window_s=self.settings.smooth_window_s,
+                max_wait_s=self.settings.max_wait_s,
+                backlog_s=self.settings.priority_backlog_s,
+            )
+            merger = RoomMerger(lease.room, lease.seq, lease.cursor, smoother=smoother)
+            merger.seen = shown.get(lease.room, set())
+            self.rooms[lease.room] = _Room(lease, merger, smoother, last_active=now)
             self._busy.add(lease.room)  # catching up: read at once
             self._looked_at.pop(lease.room, None)
             self.quarantine.retried(lease.room, now)
@@ -343,6 +362,30 @@ class BroadcastWorker:
         lost_race = set(wanted) - {lease.room for lease in taken}
         self._note_looked_at(list(lost_race), now, self._lease_s)
         self.metrics.rooms_held.set(len(self.rooms))
+
+    async def _recently_shown(self, leases: list[Lease]) -> dict[str, set[str]]:
+        """Per room taken over: the ids its last frames showed. Comments waited in the
+        previous holder's queue behind the committed cursor, so they are read again;
+        those already shown are skipped (``RoomMerger.seen``). Best effort per room: a
+        failed read leaves that room without (a takeover during a Redis failure)."""
+        wait = max(self.settings.max_wait_s, MAX_WAIT_CAP_S)
+        n = math.ceil(wait / max(self.settings.tick_s, 1e-3)) + 2
+        out: dict[str, set[str]] = {}
+        for lease in leases:
+            try:
+                frames = await self.store.frames_after(lease.room, max(0, lease.seq - n), n)
+            except StoreError as exc:
+                log.warning("room %s: recent frames not read at takeover: %s", lease.room, exc)
+                continue
+            ids: set[str] = set()
+            for f in frames:
+                try:
+                    items = orjson.loads(f.payload).get("items", [])
+                    ids.update(str(i["id"]) for i in items if isinstance(i, dict) and "id" in i)
+                except (orjson.JSONDecodeError, AttributeError, TypeError):
+                    continue
+            out[lease.room] = ids
+        return out
 
     @property
     def _lease_s(self) -> float:
@@ -472,7 +515,7 @@ class BroadcastWorker:
             r.last_active = r.last_comments = now
         if room in got.deleted:
             r.merger.drop(got.deleted[room])
-        draft = r.merger.build(now_wall, r.meter.take(self.settings.tick_s))
+        draft = r.merger.build(now_wall, clock=now)  # waits measured on trio's clock
         if draft is None:
             return None
         broadcast, start_ms, end_ms = got.on_air.get(room, ("", 0, 0))
