@@ -34,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # The fixed label values (each label has a small closed set; see the class docstring).
-CLOSE_REASONS = ("client", "too_big", "too_slow", "draining", "flood", "unavailable")
+CLOSE_REASONS = ("client", "too_big", "too_slow", "draining", "flood", "unavailable", "dead")
 HANDSHAKE_REJECTIONS = (
     "gone",
     "timeout",
@@ -113,6 +113,7 @@ LOOPS = (
     "discover",
     "renew",
     "online",
+    "pinger",
 )
 # Where a room's tick failed in its worker (that room only: released, retried after a
 # backoff), and the worker loops whose per-room reads are counted.
@@ -464,6 +465,12 @@ class Metrics:
             "danmaku_role_changes_total",
             "Open connections whose role in their room a staff-list change raised or "
             "lowered (each sent a role notice)",
+            registry=r,
+        )
+        # --- liveness (issue 21)
+        self.pings_sent = Counter(
+            "danmaku_pings_sent_total",
+            "WebSocket pings the gateway sent to connections silent for their interval",
             registry=r,
         )
 
