@@ -13,9 +13,10 @@ Per connection (a ``Peer``), with an interval that adapts:
 * no answer within the interval is a miss: the interval falls back to ``min_s`` and the
   connection is pinged again; the ``MISSES``-th miss in a row closes it.
 
-A dead peer is thus closed at most ``2 * max_s + min_s`` (plus one tick) after it was
-last heard. Scheduling is a timer wheel: peers sit in buckets keyed by their due tick,
-one set per tick that has any, a heap of those ticks; ``due`` looks only at the buckets
+A dead peer is thus closed at most ``2 * max_s + min_s`` after it was last heard, plus
+up to two ticks per wait (a due time is rounded up to a tick, then waits for the
+pinger's next look). Scheduling is a timer wheel: peers sit in buckets keyed by their due
+tick, one set per tick that has any, a heap of those ticks; ``due`` looks only at the buckets
 that came due. No task or timer per connection; adding, rescheduling and forgetting a
 peer are O(1) (plus a heap push when its tick has no bucket yet).
 """
