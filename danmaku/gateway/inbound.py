@@ -11,12 +11,13 @@ parses exactly those frames itself, calling ``sink(text)`` for each, synchronous
 order, from the reader task. Nothing here does I/O; it is tested by passing bytes.
 
 Everything else goes to wsproto, which stays the judge of the protocol: the first frame
-that is not a complete-able final masked text frame (or, with ``on_pong``, a masked pong
-frame of at most 125 bytes: the answer to the server's liveness ping) with a valid UTF-8 payload within the
+that is not a complete-able final masked text frame with a valid UTF-8 payload within the
 size limit (a ping, a close, a fragment, a binary frame, an unmasked or oversized frame,
 reserved bits, invalid UTF-8) switches the connection to wsproto for good, starting
-exactly at that frame's first byte. From then on wsproto produces the events and errors
-(1002, 1007, 1009 handling) it always did; the sink is not called again. Frames before
+exactly at that frame's first byte. (With ``on_pong``, a masked pong frame of at most 125
+bytes, the answer to the server's liveness ping, is taken here too.) From then on wsproto
+produces the events and errors (1002, 1007, 1009 handling) it always did; the sink is not
+called again. Frames before
 the switch were complete and valid, so the two never disagree about where a frame starts.
 
 Memory: at most one unfinished frame is buffered, and only one whose declared length is

@@ -48,7 +48,8 @@ class Mute:
     @classmethod
     async def open(cls, port: int, room: str) -> Mute:
         self = cls(await trio.open_tcp_stream("127.0.0.1", port))
-        await self.stream.send_all(self.ws.send(Request(host="127.0.0.1", target=f"/ws?room={room}")))
+        request = Request(host="127.0.0.1", target=f"/ws?room={room}")
+        await self.stream.send_all(self.ws.send(request))
         await self.until(lambda e: isinstance(e, TextMessage))  # the welcome
         assert any(isinstance(e, AcceptConnection) for e in self.events)
         return self
@@ -129,7 +130,9 @@ async def test_a_peer_that_answers_stays_open_across_many_intervals(
         (viewer,) = system.gateway._viewers
         # The interval grew to the maximum while the pongs came back.
         (inbox,) = [
-            i for b in system.gateway.liveness._buckets.values() for i in b  # type: ignore[union-attr]
+            i
+            for b in system.gateway.liveness._buckets.values()
+            for i in b  # type: ignore[union-attr]
         ]
         assert inbox.interval == MAX_S and inbox.missed == 0
         if fast_path:
@@ -177,9 +180,7 @@ async def test_accepted_sockets_have_tcp_keepalive(system: System) -> None:
         sock = viewer._raw.sock  # type: ignore[union-attr]
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         if hasattr(socket, "TCP_KEEPIDLE"):
-            assert (
-                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == door.KEEPALIVE_IDLE_S
-            )
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == door.KEEPALIVE_IDLE_S
             assert (
                 sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
                 == door.KEEPALIVE_INTERVAL_S

@@ -5,6 +5,9 @@ times, or says nothing; the schedule's decisions are checked against what it hea
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +21,7 @@ def run(
     peer: Peer,
     until: float,
     *,
-    speaks: list[float] = (),  # type: ignore[assignment]
+    speaks: Sequence[float] = (),
     answers: bool | float = False,  # False: never; else the delay of each answer
 ) -> list[tuple[float, Action, float]]:
     """Advance tick by tick to ``until``; the peer is heard at ``speaks`` and (with
@@ -59,7 +62,7 @@ def test_an_answering_peer_is_never_closed_and_its_interval_grows_to_the_maximum
     lv.add(peer, 0.0)
     events = run(lv, peer, 3600, answers=0.1)
     assert all(a is Action.PING for _, a, _ in events)
-    gaps = [b[0] - a[0] for a, b in zip(events, events[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(events)]
     # grew after the first answer (counted from the answer, rounded up to a tick)
     assert 15 * GROWTH <= gaps[0] <= 15 * GROWTH + 0.1 + TICK
     assert max(gaps) <= 60 + 0.1 + TICK  # the maximum (plus the answer's delay, a tick)
