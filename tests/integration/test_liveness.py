@@ -23,7 +23,8 @@ from danmaku.config import Settings
 from danmaku.gateway import door
 from danmaku.gateway.liveness import Liveness
 from danmaku.system import System
-from tests.client import connect, http, start_system
+from tests.client import connect, http, label, start_system, token
+from tests.integration.test_fastpath import RawViewer
 
 MIN_S, MAX_S = 0.3, 0.6
 # The longest a dead peer may stay after it was last heard (liveness.py): two waits of
@@ -187,3 +188,35 @@ async def test_accepted_sockets_have_tcp_keepalive(system: System) -> None:
             )
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == door.KEEPALIVE_COUNT
         n.cancel_scope.cancel()
+
+
+async def test_server_pings_never_land_inside_a_partly_written_frame(system: System) -> None:
+    """The fast path's wire rule holds for pings: while a viewer's frames are stuck half
+    written (it stopped reading), the gateway's pings wait their turn; when it reads, the
+    stream parses cleanly and the pings are there, between frames."""
+    assert system.ws_port and system.gateway
+    slow = await RawViewer.open(system.ws_port, "pingwire")
+    await slow.read(until=1)  # welcome
+    port = slow.stream.socket.getsockname()[1]
+    (viewer,) = [
+        v
+        for v in system.gateway._viewers
+        if v._raw is not None and v._raw.sock.getpeername()[1] == port
+    ]
+    async with trio.open_nursery() as n:
+        sender = await connect(n, system.ws_port, "pingwire", tok=token("u"))
+        normal = await connect(n, system.ws_port, "pingwire")
+        last = None
+        for k in range(150):
+            last = await sender.comment(f"{'p' * 80} {label(k)}", nonce=f"{k}")
+            if k % 5 == 0:
+                viewer.push_ping()  # what the pinger does for a silent connection
+        assert last is not None
+        await normal.wait_for(lambda c: last["id"] in c.item_ids())
+        frames_sent = normal.frames[-1]["seq"]
+        await slow.read_through(frames_sent, timeout=5)
+        assert slow.messages[-1].get("seq") == frames_sent
+        assert slow.pings == 30  # every one arrived, whole
+        assert system.metrics.frame_writes_partial._value.get() > 0, "no partial write tested"
+        n.cancel_scope.cancel()
+    await slow.stream.aclose()

@@ -8,9 +8,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from danmaku.config import Settings
 from danmaku.gateway.liveness import GROWTH, Action, Liveness, Peer
 
 TICK = 0.25
@@ -167,3 +169,18 @@ def test_schedule_properties(
         # the two pings before the close went out after the peer was last heard
         assert len(pings) >= 2 and all(p > last for p in pings[-2:])
         assert t - last <= 2 * max_s + min_s + 6 * TICK  # each wait: up to 2 ticks more
+
+
+def test_negative_ping_settings_are_refused_at_start_up() -> None:
+    with pytest.raises(ValueError, match="DANMAKU_PING"):
+        Settings(ping_min_s=-1.0)
+    with pytest.raises(ValueError, match="DANMAKU_PING"):
+        Settings(ping_max_s=-1.0)
+    assert Settings(ping_min_s=0.0).ping_min_s == 0.0  # 0: off
+
+
+def test_a_maximum_below_the_minimum_is_the_minimum() -> None:
+    lv, peer = Liveness(10, 4, TICK), Peer()
+    lv.add(peer, 0.0)
+    events = run(lv, peer, 200, answers=0.1)
+    assert lv.max_s == 10 and all(i == 10 for _, _, i in events)
