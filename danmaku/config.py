@@ -235,6 +235,18 @@ class Settings:
         "DANMAKU_STAFF_LIST_MAX",
         "entries (grants and revocations) on one room's staff list; beyond: 409 (0 = unlimited)",
     )
+    # --- liveness (issue 21): pings to silent connections, dead peers closed
+    ping_min_s: float = _opt(
+        15.0,
+        "DANMAKU_PING_MIN_S",
+        "a connection silent this long gets a WebSocket ping (first and after a miss); "
+        "two unanswered pings in a row close it (1001); 0 = no pings",
+    )
+    ping_max_s: float = _opt(
+        60.0,
+        "DANMAKU_PING_MAX_S",
+        "the longest ping interval: it grows x1.5 per answered ping up to this",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).
@@ -246,6 +258,8 @@ class Settings:
             raise ValueError(f"DANMAKU_TRUSTED_PROXIES: {exc}") from exc
         if self.proxy_header.lower() not in HEADERS:
             raise ValueError(f"DANMAKU_PROXY_HEADER must be one of {', '.join(HEADERS)}")
+        if self.ping_min_s < 0 or self.ping_max_s < 0:
+            raise ValueError("DANMAKU_PING_MIN_S and DANMAKU_PING_MAX_S must be >= 0")
 
     @property
     def tick_s(self) -> float:

@@ -34,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # The fixed label values (each label has a small closed set; see the class docstring).
-CLOSE_REASONS = ("client", "too_big", "too_slow", "draining", "flood", "unavailable")
+CLOSE_REASONS = ("client", "too_big", "too_slow", "draining", "flood", "unavailable", "dead")
 HANDSHAKE_REJECTIONS = (
     "gone",
     "timeout",
@@ -114,6 +114,7 @@ LOOPS = (
     "discover",
     "renew",
     "online",
+    "pinger",
 )
 # Where a room's tick failed in its worker (that room only: released, retried after a
 # backoff), and the worker loops whose per-room reads are counted.
@@ -472,6 +473,12 @@ class Metrics:
             "danmaku_comments_waiting",
             "Ordinary comments waiting in this worker's room queues for the display budget "
             "(refreshed each second)",
+            registry=r,
+        )
+        # --- liveness (issue 21)
+        self.pings_sent = Counter(
+            "danmaku_pings_sent_total",
+            "WebSocket pings the gateway sent to connections silent for their interval",
             registry=r,
         )
 

@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 
 LOG_BURST = 20.0  # warnings logged at once before the door slows to one a second
 REFUSE_WAIT_S = 0.5  # how long a refused connection may take to read its answer
+# TCP keepalive on every accepted socket: a peer silent at the TCP level for
+# KEEPALIVE_IDLE_S is probed every KEEPALIVE_INTERVAL_S; after KEEPALIVE_COUNT unanswered
+# probes the kernel drops the connection (~2 min), also when WebSocket pings are off.
+KEEPALIVE_IDLE_S = 60
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_COUNT = 6
 
 
 class Conn:
@@ -75,6 +81,29 @@ def peer_ip(stream: trio.abc.Stream) -> str | None:
     except OSError:
         return None
     return str(address[0]) if isinstance(address, tuple) else str(address)
+
+
+def keepalive(stream: trio.abc.Stream) -> bool:
+    """Turn on TCP keepalive (``KEEPALIVE_*``) on a TCP (or TLS over TCP) stream's
+    socket; options a platform lacks are skipped. Returns whether ``SO_KEEPALIVE`` is
+    on; a socket already gone is no error."""
+    inner: Any = getattr(stream, "transport_stream", stream)
+    sock: Any = getattr(inner, "socket", None)
+    if sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+            ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ):
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:
+        return False
+    return True
 
 
 def _is_trusted(ip: str, trusted: Sequence[IPNetwork]) -> bool:
@@ -142,6 +171,7 @@ class Door:
             self.metrics.handshakes_rejected.labels(refused).inc()
             await _refuse(stream, _REFUSALS[refused])
             return
+        keepalive(stream)  # half-open peers are found by the kernel too (after refusals: cheap)
         try:
             await self._run(stream, conn)
         except Exception as exc:

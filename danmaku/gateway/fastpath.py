@@ -64,6 +64,7 @@ class Parker(Protocol):
 
 _OP_TEXT_FIN = 0x81
 _OP_CLOSE_FIN = 0x88
+PING_FRAME = b"\x89\x00"  # an unmasked ping with no payload (server to client)
 _PROTOCOL_ERRORS = frozenset({1002, 1007})
 
 
@@ -161,7 +162,10 @@ def slim_connection(ws: WebSocketConnection, request: WebSocketRequest | None = 
 
 
 def install_inbound(
-    ws: WebSocketConnection, sink: Callable[[str | bytes], None], max_message_bytes: int
+    ws: WebSocketConnection,
+    sink: Callable[[str | bytes], None],
+    max_message_bytes: int,
+    on_pong: Callable[[], None] | None = None,
 ) -> FastInbound | None:
     """Put a ``FastInbound`` in place of an open connection's wsproto ``Connection`` (see
     ``slim_connection``), so plain text messages reach ``sink`` straight from the reader
@@ -192,7 +196,7 @@ def install_inbound(
             sink(channel.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             break
-    inbound = FastInbound(conn, sink, max_message_bytes)
+    inbound = FastInbound(conn, sink, max_message_bytes, on_pong)
     ws._wsproto = inbound  # type: ignore[assignment]
     return inbound
 

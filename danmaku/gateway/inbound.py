@@ -14,8 +14,10 @@ Everything else goes to wsproto, which stays the judge of the protocol: the firs
 that is not a complete-able final masked text frame with a valid UTF-8 payload within the
 size limit (a ping, a close, a fragment, a binary frame, an unmasked or oversized frame,
 reserved bits, invalid UTF-8) switches the connection to wsproto for good, starting
-exactly at that frame's first byte. From then on wsproto produces the events and errors
-(1002, 1007, 1009 handling) it always did; the sink is not called again. Frames before
+exactly at that frame's first byte. (With ``on_pong``, a masked pong frame of at most 125
+bytes, the answer to the server's liveness ping, is taken here too.) From then on wsproto
+produces the events and errors (1002, 1007, 1009 handling) it always did; the sink is not
+called again. Frames before
 the switch were complete and valid, so the two never disagree about where a frame starts.
 
 Memory: at most one unfinished frame is buffered, and only one whose declared length is
@@ -30,17 +32,37 @@ from wsproto.connection import Connection, ConnectionState
 from wsproto.events import Event
 
 _TEXT_FIN = 0x81  # FIN, no reserved bits, opcode 1 (text)
+_PONG = 0x8A  # FIN, no reserved bits, opcode 10 (pong)
 
 
 class FastInbound:
     """A server connection's receiving side, fast for small text frames. Owned by the
     trio-websocket connection it is installed in; ``sink`` must not raise."""
 
-    __slots__ = ("_buf", "_conn", "_fast", "_handed", "_max", "_sink", "fast_messages")
+    __slots__ = (
+        "_buf",
+        "_conn",
+        "_fast",
+        "_handed",
+        "_max",
+        "_on_pong",
+        "_sink",
+        "fast_messages",
+    )
 
-    def __init__(self, conn: Connection, sink: Callable[[str], None], max_message_bytes: int):
+    def __init__(
+        self,
+        conn: Connection,
+        sink: Callable[[str], None],
+        max_message_bytes: int,
+        on_pong: Callable[[], None] | None = None,
+    ):
         self._conn = conn
         self._sink = sink
+        # With ``on_pong``, a masked pong frame (the answer to the server's liveness
+        # pings) is taken here too and reported, payload ignored: answering a ping must
+        # not cost a viewer its fast path. Without it, pongs go to wsproto.
+        self._on_pong = on_pong
         self._max = max_message_bytes
         self._buf = b""  # the start of an unfinished frame
         self._fast = True
@@ -79,7 +101,20 @@ class FastInbound:
         sink = self._sink
         while end - pos >= 6:  # the smallest masked frame: 2 header + 4 mask bytes
             if buf[pos] != _TEXT_FIN or not buf[pos + 1] & 0x80:
-                break
+                if buf[pos] != _PONG or not buf[pos + 1] & 0x80 or self._on_pong is None:
+                    break
+                n = buf[pos + 1] & 0x7F
+                if n > 125:  # a control frame's payload is at most 125 bytes: wsproto's call
+                    break
+                stop = pos + 6 + n
+                if stop > end:
+                    self._buf = buf[pos:]
+                    return
+                pos = stop
+                self._on_pong()
+                if self._conn.state is not ConnectionState.OPEN:
+                    break
+                continue
             n = buf[pos + 1] & 0x7F
             start = pos + 6
             if n == 126:

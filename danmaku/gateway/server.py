@@ -41,6 +41,7 @@ from danmaku.gateway.handshake import Handshake, Refusal, parse_target
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.listener import PacedListener
+from danmaku.gateway.liveness import TICK_S, Action, Liveness, Peer
 from danmaku.gateway.poller import ReadPoller
 from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
@@ -86,13 +87,15 @@ def parse_origins(raw: str) -> set[str]:
     return {o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip()}
 
 
-class _Inbox:
-    """One connection's incoming side: its viewer, flood bucket and, once the gateway
-    decided to close it, why."""
+class _Inbox(Peer):
+    """One connection's incoming side: its viewer, flood bucket, liveness (``Peer``:
+    when it was last heard, its ping interval) and, once the gateway decided to close
+    it, why."""
 
     __slots__ = ("conn", "ended", "flood", "viewer")
 
     def __init__(self, viewer: Viewer, flood: TokenBucket, conn: Conn | None = None) -> None:
+        super().__init__()
         self.viewer = viewer
         self.flood = flood
         self.conn = conn  # the door's view of the connection (its stage, for errors)
@@ -137,6 +140,12 @@ class Gateway:
         self._handshake_slots = trio.CapacityLimiter(max(1, settings.max_handshakes))
         self._nursery: trio.Nursery | None = None  # where viewers' writer tasks run
         self.poller = ReadPoller()  # reads fast connections' sockets (poller.py)
+        # Pings to silent connections and dead ones closed (liveness.py); None: off.
+        self.liveness = (
+            Liveness(settings.ping_min_s, settings.ping_max_s, min(TICK_S, settings.ping_min_s / 2))
+            if settings.ping_min_s > 0
+            else None
+        )
         # Connections out of full GC walks as their number grows (see gcfreeze).
         self._freezer = FreezeOnGrowth() if settings.gc_freeze else None
 
@@ -161,6 +170,8 @@ class Gateway:
             ):
                 await nursery.start(partial(supervise, name, service, health, service=True))
             nursery.start_soon(supervise, "presence", self._presence_loop, health)
+            if self.liveness is not None:
+                nursery.start_soon(supervise, "pinger", self._ping_loop, health)
             # Listeners wrapped: handshake storms are spread out at the door (PacedListener).
             tcp = await trio.open_tcp_listeners(s.ws_port, host=s.ws_host)
             self.port = tcp[0].socket.getsockname()[1]
@@ -260,6 +271,29 @@ class Gateway:
                 # new connections, so the open ones must follow.
                 if restaffed:
                     self._apply_staff(restaffed)
+
+    async def _ping_loop(self) -> None:
+        """A few times a second: ping the connections silent for their interval, close
+        those that left two pings in a row unanswered (1001, counted as ``dead``). One
+        task for all connections; a ping is one non-blocking write when the viewer is
+        idle (``Viewer.push_ping``)."""
+        liveness = self.liveness
+        assert liveness is not None
+        pings = self.metrics.pings_sent
+        while True:
+            await trio.sleep(liveness.tick_s)
+            sent = 0
+            for peer, action in liveness.due(trio.current_time()):
+                inbox = peer
+                assert isinstance(inbox, _Inbox)
+                if action is Action.PING:
+                    inbox.viewer.push_ping()
+                    sent += 1
+                elif inbox.ended is None:
+                    inbox.ended = "dead"
+                    inbox.viewer.close(protocol.CLOSE_GOING_AWAY, "no answer to pings")
+            if sent:
+                pings.inc(sent)
 
     def _apply_staff(self, hubs: dict[str, Hub]) -> None:
         """These rooms' staff lists changed: give each open connection of them the role it
@@ -361,8 +395,9 @@ class Gateway:
         )
         viewer.level = DENSITY.index_for(asked.density)
         inbox = _Inbox(viewer, TokenBucket(s.max_msgs_per_s, s.max_msgs_burst), conn)
-        if s.max_msgs_per_s > 0:
-            # Pings, pongs and message fragments spend the same budget as messages.
+        if s.max_msgs_per_s > 0 or self.liveness is not None:
+            # Pings, pongs and message fragments spend the same budget as messages, and
+            # count as signs of life.
             ws._danmaku_charge = partial(self._charge, inbox)  # type: ignore[attr-defined]
         try:
             hub = await self.hubs.hub(room)
@@ -379,6 +414,8 @@ class Gateway:
         m.connections_opened.labels("user" if user else "anonymous").inc()
         m.connections_open.inc()
         self._viewers.add(viewer)
+        if self.liveness is not None:
+            self.liveness.add(inbox, trio.current_time())
         reason = "client"
         try:
             # No task of its own for writing: the viewer starts a writer only while it has
@@ -410,7 +447,10 @@ class Gateway:
                         # Plain text messages go to _on_message straight from the reader
                         # task, as they are parsed; the rest still via get_message.
                         inbound = install_inbound(
-                            ws, partial(self._on_message, inbox), s.max_message_bytes
+                            ws,
+                            partial(self._on_message, inbox),
+                            s.max_message_bytes,
+                            partial(self._on_pong, inbox),
                         )
                         install_wait_first_receive(ws, self.poller, inbound)
                     reason = await self._read_loop(ws, viewer, inbox)
@@ -418,6 +458,8 @@ class Gateway:
             await viewer.wait_closed()  # what is queued is written, then the close frame
             reason = inbox.ended or reason
         finally:
+            if self.liveness is not None:
+                self.liveness.forget(inbox)
             self.hubs.leave(viewer)
             self._viewers.discard(viewer)
             if self.draining and not self._viewers:
@@ -500,9 +542,19 @@ class Gateway:
 
     def _charge(self, inbox: _Inbox, event: object) -> bool:
         """A control frame or message fragment arrived (``install_frame_budget``): spend
-        one message of the connection's budget. ``False``: over budget, the connection is
-        closing and the frame is not answered."""
+        one message of the connection's budget, and it is a sign of life. ``False``: over
+        budget, the connection is closing and the frame is not answered."""
+        if self.liveness is not None:
+            inbox.heard = self.liveness.now
         return inbox.ended is None and not self._flooded(inbox)
+
+    def _on_pong(self, inbox: _Inbox) -> None:
+        """A pong parsed by ``FastInbound``: a sign of life that spends one message of
+        the connection's budget, as one through wsproto does (``_charge``)."""
+        if self.liveness is not None:
+            inbox.heard = self.liveness.now
+        if inbox.ended is None:
+            self._flooded(inbox)
 
     def _flooded(self, inbox: _Inbox) -> bool:
         """Spend one message of the connection's budget; when it is spent, say so to the
@@ -528,6 +580,8 @@ class Gateway:
         (``FastInbound``). Synchronous: never waits, never raises for what a client sends.
         Sets ``inbox.ended`` when the connection is to close."""
         try:
+            if self.liveness is not None:
+                inbox.heard = self.liveness.now  # anything heard is a sign of life
             if inbox.ended is not None or self._flooded(inbox):
                 return  # closing (flood): what was already in the socket is ignored
             m, viewer = self.metrics, inbox.viewer

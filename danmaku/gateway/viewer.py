@@ -32,13 +32,13 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from danmaku.auth import User
-from danmaku.gateway.fastpath import RawWriter, text_frame
+from danmaku.gateway.fastpath import PING_FRAME, RawWriter, text_frame
 from danmaku.metrics import Metrics
 from danmaku.protocol import CLOSE_INTERNAL, CLOSE_TOO_SLOW
 
 log = logging.getLogger(__name__)
 
-_FRAME, _PARTIAL, _CONTROL = 0, 1, 2
+_FRAME, _PARTIAL, _CONTROL, _PING = 0, 1, 2, 3
 WRITE_BATCH_BYTES = 65536  # queued items written with one send() when raw writes are on
 
 
@@ -58,7 +58,7 @@ class OutFrame:
 
 # (kind, frame or text or the remaining wire bytes of a partly written frame or run of
 # frames, payload bytes, frames)
-_Entry = tuple[int, "OutFrame | str | memoryview", int, int]
+_Entry = tuple[int, "OutFrame | str | memoryview | bytes", int, int]
 
 
 class Viewer:
@@ -245,6 +245,32 @@ class Viewer:
             self._control += 1
         self._kick()
 
+    def push_ping(self) -> None:
+        """Send a WebSocket ping (the gateway's liveness check): straight to the socket
+        when the viewer is idle (one non-blocking ``send()``, no task), else queued
+        behind what is waiting, like a control message (never inside a frame)."""
+        if self._closed or self.close_reason is not None:
+            return
+        raw = self._raw
+        if (
+            raw is not None
+            and not self._queue
+            and not self._writing
+            and raw.idle()
+            and self.ws.closed is None
+        ):
+            try:
+                sent = raw.try_send(PING_FRAME)
+            except OSError:
+                self._broken()
+                return
+            if sent < len(PING_FRAME):
+                self._enqueue((_PARTIAL, memoryview(PING_FRAME)[sent:], 0, 0))
+                self._kick()
+            return
+        self._enqueue((_PING, PING_FRAME, 0, 0))
+        self._kick()
+
     def close(self, code: int, reason: str) -> None:
         """Ask the writer to close the socket with ``code`` after what is queued."""
         if self.close_reason is None:
@@ -378,9 +404,11 @@ class Viewer:
     async def _send(self, batch: list[_Entry]) -> None:
         raw = self._raw
         if raw is None:
-            for _, item, _, _ in batch:
+            for kind, item, _, _ in batch:
                 if isinstance(item, OutFrame):
                     await self.ws.send_message(item.payload.decode())
+                elif kind == _PING:
+                    await self.ws.ping()  # (a random payload: trio-websocket keys pings by it)
                 else:
                     assert isinstance(item, str)  # only the fast path leaves partial frames
                     await self.ws.send_message(item)

@@ -42,6 +42,7 @@ class RawViewer:
         self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
         self.messages: list[dict[str, object]] = []
         self.pongs: list[bytes] = []
+        self.pings = 0  # pings from the server (wsproto's client does not answer them)
         self._parts: list[str] = []
 
     @classmethod
@@ -75,6 +76,8 @@ class RawViewer:
                             self._parts = []
                     if isinstance(event, Pong):
                         self.pongs.append(bytes(event.payload))
+                    if isinstance(event, Ping):
+                        self.pings += 1
                     assert not isinstance(event, CloseConnection), event
 
 

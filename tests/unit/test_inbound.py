@@ -6,7 +6,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, TextMessage
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Message,
+    Ping,
+    Pong,
+    TextMessage,
+)
 
 from danmaku.gateway.inbound import FastInbound
 
@@ -220,3 +228,73 @@ def test_same_messages_as_wsproto_alone(events: list[Message | Ping], cuts: list
         i += 1
     assert got == expected
     assert [kind for kind, _ in got] == [type(e).__name__ for e in events]
+
+
+# ---- pongs (the answers to the gateway's liveness pings) ----------------------------------
+def test_with_on_pong_pongs_are_taken_and_the_connection_stays_fast() -> None:
+    conn = Connection(ConnectionType.SERVER)
+    sunk: list[str] = []
+    pongs: list[int] = []
+    inbound = FastInbound(conn, sunk.append, MAX, lambda: pongs.append(1))
+    data = client_bytes(TextMessage("a"), Pong(b""), Pong(b"x" * 125), TextMessage("b"))
+    for byte in range(len(data)):  # split at every byte
+        inbound.receive_data(data[byte : byte + 1])
+    assert sunk == ["a", "b"] and len(pongs) == 2
+    assert inbound.fast and list(inbound.events()) == []
+
+
+def test_without_on_pong_a_pong_is_wsproto_s() -> None:
+    server = Server()
+    events = server.feed(client_bytes(TextMessage("a"), Pong(b"p"), TextMessage("b")))
+    assert server.sunk == ["a"] and not server.inbound.fast
+    assert [type(e) for e in events] == [Pong, TextMessage]
+
+
+def test_a_pong_over_125_bytes_gets_wsproto_s_1002() -> None:
+    conn = Connection(ConnectionType.SERVER)
+    pongs: list[int] = []
+    inbound = FastInbound(conn, lambda t: None, MAX, lambda: pongs.append(1))
+    inbound.receive_data(raw_frame(0x8A, b"x" * 126))
+    events = list(inbound.events())
+    assert pongs == [] and not inbound.fast
+    assert isinstance(events[-1], CloseConnection) and events[-1].code == 1002
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=300).map(TextMessage),
+            st.binary(max_size=40).map(BytesMessage),
+            st.binary(max_size=20).map(Ping),
+            st.binary(max_size=125).map(Pong),
+        ),
+        max_size=12,
+    ),
+    st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=8),
+)
+@settings(max_examples=300, deadline=None)
+def test_with_on_pong_same_as_wsproto_alone(events: list[Event], cuts: list[int]) -> None:
+    """With pongs taken too: sink + pong reports + events are what wsproto alone gives,
+    in order, however TCP splits the bytes (pong payloads are not reported)."""
+    data = client_bytes(*events)
+    alone = Connection(ConnectionType.SERVER)
+    alone.receive_data(data)
+    expected: list[tuple[str, object]] = []
+    whole(list(alone.events()), expected, [])
+    expected = [("Pong", None) if k == "Pong" else (k, v) for k, v in expected]
+
+    conn = Connection(ConnectionType.SERVER)
+    got: list[tuple[str, object]] = []
+    parts: list[object] = []
+    inbound = FastInbound(
+        conn, lambda t: got.append(("TextMessage", t)), MAX, lambda: got.append(("Pong", None))
+    )
+    pos, i = 0, 0
+    while pos < len(data):
+        step = cuts[i % len(cuts)]
+        inbound.receive_data(data[pos : pos + step])
+        whole(list(inbound.events()), got, parts)
+        pos += step
+        i += 1
+    got = [("Pong", None) if k == "Pong" else (k, v) for k, v in got]
+    assert got == expected
