@@ -41,7 +41,7 @@ class Hub:
         self.words = WordFilter(state.words)
         self.words_version = state.words_version
         # The room's staff list (uid -> entry role) and the ``staff_v`` it was read at:
-        # the presence loop re-reads it when ``staff_v`` changes (Gateway._apply_staff).
+        # the presence loop re-reads it when ``staff_v`` changes (Presence.apply_staff).
         self.staff: dict[str, str] = dict(state.staff)
         self.staff_version = state.staff_version
         self.viewers: set[Viewer] = set()

@@ -43,6 +43,7 @@ from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.listener import PacedListener
 from danmaku.gateway.liveness import TICK_S, Action, Liveness, Peer
 from danmaku.gateway.poller import ReadPoller
+from danmaku.gateway.presence import Presence
 from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
@@ -50,13 +51,11 @@ from danmaku.rules.admission import IpAdmission
 from danmaku.rules.clientip import parse_trusted
 from danmaku.rules.normalize import normalize
 from danmaku.rules.ratelimit import TokenBucket
-from danmaku.rules.wordfilter import WordFilter
 from danmaku.store import Ingest, IngestLimits, Store, StoreError, door_key
 from danmaku.supervise import LoopHealth, supervise
 
 log = logging.getLogger(__name__)
 
-PRESENCE_EVERY_S = 0.5  # also how fast the ingest ceiling reacts to a spike
 MAX_INFLIGHT = 32  # comments one connection may have waiting for their ack
 REPLAY_CHUNK = 200
 
@@ -146,8 +145,17 @@ class Gateway:
             if settings.ping_min_s > 0
             else None
         )
-        # Connections out of full GC walks as their number grows (see gcfreeze).
-        self._freezer = FreezeOnGrowth() if settings.gc_freeze else None
+        # Viewers and offered rates out, room-wide figures and settings back (presence.py).
+        self.presence = Presence(
+            self.hubs,
+            store,
+            settings,
+            metrics,
+            self.gateway_id,
+            self._viewers,
+            # Connections out of full GC walks as their number grows (see gcfreeze).
+            FreezeOnGrowth() if settings.gc_freeze else None,
+        )
 
     # ---- lifecycle ------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -169,7 +177,7 @@ class Gateway:
                 ("read_poller", self.poller.run),
             ):
                 await nursery.start(partial(supervise, name, service, health, service=True))
-            nursery.start_soon(supervise, "presence", self._presence_loop, health)
+            nursery.start_soon(supervise, "presence", self.presence.run, health)
             if self.liveness is not None:
                 nursery.start_soon(supervise, "pinger", self._ping_loop, health)
             # Listeners wrapped: handshake storms are spread out at the door (PacedListener).
@@ -211,67 +219,6 @@ class Gateway:
             if self._viewers:
                 await self._all_gone.wait()
 
-    async def _presence_loop(self) -> None:
-        """Every half second: publish viewers and offered rates per room, and read back
-        the room-wide offered rate (ingest ceiling) and room settings."""
-        last = trio.current_time()
-        while True:
-            await trio.sleep(PRESENCE_EVERY_S)
-            now = trio.current_time()
-            elapsed, last = max(now - last, 1e-3), now
-            if self._freezer is not None:
-                action = self._freezer.decide(len(self._viewers))
-                frozen = self._freezer.apply(action) if action is not None else None
-                if frozen is not None:
-                    self.metrics.gc_frozen.set(frozen)
-            counts = self.hubs.counts()
-            if not counts:
-                continue
-            offered, shed = {}, {}
-            for room, hub in self.hubs.hubs.items():
-                offered[room] = hub.offered / elapsed
-                shed[room] = hub.shed / elapsed
-                hub.offered = hub.shed = 0
-            try:
-                live = await self.store.sync_rooms(self.gateway_id, counts, offered, shed)
-            except StoreError as exc:
-                log.warning("presence report failed: %s", exc)
-                continue
-            restaffed: dict[str, Hub] = {}  # rooms whose staff list changed
-            try:
-                for room, info in live.items():
-                    live_hub = self.hubs.hubs.get(room)
-                    if live_hub is None:
-                        continue
-                    live_hub.ceiling.ceiling = info.settings.get(
-                        "ingest_ceiling", self.settings.ingest_ceiling
-                    )
-                    live_hub.ceiling.observe(info.offered, trio.current_time())
-                    staff_version = info.settings.get("staff_v", 0.0)
-                    if staff_version != live_hub.staff_version:
-                        try:
-                            entries = await self.store.staff_list(room)
-                        except StoreError as exc:
-                            log.warning("staff list of %s: %s", room, exc)
-                            continue
-                        live_hub.staff = {uid: str(e["role"]) for uid, e in entries.items()}
-                        live_hub.staff_version = staff_version
-                        restaffed[room] = live_hub
-                    version = (info.settings.get("words_v", 0.0), info.global_words_version)
-                    if version != live_hub.words_version:
-                        try:
-                            room_words, global_words = await self.store.words(room)
-                        except StoreError as exc:
-                            log.warning("blocked words of %s: %s", room, exc)
-                            continue
-                        live_hub.words = WordFilter(room_words + global_words)
-                        live_hub.words_version = version
-            finally:
-                # Even if a later room's read fails: these lists are already in use for
-                # new connections, so the open ones must follow.
-                if restaffed:
-                    self._apply_staff(restaffed)
-
     async def _ping_loop(self) -> None:
         """A few times a second: ping the connections silent for their interval, close
         those that left two pings in a row unanswered (1001, counted as ``dead``). One
@@ -294,28 +241,6 @@ class Gateway:
                     inbox.viewer.close(protocol.CLOSE_GOING_AWAY, "no answer to pings")
             if sent:
                 pings.inc(sent)
-
-    def _apply_staff(self, hubs: dict[str, Hub]) -> None:
-        """These rooms' staff lists changed: give each open connection of them the role it
-        now has there (``auth.in_room``), telling those whose role changed with a ``role``
-        notice. One pass over the connections however many rooms changed; synchronous, so
-        no connection joins half-way. A connection whose token has expired is left a
-        viewer until it sends a fresh one."""
-        now = time.time()
-        for viewer in self._viewers:
-            user = viewer.user
-            hub = hubs.get(viewer.room)
-            if hub is None or user is None or 0 < user.expires < now:
-                continue
-            updated = auth.in_room(user, hub.staff.get(user.uid))
-            if updated is user:
-                continue
-            viewer.user = updated
-            if updated.role != user.role:
-                self.metrics.role_changes.inc()
-                viewer.push_control(
-                    protocol.notice("role", role=updated.role, user=updated.public())
-                )
 
     # ---- a connection ---------------------------------------------------------------
     async def _handle(self, request: WebSocketRequest, conn: Conn) -> None:
@@ -408,7 +333,7 @@ class Gateway:
             await _unavailable(ws)
             return
         if user is not None:
-            # The room's staff list as of now; later changes come from _apply_staff (no
+            # The room's staff list as of now; later changes come from Presence.apply_staff (no
             # await from here to joining _viewers, so none is missed).
             viewer.user = user = auth.in_room(user, hub.staff.get(user.uid))
         m.connections_opened.labels("user" if user else "anonymous").inc()

@@ -1,0 +1,140 @@
+"""``Presence``: a gateway's half-second exchange with Redis about its rooms.
+
+Out: how many viewers each room has here and the comments offered and shed (the
+room-wide rate drives every gateway's ingest ceiling). Back: the room-wide offered rate,
+the room's settings, and, when their version changed, its blocked words and staff list.
+A staff-list change reaches the room's open connections in the same round
+(``apply_staff``), so within ``PRESENCE_EVERY_S``. Also the moment a gateway freezes its
+connections out of full GC walks as their number grows (``gcfreeze``).
+
+Run with ``supervise`` (the gateway does): a failing round is logged and restarted with
+backoff; a Redis error only skips a round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Set
+
+import trio
+
+from danmaku import auth, protocol
+from danmaku.config import Settings
+from danmaku.gateway.hub import Hub, RoomHubs
+from danmaku.gateway.viewer import Viewer
+from danmaku.gcfreeze import FreezeOnGrowth
+from danmaku.metrics import Metrics
+from danmaku.rules.wordfilter import WordFilter
+from danmaku.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+PRESENCE_EVERY_S = 0.5  # also how fast the ingest ceiling reacts to a spike
+
+
+class Presence:
+    """One gateway's presence. ``viewers`` is the gateway's live set of open connections
+    (read, never changed here); ``freezer`` is ``None`` when GC freezing is off."""
+
+    def __init__(
+        self,
+        hubs: RoomHubs,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        gateway_id: str,
+        viewers: Set[Viewer],
+        freezer: FreezeOnGrowth | None,
+    ) -> None:
+        self.hubs = hubs
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.gateway_id = gateway_id
+        self.viewers = viewers
+        self.freezer = freezer
+
+    async def run(self) -> None:
+        """Every half second until cancelled: publish viewers and offered rates per room,
+        and read back the room-wide offered rate (ingest ceiling), blocked words and staff
+        lists. A Redis error skips one round; anything else leaves to the supervisor."""
+        last = trio.current_time()
+        while True:
+            await trio.sleep(PRESENCE_EVERY_S)
+            now = trio.current_time()
+            elapsed, last = max(now - last, 1e-3), now
+            if self.freezer is not None:
+                action = self.freezer.decide(len(self.viewers))
+                frozen = self.freezer.apply(action) if action is not None else None
+                if frozen is not None:
+                    self.metrics.gc_frozen.set(frozen)
+            counts = self.hubs.counts()
+            if not counts:
+                continue
+            offered, shed = {}, {}
+            for room, hub in self.hubs.hubs.items():
+                offered[room] = hub.offered / elapsed
+                shed[room] = hub.shed / elapsed
+                hub.offered = hub.shed = 0
+            try:
+                live = await self.store.sync_rooms(self.gateway_id, counts, offered, shed)
+            except StoreError as exc:
+                log.warning("presence report failed: %s", exc)
+                continue
+            restaffed: dict[str, Hub] = {}  # rooms whose staff list changed
+            try:
+                for room, info in live.items():
+                    live_hub = self.hubs.hubs.get(room)
+                    if live_hub is None:
+                        continue
+                    live_hub.ceiling.ceiling = info.settings.get(
+                        "ingest_ceiling", self.settings.ingest_ceiling
+                    )
+                    live_hub.ceiling.observe(info.offered, trio.current_time())
+                    staff_version = info.settings.get("staff_v", 0.0)
+                    if staff_version != live_hub.staff_version:
+                        try:
+                            entries = await self.store.staff_list(room)
+                        except StoreError as exc:
+                            log.warning("staff list of %s: %s", room, exc)
+                            continue
+                        live_hub.staff = {uid: str(e["role"]) for uid, e in entries.items()}
+                        live_hub.staff_version = staff_version
+                        restaffed[room] = live_hub
+                    version = (info.settings.get("words_v", 0.0), info.global_words_version)
+                    if version != live_hub.words_version:
+                        try:
+                            room_words, global_words = await self.store.words(room)
+                        except StoreError as exc:
+                            log.warning("blocked words of %s: %s", room, exc)
+                            continue
+                        live_hub.words = WordFilter(room_words + global_words)
+                        live_hub.words_version = version
+            finally:
+                # Even if a later room's read fails: these lists are already in use for
+                # new connections, so the open ones must follow.
+                if restaffed:
+                    self.apply_staff(restaffed)
+
+    def apply_staff(self, hubs: dict[str, Hub]) -> None:
+        """These rooms' staff lists changed: give each open connection of them the role it
+        now has there (``auth.in_room``), telling those whose role changed with a ``role``
+        notice. One pass over the connections however many rooms changed; synchronous, so
+        no connection joins half-way. A connection whose token has expired is left a
+        viewer until it sends a fresh one."""
+        now = time.time()
+        for viewer in self.viewers:
+            user = viewer.user
+            hub = hubs.get(viewer.room)
+            if hub is None or user is None or 0 < user.expires < now:
+                continue
+            updated = auth.in_room(user, hub.staff.get(user.uid))
+            if updated is user:
+                continue
+            viewer.user = updated
+            if updated.role != user.role:
+                self.metrics.role_changes.inc()
+                viewer.push_control(
+                    protocol.notice("role", role=updated.role, user=updated.public())
+                )
