@@ -218,24 +218,8 @@ class Viewer:
         with one ``send()`` (a batch of acks costs one system call, no task)."""
         if self._closed or not texts:
             return
-        raw = self._raw
-        if (
-            raw is not None
-            and not self._queue
-            and not self._writing
-            and raw.idle()
-            and self.ws.closed is None
-        ):
-            wire = b"".join([text_frame(t.encode()) for t in texts])
-            try:
-                sent = raw.try_send(wire)
-            except OSError:
-                self._broken()
-                return
-            if sent < len(wire):
-                # The rest goes first, whole, before anything else (the wire is held).
-                self._enqueue((_PARTIAL, memoryview(wire)[sent:], 0, 0))
-                self._kick()
+        if self._can_send_now():
+            self._send_now(b"".join([text_frame(t.encode()) for t in texts]))
             return
         for text in texts:
             if self._control >= self._max_control:
@@ -251,25 +235,36 @@ class Viewer:
         behind what is waiting, like a control message (never inside a frame)."""
         if self._closed or self.close_reason is not None:
             return
+        if self._can_send_now():
+            self._send_now(PING_FRAME)
+            return
+        self._enqueue((_PING, PING_FRAME, 0, 0))
+        self._kick()
+
+    def _can_send_now(self) -> bool:
+        """Nothing else is in flight on the socket: raw bytes may go straight out."""
         raw = self._raw
-        if (
+        return (
             raw is not None
             and not self._queue
             and not self._writing
             and raw.idle()
             and self.ws.closed is None
-        ):
-            try:
-                sent = raw.try_send(PING_FRAME)
-            except OSError:
-                self._broken()
-                return
-            if sent < len(PING_FRAME):
-                self._enqueue((_PARTIAL, memoryview(PING_FRAME)[sent:], 0, 0))
-                self._kick()
+        )
+
+    def _send_now(self, wire: bytes) -> None:
+        """Write ``wire`` with one non-blocking ``send()`` (after ``_can_send_now``); what
+        the kernel did not take goes first, whole, before anything else (the wire is
+        held); a broken socket ends the viewer."""
+        assert self._raw is not None
+        try:
+            sent = self._raw.try_send(wire)
+        except OSError:
+            self._broken()
             return
-        self._enqueue((_PING, PING_FRAME, 0, 0))
-        self._kick()
+        if sent < len(wire):
+            self._enqueue((_PARTIAL, memoryview(wire)[sent:], 0, 0))
+            self._kick()
 
     def close(self, code: int, reason: str) -> None:
         """Ask the writer to close the socket with ``code`` after what is queued."""
