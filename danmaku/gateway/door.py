@@ -160,6 +160,14 @@ class Door:
     async def serve(self, stream: trio.abc.Stream) -> None:
         """Run one connection to its end. Never raises but ``Cancelled``; the caller
         (``serve_listeners``) closes the stream afterwards."""
+        try:
+            await self._serve(stream)
+        except Exception as exc:
+            # Only a bug in the steps before the connection's own boundary (its address,
+            # the caps, a refusal) lands here: still that connection's alone.
+            await self._failed(Conn("?"), exc)
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
         ip = peer_ip(stream)
         if ip is None:
             self.metrics.handshakes_rejected.labels("gone").inc()
