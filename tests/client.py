@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import orjson
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket_url,
+)
 
 from danmaku import auth
 from danmaku.config import Settings
@@ -138,6 +143,19 @@ async def connect(
     if wait_welcome:
         await client.wait_for(lambda c: bool(c.of_type("welcome")) or c.closed is not None)
     return client
+
+
+async def handshake_status(port: int, room: str, headers: Sequence[tuple[str, str]] = ()) -> int:
+    """101 when the gateway upgrades the connection (its ``welcome`` read), else the HTTP
+    status it refused the upgrade with."""
+    try:
+        async with open_websocket_url(
+            f"ws://127.0.0.1:{port}/ws?room={room}", extra_headers=list(headers)
+        ) as ws:
+            await ws.get_message()  # welcome
+            return 101
+    except ConnectionRejected as exc:
+        return exc.status_code
 
 
 async def printed_urls(proc: trio.Process, what: str) -> dict[str, str]:

@@ -35,7 +35,7 @@ from wsproto import ConnectionType, WSConnection
 from danmaku.metrics import Metrics
 from danmaku.protocol import CLOSE_INTERNAL
 from danmaku.rules.admission import IpAdmission
-from danmaku.rules.clientip import IPNetwork, client_ip, parse_ip
+from danmaku.rules.clientip import IPNetwork, client_ip, is_trusted
 from danmaku.rules.ratelimit import TokenBucket
 from danmaku.supervise import first_error
 
@@ -69,11 +69,15 @@ class Conn:
 Handler = Callable[[WebSocketRequest, Conn], Awaitable[None]]
 
 
+def _tcp_socket(stream: trio.abc.Stream) -> Any:
+    """The trio socket under a TCP (or TLS over TCP) stream, or ``None``."""
+    return getattr(getattr(stream, "transport_stream", stream), "socket", None)
+
+
 def peer_ip(stream: trio.abc.Stream) -> str | None:
     """The peer's IP address of a TCP (or TLS over TCP) stream; ``None`` when the peer is
     already gone (``getpeername`` fails after a reset) or the stream has no socket."""
-    inner: Any = getattr(stream, "transport_stream", stream)
-    sock: Any = getattr(inner, "socket", None)
+    sock = _tcp_socket(stream)
     if sock is None:
         return None
     try:
@@ -87,8 +91,7 @@ def keepalive(stream: trio.abc.Stream) -> bool:
     """Turn on TCP keepalive (``KEEPALIVE_*``) on a TCP (or TLS over TCP) stream's
     socket; options a platform lacks are skipped. Returns whether ``SO_KEEPALIVE`` is
     on; a socket already gone is no error."""
-    inner: Any = getattr(stream, "transport_stream", stream)
-    sock: Any = getattr(inner, "socket", None)
+    sock = _tcp_socket(stream)
     if sock is None:
         return False
     try:
@@ -104,11 +107,6 @@ def keepalive(stream: trio.abc.Stream) -> bool:
     except OSError:
         return False
     return True
-
-
-def _is_trusted(ip: str, trusted: Sequence[IPNetwork]) -> bool:
-    address = parse_ip(ip)
-    return address is not None and any(address in net for net in trusted)
 
 
 def http_refusal(status: int, reason: str, body: str) -> bytes:
@@ -172,7 +170,7 @@ class Door:
         if ip is None:
             self.metrics.handshakes_rejected.labels("gone").inc()
             return
-        conn = Conn(ip, proxied=_is_trusted(ip, self.trusted))
+        conn = Conn(ip, proxied=is_trusted(ip, self.trusted))
         counted_ip = None if conn.proxied else ip
         refused = self.admission.try_open(counted_ip, time.time())
         if refused is not None:

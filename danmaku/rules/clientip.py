@@ -106,6 +106,13 @@ def _trusted(ip: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
     return any(ip in net for net in trusted)
 
 
+def is_trusted(peer: str, trusted: Sequence[IPNetwork]) -> bool:
+    """Is the socket's peer one of the trusted proxies (so its forwarding header counts)?
+    A peer that is not an IP address never is."""
+    ip = parse_ip(peer)
+    return ip is not None and _trusted(ip, trusted)
+
+
 def client_ip(
     peer: str,
     headers: Headers,

@@ -14,14 +14,14 @@ import struct
 from functools import partial
 
 import trio
-from trio_websocket import ConnectionRejected, WebSocketRequest, open_websocket_url
+from trio_websocket import WebSocketRequest, open_websocket_url
 
 from danmaku.config import Settings
 from danmaku.gateway.door import Conn, Door
 from danmaku.metrics import Metrics
 from danmaku.rules.admission import IpAdmission
 from danmaku.system import System
-from tests.client import connect, label, start_system, token
+from tests.client import connect, handshake_status, label, start_system, token
 from tests.faultproxy import FaultProxy
 
 
@@ -240,15 +240,7 @@ async def test_the_door_ends_only_the_failing_connection(nursery: trio.Nursery) 
 
 async def _status_with_forwarded(port: int, forwarded_for: str | None) -> int:
     headers = [("X-Forwarded-For", forwarded_for)] if forwarded_for else []
-    try:
-        async with open_websocket_url(
-            f"ws://127.0.0.1:{port}/ws?room=proxied", extra_headers=headers
-        ) as ws:
-            await ws.get_message()  # welcome
-            await ws.aclose()
-            return 101
-    except ConnectionRejected as exc:
-        return exc.status_code
+    return await handshake_status(port, "proxied", headers)
 
 
 async def test_per_ip_caps_count_the_forwarded_client_only_behind_a_trusted_proxy(

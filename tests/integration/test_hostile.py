@@ -12,23 +12,15 @@ from pathlib import Path
 
 import trio
 import trustme
-from trio_websocket import ConnectionRejected, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from danmaku.config import Settings
 from danmaku.system import System
-from tests.client import connect, http, start_system, token
+from tests.client import connect, handshake_status, http, start_system, token
 
 
 async def _status_with_origin(port: int, origin: str | None) -> int:
-    headers = [("Origin", origin)] if origin else []
-    try:
-        async with open_websocket_url(
-            f"ws://127.0.0.1:{port}/ws?room=o", extra_headers=headers
-        ) as ws:
-            await ws.get_message()  # welcome
-            return 101
-    except ConnectionRejected as exc:
-        return exc.status_code
+    return await handshake_status(port, "o", [("Origin", origin)] if origin else [])
 
 
 async def test_origin_allowlist(nursery: trio.Nursery, settings: Settings) -> None:
