@@ -68,6 +68,20 @@ local ENTRY_MAX, RING = @ENTRY_MAX@, @NONCE_RING@
 local dup_until_ms = now_ms + math.ceil(dupwin * 1000)
 local dup_until = struct.pack('<I6', dup_until_ms)
 local srate, sburst = tonumber(ARGV[6]), tonumber(ARGV[7])
+-- A token bucket's step (ratelimit.take_tokens): refill to now, take one token, or say
+-- how long until one is back. Returns tokens, stamp, verdict (nil: taken).
+local function take(tokens, stamp, r, b)
+  if now > stamp then
+    tokens = math.min(b, tokens + (now - stamp) * r)
+    stamp = now
+  end
+  if tokens + 1e-9 >= 1 then
+    return math.max(0, tokens - 1), stamp, nil
+  elseif r <= 0 or b < 1 then
+    return tokens, stamp, '!rate_limited:3600000'
+  end
+  return tokens, stamp, '!rate_limited:' .. math.ceil((1 - tokens) / r * 1000)
+end
 local HEAD = 7
 local n = (#ARGV - HEAD) / 5
 
@@ -203,18 +217,7 @@ for i = 1, n do
     local sb, stokens, sstamp = nil, 0, 0
     if flags == 's' and srate > 0 then  -- the staff bucket: ratelimit.take_tokens
       sb = sbuckets[uid]
-      stokens, sstamp = sb.tokens, sb.stamp
-      if now > sstamp then
-        stokens = math.min(sburst, stokens + (now - sstamp) * srate)
-        sstamp = now
-      end
-      if stokens + 1e-9 >= 1 then
-        stokens = math.max(0, stokens - 1)
-      elseif sburst < 1 then
-        verdict = '!rate_limited:3600000'
-      else
-        verdict = '!rate_limited:' .. math.ceil((1 - stokens) / srate * 1000)
-      end
+      stokens, sstamp, verdict = take(sb.tokens, sb.stamp, srate, sburst)
     elseif flags ~= 's' then
       local ban = banned[i]
       local until_s = ban and (tonumber(ban) or -1) or -1
@@ -241,17 +244,7 @@ for i = 1, n do
           verdict = '!slow_mode:' .. math.ceil((u.last + slow - now) * 1000)
         end
       else
-        if now > stamp then
-          tokens = math.min(burst, tokens + (now - stamp) * rate)
-          stamp = now
-        end
-        if tokens + 1e-9 >= 1 then
-          tokens = math.max(0, tokens - 1)
-        elseif rate <= 0 or burst < 1 then
-          verdict = '!rate_limited:3600000'
-        else
-          verdict = '!rate_limited:' .. math.ceil((1 - tokens) / rate * 1000)
-        end
+        tokens, stamp, verdict = take(tokens, stamp, rate, burst)
       end
     end
     if verdict then
