@@ -1,5 +1,6 @@
-"""Admission rules at the door: per-user token bucket, slow mode, duplicate guard, and the
-per-room ingest ceiling.
+"""Admission rules at the door: the token bucket (per user, per staff member) and the
+per-room ingest ceiling. The door's other rules (resends, bans, mute, duplicates, slow
+mode) are in ``rules.door.DoorModel``, the executable spec of the Lua door.
 
 Pure rules, no I/O: every time-dependent method takes ``now`` in seconds (any monotonic
 origin, the same for all calls on one object) and randomness comes from an injected
@@ -14,13 +15,9 @@ from __future__ import annotations
 import math
 import random
 
-from danmaku.rules.normalize import normalize
-
 __all__ = [
     "DoorBuckets",
-    "DuplicateGuard",
     "IngestCeiling",
-    "SlowMode",
     "TokenBucket",
     "admission_probability",
     "take_tokens",
@@ -160,86 +157,6 @@ class DoorBuckets:
                 else TokenBucket(self.rate, self.burst)
             )
         return bucket.take(now)
-
-
-class SlowMode:
-    """A room's slow mode: at least ``interval_s`` seconds between a user's comments.
-
-    ``interval_s <= 0`` means off. The caller keeps each user's ``last_sent_at`` (the time
-    of their last *accepted* comment) and records it only when a comment is accepted.
-    """
-
-    __slots__ = ("interval_s",)
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = float(interval_s)
-
-    def check(self, last_sent_at: float | None, now: float) -> float:
-        """``0.0`` if the user may comment at ``now``, else seconds to wait."""
-        if self.interval_s <= 0.0 or last_sent_at is None:
-            return 0.0
-        wait = last_sent_at + self.interval_s - now
-        return wait if wait > _EPS else 0.0
-
-
-class DuplicateGuard:
-    """Refuses a user repeating the same text (by ``normalize``) within ``window_s``.
-
-    In-process state, bounded: at most ``max_entries`` (user, text) pairs are remembered.
-    Expired pairs are forgotten first; when still full, the least recently recorded pair
-    is forgotten (so under extreme pressure an old duplicate may slip through: the guard
-    fails open, never refuses wrongly). A refused attempt does not restart the window:
-    the text is accepted again ``window_s`` after it was last *accepted*.
-    """
-
-    __slots__ = ("_seen", "max_entries", "window_s")
-
-    def __init__(self, window_s: float = 30.0, max_entries: int = 65_536) -> None:
-        if window_s < 0.0 or max_entries < 0:
-            raise ValueError("window_s and max_entries must be >= 0")
-        self.window_s = float(window_s)
-        self.max_entries = max_entries
-        self._seen: dict[tuple[str, str], float] = {}  # insertion order = record order
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def check(self, uid: str, text: str, now: float) -> float:
-        """``0.0`` if ``uid`` may send ``text`` at ``now``, else seconds until it may.
-        Records nothing (see ``record`` and ``admit``)."""
-        self._expire(now)
-        stamp = self._seen.get((uid, normalize(text)))
-        if stamp is None:
-            return 0.0
-        wait = stamp + self.window_s - now
-        return wait if wait > _EPS else 0.0
-
-    def record(self, uid: str, text: str, now: float) -> None:
-        """Remember that ``uid`` sent ``text`` at ``now`` (call when it was accepted)."""
-        key = (uid, normalize(text))
-        self._seen.pop(key, None)
-        if self.max_entries == 0:
-            return
-        self._seen[key] = now
-        self._expire(now)
-        while len(self._seen) > self.max_entries:
-            del self._seen[next(iter(self._seen))]
-
-    def admit(self, uid: str, text: str, now: float) -> float:
-        """``check``, and ``record`` when allowed."""
-        wait = self.check(uid, text, now)
-        if wait == 0.0:
-            self.record(uid, text, now)
-        return wait
-
-    def _expire(self, now: float) -> None:
-        seen = self._seen
-        horizon = now - self.window_s
-        while seen:
-            key = next(iter(seen))
-            if seen[key] > horizon:
-                break
-            del seen[key]
 
 
 def admission_probability(offered_rate: float, ceiling: float) -> float:

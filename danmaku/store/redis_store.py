@@ -159,16 +159,23 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
 
     # ---- gateway: ingest ----------------------------------------------------------------
     async def append_comments(
-        self, batch: Mapping[str, Sequence[Ingest]], limits: IngestLimits
+        self,
+        batch: Mapping[str, Sequence[Ingest]],
+        limits: IngestLimits,
+        *,
+        clock_ms: int | None = None,
     ) -> dict[str, list[Outcome]]:
         """Admit and append comments per room in one pipeline (one Lua call per room).
 
         Returns, per room and in order, each comment's ``Outcome`` (see ``scripts.INGEST``:
         stored, resent, or refused by duplicate/slow mode/rate limit; staff (``exempt``)
         only by their own, more generous bucket, ``limits.staff_rate_per_s``). Also marks
-        the rooms active for worker discovery.
+        the rooms active for worker discovery. ``clock_ms``: the door's clock for this
+        call instead of Redis ``TIME`` (for the conformance suite; serving never sets it:
+        every gateway must read the one clock of the room's shard).
         """
         now_ms = int(time.time() * 1000)
+        clock = "" if clock_ms is None else str(clock_ms)
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
@@ -191,6 +198,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                     limits.duplicate_window_s,
                     limits.staff_rate_per_s,
                     limits.staff_burst,
+                    clock,
                 ]
                 for c in comments:
                     flags = "s" if c.exempt else "h" if c.highlight else "-"

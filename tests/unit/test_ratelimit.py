@@ -1,4 +1,4 @@
-"""Token bucket, slow mode, duplicate guard and ingest ceiling: pure, with ``now`` passed in."""
+"""Token bucket, the door's buckets and the ingest ceiling: pure, with ``now`` passed in."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import pytest
 
 from danmaku.rules.ratelimit import (
     DoorBuckets,
-    DuplicateGuard,
     IngestCeiling,
-    SlowMode,
     TokenBucket,
     admission_probability,
     take_tokens,
@@ -83,54 +81,6 @@ def test_peek_does_not_change_the_bucket() -> None:
     assert b.peek(0.0) == 0.0
     assert b.take(0.0) == 0.0
     assert b.peek(0.0) == pytest.approx(1.0)
-
-
-# ---- slow mode ------------------------------------------------------------------------------
-def test_slow_mode() -> None:
-    slow = SlowMode(10.0)
-    assert slow.check(None, 5.0) == 0.0
-    assert slow.check(100.0, 103.0) == pytest.approx(7.0)
-    assert slow.check(100.0, 110.0) == 0.0
-    assert slow.check(100.0, 200.0) == 0.0
-    assert SlowMode(0).check(100.0, 100.0) == 0.0
-
-
-# ---- duplicate guard ------------------------------------------------------------------------
-def test_duplicate_refused_within_window_by_normalised_text() -> None:
-    g = DuplicateGuard(window_s=30.0)
-    assert g.admit("u1", "666", 0.0) == 0.0
-    assert g.admit("u1", "６６６６ ", 10.0) == pytest.approx(20.0)
-    assert g.admit("u2", "666", 10.0) == 0.0  # another user
-    assert g.admit("u1", "777", 10.0) == 0.0  # another text
-    assert g.admit("u1", "666", 29.0) == pytest.approx(1.0)  # refusals do not restart it
-    assert g.admit("u1", "666", 30.0) == 0.0
-    assert g.admit("u1", "666", 31.0) > 0.0
-
-
-def test_check_records_nothing() -> None:
-    g = DuplicateGuard()
-    assert g.check("u", "hi", 0.0) == 0.0
-    assert g.check("u", "hi", 0.0) == 0.0
-    g.record("u", "hi", 0.0)
-    assert g.check("u", "HI", 1.0) == pytest.approx(29.0)
-
-
-def test_duplicate_guard_state_is_bounded_oldest_evicted() -> None:
-    g = DuplicateGuard(window_s=30.0, max_entries=100)
-    for i in range(1000):
-        g.record(f"u{i}", "same", i / 1000)
-        assert len(g) <= 100
-    assert g.check("u0", "same", 1.0) == 0.0  # evicted: fails open
-    assert g.check("u999", "same", 1.0) > 0.0  # recent: still refused
-    assert g.check("u900", "same", 1.0) > 0.0
-
-
-def test_expired_entries_are_forgotten() -> None:
-    g = DuplicateGuard(window_s=30.0)
-    for i in range(50):
-        g.record(f"u{i}", "x", 0.0)
-    g.record("late", "x", 31.0)
-    assert len(g) == 1
 
 
 # ---- ingest ceiling -------------------------------------------------------------------------
