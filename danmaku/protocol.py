@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from danmaku.rules.items import Frame, Item
+
 # Use with ``fullmatch``: ``match`` lets a trailing newline through (``$`` matches before
 # one). The patterns keep ^...$ so the web app's validators (Rust regex) can share them.
 ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -276,13 +278,13 @@ def encode_frame(
     room: str,
     seq: int,
     ts_ms: int,
-    items: list[dict[str, Any]],
+    items: list[Item],
     dropped: int,
     online: int,
     retract: list[str] | None = None,
 ) -> bytes:
     """The frame message as UTF-8 JSON bytes (built once by the worker, sent as is)."""
-    frame: dict[str, Any] = {
+    frame: Frame = {
         "type": "frame",
         "room": room,
         "seq": seq,

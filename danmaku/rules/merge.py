@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
+from danmaku.rules.items import Item
+from danmaku.rules.sampling import Selection
 from danmaku.rules.smoothing import Plan, Smoother, Waiting
-
-Item = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +44,7 @@ class Draft:
     plan: Plan | None = None  # with a ``Smoother``: its decision, including what waits
 
 
-@dataclass(frozen=True, slots=True)
-class Pick:
-    items: list[Item]
-    dropped: int = 0
-    carry: list[Item] = field(default_factory=list)
-    dropped_by_tier: dict[int, int] = field(default_factory=dict)
-    folded: int = 0
-
-
-Selector = Callable[[list[Item], int], Pick]
+Selector = Callable[[list[Item], int], Selection]
 
 
 # The fields of a frame item (besides ``id``), their types, and the default of each that
@@ -87,23 +78,23 @@ def parse_item(payload: bytes, default_ts: int = 0) -> Item | None:
         return None
     if not isinstance(raw, dict) or any(name not in raw for name in _REQUIRED):
         return None
-    item: Item = {}
+    fields: dict[str, Any] = {}
     for name, (types, default) in _FIELDS.items():
         value = raw.get(name, default_ts if name == "ts" else default)
         if type(value) not in types:  # exact: a bool is not a ts or a prio
             return None
-        item[name] = value
-    if not 0 <= item["prio"] <= MAX_PRIO or not 0 <= item["ts"] <= MAX_TS:
+        fields[name] = value
+    if not 0 <= fields["prio"] <= MAX_PRIO or not 0 <= fields["ts"] <= MAX_TS:
         return None
     role = raw.get("role")
     if role in STAFF_ROLES:  # only staff comments carry their author's role
-        item["role"] = role
-    return item
+        fields["role"] = role
+    return cast(Item, fields)  # every field checked against _FIELDS (Item's names) above
 
 
-def take_all(items: list[Item], budget: int) -> Pick:
+def take_all(items: list[Item], budget: int) -> Selection:
     """The selector without spike control: every comment of the tick is shown."""
-    return Pick(items=list(items))
+    return Selection(items=list(items))
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:

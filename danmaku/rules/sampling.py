@@ -5,7 +5,7 @@ comments it read during one tick (plus the priority items the previous frame car
 and the frame's budget, and gets back what goes into the frame. Randomness comes from an
 injected ``random.Random``, so a seeded sampler is fully deterministic.
 
-Items are frame items as on the wire: dicts with ``id`` (str), ``uid`` (str), ``nick``,
+Items are frame items as on the wire (``rules.items.Item``): ``id``, ``uid``, ``nick``,
 ``text``, ``color``, ``mode``, ``ts`` (int ms), ``prio`` (0 ordinary, 1 highlighted,
 2 staff: system/streamer/moderator) and, for a folded item, ``count`` (int >= 2).
 The sampler never mutates the dicts it is given: a shown item is the input dict itself,
@@ -25,8 +25,8 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from danmaku.rules.items import Item
 from danmaku.rules.normalize import normalize
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "frame_budget",
 ]
 
-Item = dict[str, Any]
 
 _EPS = 1e-9  # float slack so 0.1 s x 30/s = 2.9999999999999996 still counts as 3
 

@@ -41,8 +41,9 @@ from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.protocol import encode_frame
 from danmaku.rules import balance
-from danmaku.rules.merge import Draft, Item, Pick, RoomMerger, Selector, stream_id_ms
-from danmaku.rules.sampling import BudgetMeter, FrameSampler
+from danmaku.rules.items import Item
+from danmaku.rules.merge import Draft, RoomMerger, Selector, stream_id_ms
+from danmaku.rules.sampling import BudgetMeter, FrameSampler, Selection
 from danmaku.rules.smoothing import Smoother
 from danmaku.store import FrameCommit, Lease, Store, StoreError
 from danmaku.store.records import COMMIT_FAILED, TickRead
@@ -76,12 +77,11 @@ def sampling_selector(
     ``meter``, priority items waiting for a frame are capped at ``backlog_s`` seconds of
     the room's display budget (``FrameSampler.select``'s ``max_carry``)."""
 
-    def select(items: list[Item], budget: int) -> Pick:
+    def select(items: list[Item], budget: int) -> Selection:
         cap = None
         if meter is not None and math.isfinite(backlog_s):
             cap = math.ceil(max(0.0, meter.per_second) * backlog_s)
-        sel = sampler.select(items, budget, max_carry=cap)
-        return Pick(sel.items, sel.dropped, sel.carry, sel.dropped_by_tier, sel.folded)
+        return sampler.select(items, budget, max_carry=cap)
 
     return select
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from danmaku.protocol import encode_frame
-from danmaku.rules.merge import Pick, RoomMerger, parse_item, stream_id_ms
-from danmaku.rules.sampling import FrameSampler
+from danmaku.rules.merge import RoomMerger, parse_item, stream_id_ms
+from danmaku.rules.sampling import FrameSampler, Selection
 from danmaku.worker.service import _recording, sampling_selector
 
 
@@ -86,8 +86,8 @@ def test_undecodable_payload_is_skipped_but_the_cursor_moves_past_it() -> None:
 
 
 def test_selector_decides_and_carry_is_offered_first_next_time() -> None:
-    def keep_one(items: list[dict], budget: int) -> Pick:
-        return Pick(items=items[:1], dropped=0, carry=items[1:])
+    def keep_one(items: list[dict], budget: int) -> Selection:
+        return Selection(items=items[:1], dropped=0, carry=items[1:])
 
     m = RoomMerger("r", seq=0, cursor="0-0", selector=keep_one)
     m.add([("1-0", payload("a", "p1", 2)), ("1-1", payload("b", "p2", 2))])
