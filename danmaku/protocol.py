@@ -239,7 +239,10 @@ def welcome(
     user: dict[str, Any] | None,
     online: int,
     limits: dict[str, Any],
+    densities: tuple[float, ...] = (),
 ) -> str:
+    """``densities``: the levels the gateway serves (``hub.DENSITY``), so players offer
+    those and no copy of them lives in JavaScript."""
     return _dump(
         {
             "type": "welcome",
@@ -249,6 +252,7 @@ def welcome(
             "user": user,
             "online": online,
             "limits": limits,
+            "densities": list(densities),
         }
     )
 

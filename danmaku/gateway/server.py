@@ -355,6 +355,7 @@ class Gateway:
                         user.public() if user else None,
                         hub.online,
                         {"max_text_chars": s.max_text_chars, "max_text_bytes": s.max_text_bytes},
+                        DENSITY.levels,
                     )
                 )
                 pin = hub.pin

@@ -64,6 +64,13 @@ async def test_frame_items_carry_the_contract_fields(system: System) -> None:
         welcome = sender.of_type("welcome")[0]
         assert welcome["user"] == {"uid": "u1", "nick": "nick-u1", "role": "viewer"}
         assert welcome["tick_ms"] == 50 and welcome["seq"] == 0
+        # the density levels a player may offer come from the server, and each is served
+        assert welcome["densities"] and max(welcome["densities"]) == 1.0
+        for level in sorted(welcome["densities"]):  # ending at 1.0: all items below
+            await viewer.send(type="density", value=level)
+            await viewer.wait_for(
+                lambda c, lv=level: any(n.get("value") == lv for n in c.of_type("notice"))
+            )
         ack = await sender.comment("弹幕 hello", nonce="n1", color="#FF0000", mode="top")
         await viewer.wait_for(lambda c: bool(c.frames))
         frame = viewer.frames[0]
