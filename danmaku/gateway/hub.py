@@ -22,7 +22,8 @@ from danmaku.metrics import Metrics
 from danmaku.rules.admission import SmoothedCeiling
 from danmaku.rules.sampling import DensityLevels
 from danmaku.rules.wordfilter import WordFilter
-from danmaku.store import CommittedFrame, ControlEvent, RoomState, Store, StoreError
+from danmaku.store import CommittedFrame, ControlEvent, RoomState, StoreError
+from danmaku.store.interfaces import FeedStore
 
 DENSITY = DensityLevels((1.0, 0.5, 0.25))
 
@@ -178,7 +179,7 @@ def _variant(body: dict[str, Any] | None, level: int) -> bytes:
 class RoomHubs:
     """The rooms with viewers on this gateway. Single trio task-group owner."""
 
-    def __init__(self, store: Store, metrics: Metrics, default_ceiling: float = 2000.0) -> None:
+    def __init__(self, store: FeedStore, metrics: Metrics, default_ceiling: float = 2000.0) -> None:
         self.store = store
         self.metrics = metrics
         self.default_ceiling = default_ceiling
@@ -241,7 +242,7 @@ class FrameFeed:
     def __init__(
         self,
         hubs: RoomHubs,
-        store: Store,
+        store: FeedStore,
         metrics: Metrics,
         block_ms: int = 1000,
         sweep_s: float = 1.0,

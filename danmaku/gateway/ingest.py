@@ -24,7 +24,8 @@ import trio
 from danmaku import protocol
 from danmaku.gateway.viewer import Viewer
 from danmaku.metrics import Metrics, observe_many
-from danmaku.store import Ingest, IngestLimits, Store, StoreError
+from danmaku.store import Ingest, IngestLimits, StoreError
+from danmaku.store.interfaces import IngestStore
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 2000
@@ -52,7 +53,7 @@ class Submission:
 class IngestBatcher:
     def __init__(
         self,
-        store: Store,
+        store: IngestStore,
         metrics: Metrics,
         limits: IngestLimits,
         capacity: int = 10_000,

@@ -26,7 +26,8 @@ from danmaku.gateway.viewer import Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
 from danmaku.rules.wordfilter import WordFilter
-from danmaku.store import Store, StoreError
+from danmaku.store import StoreError
+from danmaku.store.interfaces import FeedStore
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class Presence:
     def __init__(
         self,
         hubs: RoomHubs,
-        store: Store,
+        store: FeedStore,
         settings: Settings,
         metrics: Metrics,
         gateway_id: str,

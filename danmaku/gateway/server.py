@@ -51,7 +51,8 @@ from danmaku.rules.admission import IpAdmission
 from danmaku.rules.clientip import parse_trusted
 from danmaku.rules.normalize import normalize
 from danmaku.rules.ratelimit import TokenBucket
-from danmaku.store import Ingest, IngestLimits, Store, StoreError, door_key
+from danmaku.store import Ingest, IngestLimits, StoreError, door_key
+from danmaku.store.interfaces import GatewayStore
 from danmaku.supervise import LoopHealth, supervise
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class _Inbox(Peer):
 class Gateway:
     def __init__(
         self,
-        store: Store,
+        store: GatewayStore,
         settings: Settings,
         metrics: Metrics,
         *,

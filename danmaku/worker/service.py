@@ -45,7 +45,8 @@ from danmaku.rules.items import Item
 from danmaku.rules.merge import Draft, RoomMerger, Selector, stream_id_ms
 from danmaku.rules.sampling import BudgetMeter, FrameSampler, Selection
 from danmaku.rules.smoothing import Smoother
-from danmaku.store import FrameCommit, Lease, Store, StoreError
+from danmaku.store import FrameCommit, Lease, StoreError
+from danmaku.store.interfaces import FrameStore
 from danmaku.store.records import COMMIT_FAILED, TickRead
 from danmaku.supervise import Backoff, LoopHealth, supervise
 from danmaku.worker.quarantine import RoomQuarantine
@@ -105,7 +106,7 @@ class _Room:
 class BroadcastWorker:
     def __init__(
         self,
-        store: Store,
+        store: FrameStore,
         settings: Settings,
         metrics: Metrics,
         *,

@@ -116,3 +116,25 @@ def test_only_the_store_and_dev_tools_speak_to_redis() -> None:
     assert speakers and all(s.startswith(("danmaku.store", "danmaku.dev")) for s in speakers), (
         sorted(speakers)
     )
+
+
+def test_gateway_and_worker_code_names_only_its_store_interface() -> None:
+    """The gateway and the worker are handed the store typed as their interfaces
+    (``store/interfaces.py``), so ``make lint`` (mypy) refuses a call outside them; no
+    module of theirs names the whole ``Store`` (or its implementation modules)."""
+    wrong = []
+    for role in ("gateway", "worker"):
+        for path in sorted((PACKAGE / role).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "danmaku.store"
+                ):
+                    names = {a.name for a in node.names}
+                    if "Store" in names or node.module in {
+                        "danmaku.store.redis_store",
+                        "danmaku.store.worker_ops",
+                        "danmaku.store.moderation",
+                        "danmaku.store.replay",
+                    }:
+                        wrong.append(f"{module_name(path)}: from {node.module} import {names}")
+    assert not wrong, wrong

@@ -1,0 +1,119 @@
+"""What each role may ask of the store: one narrow interface per role.
+
+``Store`` (``redis_store.py``) implements all of them; a role is handed the store typed
+as its interface, so the type checker (``make lint``) refuses a gateway that reaches for
+the worker's leases or a moderation write, and a reader sees in one place everything a
+role does with Redis. ``tests/unit/test_imports.py`` holds the roles to this: gateway
+and worker code name these interfaces, never ``Store``.
+
+- ``IngestStore``: the room's door (gateway intake).
+- ``FeedStore``: what a gateway reads to serve viewers (frames, moderation events,
+  presence, the room's staff list and blocked words) and the one thing it records
+  (the roles it has seen).
+- ``FrameStore``: the broadcast worker (leases, comments in, frames out, figures).
+- ``GatewayStore``: a gateway process holds both of its interfaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from danmaku.store.records import (
+    CommitResult,
+    CommittedFrame,
+    ControlEvent,
+    FrameCommit,
+    Ingest,
+    IngestLimits,
+    Lease,
+    Outcome,
+    RoomLive,
+    RoomsPage,
+    RoomState,
+    TickRead,
+)
+
+__all__ = ["FeedStore", "FrameStore", "GatewayStore", "IngestStore"]
+
+
+class IngestStore(Protocol):
+    async def append_comments(
+        self,
+        batch: Mapping[str, Sequence[Ingest]],
+        limits: IngestLimits,
+        *,
+        clock_ms: int | None = None,
+    ) -> dict[str, list[Outcome]]: ...
+
+
+class FeedStore(Protocol):
+    async def room_state(self, room: str) -> RoomState: ...
+
+    async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]: ...
+
+    async def tick_position(self) -> str: ...
+
+    async def wait_ticks(
+        self,
+        after: str,
+        block_ms: int,
+        then_read: Callable[[str], tuple[int, str] | None] | None = None,
+        count: int = 64,
+    ) -> tuple[str, set[str], list[CommittedFrame], list[ControlEvent]]: ...
+
+    async def read_events(
+        self, frames_after: Mapping[str, int], control_after: Mapping[str, str], count: int = 64
+    ) -> tuple[list[CommittedFrame], list[ControlEvent]]: ...
+
+    async def sync_rooms(
+        self,
+        gateway_id: str,
+        counts: Mapping[str, int],
+        offered: Mapping[str, float],
+        shed: Mapping[str, float] | None = None,
+    ) -> dict[str, RoomLive]: ...
+
+    async def staff_list(self, room: str) -> dict[str, dict[str, Any]]: ...
+
+    async def words(self, room: str | None) -> tuple[list[str], list[str]]: ...
+
+    async def note_role(
+        self, room: str, uid: str, role: str, *, everywhere: bool = False
+    ) -> None: ...
+
+
+class GatewayStore(IngestStore, FeedStore, Protocol):
+    pass
+
+
+class FrameStore(Protocol):
+    async def online_counts(
+        self, rooms: Iterable[str]
+    ) -> dict[str, tuple[int, dict[str, float], set[str]]]: ...
+
+    async def hot_rooms(self, since_ms: int) -> set[str]: ...
+
+    async def active_rooms(
+        self, since_ms: int, recent_ms: int, cursor: int, count: int
+    ) -> RoomsPage: ...
+
+    async def worker_heartbeat(self, worker_id: str, fresh_ms: int) -> int: ...
+
+    async def worker_gone(self, worker_id: str) -> None: ...
+
+    async def unleased(self, rooms: Sequence[str]) -> list[str]: ...
+
+    async def acquire(self, rooms: Sequence[str], token: str, lease_ms: int) -> list[Lease]: ...
+
+    async def renew(self, leases: Mapping[str, str], lease_ms: int) -> set[str]: ...
+
+    async def release(self, leases: Mapping[str, str]) -> None: ...
+
+    async def read_comments(self, cursors: Mapping[str, str], count: int) -> TickRead: ...
+
+    async def write_stats(self, stats: Mapping[str, Mapping[str, float]]) -> None: ...
+
+    async def commit(self, frames: Sequence[FrameCommit]) -> list[CommitResult]: ...
+
+    async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]: ...
