@@ -269,6 +269,11 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+# The defaults, for constructors of pure classes and the store that take a limit as a
+# keyword: they default to this, so each default is written once, in ``Settings``.
+DEFAULTS = Settings()
+
+
 def add_arguments(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
     """Add one ``--flag`` per setting (default ``None`` so env and defaults still apply)."""
     for f in dataclasses.fields(Settings):

@@ -32,6 +32,7 @@ from trio_websocket import WebSocketConnection, WebSocketRequest
 from trio_websocket._impl import RECEIVE_BYTES
 from wsproto import ConnectionType, WSConnection
 
+from danmaku.config import DEFAULTS
 from danmaku.metrics import Metrics
 from danmaku.protocol import CLOSE_INTERNAL
 from danmaku.rules.admission import IpAdmission
@@ -140,7 +141,7 @@ class Door:
         message_queue_size: int = 8,
         disconnect_timeout_s: float = 2.0,
         trusted: Sequence[IPNetwork] = (),
-        proxy_header: str = "x-forwarded-for",
+        proxy_header: str = DEFAULTS.proxy_header,
     ) -> None:
         self.handler = handler
         self.admission = admission

@@ -36,6 +36,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from danmaku.config import DEFAULTS
 from danmaku.rules.sampling import _EPS, FrameSampler, Item, _prio, _weight, frame_budget
 
 __all__ = ["Plan", "Smoother", "Waiting"]
@@ -83,8 +84,8 @@ class Smoother:
         per_second: float,
         *,
         tick_s: float,
-        window_s: float = 1.0,
-        max_wait_s: float = 1.5,
+        window_s: float = DEFAULTS.smooth_window_s,
+        max_wait_s: float = DEFAULTS.max_wait_s,
         backlog_s: float = math.inf,
     ) -> None:
         self.sampler = sampler

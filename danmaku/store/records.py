@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-if TYPE_CHECKING:
-    from danmaku.config import Settings
+from danmaku.config import DEFAULTS, Settings
 
 ONLINE_FRESH_MS = 5000  # a gateway's online count older than this is ignored (it died)
 
@@ -124,14 +123,14 @@ class Ingest:
 
 @dataclass(frozen=True, slots=True)
 class IngestLimits:
-    """The door's limits (defaults as ``Settings``'): the per-user bucket, the duplicate
+    """The door's limits (defaults: ``Settings``'): the per-user bucket, the duplicate
     window, and the staff bucket (``staff_rate_per_s`` 0 = staff unlimited)."""
 
-    rate_per_s: float = 1.0
-    burst: float = 3.0
-    duplicate_window_s: float = 30.0
-    staff_rate_per_s: float = 10.0
-    staff_burst: float = 20.0
+    rate_per_s: float = DEFAULTS.rate_per_s
+    burst: float = DEFAULTS.rate_burst
+    duplicate_window_s: float = DEFAULTS.duplicate_window_s
+    staff_rate_per_s: float = DEFAULTS.staff_rate_per_s
+    staff_burst: float = DEFAULTS.staff_rate_burst
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestLimits:

@@ -24,6 +24,7 @@ import redis
 import trio
 from redis.exceptions import NoScriptError, RedisClusterException
 
+from danmaku.config import DEFAULTS
 from danmaku.metrics import Metrics
 from danmaku.startup import mask_url
 from danmaku.store import cluster, keys, scripts
@@ -61,9 +62,9 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         url: str,
         metrics: Metrics,
         *,
-        frames_history: int = 3000,
-        stream_maxlen: int = 100_000,
-        nonce_ttl_s: int = 300,
+        frames_history: int = DEFAULTS.frames_history,
+        stream_maxlen: int = DEFAULTS.stream_maxlen,
+        nonce_ttl_s: int = DEFAULTS.nonce_ttl_s,
         max_threads: int = 16,
         replay_retention_s: int = 30 * 86400,
     ) -> None:
