@@ -120,6 +120,7 @@ class Ingest:
     text_hash: bytes
     exempt: bool = False
     highlight: bool = False
+    suspect: bool = False  # the gateway's review check flagged the text (rules/review.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,13 @@ class IngestLimits:
     duplicate_window_s: float = 30.0
     staff_rate_per_s: float = 10.0
     staff_burst: float = 20.0
+    # held for review (store/review.py): the room's default for first-time chatters
+    # (minutes), the review queue's bound and item lifetime, how long first comments
+    # are remembered
+    first_chat_min: float = 10.0
+    review_queue_max: int = 500
+    review_ttl_s: int = 3600
+    first_chat_keep_s: int = 30 * 86400
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestLimits:
@@ -141,6 +149,10 @@ class IngestLimits:
             settings.duplicate_window_s,
             settings.staff_rate_per_s,
             settings.staff_rate_burst,
+            settings.first_chat_minutes,
+            settings.review_queue_max,
+            settings.review_ttl_s,
+            settings.first_chat_keep_days * 86400,
         )
 
 
@@ -153,9 +165,14 @@ class Outcome:
     resent: bool = False
     code: str | None = None
     retry_after_ms: int = 0
+    held: bool = False  # held for review: ``id`` is the held id (``h<n>``), not shown yet
 
     @classmethod
     def parse(cls, reply: str) -> Outcome:
+        if reply.startswith("?"):
+            return cls(reply[1:], held=True)
+        if reply.startswith("=?"):
+            return cls(reply[2:], resent=True, held=True)
         if reply.startswith("="):
             return cls(reply[1:], resent=True)
         if reply.startswith("!"):
