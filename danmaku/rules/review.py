@@ -34,12 +34,14 @@ _TLDS = (
     "shop|store|club|vip|fun|icu|cc|ru|cn|jp|kr|de|uk|fr|br|in|us|to|su|ws|be|nl|it|es|"
     "pl|au|ca|tk|ml|ga|cf|gq|pw|bit|onion"
 )
-_DOT = r"\s*(?:\.|。|．|｡|\(dot\)|\[dot\]|\bdot\b)\s*"
+# A separator between a name and its top-level domain: a dot (also the ideographic one,
+# which NFKC leaves), spaces around it, or "dot" spelt out. Each alternative of ``_LINK``
+# is anchored on something rare (a scheme's "://", "www", a separator before a TLD) and
+# has no nested repetition, so a search is linear in the text.
+_SEP = r"(?:\s*[.。]\s*|\s*[(\[]dot[)\]]\s*|\s+dot\s+)"
 _LINK = re.compile(
-    rf"(?:[a-z][a-z0-9+.-]{{1,15}}://|\bwww{_DOT}[a-z0-9-]|"
-    rf"\b[a-z0-9][a-z0-9-]{{0,62}}(?:{_DOT}[a-z0-9-]{{1,63}})*{_DOT}(?:{_TLDS})\b(?!{_DOT}?[a-z0-9]))",
-    re.IGNORECASE,
-)
+    rf"[a-z0-9]:/|\bwww{_SEP}\w|\w{_SEP}(?:{_TLDS})\b(?!{_SEP}\w)"
+)  # searched in lower case
 
 
 def review_code(mode: str) -> float:
@@ -58,7 +60,11 @@ def has_link(text: str) -> bool:
     """Whether ``text`` holds a URL or a host name (after NFKC: full-width tricks fold)."""
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
-    return _LINK.search(text) is not None
+    low = text.lower()
+    # Most comments have none of these: no regex for them (this runs per comment).
+    if "." not in low and "。" not in low and ":/" not in low and "dot" not in low:
+        return False
+    return _LINK.search(low) is not None
 
 
 class ReviewCheck:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import redis
@@ -94,24 +94,26 @@ class ReviewOps:
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
         raise NotImplementedError
 
-    @staticmethod
-    def _audit(pipe: Any, room: str, who: str, action: str, target: str, detail: Any) -> None:
-        raise NotImplementedError  # ModerationOps
+    if TYPE_CHECKING:  # ModerationOps' (after this class in Store's bases)
 
-    async def recent_comments(
-        self,
-        room: str,
-        *,
-        before: str | None,
-        limit: int,
-        uid: str | None = None,
-        text: str | None = None,
-        scan_max: int = 5000,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        raise NotImplementedError  # ModerationOps
+        @staticmethod
+        def _audit(pipe: Any, room: str, who: str, action: str, target: str, detail: Any) -> None:
+            raise NotImplementedError  # ModerationOps
 
-    async def delete_comment(self, room: str, comment_id: str, *, by: str) -> bool:
-        raise NotImplementedError  # ModerationOps
+        async def recent_comments(
+            self,
+            room: str,
+            *,
+            before: str | None,
+            limit: int,
+            uid: str | None = None,
+            text: str | None = None,
+            scan_max: int = 5000,
+        ) -> tuple[list[dict[str, Any]], str | None]:
+            raise NotImplementedError  # ModerationOps
+
+        async def delete_comment(self, room: str, comment_id: str, *, by: str) -> bool:
+            raise NotImplementedError  # ModerationOps
 
     # ---- the review queue ---------------------------------------------------------------
     async def held_comments(self, room: str, ttl_s: float) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import re
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from danmaku import auth
@@ -61,19 +61,24 @@ def _held_id(value: str) -> str:
     return value
 
 
+async def _viewer(
+    request: Request, room: RoomName, token: Annotated[str, Depends(_bearer)]
+) -> User:
+    """Any valid token for the room (guests included); 401 otherwise."""
+    settings: Settings = request.app.state.settings
+    try:
+        return auth.verify(settings.secret, token, room=room)
+    except auth.TokenError as exc:
+        raise HTTPException(
+            401, f"unauthorized: {exc}", headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
+
+
+Viewer = Annotated[User, Depends(_viewer)]
+
+
 def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["review"])
-
-    async def viewer(room: RoomName, token: Annotated[str, Depends(_bearer)]) -> User:
-        """Any valid token for the room (guests included); 401 otherwise."""
-        try:
-            return auth.verify(settings.secret, token, room=room)
-        except auth.TokenError as exc:
-            raise HTTPException(
-                401, f"unauthorized: {exc}", headers={"WWW-Authenticate": "Bearer"}
-            ) from exc
-
-    Viewer = Annotated[User, Depends(viewer)]
 
     # ---- held for review ------------------------------------------------------------------
     @router.get("/rooms/{room}/held", summary="Comments held for review, oldest first")
