@@ -173,7 +173,8 @@ do
     local last = math.min(#look, first + 499)
     local got = redis.call('HMGET', KEYS[9], unpack(look, first, last))
     for j = first, last do
-      firsts[lat[j]] = got[j - first + 1]
+      local f = got[j - first + 1]
+      firsts[lat[j]] = f and f or nil
       looked[lat[j]] = true
     end
   end
@@ -226,6 +227,7 @@ local held_n = tonumber(door[5] or '0') or 0
 local hold_max, hold_ttl_ms = tonumber(ARGV[9]), tonumber(ARGV[10]) * 1000
 local first_keep_ms = tonumber(ARGV[11]) * 1000
 local HELD_BIT, REVIEW_RETRY_MS = 2147483648, 5000
+local nfresh, now_text = 0, string.format('%d', now_ms)  -- formatted once, not per user
 for i = 1, n do
   local a = HEAD - 4 + 5 * i
   local uid, flags, nonce, th = ARGV[a], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
@@ -238,10 +240,10 @@ for i = 1, n do
     else
       u = {st = '', ns = 0, tokens = burst, stamp = now}
     end
-    u.looked, u.seen = looked[i], tonumber(firsts[i] or '')
+    if looked[i] then u.looked, u.seen = true, tonumber(firsts[i]) end
     users[uid] = u
   elseif looked[i] and not u.looked then
-    u.looked, u.seen = true, tonumber(firsts[i] or '')
+    u.looked, u.seen = true, tonumber(firsts[i])
   end
   local seen = nil
   local at = u.nn and slot(u.nn, nonce, 1, #u.nn - 17, 18)
@@ -338,8 +340,8 @@ for i = 1, n do
       end
       if u.looked and not u.seen then
         u.seen = now_ms
-        fresh[#fresh + 1] = uid
-        fresh[#fresh + 1] = now_ms
+        nfresh = nfresh + 2
+        fresh[nfresh - 1], fresh[nfresh] = uid, now_text
       end
       if flags ~= 's' then
         u.tokens, u.stamp, u.last = tokens, stamp, now
