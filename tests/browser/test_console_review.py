@@ -64,16 +64,16 @@ def test_review_queue_approve_deny_and_shield(live: LiveSystem, players: Players
     page.click("#shield-toggle")
     expect(page.locator("#msg")).to_contain_text("Shield mode on")
     expect(page.locator("#now-shield")).to_have_text("on")
-    status, info = api(live, "GET", f"/rooms/{room}")
+    _, info = api(live, "GET", f"/rooms/{room}")
     assert info["settings"]["shield"] is True
     assert info["effective"]["review"] == "all"  # stricter than the preset: kept
     page.click("#shield-toggle")
     expect(page.locator("#msg")).to_contain_text("Shield mode off")
     expect(page.locator("#now-shield")).to_have_text("off")
-    status, info = api(live, "GET", f"/rooms/{room}")
+    _, info = api(live, "GET", f"/rooms/{room}")
     assert "shield" not in info["settings"] and info["effective"]["review"] == "all"
     # what was announced: guests to watch only, then back to the room's own (none)
-    status, audit = api(live, "GET", f"/rooms/{room}/audit")
+    _status, audit = api(live, "GET", f"/rooms/{room}/audit")
     off, on = [e["detail"] for e in audit if e["action"] == "settings"][:2]
     assert on["guests"] == "watch" and on["shield"] is True
     assert off["guests"] is None and off["shield"] is False
@@ -124,7 +124,7 @@ def test_user_card_shows_history_reports_and_acts(live: LiveSystem, players: Pla
     page.fill("#card-note", "warned twice on stream")
     page.click("#card-note-save")
     expect(page.locator("#card-note-meta")).to_contain_text("by moderator:mod1")
-    status, card_data = api(live, "GET", f"/rooms/{room}/users/troll")
+    _, card_data = api(live, "GET", f"/rooms/{room}/users/troll")
     assert card_data["note"]["text"] == "warned twice on stream"
 
     # purge: both comments retracted from every screen
