@@ -324,7 +324,8 @@ class ReviewOps:
 
     async def reports(self, room: str) -> list[dict[str, Any]]:
         """Reported comments, most recently reported first: the comment, ``count`` (users
-        who reported it), ``reasons`` (reason -> count), ``first``/``last`` (ms)."""
+        who reported it), ``reasons`` (reason -> count), ``first``/``last`` (ms), and
+        ``user_count`` (reports against the comment's author, over the whole queue)."""
 
         def run() -> tuple[list[Any], list[Any]]:
             ids: list[Any] = list(self._r.zrevrange(keys.reports_queue(room), 0, -1))
@@ -352,6 +353,12 @@ class ReviewOps:
                     "last": entry.get("last"),
                 }
             )
+        per_user: dict[str, int] = {}
+        for item in out:
+            author = str(item["comment"].get("uid", ""))
+            per_user[author] = per_user.get(author, 0) + item["count"]
+        for item in out:
+            item["user_count"] = per_user[str(item["comment"].get("uid", ""))]
         return out
 
     async def dismiss_report(self, room: str, comment_id: str, *, by: str) -> bool:

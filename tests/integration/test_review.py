@@ -192,6 +192,7 @@ async def test_reports_are_counted_per_comment_and_limited_per_user(
     by_id = {r["id"]: r for r in queue}
     assert by_id[bad]["count"] == 2 and by_id[bad]["reasons"] == {"harassment": 2}
     assert by_id[bad]["comment"]["uid"] == "troll"
+    assert by_id[bad]["user_count"] == by_id[other]["user_count"] == 3  # per user
     card = (await api("GET", f"/rooms/{room}/users/troll"))[1]
     assert card["reports_count"] == 3 and card["nick"] == "nick-troll"
     assert (await a("GET", f"/rooms/{room}/reports"))[0] == 403

@@ -252,6 +252,9 @@
       li.dataset.id = rep.id;
       li.append(node("span", "tag perm", `${rep.count} report${rep.count === 1 ? "" : "s"}`));
       li.append(nameEl(str(c.uid), str(c.nick)), node("span", "muted small-text", reasonsText(rep.reasons)));
+      if (Number(rep.user_count) > Number(rep.count)) {
+        li.append(node("span", "muted small-text user-count", `${rep.user_count} against this user`));
+      }
       li.append(node("span", "spacer"));
       li.append(button("Delete comment", "small danger", async () => {
         const res = await act("DELETE", `/comments/${encodeURIComponent(rep.id)}`, undefined,
