@@ -68,12 +68,18 @@ async def test_held_comment_is_shown_once_however_often_it_is_approved(
     queue = (await api("GET", f"/rooms/{room}/held"))[1]
     assert [(q["id"], q["text"], q["uid"]) for q in queue] == [(held_id, "please look at me", "v1")]
 
+    # On air: the approved comment is recorded for replay, once.
+    status, bc = await api("POST", f"/rooms/{room}/broadcasts", {"title": "t"})
+    assert status == 200
     # Two moderators approve at once: one delivers it, the other is told it is gone.
     results: list[int] = []
+    new_ids: list[str] = []
 
     async def approve(tok: str) -> None:
-        status, _ = await Api(system, tok)("POST", f"/rooms/{room}/held/{held_id}/approve")
+        status, body = await Api(system, tok)("POST", f"/rooms/{room}/held/{held_id}/approve")
         results.append(status)
+        if status == 200:
+            new_ids.append(body["id"])
 
     async with trio.open_nursery() as both:
         both.start_soon(approve, MOD)
@@ -85,6 +91,15 @@ async def test_held_comment_is_shown_once_however_often_it_is_approved(
     await watcher.wait_for(lambda c: "after approval" in texts(c))
     assert texts(watcher).count("please look at me") == 1
     assert (await history(api, room)).count("please look at me") == 1
+    store = Store(settings.redis_url, Metrics(process=False))
+    try:
+        with trio.fail_after(10):
+            while "after approval" not in [c["text"] for c in await store.recorded(room, bc["id"])]:
+                await trio.sleep(0.1)
+        recorded = await store.recorded(room, bc["id"])
+    finally:
+        store.close()
+    assert [c["id"] for c in recorded if c["text"] == "please look at me"] == new_ids
     assert (await api("GET", f"/rooms/{room}/held"))[1] == []
     audit = (await api("GET", f"/rooms/{room}/audit"))[1]
     assert [e["target"] for e in audit if e["action"] == "approve"] == [held_id]
