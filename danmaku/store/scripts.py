@@ -21,7 +21,7 @@ from __future__ import annotations
 #   3. keep it: a new comment id; remember the nonce, charge the limits -> the id;
 #   4. or hold it for review (rules/review.py is the model): the room's ``review``
 #      setting (0 off, 1 suspicious, 2 all) is on and the sender is neither staff nor
-#      highlighted, and it is ``all``, or the gateway flagged the text ("r": a review word
+#      highlighted (by token, or granted in KEYS[4]), and it is ``all``, or the gateway flagged the text ("r": a review word
 #      or a link), or the sender's first kept comment in the room is less than
 #      ``first_chat_min`` minutes old -> "?h" .. n (a held id), the comment goes to the
 #      room's review queue (KEYS[10] hash id -> payload, KEYS[11] zset id -> ms), not the
@@ -300,7 +300,8 @@ for i = 1, n do
     local hold = false
     if not verdict and review > 0 and flags ~= 's' and flags ~= 'h' and (review >= 2
         or flags == 'r'
-        or (first_ms > 0 and u.looked and now_ms - (u.seen or now_ms) < first_ms)) then
+        or (first_ms > 0 and u.looked and now_ms - (u.seen or now_ms) < first_ms))
+        and redis.call('SISMEMBER', KEYS[4], uid) == 0 then  -- highlighted by a moderator
       if not queued then  -- once per batch: expired items go, then how many wait
         local old = redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now_ms - hold_ttl_ms,
                                'LIMIT', 0, 500)

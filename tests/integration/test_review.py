@@ -148,6 +148,9 @@ async def test_suspicious_holds_links_review_words_and_first_time_chatters(
     assert (await sender.comment("visit https://x.y/z", "l2"))["code"] == "held"
     assert "code" not in await sender.comment("hello everyone", "ok1")
     assert "code" not in await hl.comment("crypto from a highlighted viewer", "h1")
+    granted = await connect(nursery, system.ws_port, room, tok=token("v7"))
+    assert (await api("PUT", f"/rooms/{room}/highlights/v7"))[0] == 204
+    assert "code" not in await granted.comment("crypto, granted the highlight", "h2")
     # First-time chatters: v3 first spoke 10 minutes ago (set here: no timed tests), v5
     # never has.
     r = redis.Redis.from_url(settings.redis_url)
