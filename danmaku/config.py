@@ -247,6 +247,49 @@ class Settings:
         "DANMAKU_PING_MAX_S",
         "the longest ping interval: it grows x1.5 per answered ping up to this",
     )
+    # --- held for review, reports, shield mode (issue 19; store/review.py)
+    first_chat_minutes: float = _opt(
+        10.0,
+        "DANMAKU_FIRST_CHAT_MINUTES",
+        "with the room's review setting `suspicious`, comments of a user whose first comment "
+        "in the room is less than this many minutes old are held (room setting "
+        "first_chat_min; 0 = first-time chatters are not held)",
+    )
+    first_chat_keep_days: int = _opt(
+        30,
+        "DANMAKU_FIRST_CHAT_KEEP_DAYS",
+        "a room forgets when its chatters first spoke after this many days without a new one",
+    )
+    review_queue_max: int = _opt(
+        500,
+        "DANMAKU_REVIEW_QUEUE_MAX",
+        "comments held for review per room; beyond, new ones are refused (review_full)",
+    )
+    review_ttl_s: int = _opt(
+        3600,
+        "DANMAKU_REVIEW_TTL_S",
+        "a held comment no one approved or denied within this many seconds is dropped",
+    )
+    reports_per_min: int = _opt(
+        5,
+        "DANMAKU_REPORTS_PER_MIN",
+        "reports one user may file per room per minute; beyond: 429 (0 = unlimited)",
+    )
+    reports_max: int = _opt(
+        1000,
+        "DANMAKU_REPORTS_MAX",
+        "reported comments kept per room (beyond, the least recently reported go)",
+    )
+    shield_slow_mode_s: float = _opt(
+        10.0,
+        "DANMAKU_SHIELD_SLOW_MODE_S",
+        "slow mode (s) shield mode sets (the room's own, if longer, is kept)",
+    )
+    shield_first_chat_minutes: float = _opt(
+        60.0,
+        "DANMAKU_SHIELD_FIRST_CHAT_MINUTES",
+        "first-time chatters (minutes) shield mode holds for review (a longer room value is kept)",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).

@@ -100,6 +100,15 @@ REDIS_OPS = (
     # the room staff list (store/moderation.py)
     "staff",
     "set_staff",
+    # held for review, reports, notes, shield (store/review.py, issue 19)
+    "held",
+    "approve",
+    "deny",
+    "report",
+    "purge",
+    "names",
+    "notes",
+    "shield",
 )
 
 # Where in a connection's life an unexpected error ended it (its boundary caught it).
@@ -481,6 +490,24 @@ class Metrics:
             "WebSocket pings the gateway sent to connections silent for their interval",
             registry=r,
         )
+        # --- held for review and reports (issue 19)
+        self.comments_held = Counter(
+            "danmaku_comments_held_total",
+            "Comments the door held for review (acked to the sender as held, not shown)",
+            registry=r,
+        )
+        self.review_decisions = Counter(
+            "danmaku_review_decisions_total",
+            "Held comments moderators decided on: approved (delivered once) or denied",
+            ["decision"],
+            registry=r,
+        )
+        self.reports = Counter(
+            "danmaku_reports_total",
+            "Viewer reports of comments: accepted, or limited (429, over the per-user rate)",
+            ["result"],
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -517,6 +544,10 @@ class Metrics:
             self.room_errors.labels(stage)
         for loop in ROOM_READ_LOOPS:
             self.room_reads.labels(loop)
+        for decision in ("approved", "denied"):
+            self.review_decisions.labels(decision)
+        for result in ("accepted", "limited"):
+            self.reports.labels(result)
         for fmt in ("json", "xml", "ass"):
             for result in ("streamed", "not_modified", "limited", "failed"):
                 self.exports.labels(fmt, result)

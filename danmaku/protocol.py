@@ -59,6 +59,8 @@ ERROR_CODES: dict[str, str] = {
     "internal": "the server failed on this connection (closed with 1011); reconnect",
     "resume_failed": "frames asked for with since= have left history; live from here",
     "flood": "too many messages of any kind on one connection; the connection is closed",
+    # held for review (issue 19)
+    "review_full": "the room's review queue is full: the comment was not taken; retry later",
 }
 
 
@@ -257,8 +259,12 @@ def welcome(
     )
 
 
-def ack(nonce: str, comment_id: str) -> str:
-    return _dump({"type": "ack", "nonce": nonce, "id": comment_id})
+def ack(nonce: str, comment_id: str, code: str | None = None) -> str:
+    """``code`` ``"held"``: stored for review, not shown to the room yet (``id`` is the
+    held id)."""
+    if code is None:
+        return _dump({"type": "ack", "nonce": nonce, "id": comment_id})
+    return _dump({"type": "ack", "nonce": nonce, "id": comment_id, "code": code})
 
 
 def error(err: ProtocolError) -> str:

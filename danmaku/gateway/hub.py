@@ -20,6 +20,7 @@ from danmaku import protocol
 from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.metrics import Metrics
 from danmaku.rules.admission import SmoothedCeiling
+from danmaku.rules.review import ReviewCheck
 from danmaku.rules.sampling import DensityLevels
 from danmaku.rules.wordfilter import WordFilter
 from danmaku.store import CommittedFrame, ControlEvent, RoomState, StoreError
@@ -48,6 +49,11 @@ class Hub:
         self.viewers: set[Viewer] = set()
         self.ceiling = SmoothedCeiling(ceiling)
         self.offered = 0  # comments offered here since the last presence round
+        # Held for review: the room's ``review`` setting (-1: not read yet, so texts are
+        # checked) and its review words (read by presence when ``review_v`` changes).
+        self.review_mode = -1.0
+        self.review = ReviewCheck()
+        self.review_version = -1.0
         self.shed = 0  # of those, shed by the ingest ceiling
 
     def control(self, event: ControlEvent) -> None:

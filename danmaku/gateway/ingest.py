@@ -38,6 +38,7 @@ REFUSALS = {
     "rate_limited": "too many comments: wait before sending again",
     "banned": "you are banned from this room",
     "muted": "the room is muted: only moderators and highlighted viewers can send",
+    "review_full": "the room's review queue is full: try again later",
 }
 
 
@@ -156,7 +157,7 @@ class IngestBatcher:
         now = time.monotonic()
         waited: list[float] = []  # receipt -> stored, per accepted comment
         replies: dict[Viewer, list[str]] = {}  # one write per viewer for the whole batch
-        accepted = resent = 0
+        accepted = resent = held = 0
         for room, subs in by_room.items():
             for sub, out in zip(subs, outcomes[room], strict=True):
                 sub.viewer.inflight -= 1
@@ -173,11 +174,14 @@ class IngestBatcher:
                     continue
                 if out.resent:
                     resent += 1
+                elif out.held:
+                    held += 1
                 else:
                     accepted += 1
                     waited.append(now - sub.received)
-                texts.append(protocol.ack(sub.nonce, out.id))
+                texts.append(protocol.ack(sub.nonce, out.id, "held" if out.held else None))
         m.comments_accepted.inc(accepted)
+        m.comments_held.inc(held)
         observe_many(m.latency.labels("ingest"), waited)
         m.comments_duplicate_nonce.inc(resent)
         for viewer, texts in replies.items():

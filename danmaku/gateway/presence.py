@@ -25,6 +25,7 @@ from danmaku.gateway.hub import Hub, RoomHubs
 from danmaku.gateway.viewer import Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
+from danmaku.rules.review import ReviewCheck
 from danmaku.rules.wordfilter import WordFilter
 from danmaku.store import StoreError
 from danmaku.store.interfaces import FeedStore
@@ -103,6 +104,16 @@ class Presence:
                         live_hub.staff = {uid: str(e["role"]) for uid, e in entries.items()}
                         live_hub.staff_version = staff_version
                         restaffed[room] = live_hub
+                    live_hub.review_mode = info.settings.get("review", 0.0)
+                    review_v = info.settings.get("review_v", 0.0)
+                    if review_v != live_hub.review_version:
+                        try:
+                            review_words = await self.store.review_words(room)
+                        except StoreError as exc:
+                            log.warning("review words of %s: %s", room, exc)
+                            continue
+                        live_hub.review = ReviewCheck(review_words)
+                        live_hub.review_version = review_v
                     version = (info.settings.get("words_v", 0.0), info.global_words_version)
                     if version != live_hub.words_version:
                         try:

@@ -646,6 +646,13 @@ class Gateway:
                 hub.shed += 1
                 viewer.push_control(protocol.ack(req.nonce, f"shed-{secrets.token_hex(6)}"))
                 return None
+        # Held for review: the content half of "suspicious" (the door decides the rest).
+        suspect = (
+            hub is not None
+            and prio == protocol.PRIO_ORDINARY
+            and hub.review_mode != 0.0
+            and hub.review.suspicious(req.text, key)
+        )
         ingest = Ingest(
             user.uid,
             req.nonce,
@@ -653,6 +660,7 @@ class Gateway:
             door_key(normalize(req.text) if key is None else key),
             user.is_staff,
             prio == protocol.PRIO_HIGHLIGHT,
+            suspect,
         )
         sub = Submission(viewer, viewer.room, req.nonce, ingest, time.monotonic())
         if not self.ingest.submit(sub):

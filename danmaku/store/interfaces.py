@@ -8,7 +8,7 @@ and worker code name these interfaces, never ``Store``.
 
 - ``IngestStore``: the room's door (gateway intake).
 - ``FeedStore``: what a gateway reads to serve viewers (frames, moderation events,
-  presence, the room's staff list and blocked words) and the one thing it records
+  presence, the room's staff list, blocked and review words) and the one thing it records
   (the roles it has seen).
 - ``FrameStore``: the broadcast worker (leases, comments in, frames out, figures).
 - ``GatewayStore``: a gateway process holds both of its interfaces.
@@ -77,6 +77,8 @@ class FeedStore(Protocol):
     async def staff_list(self, room: str) -> dict[str, dict[str, Any]]: ...
 
     async def words(self, room: str | None) -> tuple[list[str], list[str]]: ...
+
+    async def review_words(self, room: str) -> list[str]: ...
 
     async def note_role(
         self, room: str, uid: str, role: str, *, everywhere: bool = False

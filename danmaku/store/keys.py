@@ -162,6 +162,58 @@ def ban_by(room: str) -> str:
     return f"{PREFIX}:{{{room}}}:banby"
 
 
+# ---- held for review, reports, notes, shield (store/review.py, issue 19) ---------------
+def first_comments(room: str) -> str:
+    """Hash: uid -> ms of the user's first comment the door kept or held in the room
+    (first-time chatters are held for review); expires when no one new came for long."""
+    return f"{PREFIX}:{{{room}}}:firsts"
+
+
+def held(room: str) -> str:
+    """Hash: held id (``h<n>``) -> the payload of a comment held for review."""
+    return f"{PREFIX}:{{{room}}}:held"
+
+
+def review_queue(room: str) -> str:
+    """Sorted set: held id -> ms it was held (the review queue, oldest first, bounded)."""
+    return f"{PREFIX}:{{{room}}}:heldq"
+
+
+def review_words(room: str) -> str:
+    """Set: the room's review words (held, not refused; ``review_v`` bumps on change)."""
+    return f"{PREFIX}:{{{room}}}:rwords"
+
+
+def reports(room: str) -> str:
+    """Hash: comment id -> JSON of its reports (reasons, reporters, the comment)."""
+    return f"{PREFIX}:{{{room}}}:reports"
+
+
+def reports_queue(room: str) -> str:
+    """Sorted set: reported comment id -> ms of its latest report (bounded)."""
+    return f"{PREFIX}:{{{room}}}:reportsq"
+
+
+def report_quota(room: str, uid: str, minute: int) -> str:
+    """String: reports ``uid`` filed in ``room`` in that minute (expires)."""
+    return f"{PREFIX}:{{{room}}}:rq:{minute}:{uid}"
+
+
+def notes(room: str) -> str:
+    """Hash: uid -> JSON of moderators' private note about the user in the room."""
+    return f"{PREFIX}:{{{room}}}:notes"
+
+
+def nicks(room: str) -> str:
+    """Hash: uid -> JSON ``{"nick", "role"}`` last seen for the user in the room."""
+    return f"{PREFIX}:{{{room}}}:nicks"
+
+
+def shield(room: str) -> str:
+    """String: JSON of the settings shield mode replaced (restored when it goes off)."""
+    return f"{PREFIX}:{{{room}}}:shield"
+
+
 def room_of(key: bytes | str) -> str:
     """The room of a room key (inverse of the functions above)."""
     text = key.decode() if isinstance(key, bytes) else key

@@ -119,6 +119,7 @@ class Ingest:
     text_hash: bytes
     exempt: bool = False
     highlight: bool = False
+    suspect: bool = False  # the gateway's review check flagged the text (rules/review.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,13 @@ class IngestLimits:
     duplicate_window_s: float = DEFAULTS.duplicate_window_s
     staff_rate_per_s: float = DEFAULTS.staff_rate_per_s
     staff_burst: float = DEFAULTS.staff_rate_burst
+    # held for review (store/review.py): the room's default for first-time chatters
+    # (minutes), the review queue's bound and item lifetime, how long first comments
+    # are remembered
+    first_chat_min: float = DEFAULTS.first_chat_minutes
+    review_queue_max: int = DEFAULTS.review_queue_max
+    review_ttl_s: int = DEFAULTS.review_ttl_s
+    first_chat_keep_s: int = DEFAULTS.first_chat_keep_days * 86400
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestLimits:
@@ -140,6 +148,10 @@ class IngestLimits:
             settings.duplicate_window_s,
             settings.staff_rate_per_s,
             settings.staff_rate_burst,
+            settings.first_chat_minutes,
+            settings.review_queue_max,
+            settings.review_ttl_s,
+            settings.first_chat_keep_days * 86400,
         )
 
 
@@ -152,9 +164,14 @@ class Outcome:
     resent: bool = False
     code: str | None = None
     retry_after_ms: int = 0
+    held: bool = False  # held for review: ``id`` is the held id (``h<n>``), not shown yet
 
     @classmethod
     def parse(cls, reply: str) -> Outcome:
+        if reply.startswith("?"):
+            return cls(reply[1:], held=True)
+        if reply.startswith("=?"):
+            return cls(reply[2:], resent=True, held=True)
         if reply.startswith("="):
             return cls(reply[1:], resent=True)
         if reply.startswith("!"):

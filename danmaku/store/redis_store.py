@@ -45,12 +45,13 @@ from danmaku.store.records import (
     door_key,
 )
 from danmaku.store.replay import ReplayOps
+from danmaku.store.review import ReviewOps
 from danmaku.store.worker_ops import WorkerOps, queue_script
 
 T = TypeVar("T")
 
 
-class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before ModerationOps: unrecord
+class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps):  # ReplayOps first: unrecord
     """Async facade over one Redis or a Redis Cluster (``redis+cluster://`` URL, see
     ``cluster``). Thread-safe; share one per process.
 
@@ -190,6 +191,9 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                     keys.users_old(room),
                     keys.door(room),
                     keys.staff_buckets(room),
+                    keys.first_comments(room),
+                    keys.held(room),
+                    keys.review_queue(room),
                 ]
                 args: list[Any] = [
                     self._stream_maxlen,
@@ -199,10 +203,14 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
                     limits.duplicate_window_s,
                     limits.staff_rate_per_s,
                     limits.staff_burst,
+                    limits.first_chat_min,
+                    limits.review_queue_max,
+                    limits.review_ttl_s,
+                    limits.first_chat_keep_s,
                     clock,
                 ]
                 for c in comments:
-                    flags = "s" if c.exempt else "h" if c.highlight else "-"
+                    flags = "s" if c.exempt else "h" if c.highlight else "r" if c.suspect else "-"
                     if len(c.text_hash) != 8:  # the door's slots are 8 bytes wide
                         raise ValueError(f"text_hash must be door_key(...), not {c.text_hash!r}")
                     args += [c.uid, c.payload, flags, door_key(c.nonce), c.text_hash]

@@ -20,7 +20,19 @@ from __future__ import annotations
 #      otherwise the user's token bucket (rate/s, burst) -> "!rate_limited:ms";
 #      (the bucket is ratelimit.take_tokens, step for step; time comes from Redis TIME so
 #      gateway clocks do not matter, and the state is shared by every gateway);
-#   3. keep it: a new comment id; remember the nonce, charge the limits -> the id.
+#   3. keep it: a new comment id; remember the nonce, charge the limits -> the id;
+#   4. or hold it for review (rules/review.py is the model): the room's ``review``
+#      setting (0 off, 1 suspicious, 2 all) is on and the sender is neither staff nor
+#      highlighted (by token, or granted in KEYS[4]), and it is ``all``, or the gateway
+#      flagged the text ("r": a review word or a link), or the sender's first kept
+#      comment in the room is less than
+#      ``first_chat_min`` minutes old -> "?h" .. n (a held id), the comment goes to the
+#      room's review queue (KEYS[10] hash id -> payload, KEYS[11] zset id -> ms), not the
+#      stream; a full queue -> "!review_full:ms"; a resend of a held comment -> "=?h" .. n
+#      (its nonce slot keeps the held number with bit 31 set).
+# When a user's comment is kept or held, the first time the door sees the user (KEYS[9]:
+# uid -> ms of the first) is noted: read for users with no state here (and for everyone
+# while first-time chatters are held), written only for new ones.
 # Redis CPU is what bounds a room's comments/s (a room lives on one shard), so the
 # script's cost is per batch wherever it can be (measured by loadtest/doorbench.py):
 # - Kept comments go into the stream packed, up to ENTRY_MAX per entry ("\n"-joined
@@ -48,24 +60,30 @@ from __future__ import annotations
 # KEYS[1] = comment stream, KEYS[2] = room settings hash, KEYS[3] = bans hash,
 #   KEYS[4] = highlighted uids (granted by moderators: may speak in a muted room),
 #   KEYS[5] = users (this generation), KEYS[6] = users (the last one), KEYS[7] = door hash,
-#   KEYS[8] = staff buckets
+#   KEYS[8] = staff buckets, KEYS[9] = first comments (uid -> ms), KEYS[10] = held
+#   comments (id -> payload), KEYS[11] = the review queue (id -> ms held)
 # ARGV[1] = MAXLEN (comments, ~), ARGV[2] = nonce TTL s, ARGV[3] = rate/s, ARGV[4] = burst,
 #   ARGV[5] = duplicate window s, ARGV[6] = staff rate/s (0 = unlimited), ARGV[7] = staff
-#   burst, ARGV[8] = the clock in ms ("" = Redis TIME: always, but for the conformance
-#   suite), then per comment: uid, payload, flags ("s" = staff, "h" = highlighted,
-#   "-" = ordinary), door_key(nonce), door_key(normalised text)
+#   burst, ARGV[8] = first_chat_min default, ARGV[9] = review queue max, ARGV[10] = held
+#   item lifetime s, ARGV[11] = first-comment record lifetime s, ARGV[12] = the clock in
+#   ms ("" = Redis TIME: always, but for the conformance suite), then per comment: uid,
+#   payload, flags ("s" = staff, "h" = highlighted, "-" = ordinary, "r" = ordinary and
+#   flagged for review), door_key(nonce), door_key(normalised text)
 NONCE_RING = 32  # at least a connection's unacked comments (32): what a client resends
 ENTRY_MAX = 16  # comments per stream entry: what one read of N entries can hold is bounded
 INGEST = r"""
-local now_ms = tonumber(ARGV[8])  -- a given clock (the conformance suite), else TIME
+local now_ms = tonumber(ARGV[12])  -- a given clock (the conformance suite), else TIME
 if not now_ms then
   local t = redis.call('TIME')
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local now = now_ms / 1000
-local set = redis.call('HMGET', KEYS[2], 'slow_mode_s', 'mute')
+local set = redis.call('HMGET', KEYS[2], 'slow_mode_s', 'mute', 'review', 'first_chat_min')
 local slow = tonumber(set[1] or '0') or 0
 local muted = (tonumber(set[2] or '0') or 0) > 0
+local review = tonumber(set[3] or '0') or 0
+local first_ms = (tonumber(set[4] or ARGV[8]) or 0) * 60000
+local hold_first = review == 1 and first_ms > 0
 local nonce_ttl_ms = tonumber(ARGV[2]) * 1000
 local rate, burst, dupwin = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep_ms = math.ceil(math.max(burst / math.max(rate, 1e-6), slow, dupwin,
@@ -88,10 +106,10 @@ local function take(tokens, stamp, r, b)
   end
   return tokens, stamp, '!rate_limited:' .. math.ceil((1 - tokens) / r * 1000)
 end
-local HEAD = 8
+local HEAD = 12
 local n = (#ARGV - HEAD) / 5
 
-local door = redis.call('HMGET', KEYS[7], 'id', 'gen', 'avg', 'n')
+local door = redis.call('HMGET', KEYS[7], 'id', 'gen', 'avg', 'n', 'held')
 local gen = tonumber(door[2] or '0') or 0
 if now_ms - gen >= keep_ms then  -- a new generation of user states
   redis.call('UNLINK', KEYS[6])
@@ -147,6 +165,28 @@ if redis.call('EXISTS', KEYS[6]) == 1 then  -- users not seen in this generation
   end
 end
 
+-- First comments: for users the door has no state for (their first is noted already
+-- when they have one), and for every ordinary sender while first-time chatters are held.
+local firsts, looked = {}, {}
+do
+  local look, lat = {}, {}
+  for i = 1, n do
+    if ARGV[HEAD - 2 + 5 * i] ~= 's' and (hold_first or not states[i]) then
+      look[#look + 1] = uids[i]
+      lat[#look] = i
+    end
+  end
+  for first = 1, #look, 500 do
+    local last = math.min(#look, first + 499)
+    local got = redis.call('HMGET', KEYS[9], unpack(look, first, last))
+    for j = first, last do
+      local f = got[j - first + 1]
+      firsts[lat[j]] = f and f or nil
+      looked[lat[j]] = true
+    end
+  end
+end
+
 -- Staff buckets: read only for the staff of this batch (most batches have none).
 local sbuckets, sdirty = {}, {}
 if srate > 0 then
@@ -189,6 +229,12 @@ end
 -- first, for a resend or a duplicate within one batch), and the new state is built once
 -- per user: Lua strings cost by the byte, and a state is ~1 KB.
 local users, dirty, out, kept = {}, {}, {}, {}
+local held, heldq, fresh, queued = {}, {}, {}, nil
+local held_n = tonumber(door[5] or '0') or 0
+local hold_max, hold_ttl_ms = tonumber(ARGV[9]), tonumber(ARGV[10]) * 1000
+local first_keep_ms = tonumber(ARGV[11]) * 1000
+local HELD_BIT, REVIEW_RETRY_MS = 2147483648, 5000
+local nfresh, now_text = 0, string.format('%d', now_ms)  -- formatted once, not per user
 for i = 1, n do
   local a = HEAD - 4 + 5 * i
   local uid, flags, nonce, th = ARGV[a], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
@@ -201,18 +247,23 @@ for i = 1, n do
     else
       u = {st = '', ns = 0, tokens = burst, stamp = now}
     end
+    if looked[i] then u.looked, u.seen = true, tonumber(firsts[i]) end
     users[uid] = u
+  elseif looked[i] and not u.looked then
+    u.looked, u.seen = true, tonumber(firsts[i])
   end
   local seen = nil
   local at = u.nn and slot(u.nn, nonce, 1, #u.nn - 17, 18)
   if at then
     local ms, sq = struct.unpack('<I6I4', u.nn, at + 8)
-    seen = ms .. '-' .. sq
+    seen = sq >= HELD_BIT and '?h' .. (sq - HELD_BIT) or ms .. '-' .. sq
   else
     at = slot(u.st, nonce, 27, 26 + u.ns - 17, 18)
     if at then
       local ms, sq = struct.unpack('<I6I4', u.st, at + 8)
-      if now_ms - ms < nonce_ttl_ms then seen = ms .. '-' .. sq end
+      if now_ms - ms < nonce_ttl_ms then
+        seen = sq >= HELD_BIT and '?h' .. (sq - HELD_BIT) or ms .. '-' .. sq
+      end
     end
   end
   if seen then
@@ -253,17 +304,53 @@ for i = 1, n do
         tokens, stamp, verdict = take(tokens, stamp, rate, burst)
       end
     end
+    local hold = false
+    if not verdict and review > 0 and flags ~= 's' and flags ~= 'h' and (review >= 2
+        or flags == 'r'
+        or (first_ms > 0 and u.looked and now_ms - (u.seen or now_ms) < first_ms))
+        and redis.call('SISMEMBER', KEYS[4], uid) == 0 then  -- highlighted by a moderator
+      if not queued then  -- once per batch: expired items go, then how many wait
+        local old = redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now_ms - hold_ttl_ms,
+                               'LIMIT', 0, 500)
+        if #old > 0 then
+          redis.call('ZREM', KEYS[11], unpack(old))
+          redis.call('HDEL', KEYS[10], unpack(old))
+        end
+        queued = redis.call('ZCARD', KEYS[11])
+      end
+      if queued >= hold_max then
+        verdict = '!review_full:' .. REVIEW_RETRY_MS
+      else
+        hold, queued = true, queued + 1
+      end
+    end
     if verdict then
       out[i] = verdict
     else
-      local id = prefix .. seq
-      kept[#kept + 1] = ARGV[a + 1]
       if not u.nn then
         u.nn, u.nd = '', ''
         dirty[#dirty + 1] = uid
       end
-      u.nn = nonce .. struct.pack('<I6I4', id_ms, seq) .. u.nn
-      seq = seq + 1
+      if hold then
+        held_n = held_n + 1
+        local hid = 'h' .. held_n
+        held[#held + 1] = hid
+        held[#held + 1] = ARGV[a + 1]
+        heldq[#heldq + 1] = now_ms
+        heldq[#heldq + 1] = hid
+        u.nn = nonce .. struct.pack('<I6I4', now_ms, HELD_BIT + held_n) .. u.nn
+        out[i] = '?' .. hid
+      else
+        kept[#kept + 1] = ARGV[a + 1]
+        u.nn = nonce .. struct.pack('<I6I4', id_ms, seq) .. u.nn
+        out[i] = prefix .. seq
+        seq = seq + 1
+      end
+      if u.looked and not u.seen then
+        u.seen = now_ms
+        nfresh = nfresh + 2
+        fresh[nfresh - 1], fresh[nfresh] = uid, now_text
+      end
       if flags ~= 's' then
         u.tokens, u.stamp, u.last = tokens, stamp, now
         if dupwin > 0 then u.nd = th .. dup_until .. u.nd end
@@ -274,7 +361,6 @@ for i = 1, n do
         end
         sb.tokens, sb.stamp = stokens, sstamp
       end
-      out[i] = id
     end
   end
 end
@@ -290,6 +376,25 @@ if #kept > 0 then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, prefix .. (s0 + from - 1), 'd',
                table.concat(kept, '\n', from, to))
   end
+  redis.call('HSET', KEYS[7], 'id', prefix .. (seq - 1), 'avg', avg, 'n', stored + #kept)
+end
+if #held > 0 then
+  for from = 1, #held, 1000 do
+    redis.call('HSET', KEYS[10], unpack(held, from, math.min(#held, from + 999)))
+    redis.call('ZADD', KEYS[11], unpack(heldq, from, math.min(#heldq, from + 999)))
+  end
+  -- an idle queue goes when its newest item would have expired
+  redis.call('PEXPIRE', KEYS[10], hold_ttl_ms + 1000)
+  redis.call('PEXPIRE', KEYS[11], hold_ttl_ms + 1000)
+  redis.call('HSET', KEYS[7], 'held', held_n)
+end
+if #fresh > 0 then
+  for from = 1, #fresh, 1000 do
+    redis.call('HSET', KEYS[9], unpack(fresh, from, math.min(#fresh, from + 999)))
+  end
+  redis.call('PEXPIRE', KEYS[9], first_keep_ms)
+end
+if #dirty > 0 then
   local f = {}
   for j, uid in ipairs(dirty) do
     local u = users[uid]
@@ -310,7 +415,6 @@ if #kept > 0 then
   end
   redis.call('PEXPIRE', KEYS[5], 2 * keep_ms)
   redis.call('PEXPIRE', KEYS[6], keep_ms)
-  redis.call('HSET', KEYS[7], 'id', prefix .. (seq - 1), 'avg', avg, 'n', stored + #kept)
   if #sdirty > 0 then
     local sf = {}
     for j, uid in ipairs(sdirty) do

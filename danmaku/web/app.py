@@ -23,6 +23,7 @@ from danmaku import auth, protocol
 from danmaku.config import Settings
 from danmaku.metrics import CONTENT_TYPE, Metrics
 from danmaku.rules.clientip import parse_trusted
+from danmaku.rules.review import REPORT_REASONS
 from danmaku.store import Store, StoreError
 from danmaku.supervise import LoopHealth
 from danmaku.web.guards import (
@@ -33,8 +34,9 @@ from danmaku.web.guards import (
     StrictJSON,
     validation_error,
 )
-from danmaku.web.moderation import create_router
+from danmaku.web.moderation import create_router, public_settings
 from danmaku.web.replay import create_router as create_replay_router
+from danmaku.web.review import create_router as create_review_router
 
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
 
@@ -78,8 +80,8 @@ class RoomOut(BaseModel):
     latency_p99_ms: float = Field(
         description="p99 of gateway receive -> frame built, over the last second's items"
     )
-    settings: dict[str, float] = Field(description="settings moderators have set")
-    effective: dict[str, float] = Field(
+    settings: dict[str, Any] = Field(description="settings moderators have set")
+    effective: dict[str, Any] = Field(
         description="the settings in force: moderators' values over the server defaults"
     )
     comments_stored: int = Field(description="comments in the room stream (capped)")
@@ -118,6 +120,7 @@ def create_app(
 
     app.include_router(create_router(settings, store))
     app.include_router(create_replay_router(settings, store, metrics))
+    app.include_router(create_review_router(settings, store, metrics))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(StrictJSON)  # inside BodyLimit: what it buffers is bounded
     app.add_middleware(BodyLimit, max_bytes=settings.max_http_body_bytes)
@@ -148,7 +151,13 @@ def create_app(
         # Several gateways (comma-separated): players pick one and move on after a failure.
         urls = [u.strip() for u in ws_url().split(",") if u.strip()]
         first = urls[0] if urls else ""
-        return {"ws_url": first, "ws_urls": urls, "tick_ms": settings.tick_ms, "limits": limits}
+        return {
+            "ws_url": first,
+            "ws_urls": urls,
+            "tick_ms": settings.tick_ms,
+            "limits": limits,
+            "report_reasons": list(REPORT_REASONS),
+        }
 
     @app.post("/api/session", response_model=SessionOut, summary="A guest viewer token")
     async def session(body: SessionRequest, request: Request, response: Response) -> SessionOut:
@@ -198,8 +207,14 @@ def create_app(
             "mute": 0.0,
             "smooth_window_s": settings.smooth_window_s,
             "max_wait_s": settings.max_wait_s,
+            # held for review, shield mode (issue 19)
+            "review": 0.0,
+            "first_chat_min": settings.first_chat_minutes,
+            "shield": 0.0,
         }
         effective = defaults | {k: v for k, v in info["settings"].items() if k in defaults}
+        info["settings"] = public_settings(info["settings"])
+        effective = public_settings(effective)
         return RoomOut(
             room=room, tick_ms=settings.tick_ms, limits=limits, effective=effective, **info
         )

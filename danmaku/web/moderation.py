@@ -31,6 +31,7 @@ from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
 from danmaku.rules.ids import comment_id_problem
+from danmaku.rules.review import review_code, review_mode
 from danmaku.store import Store, StoreError
 from danmaku.web.guards import RETRY_AFTER_S
 
@@ -67,6 +68,13 @@ class SettingsIn(BaseModel):
     )
     max_wait_s: float | None = Field(
         default=None, ge=0, le=5, description="longest a comment waits for a frame (s)"
+    )
+    # held for review (issue 19; web/review.py)
+    review: Literal["off", "suspicious", "all"] | None = Field(
+        default=None, description="hold comments for review: none, suspicious ones, all"
+    )
+    first_chat_min: float | None = Field(
+        default=None, ge=0, le=10080, description="first-time chatters held this long (min)"
     )
 
 
@@ -111,6 +119,21 @@ class CommentsOut(BaseModel):
     next: str | None = Field(
         description="history: pass as ?before= for the next (older) page; feed: as ?after="
     )
+
+
+def setting_number(name: str, value: Any) -> float:
+    """How the settings hash stores a setting's value (``review``: its index)."""
+    return review_code(value) if name == "review" else float(value)
+
+
+def public_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Room settings as the API shows them: ``review`` as its word, ``shield`` a bool."""
+    out = dict(values)
+    if "review" in out:
+        out["review"] = review_mode(out["review"] if isinstance(out["review"], float) else None)
+    if "shield" in out:
+        out["shield"] = bool(out["shield"])
+    return out
 
 
 def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -314,11 +337,11 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         if not given:
             raise HTTPException(422, "no setting given")
         values: dict[str, float | None] = {
-            k: (float(v) if v is not None else None) for k, v in given.items()
+            k: (setting_number(k, v) if v is not None else None) for k, v in given.items()
         }
         await guarded(store.set_room_settings(room, values))
         await guarded(store.announce_settings(room, given, by=who(user)))
-        return dict(await guarded(store.room_settings(room)))
+        return public_settings(await guarded(store.room_settings(room)))
 
     @router.get("/rooms/{room}/words", summary="Blocked words (room and global)")
     async def words(room: RoomName, user: Staff) -> dict[str, list[str]]:

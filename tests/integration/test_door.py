@@ -119,7 +119,11 @@ async def test_one_field_per_user_and_the_generations_expire(store: Store, redis
     r = redis.Redis.from_url(redis_url)
     assert sorted(r.hkeys(keys.users(ROOM))) == sorted(f"u{i}".encode() for i in range(10))
     room_keys = {k.decode() for k in r.scan_iter(match=f"dm:{{{ROOM}}}:*")}
-    assert room_keys == {keys.comments(ROOM), keys.users(ROOM), keys.door(ROOM)}
+    # ... and the record of when each user first spoke (held for review), which expires
+    firsts = keys.first_comments(ROOM)
+    assert room_keys == {keys.comments(ROOM), keys.users(ROOM), keys.door(ROOM), firsts}
+    assert sorted(r.hkeys(firsts)) == sorted(f"u{i}".encode() for i in range(10))
+    assert 0 < r.pttl(firsts) <= limits.first_chat_keep_s * 1000
     assert 0 < r.pttl(keys.users(ROOM)) <= 2 * 301_000
     assert r.hget(keys.door(ROOM), "n") == b"100"
     r.close()

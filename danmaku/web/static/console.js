@@ -733,6 +733,7 @@
       if (v === null) return `${name} reset to default`;
       if (k === "mute") return v ? "room muted" : "room unmuted";
       if (k === "slow_mode_s") return Number(v) > 0 ? `slow mode ${v} s` : "slow mode off";
+      if (typeof v !== "number") return `${name} ${v}`; // review, guests, shield (issue 19)
       return `${name} ${v}/s`;
     }).join(", ");
   }
