@@ -175,6 +175,16 @@ def settings_problem(settings: Settings) -> str | None:
             )
     if bool(settings.tls_cert) != bool(settings.tls_key):
         return "--tls-cert and --tls-key go together (DANMAKU_TLS_CERT, DANMAKU_TLS_KEY)"
+    # Platform login (issue 19): an unusable key or URL is the operator's mistake.
+    if settings.jwks_url and not settings.jwks_url.startswith(("http://", "https://")):
+        return f"DANMAKU_JWKS_URL={settings.jwks_url!r}: must be an http(s) URL"
+    if settings.jwt_public_key:
+        from danmaku.verifier import load_public_key
+
+        try:
+            load_public_key(settings.jwt_public_key)
+        except ValueError as exc:
+            return str(exc)
     return None
 
 

@@ -53,6 +53,7 @@ from danmaku.rules.normalize import normalize
 from danmaku.rules.ratelimit import TokenBucket
 from danmaku.store import Ingest, IngestLimits, Store, StoreError, door_key
 from danmaku.supervise import LoopHealth, supervise
+from danmaku.verifier import KeysUnavailable, KeyUnknown, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ class Gateway:
             store, metrics, limits, settings.ingest_queue, settings.ingest_linger_ms / 1000
         )
         self.rng = rng or random.Random()
+        # HS256 with the secret, and the platform's RS256/ES256 keys (verifier.py).
+        self.verifier = TokenVerifier(settings, metrics)
         self.admission = IpAdmission(
             settings.max_conns_per_ip,
             settings.max_sessions_per_ip_per_min,
@@ -257,14 +260,10 @@ class Gateway:
             # runnable task once per round, so a few thousand handshakes in flight would
             # delay frames by their whole round. Bounding them keeps rounds short.
             async with self._handshake_slots:
-                checked = self._check(asked)
+                checked = await self._check(asked)
                 conn.ws = ws = await request.accept()
                 if isinstance(checked, Refusal):
-                    m.handshakes_rejected.labels(checked.code).inc()
-                    await ws.send_message(
-                        protocol.error(protocol.ProtocolError(checked.code, checked.message))
-                    )
-                    await ws.aclose(protocol.CLOSE_POLICY, checked.message[:120])
+                    await self._refuse(ws, checked)
                     return
                 slim_connection(ws, request)
             conn.stage = "session"
@@ -286,17 +285,29 @@ class Gateway:
             return Refusal("origin", "origin not allowed", 403)
         return asked
 
-    def _check(self, asked: Handshake | Refusal) -> User | Refusal | None:
+    async def _check(self, asked: Handshake | Refusal) -> User | Refusal | None:
         """The checks after the upgrade, answered with an ``error`` message (browsers
-        cannot read a refused upgrade): the target's own refusal, or the token's."""
+        cannot read a refused upgrade): the target's own refusal, or the token's. A
+        platform token of a key not cached yet waits for one JWKS fetch (bounded by
+        ``DANMAKU_JWKS_TIMEOUT_S``); keys that cannot be fetched: ``unavailable``."""
         if isinstance(asked, Refusal):
             return asked
         if not asked.token:
             return None
         try:
-            return auth.verify(self.settings.secret, asked.token, room=asked.room)
+            return await self.verifier.verify_async(asked.token, room=asked.room)
+        except KeysUnavailable as exc:
+            return Refusal("unavailable", str(exc))
         except auth.TokenError as exc:
             return Refusal("unauthorized", str(exc))
+
+    async def _refuse(self, ws: WebSocketConnection, refusal: Refusal) -> None:
+        """Tell an accepted client why it cannot stay, then close: 1013 (try again) for
+        what may pass later (keys unavailable), 1008 (policy) for the rest."""
+        self.metrics.handshakes_rejected.labels(refusal.code).inc()
+        await ws.send_message(protocol.error(protocol.ProtocolError(refusal.code, refusal.message)))
+        code = protocol.CLOSE_TRY_AGAIN if refusal.code == "unavailable" else protocol.CLOSE_POLICY
+        await ws.aclose(code, refusal.message[:120])
 
     async def _session(
         self, ws: WebSocketConnection, asked: Handshake, user: User | None, conn: Conn | None
@@ -532,7 +543,9 @@ class Gateway:
                 viewer.level = DENSITY.index_for(msg.value)
                 viewer.push_control(protocol.notice("density", value=DENSITY.levels[viewer.level]))
             elif isinstance(msg, protocol.AuthRequest):
-                viewer.push_control(self._reauth(viewer, msg.token))
+                reply = self._reauth(viewer, msg.token)
+                if reply is not None:
+                    viewer.push_control(reply)
             else:
                 m.comments_received.inc()
                 err = self._accept_comment(viewer, msg)
@@ -546,14 +559,39 @@ class Gateway:
                 inbox.conn.stage = "ingest"
             raise
 
-    def _reauth(self, viewer: Viewer, token: str) -> str:
+    def _reauth(self, viewer: Viewer, token: str) -> str | None:
         """An ``auth`` message: a fresh token for the connection's user (or a first one
         for an anonymous viewer). Answered with a notice ``auth`` or an ``unauthorized``
-        error; a connection never changes its user."""
+        error; a connection never changes its user. ``None``: the token needs a JWKS
+        fetch first, and a task answers after it (this path never waits)."""
         try:
-            user = auth.verify(self.settings.secret, token, room=viewer.room)
+            user = self.verifier.verify(token, room=viewer.room)
+        except KeyUnknown:
+            if self._nursery is None:
+                return protocol.error(protocol.ProtocolError("unavailable", "try again"))
+            self._nursery.start_soon(self._reauth_later, viewer, token)
+            return None
         except auth.TokenError as exc:
             return protocol.error(protocol.ProtocolError("unauthorized", str(exc)))
+        return self._reauthed(viewer, user)
+
+    async def _reauth_later(self, viewer: Viewer, token: str) -> None:
+        """``_reauth`` after the platform's keys were fetched (a task of the gateway's
+        nursery: nothing may leave it)."""
+        try:
+            user = await self.verifier.verify_async(token, room=viewer.room)
+            reply = self._reauthed(viewer, user)
+        except KeysUnavailable as exc:
+            reply = protocol.error(protocol.ProtocolError("unavailable", str(exc)))
+        except auth.TokenError as exc:
+            reply = protocol.error(protocol.ProtocolError("unauthorized", str(exc)))
+        except Exception as exc:
+            log.warning("re-authenticating a connection in %s failed: %r", viewer.room, exc)
+            return
+        viewer.push_control(reply)
+
+    def _reauthed(self, viewer: Viewer, user: User) -> str:
+        """The connection takes ``user`` (verified); the answer to send."""
         if viewer.user is not None and user.uid != viewer.user.uid:
             return protocol.error(
                 protocol.ProtocolError("unauthorized", "a connection keeps its user: reconnect")

@@ -25,6 +25,7 @@ from danmaku.metrics import CONTENT_TYPE, Metrics
 from danmaku.rules.clientip import parse_trusted
 from danmaku.store import Store, StoreError
 from danmaku.supervise import LoopHealth
+from danmaku.verifier import TokenVerifier
 from danmaku.web.guards import (
     RETRY_AFTER_S,
     BodyLimit,
@@ -109,6 +110,7 @@ def create_app(
     )
     app.state.settings = settings  # read by request dependencies (staff token checks)
     app.state.store = store  # ... which also note the staff roles they see
+    app.state.verifier = TokenVerifier(settings, metrics)  # HS256 and platform tokens
     app.add_exception_handler(RequestValidationError, validation_error)
     app.mount(
         "/static",

@@ -32,6 +32,7 @@ from danmaku.auth import User
 from danmaku.config import Settings
 from danmaku.rules.ids import comment_id_problem
 from danmaku.store import Store, StoreError
+from danmaku.verifier import KeysUnavailable, TokenVerifier
 from danmaku.web.guards import RETRY_AFTER_S
 
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
@@ -119,19 +120,27 @@ def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
     return authorization[7:].strip()
 
 
+async def verified(request: Request, token: str) -> User:
+    """The token's user (HS256, or the platform's RS256/ES256: ``verifier.py``). 401 for
+    a bad token, 503 when the platform's keys cannot be fetched."""
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        return await verifier.verify_async(token)
+    except KeysUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
+    except auth.TokenError as exc:
+        raise HTTPException(
+            401, f"unauthorized: {exc}", headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
+
+
 async def _staff(request: Request, room: RoomName, token: Annotated[str, Depends(_bearer)]) -> User:
     """A user with staff rights in the path's room, as it acts there: its token's role
     under the room's staff list (``auth.in_room``), so a listed viewer token acts as a
     moderator and a revoked moderator token as a viewer. 401 bad token, 403 not staff in
     this room or a token for another room. Notes the token's role for the room (what rank
     checks on this user go by)."""
-    settings: Settings = request.app.state.settings
-    try:
-        user = auth.verify(settings.secret, token)
-    except auth.TokenError as exc:
-        raise HTTPException(
-            401, f"unauthorized: {exc}", headers={"WWW-Authenticate": "Bearer"}
-        ) from exc
+    user = await verified(request, token)
     if not user.allowed_in(room):
         raise HTTPException(403, "the token is for another room")
     store: Store = request.app.state.store
@@ -205,11 +214,8 @@ def author_role(item: dict[str, Any], seen: str, listed: str | None = None) -> s
 def create_router(settings: Settings, store: Store) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["moderation"])
 
-    def admin(token: Annotated[str, Depends(_bearer)]) -> User:
-        try:
-            user = auth.verify(settings.secret, token)
-        except auth.TokenError as exc:
-            raise HTTPException(401, f"unauthorized: {exc}") from exc
+    async def admin(request: Request, token: Annotated[str, Depends(_bearer)]) -> User:
+        user = await verified(request, token)
         if user.role != "admin":
             raise HTTPException(403, "an admin token is needed")
         if user.rooms is not None:
