@@ -20,6 +20,9 @@ from typing import Any
 
 import jwt
 
+from danmaku.rules.nicks import NickError
+from danmaku.rules.nicks import clean as clean_nick
+
 ROLES = ("viewer", "moderator", "streamer", "admin")
 STAFF_ROLES = frozenset({"moderator", "streamer", "admin"})
 # The role hierarchy: a higher rank may act on a lower one (guests are viewers).
@@ -44,6 +47,9 @@ class User:
     # The role the token itself carries, when a room's staff list changed ``role`` (see
     # ``in_room``); ``None``: ``role`` is the token's.
     token_role: str | None = None
+    # A guest of ``POST /api/session`` (its token says so, or its uid is a guest uid):
+    # what a room's ``guests`` setting holds back (rules/guests.py).
+    guest: bool = False
 
     @property
     def is_staff(self) -> bool:
@@ -67,6 +73,7 @@ def mint(
     ttl_s: int = 86_400,
     highlight: bool = False,
     now: float | None = None,
+    guest: bool = False,
 ) -> str:
     """Return a signed token. Raises ``ValueError`` for an unknown role or a bad uid."""
     if role not in ROLES:
@@ -89,6 +96,8 @@ def mint(
         claims["room"] = list(room)
     if highlight:
         claims["hl"] = True
+    if guest:
+        claims["guest"] = True
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -145,6 +154,10 @@ def user_from_claims(claims: dict[str, Any], room: str | None = None) -> User:
         raise TokenError("bad token: sub")
     if not isinstance(nick, str) or role not in ROLES:
         raise TokenError("bad token: nick/role")
+    try:  # a platform's nick is cleaned as a session's is (no bidi or invisible tricks)
+        nick = clean_nick(nick, 64) if nick else ""
+    except NickError:
+        nick = ""
     token_room = claims.get("room")
     rooms: tuple[str, ...] | None = None
     if isinstance(token_room, str):
@@ -164,6 +177,7 @@ def user_from_claims(claims: dict[str, Any], room: str | None = None) -> User:
         rooms=rooms,
         highlight=bool(claims.get("hl", False)),
         expires=float(exp) if isinstance(exp, int | float) else 0.0,
+        guest=claims.get("guest") is True or bool(_GUEST_RE.fullmatch(uid)),
     )
 
 

@@ -281,6 +281,12 @@ class Settings:
         "DANMAKU_JWKS_MAX_AGE_S",
         "cached JWKS keys older than this are fetched again (kept if the fetch fails)",
     )
+    guests: str = _opt(
+        "comment",
+        "DANMAKU_GUESTS",
+        "what guests (POST /api/session tokens) may do in a room that has not set it: "
+        "comment, watch (only logged-in users comment) or off (room setting guests)",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).

@@ -49,8 +49,7 @@ HANDSHAKE_REJECTIONS = (
     "origin",
     # identity (issue 19)
     "unavailable",
-    "guests_off",
-    "ip_banned",
+    "login_required",
     "nick_taken",
 )
 REDIS_OPS = (
@@ -105,6 +104,11 @@ REDIS_OPS = (
     # the room staff list (store/moderation.py)
     "staff",
     "set_staff",
+    # identity (store/identity.py)
+    "ip_bans",
+    "note_ips",
+    "staff_nicks",
+    "session_checks",
 )
 
 # Where in a connection's life an unexpected error ended it (its boundary caught it).

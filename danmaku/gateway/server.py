@@ -47,7 +47,9 @@ from danmaku.gateway.presence import Presence
 from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
+from danmaku.rules import guests, ipbans
 from danmaku.rules.admission import IpAdmission
+from danmaku.rules.bans import banned_fields
 from danmaku.rules.clientip import parse_trusted
 from danmaku.rules.normalize import normalize
 from danmaku.rules.ratelimit import TokenBucket
@@ -118,12 +120,13 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics
         self.gateway_id = gateway_id or f"g-{secrets.token_hex(4)}"
-        self.hubs = RoomHubs(store, metrics, settings.ingest_ceiling)
+        self.hubs = RoomHubs(store, metrics, settings.ingest_ceiling, settings.guests)
         self.feed = FrameFeed(self.hubs, store, metrics)
         limits = IngestLimits.from_settings(settings)
         self.ingest = IngestBatcher(
             store, metrics, limits, settings.ingest_queue, settings.ingest_linger_ms / 1000
         )
+        self.ingest.ban_reason = self._ban_reason
         self.rng = rng or random.Random()
         # HS256 with the secret, and the platform's RS256/ES256 keys (verifier.py).
         self.verifier = TokenVerifier(settings, metrics)
@@ -347,6 +350,16 @@ class Gateway:
             # The room's staff list as of now; later changes come from Presence.apply_staff (no
             # await from here to joining _viewers, so none is missed).
             viewer.user = user = auth.in_room(user, hub.staff.get(user.uid))
+            refusal = self._admit(hub, user)
+            if refusal is not None:
+                await self._refuse(ws, refusal)
+                return
+            if conn is not None:
+                hub.seen_ips[user.uid] = conn.peer  # written out by the presence round
+            if user.is_staff and self._nursery is not None:
+                self._nursery.start_soon(self._note_nick, room, user)
+        if conn is not None:
+            viewer.ip_keys = ipbans.candidates(conn.peer)
         m.connections_opened.labels("user" if user else "anonymous").inc()
         m.connections_open.inc()
         self._viewers.add(viewer)
@@ -600,10 +613,44 @@ class Gateway:
         hub = self.hubs.hubs.get(viewer.room)
         if hub is not None:
             user = auth.in_room(user, hub.staff.get(user.uid))
+            refusal = self._admit(hub, user)
+            if refusal is not None:  # the connection keeps what it had
+                return protocol.error(protocol.ProtocolError(refusal.code, refusal.message))
         viewer.user = user
         if token_staff and self._nursery is not None:
             self._nursery.start_soon(self._note_role, viewer.room, user)
+        if user.is_staff and self._nursery is not None:
+            self._nursery.start_soon(self._note_nick, viewer.room, user)
         return protocol.notice("auth", user=user.public(), expires=int(user.expires))
+
+    def _admit(self, hub: Hub, user: User) -> Refusal | None:
+        """The room's identity rules at the handshake (issue 19): a guest where guests
+        are off, a nick that mimics a staff member's. ``None``: welcome."""
+        if not guests.may_enter(hub.guests, user):
+            self.metrics.identity_refusals.labels("guests_off").inc()
+            return Refusal("login_required", "guests cannot enter this room: log in")
+        if not user.is_staff:
+            staff_nick = hub.staff_nicks.mimics(user.nick, user.uid)
+            if staff_nick is not None:
+                self.metrics.identity_refusals.labels("nick_taken").inc()
+                return Refusal(
+                    "nick_taken",
+                    f"the nickname {user.nick!r} looks like the staff member {staff_nick!r} "
+                    "of this room: choose another",
+                )
+        return None
+
+    def _ban_reason(self, room: str, uid: str) -> str:
+        hub = self.hubs.hubs.get(room)
+        return hub.ban_reasons.reason(uid) if hub is not None else ""
+
+    async def _note_nick(self, room: str, user: User) -> None:
+        """Record the nick a staff member uses in a room (guests may not mimic it); a
+        task of the gateway's nursery: nothing may leave it."""
+        try:
+            await self.store.note_staff_nick(room, user.uid, user.nick)
+        except Exception as exc:
+            log.warning("recording the nick of %s in %s failed: %r", user.uid, room, exc)
 
     async def _note_role(self, room: str, user: User) -> None:
         """Record a staff role seen on a connection (a task of the gateway's nursery:
@@ -639,6 +686,11 @@ class Gateway:
             return protocol.ProtocolError(
                 "unauthorized", "sending needs a token; anonymous viewers can only watch", req.nonce
             )
+        hub = self.hubs.hubs.get(viewer.room)
+        if hub is not None and not user.is_staff:
+            refused = self._identity_refusal(hub, viewer, user, req.nonce)
+            if refused is not None:
+                return refused
         if self.draining:
             return protocol.ProtocolError("overloaded", "server draining", req.nonce, 1000)
         if viewer.inflight >= MAX_INFLIGHT:
@@ -665,7 +717,6 @@ class Gateway:
             # Players show a badge; moderation checks who may delete it (role ranks).
             fields["role"] = user.role
         payload = orjson.dumps(fields)
-        hub = self.hubs.hubs.get(viewer.room)
         key: str | None = None  # normalize(req.text): made once, only when needed
         if hub is not None:
             if not user.is_staff and len(hub.words):
@@ -695,6 +746,32 @@ class Gateway:
             return protocol.ProtocolError(
                 "overloaded", "gateway ingest queue full", req.nonce, 1000
             )
+        return None
+
+    def _identity_refusal(
+        self, hub: Hub, viewer: Viewer, user: User, nonce: str
+    ) -> protocol.ProtocolError | None:
+        """A non-staff comment the room's identity rules refuse (issue 19): a guest's
+        where guests only watch, or one from a banned address or prefix (the room's IP
+        bans as of the last presence round: no Redis round trip per comment)."""
+        if user.guest and not guests.may_comment(hub.guests, user):
+            self.metrics.identity_refusals.labels("login_required").inc()
+            return protocol.ProtocolError(
+                "login_required", "guests cannot comment in this room: log in", nonce
+            )
+        if viewer.ip_keys and len(hub.ip_bans):
+            now = time.time()
+            ban = hub.ip_bans.match(viewer.ip_keys, now)
+            if ban is not None:
+                self.metrics.identity_refusals.labels("ip_banned").inc()
+                wait = int((ban.until - now) * 1000) if ban.until else 0
+                return protocol.ProtocolError(
+                    "banned",
+                    "your network is banned from this room",
+                    nonce,
+                    wait,
+                    extra=banned_fields(ban.until, ban.reason),
+                )
         return None
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, field_validator
 from danmaku import auth, protocol
 from danmaku.config import Settings
 from danmaku.metrics import CONTENT_TYPE, Metrics
+from danmaku.rules import guests, nicks
 from danmaku.rules.clientip import parse_trusted
 from danmaku.store import Store, StoreError
 from danmaku.supervise import LoopHealth
@@ -34,6 +35,8 @@ from danmaku.web.guards import (
     StrictJSON,
     validation_error,
 )
+from danmaku.web.identity import create_router as create_identity_router
+from danmaku.web.identity import session_refusal
 from danmaku.web.moderation import create_router
 from danmaku.web.replay import create_router as create_replay_router
 
@@ -46,14 +49,18 @@ DEVICE_COOKIE_MAX_AGE_S = 400 * 86400  # the most browsers keep a cookie
 
 class SessionRequest(BaseModel):
     nick: str = Field(min_length=1, max_length=64, description="display name")
+    room: str | None = Field(
+        default=None,
+        pattern=protocol.ROOM_RE.pattern,
+        description="the room the guest is for: its guest policy, IP bans and staff nicks "
+        "are checked (403 guests off or banned, 409 a nick that looks like a staff one)",
+    )
 
     @field_validator("nick")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        value = " ".join(value.split())
-        if not value or any(not ch.isprintable() for ch in value):
-            raise ValueError("nick must be printable text")
-        return value
+    def _cleaned(cls, value: str) -> str:
+        # Control, bidi and invisible characters go; nothing left is a 422 (rules/nicks).
+        return nicks.clean(value, 64)
 
 
 class UserOut(BaseModel):
@@ -79,8 +86,8 @@ class RoomOut(BaseModel):
     latency_p99_ms: float = Field(
         description="p99 of gateway receive -> frame built, over the last second's items"
     )
-    settings: dict[str, float] = Field(description="settings moderators have set")
-    effective: dict[str, float] = Field(
+    settings: dict[str, float | str] = Field(description="settings moderators have set")
+    effective: dict[str, float | str] = Field(
         description="the settings in force: moderators' values over the server defaults"
     )
     comments_stored: int = Field(description="comments in the room stream (capped)")
@@ -119,6 +126,7 @@ def create_app(
     )
 
     app.include_router(create_router(settings, store))
+    app.include_router(create_identity_router(store))
     app.include_router(create_replay_router(settings, store, metrics))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(StrictJSON)  # inside BodyLimit: what it buffers is bounded
@@ -180,8 +188,16 @@ def create_app(
             samesite="strict",
             secure=request.url.scheme == "https" or settings.public_web_url.startswith("https:"),
         )
-        nick = body.nick[: settings.max_nick_chars]
-        token = auth.mint(settings.secret, uid=uid, nick=nick, ttl_s=settings.session_ttl_s)
+        try:
+            nick = nicks.clean(body.nick, settings.max_nick_chars)
+        except nicks.NickError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        if body.room is not None:
+            ip = request.client.host if request.client else ""
+            await session_refusal(store, body.room, ip, nick, uid, settings.guests)
+        token = auth.mint(
+            settings.secret, uid=uid, nick=nick, ttl_s=settings.session_ttl_s, guest=True
+        )
         metrics.sessions_issued.inc()
         return SessionOut(token=token, user=UserOut(uid=uid, nick=nick, role="viewer"))
 
@@ -201,7 +217,12 @@ def create_app(
             "smooth_window_s": settings.smooth_window_s,
             "max_wait_s": settings.max_wait_s,
         }
-        effective = defaults | {k: v for k, v in info["settings"].items() if k in defaults}
+        effective: dict[str, float | str] = dict(defaults)
+        effective.update({k: v for k, v in info["settings"].items() if k in defaults})
+        # identity (issue 19): the guest policy by name
+        effective[guests.SETTING] = settings.guests
+        info["settings"] = guests.shown(info["settings"])
+        effective.update({k: v for k, v in info["settings"].items() if k == guests.SETTING})
         return RoomOut(
             room=room, tick_ms=settings.tick_ms, limits=limits, effective=effective, **info
         )

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
+from danmaku.rules import guests
 from danmaku.rules.ids import comment_id_problem
 from danmaku.store import Store, StoreError
 from danmaku.verifier import KeysUnavailable, TokenVerifier
@@ -54,6 +55,7 @@ class BanIn(BaseModel):
 class BanOut(BaseModel):
     uid: str
     until: float | None = Field(description="epoch seconds; null = permanent")
+    reason: str = Field(default="", description="as given when the ban was set")
 
 
 class SettingsIn(BaseModel):
@@ -68,6 +70,10 @@ class SettingsIn(BaseModel):
     )
     max_wait_s: float | None = Field(
         default=None, ge=0, le=5, description="longest a comment waits for a frame (s)"
+    )
+    guests: Literal["comment", "watch", "off"] | None = Field(
+        default=None,
+        description="guests comment, only watch (logged-in users comment), or are off",
     )
 
 
@@ -244,12 +250,16 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
                 role=user.role,
             )
         )
-        return BanOut(uid=body.uid, until=until or None)
+        return BanOut(uid=body.uid, until=until or None, reason=body.reason)
 
     @router.get("/rooms/{room}/bans", response_model=list[BanOut], summary="Bans in force")
     async def bans(room: RoomName, user: Staff) -> list[BanOut]:
         current = await guarded(store.bans(room))
-        return [BanOut(uid=u, until=t or None) for u, t in sorted(current.items())]
+        reasons = await guarded(store.ban_reasons(room))
+        return [
+            BanOut(uid=u, until=t or None, reason=reasons.get(u, (0.0, ""))[1])
+            for u, t in sorted(current.items())
+        ]
 
     @router.delete("/rooms/{room}/bans/{uid}", status_code=204, summary="Lift a ban")
     async def unban(room: RoomName, uid: Uid, user: Staff) -> None:
@@ -320,11 +330,14 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         if not given:
             raise HTTPException(422, "no setting given")
         values: dict[str, float | None] = {
-            k: (float(v) if v is not None else None) for k, v in given.items()
+            k: (float(v) if v is not None and k != guests.SETTING else None)
+            for k, v in given.items()
         }
+        if given.get(guests.SETTING) is not None:  # stored as a number (rules/guests.py)
+            values[guests.SETTING] = guests.code(given[guests.SETTING])
         await guarded(store.set_room_settings(room, values))
         await guarded(store.announce_settings(room, given, by=who(user)))
-        return dict(await guarded(store.room_settings(room)))
+        return guests.shown(await guarded(store.room_settings(room)))
 
     @router.get("/rooms/{room}/words", summary="Blocked words (room and global)")
     async def words(room: RoomName, user: Staff) -> dict[str, list[str]]:
@@ -447,7 +460,9 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.post("/rooms/{room}/notices", status_code=204, summary="Show a room notice")
     async def notice(room: RoomName, body: NoticeIn, user: Staff) -> None:
-        await guarded(store.post_notice(room, body.text, by=who(user)))
+        await guarded(
+            store.post_notice(room, body.text, by=who(user), nick=user.nick, role=user.role)
+        )
 
     @router.get("/rooms/{room}/audit", summary="The room's audit log, newest first")
     async def audit(
