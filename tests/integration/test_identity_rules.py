@@ -228,5 +228,5 @@ async def test_room_notices_are_signed_by_nick_and_role(
     mod = auth.mint(SECRET, uid="mod1", nick="Mo", role="moderator", room=ROOM)
     assert (await Api(system, mod)("POST", f"/rooms/{ROOM}/notices", {"text": "be nice"}))[0] == 204
     await viewer.wait_for(lambda c: any(m.get("event") == "room_notice" for m in c.messages))
-    notice = [m for m in viewer.messages if m.get("event") == "room_notice"][0]
+    notice = next(m for m in viewer.messages if m.get("event") == "room_notice")
     assert (notice["by"], notice["role"], notice["text"]) == ("Mo", "moderator", "be nice")

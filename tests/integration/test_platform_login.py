@@ -81,7 +81,7 @@ def jwks() -> Iterator[JwksServer]:
     state = JwksServer()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             state.fetches += 1
             if state.hang:
                 state.release.wait(30)
