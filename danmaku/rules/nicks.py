@@ -7,8 +7,8 @@ space become one space; at most ``MAX_MARKS`` combining marks on one letter (no
 "zalgo" towers over the neighbours' names); capped in length.
 
 ``skeleton`` is the Unicode TR39 confusable skeleton, so that "Ѕtrеamеr" (Cyrillic
-Ѕ and е) and "StreamerI" vs "Streamerl" compare equal: NFKC, each character mapped to
-its prototype by ``CONFUSABLES``, then case-folded (comparison ignores case: "STREAMER"
+Ѕ and е) and "StreamerI" vs "Streamerl" compare equal: each character mapped to its
+prototype by ``CONFUSABLES`` (before and after NFKC), then case-folded (comparison ignores case: "STREAMER"
 is the streamer's name too), then ``m`` -> ``rn`` and ``d`` -> ``cl`` as TR39 does,
 then NFD. A room refuses a guest's or viewer's nick whose skeleton equals a staff
 member's (``StaffNicks``).
@@ -74,15 +74,17 @@ class NickError(ValueError):
 
 def clean(raw: str, max_chars: int) -> str:
     """The nick as it may be shown. Raises ``NickError`` when nothing printable is left."""
-    text = unicodedata.normalize("NFKC", raw)
+    # Marks are counted decomposed (NFKC would hide one in a precomposed letter), and the
+    # result composed again: NFKC's output.
+    text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", raw))
     out: list[str] = []
     marks = 0
     for ch in text:
         cat = unicodedata.category(ch)
-        if cat in _DROP_CATEGORIES or ch in _INVISIBLE:
+        if cat in ("Zs", "Zl", "Zp") or ch.isspace():  # tabs and newlines too (Cc)
+            ch, cat = " ", "Zs"
+        elif cat in _DROP_CATEGORIES or ch in _INVISIBLE:
             continue
-        if cat in ("Zs", "Zl", "Zp") or ch.isspace():
-            ch = " "
         if cat in ("Mn", "Me"):
             marks += 1
             if marks > MAX_MARKS or not out:
@@ -90,7 +92,8 @@ def clean(raw: str, max_chars: int) -> str:
         else:
             marks = 0
         out.append(ch)
-    nick = " ".join("".join(out).split())[: max(1, max_chars)].strip()
+    nick = " ".join(unicodedata.normalize("NFC", "".join(out)).split())
+    nick = nick[: max(1, max_chars)].strip()
     if not nick:
         raise NickError("the nick is empty once invisible and control characters are removed")
     return nick
@@ -98,7 +101,10 @@ def clean(raw: str, max_chars: int) -> str:
 
 def skeleton(nick: str) -> str:
     """The TR39 skeleton (case-insensitive) of ``nick``: equal for look-alikes."""
-    text = unicodedata.normalize("NFKC", nick).translate(CONFUSABLES).casefold()
+    # The table before NFKC too: NFKC turns some look-alikes into other letters (Greek
+    # lunate sigma "ϲ", a "c", becomes "σ"); after it for what NFKC folds (fullwidth).
+    text = unicodedata.normalize("NFD", nick).translate(CONFUSABLES)
+    text = unicodedata.normalize("NFKC", text).translate(CONFUSABLES).casefold()
     for seq, proto in _SEQUENCES:
         text = text.replace(seq, proto)
     text = "".join(ch for ch in text if ch not in _INVISIBLE and unicodedata.category(ch) != "Cf")
