@@ -8,10 +8,10 @@ space become one space; at most ``MAX_MARKS`` combining marks on one letter (no
 
 ``skeleton`` is the Unicode TR39 confusable skeleton, so that "Ѕtrеamеr" (Cyrillic
 Ѕ and е) and "StreamerI" vs "Streamerl" compare equal: each character mapped to its
-prototype by ``CONFUSABLES`` (before and after NFKC), then case-folded (comparison ignores case: "STREAMER"
-is the streamer's name too), then ``m`` -> ``rn`` and ``d`` -> ``cl`` as TR39 does,
-then NFD. A room refuses a guest's or viewer's nick whose skeleton equals a staff
-member's (``StaffNicks``).
+prototype by ``CONFUSABLES`` (before and after NFKC), then case-folded (comparison
+ignores case: "STREAMER" is the streamer's name too), then ``m`` -> ``rn`` and ``d`` ->
+``cl`` as TR39 does, then NFD. A room refuses a guest's or viewer's nick whose
+skeleton equals a staff member's (``StaffNicks``).
 
 ``CONFUSABLES`` is a small vendored subset of Unicode's confusables.txt (UTS #39,
 Unicode Security Mechanisms; data © Unicode, Inc., under the Unicode License v3,
