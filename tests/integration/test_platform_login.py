@@ -142,6 +142,33 @@ async def test_jwks_tokens_verify_and_a_rotated_key_is_fetched(
     assert (await verifier.verify_async(token("guest1"))).uid == "guest1"
 
 
+async def test_an_old_key_set_is_fetched_again_and_a_withdrawn_key_stops_passing(
+    settings: Settings, jwks: JwksServer
+) -> None:
+    signer = rsa_signer("k1")
+    jwks.signers = [signer]
+    verifier = TokenVerifier(platform_settings(settings, jwks.url, jwks_max_age_s=0.0))
+    assert (await verifier.verify_async(signer.sign("u1"))).uid == "u1"
+    jwks.signers = [rsa_signer("k2")]  # the platform withdraws k1
+    # Still passes (nobody waits for the fetch) and sets off a fetch in the background.
+    assert (await verifier.verify_async(signer.sign("u1"))).uid == "u1"
+    with trio.fail_after(10):
+        while jwks.fetches < 2:
+            await trio.sleep(0.01)
+        while True:  # the fetch's answer lands
+            try:
+                verifier.verify(signer.sign("u1"))
+            except KeyUnknown:
+                break
+            await trio.sleep(0.01)
+    # HS256 tokens never set off a fetch.
+    before = jwks.fetches
+    for _ in range(3):
+        await verifier.verify_async(token("guest1"))
+    await trio.sleep(0.1)
+    assert jwks.fetches == before
+
+
 async def test_unknown_kids_cost_one_fetch_per_interval(
     settings: Settings, jwks: JwksServer
 ) -> None:
