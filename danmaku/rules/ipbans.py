@@ -136,7 +136,12 @@ class IpBans:
         bans = self._bans
         if not bans:
             return None
-        return longest(b for b in (bans.get(k) for k in keys) if b is not None and b.in_force(now))
+        found: IpBan | None = None
+        for key in keys:  # a plain loop: this runs per comment in rooms with IP bans
+            ban = bans.get(key)
+            if ban is not None and ban.in_force(now):
+                found = ban if found is None else longest((found, ban))
+        return found
 
 
 def longest(bans: Iterable[IpBan]) -> IpBan | None:
