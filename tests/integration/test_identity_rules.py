@@ -140,6 +140,8 @@ async def test_ip_bans_hold_across_gateways_and_at_the_session(
     assert body["detail"]["reason"] == "raid"
     assert (await session(web, {"nick": "Elsewhere", "room": "other-room"}))[0] == 200
 
+    doc = (await http(f"http://127.0.0.1:{web.web_port}/openapi.json")).json()
+    assert {"/api/rooms/{room}/ip-bans", "/api/rooms/{room}/ip-bans/{ban_id}"} <= set(doc["paths"])
     status, listed = await api("GET", f"/rooms/{ROOM}/ip-bans")
     assert [b["id"] for b in listed] == [ban["id"]]
     assert (await api("DELETE", f"/rooms/{ROOM}/ip-bans/{ban['id']}"))[0] == 204

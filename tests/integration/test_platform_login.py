@@ -279,8 +279,11 @@ async def test_platform_tokens_at_the_gateway_and_the_api(
 ) -> None:
     signer = rsa_signer("k1")
     jwks.signers = [signer]
-    system = await start_system(nursery, platform_settings(settings, jwks.url))
+    # A long JWKS timeout (and a longer handshake one): the outage below is seen waiting.
+    slow = platform_settings(settings, jwks.url, jwks_timeout_s=8.0, connect_timeout_s=30.0)
+    system = await start_system(nursery, slow)
     assert system.ws_port is not None
+    port = system.ws_port
     viewer = await connect(nursery, system.ws_port, "plat", tok=signer.sign("pv1"))
     welcome = viewer.of_type("welcome")[0]
     assert welcome["user"] == {"uid": "pv1", "nick": "nick-pv1", "role": "viewer"}
@@ -296,12 +299,27 @@ async def test_platform_tokens_at_the_gateway_and_the_api(
     await bad.wait_for(lambda c: c.closed is not None)
     assert bad.of_type("error")[0]["code"] == "unauthorized"
     assert bad.closed is not None and bad.closed[0] == 1008
-    # The key service goes away: a rotated key is refused as "try again later" (1013).
+    # The key service goes away: a rotated key is refused as "try again later" (1013),
+    # and while that handshake waits for the keys, nobody else does.
     jwks.hang = True
-    late = await connect(nursery, system.ws_port, "plat", tok=rsa_signer("k9").sign("pv3"))
-    await late.wait_for(lambda c: c.closed is not None, timeout=20)
-    assert late.of_type("error")[0]["code"] == "unavailable"
-    assert late.closed is not None and late.closed[0] == 1013
-    # ... while a known key still gets in.
-    again = await connect(nursery, system.ws_port, "plat", tok=signer.sign("pv4"))
+    before = jwks.fetches
+    late: list[Any] = []
+
+    async def late_viewer() -> None:
+        late.append(await connect(nursery, port, "plat", tok=rsa_signer("k9").sign("pv3")))
+
+    nursery.start_soon(late_viewer)
+    with trio.fail_after(10):
+        while jwks.fetches == before:  # its fetch is under way
+            await trio.sleep(0.01)
+    again = await connect(nursery, port, "plat", tok=signer.sign("pv4"))  # a known key
     assert again.of_type("welcome")[0]["user"]["uid"] == "pv4"
+    guest = await connect(nursery, port, "plat", tok=token("hs1"))  # HS256
+    assert guest.of_type("welcome")[0]["user"]["uid"] == "hs1"
+    assert not late  # still waiting for the keys
+    with trio.fail_after(30):
+        while not late:
+            await trio.sleep(0.05)
+    await late[0].wait_for(lambda c: c.closed is not None, timeout=20)
+    assert late[0].of_type("error")[0]["code"] == "unavailable"
+    assert late[0].closed is not None and late[0].closed[0] == 1013
