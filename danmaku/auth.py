@@ -1,4 +1,6 @@
-"""Signed user tokens (HS256 JWT): who a connection is and what it may do.
+"""Signed user tokens (JWT): who a connection is and what it may do. This system signs
+HS256 with its secret; ``decode`` also checks a platform's RS256/ES256 tokens with a key
+``danmaku.verifier`` picks.
 
 A token carries ``sub`` (user id), ``nick``, ``role`` and optionally ``room`` (a room
 name, or a list of them: the token is then valid in those rooms only; a moderator of
@@ -17,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+
+from danmaku.rules.nicks import NickError
+from danmaku.rules.nicks import clean as clean_nick
 
 ROLES = ("viewer", "moderator", "streamer", "admin")
 STAFF_ROLES = frozenset({"moderator", "streamer", "admin"})
@@ -42,6 +47,9 @@ class User:
     # The role the token itself carries, when a room's staff list changed ``role`` (see
     # ``in_room``); ``None``: ``role`` is the token's.
     token_role: str | None = None
+    # A guest of ``POST /api/session`` (its token says so, or its uid is a guest uid):
+    # what a room's ``guests`` setting holds back (rules/guests.py).
+    guest: bool = False
 
     @property
     def is_staff(self) -> bool:
@@ -65,6 +73,7 @@ def mint(
     ttl_s: int = 86_400,
     highlight: bool = False,
     now: float | None = None,
+    guest: bool = False,
 ) -> str:
     """Return a signed token. Raises ``ValueError`` for an unknown role or a bad uid."""
     if role not in ROLES:
@@ -87,26 +96,68 @@ def mint(
         claims["room"] = list(room)
     if highlight:
         claims["hl"] = True
+    if guest:
+        claims["guest"] = True
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+MAX_TOKEN_CHARS = 4096  # a platform's RS256 token with its claims is longer than ours
 
 
 def verify(secret: str, token: str, *, room: str | None = None) -> User:
     """Check signature, expiry and room claim; return the user. Raises ``TokenError``."""
-    if len(token) > 2048:
+    return decode(token, secret, (ALGORITHM,), room=room)
+
+
+def decode(
+    token: str,
+    key: Any,
+    algorithms: Sequence[str],
+    *,
+    room: str | None = None,
+    issuer: str = "",
+    audience: str = "",
+) -> User:
+    """Check ``token``'s signature with ``key`` (one of ``algorithms``), its expiry, its
+    ``iss``/``aud`` where given (a token naming an audience is refused when none is
+    expected), and its room claim; return the user. Raises ``TokenError`` only."""
+    if len(token) > MAX_TOKEN_CHARS:
         raise TokenError("token too long")
+    required = ["sub", "exp"] + (["iss"] if issuer else []) + (["aud"] if audience else [])
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
+            token,
+            key,
+            algorithms=list(algorithms),
+            issuer=issuer or None,
+            audience=audience or None,
+            options={"require": required},
         )
     except jwt.ExpiredSignatureError as exc:
         raise TokenError("token expired") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise TokenError("bad token: wrong issuer (iss)") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise TokenError("bad token: wrong audience (aud)") from exc
     except jwt.PyJWTError as exc:
         raise TokenError(f"bad token: {exc}") from exc
-    uid, nick, role = claims.get("sub"), claims.get("nick", ""), claims.get("role", "viewer")
+    return user_from_claims(claims, room)
+
+
+def user_from_claims(claims: dict[str, Any], room: str | None = None) -> User:
+    """The user a verified token's claims describe (``nick``, or a platform's ``name``).
+    Raises ``TokenError`` for a bad ``sub``, nick, role or room claim."""
+    uid = claims.get("sub")
+    nick = claims.get("nick", claims.get("name", ""))
+    role = claims.get("role", "viewer")
     if not isinstance(uid, str) or not _UID_RE.fullmatch(uid):
         raise TokenError("bad token: sub")
     if not isinstance(nick, str) or role not in ROLES:
         raise TokenError("bad token: nick/role")
+    try:  # a platform's nick is cleaned as a session's is (no bidi or invisible tricks)
+        nick = clean_nick(nick, 64) if nick else ""
+    except NickError:
+        nick = ""
     token_room = claims.get("room")
     rooms: tuple[str, ...] | None = None
     if isinstance(token_room, str):
@@ -117,6 +168,7 @@ def verify(secret: str, token: str, *, room: str | None = None) -> User:
         raise TokenError("bad token: room")
     if rooms is not None and room is not None and room not in rooms:
         raise TokenError("token is for another room")
+    exp = claims.get("exp")
     return User(
         uid=uid,
         nick=nick[:64],
@@ -124,7 +176,8 @@ def verify(secret: str, token: str, *, room: str | None = None) -> User:
         room=rooms[0] if rooms and len(rooms) == 1 else None,
         rooms=rooms,
         highlight=bool(claims.get("hl", False)),
-        expires=float(claims["exp"]),
+        expires=float(exp) if isinstance(exp, int | float) else 0.0,
+        guest=claims.get("guest") is True or bool(_GUEST_RE.fullmatch(uid)),
     )
 
 

@@ -290,6 +290,46 @@ class Settings:
         "DANMAKU_SHIELD_FIRST_CHAT_MINUTES",
         "first-time chatters (minutes) shield mode holds for review (a longer room value is kept)",
     )
+    # --- identity (issue 19): platform login, guests, IP bans, nicks
+    jwt_public_key: str = _opt(
+        "",
+        "DANMAKU_JWT_PUBLIC_KEY",
+        "the platform's PEM public key (RSA: RS256, EC P-256: ES256), a path or the PEM "
+        "text: user tokens it signs are accepted besides HS256 ones",
+    )
+    jwks_url: str = _opt(
+        "",
+        "DANMAKU_JWKS_URL",
+        "the platform's JWKS URL (http(s)): RS256/ES256 tokens are checked against its keys, "
+        "cached and fetched again for an unknown key id (kid)",
+    )
+    jwt_issuer: str = _opt(
+        "", "DANMAKU_JWT_ISSUER", "required iss of platform (RS256/ES256) tokens; empty: none"
+    )
+    jwt_audience: str = _opt(
+        "",
+        "DANMAKU_JWT_AUDIENCE",
+        "required aud of platform (RS256/ES256) tokens; empty: tokens naming one are refused",
+    )
+    jwks_timeout_s: float = _opt(
+        3.0, "DANMAKU_JWKS_TIMEOUT_S", "a JWKS fetch gives up after this (a handshake waits)"
+    )
+    jwks_refetch_s: float = _opt(
+        10.0,
+        "DANMAKU_JWKS_REFETCH_S",
+        "at most one JWKS fetch per this many seconds (unknown kids, failures)",
+    )
+    jwks_max_age_s: float = _opt(
+        600.0,
+        "DANMAKU_JWKS_MAX_AGE_S",
+        "cached JWKS keys older than this are fetched again (kept if the fetch fails)",
+    )
+    guests: str = _opt(
+        "comment",
+        "DANMAKU_GUESTS",
+        "what guests (POST /api/session tokens) may do in a room that has not set it: "
+        "comment, watch (only logged-in users comment) or off (room setting guests)",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).

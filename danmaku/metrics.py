@@ -47,6 +47,10 @@ HANDSHAKE_REJECTIONS = (
     "unauthorized",
     "bad_request",
     "origin",
+    # identity (issue 19)
+    "unavailable",
+    "login_required",
+    "nick_taken",
 )
 REDIS_OPS = (
     "acquire",
@@ -109,6 +113,11 @@ REDIS_OPS = (
     "names",
     "notes",
     "shield",
+    # identity (store/identity.py)
+    "ip_bans",
+    "note_ips",
+    "staff_nicks",
+    "session_checks",
 )
 
 # Where in a connection's life an unexpected error ended it (its boundary caught it).
@@ -129,6 +138,9 @@ LOOPS = (
 # backoff), and the worker loops whose per-room reads are counted.
 ROOM_ERROR_STAGES = ("read", "merge", "commit")
 ROOM_READ_LOOPS = ("tick", "online")
+# What the identity rules refuse (issue 19): a session or handshake where guests are off,
+# a guest's comment where guests only watch, an IP ban, a nick that mimics a staff one.
+IDENTITY_REFUSALS = ("guests_off", "login_required", "ip_banned", "nick_taken")
 
 # Latency buckets (seconds) sized for a 100 ms tick: fine below 250 ms, coarse above.
 _LATENCY = (
@@ -508,6 +520,21 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # --- identity (issue 19)
+        self.jwks_fetches = Counter(
+            "danmaku_jwks_fetches_total",
+            "Fetches of the platform's JWKS (signing keys), by outcome: ok, error (the "
+            "cached keys stay in use; tokens of unknown keys are refused until one succeeds)",
+            ["outcome"],
+            registry=r,
+        )
+        self.identity_refusals = Counter(
+            "danmaku_identity_refusals_total",
+            "Sessions, handshakes and comments refused by the identity rules, by reason: "
+            "guests_off, login_required, ip_banned, nick_taken",
+            ["reason"],
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -551,6 +578,10 @@ class Metrics:
         for fmt in ("json", "xml", "ass"):
             for result in ("streamed", "not_modified", "limited", "failed"):
                 self.exports.labels(fmt, result)
+        for outcome in ("ok", "error"):
+            self.jwks_fetches.labels(outcome)
+        for reason in IDENTITY_REFUSALS:
+            self.identity_refusals.labels(reason)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -61,6 +61,11 @@ ERROR_CODES: dict[str, str] = {
     "flood": "too many messages of any kind on one connection; the connection is closed",
     # held for review (issue 19)
     "review_full": "the room's review queue is full: the comment was not taken; retry later",
+    # identity (issue 19)
+    "login_required": "guests cannot comment in this room (its guests setting is watch), or "
+    "cannot enter it (off: closed with 1008); log in",
+    "nick_taken": "the nickname looks like (has the confusable skeleton of) a staff "
+    "member's in this room; choose another (at the handshake: closed with 1008)",
 }
 
 
@@ -71,6 +76,7 @@ class ProtocolError:
     nonce: str | None = None
     retry_after_ms: int | None = None
     comment: bool = False  # the refused message was a comment (for the received count)
+    extra: dict[str, Any] | None = None  # more fields of the error (banned: until, reason)
 
 
 @dataclass(slots=True)  # not frozen: made per comment, and a frozen init costs 4.5x
@@ -273,6 +279,8 @@ def error(err: ProtocolError) -> str:
         out["nonce"] = err.nonce
     if err.retry_after_ms is not None:
         out["retry_after_ms"] = err.retry_after_ms
+    if err.extra:
+        out.update(err.extra)
     return _dump(out)
 
 

@@ -175,6 +175,18 @@ def settings_problem(settings: Settings) -> str | None:
             )
     if bool(settings.tls_cert) != bool(settings.tls_key):
         return "--tls-cert and --tls-key go together (DANMAKU_TLS_CERT, DANMAKU_TLS_KEY)"
+    # Identity (issue 19): a guest policy, platform keys the system cannot use.
+    if settings.guests not in ("comment", "watch", "off"):
+        return f"DANMAKU_GUESTS={settings.guests!r}: must be comment, watch or off"
+    if settings.jwks_url and not settings.jwks_url.startswith(("http://", "https://")):
+        return f"DANMAKU_JWKS_URL={settings.jwks_url!r}: must be an http(s) URL"
+    if settings.jwt_public_key:
+        from danmaku.verifier import load_public_key
+
+        try:
+            load_public_key(settings.jwt_public_key)
+        except ValueError as exc:
+            return str(exc)
     return None
 
 

@@ -19,7 +19,11 @@ import trio
 from danmaku import protocol
 from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.metrics import Metrics
+from danmaku.rules import guests
 from danmaku.rules.admission import SmoothedCeiling
+from danmaku.rules.bans import BanReasons, banned_fields
+from danmaku.rules.ipbans import IpBans
+from danmaku.rules.nicks import StaffNicks
 from danmaku.rules.review import ReviewCheck
 from danmaku.rules.sampling import DensityLevels
 from danmaku.rules.wordfilter import WordFilter
@@ -34,7 +38,9 @@ log = logging.getLogger(__name__)
 class Hub:
     """One room's local viewers and the last frame seq this gateway has seen."""
 
-    def __init__(self, room: str, state: RoomState, ceiling: float) -> None:
+    def __init__(
+        self, room: str, state: RoomState, ceiling: float, guests_default: str = "comment"
+    ) -> None:
         self.room = room
         self.last_seq = state.seq
         self.online = state.online
@@ -55,6 +61,15 @@ class Hub:
         self.review = ReviewCheck()
         self.review_version = -1.0
         self.shed = 0  # of those, shed by the ingest ceiling
+        # identity (issue 19), kept up to date by the presence round (presence.py)
+        self.guests_default = guests_default
+        self.guests = guests.policy(state.guests, guests_default)
+        self.ip_bans = IpBans(state.ip_bans)
+        self.ip_bans_version = state.ip_bans_version
+        self.staff_nicks = StaffNicks(state.staff_nicks)
+        self.nicks_version = state.nicks_version
+        self.seen_ips: dict[str, str] = {}  # uid -> address, written out by presence
+        self.ban_reasons = BanReasons(state.ban_reasons)
 
     def control(self, event: ControlEvent) -> None:
         """Act on a moderation event: close a banned user's connections, show a pin, a
@@ -64,7 +79,15 @@ class Hub:
         kind = e.get("kind")
         if kind == "ban":
             uid = e.get("uid")
-            err = protocol.error(protocol.ProtocolError("banned", "you were banned"))
+            if isinstance(uid, str):
+                self.ban_reasons.note(uid, e.get("until"), e.get("reason"))
+            err = protocol.error(
+                protocol.ProtocolError(
+                    "banned",
+                    "you were banned",
+                    extra=banned_fields(e.get("until"), e.get("reason")),
+                )
+            )
             for viewer in [v for v in self.viewers if v.user and v.user.uid == uid]:
                 viewer.push_control(err)
                 if e.get("close"):
@@ -74,7 +97,15 @@ class Hub:
             self.pin = e.get("pin")
             text = protocol.notice("pin", pin=self.pin)
         elif kind == "notice":
-            text = protocol.notice("room_notice", text=e.get("text"), by=e.get("by"))
+            # Signed by the poster's nick and role, never a raw "role:uid" (older events
+            # carry only that: split it).
+            role, _, uid = str(e.get("by") or "").partition(":")
+            text = protocol.notice(
+                "room_notice",
+                text=e.get("text"),
+                by=e.get("nick") or uid,
+                role=e.get("role") or role,
+            )
         elif kind == "settings":
             text = protocol.notice("settings", changes=e.get("changes"))
         else:
@@ -185,10 +216,17 @@ def _variant(body: dict[str, Any] | None, level: int) -> bytes:
 class RoomHubs:
     """The rooms with viewers on this gateway. Single trio task-group owner."""
 
-    def __init__(self, store: FeedStore, metrics: Metrics, default_ceiling: float = 2000.0) -> None:
+    def __init__(
+        self,
+        store: FeedStore,
+        metrics: Metrics,
+        default_ceiling: float = 2000.0,
+        guests_default: str = "comment",
+    ) -> None:
         self.store = store
         self.metrics = metrics
         self.default_ceiling = default_ceiling
+        self.guests_default = guests_default  # a room's guests policy until it sets one
         self.hubs: dict[str, Hub] = {}
         self.gone: set[str] = set()  # rooms emptied since the last presence report
         self._creating: dict[str, trio.Event] = {}
@@ -203,7 +241,7 @@ class RoomHubs:
             event = self._creating[room] = trio.Event()
             try:
                 state = await self.store.room_state(room)
-                self.hubs[room] = Hub(room, state, self.default_ceiling)
+                self.hubs[room] = Hub(room, state, self.default_ceiling, self.guests_default)
                 self.gone.discard(room)
                 self.metrics.rooms_local.set(len(self.hubs))
             finally:

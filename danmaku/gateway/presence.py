@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Set
+from collections.abc import Mapping, Set
 
 import trio
 
@@ -25,6 +25,9 @@ from danmaku.gateway.hub import Hub, RoomHubs
 from danmaku.gateway.viewer import Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
+from danmaku.rules import guests
+from danmaku.rules.ipbans import IpBans
+from danmaku.rules.nicks import StaffNicks
 from danmaku.rules.review import ReviewCheck
 from danmaku.rules.wordfilter import WordFilter
 from danmaku.store import StoreError
@@ -84,6 +87,7 @@ class Presence:
             except StoreError as exc:
                 log.warning("presence report failed: %s", exc)
                 continue
+            await self._write_seen_ips()
             restaffed: dict[str, Hub] = {}  # rooms whose staff list changed
             try:
                 for room, info in live.items():
@@ -114,6 +118,21 @@ class Presence:
                             continue
                         live_hub.review = ReviewCheck(review_words)
                         live_hub.review_version = review_v
+                    self._identity(live_hub, info.settings)
+                    ip_version = info.settings.get("ipbans_v", 0.0)
+                    if ip_version != live_hub.ip_bans_version:
+                        try:
+                            live_hub.ip_bans = IpBans(await self.store.ip_bans(room))
+                            live_hub.ip_bans_version = ip_version
+                        except StoreError as exc:
+                            log.warning("IP bans of %s: %s", room, exc)
+                    nicks_version = info.settings.get("nicks_v", 0.0)
+                    if nicks_version != live_hub.nicks_version:
+                        try:
+                            live_hub.staff_nicks = StaffNicks(await self.store.staff_nicks(room))
+                            live_hub.nicks_version = nicks_version
+                        except StoreError as exc:
+                            log.warning("staff nicks of %s: %s", room, exc)
                     version = (info.settings.get("words_v", 0.0), info.global_words_version)
                     if version != live_hub.words_version:
                         try:
@@ -128,6 +147,24 @@ class Presence:
                 # new connections, so the open ones must follow.
                 if restaffed:
                     self.apply_staff(restaffed)
+
+    def _identity(self, hub: Hub, settings: Mapping[str, float]) -> None:
+        """The room's guest policy as of this round (issue 19)."""
+        hub.guests = guests.policy(settings.get(guests.SETTING), hub.guests_default)
+
+    async def _write_seen_ips(self) -> None:
+        """Write out the addresses users connected from since the last round (one
+        pipeline; what an IP ban derived from a user bans). A Redis error loses them:
+        the next connection of each user writes it again."""
+        seen = {room: hub.seen_ips for room, hub in self.hubs.hubs.items() if hub.seen_ips}
+        if not seen:
+            return
+        for hub in self.hubs.hubs.values():
+            hub.seen_ips = {}
+        try:
+            await self.store.note_ips(seen)
+        except StoreError as exc:
+            log.warning("noting client addresses failed: %s", exc)
 
     def apply_staff(self, hubs: dict[str, Hub]) -> None:
         """These rooms' staff lists changed: give each open connection of them the role it

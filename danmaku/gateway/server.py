@@ -47,13 +47,16 @@ from danmaku.gateway.presence import Presence
 from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
+from danmaku.rules import guests, ipbans
 from danmaku.rules.admission import IpAdmission
+from danmaku.rules.bans import banned_fields
 from danmaku.rules.clientip import parse_trusted
 from danmaku.rules.normalize import normalize
 from danmaku.rules.ratelimit import TokenBucket
 from danmaku.store import Ingest, IngestLimits, StoreError, door_key
 from danmaku.store.interfaces import GatewayStore
 from danmaku.supervise import LoopHealth, supervise
+from danmaku.verifier import KeysUnavailable, KeyUnknown, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +121,16 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics
         self.gateway_id = gateway_id or f"g-{secrets.token_hex(4)}"
-        self.hubs = RoomHubs(store, metrics, settings.ingest_ceiling)
+        self.hubs = RoomHubs(store, metrics, settings.ingest_ceiling, settings.guests)
         self.feed = FrameFeed(self.hubs, store, metrics)
         limits = IngestLimits.from_settings(settings)
         self.ingest = IngestBatcher(
             store, metrics, limits, settings.ingest_queue, settings.ingest_linger_ms / 1000
         )
+        self.ingest.ban_reason = self._ban_reason
         self.rng = rng or random.Random()
+        # HS256 with the secret, and the platform's RS256/ES256 keys (verifier.py).
+        self.verifier = TokenVerifier(settings, metrics)
         self.admission = IpAdmission(
             settings.max_conns_per_ip,
             settings.max_sessions_per_ip_per_min,
@@ -258,14 +264,10 @@ class Gateway:
             # runnable task once per round, so a few thousand handshakes in flight would
             # delay frames by their whole round. Bounding them keeps rounds short.
             async with self._handshake_slots:
-                checked = self._check(asked)
+                checked = await self._check(asked)
                 conn.ws = ws = await request.accept()
                 if isinstance(checked, Refusal):
-                    m.handshakes_rejected.labels(checked.code).inc()
-                    await ws.send_message(
-                        protocol.error(protocol.ProtocolError(checked.code, checked.message))
-                    )
-                    await ws.aclose(protocol.CLOSE_POLICY, checked.message[:120])
+                    await self._refuse(ws, checked)
                     return
                 slim_connection(ws, request)
             conn.stage = "session"
@@ -287,17 +289,29 @@ class Gateway:
             return Refusal("origin", "origin not allowed", 403)
         return asked
 
-    def _check(self, asked: Handshake | Refusal) -> User | Refusal | None:
+    async def _check(self, asked: Handshake | Refusal) -> User | Refusal | None:
         """The checks after the upgrade, answered with an ``error`` message (browsers
-        cannot read a refused upgrade): the target's own refusal, or the token's."""
+        cannot read a refused upgrade): the target's own refusal, or the token's. A
+        platform token of a key not cached yet waits for one JWKS fetch (bounded by
+        ``DANMAKU_JWKS_TIMEOUT_S``); keys that cannot be fetched: ``unavailable``."""
         if isinstance(asked, Refusal):
             return asked
         if not asked.token:
             return None
         try:
-            return auth.verify(self.settings.secret, asked.token, room=asked.room)
+            return await self.verifier.verify_async(asked.token, room=asked.room)
+        except KeysUnavailable as exc:
+            return Refusal("unavailable", str(exc))
         except auth.TokenError as exc:
             return Refusal("unauthorized", str(exc))
+
+    async def _refuse(self, ws: WebSocketConnection, refusal: Refusal) -> None:
+        """Tell an accepted client why it cannot stay, then close: 1013 (try again) for
+        what may pass later (keys unavailable), 1008 (policy) for the rest."""
+        self.metrics.handshakes_rejected.labels(refusal.code).inc()
+        await ws.send_message(protocol.error(protocol.ProtocolError(refusal.code, refusal.message)))
+        code = protocol.CLOSE_TRY_AGAIN if refusal.code == "unavailable" else protocol.CLOSE_POLICY
+        await ws.aclose(code, refusal.message[:120])
 
     async def _session(
         self, ws: WebSocketConnection, asked: Handshake, user: User | None, conn: Conn | None
@@ -337,6 +351,16 @@ class Gateway:
             # The room's staff list as of now; later changes come from Presence.apply_staff (no
             # await from here to joining _viewers, so none is missed).
             viewer.user = user = auth.in_room(user, hub.staff.get(user.uid))
+            refusal = self._admit(hub, user)
+            if refusal is not None:
+                await self._refuse(ws, refusal)
+                return
+            if conn is not None:
+                hub.seen_ips[user.uid] = conn.peer  # written out by the presence round
+            if user.is_staff and self._nursery is not None:
+                self._nursery.start_soon(self._note_nick, room, user)
+        if conn is not None:
+            viewer.ip_keys = ipbans.candidates(conn.peer)
         m.connections_opened.labels("user" if user else "anonymous").inc()
         m.connections_open.inc()
         self._viewers.add(viewer)
@@ -534,7 +558,9 @@ class Gateway:
                 viewer.level = DENSITY.index_for(msg.value)
                 viewer.push_control(protocol.notice("density", value=DENSITY.levels[viewer.level]))
             elif isinstance(msg, protocol.AuthRequest):
-                viewer.push_control(self._reauth(viewer, msg.token))
+                reply = self._reauth(viewer, msg.token)
+                if reply is not None:
+                    viewer.push_control(reply)
             else:
                 m.comments_received.inc()
                 err = self._accept_comment(viewer, msg)
@@ -548,14 +574,39 @@ class Gateway:
                 inbox.conn.stage = "ingest"
             raise
 
-    def _reauth(self, viewer: Viewer, token: str) -> str:
+    def _reauth(self, viewer: Viewer, token: str) -> str | None:
         """An ``auth`` message: a fresh token for the connection's user (or a first one
         for an anonymous viewer). Answered with a notice ``auth`` or an ``unauthorized``
-        error; a connection never changes its user."""
+        error; a connection never changes its user. ``None``: the token needs a JWKS
+        fetch first, and a task answers after it (this path never waits)."""
         try:
-            user = auth.verify(self.settings.secret, token, room=viewer.room)
+            user = self.verifier.verify(token, room=viewer.room)
+        except KeyUnknown:
+            if self._nursery is None:
+                return protocol.error(protocol.ProtocolError("unavailable", "try again"))
+            self._nursery.start_soon(self._reauth_later, viewer, token)
+            return None
         except auth.TokenError as exc:
             return protocol.error(protocol.ProtocolError("unauthorized", str(exc)))
+        return self._reauthed(viewer, user)
+
+    async def _reauth_later(self, viewer: Viewer, token: str) -> None:
+        """``_reauth`` after the platform's keys were fetched (a task of the gateway's
+        nursery: nothing may leave it)."""
+        try:
+            user = await self.verifier.verify_async(token, room=viewer.room)
+            reply = self._reauthed(viewer, user)
+        except KeysUnavailable as exc:
+            reply = protocol.error(protocol.ProtocolError("unavailable", str(exc)))
+        except auth.TokenError as exc:
+            reply = protocol.error(protocol.ProtocolError("unauthorized", str(exc)))
+        except Exception as exc:
+            log.warning("re-authenticating a connection in %s failed: %r", viewer.room, exc)
+            return
+        viewer.push_control(reply)
+
+    def _reauthed(self, viewer: Viewer, user: User) -> str:
+        """The connection takes ``user`` (verified); the answer to send."""
         if viewer.user is not None and user.uid != viewer.user.uid:
             return protocol.error(
                 protocol.ProtocolError("unauthorized", "a connection keeps its user: reconnect")
@@ -564,10 +615,44 @@ class Gateway:
         hub = self.hubs.hubs.get(viewer.room)
         if hub is not None:
             user = auth.in_room(user, hub.staff.get(user.uid))
+            refusal = self._admit(hub, user)
+            if refusal is not None:  # the connection keeps what it had
+                return protocol.error(protocol.ProtocolError(refusal.code, refusal.message))
         viewer.user = user
         if token_staff and self._nursery is not None:
             self._nursery.start_soon(self._note_role, viewer.room, user)
+        if user.is_staff and self._nursery is not None:
+            self._nursery.start_soon(self._note_nick, viewer.room, user)
         return protocol.notice("auth", user=user.public(), expires=int(user.expires))
+
+    def _admit(self, hub: Hub, user: User) -> Refusal | None:
+        """The room's identity rules at the handshake (issue 19): a guest where guests
+        are off, a nick that mimics a staff member's. ``None``: welcome."""
+        if not guests.may_enter(hub.guests, user):
+            self.metrics.identity_refusals.labels("guests_off").inc()
+            return Refusal("login_required", "guests cannot enter this room: log in")
+        if not user.is_staff:
+            staff_nick = hub.staff_nicks.mimics(user.nick, user.uid)
+            if staff_nick is not None:
+                self.metrics.identity_refusals.labels("nick_taken").inc()
+                return Refusal(
+                    "nick_taken",
+                    f"the nickname {user.nick!r} looks like the staff member {staff_nick!r} "
+                    "of this room: choose another",
+                )
+        return None
+
+    def _ban_reason(self, room: str, uid: str) -> str:
+        hub = self.hubs.hubs.get(room)
+        return hub.ban_reasons.reason(uid) if hub is not None else ""
+
+    async def _note_nick(self, room: str, user: User) -> None:
+        """Record the nick a staff member uses in a room (guests may not mimic it); a
+        task of the gateway's nursery: nothing may leave it."""
+        try:
+            await self.store.note_staff_nick(room, user.uid, user.nick)
+        except Exception as exc:
+            log.warning("recording the nick of %s in %s failed: %r", user.uid, room, exc)
 
     async def _note_role(self, room: str, user: User) -> None:
         """Record a staff role seen on a connection (a task of the gateway's nursery:
@@ -603,6 +688,12 @@ class Gateway:
             return protocol.ProtocolError(
                 "unauthorized", "sending needs a token; anonymous viewers can only watch", req.nonce
             )
+        hub = self.hubs.hubs.get(viewer.room)
+        # Only guests, and rooms with IP bans, pay for the identity checks.
+        if hub is not None and (user.guest or len(hub.ip_bans)) and not user.is_staff:
+            refused = self._identity_refusal(hub, viewer, user, req.nonce)
+            if refused is not None:
+                return refused
         if self.draining:
             return protocol.ProtocolError("overloaded", "server draining", req.nonce, 1000)
         if viewer.inflight >= MAX_INFLIGHT:
@@ -629,7 +720,6 @@ class Gateway:
             # Players show a badge; moderation checks who may delete it (role ranks).
             fields["role"] = user.role
         payload = orjson.dumps(fields)
-        hub = self.hubs.hubs.get(viewer.room)
         key: str | None = None  # normalize(req.text): made once, only when needed
         if hub is not None:
             if not user.is_staff and len(hub.words):
@@ -667,6 +757,32 @@ class Gateway:
             return protocol.ProtocolError(
                 "overloaded", "gateway ingest queue full", req.nonce, 1000
             )
+        return None
+
+    def _identity_refusal(
+        self, hub: Hub, viewer: Viewer, user: User, nonce: str
+    ) -> protocol.ProtocolError | None:
+        """A non-staff comment the room's identity rules refuse (issue 19): a guest's
+        where guests only watch, or one from a banned address or prefix (the room's IP
+        bans as of the last presence round: no Redis round trip per comment)."""
+        if user.guest and not guests.may_comment(hub.guests, user):
+            self.metrics.identity_refusals.labels("login_required").inc()
+            return protocol.ProtocolError(
+                "login_required", "guests cannot comment in this room: log in", nonce
+            )
+        if viewer.ip_keys and len(hub.ip_bans):
+            now = time.time()
+            ban = hub.ip_bans.match(viewer.ip_keys, now)
+            if ban is not None:
+                self.metrics.identity_refusals.labels("ip_banned").inc()
+                wait = int((ban.until - now) * 1000) if ban.until else 0
+                return protocol.ProtocolError(
+                    "banned",
+                    "your network is banned from this room",
+                    nonce,
+                    wait,
+                    extra=banned_fields(ban.until, ban.reason),
+                )
         return None
 
 

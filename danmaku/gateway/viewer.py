@@ -83,6 +83,7 @@ class Viewer:
         "close_reason",
         "fast_writes",
         "inflight",
+        "ip_keys",
         "last_seq",
         "level",
         "min_seq",
@@ -111,6 +112,7 @@ class Viewer:
         self.min_seq = 0  # frames below this were already delivered (resume)
         self.last_seq = 0  # last frame queued or written
         self.inflight = 0  # comments submitted, not yet acked
+        self.ip_keys: tuple[str, ...] = ()  # networks whose IP ban covers it (rules.ipbans)
         self.level = 0  # density level index (hub.DENSITY): 0 = every item
         self.close_reason: tuple[int, str] | None = None
         self.fast_writes = 0  # frames written by the fast path (for tests and metrics)

@@ -17,6 +17,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from danmaku.rules import guests
 from danmaku.rules.normalize import normalize
 from danmaku.rules.wordfilter import WordFilter
 
@@ -132,7 +133,8 @@ def shield_changes(
     may only watch, slow mode at least ``slow_mode_s``, review ``suspicious`` (unless it
     is ``all``), first-time chatters held for at least ``first_chat_min`` minutes. A
     stricter value the room already has is kept; ``saved`` holds every key written."""
-    changes: dict[str, float | str] = {"guests": "watch", "shield": 1.0}
+    # stored as numbers, as the API writes them (rules/guests.py): gateways read numbers
+    changes: dict[str, float | str] = {guests.SETTING: guests.code("watch"), "shield": 1.0}
     slow = current.get("slow_mode_s", 0.0)
     if not isinstance(slow, float) or slow < slow_mode_s:
         changes["slow_mode_s"] = float(slow_mode_s)

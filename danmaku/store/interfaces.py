@@ -8,8 +8,8 @@ and worker code name these interfaces, never ``Store``.
 
 - ``IngestStore``: the room's door (gateway intake).
 - ``FeedStore``: what a gateway reads to serve viewers (frames, moderation events,
-  presence, the room's staff list, blocked and review words) and the one thing it records
-  (the roles it has seen).
+  presence, the room's staff list and staff nicks, blocked and review words, IP bans)
+  and what it records (the roles, staff nicks and client addresses it has seen).
 - ``FrameStore``: the broadcast worker (leases, comments in, frames out, figures).
 - ``GatewayStore``: a gateway process holds both of its interfaces.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from danmaku.rules.ipbans import IpBan
 from danmaku.store.records import (
     CommitResult,
     CommittedFrame,
@@ -79,6 +80,14 @@ class FeedStore(Protocol):
     async def words(self, room: str | None) -> tuple[list[str], list[str]]: ...
 
     async def review_words(self, room: str) -> list[str]: ...
+
+    async def ip_bans(self, room: str) -> dict[str, IpBan]: ...
+
+    async def staff_nicks(self, room: str) -> dict[str, str]: ...
+
+    async def note_ips(self, seen: Mapping[str, Mapping[str, str]]) -> None: ...
+
+    async def note_staff_nick(self, room: str, uid: str, nick: str) -> None: ...
 
     async def note_role(
         self, room: str, uid: str, role: str, *, everywhere: bool = False

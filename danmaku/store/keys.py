@@ -219,3 +219,29 @@ def room_of(key: bytes | str) -> str:
     text = key.decode() if isinstance(key, bytes) else key
     start = text.index("{") + 1
     return text[start : text.index("}", start)]
+
+
+# ---- identity (issue 19) --------------------------------------------------------------
+def ip_bans(room: str) -> str:
+    """Hash: network ("203.0.113.0/24") -> the IP ban as JSON (``until``, ``reason``,
+    ``by``, ``uid``, ``ts``); ``ipbans_v`` in the settings hash bumps on every change
+    (gateways re-read the hash on it, never per comment)."""
+    return f"{PREFIX}:{{{room}}}:ipbans"
+
+
+def last_ip(room: str, uid: str) -> str:
+    """String: the client address ``uid`` last connected to the room from (expires after
+    a day): what an IP ban derived from a user bans."""
+    return f"{PREFIX}:{{{room}}}:ip:{uid}"
+
+
+def staff_nicks(room: str) -> str:
+    """Hash: uid -> the nick a staff member of the room was last seen with; ``nicks_v``
+    in the settings hash bumps when one changes (guests may not mimic them)."""
+    return f"{PREFIX}:{{{room}}}:staffnicks"
+
+
+def ban_reasons(room: str) -> str:
+    """Hash: uid -> ``{"until", "reason"}`` JSON of the uid's ban (beside ``bans``, whose
+    values the door reads as numbers): what a ``banned`` error says."""
+    return f"{PREFIX}:{{{room}}}:banwhy"

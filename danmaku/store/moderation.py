@@ -221,7 +221,9 @@ class ModerationOps:
             pipe = self._r.pipeline(transaction=False)
             pipe.hset(keys.bans(room), uid, repr(float(until_s)))
             pipe.hset(keys.ban_by(room), uid, auth.rank(role))
-            self._control(pipe, room, {"kind": "ban", "uid": uid, "close": close})
+            why = {"until": until_s, "reason": reason}
+            pipe.hset(keys.ban_reasons(room), uid, orjson.dumps(why))
+            self._control(pipe, room, {"kind": "ban", "uid": uid, "close": close} | why)
             self._audit(
                 pipe, room, by, "ban", uid, {"until": until_s, "reason": reason, "close": close}
             )
@@ -254,6 +256,7 @@ class ModerationOps:
             pipe = self._r.pipeline(transaction=False)
             pipe.hdel(keys.bans(room), uid)
             pipe.hdel(keys.ban_by(room), uid)
+            pipe.hdel(keys.ban_reasons(room), uid)
             self._audit(pipe, room, by, "unban", uid, {})
             return pipe.execute()
 
@@ -277,6 +280,7 @@ class ModerationOps:
                 pipe = self._r.pipeline(transaction=False)
                 pipe.hdel(keys.bans(room), *expired)
                 pipe.hdel(keys.ban_by(room), *expired)
+                pipe.hdel(keys.ban_reasons(room), *expired)
                 pipe.execute()
 
             await self._call("bans", drop)
@@ -530,10 +534,16 @@ class ModerationOps:
         raw = await self._call("get_pin", lambda: self._r.get(keys.pin(room)))
         return orjson.loads(raw) if raw else None
 
-    async def post_notice(self, room: str, text: str, *, by: str) -> None:
+    async def post_notice(
+        self, room: str, text: str, *, by: str, nick: str = "", role: str = ""
+    ) -> None:
+        """Show a notice to the room's viewers, signed with the poster's ``nick`` and
+        ``role`` (``by``, role:uid, goes to the audit log)."""
+
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)
-            self._control(pipe, room, {"kind": "notice", "text": text, "by": by})
+            event = {"kind": "notice", "text": text, "by": by, "nick": nick, "role": role}
+            self._control(pipe, room, event)
             self._audit(pipe, room, by, "notice", "", {"text": text})
             pipe.execute()
 

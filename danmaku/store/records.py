@@ -199,6 +199,14 @@ class RoomState:
     words: list[str]  # blocked words: the room's and the global list
     staff_version: float = 0.0  # staff_v of the room's settings when ``staff`` was read
     staff: dict[str, str] = field(default_factory=dict)  # the staff list: uid -> entry role
+    # identity (issue 19): the stored guests code (rules.guests), the room's IP bans
+    # (network -> ban) and staff nicks (uid -> nick), each with the version it was read at
+    guests: float | None = None
+    ip_bans_version: float = 0.0
+    ip_bans: dict[str, Any] = field(default_factory=dict)
+    nicks_version: float = 0.0
+    staff_nicks: dict[str, str] = field(default_factory=dict)
+    ban_reasons: dict[str, tuple[float, str]] = field(default_factory=dict)  # uid -> why
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,12 @@ from danmaku.config import DEFAULTS
 from danmaku.metrics import Metrics
 from danmaku.startup import mask_url
 from danmaku.store import cluster, keys, scripts
+from danmaku.store.identity import (
+    IdentityOps,
+    parse_ban_reasons,
+    parse_ip_bans,
+    parse_nicks,
+)
 from danmaku.store.moderation import ModerationOps, staff_roles
 from danmaku.store.records import (
     CommittedFrame,
@@ -51,7 +57,9 @@ from danmaku.store.worker_ops import WorkerOps, queue_script
 T = TypeVar("T")
 
 
-class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps):  # ReplayOps first: unrecord
+class Store(
+    WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps
+):  # ReplayOps first: unrecord
     """Async facade over one Redis or a Redis Cluster (``redis+cluster://`` URL, see
     ``cluster``). Thread-safe; share one per process.
 
@@ -314,11 +322,17 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps):  # ReplayOps first:
             # The version before the list (set_staff writes them the other way round).
             pipe.hget(keys.settings(room), "staff_v")
             pipe.hgetall(keys.staff_list(room))
+            # identity (issue 19): versions before what they version, as above
+            pipe.hmget(keys.settings(room), ["guests", "ipbans_v", "nicks_v"])
+            pipe.hgetall(keys.ip_bans(room))
+            pipe.hgetall(keys.staff_nicks(room))
+            pipe.hgetall(keys.ban_reasons(room))
             return pipe.execute()
 
-        seq, online, ctl, pin, wv, gwv, words, gwords, sv, staff = await self._call(
+        seq, online, ctl, pin, wv, gwv, words, gwords, sv, staff, *identity = await self._call(
             "room_state", run
         )
+        (guests, ipv, nv), ip_bans, nicks, reasons = identity
         return RoomState(
             seq=int(seq or 0),
             online=_sum_online(online, int(time.time() * 1000)),
@@ -328,6 +342,12 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps):  # ReplayOps first:
             words=sorted({_s(w) for w in words} | {_s(w) for w in gwords}),
             staff_version=float(sv or 0),
             staff=staff_roles(staff),
+            guests=_decode_settings({"guests": guests}).get("guests") if guests else None,
+            ip_bans_version=float(ipv or 0),
+            ip_bans=parse_ip_bans(ip_bans, time.time()),
+            nicks_version=float(nv or 0),
+            staff_nicks=parse_nicks(nicks),
+            ban_reasons=parse_ban_reasons(reasons),
         )
 
     async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]:

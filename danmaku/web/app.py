@@ -22,10 +22,12 @@ from pydantic import BaseModel, Field, field_validator
 from danmaku import auth, protocol
 from danmaku.config import Settings
 from danmaku.metrics import CONTENT_TYPE, Metrics
+from danmaku.rules import guests, nicks
 from danmaku.rules.clientip import parse_trusted
 from danmaku.rules.review import REPORT_REASONS
 from danmaku.store import Store, StoreError
 from danmaku.supervise import LoopHealth
+from danmaku.verifier import TokenVerifier
 from danmaku.web.guards import (
     RETRY_AFTER_S,
     BodyLimit,
@@ -34,6 +36,8 @@ from danmaku.web.guards import (
     StrictJSON,
     validation_error,
 )
+from danmaku.web.identity import create_router as create_identity_router
+from danmaku.web.identity import session_refusal
 from danmaku.web.moderation import create_router, public_settings
 from danmaku.web.replay import create_router as create_replay_router
 from danmaku.web.review import create_router as create_review_router
@@ -47,14 +51,18 @@ DEVICE_COOKIE_MAX_AGE_S = 400 * 86400  # the most browsers keep a cookie
 
 class SessionRequest(BaseModel):
     nick: str = Field(min_length=1, max_length=64, description="display name")
+    room: str | None = Field(
+        default=None,
+        pattern=protocol.ROOM_RE.pattern,
+        description="the room the guest is for: its guest policy, IP bans and staff nicks "
+        "are checked (403 guests off or banned, 409 a nick that looks like a staff one)",
+    )
 
     @field_validator("nick")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        value = " ".join(value.split())
-        if not value or any(not ch.isprintable() for ch in value):
-            raise ValueError("nick must be printable text")
-        return value
+    def _cleaned(cls, value: str) -> str:
+        # Control, bidi and invisible characters go; nothing left is a 422 (rules/nicks).
+        return nicks.clean(value, 64)
 
 
 class UserOut(BaseModel):
@@ -111,6 +119,7 @@ def create_app(
     )
     app.state.settings = settings  # read by request dependencies (staff token checks)
     app.state.store = store  # ... which also note the staff roles they see
+    app.state.verifier = TokenVerifier(settings, metrics)  # HS256 and platform tokens
     app.add_exception_handler(RequestValidationError, validation_error)
     app.mount(
         "/static",
@@ -119,6 +128,7 @@ def create_app(
     )
 
     app.include_router(create_router(settings, store))
+    app.include_router(create_identity_router(store))
     app.include_router(create_replay_router(settings, store, metrics))
     app.include_router(create_review_router(settings, store, metrics))
     app.add_middleware(SecurityHeaders)
@@ -187,8 +197,16 @@ def create_app(
             samesite="strict",
             secure=request.url.scheme == "https" or settings.public_web_url.startswith("https:"),
         )
-        nick = body.nick[: settings.max_nick_chars]
-        token = auth.mint(settings.secret, uid=uid, nick=nick, ttl_s=settings.session_ttl_s)
+        try:
+            nick = nicks.clean(body.nick, settings.max_nick_chars)
+        except nicks.NickError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        if body.room is not None:
+            ip = request.client.host if request.client else ""
+            await session_refusal(store, body.room, ip, nick, uid, settings.guests)
+        token = auth.mint(
+            settings.secret, uid=uid, nick=nick, ttl_s=settings.session_ttl_s, guest=True
+        )
         metrics.sessions_issued.inc()
         return SessionOut(token=token, user=UserOut(uid=uid, nick=nick, role="viewer"))
 
@@ -213,6 +231,9 @@ def create_app(
             "shield": 0.0,
         }
         effective = defaults | {k: v for k, v in info["settings"].items() if k in defaults}
+        effective[guests.SETTING] = info["settings"].get(
+            guests.SETTING, guests.code(settings.guests)
+        )
         info["settings"] = public_settings(info["settings"])
         effective = public_settings(effective)
         return RoomOut(

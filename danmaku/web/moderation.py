@@ -22,6 +22,7 @@ reach Redis: a malformed one is a 400, not a storage error.
 """
 
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
@@ -30,9 +31,11 @@ from pydantic import BaseModel, Field
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
+from danmaku.rules import guests
 from danmaku.rules.ids import comment_id_problem
 from danmaku.rules.review import review_code, review_mode
 from danmaku.store import Store, StoreError
+from danmaku.verifier import KeysUnavailable, TokenVerifier
 from danmaku.web.guards import RETRY_AFTER_S
 
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
@@ -54,6 +57,7 @@ class BanIn(BaseModel):
 class BanOut(BaseModel):
     uid: str
     until: float | None = Field(description="epoch seconds; null = permanent")
+    reason: str = Field(default="", description="as given when the ban was set")
 
 
 class SettingsIn(BaseModel):
@@ -75,6 +79,10 @@ class SettingsIn(BaseModel):
     )
     first_chat_min: float | None = Field(
         default=None, ge=0, le=10080, description="first-time chatters held this long (min)"
+    )
+    guests: Literal["comment", "watch", "off"] | None = Field(
+        default=None,
+        description="guests comment, only watch (logged-in users comment), or are off",
     )
 
 
@@ -122,13 +130,18 @@ class CommentsOut(BaseModel):
 
 
 def setting_number(name: str, value: Any) -> float:
-    """How the settings hash stores a setting's value (``review``: its index)."""
-    return review_code(value) if name == "review" else float(value)
+    """How the settings hash stores a setting's value (``review``, ``guests``: its index)."""
+    if name == "review":
+        return review_code(value)
+    if name == guests.SETTING:
+        return guests.code(value)
+    return float(value)
 
 
-def public_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """Room settings as the API shows them: ``review`` as its word, ``shield`` a bool."""
-    out = dict(values)
+def public_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Room settings as the API shows them: ``review`` and ``guests`` as their words,
+    ``shield`` a bool."""
+    out = guests.shown(values)
     if "review" in out:
         out["review"] = review_mode(out["review"] if isinstance(out["review"], float) else None)
     if "shield" in out:
@@ -142,19 +155,27 @@ def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
     return authorization[7:].strip()
 
 
+async def verified(request: Request, token: str) -> User:
+    """The token's user (HS256, or the platform's RS256/ES256: ``verifier.py``). 401 for
+    a bad token, 503 when the platform's keys cannot be fetched."""
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        return await verifier.verify_async(token)
+    except KeysUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
+    except auth.TokenError as exc:
+        raise HTTPException(
+            401, f"unauthorized: {exc}", headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
+
+
 async def _staff(request: Request, room: RoomName, token: Annotated[str, Depends(_bearer)]) -> User:
     """A user with staff rights in the path's room, as it acts there: its token's role
     under the room's staff list (``auth.in_room``), so a listed viewer token acts as a
     moderator and a revoked moderator token as a viewer. 401 bad token, 403 not staff in
     this room or a token for another room. Notes the token's role for the room (what rank
     checks on this user go by)."""
-    settings: Settings = request.app.state.settings
-    try:
-        user = auth.verify(settings.secret, token)
-    except auth.TokenError as exc:
-        raise HTTPException(
-            401, f"unauthorized: {exc}", headers={"WWW-Authenticate": "Bearer"}
-        ) from exc
+    user = await verified(request, token)
     if not user.allowed_in(room):
         raise HTTPException(403, "the token is for another room")
     store: Store = request.app.state.store
@@ -228,11 +249,8 @@ def author_role(item: dict[str, Any], seen: str, listed: str | None = None) -> s
 def create_router(settings: Settings, store: Store) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["moderation"])
 
-    def admin(token: Annotated[str, Depends(_bearer)]) -> User:
-        try:
-            user = auth.verify(settings.secret, token)
-        except auth.TokenError as exc:
-            raise HTTPException(401, f"unauthorized: {exc}") from exc
+    async def admin(request: Request, token: Annotated[str, Depends(_bearer)]) -> User:
+        user = await verified(request, token)
         if user.role != "admin":
             raise HTTPException(403, "an admin token is needed")
         if user.rooms is not None:
@@ -261,12 +279,16 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
                 role=user.role,
             )
         )
-        return BanOut(uid=body.uid, until=until or None)
+        return BanOut(uid=body.uid, until=until or None, reason=body.reason)
 
     @router.get("/rooms/{room}/bans", response_model=list[BanOut], summary="Bans in force")
     async def bans(room: RoomName, user: Staff) -> list[BanOut]:
         current = await guarded(store.bans(room))
-        return [BanOut(uid=u, until=t or None) for u, t in sorted(current.items())]
+        reasons = await guarded(store.ban_reasons(room))
+        return [
+            BanOut(uid=u, until=t or None, reason=reasons.get(u, (0.0, ""))[1])
+            for u, t in sorted(current.items())
+        ]
 
     @router.delete("/rooms/{room}/bans/{uid}", status_code=204, summary="Lift a ban")
     async def unban(room: RoomName, uid: Uid, user: Staff) -> None:
@@ -339,6 +361,8 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         values: dict[str, float | None] = {
             k: (setting_number(k, v) if v is not None else None) for k, v in given.items()
         }
+        if given.get(guests.SETTING) is not None:  # stored as a number (rules/guests.py)
+            values[guests.SETTING] = guests.code(given[guests.SETTING])
         await guarded(store.set_room_settings(room, values))
         await guarded(store.announce_settings(room, given, by=who(user)))
         return public_settings(await guarded(store.room_settings(room)))
@@ -464,7 +488,9 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.post("/rooms/{room}/notices", status_code=204, summary="Show a room notice")
     async def notice(room: RoomName, body: NoticeIn, user: Staff) -> None:
-        await guarded(store.post_notice(room, body.text, by=who(user)))
+        await guarded(
+            store.post_notice(room, body.text, by=who(user), nick=user.nick, role=user.role)
+        )
 
     @router.get("/rooms/{room}/audit", summary="The room's audit log, newest first")
     async def audit(

@@ -69,7 +69,9 @@ async def test_a_viewer_appointed_while_connected_is_a_moderator_within_a_second
         assert (after["prio"], after["role"]) == (2, "moderator")
         # The same viewer token now works in the moderation API, in this room only.
         assert (await fan("POST", f"/rooms/{ROOM}/bans", {"uid": "troll"}))[0] == 200
-        assert (await fan("GET", f"/rooms/{ROOM}/bans"))[1] == [{"uid": "troll", "until": None}]
+        assert (await fan("GET", f"/rooms/{ROOM}/bans"))[1] == [
+            {"uid": "troll", "until": None, "reason": ""}
+        ]
         assert (await fan("GET", f"/rooms/{OTHER}/bans"))[0] == 403
         # ... and a connection to another room is an ordinary viewer's.
         there = await connect(n, system.ws_port, OTHER, tok=FAN)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from danmaku.rules import guests
 from danmaku.rules.review import (
     REVIEW_MODES,
     ReviewCheck,
@@ -97,17 +98,17 @@ def test_hold_reason(mode: str, kw: dict, want: str | None) -> None:
 
 def test_shield_keeps_what_is_stricter_and_saves_what_it_writes() -> None:
     plan = shield_changes(
-        {"slow_mode_s": 30.0, "budget": 50.0, "guests": "comment"},
+        {"slow_mode_s": 30.0, "budget": 50.0, "guests": guests.code("comment")},
         slow_mode_s=10.0,
         first_chat_min=60.0,
     )
     assert plan.changes == {
-        "guests": "watch",
+        "guests": guests.code("watch"),  # stored as a number, as the API stores it
         "shield": 1.0,
         "review": review_code("suspicious"),
         "first_chat_min": 60.0,
     }
-    assert plan.saved == {"guests": "comment", "review": None, "first_chat_min": None}
+    assert plan.saved == {"guests": guests.code("comment"), "review": None, "first_chat_min": None}
     strict = shield_changes(
         {"review": review_code("all"), "first_chat_min": 120.0}, slow_mode_s=5, first_chat_min=60
     )

@@ -732,6 +732,7 @@
         || k.replace(/_/g, " ");
       if (v === null) return `${name} reset to default`;
       if (k === "mute") return v ? "room muted" : "room unmuted";
+      if (k === "guests") return { comment: "guests may comment", watch: "guests watch only", off: "guests off" }[v] || `guests ${v}`;
       if (k === "slow_mode_s") return Number(v) > 0 ? `slow mode ${v} s` : "slow mode off";
       if (typeof v !== "number") return `${name} ${v}`; // review, guests, shield (issue 19)
       return `${name} ${v}/s`;
@@ -1120,6 +1121,9 @@
   }
 
   // ---- the hook for tests and the curious ------------------------------------------------------
+  // For console-identity.js (issue 19): the API helpers of this page, nothing else.
+  window.dmConsoleApi = Object.freeze({ api, act, say, fail, canModerate, fmtDuration, node });
+
   window.dmConsole = Object.freeze({
     get room() { return room; },
     get auth() { return S.auth; },
