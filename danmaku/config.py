@@ -247,6 +247,14 @@ class Settings:
         "DANMAKU_PING_MAX_S",
         "the longest ping interval: it grows x1.5 per answered ping up to this",
     )
+    # --- online head counts (issue 21): people, not connections
+    online_exact_max: int = _opt(
+        1000,
+        "DANMAKU_ONLINE_EXACT_MAX",
+        "a gateway lists a room's users exactly while it has at most this many distinct "
+        "ones there; beyond, it adds them to the room's HyperLogLog (about 0.8% error, "
+        "12 KB per room and 5 s bucket)",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).

@@ -237,6 +237,7 @@ def welcome(
     user: dict[str, Any] | None,
     online: int,
     limits: dict[str, Any],
+    epoch: str = "",
 ) -> str:
     return _dump(
         {
@@ -247,6 +248,7 @@ def welcome(
             "user": user,
             "online": online,
             "limits": limits,
+            "epoch": epoch,
         }
     )
 

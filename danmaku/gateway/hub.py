@@ -35,6 +35,7 @@ class Hub:
     def __init__(self, room: str, state: RoomState, ceiling: float) -> None:
         self.room = room
         self.last_seq = state.seq
+        self.epoch = state.epoch  # the history epoch last_seq belongs to
         self.online = state.online
         self.control_id = state.control_id
         self.pin = state.pin
