@@ -48,10 +48,10 @@ from danmaku.gateway.presence import Presence
 from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
+from danmaku.rules import resume
 from danmaku.rules.admission import IpAdmission
 from danmaku.rules.clientip import parse_trusted
 from danmaku.rules.normalize import normalize
-from danmaku.rules import resume
 from danmaku.rules.ratelimit import TokenBucket
 from danmaku.store import Ingest, IngestLimits, Store, StoreError, door_key
 from danmaku.supervise import LoopHealth, supervise

@@ -142,4 +142,3 @@ def queue_report(
     elif report.users is not None:
         pipe.hset(who, gateway_id, " ".join(report.users))
     pipe.pexpire(who, PRESENCE_TTL_MS)
-

@@ -188,7 +188,6 @@ class RoomState:
     epoch: str = ""  # the history epoch ``seq`` belongs to (``keys.meta``)
 
 
-
 @dataclass(frozen=True, slots=True)
 class ControlEvent:
     """A moderation event for gateways (``kind``: ban, pin, notice, settings)."""
