@@ -252,7 +252,7 @@ class Settings:
         1000,
         "DANMAKU_ONLINE_EXACT_MAX",
         "a gateway lists a room's users exactly while it has at most this many distinct "
-        "ones there; beyond, it adds them to the room's HyperLogLog (about 0.8% error, "
+        "ones there; beyond, it adds them to the room's HyperLogLog (error about 0.8 percent, "
         "12 KB per room and 5 s bucket)",
     )
 
