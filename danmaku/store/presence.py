@@ -93,6 +93,22 @@ def queue_epoch(pipe: Any, room: str) -> None:
     pipe.hmget(keys.meta(room), "seq", "epoch")
 
 
+def fill_epochs(client: Any, positions: dict[str, tuple[int, str]]) -> None:
+    """For the rooms in ``positions`` (room -> ``(seq, epoch)`` read with a plain
+    ``HMGET``) that have no epoch, give them one and read it back, in place. Blocking
+    (call it in the store's thread): a presence round reads epochs without writing,
+    and writes only in the rare round that finds a room without one."""
+    missing = [room for room, (_, epoch) in positions.items() if not epoch]
+    if not missing:
+        return
+    pipe = client.pipeline(transaction=False)
+    for room in missing:
+        queue_epoch(pipe, room)
+    replies = pipe.execute()
+    for i, room in enumerate(missing):
+        positions[room] = parse_epoch(replies[2 * i + 1])
+
+
 def parse_epoch(reply: Any) -> tuple[int, str]:
     """``(seq, epoch)`` from the ``HMGET`` reply of ``queue_epoch``."""
     seq, epoch = reply

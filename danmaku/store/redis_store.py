@@ -252,19 +252,24 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
             for room in rooms:
                 pipe.hgetall(keys.offered(room))
                 pipe.hgetall(keys.settings(room))
-                presence.queue_epoch(pipe, room)
+                pipe.hmget(keys.meta(room), "seq", "epoch")
             pipe.get(keys.GLOBAL_WORDS_VERSION)
-            return pipe.execute()
+            replies = pipe.execute()
+            tail = replies[len(replies) - 1 - 3 * len(rooms) : -1]
+            positions = {
+                room: presence.parse_epoch(tail[3 * i + 2]) for i, room in enumerate(rooms)
+            }
+            presence.fill_epochs(self._r, positions)  # only rooms that lost theirs
+            return [replies[-1], tail, positions]
 
-        replies = await self._call("sync_rooms", run)
-        global_v = int(replies[-1] or 0)
-        tail = replies[len(replies) - 1 - 4 * len(rooms) : -1]
+        global_raw, tail, positions = await self._call("sync_rooms", run)
+        global_v = int(global_raw or 0)
         out = {}
         for i, room in enumerate(rooms):
-            seq, epoch = presence.parse_epoch(tail[4 * i + 3])
+            seq, epoch = positions[room]
             out[room] = RoomLive(
-                offered=_sum_fresh(tail[4 * i], now_ms),
-                settings=_decode_settings(tail[4 * i + 1]),
+                offered=_sum_fresh(tail[3 * i], now_ms),
+                settings=_decode_settings(tail[3 * i + 1]),
                 global_words_version=global_v,
                 seq=seq,
                 epoch=epoch,
