@@ -131,8 +131,9 @@ class Presence:
                     self.apply_staff(restaffed)
 
     def _reports(self, counts: dict[str, int], now_ms: int) -> dict[str, LocalViewers | None]:
-        """This round's report per room (``None``: no viewers left here). One pass over
-        each room's viewers: the distinct uids of those with a token."""
+        """This round's report per room (``None``: no viewers left here), from the
+        counts each hub keeps as viewers come and go (``Hub.join``/``part``): no pass
+        over the viewers."""
         reports: dict[str, LocalViewers | None] = {}
         users_total = anonymous_total = 0
         for room, n in counts.items():
@@ -144,16 +145,12 @@ class Presence:
             head = self.heads.get(room)
             if head is None:
                 head = self.heads[room] = HeadCount(self.settings.online_exact_max)
-            users = set()
-            anonymous = 0
-            for viewer in hub.viewers:
-                if viewer.user is None:
-                    anonymous += 1
-                else:
-                    users.add(viewer.user.uid)
-            users_total += len(users)
-            anonymous_total += anonymous
-            reports[room] = head.report(users, anonymous, len(hub.viewers), now_ms)
+            users_total += len(hub.users)
+            anonymous_total += hub.anonymous
+            reports[room] = head.report(
+                hub.users.keys(), hub.anonymous, len(hub.viewers), now_ms, hub.joined
+            )
+            hub.joined = set()
         self.metrics.viewers_local.labels("users").set(users_total)
         self.metrics.viewers_local.labels("anonymous").set(anonymous_total)
         return reports
@@ -167,7 +164,7 @@ class Presence:
         self.metrics.room_resets.inc()
         hub.epoch, hub.last_seq = epoch, seq
         viewers = list(hub.viewers)
-        hub.viewers.clear()
+        hub.clear()
         for viewer in viewers:
             viewer.close(protocol.CLOSE_TRY_AGAIN, "room history reset: resume")
 

@@ -420,14 +420,14 @@ class Gateway:
             room_seq, room_epoch = await self.store.room_position(hub.room)
             start = resume.plan(since, epoch, room_epoch, hub.last_seq, room_seq)
         if since is None:
-            hub.viewers.add(viewer)
+            hub.join(viewer)
             return
         if not start.replay:
             if start.failed is not None:
                 viewer.push_control(self._resume_failed(hub, since, start.failed))
             viewer.min_seq = start.min_seq
             self.metrics.resumes.labels(start.outcome).inc()
-            hub.viewers.add(viewer)
+            hub.join(viewer)
             return
         cursor, outcome = since, "replayed"
         while cursor < hub.last_seq:
@@ -459,7 +459,7 @@ class Gateway:
                 cursor = frame.seq
         viewer.min_seq = cursor + 1
         self.metrics.resumes.labels(outcome).inc()
-        hub.viewers.add(viewer)
+        hub.join(viewer)
 
     @staticmethod
     def _resume_failed(hub: Hub, since: int, reason: str, **extra: int) -> str:
@@ -585,7 +585,10 @@ class Gateway:
         hub = self.hubs.hubs.get(viewer.room)
         if hub is not None:
             user = auth.in_room(user, hub.staff.get(user.uid))
+        anonymous = viewer.user is None
         viewer.user = user
+        if anonymous and hub is not None:
+            hub.identified(viewer)  # counted as a user from now on
         if token_staff and self._nursery is not None:
             self._nursery.start_soon(self._note_role, viewer.room, user)
         return protocol.notice("auth", user=user.public(), expires=int(user.expires))

@@ -51,7 +51,7 @@ class HeadCount:
     round and ``confirm`` once the store took that report; a round whose write failed is
     simply not confirmed (the next report then carries everything again)."""
 
-    __slots__ = ("_added", "_bucket", "_written", "_written_at", "exact_max")
+    __slots__ = ("_added", "_bucket", "_pending", "_written", "_written_at", "exact_max")
 
     def __init__(self, exact_max: int) -> None:
         self.exact_max = max(0, exact_max)
@@ -59,22 +59,39 @@ class HeadCount:
         self._written_at = 0
         self._bucket = -1  # the HyperLogLog bucket whose users were all added
         self._added: set[str] = set()  # users added to ``_bucket`` so far
+        self._pending = False  # a report was made and not confirmed (its write failed)
 
-    def report(self, users: Set[str], anonymous: int, conns: int, now_ms: int) -> LocalViewers:
+    def report(
+        self,
+        users: Set[str],
+        anonymous: int,
+        conns: int,
+        now_ms: int,
+        joined: Set[str] | None = None,
+    ) -> LocalViewers:
         """What to write for this round: ``users`` are the distinct uids of the room's
         connections with a token here, ``anonymous`` the connections without one,
-        ``conns`` all of them."""
+        ``conns`` all of them; ``joined`` (optional) the uids that came since the last
+        report, so that a big room's newcomers are found without a pass over
+        ``users`` (after a report that was not confirmed, it is made anyway)."""
+        pending, self._pending = self._pending, True
         if len(users) <= self.exact_max:
             stale = now_ms - self._written_at >= LIST_REFRESH_MS
             if self._written is None or stale or users != self._written:
                 return LocalViewers(conns, anonymous, tuple(sorted(users)))
             return LocalViewers(conns, anonymous, None)
         bucket = hll_bucket(now_ms)
-        fresh = users if bucket != self._bucket else users - self._added
+        if bucket != self._bucket:
+            fresh: Set[str] = users
+        elif joined is None or pending:
+            fresh = {uid for uid in users if uid not in self._added}
+        else:
+            fresh = {uid for uid in joined if uid not in self._added}
         return LocalViewers(conns, anonymous, None, True, tuple(sorted(fresh)), bucket)
 
     def confirm(self, report: LocalViewers, now_ms: int) -> None:
         """The store wrote ``report`` (made by ``report`` at ``now_ms``)."""
+        self._pending = False
         if not report.hll:
             self._bucket, self._added = -1, set()
             if report.users is not None:

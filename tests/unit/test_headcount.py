@@ -21,9 +21,10 @@ uids = st.frozensets(st.sampled_from([f"u{i}" for i in range(12)]), max_size=12)
 @given(
     rounds=st.lists(st.tuples(uids, st.booleans(), st.integers(0, 4000)), max_size=30),
     exact_max=st.integers(0, 8),
+    with_joined=st.booleans(),
 )
 def test_reports_keep_what_redis_holds_equal_to_the_users_present(
-    rounds: list[tuple[frozenset[str], bool, int]], exact_max: int
+    rounds: list[tuple[frozenset[str], bool, int]], exact_max: int, with_joined: bool
 ) -> None:
     """Whatever the users do, and whichever writes fail: after each confirmed round the
     list Redis holds (exact mode) is exactly the users present, and the current
@@ -33,9 +34,12 @@ def test_reports_keep_what_redis_holds_equal_to_the_users_present(
     listed: set[str] | None = None
     buckets: dict[int, set[str]] = {}
     now_ms = 1_000_000
+    before: frozenset[str] = frozenset()  # the users at the last report (the hub's joined)
     for users, write_ok, step in rounds:
         now_ms += step
-        report: LocalViewers = head.report(users, 1, len(users) + 1, now_ms)
+        joined = users - before if with_joined else None
+        before = users
+        report: LocalViewers = head.report(users, 1, len(users) + 1, now_ms, joined)
         assert report.conns == len(users) + 1 and report.anonymous == 1
         if not write_ok:
             continue  # the write failed: nothing confirmed, Redis unchanged
