@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 import trio
@@ -16,6 +17,8 @@ from wsproto.events import CloseConnection, Event, Ping, Request, TextMessage
 
 from danmaku.config import Settings
 from danmaku.gateway.presence import PRESENCE_EVERY_S
+from danmaku.rules.headcount import HLL_BUCKET_MS
+from danmaku.store import keys
 from danmaku.system import System
 from tests.client import connect, http, start_system, token
 from tests.faultproxy import FaultProxy
@@ -154,3 +157,32 @@ async def test_killing_half_the_clients_drops_the_count_within_the_liveness_boun
         assert not any(isinstance(e, CloseConnection) for p in stay for e in p.events)
         n.cancel_scope.cancel()
         proxy.resume()
+
+
+async def test_big_rooms_count_by_hyperloglog_merged_with_the_exact_lists(
+    nursery: trio.Nursery, live_settings: Settings
+) -> None:
+    """With ``DANMAKU_ONLINE_EXACT_MAX`` = 1, a gateway with three users in the room
+    counts them by HyperLogLog while another lists its one user exactly: a user on both
+    counts once; a user who leaves the big gateway stops counting within two buckets;
+    a report in the format of an older gateway (``count:stamp``) counts as anonymous."""
+    settings = live_settings.replace(online_exact_max=1)
+    a = await start_system(nursery, settings)
+    b = await start_system(nursery, settings, ("gateway",))
+    assert a.ws_port and b.ws_port
+    async with trio.open_nursery() as n:
+        for uid in ("x", "y"):
+            await connect(n, a.ws_port, "big", tok=token(uid))
+        leaver = await Peer.open(n, a.ws_port, "big", token("z"))
+        await connect(n, b.ws_port, "big", tok=token("x"))  # x again, on the listing gateway
+        await connect(n, b.ws_port, "big")
+        await wait_figures(a, "big", (4, 5), within=10)  # x, y, z + 1 anonymous
+        leaver.kill()
+        await wait_figures(a, "big", (3, 4), within=2 * HLL_BUCKET_MS / 1000 + 2)
+        # An older gateway's report (connections only) during a rolling upgrade.
+        stamp = int(time.time() * 1000) + 60_000  # fresh for the rest of the test
+        await trio.to_thread.run_sync(
+            lambda: a.store._r.hset(keys.online("big"), "g-old", f"2:{stamp}")
+        )
+        assert await figures(a, "big") == (5, 6)
+        n.cancel_scope.cancel()
