@@ -9,11 +9,12 @@ lists into the union of the current and previous bucket (``keys.who_hll``). Ever
 carries the room's hash tag, so it runs the same on a Redis Cluster.
 
 Epoch: a short random string in the room's ``meta`` hash. Whoever first reads the room
-and finds none sets one (``HSETNX``, so concurrent readers agree); the hash is only ever
-lost as a whole (a reset, a flush, data lost with a failover), so the epoch changes
-exactly when the numbering of frames may start again. The commit of frame 1
+and finds none sets one (``EPOCH``: ``HSETNX``, so concurrent readers agree); the hash is
+only ever lost as a whole (a reset, a flush, data lost with a failover), so the epoch
+changes exactly when the numbering of frames may start again. The commit of frame 1
 (``scripts.COMMIT``) drops any frames left from an earlier era, so a history never mixes
-two numberings.
+two numberings, and keeps the hash for good (until then it expires a minute after the
+room was last looked at: a room with no frames has no history to resume).
 """
 
 from __future__ import annotations
@@ -72,6 +73,20 @@ return {n + anon, conns, n}
 """
 
 
+# The room's position and history epoch. KEYS: meta. ARGV: a fresh epoch, ttl_ms. Sets the
+# epoch if there is none; a room without frames yet (no ``seq``) keeps its epoch-only
+# hash ttl_ms after the last look (gateways look each presence round while it has
+# viewers), so room names that never get a comment leave nothing behind; the commit of
+# frame 1 makes it permanent (``scripts.COMMIT``). Returns {seq, epoch}.
+EPOCH = """
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch')
+if not m[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return m
+"""
+EPOCH_ONLY_TTL_MS = PRESENCE_TTL_MS
+
+
 @dataclass(frozen=True, slots=True)
 class Headcount:
     """A room's viewers over all live gateways."""
@@ -86,31 +101,15 @@ def new_epoch() -> str:
     return secrets.token_urlsafe(9)
 
 
-def queue_epoch(pipe: Any, room: str) -> None:
-    """Queue: give the room an epoch if it has none; read its ``seq`` and ``epoch``
-    (two replies; ``parse_epoch`` takes the second)."""
-    pipe.hsetnx(keys.meta(room), "epoch", new_epoch())
-    pipe.hmget(keys.meta(room), "seq", "epoch")
-
-
-def fill_epochs(client: Any, positions: dict[str, tuple[int, str]]) -> None:
-    """For the rooms in ``positions`` (room -> ``(seq, epoch)`` read with a plain
-    ``HMGET``) that have no epoch, give them one and read it back, in place. Blocking
-    (call it in the store's thread): a presence round reads epochs without writing,
-    and writes only in the rare round that finds a room without one."""
-    missing = [room for room, (_, epoch) in positions.items() if not epoch]
-    if not missing:
-        return
-    pipe = client.pipeline(transaction=False)
-    for room in missing:
-        queue_epoch(pipe, room)
-    replies = pipe.execute()
-    for i, room in enumerate(missing):
-        positions[room] = parse_epoch(replies[2 * i + 1])
+def queue_epoch(pipe: Any, script: Any, room: str) -> None:
+    """Queue ``EPOCH`` for ``room``: its ``seq`` and ``epoch`` (one reply,
+    ``parse_epoch``), giving it an epoch if it has none."""
+    names = (keys.meta(room),)
+    pipe.evalsha(script.sha, len(names), *names, new_epoch(), EPOCH_ONLY_TTL_MS)
 
 
 def parse_epoch(reply: Any) -> tuple[int, str]:
-    """``(seq, epoch)`` from the ``HMGET`` reply of ``queue_epoch``."""
+    """``(seq, epoch)`` from the reply of ``queue_epoch``."""
     seq, epoch = reply
     return int(seq or 0), _s(epoch) if epoch else ""
 

@@ -94,6 +94,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         self._release = self._r.register_script(scripts.RELEASE)
         self._commit = self._r.register_script(scripts.COMMIT)
         self._online = self._r.register_script(presence.ONLINE)
+        self._epoch = self._r.register_script(presence.EPOCH)
         self._scripts = (
             self._ingest,
             self._acquire,
@@ -101,6 +102,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
             self._release,
             self._commit,
             self._online,
+            self._epoch,
         )
 
     # ---- bridge -----------------------------------------------------------------------
@@ -226,9 +228,9 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
     ) -> dict[str, RoomLive]:
         """Publish this gateway's viewers (``rules.headcount``; ``None``: none left) and
         offered comment rate per room; read back the room-wide offered rate, the room
-        settings and the room's last seq and history epoch (given one if it has none:
-        a changed epoch tells the gateway the room was reset). Rooms with viewers are
-        marked active.
+        settings and the room's last seq and history epoch (``presence.EPOCH``: given one
+        if it has none; a changed epoch tells the gateway the room was reset). Rooms
+        with viewers are marked active.
         """
         now_ms = int(time.time() * 1000)
         rooms = list(counts)
@@ -252,21 +254,16 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
             for room in rooms:
                 pipe.hgetall(keys.offered(room))
                 pipe.hgetall(keys.settings(room))
-                pipe.hmget(keys.meta(room), "seq", "epoch")
+                presence.queue_epoch(pipe, self._epoch, room)
             pipe.get(keys.GLOBAL_WORDS_VERSION)
-            replies = pipe.execute()
-            tail = replies[len(replies) - 1 - 3 * len(rooms) : -1]
-            positions = {
-                room: presence.parse_epoch(tail[3 * i + 2]) for i, room in enumerate(rooms)
-            }
-            presence.fill_epochs(self._r, positions)  # only rooms that lost theirs
-            return [replies[-1], tail, positions]
+            return self._execute_scripted(pipe)
 
-        global_raw, tail, positions = await self._call("sync_rooms", run)
-        global_v = int(global_raw or 0)
+        replies = await self._call("sync_rooms", run)
+        global_v = int(replies[-1] or 0)
+        tail = replies[len(replies) - 1 - 3 * len(rooms) : -1]
         out = {}
         for i, room in enumerate(rooms):
-            seq, epoch = positions[room]
+            seq, epoch = presence.parse_epoch(tail[3 * i + 2])
             out[room] = RoomLive(
                 offered=_sum_fresh(tail[3 * i], now_ms),
                 settings=_decode_settings(tail[3 * i + 1]),
@@ -304,7 +301,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
-            presence.queue_epoch(pipe, room)
+            presence.queue_epoch(pipe, self._epoch, room)
             presence.queue_online(pipe, self._online, room, now_ms)
             pipe.xrevrange(keys.control(room), "+", "-", count=1)
             pipe.get(keys.pin(room))
@@ -317,7 +314,7 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
             pipe.hgetall(keys.staff_list(room))
             return self._execute_scripted(pipe)
 
-        _, position, online, ctl, pin, wv, gwv, words, gwords, sv, staff = await self._call(
+        position, online, ctl, pin, wv, gwv, words, gwords, sv, staff = await self._call(
             "room_state", run
         )
         seq, epoch = presence.parse_epoch(position)
@@ -339,10 +336,10 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
-            presence.queue_epoch(pipe, room)
-            return pipe.execute()
+            presence.queue_epoch(pipe, self._epoch, room)
+            return self._execute_scripted(pipe)
 
-        return presence.parse_epoch((await self._call("room_position", run))[1])
+        return presence.parse_epoch((await self._call("room_position", run))[0])
 
     async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]:
         """Up to ``count`` committed frames with seq > ``after_seq``, oldest first."""

@@ -252,3 +252,25 @@ async def test_epoch_resume_and_reset_on_a_cluster(
         notice = await told(again)
         assert notice["reason"] == "epoch" and welcome(again)["epoch"] != epoch
         n.cancel_scope.cancel()
+
+
+async def test_a_room_without_frames_keeps_its_epoch_only_while_looked_at(
+    system: System,
+) -> None:
+    """Room names that never get a comment leave nothing for good (a flood of names
+    must not grow Redis); the first frame keeps the room's epoch for good."""
+    port = system.ws_port
+    assert port
+    r = system.store._r
+    async with trio.open_nursery() as n:
+        watcher = await connect(n, port, "quiet")
+        epoch = welcome(watcher)["epoch"]
+        ttl = await trio.to_thread.run_sync(r.pttl, "dm:{quiet}:meta")
+        assert 0 < ttl <= 60_000
+        sender = await connect(n, port, "quiet", tok=token("s"))
+        await shown(sender, watcher, 1, "first")
+        assert await trio.to_thread.run_sync(r.pttl, "dm:{quiet}:meta") == -1  # no expiry
+        again = await connect(n, port, "quiet", since=0, epoch=epoch)  # type: ignore[arg-type]
+        await again.wait_for(lambda c: bool(c.frames))
+        assert welcome(again)["epoch"] == epoch and not resume_failed(again)
+        n.cancel_scope.cancel()
