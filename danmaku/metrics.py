@@ -118,8 +118,12 @@ REDIS_OPS = (
     "note_ips",
     "staff_nicks",
     "session_checks",
+    # resume with an epoch (issue 21)
+    "room_position",
 )
 
+# How a resume (since=) ended (danmaku_resumes_total; rules/resume.py).
+RESUME_OUTCOMES = ("replayed", "live", "epoch", "gap", "ahead")
 # Where in a connection's life an unexpected error ended it (its boundary caught it).
 CONNECTION_STAGES = ("accept", "handshake", "session", "reader", "writer", "ingest")
 # The supervised background loops of every role (danmaku/supervise.py).
@@ -535,6 +539,30 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # --- resume epochs and head counts (issue 21)
+        self.resumes = Counter(
+            "danmaku_resumes_total",
+            "Connections that asked to resume (since=), by outcome: replayed (from "
+            "history, no gap), live (nothing to replay), and fresh starts after a "
+            "resume_failed notice: epoch (stale epoch: the room was reset), gap (frames "
+            "had left history), ahead (since beyond the room's last frame)",
+            ["outcome"],
+            registry=r,
+        )
+        self.room_resets = Counter(
+            "danmaku_room_resets_total",
+            "Rooms whose history epoch changed under a gateway's open connections (each "
+            "closed with 1013 to resume, and be told, on reconnect)",
+            registry=r,
+        )
+        self.viewers_local = Gauge(
+            "danmaku_viewers_local",
+            "This gateway's viewers as counted for online, summed over its rooms: users "
+            "(distinct per room) and anonymous connections; connections are "
+            "danmaku_connections_open",
+            ["kind"],
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -582,6 +610,10 @@ class Metrics:
             self.jwks_fetches.labels(outcome)
         for reason in IDENTITY_REFUSALS:
             self.identity_refusals.labels(reason)
+        for outcome in RESUME_OUTCOMES:
+            self.resumes.labels(outcome)
+        for kind in ("users", "anonymous"):
+            self.viewers_local.labels(kind)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

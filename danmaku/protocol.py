@@ -248,6 +248,7 @@ def welcome(
     online: int,
     limits: dict[str, Any],
     densities: tuple[float, ...] = (),
+    epoch: str = "",
 ) -> str:
     """``densities``: the levels the gateway serves (``hub.DENSITY``), so players offer
     those and no copy of them lives in JavaScript."""
@@ -261,6 +262,7 @@ def welcome(
             "online": online,
             "limits": limits,
             "densities": list(densities),
+            "epoch": epoch,
         }
     )
 

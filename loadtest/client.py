@@ -323,6 +323,7 @@ class Conn:
         self.c = c
         self.is_viewer = is_viewer
         self.last_seq = -1
+        self.epoch = ""  # the room's history epoch (welcome): a resume sends it back
         self.ws: WebSocket | None = None
         self.inflight: dict[str, float] = {}  # nonce -> send time (senders)
         self.closing = False
@@ -371,6 +372,8 @@ class Conn:
         if kind == "welcome":
             if self.last_seq < 0 and isinstance(msg.get("seq"), int):
                 self.last_seq = msg["seq"]
+            if isinstance(msg.get("epoch"), str):
+                self.epoch = msg["epoch"]
         elif kind == "ack":
             sent_at = self.inflight.pop(str(msg.get("nonce")), None)
             st.acked += 1
@@ -408,12 +411,16 @@ class Conn:
                     self.c.errors.add(f"closed_{code}")
 
 
-def url_for(base: str, room: str, token: str | None = None, since: int | None = None) -> str:
+def url_for(
+    base: str, room: str, token: str | None = None, since: int | None = None, epoch: str = ""
+) -> str:
     url = f"{base}?room={room}"
     if token:
         url += f"&token={token}"
     if since is not None and since >= 0:
         url += f"&since={since}"
+        if epoch:
+            url += f"&epoch={epoch}"
     return url
 
 
@@ -426,7 +433,8 @@ async def run_viewer(spec: ConnSpec, c: Counters, connect_at: float, registry: l
     registry.append(conn)
     since: int | None = None
     while True:
-        async with connection(c, url_for(spec.url, spec.room, since=since)) as ws:
+        url = url_for(spec.url, spec.room, since=since, epoch=conn.epoch)
+        async with connection(c, url) as ws:
             if ws is None:
                 return
             conn.ws = ws

@@ -124,12 +124,15 @@ async def connect(
     tok: str | None = None,
     since: int | None = None,
     wait_welcome: bool = True,
+    epoch: str | None = None,
 ) -> Client:
     url = f"ws://127.0.0.1:{port}/ws?room={room}"
     if tok:
         url += f"&token={tok}"
     if since is not None:
         url += f"&since={since}"
+    if epoch is not None:
+        url += f"&epoch={epoch}"
 
     async def hold(task_status: trio.TaskStatus[WebSocketConnection]) -> None:
         async with open_websocket_url(url) as ws:

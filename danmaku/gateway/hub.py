@@ -43,6 +43,7 @@ class Hub:
     ) -> None:
         self.room = room
         self.last_seq = state.seq
+        self.epoch = state.epoch  # the history epoch last_seq belongs to
         self.online = state.online
         self.control_id = state.control_id
         self.pin = state.pin
@@ -52,7 +53,12 @@ class Hub:
         # the presence loop re-reads it when ``staff_v`` changes (Presence.apply_staff).
         self.staff: dict[str, str] = dict(state.staff)
         self.staff_version = state.staff_version
-        self.viewers: set[Viewer] = set()
+        self.viewers: set[Viewer] = set()  # changed only by join/part/clear (head counts)
+        # Who watches, kept as viewers come and go (not counted per presence round):
+        # connections per uid, anonymous connections, and uids new since the last report.
+        self.users: dict[str, int] = {}
+        self.anonymous = 0
+        self.joined: set[str] = set()
         self.ceiling = SmoothedCeiling(ceiling)
         self.offered = 0  # comments offered here since the last presence round
         # Held for review: the room's ``review`` setting (-1: not read yet, so texts are
@@ -70,6 +76,42 @@ class Hub:
         self.nicks_version = state.nicks_version
         self.seen_ips: dict[str, str] = {}  # uid -> address, written out by presence
         self.ban_reasons = BanReasons(state.ban_reasons)
+
+    def join(self, viewer: Viewer) -> None:
+        """``viewer`` now gets the room's live frames (and counts as online)."""
+        if viewer not in self.viewers:
+            self.viewers.add(viewer)
+            self._count(viewer.user.uid if viewer.user else None, 1)
+
+    def part(self, viewer: Viewer) -> None:
+        if viewer in self.viewers:
+            self.viewers.remove(viewer)
+            self._count(viewer.user.uid if viewer.user else None, -1)
+
+    def identified(self, viewer: Viewer) -> None:
+        """``viewer``, anonymous until now, has a user (a first token in an ``auth``)."""
+        if viewer in self.viewers and viewer.user is not None:
+            self._count(None, -1)
+            self._count(viewer.user.uid, 1)
+
+    def clear(self) -> None:
+        """No viewers any more (the room was reset under them)."""
+        self.viewers.clear()
+        self.users.clear()
+        self.joined.clear()
+        self.anonymous = 0
+
+    def _count(self, uid: str | None, delta: int) -> None:
+        if uid is None:
+            self.anonymous += delta
+            return
+        n = self.users.get(uid, 0) + delta
+        if n > 0:
+            self.users[uid] = n
+        else:
+            self.users.pop(uid, None)
+        if delta > 0:
+            self.joined.add(uid)
 
     def control(self, event: ControlEvent) -> None:
         """Act on a moderation event: close a banned user's connections, show a pin, a
@@ -253,7 +295,7 @@ class RoomHubs:
         hub = self.hubs.get(viewer.room)
         if hub is None:
             return
-        hub.viewers.discard(viewer)
+        hub.part(viewer)
         if not hub.viewers:
             del self.hubs[viewer.room]
             self.gone.add(viewer.room)

@@ -1,8 +1,11 @@
 """``Presence``: a gateway's half-second exchange with Redis about its rooms.
 
-Out: how many viewers each room has here and the comments offered and shed (the
-room-wide rate drives every gateway's ingest ceiling). Back: the room-wide offered rate,
-the room's settings, and, when their version changed, its blocked words and staff list.
+Out: each room's viewers here (connections, anonymous ones and the distinct users, as
+``rules.headcount`` reports them, so ``online`` counts people over all gateways) and the
+comments offered and shed (the room-wide rate drives every gateway's ingest ceiling).
+Back: the room-wide offered rate, the room's settings, its history epoch (a change means
+the room was reset: its open connections are closed with 1013 and, resuming, told so),
+and, when their version changed, its blocked words and staff list.
 A staff-list change reaches the room's open connections in the same round
 (``apply_staff``), so within ``PRESENCE_EVERY_S``. Also the moment a gateway freezes its
 connections out of full GC walks as their number grows (``gcfreeze``).
@@ -26,6 +29,7 @@ from danmaku.gateway.viewer import Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
 from danmaku.rules import guests
+from danmaku.rules.headcount import HeadCount, LocalViewers
 from danmaku.rules.ipbans import IpBans
 from danmaku.rules.nicks import StaffNicks
 from danmaku.rules.review import ReviewCheck
@@ -59,6 +63,7 @@ class Presence:
         self.gateway_id = gateway_id
         self.viewers = viewers
         self.freezer = freezer
+        self.heads: dict[str, HeadCount] = {}  # per room with viewers here
 
     async def run(self) -> None:
         """Every half second until cancelled: publish viewers and offered rates per room,
@@ -77,23 +82,31 @@ class Presence:
             counts = self.hubs.counts()
             if not counts:
                 continue
+            now_ms = int(time.time() * 1000)
+            reports = self._reports(counts, now_ms)
             offered, shed = {}, {}
             for room, hub in self.hubs.hubs.items():
                 offered[room] = hub.offered / elapsed
                 shed[room] = hub.shed / elapsed
                 hub.offered = hub.shed = 0
             try:
-                live = await self.store.sync_rooms(self.gateway_id, counts, offered, shed)
+                live = await self.store.sync_rooms(self.gateway_id, reports, offered, shed)
             except StoreError as exc:
                 log.warning("presence report failed: %s", exc)
                 continue
             await self._write_seen_ips()
+            for room, report in reports.items():
+                head = self.heads.get(room)
+                if head is not None and report is not None:
+                    head.confirm(report, now_ms)
             restaffed: dict[str, Hub] = {}  # rooms whose staff list changed
             try:
                 for room, info in live.items():
                     live_hub = self.hubs.hubs.get(room)
                     if live_hub is None:
                         continue
+                    if info.epoch and info.epoch != live_hub.epoch:
+                        self.reset(live_hub, info.seq, info.epoch)
                     live_hub.ceiling.ceiling = info.settings.get(
                         "ingest_ceiling", self.settings.ingest_ceiling
                     )
@@ -165,6 +178,44 @@ class Presence:
             await self.store.note_ips(seen)
         except StoreError as exc:
             log.warning("noting client addresses failed: %s", exc)
+
+    def _reports(self, counts: dict[str, int], now_ms: int) -> dict[str, LocalViewers | None]:
+        """This round's report per room (``None``: no viewers left here), from the
+        counts each hub keeps as viewers come and go (``Hub.join``/``part``): no pass
+        over the viewers."""
+        reports: dict[str, LocalViewers | None] = {}
+        users_total = anonymous_total = 0
+        for room, n in counts.items():
+            hub = self.hubs.hubs.get(room)
+            if n <= 0 or hub is None:
+                self.heads.pop(room, None)
+                reports[room] = None
+                continue
+            head = self.heads.get(room)
+            if head is None:
+                head = self.heads[room] = HeadCount(self.settings.online_exact_max)
+            users_total += len(hub.users)
+            anonymous_total += hub.anonymous
+            reports[room] = head.report(
+                hub.users.keys(), hub.anonymous, len(hub.viewers), now_ms, hub.joined
+            )
+            hub.joined = set()
+        self.metrics.viewers_local.labels("users").set(users_total)
+        self.metrics.viewers_local.labels("anonymous").set(anonymous_total)
+        return reports
+
+    def reset(self, hub: Hub, seq: int, epoch: str) -> None:
+        """The room's history epoch changed (its frames were reset or lost): follow the
+        new numbering from ``seq`` and close the room's open connections with 1013, so
+        that they resume with their old epoch and are told (``resume_failed``) instead
+        of skipping the new frames their old position covers."""
+        log.warning("room %s was reset (epoch %s -> %s)", hub.room, hub.epoch, epoch)
+        self.metrics.room_resets.inc()
+        hub.epoch, hub.last_seq = epoch, seq
+        viewers = list(hub.viewers)
+        hub.clear()
+        for viewer in viewers:
+            viewer.close(protocol.CLOSE_TRY_AGAIN, "room history reset: resume")
 
     def apply_staff(self, hubs: dict[str, Hub]) -> None:
         """These rooms' staff lists changed: give each open connection of them the role it

@@ -1,8 +1,9 @@
 """``Gateway``: the WebSocket service viewers connect to.
 
-``ws://HOST:PORT/ws?room=ROOM[&token=T][&since=SEQ]``. Per connection: handshake checks
-(path, per-IP caps, room name, token), ``welcome``, optional replay of frames after
-``since`` from the room's history, then live frames; comments from senders are validated
+``ws://HOST:PORT/ws?room=ROOM[&token=T][&since=SEQ[&epoch=E]]``. Per connection: handshake
+checks (path, per-IP caps, room name, token), ``welcome``, optional replay of frames after
+``since`` from the room's history (or a ``resume_failed`` notice and a fresh start:
+``rules.resume``), then live frames; comments from senders are validated
 and handed to the ``IngestBatcher``. Each connection is a task in the server's nursery;
 nothing a client sends can raise out of it.
 
@@ -47,7 +48,7 @@ from danmaku.gateway.presence import Presence
 from danmaku.gateway.viewer import OutFrame, Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
-from danmaku.rules import guests, ipbans
+from danmaku.rules import guests, ipbans, resume
 from danmaku.rules.admission import IpAdmission
 from danmaku.rules.bans import banned_fields
 from danmaku.rules.clientip import parse_trusted
@@ -381,13 +382,14 @@ class Gateway:
                         hub.online,
                         {"max_text_chars": s.max_text_chars, "max_text_bytes": s.max_text_bytes},
                         DENSITY.levels,
+                        hub.epoch,
                     )
                 )
                 pin = hub.pin
                 if pin and (not pin.get("until") or pin["until"] > time.time() * 1000):
                     viewer.push_control(protocol.notice("pin", pin=pin))
                 try:
-                    await self._attach(viewer, hub, since)
+                    await self._attach(viewer, hub, since, asked.epoch)
                 except StoreError:
                     # A resume read during a failover: the player reconnects with since=.
                     viewer.push_control(_UNAVAILABLE)
@@ -426,44 +428,50 @@ class Gateway:
                 reason = "draining"
             m.connections_closed.labels(reason).inc()
 
-    async def _attach(self, viewer: Viewer, hub: Hub, since: int | None) -> None:
-        """Replay frames after ``since`` from history, then join live with no gap.
+    async def _attach(self, viewer: Viewer, hub: Hub, since: int | None, epoch: str) -> None:
+        """Replay frames after ``since`` from history, then join live with no gap; or,
+        when that cannot be done (a stale ``epoch``, frames gone from history, a
+        ``since`` beyond the room), say so in a ``resume_failed`` notice and join live
+        (``rules.resume``).
 
         Frames are replayed only up to the hub's live position; the loop re-checks it
         after every await, and joining happens with no await after the last check, so
         the replay and the live feed meet exactly.
         """
-        if since is not None and since > hub.last_seq + 1000:
-            # A seq from another era of the room (its history was wiped): start live.
-            viewer.push_control(
-                protocol.notice(
-                    "resume_failed", code="resume_failed", since=since, seq=hub.last_seq
-                )
-            )
-            since = None
-        if since is None or since >= hub.last_seq:
-            # Live only; a client slightly ahead of this gateway gets no repeats.
-            viewer.min_seq = since + 1 if since is not None else 0
-            hub.viewers.add(viewer)
+        start = resume.plan(since, epoch, hub.epoch, hub.last_seq)
+        if start.check:
+            # Beyond this gateway's last frame: is it lagging, or is the client ahead of
+            # the room itself? Planned again with the hub's position after the await.
+            room_seq, room_epoch = await self.store.room_position(hub.room)
+            start = resume.plan(since, epoch, room_epoch, hub.last_seq, room_seq)
+        if since is None:
+            hub.join(viewer)
             return
-        cursor = since
+        if not start.replay:
+            if start.failed is not None:
+                viewer.push_control(self._resume_failed(hub, since, start.failed))
+            viewer.min_seq = start.min_seq
+            self.metrics.resumes.labels(start.outcome).inc()
+            hub.join(viewer)
+            return
+        cursor, outcome = since, "replayed"
         while cursor < hub.last_seq:
             upto = hub.last_seq
             frames = await self.store.frames_after(
                 hub.room, cursor, min(REPLAY_CHUNK, upto - cursor)
             )
             if not frames or frames[0].seq != cursor + 1:
-                first = frames[0].seq if frames else upto + 1
+                # Frames after the cursor left history: no partial replay across a hole,
+                # a fresh start at the live edge (nothing below it will be sent).
                 self.metrics.resume_gaps.inc()
+                outcome = "gap"
                 viewer.push_control(
-                    protocol.notice(
-                        "resume_failed",
-                        code="resume_failed",
-                        since=since,
-                        missing_from=cursor + 1,
-                        missing_to=first - 1,
+                    self._resume_failed(
+                        hub, since, "gap", missing_from=cursor + 1, missing_to=hub.last_seq
                     )
                 )
+                cursor = hub.last_seq
+                break
             for frame in frames:
                 if frame.seq > upto:
                     break
@@ -474,10 +482,24 @@ class Gateway:
                     self.metrics.bytes_out.inc(len(out.payload))
                 self.metrics.frames_replayed.inc()
                 cursor = frame.seq
-            if not frames:
-                cursor = upto
         viewer.min_seq = cursor + 1
-        hub.viewers.add(viewer)
+        self.metrics.resumes.labels(outcome).inc()
+        hub.join(viewer)
+
+    @staticmethod
+    def _resume_failed(hub: Hub, since: int, reason: str, **extra: int) -> str:
+        """The ``resume_failed`` notice: why, and where the fresh start begins (``seq``:
+        live frames follow it; ``epoch``: the room's history epoch now)."""
+        return protocol.notice(
+            "resume_failed",
+            code="resume_failed",
+            reason=reason,
+            message="history not recovered",
+            since=since,
+            seq=hub.last_seq,
+            epoch=hub.epoch,
+            **extra,
+        )
 
     async def _read_loop(self, ws: WebSocketConnection, viewer: Viewer, inbox: _Inbox) -> str:
         """Handle the client messages wsproto delivers (all of them, unless ``FastInbound``
@@ -618,7 +640,10 @@ class Gateway:
             refusal = self._admit(hub, user)
             if refusal is not None:  # the connection keeps what it had
                 return protocol.error(protocol.ProtocolError(refusal.code, refusal.message))
+        anonymous = viewer.user is None
         viewer.user = user
+        if anonymous and hub is not None:
+            hub.identified(viewer)  # counted as a user from now on
         if token_staff and self._nursery is not None:
             self._nursery.start_soon(self._note_role, viewer.room, user)
         if user.is_staff and self._nursery is not None:

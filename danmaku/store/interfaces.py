@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from danmaku.rules.headcount import LocalViewers
 from danmaku.rules.ipbans import IpBan
 from danmaku.store.records import (
     CommitResult,
@@ -51,6 +52,8 @@ class IngestStore(Protocol):
 class FeedStore(Protocol):
     async def room_state(self, room: str) -> RoomState: ...
 
+    async def room_position(self, room: str) -> tuple[int, str]: ...
+
     async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]: ...
 
     async def tick_position(self) -> str: ...
@@ -70,7 +73,7 @@ class FeedStore(Protocol):
     async def sync_rooms(
         self,
         gateway_id: str,
-        counts: Mapping[str, int],
+        counts: Mapping[str, LocalViewers | None],
         offered: Mapping[str, float],
         shed: Mapping[str, float] | None = None,
     ) -> dict[str, RoomLive]: ...

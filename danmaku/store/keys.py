@@ -28,7 +28,9 @@ def frames(room: str) -> str:
 
 
 def meta(room: str) -> str:
-    """Hash: ``seq`` (last committed frame), ``cursor`` (last comment id merged)."""
+    """Hash: ``seq`` (last committed frame), ``cursor`` (last comment id merged),
+    ``epoch`` (the history epoch: set when missing, by whoever reads the room first, so it
+    changes exactly when the hash was lost; see ``store.presence``)."""
     return f"{PREFIX}:{{{room}}}:meta"
 
 
@@ -38,8 +40,27 @@ def lease(room: str) -> str:
 
 
 def online(room: str) -> str:
-    """Hash: gateway id -> ``count:stamp_ms`` of that gateway's viewers in the room."""
+    """Hash: gateway id -> ``conns:stamp_ms:anonymous:mode`` of that gateway's viewers in
+    the room (mode ``e``: its users are listed in ``who``; ``h``: in ``who_hll``)."""
     return f"{PREFIX}:{{{room}}}:online"
+
+
+def who(room: str) -> str:
+    """Hash: gateway id -> the uids of its viewers with a token, space-separated (rooms
+    with few users on that gateway; ``rules.headcount``)."""
+    return f"{PREFIX}:{{{room}}}:who"
+
+
+def who_hll(room: str, bucket: int) -> str:
+    """HyperLogLog: uids seen in the room by gateways with many users there, during one
+    ``rules.headcount.HLL_BUCKET_MS`` bucket (expires after three)."""
+    return f"{PREFIX}:{{{room}}}:who:{bucket}"
+
+
+def who_tmp(room: str) -> str:
+    """HyperLogLog used (and deleted) inside one count: the listed users, merged with
+    ``who_hll``."""
+    return f"{PREFIX}:{{{room}}}:who:tmp"
 
 
 def stats(room: str) -> str:

@@ -187,6 +187,8 @@ class RoomLive:
     offered: float  # comments/s offered over all gateways, before shedding
     settings: dict[str, float]
     global_words_version: int
+    seq: int = 0  # the room's last committed frame
+    epoch: str = ""  # the room's history epoch (``keys.meta``): a change means a reset
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,7 @@ class RoomState:
     nicks_version: float = 0.0
     staff_nicks: dict[str, str] = field(default_factory=dict)
     ban_reasons: dict[str, tuple[float, str]] = field(default_factory=dict)  # uid -> why
+    epoch: str = ""  # the history epoch ``seq`` belongs to (``keys.meta``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,12 +253,3 @@ def _decode_settings(fields: Mapping[Any, Any]) -> dict[str, float]:
         except ValueError:
             continue
     return out
-
-
-def _sum_online(fields: Mapping[bytes, bytes], now_ms: int) -> int:
-    total = 0
-    for value in fields.values():
-        count, _, stamp = _s(value).partition(":")
-        if stamp.isdigit() and now_ms - int(stamp) <= ONLINE_FRESH_MS and count.isdigit():
-            total += int(count)
-    return total

@@ -26,8 +26,9 @@ from redis.exceptions import NoScriptError, RedisClusterException
 
 from danmaku.config import DEFAULTS
 from danmaku.metrics import Metrics
+from danmaku.rules.headcount import LocalViewers
 from danmaku.startup import mask_url
-from danmaku.store import cluster, keys, scripts
+from danmaku.store import cluster, keys, presence, scripts
 from danmaku.store.identity import (
     IdentityOps,
     parse_ban_reasons,
@@ -47,7 +48,6 @@ from danmaku.store.records import (
     _decode_settings,
     _s,
     _sum_fresh,
-    _sum_online,
     door_key,
 )
 from danmaku.store.replay import ReplayOps
@@ -103,7 +103,17 @@ class Store(
         self._renew = self._r.register_script(scripts.RENEW)
         self._release = self._r.register_script(scripts.RELEASE)
         self._commit = self._r.register_script(scripts.COMMIT)
-        self._scripts = (self._ingest, self._acquire, self._renew, self._release, self._commit)
+        self._online = self._r.register_script(presence.ONLINE)
+        self._epoch = self._r.register_script(presence.EPOCH)
+        self._scripts = (
+            self._ingest,
+            self._acquire,
+            self._renew,
+            self._release,
+            self._commit,
+            self._online,
+            self._epoch,
+        )
 
     # ---- bridge -----------------------------------------------------------------------
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
@@ -237,12 +247,15 @@ class Store(
     async def sync_rooms(
         self,
         gateway_id: str,
-        counts: Mapping[str, int],
+        counts: Mapping[str, LocalViewers | None],
         offered: Mapping[str, float],
         shed: Mapping[str, float] | None = None,
     ) -> dict[str, RoomLive]:
-        """Publish this gateway's viewers and offered comment rate per room; read back the
-        room-wide offered rate and the room settings. Rooms with viewers are marked active.
+        """Publish this gateway's viewers (``rules.headcount``; ``None``: none left) and
+        offered comment rate per room; read back the room-wide offered rate, the room
+        settings and the room's last seq and history epoch (``presence.EPOCH``: given one
+        if it has none; a changed epoch tells the gateway the room was reset). Rooms
+        with viewers are marked active.
         """
         now_ms = int(time.time() * 1000)
         rooms = list(counts)
@@ -251,14 +264,10 @@ class Store(
             pipe = self._r.pipeline(transaction=False)
             active = {}
             for room in rooms:
-                n = counts[room]
-                k = keys.online(room)
-                if n > 0:
-                    pipe.hset(k, gateway_id, f"{n}:{now_ms}")
-                    pipe.pexpire(k, 60_000)
+                report = counts[room]
+                presence.queue_report(pipe, room, gateway_id, report, now_ms)
+                if report is not None and report.conns > 0:
                     active[room] = now_ms
-                else:
-                    pipe.hdel(k, gateway_id)
                 rate = offered.get(room, 0.0)
                 pipe.hset(keys.offered(room), gateway_id, f"{rate:.3f}:{now_ms}")
                 pipe.pexpire(keys.offered(room), 60_000)
@@ -270,20 +279,24 @@ class Store(
             for room in rooms:
                 pipe.hgetall(keys.offered(room))
                 pipe.hgetall(keys.settings(room))
+                presence.queue_epoch(pipe, self._epoch, room)
             pipe.get(keys.GLOBAL_WORDS_VERSION)
-            return pipe.execute()
+            return self._execute_scripted(pipe)
 
         replies = await self._call("sync_rooms", run)
         global_v = int(replies[-1] or 0)
-        tail = replies[len(replies) - 1 - 2 * len(rooms) : -1]
-        return {
-            room: RoomLive(
-                offered=_sum_fresh(tail[2 * i], now_ms),
-                settings=_decode_settings(tail[2 * i + 1]),
+        tail = replies[len(replies) - 1 - 3 * len(rooms) : -1]
+        out = {}
+        for i, room in enumerate(rooms):
+            seq, epoch = presence.parse_epoch(tail[3 * i + 2])
+            out[room] = RoomLive(
+                offered=_sum_fresh(tail[3 * i], now_ms),
+                settings=_decode_settings(tail[3 * i + 1]),
                 global_words_version=global_v,
+                seq=seq,
+                epoch=epoch,
             )
-            for i, room in enumerate(rooms)
-        }
+        return out
 
     async def room_settings(self, room: str) -> dict[str, float]:
         """The room's moderator-set settings (only those set)."""
@@ -306,13 +319,15 @@ class Store(
         await self._call("set_room_settings", run)
 
     async def room_state(self, room: str) -> RoomState:
-        """What a gateway needs to start serving a room: latest seq, online viewers, the
-        control stream position, the pin."""
+        """What a gateway needs to start serving a room: latest seq and its history
+        epoch (given one if the room has none), online viewers, the control stream
+        position, the pin."""
+        now_ms = int(time.time() * 1000)
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
-            pipe.hget(keys.meta(room), "seq")
-            pipe.hgetall(keys.online(room))
+            presence.queue_epoch(pipe, self._epoch, room)
+            presence.queue_online(pipe, self._online, room, now_ms)
             pipe.xrevrange(keys.control(room), "+", "-", count=1)
             pipe.get(keys.pin(room))
             pipe.hget(keys.settings(room), "words_v")
@@ -327,15 +342,17 @@ class Store(
             pipe.hgetall(keys.ip_bans(room))
             pipe.hgetall(keys.staff_nicks(room))
             pipe.hgetall(keys.ban_reasons(room))
-            return pipe.execute()
+            return self._execute_scripted(pipe)
 
-        seq, online, ctl, pin, wv, gwv, words, gwords, sv, staff, *identity = await self._call(
+        position, online, ctl, pin, wv, gwv, words, gwords, sv, staff, *identity = await self._call(
             "room_state", run
         )
+        seq, epoch = presence.parse_epoch(position)
         (guests, ipv, nv), ip_bans, nicks, reasons = identity
         return RoomState(
-            seq=int(seq or 0),
-            online=_sum_online(online, int(time.time() * 1000)),
+            seq=seq,
+            epoch=epoch,
+            online=presence.parse_online(online).online,
             control_id=_s(ctl[0][0]) if ctl else "0-0",
             pin=orjson.loads(pin) if pin else None,
             words_version=(float(wv or 0), int(gwv or 0)),
@@ -349,6 +366,17 @@ class Store(
             staff_nicks=parse_nicks(nicks),
             ban_reasons=parse_ban_reasons(reasons),
         )
+
+    async def room_position(self, room: str) -> tuple[int, str]:
+        """The room's last committed seq and its history epoch, as of now (given an
+        epoch if it has none)."""
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            presence.queue_epoch(pipe, self._epoch, room)
+            return self._execute_scripted(pipe)
+
+        return presence.parse_epoch((await self._call("room_position", run))[0])
 
     async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]:
         """Up to ``count`` committed frames with seq > ``after_seq``, oldest first."""
@@ -436,18 +464,20 @@ class Store(
         return _events(news)
 
     async def room_info(self, room: str) -> dict[str, Any]:
-        """Live figures of a room: last seq, online viewers, the worker's rates."""
+        """Live figures of a room: last seq, online viewers (distinct users plus
+        anonymous connections) and ``connections``, the worker's rates."""
+        now_ms = int(time.time() * 1000)
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             pipe.hget(keys.meta(room), "seq")
-            pipe.hgetall(keys.online(room))
+            presence.queue_online(pipe, self._online, room, now_ms)
             pipe.hgetall(keys.stats(room))
             pipe.hmget(keys.door(room), "n", "avg")
             pipe.xlen(keys.comments(room))
             pipe.hgetall(keys.shed(room))
             pipe.hgetall(keys.settings(room))
-            return pipe.execute()
+            return self._execute_scripted(pipe)
 
         seq, online, stats, (counted, avg), entries, shed, room_settings = await self._call(
             "room_info", run
@@ -456,10 +486,11 @@ class Store(
         stored = max(0, int(counted or entries))
         if stored > self._stream_maxlen:
             stored = round(entries * float(avg or 1))
-        now_ms = int(time.time() * 1000)
+        head = presence.parse_online(online)
         info: dict[str, Any] = {
             "seq": int(seq or 0),
-            "online": _sum_online(online, now_ms),
+            "online": head.online,
+            "connections": head.connections,
             "comments_stored": int(stored),
             "shed_per_s": round(_sum_fresh(shed, now_ms), 3),
             "settings": _decode_settings(room_settings),

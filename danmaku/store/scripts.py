@@ -475,6 +475,14 @@ COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local cur = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if cur + 1 ~= tonumber(ARGV[2]) then return -2 end
+-- Frame 1 starts a numbering: frames left from an earlier era (the meta hash was lost,
+-- and with it the epoch; store/presence.py) must not mix with it. (A key of another type
+-- is a fault, left for the XADD to refuse: the room fails alone.)
+-- Its meta hash (until now at most an epoch, expiring: store/presence.py) is kept for good.
+if cur == 0 then
+  if redis.call('TYPE', KEYS[3])['ok'] == 'stream' then redis.call('DEL', KEYS[3]) end
+  redis.call('PERSIST', KEYS[2])
+end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], ARGV[2] .. '-0', 'd', ARGV[4])
 redis.call('HSET', KEYS[2], 'seq', ARGV[2], 'cursor', ARGV[3])
 if tonumber(ARGV[6]) > 0 then redis.call('LTRIM', KEYS[4], ARGV[6], -1) end

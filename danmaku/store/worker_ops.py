@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from danmaku.store import keys
+from danmaku.store import keys, presence
 from danmaku.store.records import (
     COMMIT_FAILED,
     CommitResult,
@@ -23,7 +23,6 @@ from danmaku.store.records import (
     TickRead,
     _decode_settings,
     _s,
-    _sum_online,
     id_key,
     split_entry,
 )
@@ -79,6 +78,7 @@ class WorkerOps:
     _renew: Any
     _release: Any
     _commit: Any
+    _online: Any
 
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
         raise NotImplementedError
@@ -89,23 +89,24 @@ class WorkerOps:
     async def online_counts(
         self, rooms: Iterable[str]
     ) -> dict[str, tuple[int, dict[str, float], set[str]]]:
-        """Per room: viewers summed over live gateways, the room settings, and the uids
-        granted the highlighted tier."""
+        """Per room: viewers over live gateways (distinct users plus anonymous
+        connections, ``store.presence``), the room settings, and the uids granted the
+        highlighted tier."""
         rooms = list(rooms)
         now_ms = int(time.time() * 1000)
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for room in rooms:
-                pipe.hgetall(keys.online(room))
+                presence.queue_online(pipe, self._online, room, now_ms)
                 pipe.hgetall(keys.settings(room))
                 pipe.smembers(keys.highlights(room))
-            return pipe.execute()
+            return self._execute_scripted(pipe)
 
         r = await self._call("online_counts", run)
         return {
             room: (
-                _sum_online(r[3 * i], now_ms),
+                presence.parse_online(r[3 * i]).online,
                 _decode_settings(r[3 * i + 1]),
                 {_s(u) for u in r[3 * i + 2]},
             )

@@ -80,7 +80,11 @@ class RoomOut(BaseModel):
     room: str
     tick_ms: int
     seq: int = Field(description="latest frame seq")
-    online: int = Field(description="viewers connected, over all gateways")
+    online: int = Field(
+        description="people watching, over all gateways: distinct users plus anonymous "
+        "connections (one user with three tabs counts 1)"
+    )
+    connections: int = Field(0, description="WebSocket connections, over all gateways")
     comments_per_s: float = Field(description="comments merged per second (last second)")
     shown_per_s: float = Field(description="items shown in frames per second")
     dropped_per_s: float = Field(description="comments left out by sampling per second")

@@ -723,19 +723,23 @@
     { key: "slow_mode_s", input: () => el.setSlow, now: () => el.nowSlow, off: "off", unit: " s" },
     { key: "budget", input: () => el.setBudget, now: () => el.nowBudget, off: "default", unit: "/s" },
     { key: "ingest_ceiling", input: () => el.setCeiling, now: () => el.nowCeiling, off: "default", unit: "/s" },
+    // smoothing (issue 21): the window the budget holds over, and how long a comment may wait
+    { key: "smooth_window_s", input: () => $("set-window"), now: () => $("now-window"), off: "default", unit: " s", name: "budget window" },
+    { key: "max_wait_s", input: () => $("set-max-wait"), now: () => $("now-max-wait"), off: "default", unit: " s", name: "longest wait" },
   ];
 
   /** {slow_mode_s: 30, mute: null} -> "slow mode 30 s, mute reset" */
   function settingWords(changes) {
     return Object.entries(changes).map(([k, v]) => {
+      const spec = SETTINGS.find((s) => s.key === k);
       const name = { slow_mode_s: "slow mode", budget: "display budget", ingest_ceiling: "ingest ceiling" }[k]
-        || k.replace(/_/g, " ");
+        || (spec && spec.name) || k.replace(/_/g, " ");
       if (v === null) return `${name} reset to default`;
       if (k === "mute") return v ? "room muted" : "room unmuted";
       if (k === "guests") return { comment: "guests may comment", watch: "guests watch only", off: "guests off" }[v] || `guests ${v}`;
       if (k === "slow_mode_s") return Number(v) > 0 ? `slow mode ${v} s` : "slow mode off";
       if (typeof v !== "number") return `${name} ${v}`; // review, guests, shield (issue 19)
-      return `${name} ${v}/s`;
+      return `${name} ${v}${spec ? spec.unit : "/s"}`;
     }).join(", ");
   }
 
@@ -786,7 +790,7 @@
 
   async function resetSettings() {
     const res = await act("PATCH", "/settings",
-      { slow_mode_s: null, budget: null, ingest_ceiling: null, mute: null },
+      { slow_mode_s: null, budget: null, ingest_ceiling: null, mute: null, smooth_window_s: null, max_wait_s: null },
       "Settings reset to the server defaults.");
     if (res.ok && res.data) {
       S.settingsDirty = false;

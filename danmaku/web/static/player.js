@@ -41,7 +41,8 @@
   const RENDERED_CAP = 5000;     // ids remembered for the test hook
   const MIRROR_CAP = 12;         // entries of the screen-reader mirror
   const PING_EVERY_MS = 15000;
-  const DEAD_AFTER_MS = 35000;   // no message at all this long: the socket is dead
+  // no message at all this long: the socket is dead (?dead_after_ms= shortens it for tests)
+  const DEAD_AFTER_MS = Math.max(1000, Number(new URLSearchParams(location.search).get("dead_after_ms")) || 35000);
   const BACKOFF_BASE_MS = 400;
   const BACKOFF_MAX_MS = 15000;
   const STABLE_MS = 3000;        // a connection this old resets the backoff
