@@ -232,3 +232,21 @@ async def test_room_notices_are_signed_by_nick_and_role(
     await viewer.wait_for(lambda c: any(m.get("event") == "room_notice" for m in c.messages))
     notice = next(m for m in viewer.messages if m.get("event") == "room_notice")
     assert (notice["by"], notice["role"], notice["text"]) == ("Mo", "moderator", "be nice")
+
+
+async def test_shield_mode_makes_guests_watch(
+    nursery: trio.Nursery, system: System
+) -> None:
+    """Shield mode (store/review.py) writes the guests policy as the settings API does,
+    so the gateway enforces it: a guest is refused while shield is on, and comments again
+    once it is off."""
+    assert system.ws_port
+    room = "shield-guests"
+    api = Api(system, token("mod2", role="moderator", room=room))
+    visitor = await connect(nursery, system.ws_port, room, tok=guest())
+    assert (await visitor.comment("before", "b1"))["type"] == "ack"
+    assert (await api("PUT", f"/rooms/{room}/shield"))[0] == 200
+    tries = [0]
+    await eventually(refused_with(visitor, "login_required", tries))
+    assert (await api("DELETE", f"/rooms/{room}/shield"))[0] == 200
+    await eventually(accepted(visitor, tries))
