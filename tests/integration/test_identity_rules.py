@@ -234,9 +234,7 @@ async def test_room_notices_are_signed_by_nick_and_role(
     assert (notice["by"], notice["role"], notice["text"]) == ("Mo", "moderator", "be nice")
 
 
-async def test_shield_mode_makes_guests_watch(
-    nursery: trio.Nursery, system: System
-) -> None:
+async def test_shield_mode_makes_guests_watch(nursery: trio.Nursery, system: System) -> None:
     """Shield mode (store/review.py) writes the guests policy as the settings API does,
     so the gateway enforces it: a guest is refused while shield is on, and comments again
     once it is off."""
