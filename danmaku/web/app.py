@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, field_validator
 from danmaku import auth, protocol
 from danmaku.config import Settings
 from danmaku.metrics import CONTENT_TYPE, Metrics
-from danmaku.rules import guests, nicks
+from danmaku.rules import nicks, room_settings
 from danmaku.rules.clientip import parse_trusted
 from danmaku.rules.review import REPORT_REASONS
 from danmaku.store import Store, StoreError
@@ -38,7 +38,7 @@ from danmaku.web.guards import (
 )
 from danmaku.web.identity import create_router as create_identity_router
 from danmaku.web.identity import session_refusal
-from danmaku.web.moderation import create_router, public_settings
+from danmaku.web.moderation import create_router
 from danmaku.web.replay import create_router as create_replay_router
 from danmaku.web.review import create_router as create_review_router
 
@@ -214,6 +214,10 @@ def create_app(
         metrics.sessions_issued.inc()
         return SessionOut(token=token, user=UserOut(uid=uid, nick=nick, role="viewer"))
 
+    @app.get("/api/room-settings", summary="The room settings: names, kinds, bounds, defaults")
+    async def room_settings_schema() -> list[dict[str, Any]]:
+        return [s.spec() | {"default": s.default_for(settings)} for s in room_settings.SCHEMA]
+
     @app.get("/api/rooms/{room}", response_model=RoomOut, summary="Room settings and figures")
     async def room_info(room: RoomName) -> RoomOut:
         try:
@@ -222,24 +226,8 @@ def create_app(
             raise HTTPException(
                 503, "storage unavailable", headers={"Retry-After": str(RETRY_AFTER_S)}
             ) from exc
-        defaults = {
-            "budget": settings.display_budget,
-            "slow_mode_s": 0.0,
-            "ingest_ceiling": settings.ingest_ceiling,
-            "mute": 0.0,
-            "smooth_window_s": settings.smooth_window_s,
-            "max_wait_s": settings.max_wait_s,
-            # held for review, shield mode (issue 19)
-            "review": 0.0,
-            "first_chat_min": settings.first_chat_minutes,
-            "shield": 0.0,
-        }
-        effective = defaults | {k: v for k, v in info["settings"].items() if k in defaults}
-        effective[guests.SETTING] = info["settings"].get(
-            guests.SETTING, guests.code(settings.guests)
-        )
-        info["settings"] = public_settings(info["settings"])
-        effective = public_settings(effective)
+        effective = room_settings.effective(info["settings"], settings)
+        info["settings"] = room_settings.public(info["settings"])
         return RoomOut(
             room=room, tick_ms=settings.tick_ms, limits=limits, effective=effective, **info
         )

@@ -23,17 +23,16 @@ reach Redis: a malformed one is a 400, not a storage error.
 
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
-from danmaku.rules import guests
+from danmaku.rules import room_settings
 from danmaku.rules.ids import comment_id_problem
-from danmaku.rules.review import review_code, review_mode
 from danmaku.store import Store, StoreError
 from danmaku.verifier import KeysUnavailable, TokenVerifier
 from danmaku.web.guards import RETRY_AFTER_S
@@ -60,30 +59,28 @@ class BanOut(BaseModel):
     reason: str = Field(default="", description="as given when the ban was set")
 
 
-class SettingsIn(BaseModel):
-    """Only the fields given change; ``null`` resets one to the server default."""
+def _settings_model() -> type[BaseModel]:
+    """The settings patch model, from the one schema (``rules/room_settings.py``): only
+    the fields given change; ``null`` resets one to the server default."""
+    fields: dict[str, Any] = {}
+    for setting in room_settings.SCHEMA:
+        if not setting.writable:
+            continue
+        kind: Any = {"number": float, "flag": bool}.get(setting.kind)
+        if setting.kind == "choice":
+            kind = Literal[setting.choices]
+        unit = f" ({setting.unit})" if setting.unit else ""
+        field = Field(default=None, ge=setting.lo, le=setting.hi, description=setting.help + unit)
+        fields[setting.name] = (kind | None, field)
+    model: type[BaseModel] = create_model("SettingsIn", **fields)
+    model.__doc__ = _settings_model.__doc__
+    return model
 
-    slow_mode_s: float | None = Field(default=None, ge=0, le=3600)
-    budget: float | None = Field(default=None, ge=1, le=1000, description="items/s shown")
-    ingest_ceiling: float | None = Field(default=None, ge=0, le=1_000_000)
-    mute: bool | None = Field(default=None, description="only staff and highlighted send")
-    smooth_window_s: float | None = Field(
-        default=None, ge=0.1, le=10, description="budget window and queue length (s)"
-    )
-    max_wait_s: float | None = Field(
-        default=None, ge=0, le=5, description="longest a comment waits for a frame (s)"
-    )
-    # held for review (issue 19; web/review.py)
-    review: Literal["off", "suspicious", "all"] | None = Field(
-        default=None, description="hold comments for review: none, suspicious ones, all"
-    )
-    first_chat_min: float | None = Field(
-        default=None, ge=0, le=10080, description="first-time chatters held this long (min)"
-    )
-    guests: Literal["comment", "watch", "off"] | None = Field(
-        default=None,
-        description="guests comment, only watch (logged-in users comment), or are off",
-    )
+
+if TYPE_CHECKING:
+    SettingsIn = BaseModel
+else:
+    SettingsIn = _settings_model()
 
 
 class WordsIn(BaseModel):
@@ -129,24 +126,9 @@ class CommentsOut(BaseModel):
     )
 
 
-def setting_number(name: str, value: Any) -> float:
-    """How the settings hash stores a setting's value (``review``, ``guests``: its index)."""
-    if name == "review":
-        return review_code(value)
-    if name == guests.SETTING:
-        return guests.code(value)
-    return float(value)
-
-
 def public_settings(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Room settings as the API shows them: ``review`` and ``guests`` as their words,
-    ``shield`` a bool."""
-    out = guests.shown(values)
-    if "review" in out:
-        out["review"] = review_mode(out["review"] if isinstance(out["review"], float) else None)
-    if "shield" in out:
-        out["shield"] = bool(out["shield"])
-    return out
+    """Room settings as the API shows them (``rules.room_settings.public``)."""
+    return dict(room_settings.public(values))
 
 
 def _bearer(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -358,11 +340,7 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         given = body.model_dump(exclude_unset=True)
         if not given:
             raise HTTPException(422, "no setting given")
-        values: dict[str, float | None] = {
-            k: (setting_number(k, v) if v is not None else None) for k, v in given.items()
-        }
-        if given.get(guests.SETTING) is not None:  # stored as a number (rules/guests.py)
-            values[guests.SETTING] = guests.code(given[guests.SETTING])
+        values = room_settings.encode_changes(given)
         await guarded(store.set_room_settings(room, values))
         await guarded(store.announce_settings(room, given, by=who(user)))
         return public_settings(await guarded(store.room_settings(room)))

@@ -20,6 +20,7 @@ from danmaku import auth
 from danmaku.auth import User
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
+from danmaku.rules import room_settings
 from danmaku.rules.review import HELD_ID, shield_changes
 from danmaku.store import Store
 from danmaku.web.moderation import (
@@ -225,7 +226,8 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         )
         if not await guarded(store.shield_on(room, plan.changes, plan.saved, by=who(user))):
             raise HTTPException(409, "shield mode is on already")
-        await guarded(store.announce_settings(room, public_settings(plan.changes), by=who(user)))
+        changed = room_settings.shown_changes(plan.changes)
+        await guarded(store.announce_settings(room, changed, by=who(user)))
         return public_settings(await guarded(store.raw_settings(room)))
 
     @router.delete("/rooms/{room}/shield", summary="Shield mode off: the settings before return")
@@ -233,9 +235,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         saved = await guarded(store.shield_off(room))
         if saved is None:
             raise HTTPException(409, "shield mode is not on")
-        changes: dict[str, Any] = {"shield": False} | public_settings(
-            {k: v for k, v in saved.items()}
-        )
+        changes: dict[str, Any] = {"shield": False} | room_settings.shown_changes(saved)
         await guarded(store.announce_settings(room, changes, by=who(user)))
         return public_settings(await guarded(store.raw_settings(room)))
 

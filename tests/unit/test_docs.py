@@ -38,3 +38,13 @@ def test_every_redis_operation_has_its_metric_labels_precreated() -> None:
     store = DOCS.parent / "danmaku" / "store"
     source = "".join(f.read_text() for f in sorted(store.glob("*.py")))
     assert set(re.findall(r'_call\(\s*"([a-z_]+)"', source)) == set(REDIS_OPS)
+
+
+def test_every_room_setting_is_in_the_room_settings_table() -> None:
+    from danmaku.rules.room_settings import SCHEMA
+
+    text = (DOCS / "operations.md").read_text()
+    for setting in SCHEMA:
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{setting.name}` |")), "")
+        assert row, f"room setting {setting.name} missing from docs/operations.md"
+        assert f"| {setting.kind} |" in row, setting.name
