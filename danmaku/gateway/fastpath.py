@@ -102,6 +102,13 @@ def install_protocol_error_close() -> None:
     WebSocketConnection._handle_close_connection_event = handle  # type: ignore[method-assign]
 
 
+def offered_extensions(request: WebSocketRequest) -> list[str]:
+    """The extension offers of an upgrade request (its ``Sec-WebSocket-Extensions``,
+    split at commas): wsproto keeps them out of the headers trio-websocket shows."""
+    offers: Any = getattr(getattr(request, "_event", None), "extensions", None)
+    return [str(o) for o in offers] if isinstance(offers, list) else []
+
+
 async def accept(
     request: WebSocketRequest, extensions: Sequence[Extension] | None = None
 ) -> WebSocketConnection:

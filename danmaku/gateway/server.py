@@ -33,6 +33,7 @@ from danmaku.gateway.deflate import FrameDeflater, ServerDeflate, negotiate
 from danmaku.gateway.door import Conn, Door
 from danmaku.gateway.fastpath import (
     accept,
+    offered_extensions,
     install_frame_budget,
     install_inbound,
     install_protocol_error_close,
@@ -67,11 +68,6 @@ def _header(request: WebSocketRequest, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
-
-
-def _headers(request: WebSocketRequest, name: bytes) -> list[str]:
-    """Every value of a request header (``name`` lower case), in order."""
-    return [value.decode("latin-1") for key, value in request.headers if key.lower() == name]
 
 
 FD_HEADROOM = 256  # descriptors kept for Redis, the web app, logs and the listeners
@@ -279,7 +275,7 @@ class Gateway:
                 # permessage-deflate when offered (and on): what the handshake agrees to
                 # is exactly the offer ``negotiate`` picked (ServerDeflate.accept).
                 agreed = (
-                    negotiate(_headers(request, b"sec-websocket-extensions"))
+                    negotiate(offered_extensions(request))
                     if self.settings.deflate and not isinstance(checked, Refusal)
                     else None
                 )
