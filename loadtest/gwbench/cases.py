@@ -283,19 +283,24 @@ def case_reference(args: argparse.Namespace) -> dict[str, Any]:
     drops what their sockets received every 50 ms, so 50,000 deliveries/s do not need
     50,000 parses/s in Python on the same 2 cores as the gateway (the generator falling
     behind is what kept ``danmaku-loadtest bench`` from showing this latency). The
-    gateway's work per delivery is the same either way: one ``send()`` into the socket."""
+    gateway's work per delivery is the same either way: one ``send()`` into the socket.
+
+    With ``--deflate`` every viewer offers permessage-deflate (what the gateway agrees to
+    is its ``DANMAKU_DEFLATE``). ``egress_bytes_per_comment``: the bytes the drained
+    viewers received (frame headers, acks and pings included) per viewer and per comment
+    delivered to a timed viewer (every comment is shown here)."""
     raise_nofile()
     env = {**WATCH_ENV, **env_of(args)}
+    offer = ["--deflate"] if getattr(args, "deflate", False) else []
     with running(env, worker=True) as procs:
         rest = args.viewers - args.measure
         per = -(-rest // args.holders)
         holders = [
-            Child(["hold", procs.ws_url, str(min(per, rest - i * per)), "--drain"])
+            Child(["hold", procs.ws_url, str(min(per, rest - i * per)), "--drain", *offer])
             for i in range(args.holders)
         ]
-        measured = Child(["hold", procs.ws_url, str(args.measure), "--latency"])
-        for h in [*holders, measured]:
-            h.read()
+        measured = Child(["hold", procs.ws_url, str(args.measure), "--latency", *offer])
+        agreed = sum(h.read()["agreed"] for h in [*holders, measured])
         sender = Child(["send", procs.ws_url, str(args.senders), "--rate", str(args.rate)])
         sender.read()
         sender.ask("go")
@@ -315,8 +320,15 @@ def case_reference(args: argparse.Namespace) -> dict[str, Any]:
     writes_per_s = frames_per_viewer_s * args.viewers
     cpu = (g1.cpu_s - g0.cpu_s) / elapsed
     lat = got["lat"]
+    items_per_viewer = got["items"] / max(1, args.measure)
+    drained_bytes = sum(d["bytes"] for d in drained)
     return {
         "case": "reference",
+        "deflate_agreed": agreed,
+        "egress_bytes_per_comment": round(drained_bytes / max(1, rest) / items_per_viewer, 1)
+        if items_per_viewer
+        else None,
+        "comments_per_viewer_s": round(items_per_viewer / elapsed, 1),
         "viewers": args.viewers,
         "measured_viewers": args.measure,
         "rate": args.rate,
@@ -333,6 +345,41 @@ def case_reference(args: argparse.Namespace) -> dict[str, Any]:
         "latency_samples": len(lat),
         "viewers_closed": closed,
     }
+
+
+def case_egress(args: argparse.Namespace) -> dict[str, Any]:
+    """Paired ``reference`` runs with every viewer offering permessage-deflate and the
+    gateway refusing it (``DANMAKU_DEFLATE=0``: today's plain frames) or agreeing
+    (``=1``), alternating (off/on, then on/off, ...) so drift on a shared machine falls on
+    both. Prints each run as a JSON line; returns the medians and the on/off ratios of
+    egress bytes per delivered comment and frame writes per gateway CPU-second."""
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for pair in range(args.pairs):
+        for mode in ("off", "on") if pair % 2 == 0 else ("on", "off"):
+            one = argparse.Namespace(**vars(args))
+            one.deflate = True
+            one.env = [*(args.env or ()), f"DANMAKU_DEFLATE={int(mode == 'on')}"]
+            result = {"mode": mode, **case_reference(one)}
+            print(orjson.dumps(result).decode(), flush=True)
+            runs[mode].append(result)
+
+    def median(mode: str, key: str) -> float:
+        values = sorted(r[key] for r in runs[mode] if r[key] is not None)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    keys = ("egress_bytes_per_comment", "frame_writes_per_cpu_s", "gateway_cpu_pct")
+    keys += ("p50_ms", "p99_ms", "comments_per_viewer_s")
+    out: dict[str, Any] = {"case": "egress", "pairs": args.pairs, "viewers": args.viewers}
+    for mode in ("off", "on"):
+        out[mode] = {key: median(mode, key) for key in keys}
+    out["ratio_egress_on_off"] = round(
+        out["on"]["egress_bytes_per_comment"] / out["off"]["egress_bytes_per_comment"], 3
+    )
+    out["ratio_writes_per_cpu_s_on_off"] = round(
+        out["on"]["frame_writes_per_cpu_s"] / out["off"]["frame_writes_per_cpu_s"], 3
+    )
+    return out
 
 
 def case_catchup(args: argparse.Namespace) -> dict[str, Any]:
