@@ -195,11 +195,13 @@ def install_inbound(
     sink: Callable[[str | bytes], None],
     max_message_bytes: int,
     on_pong: Callable[[], None] | None = None,
+    inflate: bool = False,
 ) -> FastInbound | None:
     """Put a ``FastInbound`` in place of an open connection's wsproto ``Connection`` (see
     ``slim_connection``), so plain text messages reach ``sink`` straight from the reader
     task. Messages already waiting in trio-websocket's channel go to ``sink`` first, in
-    order, in the same step. Returns ``None`` (nothing changed; messages keep arriving via
+    order, in the same step. ``inflate``: the connection agreed to permessage-deflate
+    (compressed text frames are taken too). Returns ``None`` (nothing changed; messages keep arriving via
     ``get_message``) unless the connection sits exactly between two frames: wsproto holds
     no unparsed bytes, no half-received message and no pending event."""
     conn: Any = getattr(ws, "_wsproto", None)
@@ -225,7 +227,7 @@ def install_inbound(
             sink(channel.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             break
-    inbound = FastInbound(conn, sink, max_message_bytes, on_pong)
+    inbound = FastInbound(conn, sink, max_message_bytes, on_pong, inflate)
     ws._wsproto = inbound  # type: ignore[assignment]
     return inbound
 

@@ -407,6 +407,7 @@ class Gateway:
                             partial(self._on_message, inbox),
                             s.max_message_bytes,
                             partial(self._on_pong, inbox),
+                            inflate=deflate,
                         )
                         install_wait_first_receive(ws, self.poller, inbound)
                     reason = await self._read_loop(ws, viewer, inbox)

@@ -21,6 +21,7 @@ from danmaku.gateway.deflate import (
     negotiate,
 )
 from danmaku.gateway.fastpath import text_frame
+from danmaku.gateway.inbound import FastInbound
 
 LIMIT = 4096
 
@@ -197,3 +198,42 @@ def test_messages_in_a_row_each_inflate_on_their_own() -> None:
         (event,) = list(server.events())
         assert isinstance(event, TextMessage) and event.data == text
         assert _server_ext(server)._decompressor is None
+
+
+def _fast_server(inflate: bool = True) -> tuple[FastInbound, list[str], wsproto.WSConnection]:
+    """A server connection that agreed to deflate, with FastInbound installed as the
+    gateway does; returns (inbound, what reached the sink, the wsproto client)."""
+    server, client = _pair()
+    assert server.connection is not None
+    sunk: list[str] = []
+    return FastInbound(server.connection, sunk.append, LIMIT, inflate=inflate), sunk, client
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=LIMIT // 4), min_size=1, max_size=5), st.integers(1, 64))
+def test_compressed_comments_stay_on_the_fast_path(texts: list[str], step: int) -> None:
+    """A browser compresses everything it sends once deflate is agreed: FastInbound
+    inflates those frames itself (in any split of the bytes), in order, without wsproto."""
+    inbound, sunk, client = _fast_server()
+    data = b"".join(client.send(TextMessage(data=t)) for t in texts)
+    assert data[0] == 0xC1  # compressed by wsproto's client
+    for i in range(0, len(data), step):
+        inbound.receive_data(data[i : i + step])
+    assert sunk == texts and inbound.fast and list(inbound.events()) == []
+
+
+def test_a_bomb_leaves_the_fast_path_and_wsproto_closes_with_1009() -> None:
+    inbound, sunk, client = _fast_server()
+    inbound.receive_data(client.send(TextMessage(data="before")))
+    inbound.receive_data(_client_frame(deflate_message(b" " * 4_000_000, 9)))
+    assert sunk == ["before"] and not inbound.fast
+    (event,) = list(inbound.events())
+    assert isinstance(event, CloseConnection) and event.code == 1009
+
+
+def test_without_inflate_compressed_frames_go_to_wsproto() -> None:
+    inbound, sunk, client = _fast_server(inflate=False)
+    inbound.receive_data(client.send(TextMessage(data="squeezed " * 20)))
+    assert sunk == [] and not inbound.fast
+    (event,) = list(inbound.events())
+    assert isinstance(event, TextMessage) and event.data == "squeezed " * 20
