@@ -201,9 +201,10 @@ def install_inbound(
     ``slim_connection``), so plain text messages reach ``sink`` straight from the reader
     task. Messages already waiting in trio-websocket's channel go to ``sink`` first, in
     order, in the same step. ``inflate``: the connection agreed to permessage-deflate
-    (compressed text frames are taken too). Returns ``None`` (nothing changed; messages keep arriving via
-    ``get_message``) unless the connection sits exactly between two frames: wsproto holds
-    no unparsed bytes, no half-received message and no pending event."""
+    (compressed text frames are taken too). Returns ``None`` (nothing changed; messages
+    keep arriving via ``get_message``) unless the connection sits exactly between two
+    frames: wsproto holds no unparsed bytes, no half-received message and no pending
+    event."""
     conn: Any = getattr(ws, "_wsproto", None)
     if not isinstance(conn, Connection) or conn.state is not ConnectionState.OPEN:
         return None

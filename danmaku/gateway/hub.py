@@ -150,9 +150,7 @@ class Hub:
     ) -> tuple[list[OutFrame | None], dict[str, Any] | None]:
         """The frame's wire form (density variants made when first asked for by
         ``_at``) and its decoded body (``None``: undecodable, forwarded as is)."""
-        variants: list[OutFrame | None] = [
-            OutFrame.build(frame.seq, frame.payload, self.deflate)
-        ]
+        variants: list[OutFrame | None] = [OutFrame.build(frame.seq, frame.payload, self.deflate)]
         variants += [None] * (len(DENSITY.levels) - 1)
         try:
             body = orjson.loads(frame.payload)

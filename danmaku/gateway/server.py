@@ -33,11 +33,11 @@ from danmaku.gateway.deflate import FrameDeflater, ServerDeflate, negotiate
 from danmaku.gateway.door import Conn, Door
 from danmaku.gateway.fastpath import (
     accept,
-    offered_extensions,
     install_frame_budget,
     install_inbound,
     install_protocol_error_close,
     install_wait_first_receive,
+    offered_extensions,
     slim_connection,
 )
 from danmaku.gateway.handshake import Handshake, Refusal, parse_target

@@ -364,12 +364,19 @@ def case_egress(args: argparse.Namespace) -> dict[str, Any]:
             runs[mode].append(result)
 
     def median(mode: str, key: str) -> float:
-        values = sorted(r[key] for r in runs[mode] if r[key] is not None)
+        values = sorted(float(r[key]) for r in runs[mode] if r[key] is not None)
         mid = len(values) // 2
         return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
-    keys = ("egress_bytes_per_comment", "frame_writes_per_cpu_s", "gateway_cpu_pct")
-    keys += ("p50_ms", "p99_ms", "comments_per_viewer_s")
+    keys = (
+        "egress_bytes_per_comment",
+        "frame_writes_per_cpu_s",
+        "gateway_cpu_pct",
+        "p50_ms",
+        "p99_ms",
+        "comments_per_viewer_s",
+        "viewers_closed",
+    )
     out: dict[str, Any] = {"case": "egress", "pairs": args.pairs, "viewers": args.viewers}
     for mode in ("off", "on"):
         out[mode] = {key: median(mode, key) for key in keys}

@@ -152,7 +152,9 @@ async def test_a_compressed_comment_is_taken_and_a_bomb_closes_with_1009(system:
     port, room = system.ws_port, "bomb"
     sender = await WsprotoViewer.open(port, room, deflate=True, tok=token("zip"))
     await sender.read(lambda v: any(m["type"] == "welcome" for m in v.messages))
-    await sender.send(orjson.dumps({"type": "comment", "text": "squeezed " * 5, "nonce": "z1"}).decode())
+    await sender.send(
+        orjson.dumps({"type": "comment", "text": "squeezed " * 5, "nonce": "z1"}).decode()
+    )
     await sender.read(lambda v: any(m.get("nonce") == "z1" for m in v.messages))
     assert [m["type"] for m in sender.messages if m.get("nonce") == "z1"] == ["ack"]
 

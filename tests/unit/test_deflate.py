@@ -60,7 +60,9 @@ def test_offers_the_gateway_cannot_honour_are_declined(header: str) -> None:
 
 
 def test_the_first_acceptable_of_several_offers_is_taken() -> None:
-    header = "permessage-deflate; server_max_window_bits=9, permessage-deflate; client_max_window_bits"
+    header = (
+        "permessage-deflate; server_max_window_bits=9, permessage-deflate; client_max_window_bits"
+    )
     agreed = negotiate([header])
     assert agreed == Agreement(
         "permessage-deflate; client_max_window_bits",
@@ -69,7 +71,9 @@ def test_the_first_acceptable_of_several_offers_is_taken() -> None:
     assert negotiate(["x-foo", 'permessage-deflate; client_max_window_bits="12"']) is not None
 
 
-def _pair(offer: PerMessageDeflate | None = None) -> tuple[wsproto.WSConnection, wsproto.WSConnection]:
+def _pair(
+    offer: PerMessageDeflate | None = None,
+) -> tuple[wsproto.WSConnection, wsproto.WSConnection]:
     """A wsproto client offering deflate and a server that accepted with ServerDeflate, as
     the gateway does; returns (server, client)."""
     server = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
