@@ -136,6 +136,7 @@ class WebSocket:
         self.close_reason = ""
         self._fragments: list[bytes] = []
         self.deflate = False  # the server agreed to permessage-deflate
+        self.bytes_in = 0  # bytes read from the socket after the handshake (egress figures)
         self._compressed = False  # the message being received is compressed
         self._sent_close = False
         self._reading = False
@@ -264,7 +265,9 @@ class WebSocket:
         while True:
             try:
                 await trio.lowlevel.wait_readable(self.fd)
-                return os.read(self.fd, RECEIVE_BYTES)
+                data = os.read(self.fd, RECEIVE_BYTES)
+                self.bytes_in += len(data)
+                return data
             except BlockingIOError:
                 continue
             except (OSError, trio.ClosedResourceError):

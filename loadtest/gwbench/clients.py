@@ -71,6 +71,7 @@ async def hold(
     state: dict[str, Any] = {"ok": 0, "failed": 0, "closed": 0, "slowest_s": 0.0, "agreed": 0}
     counts = {"frames": 0, "bytes": 0}
     drained: list[WebSocket] = []
+    parsed: list[WebSocket] = []  # the viewers that read and parse (their bytes counted)
     all_done = trio.Event()
     t0 = time.monotonic()
 
@@ -106,6 +107,7 @@ async def hold(
             if drain:
                 drained.append(ws)
             else:
+                parsed.append(ws)
                 nursery.start_soon(reader, ws)
         if state["ok"] + state["failed"] == n:
             all_done.set()
@@ -137,7 +139,16 @@ async def hold(
 
     def handle(cmd: str) -> dict[str, Any]:
         if cmd == "mark":
-            out: dict[str, Any] = {"lat": [round(x, 1) for x in lat], "items": len(lat)}
+            # ``wire_bytes``: what the parsing viewers read since the last mark (frames,
+            # headers, pings), against ``items``, the comments they got in that time.
+            wire = sum(ws.bytes_in for ws in parsed)
+            for ws in parsed:
+                ws.bytes_in = 0
+            out: dict[str, Any] = {
+                "lat": [round(x, 1) for x in lat],
+                "items": len(lat),
+                "wire_bytes": wire,
+            }
             out.update(lat_gw=[round(x, 1) for x in lat_gw], **counts)
             lat.clear()
             lat_gw.clear()
