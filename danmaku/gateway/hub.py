@@ -109,9 +109,9 @@ class Hub:
                 if viewer.push_frame(variant):
                     fast += 1
                     fast_bytes += len(variant.payload)
-                    if viewer.deflate:
+                    if viewer.deflate:  # (push_frame made ``zwire``)
                         zbefore += len(variant.wire)
-                        zafter += len(variant.deflated())
+                        zafter += len(variant.zwire or b"")
         else:
             # per (level, deflate): the frames, their joined wire bytes, payload bytes and
             # plain wire bytes

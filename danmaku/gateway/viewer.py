@@ -184,9 +184,8 @@ class Viewer:
         if raw is not None and raw.wire.free and not self._queue and not self._writing:
             self.last_seq = frame.seq
             if self.deflate:
-                return self._write_now(
-                    raw, frame.deflated(), len(frame.payload), 1, len(frame.wire)
-                )
+                wire = frame.zwire or frame.deflated()
+                return self._write_now(raw, wire, len(frame.payload), 1, len(frame.wire))
             return self._write_now(raw, frame.wire, len(frame.payload), 1, 0)
         if self.ws.closed is not None:  # closing handshake under way: no more data frames
             self._broken()
