@@ -4,6 +4,9 @@ message limit."""
 
 from __future__ import annotations
 
+import random
+
+import orjson
 import pytest
 import wsproto
 from hypothesis import given, settings
@@ -241,3 +244,47 @@ def test_without_inflate_compressed_frames_go_to_wsproto() -> None:
     assert sunk == [] and not inbound.fast
     (event,) = list(inbound.events())
     assert isinstance(event, TextMessage) and event.data == "squeezed " * 20
+
+
+def realistic_frame(rng: random.Random, items: int = 20) -> bytes:
+    """A frame as a busy room sends it: ``items`` comments from distinct users, mixed
+    CJK and ASCII text of 2-30 characters, stream ids and timestamps as the worker makes
+    them, a few colours and modes."""
+    cjk = "哈哈哈草前方高能弹幕好强加油这波可以啊绝了主播牛" + "ｗ"
+    ascii_words = ["666", "lol", "gg", "wow", "nice", "2333", "awsl", "yyds", "kksk", "?"]
+    base = 1_733_140_000_000 + rng.randrange(10**6)
+    out = []
+    for i in range(items):
+        words = [
+            "".join(rng.choice(cjk) for _ in range(rng.randint(1, 8)))
+            if rng.random() < 0.6
+            else rng.choice(ascii_words)
+            for _ in range(rng.randint(1, 4))
+        ]
+        uid = f"u{rng.randrange(10**7)}"
+        out.append(
+            {
+                "id": f"{base + i * 4}-{rng.randrange(4)}",
+                "uid": uid,
+                "nick": f"viewer_{rng.randrange(10**5)}",
+                "text": " ".join(words)[:30],
+                "color": rng.choice(["#ffffff", "#ffffff", "#fe0302", "#00cd00"]),
+                "mode": rng.choice(["scroll", "scroll", "scroll", "top"]),
+                "ts": base + i * 4,
+                "prio": 0,
+            }
+        )
+    body = {"type": "frame", "room": "live-42", "seq": 1234, "ts": base + 100}
+    body |= {"items": out, "dropped": 0, "online": 52_318}
+    return orjson.dumps(body)
+
+
+def test_a_realistic_frame_costs_under_90_bytes_a_comment_and_half_the_plain() -> None:
+    """Issue 21's egress goal on what a busy room sends (fixed seeds): compressed, a
+    comment costs at most half its plain bytes and below ~90 bytes (the python-socketio
+    peer's figure)."""
+    for seed in range(5):
+        payload = realistic_frame(random.Random(seed))
+        plain = len(text_frame(payload)) / 20
+        deflated = len(deflated_text_frame(payload)) / 20
+        assert deflated <= plain / 2 and deflated < 90, (seed, plain, deflated)
