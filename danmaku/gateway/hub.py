@@ -103,15 +103,25 @@ class Hub:
         fast = fast_bytes = zbefore = zafter = 0
         if len(prepared) == 1:  # the usual case, kept lean: it runs once per viewer
             variants, body = prepared[0]
+            # whole writes per density level, and of those, deflated ones: the byte
+            # counts follow from the variants' sizes after the loop
+            written = [0] * len(variants)
+            deflated = [0] * len(variants)
             for viewer in self.viewers:
                 level = viewer.level if body is not None else 0
                 variant = variants[level] or _at(variants, body, level, self.deflate)
                 if viewer.push_frame(variant):
-                    fast += 1
-                    fast_bytes += len(variant.payload)
-                    if viewer.deflate:  # (push_frame made ``zwire``)
-                        zbefore += len(variant.wire)
-                        zafter += len(variant.zwire or b"")
+                    written[level] += 1
+                    if viewer.deflate:
+                        deflated[level] += 1
+            for level, count in enumerate(written):
+                made = variants[level]
+                if count and made is not None:
+                    fast += count
+                    fast_bytes += count * len(made.payload)
+                    if deflated[level]:  # (push_frame made ``zwire``)
+                        zbefore += deflated[level] * len(made.wire)
+                        zafter += deflated[level] * len(made.zwire or made.wire)
         else:
             # per (level, deflate): the frames, their joined wire bytes, payload bytes and
             # plain wire bytes
