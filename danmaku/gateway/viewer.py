@@ -130,9 +130,6 @@ class Viewer:
         deflate: bool = False,
     ) -> None:
         self.ws = ws
-        # The connection agreed to permessage-deflate: frames go out as ``deflated()``
-        # (compressed once per gateway); control messages stay plain (valid: RSV1 unset).
-        self.deflate = False
         self.room = room
         self.user = user
         self.min_seq = 0  # frames below this were already delivered (resume)
@@ -145,6 +142,8 @@ class Viewer:
         self.on_done: Callable[[], object] | None = None
         self._m = metrics
         self._raw = RawWriter.for_connection(ws) if fast else None
+        # The connection agreed to permessage-deflate: frames go out as ``deflated()``
+        # (compressed once per gateway); control messages stay plain (valid: RSV1 unset).
         # Without raw writes, wsproto compresses what trio-websocket sends (per viewer).
         self.deflate = deflate and self._raw is not None
         self._spawn = spawn
