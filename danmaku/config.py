@@ -338,6 +338,17 @@ class Settings:
         "ones there; beyond, it adds them to the room's HyperLogLog (error about 0.8 percent, "
         "12 KB per room and 5 s bucket)",
     )
+    deflate: int = _opt(
+        1,
+        "DANMAKU_DEFLATE",
+        "1: agree to permessage-deflate when a client offers it (frames compressed once "
+        "per gateway, the same bytes to every such viewer); 0: never (plain frames)",
+    )
+    deflate_min_bytes: int = _opt(
+        128,
+        "DANMAKU_DEFLATE_MIN_BYTES",
+        "frames shorter than this (JSON bytes) go uncompressed even to deflate viewers",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).
@@ -351,6 +362,8 @@ class Settings:
             raise ValueError(f"DANMAKU_PROXY_HEADER must be one of {', '.join(HEADERS)}")
         if self.ping_min_s < 0 or self.ping_max_s < 0:
             raise ValueError("DANMAKU_PING_MIN_S and DANMAKU_PING_MAX_S must be >= 0")
+        if self.deflate not in (0, 1) or self.deflate_min_bytes < 0:
+            raise ValueError("DANMAKU_DEFLATE must be 0 or 1, DANMAKU_DEFLATE_MIN_BYTES >= 0")
 
     @property
     def tick_s(self) -> float:

@@ -563,6 +563,20 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # --- permessage-deflate: frames compressed once per gateway (issue 21)
+        self.deflate_fanout = Counter(
+            "danmaku_deflate_fanout_bytes_total",
+            "Wire bytes of frames written to viewers that agreed to permessage-deflate: "
+            "as plain frames would have been (stage=before) and as written (stage=after)",
+            ["stage"],
+            registry=r,
+        )
+        self.deflate_encodes = Counter(
+            "danmaku_deflate_encodes_total",
+            "Frames (density variants) this gateway compressed: once each, however many "
+            "viewers get them",
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -614,6 +628,8 @@ class Metrics:
             self.resumes.labels(outcome)
         for kind in ("users", "anonymous"):
             self.viewers_local.labels(kind)
+        for stage in ("before", "after"):
+            self.deflate_fanout.labels(stage)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -11,8 +11,11 @@ browser would).
 
 What it speaks: the client handshake (``Sec-WebSocket-Accept`` checked), unmasked
 server frames (text, continuation, binary, ping -> pong, close -> close reply), masked
-client frames. No extensions, no subprotocols, no TLS (``ws://`` only; the harness is
-for loopback and plain test gateways).
+client frames. One extension, on request: ``permessage-deflate`` (``connect(...,
+deflate=True)`` offers it as Chromium does; compressed server messages are inflated, with
+no context taken over, as the gateway agrees; what the client sends stays uncompressed,
+which RFC 7692 allows). No subprotocols, no TLS (``ws://`` only; the harness is for
+loopback and plain test gateways).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import zlib
 from collections import deque
 from urllib.parse import urlsplit
 
@@ -31,6 +35,8 @@ RECEIVE_BYTES = 65536
 MAX_HEADER_BYTES = 16384
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 ABNORMAL = 1006  # no close frame: the TCP connection ended
+RSV1 = 0x40  # in ``parse_frames``' opcode: the frame's RSV1 bit (deflate: compressed)
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"  # what Chromium offers
 
 
 class Closed(Exception):
@@ -84,7 +90,8 @@ def encode_frame(opcode: int, payload: bytes, key: bytes | None = None) -> bytes
 
 def parse_frames(buf: bytearray) -> list[tuple[bool, int, bytes]]:
     """Cut every complete frame off the front of ``buf`` (in place); returns
-    ``(fin, opcode, payload)`` for each (masked frames are unmasked)."""
+    ``(fin, opcode, payload)`` for each (masked frames are unmasked; ``RSV1`` is or-ed
+    into the opcode of a frame that has it)."""
     out: list[tuple[bool, int, bytes]] = []
     pos, n = 0, len(buf)
     while n - pos >= 2:
@@ -108,7 +115,7 @@ def parse_frames(buf: bytearray) -> list[tuple[bool, int, bytes]]:
         if end > n:
             break
         payload = bytes(buf[pos + head : end])
-        out.append((bool(b0 & 0x80), b0 & 0x0F, mask(payload, key) if key else payload))
+        out.append((bool(b0 & 0x80), b0 & 0x4F, mask(payload, key) if key else payload))
         pos = end
     if pos:
         del buf[:pos]
@@ -128,15 +135,19 @@ class WebSocket:
         self.closed: int | None = None  # the close code once closed
         self.close_reason = ""
         self._fragments: list[bytes] = []
+        self.deflate = False  # the server agreed to permessage-deflate
+        self.bytes_in = 0  # bytes read from the socket after the handshake (egress figures)
+        self._compressed = False  # the message being received is compressed
         self._sent_close = False
         self._reading = False
         self._done = trio.Event()
         self._send_lock = trio.Lock()
 
     @classmethod
-    async def connect(cls, url: str) -> WebSocket:
+    async def connect(cls, url: str, *, deflate: bool = False) -> WebSocket:
         """Open ``ws://host:port/path?query`` (the caller bounds the time: on
-        cancellation or failure the socket is closed)."""
+        cancellation or failure the socket is closed); with ``deflate``, offer
+        permessage-deflate (``self.deflate`` says whether the server agreed)."""
         parts = urlsplit(url)
         if parts.scheme != "ws" or not parts.hostname:
             raise ValueError(f"not a ws:// URL: {url!r}")
@@ -151,7 +162,9 @@ class WebSocket:
             request = (
                 f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
+                "Sec-WebSocket-Version: 13\r\n"
+                + (f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n" if deflate else "")
+                + "\r\n"
             ).encode()
             await stream.send_all(request)
             data = bytearray()
@@ -180,7 +193,10 @@ class WebSocket:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             raise
-        return cls(stream, rest)
+        ws = cls(stream, rest)
+        agreed = headers.get("sec-websocket-extensions", "")
+        ws.deflate = deflate and agreed.split(";")[0].strip().lower() == "permessage-deflate"
+        return ws
 
     # ---- receiving ---------------------------------------------------------------------
 
@@ -213,10 +229,17 @@ class WebSocket:
             replies: list[tuple[int, bytes]] = []
             close: int | None = None
             for fin, op, payload in frames:
+                if op & RSV1:
+                    self._compressed = self.deflate  # (only a message's first frame has it)
+                op &= 0x0F
                 if op in (OP_TEXT, OP_BINARY, OP_CONT):
                     self._fragments.append(payload)
                     if fin:
-                        self.pending.append(b"".join(self._fragments).decode("utf-8", "replace"))
+                        data = b"".join(self._fragments)
+                        if self._compressed:
+                            data = zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
+                            self._compressed = False
+                        self.pending.append(data.decode("utf-8", "replace"))
                         self._fragments = []
                 elif op == OP_PING:
                     replies.append((OP_PONG, payload))
@@ -242,7 +265,9 @@ class WebSocket:
         while True:
             try:
                 await trio.lowlevel.wait_readable(self.fd)
-                return os.read(self.fd, RECEIVE_BYTES)
+                data = os.read(self.fd, RECEIVE_BYTES)
+                self.bytes_in += len(data)
+                return data
             except BlockingIOError:
                 continue
             except (OSError, trio.ClosedResourceError):

@@ -3,15 +3,16 @@ to each viewer's socket.
 
 trio-websocket runs wsproto per connection: ``send_message`` re-frames the same text for
 every viewer and takes a lock and a task switch each time (~30 us of CPU per delivery,
-measured). A server-to-client text frame without extensions (trio-websocket negotiates
-none, so no permessage-deflate) is just a header and the payload, so the gateway builds
-those bytes once per frame and ``RawWriter.try_send`` hands them to the kernel with one
-non-blocking ``send()`` from the broadcast loop.
+measured). A server-to-client text frame is just a header and the payload (with
+permessage-deflate agreed: RSV1 and the payload compressed on its own, ``deflate.py``),
+so the gateway builds those bytes once per frame and ``RawWriter.try_send`` hands them
+to the kernel with one non-blocking ``send()`` from the broadcast loop.
 
 This module is the only place that touches trio-websocket internals (``_stream``,
 ``_stream_lock``, ``_wsproto``, ``_recv_channel`` and ``_message_parts`` of
-``WebSocketConnection``, trio-websocket 0.12, and wsproto 1.x's frame decoder state; both
-versions are pinned in pyproject.toml). ``RawWriter.for_connection`` and
+``WebSocketConnection`` and its ``_accept`` steps (``accept``, to hand wsproto the
+permessage-deflate extension), trio-websocket 0.12, and wsproto 1.x's frame decoder
+state; both versions are pinned in pyproject.toml). ``RawWriter.for_connection`` and
 ``install_inbound`` return ``None`` when internals are not as expected, which makes
 callers fall back to ``send_message`` and ``get_message``. Rules that keep the wire
 valid:
@@ -41,14 +42,15 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest
 from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionState
-from wsproto.events import CloseConnection
+from wsproto.events import AcceptConnection, CloseConnection
+from wsproto.extensions import Extension
 
 from danmaku.gateway.inbound import FastInbound
 
@@ -65,7 +67,9 @@ class Parker(Protocol):
 _OP_TEXT_FIN = 0x81
 _OP_CLOSE_FIN = 0x88
 PING_FRAME = b"\x89\x00"  # an unmasked ping with no payload (server to client)
-_PROTOCOL_ERRORS = frozenset({1002, 1007})
+# wsproto's protocol errors, and 1009 from an extension (``deflate.ServerDeflate``: a
+# compressed message inflating past the limit)
+_PROTOCOL_ERRORS = frozenset({1002, 1007, 1009})
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
@@ -96,6 +100,31 @@ def install_protocol_error_close() -> None:
 
     handle._danmaku_patched = True  # type: ignore[attr-defined]
     WebSocketConnection._handle_close_connection_event = handle  # type: ignore[method-assign]
+
+
+def offered_extensions(request: WebSocketRequest) -> list[str]:
+    """The extension offers of an upgrade request (its ``Sec-WebSocket-Extensions``,
+    split at commas): wsproto keeps them out of the headers trio-websocket shows."""
+    offers: Any = getattr(getattr(request, "_event", None), "extensions", None)
+    return [str(o) for o in offers] if isinstance(offers, list) else []
+
+
+async def accept(
+    request: WebSocketRequest, extensions: Sequence[Extension] | None = None
+) -> WebSocketConnection:
+    """``request.accept()``, with ``extensions`` (wsproto ``Extension`` objects) offered
+    to wsproto's handshake, which trio-websocket 0.12's ``accept`` cannot pass: the same
+    steps as its ``WebSocketConnection._accept``, with ``AcceptConnection.extensions``.
+    The extensions' ``accept`` decides what is answered (``deflate.ServerDeflate``)."""
+    if not extensions:
+        return await request.accept()
+    conn: Any = request._connection
+    event: Any = request._event
+    conn._subprotocol = None
+    conn._path = event.target
+    await conn._send(AcceptConnection(subprotocol=None, extensions=list(extensions)))
+    conn._open_handshake.set()
+    return conn  # type: ignore[no-any-return]
 
 
 def install_frame_budget() -> None:
@@ -166,13 +195,16 @@ def install_inbound(
     sink: Callable[[str | bytes], None],
     max_message_bytes: int,
     on_pong: Callable[[], None] | None = None,
+    inflate: bool = False,
 ) -> FastInbound | None:
     """Put a ``FastInbound`` in place of an open connection's wsproto ``Connection`` (see
     ``slim_connection``), so plain text messages reach ``sink`` straight from the reader
     task. Messages already waiting in trio-websocket's channel go to ``sink`` first, in
-    order, in the same step. Returns ``None`` (nothing changed; messages keep arriving via
-    ``get_message``) unless the connection sits exactly between two frames: wsproto holds
-    no unparsed bytes, no half-received message and no pending event."""
+    order, in the same step. ``inflate``: the connection agreed to permessage-deflate
+    (compressed text frames are taken too). Returns ``None`` (nothing changed; messages
+    keep arriving via ``get_message``) unless the connection sits exactly between two
+    frames: wsproto holds no unparsed bytes, no half-received message and no pending
+    event."""
     conn: Any = getattr(ws, "_wsproto", None)
     if not isinstance(conn, Connection) or conn.state is not ConnectionState.OPEN:
         return None
@@ -196,7 +228,7 @@ def install_inbound(
             sink(channel.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             break
-    inbound = FastInbound(conn, sink, max_message_bytes, on_pong)
+    inbound = FastInbound(conn, sink, max_message_bytes, on_pong, inflate)
     ws._wsproto = inbound  # type: ignore[assignment]
     return inbound
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -39,9 +39,17 @@ class Hub:
     """One room's local viewers and the last frame seq this gateway has seen."""
 
     def __init__(
-        self, room: str, state: RoomState, ceiling: float, guests_default: str = "comment"
+        self,
+        room: str,
+        state: RoomState,
+        ceiling: float,
+        guests_default: str = "comment",
+        deflate: Callable[[bytes], bytes | None] | None = None,
     ) -> None:
         self.room = room
+        # Compresses a frame variant for the viewers that agreed to permessage-deflate
+        # (once per gateway, on first use: ``OutFrame.deflated``); None: never.
+        self.deflate = deflate
         self.last_seq = state.seq
         self.epoch = state.epoch  # the history epoch last_seq belongs to
         self.online = state.online
@@ -171,41 +179,67 @@ class Hub:
             return
         self.last_seq = new[-1].seq
         prepared = [self._prepare(f, metrics) for f in new]
-        fast = fast_bytes = 0
+        fast = fast_bytes = zbefore = zafter = 0
         if len(prepared) == 1:  # the usual case, kept lean: it runs once per viewer
             variants, body = prepared[0]
+            # whole writes per density level, and of those, deflated ones: the byte
+            # counts follow from the variants' sizes after the loop
+            written = [0] * len(variants)
+            deflated = [0] * len(variants)
             for viewer in self.viewers:
                 level = viewer.level if body is not None else 0
-                variant = variants[level] or _at(variants, body, level)
+                variant = variants[level] or _at(variants, body, level, self.deflate)
                 if viewer.push_frame(variant):
-                    fast += 1
-                    fast_bytes += len(variant.payload)
+                    written[level] += 1
+                    if viewer.deflate:
+                        deflated[level] += 1
+            for level, count in enumerate(written):
+                made = variants[level]
+                if count and made is not None:
+                    fast += count
+                    fast_bytes += count * len(made.payload)
+                    if deflated[level]:  # (push_frame made ``zwire``)
+                        zbefore += deflated[level] * len(made.wire)
+                        zafter += deflated[level] * len(made.zwire or made.wire)
         else:
-            runs: dict[int, tuple[list[OutFrame], bytes, int]] = {}
+            # per (level, deflate): the frames, their joined wire bytes, payload bytes and
+            # plain wire bytes
+            runs: dict[tuple[int, bool], tuple[list[OutFrame], bytes, int, int]] = {}
             for viewer in self.viewers:
-                run = runs.get(viewer.level)
+                key = (viewer.level, viewer.deflate)
+                run = runs.get(key)
                 if run is None:
-                    outs = [_at(variants, body, viewer.level) for variants, body in prepared]
-                    run = runs[viewer.level] = (
+                    outs = [
+                        _at(variants, body, viewer.level, self.deflate)
+                        for variants, body in prepared
+                    ]
+                    run = runs[key] = (
                         outs,
-                        b"".join(o.wire for o in outs),
+                        b"".join(o.deflated() if viewer.deflate else o.wire for o in outs),
                         sum(len(o.payload) for o in outs),
+                        sum(len(o.wire) for o in outs),
                     )
-                if viewer.push_frames(run[0], run[1]):
+                if viewer.push_frames(run[0], run[1], run[3] if viewer.deflate else 0):
                     fast += len(run[0])
                     fast_bytes += run[2]
+                    if viewer.deflate:
+                        zbefore += run[3]
+                        zafter += len(run[1])
             metrics.frame_runs.inc()
         if fast:  # counted once per broadcast: a per-viewer inc costs as much as a send
             metrics.frame_writes.inc(fast)
             metrics.frame_writes_fast.inc(fast)
             metrics.bytes_out.inc(fast_bytes)
+            if zbefore:
+                metrics.deflate_fanout.labels("before").inc(zbefore)
+                metrics.deflate_fanout.labels("after").inc(zafter)
 
     def _prepare(
         self, frame: CommittedFrame, metrics: Metrics
     ) -> tuple[list[OutFrame | None], dict[str, Any] | None]:
         """The frame's wire form (density variants made when first asked for by
         ``_at``) and its decoded body (``None``: undecodable, forwarded as is)."""
-        variants: list[OutFrame | None] = [OutFrame.build(frame.seq, frame.payload)]
+        variants: list[OutFrame | None] = [OutFrame.build(frame.seq, frame.payload, self.deflate)]
         variants += [None] * (len(DENSITY.levels) - 1)
         try:
             body = orjson.loads(frame.payload)
@@ -222,7 +256,12 @@ class Hub:
         return variants, body
 
 
-def _at(variants: list[OutFrame | None], body: dict[str, Any] | None, level: int) -> OutFrame:
+def _at(
+    variants: list[OutFrame | None],
+    body: dict[str, Any] | None,
+    level: int,
+    deflate: Callable[[bytes], bytes | None] | None = None,
+) -> OutFrame:
     """The frame at density ``level``, encoded on first use (an undecodable frame: as is)."""
     if body is None:
         level = 0
@@ -230,7 +269,7 @@ def _at(variants: list[OutFrame | None], body: dict[str, Any] | None, level: int
     if variant is None:
         first = variants[0]
         assert first is not None
-        variant = variants[level] = OutFrame.build(first.seq, _variant(body, level))
+        variant = variants[level] = OutFrame.build(first.seq, _variant(body, level), deflate)
     return variant
 
 
@@ -264,11 +303,13 @@ class RoomHubs:
         metrics: Metrics,
         default_ceiling: float = 2000.0,
         guests_default: str = "comment",
+        deflate: Callable[[bytes], bytes | None] | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.default_ceiling = default_ceiling
         self.guests_default = guests_default  # a room's guests policy until it sets one
+        self.deflate = deflate  # each hub's frame compressor (``Hub.deflate``)
         self.hubs: dict[str, Hub] = {}
         self.gone: set[str] = set()  # rooms emptied since the last presence report
         self._creating: dict[str, trio.Event] = {}
@@ -283,7 +324,9 @@ class RoomHubs:
             event = self._creating[room] = trio.Event()
             try:
                 state = await self.store.room_state(room)
-                self.hubs[room] = Hub(room, state, self.default_ceiling, self.guests_default)
+                self.hubs[room] = Hub(
+                    room, state, self.default_ceiling, self.guests_default, self.deflate
+                )
                 self.gone.discard(room)
                 self.metrics.rooms_local.set(len(self.hubs))
             finally:

@@ -15,7 +15,12 @@ that is not a complete-able final masked text frame with a valid UTF-8 payload w
 size limit (a ping, a close, a fragment, a binary frame, an unmasked or oversized frame,
 reserved bits, invalid UTF-8) switches the connection to wsproto for good, starting
 exactly at that frame's first byte. (With ``on_pong``, a masked pong frame of at most 125
-bytes, the answer to the server's liveness ping, is taken here too.) From then on wsproto
+bytes, the answer to the server's liveness ping, is taken here too. With ``inflate``, for
+a connection that agreed to permessage-deflate with client_no_context_takeover, a final
+masked text frame with RSV1 is taken too: inflated on its own, at most to
+``max_message_bytes``; one that inflates further or not at all goes to wsproto, whose
+``deflate.ServerDeflate`` closes with 1009 or 1007. Browsers compress every message they
+send once deflate is agreed.) From then on wsproto
 produces the events and errors (1002, 1007, 1009 handling) it always did; the sink is not
 called again. Frames before
 the switch were complete and valid, so the two never disagree about where a frame starts.
@@ -26,6 +31,7 @@ within ``max_message_bytes`` (a longer one switches to wsproto at once).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 
 from wsproto.connection import Connection, ConnectionState
@@ -33,6 +39,8 @@ from wsproto.events import Event
 
 _TEXT_FIN = 0x81  # FIN, no reserved bits, opcode 1 (text)
 _PONG = 0x8A  # FIN, no reserved bits, opcode 10 (pong)
+_TEXT_DEFLATED_FIN = 0xC1  # FIN, RSV1 (permessage-deflate: compressed), opcode 1
+_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 7.2.2: appended before inflating
 
 
 class FastInbound:
@@ -44,6 +52,7 @@ class FastInbound:
         "_conn",
         "_fast",
         "_handed",
+        "_inflate",
         "_max",
         "_on_pong",
         "_sink",
@@ -56,8 +65,12 @@ class FastInbound:
         sink: Callable[[str], None],
         max_message_bytes: int,
         on_pong: Callable[[], None] | None = None,
+        inflate: bool = False,
     ):
         self._conn = conn
+        # permessage-deflate agreed (each client message compressed on its own): take
+        # compressed text frames too.
+        self._inflate = inflate
         self._sink = sink
         # With ``on_pong``, a masked pong frame (the answer to the server's liveness
         # pings) is taken here too and reported, payload ignored: answering a ping must
@@ -100,7 +113,8 @@ class FastInbound:
         pos = 0
         sink = self._sink
         while end - pos >= 6:  # the smallest masked frame: 2 header + 4 mask bytes
-            if buf[pos] != _TEXT_FIN or not buf[pos + 1] & 0x80:
+            compressed = buf[pos] == _TEXT_DEFLATED_FIN and self._inflate
+            if (buf[pos] != _TEXT_FIN and not compressed) or not buf[pos + 1] & 0x80:
                 if buf[pos] != _PONG or not buf[pos + 1] & 0x80 or self._on_pong is None:
                     break
                 n = buf[pos + 1] & 0x7F
@@ -135,6 +149,15 @@ class FastInbound:
                 return
             key = (buf[start - 4 : start] * ((n >> 2) + 1))[:n]  # the mask, repeated
             raw = (int.from_bytes(buf[start:stop]) ^ int.from_bytes(key)).to_bytes(n)
+            if compressed:
+                inflater = zlib.decompressobj(-15)
+                try:
+                    # One byte past the limit is enough to know (wsproto then says 1009).
+                    raw = inflater.decompress(raw + _TAIL, self._max + 1)
+                except zlib.error:
+                    break
+                if len(raw) > self._max:
+                    break
             try:
                 text = raw.decode()
             except UnicodeDecodeError:

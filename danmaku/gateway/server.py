@@ -30,12 +30,15 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
+from danmaku.gateway.deflate import FrameDeflater, ServerDeflate, negotiate
 from danmaku.gateway.door import Conn, Door
 from danmaku.gateway.fastpath import (
+    accept,
     install_frame_budget,
     install_inbound,
     install_protocol_error_close,
     install_wait_first_receive,
+    offered_extensions,
     slim_connection,
 )
 from danmaku.gateway.handshake import Handshake, Refusal, parse_target
@@ -122,7 +125,15 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics
         self.gateway_id = gateway_id or f"g-{secrets.token_hex(4)}"
-        self.hubs = RoomHubs(store, metrics, settings.ingest_ceiling, settings.guests)
+        # Frames compressed once per gateway for permessage-deflate viewers (deflate.py).
+        self.deflater = FrameDeflater(settings.deflate_min_bytes, on_encode=self._encoded)
+        self.hubs = RoomHubs(
+            store,
+            metrics,
+            settings.ingest_ceiling,
+            settings.guests,
+            self.deflater if settings.deflate else None,
+        )
         self.feed = FrameFeed(self.hubs, store, metrics)
         limits = IngestLimits.from_settings(settings)
         self.ingest = IngestBatcher(
@@ -250,6 +261,10 @@ class Gateway:
             if sent:
                 pings.inc(sent)
 
+    def _encoded(self, payload_bytes: int, wire_bytes: int) -> None:
+        """A frame variant was compressed (``FrameDeflater``): once per gateway."""
+        self.metrics.deflate_encodes.inc()
+
     # ---- a connection ---------------------------------------------------------------
     async def _handle(self, request: WebSocketRequest, conn: Conn) -> None:
         """One connection whose upgrade request has been read, inside the door's error
@@ -266,14 +281,24 @@ class Gateway:
             # delay frames by their whole round. Bounding them keeps rounds short.
             async with self._handshake_slots:
                 checked = await self._check(asked)
-                conn.ws = ws = await request.accept()
+                # permessage-deflate when offered (and on): what the handshake agrees to
+                # is exactly the offer ``negotiate`` picked (ServerDeflate.accept).
+                agreed = (
+                    negotiate(offered_extensions(request))
+                    if self.settings.deflate and not isinstance(checked, Refusal)
+                    else None
+                )
+                extensions = (
+                    [ServerDeflate(agreed, self.settings.max_message_bytes)] if agreed else None
+                )
+                conn.ws = ws = await accept(request, extensions)
                 if isinstance(checked, Refusal):
                     await self._refuse(ws, checked)
                     return
                 slim_connection(ws, request)
             conn.stage = "session"
             assert isinstance(asked, Handshake)  # a refused target returned above
-            await self._session(ws, asked, checked, conn)
+            await self._session(ws, asked, checked, conn, deflate=agreed is not None)
         except ConnectionClosed:
             pass
 
@@ -315,7 +340,13 @@ class Gateway:
         await ws.aclose(code, refusal.message[:120])
 
     async def _session(
-        self, ws: WebSocketConnection, asked: Handshake, user: User | None, conn: Conn | None
+        self,
+        ws: WebSocketConnection,
+        asked: Handshake,
+        user: User | None,
+        conn: Conn | None,
+        *,
+        deflate: bool = False,
     ) -> None:
         """An accepted connection from ``welcome`` to its close. Storage trouble on the
         way in (the room's state, a resume read) ends it with an ``unavailable`` error
@@ -333,6 +364,7 @@ class Gateway:
             max_control=s.viewer_queue_control,
             stuck_timeout_s=s.slow_viewer_timeout_s,
             fast=bool(s.fast_path),
+            deflate=deflate,
         )
         viewer.level = DENSITY.index_for(asked.density)
         inbox = _Inbox(viewer, TokenBucket(s.max_msgs_per_s, s.max_msgs_burst), conn)
@@ -404,6 +436,7 @@ class Gateway:
                             partial(self._on_message, inbox),
                             s.max_message_bytes,
                             partial(self._on_pong, inbox),
+                            inflate=deflate,
                         )
                         install_wait_first_receive(ws, self.poller, inbound)
                     reason = await self._read_loop(ws, viewer, inbox)

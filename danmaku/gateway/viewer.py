@@ -26,7 +26,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -42,23 +41,46 @@ _FRAME, _PARTIAL, _CONTROL, _PING = 0, 1, 2, 3
 WRITE_BATCH_BYTES = 65536  # queued items written with one send() when raw writes are on
 
 
-@dataclass(frozen=True, slots=True)
 class OutFrame:
     """A frame ready to send: its JSON payload and its wire bytes, built once per
-    gateway and shared by every viewer that gets it."""
+    gateway and shared by every viewer that gets it. ``deflated()`` is its wire form for
+    viewers that agreed to ``permessage-deflate``: compressed on first use (once per
+    gateway, whatever the number of such viewers), or the plain bytes when there is no
+    deflater or the frame is below its minimum size."""
 
-    seq: int
-    payload: bytes
-    wire: bytes
+    __slots__ = ("_deflate", "payload", "seq", "wire", "zwire")
+
+    def __init__(
+        self,
+        seq: int,
+        payload: bytes,
+        wire: bytes,
+        deflate: Callable[[bytes], bytes | None] | None = None,
+    ) -> None:
+        self.seq = seq
+        self.payload = payload
+        self.wire = wire
+        self.zwire: bytes | None = None  # the deflated wire bytes, once made
+        self._deflate = deflate
 
     @classmethod
-    def build(cls, seq: int, payload: bytes) -> OutFrame:
-        return cls(seq, payload, text_frame(payload))
+    def build(
+        cls, seq: int, payload: bytes, deflate: Callable[[bytes], bytes | None] | None = None
+    ) -> OutFrame:
+        return cls(seq, payload, text_frame(payload), deflate)
+
+    def deflated(self) -> bytes:
+        zwire = self.zwire
+        if zwire is None:
+            made = self._deflate(self.payload) if self._deflate is not None else None
+            zwire = self.zwire = self.wire if made is None else made
+        return zwire
 
 
 # (kind, frame or text or the remaining wire bytes of a partly written frame or run of
-# frames, payload bytes, frames)
-_Entry = tuple[int, "OutFrame | str | memoryview | bytes", int, int]
+# frames, payload bytes, frames, and for a viewer that agreed to deflate: the frames'
+# wire bytes as plain frames and as deflated, else 0, 0)
+_Entry = tuple[int, "OutFrame | str | memoryview | bytes", int, int, int, int]
 
 
 class Viewer:
@@ -81,6 +103,7 @@ class Viewer:
         "_stuck_timeout_s",
         "_writing",
         "close_reason",
+        "deflate",
         "fast_writes",
         "inflight",
         "ip_keys",
@@ -105,6 +128,7 @@ class Viewer:
         max_control: int = 256,
         stuck_timeout_s: float = 10.0,
         fast: bool = True,
+        deflate: bool = False,
     ) -> None:
         self.ws = ws
         self.room = room
@@ -120,6 +144,10 @@ class Viewer:
         self.on_done: Callable[[], object] | None = None
         self._m = metrics
         self._raw = RawWriter.for_connection(ws) if fast else None
+        # The connection agreed to permessage-deflate: frames go out as ``deflated()``
+        # (compressed once per gateway); control messages stay plain (valid: RSV1 unset).
+        # Without raw writes, wsproto compresses what trio-websocket sends (per viewer).
+        self.deflate = deflate and self._raw is not None
         self._spawn = spawn
         self._queue: deque[_Entry] | None = None  # one ordered queue, made when needed
         self._frames = 0  # whole frames queued
@@ -156,22 +184,31 @@ class Viewer:
         # closed): this runs once per viewer per frame.
         if raw is not None and raw.wire.free and not self._queue and not self._writing:
             self.last_seq = frame.seq
-            return self._write_now(raw, frame.wire, len(frame.payload), 1)
+            if self.deflate:
+                wire = frame.zwire or frame.deflated()
+                return self._write_now(raw, wire, len(frame.payload), 1, len(frame.wire))
+            return self._write_now(raw, frame.wire, len(frame.payload), 1, 0)
         if self.ws.closed is not None:  # closing handshake under way: no more data frames
             self._broken()
             return False
         self.last_seq = frame.seq
-        self._enqueue((_FRAME, frame, len(frame.payload), 1))
+        if self.deflate:
+            entry = (_FRAME, frame, len(frame.payload), 1, len(frame.wire), len(frame.deflated()))
+        else:
+            entry = (_FRAME, frame, len(frame.payload), 1, 0, 0)
+        self._enqueue(entry)
         self._frames += 1
         if self._frames > self._max_frames:
             self._drop_oldest_frame()
         self._kick()
         return False
 
-    def push_frames(self, frames: Sequence[OutFrame], wire: bytes) -> bool:
-        """Deliver consecutive frames (``wire``: their wire bytes joined): with one
-        ``send()`` when the viewer is idle and has none of them yet, else one by one as
-        ``push_frame`` does. Returns ``True`` when the fast path wrote them all at once."""
+    def push_frames(self, frames: Sequence[OutFrame], wire: bytes, plain: int = 0) -> bool:
+        """Deliver consecutive frames (``wire``: their wire bytes joined, deflated ones for
+        a viewer that agreed to deflate, and ``plain`` then the length of their plain
+        wire bytes): with one ``send()`` when the viewer is idle and has none of them
+        yet, else one by one as ``push_frame`` does. Returns ``True`` when the fast path
+        wrote them all at once."""
         if self._closed:
             return False
         raw = self._raw
@@ -185,13 +222,17 @@ class Viewer:
             and self.min_seq <= first
         ):
             self.last_seq = frames[-1].seq
-            return self._write_now(raw, wire, sum(len(f.payload) for f in frames), len(frames))
+            payload_bytes = sum(len(f.payload) for f in frames)
+            return self._write_now(raw, wire, payload_bytes, len(frames), plain)
         for frame in frames:
             self.push_frame(frame)
         return False
 
-    def _write_now(self, raw: RawWriter, wire: bytes, payload_bytes: int, frames: int) -> bool:
-        """Write ``wire`` (``frames`` whole frames) now; the fast path's one write. A part
+    def _write_now(
+        self, raw: RawWriter, wire: bytes, payload_bytes: int, frames: int, plain: int
+    ) -> bool:
+        """Write ``wire`` (``frames`` whole frames; deflated ones when ``plain``, the
+        length of their plain wire bytes, is not 0) now; the fast path's one write. A part
         the kernel did not take goes first, whole, before anything else (the wire is held
         until it is out); a broken socket closes the viewer. ``True``: all written."""
         try:
@@ -206,7 +247,8 @@ class Viewer:
             return True
         raw.wire.hold()
         self._m.frame_writes_partial.inc()
-        self._enqueue((_PARTIAL, memoryview(wire)[sent:], payload_bytes, frames))
+        zafter = len(wire) if plain else 0
+        self._enqueue((_PARTIAL, memoryview(wire)[sent:], payload_bytes, frames, plain, zafter))
         self._kick()
         return False
 
@@ -227,7 +269,7 @@ class Viewer:
             if self._control >= self._max_control:
                 self.close(CLOSE_TOO_SLOW, "too slow: control queue full")
                 return
-            self._enqueue((_CONTROL, text, 0, 0))
+            self._enqueue((_CONTROL, text, 0, 0, 0, 0))
             self._control += 1
         self._kick()
 
@@ -240,7 +282,7 @@ class Viewer:
         if self._can_send_now():
             self._send_now(PING_FRAME)
             return
-        self._enqueue((_PING, PING_FRAME, 0, 0))
+        self._enqueue((_PING, PING_FRAME, 0, 0, 0, 0))
         self._kick()
 
     def _can_send_now(self) -> bool:
@@ -265,7 +307,7 @@ class Viewer:
             self._broken()
             return
         if sent < len(wire):
-            self._enqueue((_PARTIAL, memoryview(wire)[sent:], 0, 0))
+            self._enqueue((_PARTIAL, memoryview(wire)[sent:], 0, 0, 0, 0))
             self._kick()
 
     def close(self, code: int, reason: str) -> None:
@@ -359,6 +401,9 @@ class Viewer:
                 if frames:
                     self._m.frame_writes.inc(frames)
                     self._m.bytes_out.inc(sum(entry[2] for entry in batch))
+                    if self.deflate:
+                        self._m.deflate_fanout.labels("before").inc(sum(e[4] for e in batch))
+                        self._m.deflate_fanout.labels("after").inc(sum(e[5] for e in batch))
                     write = self._m.latency.labels("write")
                     for _ in range(frames):
                         write.observe(time.monotonic() - started)
@@ -393,7 +438,7 @@ class Viewer:
                 self._frames -= 1
             elif kind == _CONTROL:
                 self._control -= 1
-            size += len(item.wire) if isinstance(item, OutFrame) else len(item)
+            size += len(item.payload) if isinstance(item, OutFrame) else len(item)
             if size >= limit:
                 break
         return batch
@@ -401,7 +446,7 @@ class Viewer:
     async def _send(self, batch: list[_Entry]) -> None:
         raw = self._raw
         if raw is None:
-            for kind, item, _, _ in batch:
+            for kind, item, *_ in batch:
                 if isinstance(item, OutFrame):
                     await self.ws.send_message(item.payload.decode())
                 elif kind == _PING:
@@ -414,14 +459,16 @@ class Viewer:
             # closing handshake under way: no more messages (as ``send_message`` does)
             raise trio.ClosedResourceError
         # Control messages are framed here like frames are (``text_frame`` is what wsproto
-        # writes for a text message on a connection without extensions).
+        # writes for a text message on a connection without extensions; with deflate
+        # agreed, an uncompressed message, RSV1 unset, is valid too).
+        deflate = self.deflate
         parts = [
-            item.wire
+            (item.deflated() if deflate else item.wire)
             if isinstance(item, OutFrame)
             else text_frame(item.encode())
             if isinstance(item, str)
             else item
-            for _, item, _, _ in batch
+            for _, item, *_ in batch
         ]
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if raw.held:  # the batch starts with the rest of a partly written frame

@@ -283,19 +283,28 @@ def case_reference(args: argparse.Namespace) -> dict[str, Any]:
     drops what their sockets received every 50 ms, so 50,000 deliveries/s do not need
     50,000 parses/s in Python on the same 2 cores as the gateway (the generator falling
     behind is what kept ``danmaku-loadtest bench`` from showing this latency). The
-    gateway's work per delivery is the same either way: one ``send()`` into the socket."""
+    gateway's work per delivery is the same either way: one ``send()`` into the socket.
+
+    With ``--deflate`` every viewer offers permessage-deflate (what the gateway agrees to
+    is its ``DANMAKU_DEFLATE``). ``egress_bytes_per_comment``: the bytes the timed viewers
+    read from their sockets (frame headers and pings included) per comment they got, both
+    counted by the same process over the same seconds, so a generator that falls behind
+    on a busy machine shifts both alike. ``gateway_frame_writes_per_cpu_s``: frame writes
+    from the gateway's own counter (``danmaku_frame_writes_total``) per CPU-second of it,
+    where ``frame_writes_per_cpu_s`` (kept as before) infers the writes from the frames
+    the timed viewers got, which a lagging generator undercounts."""
     raise_nofile()
     env = {**WATCH_ENV, **env_of(args)}
+    offer = ["--deflate"] if getattr(args, "deflate", False) else []
     with running(env, worker=True) as procs:
         rest = args.viewers - args.measure
         per = -(-rest // args.holders)
         holders = [
-            Child(["hold", procs.ws_url, str(min(per, rest - i * per)), "--drain"])
+            Child(["hold", procs.ws_url, str(min(per, rest - i * per)), "--drain", *offer])
             for i in range(args.holders)
         ]
-        measured = Child(["hold", procs.ws_url, str(args.measure), "--latency"])
-        for h in [*holders, measured]:
-            h.read()
+        measured = Child(["hold", procs.ws_url, str(args.measure), "--latency", *offer])
+        agreed = sum(h.read()["agreed"] for h in [*holders, measured])
         sender = Child(["send", procs.ws_url, str(args.senders), "--rate", str(args.rate)])
         sender.read()
         sender.ask("go")
@@ -303,10 +312,12 @@ def case_reference(args: argparse.Namespace) -> dict[str, Any]:
         for h in [*holders, measured]:
             h.ask("mark")
         g0, t0 = procs.sample("gateway"), time.monotonic()
+        w0 = procs.gateway_counter("danmaku_frame_writes_total")
         time.sleep(args.seconds)
         got = measured.ask("mark")
         drained = [h.ask("mark") for h in holders]
         g1, t1 = procs.sample("gateway"), time.monotonic()
+        w1 = procs.gateway_counter("danmaku_frame_writes_total")
         closed = sum(h.ask("status")["closed"] for h in [*holders, measured])
         for c in [sender, measured, *holders]:
             c.stop()
@@ -315,8 +326,17 @@ def case_reference(args: argparse.Namespace) -> dict[str, Any]:
     writes_per_s = frames_per_viewer_s * args.viewers
     cpu = (g1.cpu_s - g0.cpu_s) / elapsed
     lat = got["lat"]
+    items_per_viewer = got["items"] / max(1, args.measure)
+    gateway_writes = (w1 - w0) / elapsed
     return {
         "case": "reference",
+        "deflate_agreed": agreed,
+        "egress_bytes_per_comment": round(got["wire_bytes"] / got["items"], 1)
+        if got["items"]
+        else None,
+        "comments_per_viewer_s": round(items_per_viewer / elapsed, 1),
+        "gateway_frame_writes_per_s": round(gateway_writes),
+        "gateway_frame_writes_per_cpu_s": round(gateway_writes / cpu) if cpu > 0 else None,
         "viewers": args.viewers,
         "measured_viewers": args.measure,
         "rate": args.rate,
@@ -333,6 +353,51 @@ def case_reference(args: argparse.Namespace) -> dict[str, Any]:
         "latency_samples": len(lat),
         "viewers_closed": closed,
     }
+
+
+def case_egress(args: argparse.Namespace) -> dict[str, Any]:
+    """Paired ``reference`` runs with every viewer offering permessage-deflate and the
+    gateway refusing it (``DANMAKU_DEFLATE=0``: today's plain frames) or agreeing
+    (``=1``), alternating (off/on, then on/off, ...) so drift on a shared machine falls on
+    both. Prints each run as a JSON line; returns the medians and the on/off ratios of
+    egress bytes per delivered comment and frame writes per gateway CPU-second."""
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for pair in range(args.pairs):
+        for mode in ("off", "on") if pair % 2 == 0 else ("on", "off"):
+            one = argparse.Namespace(**vars(args))
+            one.deflate = True
+            one.env = [*(args.env or ()), f"DANMAKU_DEFLATE={int(mode == 'on')}"]
+            result = {"mode": mode, **case_reference(one)}
+            print(orjson.dumps(result).decode(), flush=True)
+            runs[mode].append(result)
+
+    def median(mode: str, key: str) -> float:
+        values = sorted(float(r[key]) for r in runs[mode] if r[key] is not None)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    keys = (
+        "egress_bytes_per_comment",
+        "frame_writes_per_cpu_s",
+        "gateway_frame_writes_per_cpu_s",
+        "gateway_frame_writes_per_s",
+        "gateway_cpu_pct",
+        "p50_ms",
+        "p99_ms",
+        "comments_per_viewer_s",
+        "viewers_closed",
+    )
+    out: dict[str, Any] = {"case": "egress", "pairs": args.pairs, "viewers": args.viewers}
+    for mode in ("off", "on"):
+        out[mode] = {key: median(mode, key) for key in keys}
+    out["ratio_egress_on_off"] = round(
+        out["on"]["egress_bytes_per_comment"] / out["off"]["egress_bytes_per_comment"], 3
+    )
+    out["ratio_writes_per_cpu_s_on_off"] = round(
+        out["on"]["gateway_frame_writes_per_cpu_s"] / out["off"]["gateway_frame_writes_per_cpu_s"],
+        3,
+    )
+    return out
 
 
 def case_catchup(args: argparse.Namespace) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import trio
 
 from loadtest.gwbench.cases import (
     case_catchup,
+    case_egress,
     case_idle,
     case_ingest,
     case_reference,
@@ -48,13 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     st.add_argument("--users", type=int, default=10_000)
     st.add_argument("--rooms", type=int, default=1)
     ref = sub.add_parser("reference", help="issue 6's reference scenario: latency, writes/CPU-s")
-    ref.add_argument("--viewers", type=int, default=5000)
-    ref.add_argument("--measure", type=int, default=100, help="viewers that parse and time")
-    ref.add_argument("--holders", type=int, default=1, help="processes draining the rest")
-    ref.add_argument("--rate", type=float, default=200.0, help="comments/s")
-    ref.add_argument("--senders", type=int, default=20, help="10 comments/s each at 200/s")
-    ref.add_argument("--seconds", type=float, default=20.0)
-    ref.add_argument("--warmup-s", type=float, default=5.0)
+    ref.add_argument("--deflate", action="store_true", help="viewers offer permessage-deflate")
+    eg = sub.add_parser(
+        "egress", help="paired reference runs, deflate off/on: egress per comment, writes/CPU-s"
+    )
+    eg.add_argument("--pairs", type=int, default=3)
+    for q in (ref, eg):
+        q.add_argument("--viewers", type=int, default=5000)
+        q.add_argument("--measure", type=int, default=100, help="viewers that parse and time")
+        q.add_argument("--holders", type=int, default=1, help="processes draining the rest")
+        q.add_argument("--rate", type=float, default=200.0, help="comments/s")
+        q.add_argument("--senders", type=int, default=20, help="10 comments/s each at 200/s")
+        q.add_argument("--seconds", type=float, default=20.0)
+        q.add_argument("--warmup-s", type=float, default=5.0)
     storm = sub.add_parser("storm", help="a handshake storm while viewers watch")
     storm.add_argument("--viewers", type=int, default=1000)
     storm.add_argument("--holders", type=int, default=1, help="processes draining viewers")
@@ -77,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cu.add_argument("--stall-s", type=float, default=2.0)
     cu.add_argument("--seconds", type=float, default=3.0, help="CPU window before, after")
     cu.add_argument("--warmup-s", type=float, default=5.0)
-    for q in (idle, ing, st, ref, storm, cu):
+    for q in (idle, ing, st, ref, eg, storm, cu):
         q.add_argument("--env", action="append", help="K=V for the gateway (repeatable)")
         q.add_argument("--repeat", type=int, default=1)
     h = sub.add_parser("hold", help="(internal) a process of viewers")
@@ -87,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     h.add_argument("--latency", action="store_true")
     h.add_argument("--room", default=ROOM)
     h.add_argument("--drain", action="store_true", help="one sweep loop, no parsing")
+    h.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     s = sub.add_parser("send", help="(internal) a process of senders")
     s.add_argument("url")
     s.add_argument("n", type=int)
@@ -97,7 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "hold":
         raise_nofile()
-        trio.run(hold, args.url, args.n, args.concurrency, args.latency, args.room, args.drain)
+        trio.run(
+            hold,
+            args.url,
+            args.n,
+            args.concurrency,
+            args.latency,
+            args.room,
+            args.drain,
+            args.deflate,
+        )
         return 0
     if args.cmd == "send":
         raise_nofile()
@@ -110,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reference": case_reference,
         "storm": case_storm,
         "catchup": case_catchup,
+        "egress": case_egress,
     }
     for _ in range(args.repeat):
         result = case[args.cmd](args)

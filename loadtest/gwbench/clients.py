@@ -50,19 +50,28 @@ def emit(obj: dict[str, Any]) -> None:
 
 
 async def hold(
-    url: str, n: int, concurrency: int, latency: bool, room: str = ROOM, drain: bool = False
+    url: str,
+    n: int,
+    concurrency: int,
+    latency: bool,
+    room: str = ROOM,
+    drain: bool = False,
+    deflate: bool = False,
 ) -> None:
     """Open ``n`` viewers (each until its welcome), report, keep reading until ``quit``.
     With ``latency``, record comment -> receipt latency of every frame item (from the send
     time the ``send`` process writes into the text). With ``drain``, no task per viewer:
     one loop empties every socket each ``DRAIN_EVERY_S`` without parsing (see
-    ``case_reference``)."""
+    ``case_reference``); it counts the bytes received (and frames, when not compressed).
+    With ``deflate``, every viewer offers permessage-deflate (``agreed`` in the report:
+    how many got it)."""
     limiter = trio.CapacityLimiter(concurrency)
     lat: list[float] = []  # from the comment's send
     lat_gw: list[float] = []  # from its receipt at the gateway (the item's ``ts``)
-    state: dict[str, Any] = {"ok": 0, "failed": 0, "closed": 0, "slowest_s": 0.0}
+    state: dict[str, Any] = {"ok": 0, "failed": 0, "closed": 0, "slowest_s": 0.0, "agreed": 0}
     counts = {"frames": 0, "bytes": 0}
     drained: list[WebSocket] = []
+    parsed: list[WebSocket] = []  # the viewers that read and parse (their bytes counted)
     all_done = trio.Event()
     t0 = time.monotonic()
 
@@ -84,8 +93,9 @@ async def hold(
         async with limiter:
             try:
                 with trio.fail_after(60):
-                    ws = await WebSocket.connect(url + f"?room={room}")
+                    ws = await WebSocket.connect(url + f"?room={room}", deflate=deflate)
                     await ws.get_message()  # welcome
+                    state["agreed"] += ws.deflate
             except (OSError, HandshakeFailed, Closed, trio.TooSlowError) as exc:
                 state["failed"] += 1
                 kind = f"error_{type(exc).__name__}"
@@ -97,6 +107,7 @@ async def hold(
             if drain:
                 drained.append(ws)
             else:
+                parsed.append(ws)
                 nursery.start_soon(reader, ws)
         if state["ok"] + state["failed"] == n:
             all_done.set()
@@ -128,7 +139,16 @@ async def hold(
 
     def handle(cmd: str) -> dict[str, Any]:
         if cmd == "mark":
-            out: dict[str, Any] = {"lat": [round(x, 1) for x in lat]}
+            # ``wire_bytes``: what the parsing viewers read since the last mark (frames,
+            # headers, pings), against ``items``, the comments they got in that time.
+            wire = sum(ws.bytes_in for ws in parsed)
+            for ws in parsed:
+                ws.bytes_in = 0
+            out: dict[str, Any] = {
+                "lat": [round(x, 1) for x in lat],
+                "items": len(lat),
+                "wire_bytes": wire,
+            }
             out.update(lat_gw=[round(x, 1) for x in lat_gw], **counts)
             lat.clear()
             lat_gw.clear()

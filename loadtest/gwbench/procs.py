@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,7 @@ class Procs:
             "DANMAKU_MAX_CONNS_PER_IP": "0",
             "DANMAKU_MAX_SESSIONS_PER_IP_PER_MIN": "0",
             "DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN": "0",
+            "DANMAKU_METRICS_PORT": "0",
             **env,
         }
         self.want_worker = worker
@@ -61,6 +63,7 @@ class Procs:
         self.worker: subprocess.Popen[str] | None = None
         self.extra: list[subprocess.Popen[str]] = []  # more gateways (``add_gateway``)
         self.ws_url = ""
+        self.metrics_url = ""  # the gateway's /metrics (DANMAKU_METRICS_PORT=0 below)
 
     def start(self) -> None:
         self.redis, _ = spawn_redis(
@@ -71,6 +74,8 @@ class Procs:
         for line in self.gateway.stdout:
             if "websocket:" in line:
                 self.ws_url = line.split("websocket:", 1)[1].strip()
+            if "metrics:" in line:
+                self.metrics_url = line.split("metrics:", 1)[1].strip()
             if "ready:" in line:
                 break
         else:
@@ -115,6 +120,19 @@ class Procs:
                     proc.kill()
                     proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def gateway_counter(self, name: str, labels: str = "") -> float:
+        """A counter's value on the (first) gateway's /metrics: the sample named
+        ``name`` (with ``{labels}`` exactly as rendered, if given); 0 when absent."""
+        if not self.metrics_url:
+            return 0.0
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
+            text = reply.read().decode()
+        prefix = f"{name}{{{labels}}} " if labels else f"{name} "
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     def sample(self, which: str) -> procstat.ProcSample:
         proc = {"gateway": self.gateway, "redis": self.redis, "worker": self.worker}[which]

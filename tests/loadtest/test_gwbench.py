@@ -37,3 +37,17 @@ def test_shrunk_reference_run_times_every_comment_and_drains_the_rest() -> None:
     assert 10 * 40 * 4 * 0.6 <= samples <= 10 * 40 * 4 * 1.4
     assert 0 < float(r["p50_ms"]) <= float(r["p99_ms"]) < 5000
     assert float(r["frame_writes_per_cpu_s"]) > 0
+
+
+def test_shrunk_egress_pairs_show_deflate_halving_the_bytes_per_comment() -> None:
+    """``gwbench egress``: the same scenario with the gateway refusing and agreeing to
+    permessage-deflate; every viewer offers it, all of them get it when it is on."""
+    r = gwbench(
+        "egress",
+        *("--pairs", "1", "--viewers", "60", "--measure", "10", "--rate", "40"),
+        *("--senders", "8", "--seconds", "4", "--warmup-s", "2"),
+    )
+    off, on = r["off"], r["on"]
+    assert 0 < on["egress_bytes_per_comment"] < 90 < off["egress_bytes_per_comment"]
+    assert r["ratio_egress_on_off"] <= 0.5
+    assert on["gateway_frame_writes_per_cpu_s"] > 0 and off["gateway_frame_writes_per_cpu_s"] > 0
