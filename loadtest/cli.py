@@ -93,6 +93,17 @@ def _parser() -> argparse.ArgumentParser:
     from loadtest.plan import add_arguments
 
     add_arguments(pl)
+    cal = sub.add_parser(
+        "calibrate",
+        help="run a scenario at a few populations and fit fixed and per-unit costs",
+        description="Run SCENARIO at each of --sizes viewers (local, free ports) and fit "
+        "server cores = fixed + per connection + per frame write + per comment; or fit "
+        "--reports. --out writes the calibration (JSON), which `plan --from` reads.",
+    )
+    _scenario_args(cal)
+    from loadtest.calibrate import add_arguments as calibrate_arguments
+
+    calibrate_arguments(cal)
     sub.add_parser("scenarios", help="list the shipped scenarios")
     bench = sub.add_parser("bench", help="the benchmark suite of docs/benchmarks.md")
     bench.add_argument("--out-dir", type=Path, default=Path(".danmaku/bench"))
@@ -141,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from loadtest.plan import main as plan_main
 
         return plan_main(args)
+    if args.command == "calibrate":
+        return _calibrate(args)
     try:
         sc = resolve(args)
     except ScenarioError as exc:
@@ -151,6 +164,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         report = _remote(sc, args)
     return _finish(report, args)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from loadtest.calibrate import main as calibrate_main
+
+    def run_local(viewers: int, split: bool) -> dict[str, Any]:
+        args.viewers = viewers
+        return _local(resolve(args), True, split=split)
+
+    try:
+        resolve(args)
+    except ScenarioError as exc:
+        print(f"danmaku-loadtest: {exc}", file=sys.stderr)
+        return 2
+    return calibrate_main(args, run_local)
 
 
 def _local(sc: Scenario, quiet: bool, *, split: bool = False) -> dict[str, Any]:
