@@ -429,6 +429,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(`calibrate --out`) [file] (default: none: the default unit costs below)",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON (default: text)")
+    p.add_argument(
+        "--html",
+        type=Path,
+        help="also write the plan as a page: deployment per role drawn, egress per host, "
+        "warnings, the arithmetic [file] (default: none)",
+    )
     for f in fields(Inputs):
         if f.name in ("viewers", "rate", "rooms", "costs"):
             continue
@@ -496,6 +502,14 @@ def main(args: argparse.Namespace) -> int:
     plan = compute(inp)
     plan.warnings = src.warnings + plan.warnings + extrapolation_warnings(plan, inp, src)
     spread = plan_uncertainty(inp, src)
+    if args.html:
+        from loadtest.planhtml import render
+
+        try:
+            args.html.write_text(render(inp, plan, src.used, spread))
+        except OSError as exc:
+            print(f"danmaku-loadtest plan: {args.html}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     if args.json:
         out = {"inputs": asdict(inp), **plan.to_dict()}
         if spread is not None:

@@ -225,3 +225,20 @@ def test_a_comment_heavy_run_warns_that_its_write_cost_is_an_upper_bound(
     balanced = ["--viewers", "5000000", "--rate", "5000000", "--rooms", "2000"]
     _, out, _ = _plan(tmp_path, capsys, *balanced, "--from", str(path))
     assert "comment per" not in out
+
+
+def test_the_html_plan_draws_each_role_with_its_hosts_and_egress(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "plan.html"
+    argv = [*README_EVENT, "--cores-per-host", "8", "--html", str(page)]
+    code, _, _ = _plan(tmp_path, capsys, *argv)
+    assert code == 0
+    text = page.read_text()
+    plan = compute(Inputs(viewers=5_000_000, rate=50_000, rooms=2000, cores_per_host=8))
+    assert "<svg" in text and "Deployment per role" in text
+    assert f"{plan.gateways:,} processes, {plan.gateway_hosts:,} hosts" in text
+    assert f"{plan.egress_gbit_per_host:.2f} Gbit/s" in text
+    assert f"{plan.workers:,} processes" in text and f"{plan.redis_shards:,} processes" in text
+    code, _, err = _plan(tmp_path, capsys, *README_EVENT, "--html", str(tmp_path / "no/x.html"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
