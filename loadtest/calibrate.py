@@ -118,6 +118,7 @@ def calibrate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     writes = sum(w.writes for w in busy)
     bytes_per_write = sum(w.bytes_out for w in busy) / writes if writes else None
     rates = [w.writes / w.wall_s for w in busy]
+    conn_s = sum(w.conns * w.wall_s for w in busy)
     return {
         "schema": SCHEMA,
         "model": "server cores = fixed + c_conn x connections + c_write x frame writes/s "
@@ -127,6 +128,9 @@ def calibrate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "costs": costs,
         "stderr": stderr,
         "bytes_per_frame_write": bytes_per_write,
+        # Frames a connection received per second in these runs: what the scenario's
+        # comment pattern gives (even arrivals fill every tick; Poisson ones do not).
+        "frame_writes_per_conn_s": writes / conn_s if conn_s else None,
         "rss_bytes_per_conn": _rss_slope(reports),
         "measured": {
             "connections": [sizes[0], sizes[-1]],

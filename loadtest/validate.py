@@ -6,9 +6,10 @@ figures of the measured server (the gateway alone with the default ``--split``):
 
 * **gateway CPU** (cores over the phases) = fixed + c_conn x connections
   + c_write x frame writes/s + c_comment x comments/s (the calibration's fit);
-* **frame writes/s** = connections x ticks/s x P(a room's tick has a comment), the
-  plan's frame model (every connection of the room receives every frame: senders watch
-  their room too);
+* **frame writes/s** = connections x the frames per connection-second the calibration
+  runs received (the same scenario at a smaller population: every connection of a room
+  receives every frame, senders watch their room too); a calibration without that
+  figure uses the plan's model, ticks/s x P(a room's tick has a comment), Poisson;
 * **egress** (bytes/s written) = frame writes/s x bytes per frame write (calibrated).
 
 It prints predicted vs measured with the relative error of each and exits 1 when any
@@ -59,10 +60,15 @@ def predict(
     """The three figures the calibration ``doc`` predicts for a run with ``conns``
     connections spread over ``rooms`` rooms and ``rate`` comments/s in all (measured
     figures left ``None``)."""
-    ticks = 1000.0 / tick_ms
-    per_room = rate / max(1, rooms)
-    p_busy = 1.0 - math.exp(-per_room / ticks)
-    writes = conns * ticks * p_busy
+    per_conn = doc.get("frame_writes_per_conn_s")
+    if per_conn:
+        # The calibration runs' own frames per connection-second: the same scenario's
+        # comment pattern at a smaller population.
+        writes = conns * float(per_conn)
+    else:
+        ticks = 1000.0 / tick_ms
+        per_room = rate / max(1, rooms)
+        writes = conns * ticks * (1.0 - math.exp(-per_room / ticks))  # Poisson arrivals
     cores = predict_cores(doc, conns, writes, rate)
     egress = writes * float(doc.get("bytes_per_frame_write") or 0.0)
     return [
@@ -168,6 +174,8 @@ def main(args: argparse.Namespace, run_local: RunLocal, shape: Callable[[int], A
         f.measured = got[f.name]
     for line in table(figures):
         print(line)
+    for warning in report.get("warnings") or []:
+        print(f"warning (the measured run): {warning}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(

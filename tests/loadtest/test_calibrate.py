@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from pathlib import Path
@@ -149,8 +150,17 @@ def test_calibrate_with_one_report_is_one_line_and_exit_2(
 
 def test_validate_predicts_with_the_plans_frame_model_and_judges_by_tolerance() -> None:
     doc = calibrate([_report(n, 0.05, 4.0, 12.0, 300.0) for n in (100, 200)])
+    assert doc["frame_writes_per_conn_s"] == pytest.approx(TICKS)
     cpu, writes, egress = predict_run(doc, conns=1000, rate=RATE, rooms=1, tick_ms=100)
-    assert writes.predicted == pytest.approx(1000 * TICKS, rel=1e-3)  # busy room: every tick
+    assert writes.predicted == pytest.approx(1000 * TICKS)  # what each connection got
+    # Without the calibrated figure: the plan's Poisson model (100/s: nearly every tick).
+    bare = {**doc, "frame_writes_per_conn_s": None}
+    assert predict_run(bare, 1000, RATE, 1, 100)[1].predicted == pytest.approx(
+        1000 * TICKS, rel=1e-3
+    )
+    assert predict_run(bare, 1000, 5.0, 1, 100)[1].predicted == pytest.approx(
+        1000 * TICKS * (1 - math.exp(-0.5))
+    )
     assert egress.predicted == pytest.approx(writes.predicted * 1200.0)
     assert cpu.predicted == pytest.approx(
         0.05 + (4.0 * 1000 + 12.0 * writes.predicted + 300.0 * RATE) / 1e6
