@@ -5,6 +5,7 @@ Real processes, a real redis-server, real WebSocket clients and real /metrics sc
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -207,3 +208,46 @@ async def test_processes_is_refused_for_the_worker(redis_url: str, tmp_path: Pat
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--processes" in result.stderr
+
+
+async def test_up_runs_its_gateway_role_as_children(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DANMAKU_") and k != "REDIS_URL"}
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            "-m",
+            "danmaku",
+            "up",
+            "--processes",
+            "2",
+            "--web-port",
+            "0",
+            "--ws-port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "state"),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        urls = await printed_urls(proc, "danmaku up --processes 2")
+        assert len(_pids(urls)) == 2 and {"player", "websocket", "metrics"} <= set(urls)
+        web = urls["player"].split("/?")[0]
+        # The web app (in the parent) tells players the children's shared port.
+        config = (await http(f"{web}/api/config")).json()
+        assert str(_port(urls)) in json.dumps(config)
+        session = (await http(f"{web}/api/session", "POST", json_body={"nick": "Ann"})).json()
+        async with trio.open_nursery() as n:
+            viewer = await connect(n, _port(urls), "lobby")
+            sender = await connect(n, _port(urls), "lobby", tok=str(session["token"]))
+            ack = await sender.comment("hello from a child", nonce="n1")
+            assert ack["type"] == "ack"
+            await viewer.wait_for(lambda c: ack["id"] in c.item_ids(), timeout=15)
+            n.cancel_scope.cancel()
+    finally:
+        code = await _stop(proc)
+    assert code == 0
