@@ -173,3 +173,30 @@ def test_validate_predicts_with_the_plans_frame_model_and_judges_by_tolerance() 
     failed = compare(figures, 0.2)
     assert [line.split(":")[0] for line in failed] == ["b", "c"]
     assert compare(figures[:1], 0.2) == []
+
+
+def test_validate_runs_the_target_and_its_exit_code_follows_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end with a tiny population (behaviour, not timing): a given calibration,
+    one real local run (`--split`: redis-server, worker and gateway processes), the
+    table of the three figures, and an exit code that agrees with it."""
+    cal = tmp_path / "cal.json"
+    doc = calibrate([_report(n, 0.05, 4.0, 12.0, 300.0) for n in (10, 20)])
+    cal.write_text(json.dumps(doc))
+    out = tmp_path / "validate.json"
+    argv = ["validate", "steady", "--calibration", str(cal), "--sizes", "10,20"]
+    argv += ["--target", "12", "--senders", "2", "--rate", "10", "--duration", "2"]
+    argv += ["--set", "idle_s=0.5", "--set", "settle_s=0.5", "--quiet", "--out", str(out)]
+    code = cli.main(argv)
+    text = capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    figures = {f["name"]: f for f in saved["figures"]}
+    assert set(figures) == {"gateway CPU", "frame writes", "egress"}
+    for name, f in figures.items():
+        assert f["measured"] is not None and f["measured"] > 0, name
+        assert f"| {name} |" in text
+    assert saved["connections"] == 14  # 12 viewers + 2 senders watching their room
+    off = [f for f in figures.values() if abs(f["error"]) > 0.2]
+    assert code == (1 if off else 0)
+    assert ("FAIL" in text) == bool(off)
