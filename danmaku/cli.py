@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ import trio
 from danmaku import auth, config
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
+from danmaku.procs import PARENT_ENV, watch_parent
 from danmaku.startup import (
     MIN_SECRET_BYTES,
     StartupError,
@@ -204,6 +206,14 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool, run: 
             gc.collect()
             gc.freeze()
             metrics.gc_frozen.set(gc.get_freeze_count())
+        parent = os.environ.get(PARENT_ENV)
+        if parent and parent.isdigit():
+            # A child of `--processes`: stop (drained) if the parent is killed outright.
+            async def orphaned() -> None:
+                await system.shutdown()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_parent, int(parent), orphaned)
         # The handler is in place before `ready` is printed: a supervisor that signals
         # the moment it reads `ready` gets a graceful stop, not a default-action kill.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

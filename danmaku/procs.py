@@ -16,8 +16,8 @@ The parent:
 * forwards SIGTERM/SIGINT to every child as SIGTERM (each drains: stops taking comments,
   flushes, closes its viewers with 1013), waits ``drain_s`` + 5 s, then kills;
 * starts the children in their own session (a terminal's Ctrl-C reaches the parent only,
-  which forwards it once) with ``PR_SET_PDEATHSIG`` so a parent killed outright does
-  not leave them behind.
+  which forwards it once); each child watches its parent (``watch_parent``) and drains
+  and stops if the parent was killed outright.
 
 ``/metrics``: one port per child (``--metrics-port P``: child i serves P + i; 0: each
 picks a free one, printed as ``metrics-i``). Chosen over prometheus-client's
@@ -32,13 +32,12 @@ Prometheus sums them (``sum by (instance)`` over the host's targets) for free.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 import trio
@@ -48,6 +47,7 @@ from danmaku.startup import StartupError, one_line
 from danmaku.supervise import Backoff
 
 log = logging.getLogger(__name__)
+PARENT_ENV = "DANMAKU_PROCESSES_PARENT"  # set for a child: its parent's pid (watch_parent)
 STOP_GRACE_S = 5.0  # beyond drain_s, before a child that did not stop is killed
 
 
@@ -111,13 +111,29 @@ def child_env(
     for f in fields(Settings):
         env[f.metadata["env"]] = str(getattr(child, f.name))
     env["PYTHONUNBUFFERED"] = "1"
+    env[PARENT_ENV] = str(os.getpid())
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the child gets SIGTERM (a graceful drain) if the parent dies first."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def orphaned(parent_pid: int) -> bool:
+    """Has the parent that started this child gone (the child was re-parented)?
+
+    Not ``PR_SET_PDEATHSIG``: it fires when the *thread* that forked the child ends, and
+    trio forks from a worker thread that ends after a few idle seconds, which stopped
+    every child ~10 s after it started."""
+    return os.getppid() != parent_pid
+
+
+async def watch_parent(parent_pid: int, on_orphaned: Callable[[], Awaitable[None]]) -> None:
+    """In a child: once a second, check the parent is alive; if not, ``on_orphaned()``
+    (a graceful drain), so a parent killed outright does not leave its children
+    serving."""
+    while True:  # polled: the kernel offers no event for "my parent died" here
+        await trio.sleep(1.0)
+        if orphaned(parent_pid):
+            break
+    log.warning("the parent process %d is gone: draining and stopping", parent_pid)
+    await on_orphaned()
 
 
 @dataclass
@@ -176,7 +192,6 @@ class GatewayGroup:
                 stderr=subprocess.PIPE,
                 env=child_env(self.settings, self.port, slot),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
             child = Child(slot, proc)
             self.restarts.started(slot, trio.current_time())

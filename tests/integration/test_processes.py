@@ -170,6 +170,26 @@ async def test_sigterm_to_the_parent_drains_and_ends_every_child(
     assert not any(_alive(pid) for pid in pids)
 
 
+async def test_children_outlive_neither_a_killed_parent_nor_ten_seconds_of_quiet(
+    redis_url: str, tmp_path: Path
+) -> None:
+    proc, urls = await _start(redis_url, tmp_path)
+    pids = _pids(urls)
+    # Regression: PR_SET_PDEATHSIG fired when trio's spawning thread went idle (~10 s)
+    # and stopped every child. They must still serve after that.
+    await trio.sleep(12)
+    assert all(_alive(pid) for pid in pids)
+    async with trio.open_nursery() as n:
+        client = await connect(n, _port(urls), "quiet")
+        assert client.of_type("welcome")
+        n.cancel_scope.cancel()
+    proc.kill()  # no chance to forward anything
+    await proc.wait()
+    with trio.fail_after(30):
+        while any(_alive(pid) for pid in pids):
+            await trio.sleep(0.2)
+
+
 async def test_a_port_in_use_is_one_line_and_exit_2(redis_url: str, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from danmaku import config
 from danmaku.config import Settings
-from danmaku.procs import Restarts, child_env, child_metrics_port, process_count
+from danmaku.procs import (
+    PARENT_ENV,
+    Restarts,
+    child_env,
+    child_metrics_port,
+    orphaned,
+    process_count,
+)
 
 
 def test_a_first_start_that_fails_is_a_startup_error() -> None:
@@ -59,6 +68,12 @@ def test_children_get_the_resolved_settings_one_process_each_on_the_shared_port(
     assert child.tick_ms == 70  # the parent's resolved value, not a stale environment
     assert child.secret == parent.secret
     assert env["PATH"] == "/bin"
+    assert env[PARENT_ENV] == str(os.getpid())  # the child watches this process
+
+
+def test_a_child_knows_when_its_parent_is_gone() -> None:
+    assert not orphaned(os.getppid())
+    assert orphaned(os.getppid() + 1)
 
 
 def test_metrics_ports_per_child() -> None:
