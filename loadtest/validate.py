@@ -96,6 +96,22 @@ def measured(report: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
+def cost_of_measured_work(
+    doc: dict[str, Any], conns: float, report: dict[str, Any]
+) -> Figure | None:
+    """The gateway CPU the calibration gives for the writes and comments the run really
+    did, against the CPU it used: the cost model alone, whatever throughput a busy
+    machine allowed (a starved run does fewer writes, each still costing its share)."""
+    ph = (report.get("server") or {}).get("phases") or {}
+    wall = ph.get("wall_s") or 0.0
+    if wall <= 0 or ph.get("cpu_s") is None:
+        return None
+    writes = float(ph.get("frame_writes") or 0) / wall
+    comments = float(ph.get("comments_accepted") or 0) / wall
+    cores = predict_cores(doc, conns, writes, comments)
+    return Figure("gateway CPU for the measured work", "cores", cores, float(ph["cpu_s"]) / wall)
+
+
 def compare(figures: list[Figure], tolerance: float) -> list[str]:
     """The figures beyond ``tolerance`` (or not measured), one line each; empty = pass."""
     out = []
@@ -174,6 +190,14 @@ def main(args: argparse.Namespace, run_local: RunLocal, shape: Callable[[int], A
         f.measured = got[f.name]
     for line in table(figures):
         print(line)
+    work = cost_of_measured_work(doc, conns, report)
+    if work is not None:
+        # Not judged: a starved run does less work; this checks the cost per unit alone.
+        print(
+            f"gateway CPU for the work the run did ({got['frame writes'] or 0:,.0f} writes/s): "
+            f"predicted {work.predicted:.3g} cores, measured {work.measured:.3g} "
+            f"({(work.error or 0):+.1%})"
+        )
     for warning in report.get("warnings") or []:
         print(f"warning (the measured run): {warning}")
     if args.out:

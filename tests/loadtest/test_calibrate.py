@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from loadtest import cli
 from loadtest.calibrate import CalibrationError, calibrate, predict
 from loadtest.fit import FitError, fit
-from loadtest.validate import Figure, compare
+from loadtest.validate import Figure, compare, cost_of_measured_work
 from loadtest.validate import predict as predict_run
 
 TICKS = 10.0  # frames per second a connection receives (100 ms tick, a busy room)
@@ -200,3 +200,18 @@ def test_validate_runs_the_target_and_its_exit_code_follows_the_table(
     off = [f for f in figures.values() if abs(f["error"]) > 0.2]
     assert code == (1 if off else 0)
     assert ("FAIL" in text) == bool(off)
+
+
+def test_the_cost_of_the_work_done_is_checked_apart_from_throughput() -> None:
+    # A starved run does a tenth of the writes predicted; each still costs what the
+    # calibration says, and that check passes while the throughput one fails.
+    doc = calibrate([_report(n, 0.05, 4.0, 12.0, 300.0) for n in (100, 200)])
+    starved = _report(1000, 0.05, 4.0, 12.0, 300.0)
+    ph = starved["server"]["phases"]
+    ph["frame_writes"] /= 10
+    ph["cpu_s"] = (0.05 + (4.0 * 1000 + 12.0 * ph["frame_writes"] / 20 + 300.0 * RATE) / 1e6) * 20
+    work = cost_of_measured_work(doc, 1000, starved)
+    assert work is not None and work.error == pytest.approx(0.0, abs=1e-6)
+    writes = predict_run(doc, 1000, RATE, 1, 100)[1]
+    writes.measured = ph["frame_writes"] / 20
+    assert compare([writes], 0.2)
