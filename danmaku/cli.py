@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ import trio
 from danmaku import auth, config
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
+from danmaku.procs import PARENT_ENV, watch_parent
 from danmaku.startup import (
     MIN_SECRET_BYTES,
     StartupError,
@@ -169,6 +171,14 @@ def _main(args: argparse.Namespace, run: _Run) -> int:
         settings = resolve_secret(settings, create=False)  # checks its length
     if "gateway" in roles:
         check_tls(settings)
+    if settings.processes != 1:
+        if "gateway" not in roles:
+            raise StartupError(
+                f"--processes / DANMAKU_PROCESSES is for `danmaku gateway` and `danmaku up` "
+                f"(run more `danmaku {args.command}` processes side by side instead)"
+            )
+        trio.run(_serve_processes, settings, args.command == "up", run, args.log_level)
+        return 0
     trio.run(_serve, settings, roles, args.command == "up", run)
     return 0
 
@@ -196,6 +206,14 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool, run: 
             gc.collect()
             gc.freeze()
             metrics.gc_frozen.set(gc.get_freeze_count())
+        parent = os.environ.get(PARENT_ENV)
+        if parent and parent.isdigit():
+            # A child of `--processes`: stop (drained) if the parent is killed outright.
+            async def orphaned() -> None:
+                await system.shutdown()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_parent, int(parent), orphaned)
         # The handler is in place before `ready` is printed: a supervisor that signals
         # the moment it reads `ready` gets a graceful stop, not a default-action kill.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -209,6 +227,59 @@ async def _serve(settings: Settings, roles: Sequence[str], embedded: bool, run: 
                 await system.shutdown()
                 break
         nursery.cancel_scope.cancel()
+
+
+async def _serve_processes(settings: Settings, embedded: bool, run: _Run, log_level: str) -> None:
+    """``--processes N``: the gateway role as N children on one port (danmaku.procs);
+    for ``up``, the web app and the worker run here, in the parent."""
+    from danmaku.gateway.listener import reserve_port
+    from danmaku.procs import GatewayGroup, process_count
+    from danmaku.system import public_ws_url
+
+    count = process_count(settings.processes)
+    with starting(f"WebSocket port {settings.ws_host}:{settings.ws_port}"):
+        reserved = reserve_port(settings.ws_host, settings.ws_port)
+    try:
+        port = reserved.getsockname()[1]
+        ws_url = public_ws_url(settings, port)
+        async with trio.open_nursery() as nursery:
+            system: System | None = None
+            child = settings
+            if embedded:
+                system = await nursery.start(
+                    lambda task_status: run_system(
+                        settings.replace(public_ws_url=settings.public_ws_url or ws_url),
+                        ("web", "worker"),
+                        metrics=Metrics(),
+                        embedded_redis=True,
+                        task_status=task_status,
+                    )
+                )
+                base = f"http://{settings.web_host}:{system.web_port}"
+                origins = settings.allowed_origins or f"{base},http://localhost:{system.web_port}"
+                child = settings.replace(redis_url=system.redis_url, allowed_origins=origins)
+            group = GatewayGroup(child, count, port, log_level=log_level)
+            await nursery.start(group.run)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                urls = dict(system.urls) if system is not None else {}
+                urls["websocket"] = ws_url
+                for name, url in urls.items():
+                    print(f"{name:>10}: {mask_url(url)}", flush=True)
+                for slot, c in sorted(group.children.items()):
+                    if "metrics" in c.urls:
+                        print(f"{'metrics-' + str(slot):>10}: {c.urls['metrics']}", flush=True)
+                print(f" processes: {count} gateways, pids {list(group.pids())}", flush=True)
+                print("     ready: Ctrl-C to stop", flush=True)
+                run.ready = True
+                async for _ in signals:
+                    print("stopping: draining viewers and comments", flush=True)
+                    await group.stop()
+                    if system is not None:
+                        await system.shutdown()
+                    break
+            nursery.cancel_scope.cancel()
+    finally:
+        reserved.close()
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:

@@ -349,6 +349,19 @@ class Settings:
         "DANMAKU_DEFLATE_MIN_BYTES",
         "frames shorter than this (JSON bytes) go uncompressed even to deflate viewers",
     )
+    # --- every core of a host (issue 22): gateway processes sharing one port
+    processes: int = _opt(
+        1,
+        "DANMAKU_PROCESSES",
+        "gateway processes on this host (`gateway`, and the gateway role of `up`), sharing "
+        "the WebSocket port (SO_REUSEPORT) under a parent that restarts them; 0 = one per core",
+    )
+    reuse_port: int = _opt(
+        0,
+        "DANMAKU_REUSE_PORT",
+        "1: open the WebSocket port with SO_REUSEPORT so several gateways share it (set by "
+        "--processes for its children)",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).

@@ -93,6 +93,29 @@ def _parser() -> argparse.ArgumentParser:
     from loadtest.plan import add_arguments
 
     add_arguments(pl)
+    cal = sub.add_parser(
+        "calibrate",
+        help="run a scenario at a few populations and fit fixed and per-unit costs",
+        description="Run SCENARIO at each of --sizes viewers (local, free ports) and fit "
+        "server cores = fixed + per connection + per frame write + per comment; or fit "
+        "--reports. --out writes the calibration (JSON), which `plan --from` reads.",
+    )
+    _scenario_args(cal)
+    from loadtest.calibrate import add_arguments as calibrate_arguments
+
+    calibrate_arguments(cal)
+    val = sub.add_parser(
+        "validate",
+        help="calibrate small, predict a larger run, run it, compare (exit 1 past tolerance)",
+        description="Calibrate SCENARIO at --sizes viewers, predict gateway CPU, frame "
+        "writes/s and egress of a run with --target viewers, run it and compare; exit 1 "
+        "when a figure is off by more than --tolerance. --out writes it all (JSON).",
+    )
+    _scenario_args(val)
+    calibrate_arguments(val)
+    from loadtest.validate import add_arguments as validate_arguments
+
+    validate_arguments(val)
     sub.add_parser("scenarios", help="list the shipped scenarios")
     bench = sub.add_parser("bench", help="the benchmark suite of docs/benchmarks.md")
     bench.add_argument("--out-dir", type=Path, default=Path(".danmaku/bench"))
@@ -141,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from loadtest.plan import main as plan_main
 
         return plan_main(args)
+    if args.command in ("calibrate", "validate"):
+        return _calibrate(args)
     try:
         sc = resolve(args)
     except ScenarioError as exc:
@@ -151,6 +176,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         report = _remote(sc, args)
     return _finish(report, args)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    """``calibrate`` and ``validate``: local runs of the scenario at given viewers."""
+    from loadtest.calibrate import main as calibrate_main
+    from loadtest.validate import main as validate_main
+
+    def shape(viewers: int) -> Scenario:
+        args.viewers = viewers
+        return resolve(args)
+
+    def run_local(viewers: int, split: bool) -> dict[str, Any]:
+        return _local(shape(viewers), True, split=split)
+
+    try:
+        resolve(args)
+    except ScenarioError as exc:
+        print(f"danmaku-loadtest: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "validate":
+        return validate_main(args, run_local, shape)
+    return calibrate_main(args, run_local)
 
 
 def _local(sc: Scenario, quiet: bool, *, split: bool = False) -> dict[str, Any]:

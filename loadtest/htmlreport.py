@@ -180,16 +180,28 @@ def render(report: dict[str, Any]) -> str:
     totals = {k: v for k, v in report["totals"].items() if not isinstance(v, dict)}
     lines = "".join(f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in totals.items())
     status = "OK" if report["ok"] else "NOT OK"
+    # The run's warnings (short of target, a load process behind, a busy machine) and
+    # failures come first: they say how far the figures below can be trusted.
+    notes = [("failure", f) for f in report.get("failures") or []]
+    notes += [("warning", w) for w in report.get("warnings") or []]
+    warnings = (
+        '<ul class="warnings">'
+        + "".join(f"<li><strong>{kind}:</strong> {_esc(text)}</li>" for kind, text in notes)
+        + "</ul>"
+        if notes
+        else "<p>No warnings.</p>"
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>danmaku-loadtest {_esc(sc["name"])}</title>
 <style>body{{font:14px system-ui,sans-serif;margin:24px;max-width:1000px}}
 table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;padding:3px 8px;
 text-align:right}}th{{background:#f4f4f4}}pre{{background:#f7f7f7;padding:8px;overflow:auto}}
-</style></head><body>
+.warnings li{{color:#8a4b00}}</style></head><body>
 <h1>danmaku-loadtest: {_esc(sc["name"])} <small>({status})</small></h1>
 <p>{_esc(sc.get("description", ""))}. Run {_esc(report["run_id"])} at {_esc(report["started_at"])}
 against {_esc(report["target"].get("ws_url"))}.</p>
+<h2>Warnings</h2>{warnings}
 <h2>Phases</h2>{phase_table}
 <h2>Plots</h2>{"".join(f"<div>{p}</div>" for p in plots)}
 <h2>Totals</h2><ul>{lines}</ul>

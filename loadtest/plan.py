@@ -16,27 +16,52 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 
 @dataclass(frozen=True)
 class Costs:
-    """Unit costs (defaults: the targets of issue 6; replace with measured ones)."""
+    """Unit costs (defaults: the targets of issue 6; replace with measured ones).
 
-    cpu_us_per_frame_write: float = 10.0  # gateway CPU to deliver one frame to one viewer
-    idle_cpu_us_per_conn_s: float = 1.0  # gateway CPU per connected viewer per second
-    rss_bytes_per_conn: float = 20_000.0  # gateway memory per connection
-    ingest_cpu_us_per_comment: float = 20.0  # gateway CPU to validate + pipeline a comment
-    worker_cpu_us_per_frame: float = 200.0  # worker CPU per frame built (read, merge, commit)
-    worker_cpu_us_per_comment: float = 10.0  # worker CPU per comment merged
-    redis_cpu_us_per_comment: float = 5.0  # Redis CPU per stored comment (Lua + XADD)
-    redis_cpu_us_per_frame: float = 30.0  # Redis CPU per frame commit (Lua + XADD)
-    redis_cpu_us_per_frame_read: float = 5.0  # Redis CPU per frame read by one gateway
-    bytes_per_frame_write: float = 1_500.0  # wire bytes per frame write
-    bytes_per_comment: float = 300.0  # Redis memory per stored comment
-    bytes_per_frame: float = 1_500.0  # Redis memory per stored frame
+    ``COST_HELP`` says what each one is and its unit (``plan --help`` shows it)."""
+
+    cpu_us_per_frame_write: float = 10.0
+    idle_cpu_us_per_conn_s: float = 1.0
+    rss_bytes_per_conn: float = 20_000.0
+    ingest_cpu_us_per_comment: float = 20.0
+    worker_cpu_us_per_frame: float = 200.0
+    worker_cpu_us_per_comment: float = 10.0
+    redis_cpu_us_per_comment: float = 5.0
+    redis_cpu_us_per_frame: float = 30.0
+    redis_cpu_us_per_frame_read: float = 5.0
+    bytes_per_frame_write: float = 1_500.0
+    bytes_per_comment: float = 300.0
+    bytes_per_frame: float = 1_500.0
+    gateway_fixed_cpu_cores: float = 0.0
+
+
+#: field -> (what it is, its unit), for ``--help`` and the printed plan.
+COST_HELP: dict[str, tuple[str, str]] = {
+    "cpu_us_per_frame_write": ("gateway CPU to deliver one frame to one viewer", "µs"),
+    "idle_cpu_us_per_conn_s": ("gateway CPU per connected viewer per second", "µs"),
+    "rss_bytes_per_conn": ("gateway memory per connection", "bytes"),
+    "ingest_cpu_us_per_comment": ("gateway CPU to validate and pipeline a comment", "µs"),
+    "worker_cpu_us_per_frame": ("worker CPU per frame built (read, merge, commit)", "µs"),
+    "worker_cpu_us_per_comment": ("worker CPU per comment merged", "µs"),
+    "redis_cpu_us_per_comment": ("Redis CPU per stored comment (Lua + XADD)", "µs"),
+    "redis_cpu_us_per_frame": ("Redis CPU per frame commit (Lua + XADD)", "µs"),
+    "redis_cpu_us_per_frame_read": ("Redis CPU per frame read by one gateway", "µs"),
+    "bytes_per_frame_write": ("wire bytes per frame write (egress)", "bytes"),
+    "bytes_per_comment": ("Redis memory per stored comment", "bytes"),
+    "bytes_per_frame": ("Redis memory per stored frame", "bytes"),
+    "gateway_fixed_cpu_cores": (
+        "CPU a gateway process burns with no viewers (background loops), per process",
+        "cores",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -45,16 +70,39 @@ class Inputs:
     rate: float  # comments/s over all rooms
     rooms: int
     tick_ms: float = 100.0
-    display_budget: float = 40.0  # items/s a room's frames carry
-    ingest_ceiling: float = 2000.0  # comments/s per room admitted (0 = off)
-    utilisation: float = 0.6  # run every process at most this busy (headroom = 1 - it)
+    display_budget: float = 40.0
+    ingest_ceiling: float = 2000.0
+    utilisation: float = 0.6
     gateway_mem_bytes: float = 4 * 2**30
     max_conns_per_gateway: int = 100_000
     redis_shard_mem_bytes: float = 8 * 2**30
     stream_maxlen: int = 100_000
     frames_history: int = 3000
-    event_s: float = 3600.0  # how long the event runs (how much room history accumulates)
+    event_s: float = 3600.0
+    cores_per_host: int = 1
     costs: Costs = field(default_factory=Costs)
+
+
+#: Inputs field -> (what it is, its unit), for ``--help``.
+INPUT_HELP: dict[str, tuple[str, str]] = {
+    "viewers": ("concurrent viewers", "viewers"),
+    "rate": ("comments per second over all rooms", "comments/s"),
+    "rooms": ("live rooms", "rooms"),
+    "tick_ms": ("frame tick of the broadcast worker", "ms"),
+    "display_budget": ("items per second a room's frames carry", "items/s"),
+    "ingest_ceiling": ("comments per second per room admitted to Redis (0 = off)", "comments/s"),
+    "utilisation": ("run every process at most this busy (headroom = 1 - it)", "fraction 0-1"),
+    "gateway_mem_bytes": ("memory of a gateway process", "bytes"),
+    "max_conns_per_gateway": ("connections one gateway process may hold", "connections"),
+    "redis_shard_mem_bytes": ("memory of one Redis shard", "bytes"),
+    "stream_maxlen": ("comments kept per room stream (DANMAKU_STREAM_MAXLEN)", "comments"),
+    "frames_history": ("frames kept per room (DANMAKU_FRAMES_HISTORY)", "frames"),
+    "event_s": ("how long the event runs (how much room history accumulates)", "s"),
+    "cores_per_host": (
+        "cores of a gateway host: `danmaku gateway --processes 0` runs one process per core",
+        "cores",
+    ),
+}
 
 
 @dataclass
@@ -74,10 +122,14 @@ class Plan:
     redis_shards: int
     steps: list[Step]
     warnings: list[str]
+    gateway_hosts: int = 0
+    egress_gbit_per_host: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "gateways": self.gateways,
+            "gateway_hosts": self.gateway_hosts,
+            "egress_gbit_per_host": self.egress_gbit_per_host,
             "workers": self.workers,
             "redis_shards": self.redis_shards,
             "steps": [asdict(s) for s in self.steps],
@@ -132,7 +184,22 @@ def compute(inp: Inputs) -> Plan:
         / 1e6,
         "cores",
     )
-    by_cpu = step("gateways by CPU", f"ceil({gw_cpu:.2f} / {u:g})", math.ceil(gw_cpu / u))
+    fixed = c.gateway_fixed_cpu_cores
+    room = u - fixed  # what one gateway process has left for viewers at utilisation u
+    if fixed > 0 and room > u / 4:
+        by_cpu = step(
+            "gateways by CPU",
+            f"ceil({gw_cpu:.2f} / ({u:g} - {fixed:.3f} fixed per process))",
+            math.ceil(gw_cpu / room),
+        )
+    else:
+        if fixed > 0:
+            warnings.append(
+                f"a gateway's fixed CPU ({fixed:.3f} cores) leaves less than a quarter of "
+                f"utilisation {u:g} for viewers: the fixed cost is left out of the gateway "
+                "count (measure it on a gateway process of its own: `local --split`)"
+            )
+        by_cpu = step("gateways by CPU", f"ceil({gw_cpu:.2f} / {u:g})", math.ceil(gw_cpu / u))
     mem = inp.viewers * c.rss_bytes_per_conn
     by_mem = step(
         "gateways by memory",
@@ -150,6 +217,9 @@ def compute(inp: Inputs) -> Plan:
     gbit = writes * c.bytes_per_frame_write * 8 / 1e9
     step("egress", f"{writes:g} x {c.bytes_per_frame_write:g} B x 8", gbit, "Gbit/s")
     step("egress per gateway", f"{gbit:.2f} / {gateways}", gbit / gateways, "Gbit/s")
+    cores = max(1, int(inp.cores_per_host))
+    hosts = step("gateway hosts", f"ceil({gateways} / {cores} cores)", math.ceil(gateways / cores))
+    step("egress per gateway host", f"{gbit:.2f} / {hosts:g}", gbit / hosts, "Gbit/s")
     # --- workers
     wk_cpu = step(
         "worker CPU",
@@ -201,51 +271,222 @@ def compute(inp: Inputs) -> Plan:
     step("hottest room on its shard", "one room stays on one shard (hash tag)", hot, "cores")
     if hot > u:
         warnings.append("a single room needs more than one Redis shard can give: lower the ceiling")
-    return Plan(gateways, workers, shards, steps, warnings)
+    return Plan(gateways, workers, shards, steps, warnings, int(hosts), gbit / hosts)
 
 
 REPORT_COSTS = {
     # report "costs" key -> Costs field it replaces
     "cpu_us_per_frame_write": "cpu_us_per_frame_write",
-    "idle_cpu_us_per_conn_s": "idle_cpu_us_per_conn_s",
     "rss_bytes_per_conn": "rss_bytes_per_conn",
     "redis_cpu_us_per_comment": "redis_cpu_us_per_comment",
     "bytes_per_frame_write": "bytes_per_frame_write",
 }
+EXTRAPOLATION_WARN = 10.0  # warn when a plan's gateway holds this many times the measured
+
+
+class SourceError(Exception):
+    """A ``--from`` file the planner cannot use; ``str()`` is the one line to print."""
+
+
+@dataclass
+class Source:
+    """What a ``--from`` file gave the plan: costs, what was taken from it (one line each),
+    warnings about it, the connections per process it measured (``lo``, ``hi``), and the
+    relative uncertainty of each cost it fitted (field -> fraction, e.g. 0.1 = ±10%)."""
+
+    costs: Costs
+    used: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    measured_conns: tuple[float, float] | None = None
+    uncertainty: dict[str, float] = field(default_factory=dict)
+    #: comments per frame write of the one run measured (``None``: not a single run).
+    comments_per_write: float | None = None
+
+
+def _positive(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def costs_from_report(report: dict[str, Any], base: Costs | None = None) -> tuple[Costs, list[str]]:
-    """Unit costs with the measured ones of a loadtest report (positive numbers only)."""
+    """Unit costs with the measured ones of a loadtest report (positive numbers only).
+
+    One run cannot tell fixed costs from per-connection ones: its idle CPU is taken as
+    a fixed cost per gateway process (``gateway_fixed_cpu_cores``, an upper bound) and
+    the per-connection idle cost keeps its default. Dividing the idle CPU by a small
+    population instead (the old way) made 300 connections look like 300 µs each and
+    planned thousands of gateways."""
     values = asdict(base or Costs())
     used = []
+    costs = report.get("costs") or {}
     for key, name in REPORT_COSTS.items():
-        value = (report.get("costs") or {}).get(key)
-        if isinstance(value, int | float) and value > 0:
+        value = costs.get(key)
+        if _positive(value):
             values[name] = float(value)
             used.append(f"{name} = {value:g} (measured)")
+    idle = (report.get("server") or {}).get("idle") or {}
+    if _positive(idle.get("cpu_s")) and _positive(idle.get("wall_s")):
+        values["gateway_fixed_cpu_cores"] = float(idle["cpu_s"]) / float(idle["wall_s"])
+        used.append(
+            f"gateway_fixed_cpu_cores = {values['gateway_fixed_cpu_cores']:.3f} "
+            "(measured idle CPU, all of it taken as fixed)"
+        )
     return Costs(**values), used
 
 
+def read_source(path: Path) -> Source:
+    """Costs from a loadtest report or a calibration (``danmaku-loadtest calibrate``).
+    ``SourceError`` (one line) for a file that is missing, unreadable or neither."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SourceError(f"{path}: not JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(doc, dict):
+        raise SourceError(f"{path}: not a loadtest report or calibration (not an object)")
+    if str(doc.get("schema", "")).startswith("danmaku-loadtest-calibration/"):
+        from loadtest.calibrate import source_from_calibration
+
+        try:
+            return source_from_calibration(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SourceError(f"{path}: a malformed calibration ({exc!r})") from None
+    if not isinstance(doc.get("costs"), dict):
+        raise SourceError(
+            f'{path}: not a loadtest report or calibration (no "costs"; write one with '
+            "`danmaku-loadtest local ... --out FILE` or `danmaku-loadtest calibrate`)"
+        )
+    costs, used = costs_from_report(doc)
+    conns = doc["costs"].get("connections")
+    src = Source(costs, used)
+    if _positive(conns):
+        src.measured_conns = (float(conns), float(conns))
+    src.warnings.append(
+        "costs from one run: fixed and per-connection costs cannot be told apart, so its "
+        "idle CPU counts as a fixed cost per gateway and the per-connection idle cost keeps "
+        "its default; `danmaku-loadtest calibrate` fits both"
+    )
+    phases = (doc.get("server") or {}).get("phases") or {}
+    writes, comments = phases.get("frame_writes"), phases.get("comments_accepted")
+    if _positive(writes) and _positive(comments):
+        src.comments_per_write = float(comments) / float(writes)
+    if str((doc.get("target") or {}).get("mode", "")) == "local":
+        src.warnings.append(
+            "measured on `danmaku up` (web app and worker in the gateway's process): the "
+            "gateway costs are upper bounds (`local --split` measures a gateway alone)"
+        )
+    return src
+
+
+def extrapolation_warnings(plan: Plan, inp: Inputs, src: Source) -> list[str]:
+    """A warning when one gateway process of the plan holds more than
+    ``EXTRAPOLATION_WARN`` times the connections the source measured (or fewer than a
+    tenth of them)."""
+    out = []
+    writes = inp.viewers * 1000.0 / inp.tick_ms
+    mix = src.comments_per_write
+    if mix is not None and inp.rate > 0 and mix > EXTRAPOLATION_WARN * inp.rate / writes:
+        out.append(
+            f"the run sent 1 comment per {1 / mix:,.0f} frame writes, this plan 1 per "
+            f"{writes / inp.rate:,.0f}: its per-write cost includes comment work (ingest, "
+            "merging) that does not grow with viewers, so the gateway count is an upper "
+            "bound; `danmaku-loadtest calibrate` separates them"
+        )
+    if src.measured_conns is None or plan.gateways <= 0:
+        return out
+    lo, hi = src.measured_conns
+    per = inp.viewers / plan.gateways
+    if per > hi * EXTRAPOLATION_WARN or per * EXTRAPOLATION_WARN < lo:
+        out.append(
+            f"extrapolating: a gateway of this plan holds {per:,.0f} connections, the costs "
+            f"were measured at {lo:,.0f}-{hi:,.0f} ({max(per / hi, lo / per):.0f}x beyond the "
+            "measured range); measure nearer the planned population"
+        )
+    return out
+
+
+def _help(what: str, unit: str, default: Any) -> str:
+    shown = f"{default:,g}" if isinstance(default, int | float) else str(default)
+    return f"{what} [{unit}] (default: {shown})"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--viewers", type=int, required=True, help="concurrent viewers")
-    p.add_argument("--rate", type=float, required=True, help="comments/s over all rooms")
-    p.add_argument("--rooms", type=int, required=True, help="live rooms")
-    p.add_argument("--from", dest="source", type=Path, help="a loadtest JSON report")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    for name in ("viewers", "rate", "rooms"):
+        what, unit = INPUT_HELP[name]
+        p.add_argument(
+            "--" + name,
+            type=int if name != "rate" else float,
+            required=True,
+            help=f"{what} [{unit}] (required)",
+        )
+    p.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        help="costs from a loadtest JSON report (`local/run --out`) or a calibration "
+        "(`calibrate --out`) [file] (default: none: the default unit costs below)",
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (default: text)")
+    p.add_argument(
+        "--html",
+        type=Path,
+        help="also write the plan as a page: deployment per role drawn, egress per host, "
+        "warnings, the arithmetic [file] (default: none)",
+    )
     for f in fields(Inputs):
         if f.name in ("viewers", "rate", "rooms", "costs"):
             continue
-        p.add_argument("--" + f.name.replace("_", "-"), type=float, default=None)
+        what, unit = INPUT_HELP[f.name]
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=float,
+            default=None,
+            metavar="N",
+            help=_help(what, unit, f.default),
+        )
     for f in fields(Costs):
-        p.add_argument("--" + f.name.replace("_", "-"), type=float, default=None)
+        what, unit = COST_HELP[f.name]
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=float,
+            default=None,
+            metavar="N",
+            help=_help(what, unit, f.default) + "; wins over --from",
+        )
+
+
+def input_problem(inp: Inputs) -> str | None:
+    """The first input the plan cannot be computed with, as one line, or ``None``."""
+    if inp.viewers < 1 or inp.rooms < 1:
+        return "--viewers and --rooms must be 1 or more"
+    if not math.isfinite(inp.rate) or inp.rate < 0:
+        return "--rate must be 0 or more"
+    if not 0 < inp.utilisation <= 1:
+        return "--utilisation must be above 0 and at most 1"
+    if inp.tick_ms <= 0:
+        return "--tick-ms must be above 0"
+    for name in ("gateway_mem_bytes", "max_conns_per_gateway", "redis_shard_mem_bytes"):
+        if getattr(inp, name) <= 0:
+            return f"--{name.replace('_', '-')} must be above 0"
+    for f in fields(Costs):
+        value = getattr(inp.costs, f.name)
+        if not math.isfinite(value) or value < 0:
+            return f"--{f.name.replace('_', '-')} must be 0 or more"
+    return None
 
 
 def main(args: argparse.Namespace) -> int:
-    costs, used = Costs(), list[str]()
-    if args.source:
-        costs, used = costs_from_report(json.loads(args.source.read_text()))
+    src = Source(Costs())
+    try:
+        if args.source:
+            src = read_source(args.source)
+    except SourceError as exc:
+        print(f"danmaku-loadtest plan: {exc}", file=sys.stderr)
+        return 2
     overrides = {f.name: getattr(args, f.name) for f in fields(Costs)}
-    costs = Costs(**{**asdict(costs), **{k: v for k, v in overrides.items() if v is not None}})
+    costs = Costs(**{**asdict(src.costs), **{k: v for k, v in overrides.items() if v is not None}})
     kwargs: dict[str, Any] = {}
     for f in fields(Inputs):
         if f.name in ("viewers", "rate", "rooms", "costs"):
@@ -254,24 +495,63 @@ def main(args: argparse.Namespace) -> int:
         if value is not None:
             kwargs[f.name] = int(value) if f.type == "int" else value
     inp = Inputs(args.viewers, args.rate, args.rooms, costs=costs, **kwargs)
+    problem = input_problem(inp)
+    if problem:
+        print(f"danmaku-loadtest plan: {problem}", file=sys.stderr)
+        return 2
     plan = compute(inp)
+    plan.warnings = src.warnings + plan.warnings + extrapolation_warnings(plan, inp, src)
+    spread = plan_uncertainty(inp, src)
+    if args.html:
+        from loadtest.planhtml import render
+
+        try:
+            args.html.write_text(render(inp, plan, src.used, spread))
+        except OSError as exc:
+            print(f"danmaku-loadtest plan: {args.html}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     if args.json:
-        print(json.dumps({"inputs": asdict(inp), **plan.to_dict()}, indent=2))
+        out = {"inputs": asdict(inp), **plan.to_dict()}
+        if spread is not None:
+            out["gateways_range"] = list(spread)
+        print(json.dumps(out, indent=2))
         return 0
     print(
         f"plan: {inp.viewers} viewers, {inp.rate:g} comments/s, {inp.rooms} rooms, "
         f"tick {inp.tick_ms:g} ms, utilisation {inp.utilisation:g}"
     )
-    for line in used:
+    for line in src.used:
         print(f"  cost {line}")
     for s in plan.steps:
         value = f"{s.value:,.2f}".rstrip("0").rstrip(".")
         print(f"  {s.what:28} = {s.formula}  -> {value} {s.unit}".rstrip())
     for w in plan.warnings:
         print(f"  warning: {w}")
+    if spread is not None:
+        print(
+            f"  uncertainty: the fitted costs' ranges give {spread[0]}-{spread[1]} gateways "
+            f"(each cost at its fit ± its standard error)"
+        )
+    cores = max(1, int(inp.cores_per_host))
     print(
-        f"deployment: {plan.gateways} gateways, {plan.workers} workers, "
-        f"{plan.redis_shards} Redis shards (each a process on its own core, "
-        f"{(1 - inp.utilisation) * 100:.0f}% headroom)"
+        f"deployment: gateways {plan.gateways} processes on {plan.gateway_hosts} host(s) of "
+        f"{cores} core(s) (`danmaku gateway --processes {cores}`), "
+        f"{plan.egress_gbit_per_host:.2f} Gbit/s egress per host; "
+        f"workers {plan.workers} processes; Redis {plan.redis_shards} shard(s) "
+        f"(each process on its own core, {(1 - inp.utilisation) * 100:.0f}% headroom)"
     )
     return 0
+
+
+def plan_uncertainty(inp: Inputs, src: Source) -> tuple[int, int] | None:
+    """The gateway count with every fitted cost at its low and at its high end, or
+    ``None`` when the source carries no uncertainty (defaults, one report)."""
+    if not src.uncertainty:
+        return None
+    ends = []
+    for sign in (-1, 1):
+        values = asdict(inp.costs)
+        for name, rel in src.uncertainty.items():
+            values[name] = max(0.0, values[name] * (1 + sign * rel))
+        ends.append(compute(replace(inp, costs=Costs(**values))).gateways)
+    return min(ends), max(ends)

@@ -12,6 +12,7 @@ the streams it returns are the inner listener's own (the fan-out's raw writes ne
 
 from __future__ import annotations
 
+import socket
 from typing import Generic, TypeVar
 
 import trio
@@ -41,3 +42,53 @@ class PacedListener(trio.abc.Listener[S], Generic[S]):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+async def open_reuseport_listeners(
+    port: int, host: str, backlog: int | None = None
+) -> list[trio.SocketListener]:
+    """Like ``trio.open_tcp_listeners`` but every socket has ``SO_REUSEPORT``: several
+    gateway processes of one user bind the same port and the kernel spreads new
+    connections over them (``danmaku gateway --processes N``). ``port`` must be a fixed
+    port here: with 0 each process would get its own (the parent picks one)."""
+    backlog = min(socket.SOMAXCONN, 0xFFFF) if backlog is None else backlog
+    infos = await trio.socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, kind, proto, _, addr in infos:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(addr)
+                sock.listen(backlog)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for lst in listeners:
+            lst.socket.close()
+        raise
+    return listeners
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A bound, not listening, ``SO_REUSEPORT`` socket on ``host:port`` (port 0: a free
+    one): the parent of ``--processes`` holds it so the port is known before the
+    children start, and an address in use by someone else fails here, once. Not
+    listening, it takes no connections of its own."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host or "0.0.0.0", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -44,7 +44,7 @@ from danmaku.gateway.fastpath import (
 from danmaku.gateway.handshake import Handshake, Refusal, parse_target
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
-from danmaku.gateway.listener import PacedListener
+from danmaku.gateway.listener import PacedListener, open_reuseport_listeners
 from danmaku.gateway.liveness import TICK_S, Action, Liveness, Peer
 from danmaku.gateway.poller import ReadPoller
 from danmaku.gateway.presence import Presence
@@ -200,7 +200,11 @@ class Gateway:
             if self.liveness is not None:
                 nursery.start_soon(supervise, "pinger", self._ping_loop, health)
             # Listeners wrapped: handshake storms are spread out at the door (PacedListener).
-            tcp = await trio.open_tcp_listeners(s.ws_port, host=s.ws_host)
+            if s.reuse_port:
+                # One of `--processes N` children: the port is shared (SO_REUSEPORT).
+                tcp = await open_reuseport_listeners(s.ws_port, s.ws_host)
+            else:
+                tcp = await trio.open_tcp_listeners(s.ws_port, host=s.ws_host)
             self.port = tcp[0].socket.getsockname()[1]
             listeners: list[Any] = tcp
             if ssl_context is not None:

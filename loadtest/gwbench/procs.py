@@ -92,10 +92,12 @@ class Procs:
         if role == "gateway":
             cmd += ["--ws-port", "0"]
         cmd += ["--log-level", "WARNING"]
+        env = self.env
+        if role != "gateway":
+            # DANMAKU_PROCESSES (several gateways on one port) is the gateway's alone.
+            env = {k: v for k, v in env.items() if k != "DANMAKU_PROCESSES"}
         with open(self.tmp / f"{role}.log", "w") as log:
-            return subprocess.Popen(
-                cmd, env=self.env, stdout=subprocess.PIPE, stderr=log, text=True
-            )
+            return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
 
     def add_gateway(self) -> str:
         """Start one more gateway on the same Redis; return its WebSocket URL."""
@@ -140,6 +142,15 @@ class Procs:
         got = procstat.sample(proc.pid)
         if got is None:
             raise RuntimeError(f"{which} is gone")
+        if which == "gateway":
+            # `--env DANMAKU_PROCESSES=N`: the gateway is a parent of N children on one
+            # port; its cost is theirs and its own, summed.
+            for pid in procstat.children(proc.pid):
+                child = procstat.sample(pid)
+                if child is not None:
+                    got = procstat.ProcSample(
+                        got.cpu_s + child.cpu_s, got.rss_bytes + child.rss_bytes
+                    )
         return got
 
 

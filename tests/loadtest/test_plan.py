@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from loadtest.plan import Costs, Inputs, Plan, compute, costs_from_report
+from loadtest import cli
+from loadtest.plan import (
+    Costs,
+    Inputs,
+    Plan,
+    Source,
+    compute,
+    costs_from_report,
+    extrapolation_warnings,
+)
 
 
 def _value(plan: Plan, what: str) -> float:
@@ -54,3 +71,174 @@ def test_report_costs_replace_defaults() -> None:
     assert costs.cpu_us_per_frame_write == 7.5
     assert costs.rss_bytes_per_conn == Costs().rss_bytes_per_conn
     assert len(used) == 1
+
+
+# ---- the planner's interface: errors, help, warnings, small reports (issue 22) ----------
+
+README_EVENT = ["--viewers", "5000000", "--rate", "50000", "--rooms", "2000"]
+
+
+def _report(conns: int, idle_cores: float, per_write_us: float = 10.0) -> dict[str, Any]:
+    """A loadtest report as `local` writes it (only the keys the planner reads): a
+    server whose idle window burnt ``idle_cores`` with ``conns`` connected."""
+    return {
+        "schema": "danmaku-loadtest/1",
+        "target": {"mode": "local"},
+        "server": {"idle": {"cpu_s": idle_cores * 2.0, "wall_s": 2.0}},
+        "costs": {
+            "cpu_us_per_frame_write": per_write_us,
+            # what dividing the idle CPU by the population gives (the old, absurd way)
+            "idle_cpu_us_per_conn_s": idle_cores * 1e6 / conns,
+            "rss_bytes_per_conn": 20_000.0,
+            "bytes_per_frame_write": 1500.0,
+            "connections": conns,
+        },
+    }
+
+
+def _plan(tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["plan", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "no such file"),
+        ("{", "not JSON"),
+        ("[1, 2]", "not an object"),
+        ('{"totals": {}}', 'no "costs"'),
+        ('{"schema": "danmaku-loadtest-calibration/1", "costs": {}}', "malformed calibration"),
+    ],
+)
+def test_a_bad_report_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, says: str
+) -> None:
+    path = tmp_path / "report.json"
+    if content is not None:
+        path.write_text(content)
+    code, out, err = _plan(tmp_path, capsys, *README_EVENT, "--from", str(path))
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and says in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--viewers", "0", "--rate", "1", "--rooms", "1"],
+        [*README_EVENT, "--utilisation", "0"],
+        [*README_EVENT, "--tick-ms", "0"],
+        [*README_EVENT, "--cpu-us-per-frame-write", "-1"],
+    ],
+)
+def test_impossible_inputs_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, _, err = _plan(tmp_path, capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_every_option_says_its_unit_and_default() -> None:
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    plan = sub.choices["plan"]
+    options = [a for a in plan._actions if a.option_strings and a.dest != "help"]
+    assert len(options) > 25
+    for action in options:
+        text = action.help or ""
+        assert "default" in text or "required" in text, action.option_strings
+        if action.dest not in ("json", "source"):
+            assert "[" in text and "]" in text, f"{action.option_strings}: no unit"
+
+
+def test_the_shipped_small_report_no_longer_plans_thousands_of_gateways(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Regression (issue 22): `make loadtest`'s report (310 connections, the process's
+    # background loops burning ~9% of a core idle) planned 5,513 gateways where the
+    # defaults plan 844, and said nothing.
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(_report(310, idle_cores=0.09)))
+    code, out, _ = _plan(tmp_path, capsys, *README_EVENT, "--from", str(path))
+    assert code == 0
+    default = compute(Inputs(viewers=5_000_000, rate=50_000, rooms=2000)).gateways
+    gateways = int(re.search(r"gateways (\d+) processes", out).group(1))  # type: ignore[union-attr]
+    assert default <= gateways < 1.25 * default
+    assert "warning: extrapolating" in out
+    assert "warning: costs from one run" in out
+
+
+@given(
+    conns=st.integers(10, 100_000),
+    idle_cores=st.floats(0.0, 0.15),
+    per_write_us=st.floats(1.0, 50.0),
+)
+def test_a_report_never_divides_fixed_costs_by_its_population(
+    conns: int, idle_cores: float, per_write_us: float
+) -> None:
+    """Whatever its population, a report's idle CPU costs each gateway at most its own
+    idle share: the plan needs at most u / (u - idle) times the gateways of the same
+    per-write cost with no fixed cost."""
+    costs, _ = costs_from_report(_report(conns, idle_cores, per_write_us))
+    inp = Inputs(viewers=5_000_000, rate=50_000, rooms=2000, costs=costs)
+    plain = compute(replace(inp, costs=replace(costs, gateway_fixed_cpu_cores=0.0))).gateways
+    bound = math.ceil(plain * inp.utilisation / (inp.utilisation - idle_cores)) + 1
+    assert compute(inp).gateways <= bound
+    assert costs.idle_cpu_us_per_conn_s == Costs().idle_cpu_us_per_conn_s
+
+
+def test_no_extrapolation_warning_near_the_measured_population() -> None:
+    src = Source(Costs(), measured_conns=(5000.0, 20000.0))
+    inp = Inputs(viewers=1_000_000, rate=1000, rooms=100)
+    plan = compute(inp)
+    per_gateway = inp.viewers / plan.gateways
+    assert 5000 / 10 < per_gateway < 20000 * 10  # inside the range: no warning
+    assert extrapolation_warnings(plan, inp, src) == []
+    far = Source(Costs(), measured_conns=(50.0, 100.0))
+    assert extrapolation_warnings(plan, inp, far)
+
+
+def test_the_plan_prints_hosts_and_egress_per_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _plan(tmp_path, capsys, *README_EVENT, "--cores-per-host", "16")
+    assert code == 0
+    plan = compute(Inputs(viewers=5_000_000, rate=50_000, rooms=2000, cores_per_host=16))
+    assert plan.gateway_hosts == math.ceil(plan.gateways / 16)
+    assert f"on {plan.gateway_hosts} host(s) of 16 core(s)" in out
+    assert "Gbit/s egress per host" in out
+
+
+def test_a_comment_heavy_run_warns_that_its_write_cost_is_an_upper_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `make loadtest`: 100 comments/s to 310 connections, 1 comment per 30 writes; the
+    # README event has 1 per 1000: comment work would be scaled with the viewers.
+    report = _report(310, idle_cores=0.04, per_write_us=46.0)
+    report["server"]["phases"] = {"frame_writes": 59_520, "comments_accepted": 2000}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    _, out, _ = _plan(tmp_path, capsys, *README_EVENT, "--from", str(path))
+    assert "warning: the run sent 1 comment per 30 frame writes" in out
+    balanced = ["--viewers", "5000000", "--rate", "5000000", "--rooms", "2000"]
+    _, out, _ = _plan(tmp_path, capsys, *balanced, "--from", str(path))
+    assert "comment per" not in out
+
+
+def test_the_html_plan_draws_each_role_with_its_hosts_and_egress(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "plan.html"
+    argv = [*README_EVENT, "--cores-per-host", "8", "--html", str(page)]
+    code, _, _ = _plan(tmp_path, capsys, *argv)
+    assert code == 0
+    text = page.read_text()
+    plan = compute(Inputs(viewers=5_000_000, rate=50_000, rooms=2000, cores_per_host=8))
+    assert "<svg" in text and "Deployment per role" in text
+    assert f"{plan.gateways:,} processes, {plan.gateway_hosts:,} hosts" in text
+    assert f"{plan.egress_gbit_per_host:.2f} Gbit/s" in text
+    assert f"{plan.workers:,} processes" in text and f"{plan.redis_shards:,} processes" in text
+    code, _, err = _plan(tmp_path, capsys, *README_EVENT, "--html", str(tmp_path / "no/x.html"))
+    assert code == 2 and len(err.strip().splitlines()) == 1

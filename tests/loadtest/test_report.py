@@ -3,6 +3,7 @@ per-viewer rates and load processes that fall behind (pure)."""
 
 from __future__ import annotations
 
+import html
 import os
 
 import orjson
@@ -112,3 +113,16 @@ def test_rss_per_connection_host_load_and_spike_goals() -> None:
     assert "| spike |" in text and "not met" in text
     stat = "cpu  100 5 50 1000 20 3 2 4 0 0\ncpu0 50 2 25 500 10 1 1 2 0 0\n"
     assert parse_host_stat(stat) == (100 + 5 + 50 + 3 + 2 + 4) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_html_report_shows_the_runs_warnings() -> None:
+    from loadtest.htmlreport import render
+
+    report = build(_result())
+    assert report["warnings"]
+    page = render(report)
+    section = page.split("<h2>Warnings</h2>", 1)[1].split("<h2>", 1)[0]
+    for warning in report["warnings"]:
+        assert html.escape(warning) in section
+    report["warnings"] = []
+    assert "No warnings." in render(report)
