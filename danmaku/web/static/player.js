@@ -41,7 +41,13 @@
   const RENDERED_CAP = 5000;     // ids remembered for the test hook
   const MIRROR_CAP = 12;         // entries of the screen-reader mirror
   const PING_EVERY_MS = 15000;
-  const DEAD_AFTER_MS = 35000;   // no message at all this long: the socket is dead
+  // no message at all this long: the socket is dead (?dead_after_ms= overrides it, for tests)
+  const DEAD_AFTER_MS = (() => {
+    const v = Number(new URLSearchParams(location.search).get("dead_after_ms"));
+    return Number.isFinite(v) && v >= 1000 ? v : 35000;
+  })();
+  const ROOM_INFO_FIRST_MS = 1200; // after the gateway's presence round has counted us
+  const ROOM_INFO_EVERY_MS = 10000; // a quiet room sends no frames: read the count instead
   const BACKOFF_BASE_MS = 400;
   const BACKOFF_MAX_MS = 15000;
   const STABLE_MS = 3000;        // a connection this old resets the backoff
@@ -107,6 +113,7 @@
     handshakeError: null, lastSeq: null, online: null, user: null, tickMs: 100,
     limits: { max_text_chars: 100, max_text_bytes: 300 },
     cooldownUntil: 0, cooldownCode: "", nonceCounter: 0,
+    frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0,
     stats: { frames: 0, items: 0, dupFrames: 0, dupItems: 0, gaps: 0, dropped: 0,
       skipped: 0, blocked: 0, retracted: 0, rendered: 0 },
     connects: [],
@@ -165,6 +172,9 @@
     toastTimer = setTimeout(() => { el.toast.hidden = true; }, ms);
   }
 
+  const numberLocale = () => "en-US";
+  function onRoomSettings(roomSettings) { S.roomSettings = roomSettings; }
+
   // ---- connection state ---------------------------------------------------------------------
   function setState(state, detail = "") {
     S.state = state;
@@ -175,8 +185,29 @@
 
   function setOnline(n) {
     if (typeof n !== "number" || !Number.isFinite(n)) return;
+    // a connected viewer is one of those online, whatever a stale count says
+    if (S.welcomed) n = Math.max(1, n);
     S.online = n;
-    el.onlineN.textContent = n.toLocaleString("en-US");
+    el.onlineN.textContent = n.toLocaleString(numberLocale());
+  }
+
+  /** GET /api/rooms/{room}: the online count over all gateways (a quiet room sends no
+   *  frames to carry it) and the room's settings (stream_url). Failures are ignored: the
+   *  next round or frame tries again. */
+  async function readRoomInfo() {
+    if (!ROOM_RE.test(room)) return;
+    let info;
+    try {
+      const r = await fetch(`/api/rooms/${encodeURIComponent(room)}`, { cache: "no-store" });
+      if (!r.ok) return;
+      info = await r.json();
+    } catch {
+      return;
+    }
+    if (!info || typeof info !== "object") return;
+    // frames carry the count while the room is busy; in a quiet room the API is the truth
+    if (S.welcomed && Date.now() - S.frameOnlineAt > ROOM_INFO_EVERY_MS / 2) setOnline(info.online);
+    onRoomSettings(info.settings && typeof info.settings === "object" ? info.settings : {});
   }
 
   /** One of the gateways /api/config lists (ws_urls): a random one first, then the next
@@ -352,6 +383,9 @@
     if (S.lastSeq === null && typeof msg.seq === "number") S.lastSeq = msg.seq;
     setOnline(msg.online);
     setState("connected");
+    clearTimeout(S.roomInfoTimer);
+    S.roomInfoAt = Date.now();
+    S.roomInfoTimer = setTimeout(readRoomInfo, ROOM_INFO_FIRST_MS);
     if (msg.pin && typeof msg.pin === "object") onNotice({ event: "pin", ...msg.pin });
     // comments never answered on an earlier connection: same nonce, so no double post
     const now = Date.now();
@@ -374,6 +408,7 @@
     if (S.lastSeq !== null && msg.seq > S.lastSeq + 1) S.stats.gaps += 1;
     S.lastSeq = msg.seq;
     S.stats.frames += 1;
+    if (typeof msg.online === "number") S.frameOnlineAt = Date.now();
     setOnline(msg.online);
     if (typeof msg.dropped === "number") S.stats.dropped += msg.dropped;
     if (Array.isArray(msg.retract)) retract(msg.retract);
@@ -1480,6 +1515,10 @@
   setInterval(() => {
     if (S.cooldownUntil) renderCooldown();
     if (S.reconnectTimer && S.state !== "connected") renderReconnect();
+    if (S.welcomed && Date.now() - S.roomInfoAt > ROOM_INFO_EVERY_MS) {
+      S.roomInfoAt = Date.now();
+      if (Date.now() - S.frameOnlineAt > ROOM_INFO_EVERY_MS / 2) readRoomInfo();
+    }
     // a socket that has gone silent (no frame, no pong) is dead: start over
     const ws = S.ws;
     if (ws && S.welcomed && Date.now() - S.lastRx > DEAD_AFTER_MS) {
