@@ -19,6 +19,9 @@
 (() => {
   // the helpers this page shares with the console (common.js, loaded first)
   const { ROOM_RE, COLOR_RE, $, load, save } = window.DanmakuCommon;
+  // every string the viewer reads comes from the catalogue (i18n.js)
+  const I18N = window.DanmakuI18n;
+  const tr = I18N.t;
 
   // ---- constants ----------------------------------------------------------------------------
   const SETTINGS_KEY = "danmaku.settings.v1";
@@ -56,6 +59,10 @@
   const BROADCAST_RE = /^[0-9a-f]{1,16}$/;
   const JUMP_MS = 1500;          // replay: a clock jump bigger than this is taken as a seek
   const REPLAY_RATES = [0.5, 0.75, 1, 1.25, 1.5, 2];
+  const REPORT_REASONS = ["spam", "harassment", "hate", "sexual", "other"];
+  const STAFF_ROLES = new Set(["moderator", "streamer", "admin"]);
+  const TIMEOUT_S = 600;         // the chat menu's "time out 10 min"
+  const CHAT_CAP = 300;          // rows kept in the chat list
 
   const el = {
     roomName: $("room-name"), online: $("online"), onlineN: $("online-n"), conn: $("conn"),
@@ -75,6 +82,8 @@
     replayInfo: $("replay-info"), replayTitle: $("replay-title"), replayBar: $("replay-bar"),
     rpPlay: $("rp-play"), rpSeek: $("rp-seek"), rpTime: $("rp-time"), rpRate: $("rp-rate"),
     rpMute: $("rp-mute"), rpCount: $("rp-count"),
+    chat: $("chat"), chatList: $("chat-list"), chatMore: $("chat-more"), chatMenu: $("chat-menu"),
+    langSwitch: $("lang-switch"),
   };
 
   // ---- stored settings ----------------------------------------------------------------------
@@ -116,7 +125,7 @@
     frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0,
     stats: { frames: 0, items: 0, dupFrames: 0, dupItems: 0, gaps: 0, dropped: 0,
       skipped: 0, blocked: 0, retracted: 0, rendered: 0 },
-    connects: [],
+    connects: [], reports: [],
   };
   const pending = new Map();     // nonce -> {nonce, text, color, mode, created, tries}
   const seen = new Set();        // ids accepted for display (insertion-ordered, capped)
@@ -137,6 +146,105 @@
     running: new Map(), // node -> {anim, start, end} on the media clock
     shown: [],          // [id, media ms] of comments put on screen (test hook)
   };
+
+  // ---- the chat list (chatlist.js) and what its menu does -----------------------------------
+  const chat = new window.DanmakuChatList({
+    list: el.chatList, pill: el.chatMore, menu: el.chatMenu, t: tr, locale: () => numberLocale(),
+    cap: CHAT_CAP,
+    actions: {
+      isOwn: (item) => isOwn(item),
+      canModerate: () => Boolean(session && S.user && STAFF_ROLES.has(S.user.role)),
+      reasons: () => {
+        const listed = S.config && Array.isArray(S.config.report_reasons)
+          ? S.config.report_reasons.filter((r) => typeof r === "string" && I18N.has("en", `reason.${r}`))
+          : [];
+        return listed.length ? listed : REPORT_REASONS;
+      },
+      copy: (item) => copyText(item.text),
+      block: (item) => blockUser(item),
+      report: (item, reason) => report(item, reason),
+      remove: (item) => staffCall("DELETE", `comments/${encodeURIComponent(item.id)}`, null,
+        () => { retract([item.id]); toast(tr("act.deleted")); }),
+      timeout: (item) => staffCall("POST", "bans",
+        { uid: item.uid, duration_s: TIMEOUT_S, reason: "" },
+        () => toast(tr("act.timed_out", { nick: item.nick || item.uid }))),
+    },
+  });
+
+  async function copyText(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      toast(tr("act.copied"));
+    } catch {
+      // no clipboard permission (an insecure page, an old browser): a selected textarea
+      const area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.className = "visually-hidden";
+      document.body.appendChild(area);
+      area.select();
+      let ok = false;
+      try { ok = document.execCommand("copy"); } catch { ok = false; }
+      area.remove();
+      toast(tr(ok ? "act.copied" : "act.copy_failed"));
+    }
+  }
+
+  /** Block a user on this device: kept in the display settings (localStorage) by uid. */
+  function blockUser(item) {
+    if (typeof item.uid !== "string" || !item.uid) return;
+    if (!settings.blockUsers.includes(item.uid)) {
+      updateSettings({ blockUsers: [...settings.blockUsers, item.uid] });
+    }
+    chat.removeUser(item.uid);
+    toast(tr("act.blocked", { nick: item.nick || item.uid }));
+  }
+
+  const roomPath = (rest) => `/api/rooms/${encodeURIComponent(room)}/${rest}`;
+
+  /** POST /api/rooms/{room}/reports with the viewer's token; answers in the viewer's words. */
+  async function report(item, reason) {
+    if (!session) {
+      toast(tr("act.report_login"), 6000);
+      return;
+    }
+    let r;
+    try {
+      r = await fetch(roomPath("reports"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${session.token}` },
+        body: JSON.stringify({ comment_id: item.id, reason }),
+      });
+    } catch {
+      toast(tr("act.net"));
+      return;
+    }
+    S.reports.push({ id: item.id, reason, status: r.status });
+    if (S.reports.length > 50) S.reports.shift();
+    if (r.ok) toast(tr("act.reported"));
+    else if (r.status === 429) {
+      const s = Math.max(1, Number(r.headers.get("Retry-After")) || 1);
+      toast(tr("act.report_wait", { s }), 6000);
+    } else toast(tr("act.report_failed", { status: r.status }), 6000);
+  }
+
+  /** A moderation call with the signed-in staff token (the existing moderation API). */
+  async function staffCall(method, rest, body, onOk) {
+    if (!session) return;
+    let r;
+    try {
+      r = await fetch(roomPath(rest), {
+        method,
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${session.token}` },
+        body: body === null ? undefined : JSON.stringify(body),
+      });
+    } catch {
+      toast(tr("act.net"));
+      return;
+    }
+    if (r.ok) onOk();
+    else toast(tr("act.staff_failed", { status: r.status }), 6000);
+  }
 
   // ---- small helpers ------------------------------------------------------------------------
   const normText = (t) => String(t).split(/\s+/).filter(Boolean).join(" ");
@@ -172,7 +280,7 @@
     toastTimer = setTimeout(() => { el.toast.hidden = true; }, ms);
   }
 
-  const numberLocale = () => "en-US";
+  const numberLocale = I18N.locale;
   function onRoomSettings(roomSettings) { S.roomSettings = roomSettings; }
 
   // ---- connection state ---------------------------------------------------------------------
@@ -180,7 +288,8 @@
     S.state = state;
     S.detail = detail;
     el.conn.dataset.state = state;
-    el.connText.textContent = detail ? `${state} · ${detail}` : state;
+    const word = tr(`state.${state}`);
+    el.connText.textContent = detail ? `${word} · ${detail}` : word;
   }
 
   function setOnline(n) {
@@ -244,7 +353,7 @@
     clearTimeout(S.reconnectTimer);
     S.reconnectTimer = 0;
     if (!ROOM_RE.test(room)) {
-      setState("error", "room must be 1-64 of A-Z a-z 0-9 _ -");
+      setState("error", tr("why.room_rule"));
       return;
     }
     if (S.ws) return;
@@ -254,7 +363,7 @@
         S.config = await fetchConfig();
       } catch {
         if (id !== S.connId) return;
-        if (!S.config) { scheduleReconnect("server unreachable"); return; }
+        if (!S.config) { scheduleReconnect(tr("why.unreachable")); return; }
       }
       if (id !== S.connId) return;
     }
@@ -273,7 +382,7 @@
     try {
       ws = new WebSocket(url.href);
     } catch {
-      scheduleReconnect("bad gateway address");
+      scheduleReconnect(tr("why.bad_gateway"));
       return;
     }
     S.ws = ws;
@@ -333,7 +442,8 @@
   function renderReconnect() {
     const secs = Math.max(0, Math.ceil((S.reconnectAt - Date.now()) / 1000));
     const why = S.reconnectWhy ? `${S.reconnectWhy}; ` : "";
-    setState(navigator.onLine === false ? "offline" : "reconnecting", `${why}retry in ${secs} s`);
+    setState(navigator.onLine === false ? "offline" : "reconnecting",
+      `${why}${tr("why.retry_in", { s: secs })}`);
   }
 
   function onClose(code, reason) {
@@ -343,23 +453,23 @@
     if (wasWelcomed && Date.now() - S.openedAt > STABLE_MS) S.attempts = 0;
     const refusal = S.handshakeError;
     if (refusal && refusal.code === "bad_room") {
-      setState("error", "bad room name");
+      setState("error", tr("why.bad_room_name"));
       return;
     }
     if (refusal && refusal.code === "unauthorized" && session) {
       // the stored token expired or is for another room: watch anonymously
       setSession(null);
-      showSendError("Your session has expired: pick a nickname again to send.", true);
+      showSendError(tr("err.expired"), true);
     } else if (refusal && refusal.code === "bad_request" && S.lastSeq !== null) {
       S.lastSeq = null;
     } else if (refusal && refusal.code === "banned") {
       showSendError(errorWords(refusal), true);
     }
-    let why = "connection lost";
-    if (code === 1013) why = "server restarting";
-    else if (code === 4000) why = "connection too slow";
-    else if (code === 1008) why = reason || "refused";
-    else if (code === 1009) why = "message too big";
+    let why = tr("why.lost");
+    if (code === 1013) why = tr("why.restarting");
+    else if (code === 4000) why = tr("why.slow");
+    else if (code === 1008) why = refusal ? errorWords(refusal) : tr("why.refused");
+    else if (code === 1009) why = tr("why.too_big");
     scheduleReconnect(why);
   }
 
@@ -392,7 +502,7 @@
     for (const entry of pending.values()) {
       if (now - entry.created > PENDING_TTL_MS) {
         pending.delete(entry.nonce);
-        showSendError("A comment could not be sent (no answer from the server).", true);
+        showSendError(tr("err.no_answer"), true);
       } else {
         transmit(entry);
       }
@@ -441,6 +551,11 @@
     remember(item.id);
     S.stats.items += 1;
     if (retracted.has(item.id)) return false;
+    if (!own && blockedItem(item)) {
+      S.stats.blocked += 1;
+      return false;
+    }
+    if (!R.on) chat.add(item, own); // the list: what was delivered, whatever the overlay shows
     return shows(item, own);
   }
 
@@ -496,6 +611,7 @@
     for (const p of Array.from(el.live.children)) {
       if (gone.has(p.dataset.id)) p.remove();
     }
+    chat.retract(gone);
   }
 
   function onAck(msg) {
@@ -504,8 +620,13 @@
     pending.delete(msg.nonce);
     if (typeof msg.id !== "string") return;
     const user = S.user || (session && session.user) || {};
+    if (msg.code === "held") { // stored for review: not shown to the room (nor here) yet
+      showSendError(tr("held"), false);
+      return;
+    }
     const item = { id: msg.id, uid: user.uid, nick: user.nick, text: entry.text,
-      color: entry.color, mode: entry.mode, ts: Date.now(), prio: 0 };
+      color: entry.color, mode: entry.mode, ts: Date.now(), prio: 0,
+      role: STAFF_ROLES.has(user.role) ? user.role : undefined };
     if (accept(item, true)) incoming.push({ item, own: true, due: performance.now() });
     if (!S.cooldownUntil) clearSendError();
   }
@@ -520,13 +641,15 @@
     const entry = msg.nonce ? pending.get(msg.nonce) : null;
     if (entry && AUTO_RETRY_CODES.has(code) && entry.tries < 4) {
       const wait = Math.max(250, Number(msg.retry_after_ms) || 1000);
-      showSendError(`${errorWords(msg)} Retrying in ${(wait / 1000).toFixed(1)} s…`, false);
+      showSendError(`${errorWords(msg)} ${tr("err.retrying_in", { s: (wait / 1000).toFixed(1) })}`,
+        false);
       setTimeout(() => { if (pending.has(entry.nonce)) transmit(entry); }, wait);
       return;
     }
     if (entry) {
       pending.delete(entry.nonce);
-      if (["unauthorized", "rate_limited", "slow_mode", "too_long", "blocked"].includes(code)
+      if (["unauthorized", "rate_limited", "slow_mode", "too_long", "blocked",
+        "login_required"].includes(code)
           && !el.sendText.value) {
         el.sendText.value = entry.text; // let the viewer edit or resend it
         updateCount();
@@ -541,23 +664,44 @@
     showSendError(errorWords(msg), true);
   }
 
+  /** A duration in the viewer's words: "10 min", "3 h". */
+  function durationWords(ms) {
+    const sec = Math.max(1, Math.round(ms / 1000));
+    if (sec < 90) return tr("dur.s", { n: sec });
+    if (sec < 90 * 60) return tr("dur.min", { n: Math.round(sec / 60) });
+    if (sec < 48 * 3600) return tr("dur.h", { n: Math.round(sec / 3600) });
+    return tr("dur.d", { n: Math.round(sec / 86400) });
+  }
+
+  /** A ban in the viewer's words: "Timed out for 10 min: spam" (the reason a moderator
+   *  gave, when there is one), or banned for good. */
+  function banWords(msg) {
+    const reason = typeof msg.reason === "string" && msg.reason.trim()
+      ? `: ${msg.reason.trim().slice(0, 200)}` : "";
+    if (msg.until === null) return `${tr("err.banned_for_good")}${reason}.`;
+    const until = Number(msg.until);
+    if (Number.isFinite(until) && until > 0) {
+      const when = new Date(until).toLocaleTimeString(numberLocale(),
+        { hour: "2-digit", minute: "2-digit" });
+      return `${tr("err.timed_out_for", { d: durationWords(until - Date.now()) })}${reason}. `
+        + tr("err.banned_until", { until: when });
+    }
+    return reason ? `${tr("err.banned_for_good")}${reason}.` : tr("err.banned");
+  }
+
+  /** The player's own words for an error code (server text is never shown as is). */
   function errorWords(msg) {
-    const secs = Number(msg.retry_after_ms) > 0 ? ` Try again in ${Math.ceil(msg.retry_after_ms / 1000)} s.` : "";
+    const wait = Number(msg.retry_after_ms) > 0
+      ? ` ${tr("err.try_again_in", { s: Math.max(1, Math.ceil(msg.retry_after_ms / 1000)) })}` : "";
     switch (msg.code) {
-      case "rate_limited": return `You are sending too fast.${secs}`;
-      case "slow_mode": return `Slow mode is on in this room.${secs}`;
-      case "banned": return "You are banned from commenting in this room.";
-      case "blocked": return "Your comment contains a blocked word and was not sent.";
-      case "too_long":
-        return `Your comment is too long (at most ${S.limits.max_text_chars} characters).`;
-      case "empty": return "Type something first.";
-      case "unauthorized": return "Pick a nickname to send comments (anonymous viewers can only watch).";
-      case "duplicate": return "You just sent that. Say something new.";
-      case "overloaded": return "The server is busy.";
-      case "unavailable": return "The server could not store your comment.";
-      case "bad_room": return "This room name is not valid.";
-      case "bad_request": return `The server could not read that (${String(msg.message || "bad request")}).`;
-      default: return String(msg.message || msg.code || "Something went wrong.");
+      case "rate_limited": return `${tr("err.rate_limited")}${wait}`;
+      case "slow_mode": return `${tr("err.slow_mode")}${wait}`;
+      case "banned": return banWords(msg);
+      case "too_long": return tr("err.too_long", { n: S.limits.max_text_chars });
+      case "blocked": case "empty": case "unauthorized": case "login_required": case "duplicate":
+      case "overloaded": case "unavailable": case "bad_room": case "bad_request":
+        return tr(`err.${msg.code}`);
+      default: return tr("err.other", { code: String(msg.code || "?").slice(0, 40) });
     }
   }
 
@@ -575,8 +719,16 @@
     el.banner.hidden = true;
     el.bannerText.textContent = "";
   }
+  /** Who a notice is from: its role ("Moderator") when it carries one, never a raw
+   *  ``role:uid``; else the nick. */
   function who(o) {
-    for (const key of ["nick", "by"]) if (typeof o[key] === "string" && o[key]) return o[key];
+    if (typeof o.role === "string" && STAFF_ROLES.has(o.role)) {
+      const nick = typeof o.by === "string" && o.by && !o.by.includes(":") ? ` ${o.by}` : "";
+      return `${tr(`role.${o.role}`)}${nick}`;
+    }
+    for (const key of ["nick", "by"]) {
+      if (typeof o[key] === "string" && o[key] && !/^[a-z]+:/.test(o[key])) return o[key];
+    }
     return "";
   }
   function noticeText(msg) {
@@ -608,13 +760,17 @@
       if (typeof msg.seq === "number" && typeof msg.since === "number" && msg.since > msg.seq) {
         S.lastSeq = msg.seq; // the room's history was reset: follow the new numbering
       }
-      toast("Some comments were missed while reconnecting.");
+      toast(tr("toast.missed"));
       return;
     }
     if (ev === "pin" || ev === "pinned") {
       const text = noticeText(msg);
-      if (text) showBanner("pinned", text, noticeTtl(msg));
-      else hideBanner();
+      if (text) {
+        showBanner(tr("notice.pinned"), text, noticeTtl(msg));
+        chat.notice(tr("notice.pinned"), text, "pin");
+      } else {
+        hideBanner();
+      }
       return;
     }
     if (ev === "unpin" || ev === "unpinned") {
@@ -622,7 +778,11 @@
       return;
     }
     const text = noticeText(msg);
-    if (text) showBanner(ev ? ev.replace(/_/g, " ") : "notice", text, noticeTtl(msg) || 10000);
+    const tag = I18N.has("en", `notice.${ev}`) ? tr(`notice.${ev}`) : tr("notice.notice");
+    if (text) {
+      showBanner(tag, text, noticeTtl(msg) || 10000);
+      chat.notice(tag, text, ev === "room_notice" ? "notice" : "event");
+    }
   }
 
   // ---- sending --------------------------------------------------------------------------------
@@ -641,23 +801,22 @@
     const left = S.cooldownUntil - Date.now();
     if (left <= 0) {
       S.cooldownUntil = 0;
-      el.sendButton.textContent = "Send";
+      el.sendButton.textContent = tr("send.send");
       if (errorIsCooldown) clearSendError();
       return;
     }
     const secs = (left / 1000).toFixed(1);
-    el.sendButton.textContent = `${Math.ceil(left / 1000)} s`;
+    el.sendButton.textContent = tr("send.seconds", { s: Math.ceil(left / 1000) });
     errorIsCooldown = true;
     el.sendError.classList.remove("bad");
-    el.sendError.textContent = S.cooldownCode === "slow_mode"
-      ? `Slow mode is on in this room: you can send again in ${secs} s.`
-      : `You are sending too fast: you can send again in ${secs} s.`;
+    el.sendError.textContent = tr(S.cooldownCode === "slow_mode" ? "cool.slow_mode"
+      : "cool.rate_limited", { s: secs });
   }
 
   function transmit(entry) {
     const ws = S.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN || !S.welcomed) {
-      showSendError("Not connected: your comment will be sent when the connection is back.", false);
+      showSendError(tr("err.not_connected"), false);
       return;
     }
     entry.tries += 1;
@@ -669,7 +828,7 @@
     if (R.on) return; // a recording takes no comments
     const text = normText(el.sendText.value);
     if (!text) {
-      showSendError("Type something first.", false);
+      showSendError(tr("err.empty"), false);
       return;
     }
     if (S.cooldownUntil > Date.now()) {
@@ -723,15 +882,14 @@
         body: JSON.stringify({ nick }),
       });
       if (!r.ok) {
-        showSendError(r.status === 422
-          ? "That nickname is not allowed: use 1-24 printable characters."
-          : r.status === 429 ? "Too many new sessions from your address: try again later."
-            : `Could not start a session (HTTP ${r.status}).`, true);
+        showSendError(r.status === 422 ? tr("err.nick_bad")
+          : r.status === 429 ? tr("err.too_many_sessions")
+            : tr("err.session_http", { status: r.status }), true);
         return;
       }
       const body = await r.json();
       if (!body || typeof body.token !== "string" || !body.user) {
-        showSendError("Could not start a session (unexpected answer).", true);
+        showSendError(tr("err.session_bad"), true);
         return;
       }
       setSession({ token: body.token, user: body.user });
@@ -739,7 +897,7 @@
       reconnectNow(); // the token goes with the handshake; since= keeps our place
       el.sendText.focus();
     } catch {
-      showSendError("Cannot reach the server to start a session.", true);
+      showSendError(tr("err.session_net"), true);
     } finally {
       el.nickInput.disabled = false;
     }
@@ -1032,7 +1190,7 @@
     ctx.fillStyle = "rgba(255,255,255,0.55)";
     ctx.font = `600 ${Math.round(h * 0.045)}px system-ui, sans-serif`;
     ctx.textAlign = "center";
-    ctx.fillText(clock ? "REPLAY · recording clock (no video)" : "TEST PATTERN · no video source",
+    ctx.fillText(clock ? tr("pattern.replay") : tr("pattern.test"),
       w / 2, h * 0.46);
     ctx.font = `${Math.round(h * 0.035)}px ui-monospace, monospace`;
     if (clock) {
@@ -1041,7 +1199,7 @@
       return;
     }
     const d = new Date();
-    ctx.fillText(`${room} · ${d.toLocaleTimeString("en-GB")}.${Math.floor(d.getMilliseconds() / 100)}`,
+    ctx.fillText(`${room} · ${d.toLocaleTimeString(numberLocale(), { hour12: false })}.${Math.floor(d.getMilliseconds() / 100)}`,
       w / 2, h * 0.46 + h * 0.06);
   }
 
@@ -1051,11 +1209,11 @@
     try {
       url = new URL(src, location.href);
     } catch {
-      toast("The video address is not valid: showing the test pattern.");
+      toast(tr("toast.bad_src"));
       return null;
     }
     if (!["http:", "https:", "blob:"].includes(url.protocol)) {
-      toast("Only http(s) video addresses are played: showing the test pattern.");
+      toast(tr("toast.only_http"));
       return null;
     }
     return url;
@@ -1074,7 +1232,7 @@
       el.video.hidden = true;
       el.pattern.hidden = false;
       pattern.on = true;
-      toast("The video could not be loaded: showing the test pattern.", 6000);
+      toast(tr("toast.video_failed"), 6000);
     }, { once: true });
     el.video.play().catch(() => { el.video.controls = true; });
   }
@@ -1256,7 +1414,7 @@
     el.rpTime.textContent = `${clockText(t / 1000, false)} / ${clockText(dur, false)}`;
     if (el.rpSeek.max !== String(dur)) el.rpSeek.max = String(dur);
     if (!seekDragging) el.rpSeek.value = String(t / 1000);
-    const label = m.paused ? "play" : "pause";
+    const label = tr(m.paused ? "rp.play" : "rp.pause");
     if (el.rpPlay.getAttribute("aria-label") !== label) {
       el.rpPlay.setAttribute("aria-label", label);
       el.rpPlay.textContent = m.paused ? "▶" : "❚❚";
@@ -1267,7 +1425,7 @@
 
   function togglePlay() {
     const m = R.media;
-    if (m.paused) m.play().catch(() => toast("The recording could not be played."));
+    if (m.paused) m.play().catch(() => toast(tr("toast.recording_play")));
     else m.pause();
   }
 
@@ -1284,7 +1442,7 @@
     el.rpMute.addEventListener("click", () => {
       el.video.muted = !el.video.muted;
       el.rpMute.setAttribute("aria-pressed", String(el.video.muted));
-      el.rpMute.textContent = el.video.muted ? "sound off" : "sound on";
+      el.rpMute.textContent = tr(el.video.muted ? "rp.sound_off" : "rp.sound_on");
     });
     document.addEventListener("keydown", (ev) => {
       const tag = ev.target && ev.target.tagName;
@@ -1304,8 +1462,10 @@
     el.who.hidden = true;
     el.replayBar.hidden = false;
     for (const c of [el.sendText, el.sendColor, el.sendMode, el.sendButton]) c.disabled = true;
-    el.sendText.placeholder = "replay: comments cannot be sent";
-    setState("replay", "loading");
+    el.sendText.placeholder = tr("send.placeholder_replay");
+    el.sendText.removeAttribute("data-i18n-placeholder");
+    el.chat.hidden = true; // a recording's comments are not a chat
+    setState("replay", tr("why.loading"));
     const src = params.get("src");
     const url = src && src !== "recording" ? videoUrl(src) : null;
     if (url) {
@@ -1318,8 +1478,8 @@
       el.rpMute.hidden = false;
       R.media = el.video;
       el.video.addEventListener("error", () => {
-        toast("The recording could not be loaded.", 8000);
-        setState("error", "recording not loaded");
+        toast(tr("toast.recording_load"), 8000);
+        setState("error", tr("why.recording_not_loaded"));
       }, { once: true });
     } else {
       R.clock = new RecordingClock();
@@ -1327,11 +1487,11 @@
     }
     bindReplayBar();
     if (!ROOM_RE.test(room)) {
-      setState("error", "room must be 1-64 of A-Z a-z 0-9 _ -");
+      setState("error", tr("why.room_rule"));
       return;
     }
     if (!BROADCAST_RE.test(broadcast)) {
-      setState("error", "broadcast id must be 1-16 of 0-9 a-f");
+      setState("error", tr("why.broadcast_rule"));
       return;
     }
     loadReplay();
@@ -1344,7 +1504,7 @@
     try {
       const r = await fetch(path, { cache: "no-store" });
       if (r.status === 404) {
-        setState("error", "no such broadcast");
+        setState("error", tr("why.no_broadcast"));
         return;
       }
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
@@ -1352,7 +1512,7 @@
     } catch {
       const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(R.attempts, 10));
       R.attempts += 1;
-      setState("replay", `comments not loaded; retrying in ${Math.ceil(cap / 1000)} s`);
+      setState("replay", tr("why.comments_retry", { s: Math.ceil(cap / 1000) }));
       setTimeout(loadReplay, cap);
       return;
     }
@@ -1368,7 +1528,7 @@
     el.replayTitle.textContent = title;
     el.replayInfo.hidden = false;
     document.title = `danmaku · ${room} · ${title} (replay)`;
-    el.rpCount.textContent = `${R.comments.length.toLocaleString("en-US")} comments`;
+    el.rpCount.textContent = tr("rp.comments", { n: R.comments.length.toLocaleString(numberLocale()) });
     if (R.clock) {
       const last = R.comments.length ? R.comments[R.comments.length - 1].offset_ms : 0;
       const span = Number(meta.end) > 0 && Number(meta.start) > 0
@@ -1480,7 +1640,7 @@
       ev.preventDefault();
       const nick = normText(el.nickInput.value);
       if (!nick) {
-        showSendError("Type a nickname first.", false);
+        showSendError(tr("err.type_nick"), false);
         return;
       }
       sendPrefs.nick = nick;
@@ -1495,7 +1655,24 @@
     });
   }
 
+  // ---- language -------------------------------------------------------------------------------
+  function renderLanguage() {
+    I18N.apply();
+    renderSettings();
+    chat.relabel();
+    if (!S.cooldownUntil) el.sendButton.textContent = tr("send.send");
+    if (R.on) el.sendText.placeholder = tr("send.placeholder_replay");
+    el.rpMute.textContent = tr(el.video.muted ? "rp.sound_off" : "rp.sound_on");
+    setState(S.state, S.detail); // the detail keeps the language it was made in until it changes
+    if (S.online !== null) setOnline(S.online);
+  }
+  el.langSwitch.addEventListener("click", () => I18N.setLang(I18N.lang === "zh" ? "en" : "zh"));
+  I18N.onChange(renderLanguage);
+
   // ---- start ----------------------------------------------------------------------------------
+  I18N.apply();
+  el.sendButton.textContent = tr("send.send");
+  el.rpMute.textContent = tr("rp.sound_off");
   el.roomName.textContent = room;
   document.title = `danmaku · ${room}`;
   renderSettings();
@@ -1554,6 +1731,9 @@
     stats: () => ({ ...S.stats, waiting: waiting.length, incoming: incoming.length,
       lanes: laneCount() }),
     settings: () => JSON.parse(JSON.stringify(settings)),
+    get lang() { return I18N.lang; },
+    get reports() { return S.reports.map((x) => ({ ...x })); },
+    chatSize: () => chat.size,
     /** Replay mode: where the recording is and what it has shown; null when live. */
     replay: () => (R.on ? {
       loaded: R.loaded, count: R.comments.length, mediaMs: Math.round(R.now),
