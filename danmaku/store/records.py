@@ -218,6 +218,19 @@ def _sum_fresh(fields: Mapping[bytes, bytes], now_ms: int) -> float:
     return total
 
 
+# Room settings kept as text (the rest are numbers): read back as strings by room_info.
+TEXT_SETTINGS = frozenset({"stream_url"})
+
+
+def _decode_room_settings(fields: Mapping[Any, Any]) -> dict[str, float | str]:
+    """The numeric settings and the text ones (``TEXT_SETTINGS``), for ``room_info``."""
+    out: dict[str, float | str] = dict(_decode_settings(fields))
+    for name, value in fields.items():
+        if _s(name) in TEXT_SETTINGS:
+            out[_s(name)] = _s(value)
+    return out
+
+
 def _decode_settings(fields: Mapping[Any, Any]) -> dict[str, float]:
     out = {}
     for name, value in fields.items():

@@ -78,8 +78,8 @@ class RoomOut(BaseModel):
     latency_p99_ms: float = Field(
         description="p99 of gateway receive -> frame built, over the last second's items"
     )
-    settings: dict[str, float] = Field(description="settings moderators have set")
-    effective: dict[str, float] = Field(
+    settings: dict[str, float | str] = Field(description="settings moderators have set")
+    effective: dict[str, float | str] = Field(
         description="the settings in force: moderators' values over the server defaults"
     )
     comments_stored: int = Field(description="comments in the room stream (capped)")
@@ -208,6 +208,7 @@ def create_app(
             "mute": 0.0,
             "smooth_window_s": settings.smooth_window_s,
             "max_wait_s": settings.max_wait_s,
+            "stream_url": settings.stream_url,
         }
         effective = defaults | {k: v for k, v in info["settings"].items() if k in defaults}
         return RoomOut(

@@ -68,6 +68,14 @@ class SettingsIn(BaseModel):
     max_wait_s: float | None = Field(
         default=None, ge=0, le=5, description="longest a comment waits for a frame (s)"
     )
+    # ---- player video (issue 20) ----
+    stream_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^(https?://[^\s]+)?$",
+        description="the room's video for players (http(s): HLS .m3u8, MP4, WebM); "
+        '"" or null: the server default (DANMAKU_STREAM_URL)',
+    )
 
 
 class WordsIn(BaseModel):
@@ -313,12 +321,14 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         given = body.model_dump(exclude_unset=True)
         if not given:
             raise HTTPException(422, "no setting given")
-        values: dict[str, float | None] = {
-            k: (float(v) if v is not None else None) for k, v in given.items()
+        values: dict[str, float | str | None] = {
+            k: (None if v is None or v == "" else v if isinstance(v, str) else float(v))
+            for k, v in given.items()
         }
         await guarded(store.set_room_settings(room, values))
         await guarded(store.announce_settings(room, given, by=who(user)))
-        return dict(await guarded(store.room_settings(room)))
+        info = await guarded(store.room_info(room))  # numbers and text settings alike
+        return dict(info["settings"])
 
     @router.get("/rooms/{room}/words", summary="Blocked words (room and global)")
     async def words(room: RoomName, user: Staff) -> dict[str, list[str]]:

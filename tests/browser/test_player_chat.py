@@ -24,9 +24,7 @@ def row(page: Page, text: str) -> Locator:
     return page.locator("#chat-list > li.chat-row", has=page.locator(".chat-text", has_text=text))
 
 
-def test_a_comment_shows_in_the_chat_list_with_its_nick(
-    live: LiveSystem, players: Players
-) -> None:
+def test_a_comment_shows_in_the_chat_list_with_its_nick(live: LiveSystem, players: Players) -> None:
     page = players.open("chatroom")
     join(page, "Alice")
     page.fill("#send-text", "my own words")
@@ -114,8 +112,10 @@ def test_scrolled_up_the_list_waits_with_a_new_messages_pill(
     page = fake_players.open("fake", ws_url=fake.url)
     fake.send(_frame(11, [_item(f"f{i}", f"filler {i}") for i in range(60)]))
     expect(row(page, "filler 59")).to_have_count(1)
-    at_bottom = "() => { const l = document.getElementById('chat-list');" \
+    at_bottom = (
+        "() => { const l = document.getElementById('chat-list');"
         " return l.scrollHeight - l.scrollTop - l.clientHeight < 30; }"
+    )
     assert page.evaluate(at_bottom)  # followed the new rows
     page.eval_on_selector("#chat-list", "l => { l.scrollTop = 0; }")
     fake.send(_frame(12, [_item("late", "while you read")]))
@@ -129,9 +129,7 @@ def test_scrolled_up_the_list_waits_with_a_new_messages_pill(
     assert page.evaluate(at_bottom)
 
 
-def test_block_and_report_from_the_list(
-    fake_players: Players, fake_gateway: FakeGateway
-) -> None:
+def test_block_and_report_from_the_list(fake_players: Players, fake_gateway: FakeGateway) -> None:
     fake = fake_gateway
     fake.welcome["user"] = {"uid": "g_rep", "nick": "Reporter", "role": "viewer"}
     page = fake_players.open("fake", ws_url=fake.url)

@@ -54,6 +54,7 @@
     setCeiling: $("set-ceiling"), setMute: $("set-mute"), settingsReset: $("settings-reset"),
     nowSlow: $("now-slow"), nowBudget: $("now-budget"), nowCeiling: $("now-ceiling"),
     nowMute: $("now-mute"),
+    setStream: $("set-stream"), nowStream: $("now-stream"), // the room's video (stream_url)
     wordsForm: $("words-form"), wordsInput: $("words-input"), wordsList: $("words-list"),
     wordsGlobal: $("words-global"),
     pinCurrent: $("pin-current"), pinForm: $("pin-form"), pinText: $("pin-text"),
@@ -732,6 +733,7 @@
         || k.replace(/_/g, " ");
       if (v === null) return `${name} reset to default`;
       if (k === "mute") return v ? "room muted" : "room unmuted";
+      if (k === "stream_url") return v ? "stream set" : "stream reset to default";
       if (k === "slow_mode_s") return Number(v) > 0 ? `slow mode ${v} s` : "slow mode off";
       return `${name} ${v}/s`;
     }).join(", ");
@@ -745,6 +747,8 @@
       s.now().textContent = has ? `now ${fmtNum(v, 2)}${s.unit}` : `now ${s.off}`;
     }
     el.nowMute.textContent = settings.mute ? "now muted" : "now open";
+    el.nowStream.textContent = settings.stream_url ? "set" : "now default";
+    el.nowStream.title = typeof settings.stream_url === "string" ? settings.stream_url : "";
     if (!S.settingsDirty) fillSettingsForm();
   }
   function fillSettingsForm() {
@@ -755,6 +759,9 @@
       input.value = typeof v === "number" && !(s.key === "slow_mode_s" && v === 0) ? String(v) : "";
     }
     if (document.activeElement !== el.setMute) el.setMute.checked = Boolean(S.settings.mute);
+    if (document.activeElement !== el.setStream) {
+      el.setStream.value = typeof S.settings.stream_url === "string" ? S.settings.stream_url : "";
+    }
   }
 
   async function submitSettings() {
@@ -769,6 +776,8 @@
     }
     const mute = el.setMute.checked;
     if (mute !== Boolean(S.settings.mute)) body.mute = mute ? true : null;
+    const stream = el.setStream.value.trim();
+    if (stream !== (S.settings.stream_url || "")) body.stream_url = stream;
     if (!Object.keys(body).length) {
       say("Nothing to change.", "info");
       S.settingsDirty = false;
@@ -784,7 +793,7 @@
 
   async function resetSettings() {
     const res = await act("PATCH", "/settings",
-      { slow_mode_s: null, budget: null, ingest_ceiling: null, mute: null },
+      { slow_mode_s: null, budget: null, ingest_ceiling: null, mute: null, stream_url: null },
       "Settings reset to the server defaults.");
     if (res.ok && res.data) {
       S.settingsDirty = false;
