@@ -83,8 +83,14 @@
     rpPlay: $("rp-play"), rpSeek: $("rp-seek"), rpTime: $("rp-time"), rpRate: $("rp-rate"),
     rpMute: $("rp-mute"), rpCount: $("rp-count"),
     chat: $("chat"), chatList: $("chat-list"), chatMore: $("chat-more"), chatMenu: $("chat-menu"),
-    langSwitch: $("lang-switch"),
+    langSwitch: $("lang-switch"), player: $("player"), settings: $("settings"),
+    setReset: $("set-reset"), setClose: $("set-close"), controls: $("controls"),
+    vcPlay: $("vc-play"), vcMute: $("vc-mute"), vcVolume: $("vc-volume"),
+    vcSettings: $("vc-settings"), vcPip: $("vc-pip"), vcFull: $("vc-full"),
   };
+  const VIDEO = window.DanmakuVideo;
+  // prefers-reduced-motion: nothing flies; a scrolling comment is shown still, at the top
+  const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
   // ---- stored settings ----------------------------------------------------------------------
   const clamp = (x, lo, hi, dflt) => (Number.isFinite(x) ? Math.min(hi, Math.max(lo, x)) : dflt);
@@ -281,7 +287,14 @@
   }
 
   const numberLocale = I18N.locale;
-  function onRoomSettings(roomSettings) { S.roomSettings = roomSettings; }
+  /** The room's settings as GET /api/rooms/{room} gives them (``effective``: with the
+   *  server defaults): the stream to play, unless ?src= chose one. */
+  function onRoomSettings(roomSettings, effective) {
+    S.roomSettings = roomSettings;
+    const pick = (o) => (o && typeof o.stream_url === "string" ? o.stream_url : "");
+    const url = pick(roomSettings) || pick(effective);
+    if (!params.get("src") && url !== V.url) playVideo(url);
+  }
 
   // ---- connection state ---------------------------------------------------------------------
   function setState(state, detail = "") {
@@ -316,7 +329,8 @@
     if (!info || typeof info !== "object") return;
     // frames carry the count while the room is busy; in a quiet room the API is the truth
     if (S.welcomed && Date.now() - S.frameOnlineAt > ROOM_INFO_EVERY_MS / 2) setOnline(info.online);
-    onRoomSettings(info.settings && typeof info.settings === "object" ? info.settings : {});
+    onRoomSettings(info.settings && typeof info.settings === "object" ? info.settings : {},
+      info.effective && typeof info.effective === "object" ? info.effective : {});
   }
 
   /** One of the gateways /api/config lists (ws_urls): a random one first, then the next
@@ -573,7 +587,8 @@
     return true;
   }
 
-  const modeOf = (item) => (item.mode === "top" || item.mode === "bottom" ? item.mode : "scroll");
+  const modeOf = (item) => (item.mode === "top" || item.mode === "bottom" ? item.mode
+    : reducedMotion.matches ? "top" : "scroll");
 
   function blockedItem(item) {
     if (settings.blockUsers.length) {
@@ -776,6 +791,10 @@
     if (ev === "unpin" || ev === "unpinned") {
       hideBanner();
       return;
+    }
+    const changes = msg.changes && typeof msg.changes === "object" ? msg.changes : null;
+    if (ev === "settings" && changes && Object.hasOwn(changes, "stream_url")) {
+      readRoomInfo(); // the stream changed (or went back to the default): read it whole
     }
     const text = noticeText(msg);
     const tag = I18N.has("en", `notice.${ev}`) ? tr(`notice.${ev}`) : tr("notice.notice");
@@ -1219,22 +1238,113 @@
     return url;
   }
 
-  function setupVideo() {
-    const src = params.get("src");
-    if (!src) return;
+  // ---- the video: ?src=, else the room's stream_url (video.js plays HLS and files) ----------
+  const V = { url: "", handle: null };
+
+  function showPattern() {
+    el.video.hidden = true;
+    el.pattern.hidden = false;
+    pattern.on = true;
+    el.stage.classList.remove("has-video");
+    renderControls();
+  }
+
+  /** Play ``src`` (an address; "" = none: the test pattern) in the stage. */
+  function playVideo(src) {
+    if (V.handle) V.handle.destroy();
+    V.handle = null;
+    V.url = src || "";
+    if (!src) {
+      showPattern();
+      return;
+    }
     const url = videoUrl(src);
-    if (!url) return;
-    el.video.src = url.href;
+    if (!url) {
+      showPattern();
+      return;
+    }
     el.video.hidden = false;
     el.pattern.hidden = true;
     pattern.on = false;
-    el.video.addEventListener("error", () => {
-      el.video.hidden = true;
-      el.pattern.hidden = false;
-      pattern.on = true;
-      toast(tr("toast.video_failed"), 6000);
-    }, { once: true });
-    el.video.play().catch(() => { el.video.controls = true; });
+    el.stage.classList.add("has-video");
+    const handle = VIDEO.load(el.video, url.href, {
+      onFatal: () => {
+        if (V.handle !== handle) return;
+        showPattern();
+        toast(tr("toast.video_failed"), 6000);
+      },
+    });
+    V.handle = handle;
+    if (handle.kind === "file") el.video.play().catch(() => { /* the play button starts it */ });
+    renderControls();
+  }
+
+  function setupVideo() {
+    const src = params.get("src");
+    if (src) playVideo(src);
+  }
+
+  function renderControls() {
+    const v = el.video;
+    const playing = !v.paused && !v.ended;
+    el.vcPlay.textContent = playing ? "❚❚" : "▶";
+    const playWord = tr(playing ? "video.pause" : "video.play");
+    el.vcPlay.title = playWord;
+    el.vcPlay.setAttribute("aria-label", playWord);
+    const muted = v.muted || v.volume === 0;
+    el.vcMute.textContent = muted ? "🔇" : "🔊";
+    el.vcMute.setAttribute("aria-pressed", String(muted));
+    const muteWord = tr(muted ? "video.unmute" : "video.mute");
+    el.vcMute.title = muteWord;
+    el.vcMute.setAttribute("aria-label", muteWord);
+    if (document.activeElement !== el.vcVolume) el.vcVolume.value = String(muted ? 0 : v.volume);
+    el.vcPip.hidden = !(el.stage.classList.contains("has-video") && VIDEO.canPip(v));
+    el.vcFull.hidden = !VIDEO.canFullscreen();
+  }
+
+  function toggleFullscreen() {
+    VIDEO.fullscreen(el.player).catch(() => { /* refused (no user gesture): nothing to do */ });
+  }
+
+  function bindControls() {
+    const v = el.video;
+    el.vcPlay.addEventListener("click", () => {
+      if (v.paused || v.ended) v.play().catch(() => {});
+      else v.pause();
+    });
+    el.vcMute.addEventListener("click", () => {
+      v.muted = !(v.muted || v.volume === 0) ? true : false;
+      if (!v.muted && v.volume === 0) v.volume = 0.5;
+      renderControls();
+    });
+    el.vcVolume.addEventListener("input", () => {
+      v.volume = Number(el.vcVolume.value);
+      v.muted = v.volume === 0;
+      renderControls();
+    });
+    el.vcSettings.addEventListener("click", () => { el.settings.open = !el.settings.open; });
+    el.vcPip.addEventListener("click", () => { VIDEO.pip(v).catch(() => {}); });
+    el.vcFull.addEventListener("click", toggleFullscreen);
+    for (const ev of ["play", "pause", "ended", "volumechange", "loadedmetadata", "emptied"]) {
+      v.addEventListener(ev, renderControls);
+    }
+    document.addEventListener("fullscreenchange", () => {
+      el.player.classList.toggle("fullscreen", Boolean(document.fullscreenElement));
+    });
+    // keys: d danmaku on/off, f fullscreen, Enter to the comment box (not while typing)
+    document.addEventListener("keydown", (ev) => {
+      const tag = ev.target && ev.target.tagName;
+      if (ev.ctrlKey || ev.metaKey || ev.altKey || ["INPUT", "SELECT", "TEXTAREA"].includes(tag)) {
+        return;
+      }
+      if (ev.key === "d" || ev.key === "D") updateSettings({ on: !settings.on });
+      else if (ev.key === "f" || ev.key === "F") toggleFullscreen();
+      else if (ev.key === "Enter" && tag !== "BUTTON" && tag !== "SUMMARY" && !R.on) {
+        el.sendText.focus();
+      } else return;
+      ev.preventDefault();
+    });
+    renderControls();
   }
 
   // ---- replay -----------------------------------------------------------------------------------
@@ -1465,6 +1575,7 @@
     el.sendText.placeholder = tr("send.placeholder_replay");
     el.sendText.removeAttribute("data-i18n-placeholder");
     el.chat.hidden = true; // a recording's comments are not a chat
+    el.controls.classList.add("replay"); // the replay bar plays and seeks
     setState("replay", tr("why.loading"));
     const src = params.get("src");
     const url = src && src !== "recording" ? videoUrl(src) : null;
@@ -1621,6 +1732,10 @@
     el.setBottom.addEventListener("change", () => updateSettings({ showBottom: el.setBottom.checked }));
     el.setWords.addEventListener("change", () => updateSettings({ blockWords: splitList(el.setWords.value) }));
     el.setUsers.addEventListener("change", () => updateSettings({ blockUsers: splitList(el.setUsers.value) }));
+    // back to the defaults of the display; the viewer's block lists stay
+    el.setReset.addEventListener("click", () => updateSettings({ ...DEFAULTS,
+      blockWords: settings.blockWords, blockUsers: settings.blockUsers }));
+    el.setClose.addEventListener("click", () => { el.settings.open = false; });
   }
 
   function bindSending() {
@@ -1663,6 +1778,7 @@
     if (!S.cooldownUntil) el.sendButton.textContent = tr("send.send");
     if (R.on) el.sendText.placeholder = tr("send.placeholder_replay");
     el.rpMute.textContent = tr(el.video.muted ? "rp.sound_off" : "rp.sound_on");
+    renderControls();
     setState(S.state, S.detail); // the detail keeps the language it was made in until it changes
     if (S.online !== null) setOnline(S.online);
   }
@@ -1678,6 +1794,7 @@
   renderSettings();
   bindSettings();
   bindSending();
+  bindControls();
   updateGeometry();
   resizePattern();
   updateCount();
@@ -1734,6 +1851,9 @@
     get lang() { return I18N.lang; },
     get reports() { return S.reports.map((x) => ({ ...x })); },
     chatSize: () => chat.size,
+    /** The video: what plays it ("hls.js", "native"), its address and clock. */
+    video: () => ({ url: V.url, engine: V.handle ? V.handle.engine : "",
+      currentTime: el.video.currentTime, paused: el.video.paused, hidden: el.video.hidden }),
     /** Replay mode: where the recording is and what it has shown; null when live. */
     replay: () => (R.on ? {
       loaded: R.loaded, count: R.comments.length, mediaMs: Math.round(R.now),
