@@ -84,6 +84,8 @@
     rpMute: $("rp-mute"), rpCount: $("rp-count"),
     chat: $("chat"), chatList: $("chat-list"), chatMore: $("chat-more"), chatMenu: $("chat-menu"),
     langSwitch: $("lang-switch"), player: $("player"), settings: $("settings"),
+    whoRole: $("who-role"), staffOut: $("staff-out"), staff: $("staff"), staffForm: $("staff-form"),
+    staffToken: $("staff-token"),
     setReset: $("set-reset"), setClose: $("set-close"), controls: $("controls"),
     vcPlay: $("vc-play"), vcMute: $("vc-mute"), vcVolume: $("vc-volume"),
     vcSettings: $("vc-settings"), vcPip: $("vc-pip"), vcFull: $("vc-full"),
@@ -120,6 +122,11 @@
   let settings = sanitizeSettings(load(SETTINGS_KEY, null));
   let session = load(SESSION_KEY, null);
   if (!session || typeof session.token !== "string" || !session.user) session = null;
+  // a staff member's role token (staff.js): this tab only, used before the guest session
+  const STAFF = window.DanmakuStaff;
+  let staffToken = STAFF.load();
+  /** The token this viewer connects and calls the API with: staff, else guest, else none. */
+  const currentToken = () => staffToken || (session ? session.token : null);
   const sendPrefs = load(SEND_KEY, null) || {};
 
   const S = {
@@ -128,7 +135,7 @@
     handshakeError: null, lastSeq: null, online: null, user: null, tickMs: 100,
     limits: { max_text_chars: 100, max_text_bytes: 300 },
     cooldownUntil: 0, cooldownCode: "", nonceCounter: 0,
-    frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0,
+    frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0, epoch: "",
     stats: { frames: 0, items: 0, dupFrames: 0, dupItems: 0, gaps: 0, dropped: 0,
       skipped: 0, blocked: 0, retracted: 0, rendered: 0 },
     connects: [], reports: [],
@@ -159,7 +166,7 @@
     cap: CHAT_CAP,
     actions: {
       isOwn: (item) => isOwn(item),
-      canModerate: () => Boolean(session && S.user && STAFF_ROLES.has(S.user.role)),
+      canModerate: () => Boolean(staffToken && S.user && STAFF_ROLES.has(S.user.role)),
       reasons: () => {
         const listed = S.config && Array.isArray(S.config.report_reasons)
           ? S.config.report_reasons.filter((r) => typeof r === "string" && I18N.has("en", `reason.${r}`))
@@ -210,7 +217,7 @@
 
   /** POST /api/rooms/{room}/reports with the viewer's token; answers in the viewer's words. */
   async function report(item, reason) {
-    if (!session) {
+    if (!currentToken()) {
       toast(tr("act.report_login"), 6000);
       return;
     }
@@ -218,7 +225,7 @@
     try {
       r = await fetch(roomPath("reports"), {
         method: "POST",
-        headers: { "Content-Type": "application/json", Authorization: `Bearer ${session.token}` },
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${currentToken()}` },
         body: JSON.stringify({ comment_id: item.id, reason }),
       });
     } catch {
@@ -236,12 +243,12 @@
 
   /** A moderation call with the signed-in staff token (the existing moderation API). */
   async function staffCall(method, rest, body, onOk) {
-    if (!session) return;
+    if (!staffToken) return;
     let r;
     try {
       r = await fetch(roomPath(rest), {
         method,
-        headers: { "Content-Type": "application/json", Authorization: `Bearer ${session.token}` },
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${staffToken}` },
         body: body === null ? undefined : JSON.stringify(body),
       });
     } catch {
@@ -388,8 +395,13 @@
       url = new URL(defaultWsUrl());
     }
     url.searchParams.set("room", room);
-    if (session) url.searchParams.set("token", session.token);
-    if (S.lastSeq !== null) url.searchParams.set("since", String(S.lastSeq));
+    if (currentToken()) url.searchParams.set("token", currentToken());
+    if (S.lastSeq !== null) {
+      url.searchParams.set("since", String(S.lastSeq));
+      // the room's history numbering this seq belongs to (welcome.epoch): a reset room
+      // answers resume_failed rather than replaying frames of another numbering
+      if (S.epoch) url.searchParams.set("epoch", S.epoch);
+    }
     url.searchParams.set("density", String(settings.density));
     setState(S.attempts ? "reconnecting" : "connecting");
     let ws;
@@ -403,7 +415,8 @@
     S.welcomed = false;
     S.handshakeError = null;
     S.lastRx = Date.now();
-    S.connects.push({ since: S.lastSeq, density: settings.density, token: Boolean(session),
+    S.connects.push({ since: S.lastSeq, density: settings.density, token: Boolean(currentToken()),
+      staff: Boolean(staffToken),
       gateway: url.host, at: Date.now() });
     if (S.connects.length > 50) S.connects.shift();
     ws.onmessage = (ev) => {
@@ -470,7 +483,10 @@
       setState("error", tr("why.bad_room_name"));
       return;
     }
-    if (refusal && refusal.code === "unauthorized" && session) {
+    if (refusal && refusal.code === "unauthorized" && staffToken) {
+      setStaff(null); // a bad or expired role token: back to the guest session, if any
+      showSendError(tr("staff.bad_token"), true);
+    } else if (refusal && refusal.code === "unauthorized" && session) {
       // the stored token expired or is for another room: watch anonymously
       setSession(null);
       showSendError(tr("err.expired"), true);
@@ -504,6 +520,12 @@
     if (typeof msg.tick_ms === "number" && msg.tick_ms > 0) S.tickMs = msg.tick_ms;
     if (msg.limits && typeof msg.limits === "object") applyLimits(msg.limits);
     S.user = msg.user && typeof msg.user === "object" ? msg.user : null;
+    if (typeof msg.epoch === "string" && msg.epoch) {
+      // another epoch: the room's history was reset, its seqs are a new numbering
+      if (S.epoch && msg.epoch !== S.epoch && typeof msg.seq === "number") S.lastSeq = msg.seq;
+      S.epoch = msg.epoch; // resume with it
+    }
+    if (staffToken) renderWho();
     if (S.lastSeq === null && typeof msg.seq === "number") S.lastSeq = msg.seq;
     setOnline(msg.online);
     setState("connected");
@@ -854,7 +876,7 @@
       renderCooldown();
       return;
     }
-    if (!session && !(S.ws && S.welcomed)) {
+    if (!currentToken() && !(S.ws && S.welcomed)) {
       showSendError(errorWords({ code: "unauthorized" }), true);
       return;
     }
@@ -882,8 +904,30 @@
     renderWho();
   }
 
+  function setStaff(token) {
+    staffToken = token;
+    if (token) STAFF.save(token);
+    else STAFF.clear();
+    renderWho();
+  }
+
   function renderWho() {
-    if (session) {
+    // staff: the name and role the server confirmed in welcome (else the token's, unverified)
+    const claims = staffToken ? STAFF.claims(staffToken) || {} : null;
+    const staffUser = staffToken && S.user && S.connects.length && S.connects.at(-1).staff
+      ? S.user : claims;
+    if (staffToken) {
+      el.whoNick.textContent = String(staffUser.nick || staffUser.uid || staffUser.sub || "?");
+      const role = STAFF_ROLES.has(staffUser.role) ? staffUser.role : "";
+      el.whoRole.hidden = !role;
+      el.whoRole.className = `chat-badge role-${role}`;
+      el.whoRole.textContent = role ? tr(`role.${role}`) : "";
+      el.who.hidden = false;
+      el.nickForm.hidden = true;
+      el.whoChange.hidden = true;
+      el.staffOut.hidden = false;
+      el.staff.hidden = true;
+    } else if (session) {
       el.whoNick.textContent = session.user.nick;
       el.who.hidden = false;
       el.nickForm.hidden = true;
@@ -891,6 +935,32 @@
       el.who.hidden = true;
       el.nickForm.hidden = false;
     }
+    if (!staffToken) {
+      el.whoRole.hidden = true;
+      el.whoChange.hidden = false;
+      el.staffOut.hidden = true;
+      el.staff.hidden = false;
+    }
+  }
+
+  function bindStaff() {
+    el.staffForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const token = el.staffToken.value.trim();
+      el.staffToken.value = "";
+      if (!STAFF.valid(token)) {
+        showSendError(tr("staff.bad_token"), true);
+        return;
+      }
+      el.staff.open = false;
+      setStaff(token);
+      clearSendError();
+      reconnectNow(); // the role token goes with the handshake; since= keeps our place
+    });
+    el.staffOut.addEventListener("click", () => {
+      setStaff(null);
+      reconnectNow();
+    });
   }
 
   async function join(nick) {
@@ -1795,6 +1865,7 @@
   bindSettings();
   bindSending();
   bindControls();
+  bindStaff();
   updateGeometry();
   resizePattern();
   updateCount();
@@ -1840,6 +1911,7 @@
     get lastSeq() { return S.lastSeq; },
     get online() { return S.online; },
     get user() { return S.user ? { ...S.user } : null; },
+    get epoch() { return S.epoch; },
     get room() { return room; },
     get connects() { return S.connects.map((c) => ({ ...c })); },
     get pending() { return Array.from(pending.keys()); },
