@@ -5,7 +5,7 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from tests.browser.conftest import LiveSystem, Players, eventually
-from tests.client import http_sync
+from tests.client import http_sync, token
 
 
 def test_a_quiet_room_shows_the_online_count_the_api_gives(
@@ -46,3 +46,21 @@ def test_a_phone_viewport_stacks_the_chat_below_with_touch_sized_controls(
         box = page.locator(button).bounding_box()
         assert box and box["width"] >= 44 and box["height"] >= 44, button
     assert page.eval_on_selector("#send-text", "e => getComputedStyle(e).fontSize") == "16px"
+
+
+def test_room_rules_are_told_beside_the_input_and_in_the_list(
+    live: LiveSystem, players: Players
+) -> None:
+    url = f"{live.base_url}/api/rooms/rules/settings"
+    streamer = token("star", role="streamer")
+    assert http_sync(url, "PATCH", json_body={"slow_mode_s": 10}, token=streamer).status == 200
+    page = players.open("rules")  # rules set before the page opened: read with the room
+    status = page.locator("#room-status")
+    expect(status).to_have_text("Slow mode: one comment every 10 s")
+    http_sync(url, "PATCH", json_body={"mute": True}, token=streamer)  # announced live
+    expect(status).to_have_text("Slow mode: one comment every 10 s · Only staff can comment now")
+    notice = page.locator("#chat-list li.chat-notice", has_text="Only staff can comment now")
+    expect(notice).to_have_count(1)
+    http_sync(url, "PATCH", json_body={"mute": None, "slow_mode_s": None}, token=streamer)
+    expect(status).to_be_hidden()
+    expect(page.locator("#chat-list li.chat-notice", has_text="Slow mode is off")).to_have_count(1)

@@ -182,6 +182,15 @@
     "dur.min": "{n} min",
     "dur.h": "{n} h",
     "dur.d": "{n} days",
+    "room.slow_on": "Slow mode: one comment every {s} s",
+    "room.slow_off": "Slow mode is off",
+    "room.mute_on": "Only staff can comment now",
+    "room.mute_off": "Everyone can comment again",
+    "room.guests_watch": "Guests can only watch: log in to comment",
+    "room.guests_comment": "Guests can comment",
+    "room.shield_on": "Shield mode is on",
+    "room.shield_off": "Shield mode is off",
+    "room.stream": "The stream changed",
   };
 
   const zh = {
@@ -350,6 +359,15 @@
     "dur.min": "{n} 分钟",
     "dur.h": "{n} 小时",
     "dur.d": "{n} 天",
+    "room.slow_on": "慢速模式：每 {s} 秒一条",
+    "room.slow_off": "慢速模式已关闭",
+    "room.mute_on": "现在只有工作人员可以发言",
+    "room.mute_off": "大家可以发言了",
+    "room.guests_watch": "游客只能观看：登录后发言",
+    "room.guests_comment": "游客可以发言",
+    "room.shield_on": "防护模式已开启",
+    "room.shield_off": "防护模式已关闭",
+    "room.stream": "直播源已更换",
   };
 
   const CATALOG = Object.freeze({ en: Object.freeze(en), zh: Object.freeze(zh) });

@@ -85,7 +85,7 @@
     chat: $("chat"), chatList: $("chat-list"), chatMore: $("chat-more"), chatMenu: $("chat-menu"),
     langSwitch: $("lang-switch"), player: $("player"), settings: $("settings"),
     whoRole: $("who-role"), staffOut: $("staff-out"), staff: $("staff"), staffForm: $("staff-form"),
-    staffToken: $("staff-token"),
+    staffToken: $("staff-token"), roomStatus: $("room-status"),
     setReset: $("set-reset"), setClose: $("set-close"), controls: $("controls"),
     vcPlay: $("vc-play"), vcMute: $("vc-mute"), vcVolume: $("vc-volume"),
     vcSettings: $("vc-settings"), vcPip: $("vc-pip"), vcFull: $("vc-full"),
@@ -298,6 +298,7 @@
    *  server defaults): the stream to play, unless ?src= chose one. */
   function onRoomSettings(roomSettings, effective) {
     S.roomSettings = roomSettings;
+    renderRoomStatus();
     const pick = (o) => (o && typeof o.stream_url === "string" ? o.stream_url : "");
     const url = pick(roomSettings) || pick(effective);
     if (!params.get("src") && url !== V.url) playVideo(url);
@@ -815,8 +816,12 @@
       return;
     }
     const changes = msg.changes && typeof msg.changes === "object" ? msg.changes : null;
-    if (ev === "settings" && changes && Object.hasOwn(changes, "stream_url")) {
-      readRoomInfo(); // the stream changed (or went back to the default): read it whole
+    if (ev === "settings" && changes) {
+      if (Object.hasOwn(changes, "stream_url")) readRoomInfo(); // read the new stream whole
+      S.roomSettings = { ...(S.roomSettings || {}), ...changes };
+      renderRoomStatus();
+      for (const line of settingsWords(changes)) chat.notice(tr("notice.settings"), line, "event");
+      return;
     }
     const text = noticeText(msg);
     const tag = I18N.has("en", `notice.${ev}`) ? tr(`notice.${ev}`) : tr("notice.notice");
@@ -824,6 +829,35 @@
       showBanner(tag, text, noticeTtl(msg) || 10000);
       chat.notice(tag, text, ev === "room_notice" ? "notice" : "event");
     }
+  }
+
+  // ---- the room's rules, in words (settings notices and the line beside the input) -----------
+  /** What changed, one sentence each: {slow_mode_s: 10, mute: null} -> [...]. Only the
+   *  settings viewers feel; the others (budget, ceilings) stay the staff's business. */
+  function settingsWords(changes) {
+    const out = [];
+    for (const [key, v] of Object.entries(changes)) {
+      if (key === "slow_mode_s") {
+        out.push(Number(v) > 0 ? tr("room.slow_on", { s: Number(v) }) : tr("room.slow_off"));
+      } else if (key === "mute") out.push(tr(v ? "room.mute_on" : "room.mute_off"));
+      else if (key === "guests") {
+        out.push(tr(v === "watch" || v === "off" ? "room.guests_watch" : "room.guests_comment"));
+      } else if (key === "shield") out.push(tr(v ? "room.shield_on" : "room.shield_off"));
+      else if (key === "stream_url") out.push(tr("room.stream"));
+    }
+    return out;
+  }
+
+  /** The rules in force now, beside the comment box (empty when there are none). */
+  function renderRoomStatus() {
+    const rs = S.roomSettings || {};
+    const parts = [];
+    if (rs.shield) parts.push(tr("room.shield_on"));
+    if (Number(rs.slow_mode_s) > 0) parts.push(tr("room.slow_on", { s: Number(rs.slow_mode_s) }));
+    if (rs.mute) parts.push(tr("room.mute_on"));
+    if (rs.guests === "watch" || rs.guests === "off") parts.push(tr("room.guests_watch"));
+    el.roomStatus.textContent = parts.join(" · ");
+    el.roomStatus.hidden = !parts.length;
   }
 
   // ---- sending --------------------------------------------------------------------------------
@@ -846,7 +880,8 @@
       if (errorIsCooldown) clearSendError();
       return;
     }
-    const secs = (left / 1000).toFixed(1);
+    // rounded up to a tenth: never "0.0 s" while there is still a wait
+    const secs = (Math.ceil(left / 100) / 10).toFixed(1);
     el.sendButton.textContent = tr("send.seconds", { s: Math.ceil(left / 1000) });
     errorIsCooldown = true;
     el.sendError.classList.remove("bad");
@@ -1849,6 +1884,7 @@
     if (R.on) el.sendText.placeholder = tr("send.placeholder_replay");
     el.rpMute.textContent = tr(el.video.muted ? "rp.sound_off" : "rp.sound_on");
     renderControls();
+    renderRoomStatus();
     setState(S.state, S.detail); // the detail keeps the language it was made in until it changes
     if (S.online !== null) setOnline(S.online);
   }
