@@ -40,6 +40,7 @@
       this.actions = actions;
       this.cap = cap;
       this.rows = new Map(); // comment id -> {li, item}
+      this.queue = []; // rows waiting for this frame's flush
       this.unseen = 0;
       this.menuFor = null;
       list.addEventListener("scroll", () => {
@@ -66,7 +67,7 @@
       });
     }
 
-    get size() { return this.list.childElementCount; }
+    get size() { return this.list.childElementCount + this.queue.length; }
 
     atBottom() {
       const l = this.list;
@@ -140,14 +141,30 @@
       this.append(li);
     }
 
+    /** Rows of one frame go in together: one layout read and one scroll per batch,
+     *  not per row (a frame may bring a hundred). */
     append(li) {
+      this.queue.push(li);
+      if (this.queue.length === 1) queueMicrotask(() => this.flush());
+    }
+
+    flush() {
+      const rows = this.queue;
+      this.queue = [];
+      if (!rows.length) return;
       const follow = this.atBottom();
-      this.list.appendChild(li);
+      const frag = document.createDocumentFragment();
+      for (const li of rows) {
+        // retracted or blocked before it was shown: it never appears
+        if (li.dataset.id && this.rows.get(li.dataset.id)?.li !== li) continue;
+        frag.appendChild(li);
+      }
+      this.list.appendChild(frag);
       while (this.list.childElementCount > this.cap) this.drop(this.list.firstElementChild);
       if (follow) {
         this.list.scrollTop = this.list.scrollHeight;
       } else {
-        this.unseen += 1;
+        this.unseen += rows.length;
         this.pill.textContent = this.t("chat.new", { n: this.unseen });
         this.pill.hidden = false;
       }

@@ -697,6 +697,8 @@
       S.cooldownUntil = Date.now() + Number(msg.retry_after_ms);
       S.cooldownCode = code;
       renderCooldown();
+      clearTimeout(S.cooldownTimer);
+      S.cooldownTimer = setTimeout(renderCooldown, Number(msg.retry_after_ms) + 1);
       return;
     }
     showSendError(errorWords(msg), true);
@@ -907,7 +909,9 @@
       showSendError(tr("err.empty"), false);
       return;
     }
-    if (S.cooldownUntil > Date.now()) {
+    if (S.cooldownUntil) {
+      // while the button still shows the countdown, Enter waits with it (the button is
+      // back to "Send" at the moment the wait ends: the timer set with the cooldown)
       renderCooldown();
       return;
     }
