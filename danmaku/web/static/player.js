@@ -1744,10 +1744,10 @@
     const meta = doc && doc.broadcast && typeof doc.broadcast === "object" ? doc.broadcast : {};
     R.meta = meta;
     const title = typeof meta.title === "string" && meta.title
-      ? meta.title : `broadcast ${broadcast}`;
+      ? meta.title : tr("rp.untitled", { id: broadcast });
     el.replayTitle.textContent = title;
     el.replayInfo.hidden = false;
-    document.title = `danmaku · ${room} · ${title} (replay)`;
+    document.title = `danmaku · ${room} · ${title} (${tr("state.replay")})`;
     el.rpCount.textContent = tr("rp.comments", { n: R.comments.length.toLocaleString(numberLocale()) });
     if (R.clock) {
       const last = R.comments.length ? R.comments[R.comments.length - 1].offset_ms : 0;
@@ -1928,7 +1928,7 @@
     const ws = S.ws;
     if (ws && S.welcomed && Date.now() - S.lastRx > DEAD_AFTER_MS) {
       detach(4001, "no data");
-      scheduleReconnect("connection lost");
+      scheduleReconnect(tr("why.lost"));
     }
   }, 250);
   setInterval(() => {
