@@ -91,3 +91,22 @@ def test_resume_sends_since_and_the_welcome_epoch(
     fake.close_all(1013, "restart")
     eventually(page, lambda: len(fake.requests) >= 4, what="a third reconnect")
     assert "since=3" in fake.requests[3] and "epoch=e2" in fake.requests[3]
+
+
+def test_the_consoles_open_player_as_me_link_signs_the_player_in(
+    live: LiveSystem, players: Players
+) -> None:
+    from tests.browser.test_console import open_console
+
+    console = open_console(players, "linked", token("mod2", role="moderator"))
+    link = console.locator("#player-me")
+    expect(link).to_be_visible()
+    href = link.get_attribute("href") or ""
+    assert href.startswith("/?room=linked#token=")
+    page = players.new_context().new_page()
+    page.goto(f"{live.base_url}{href}")
+    page.wait_for_function(
+        "() => window.danmaku.state === 'connected' && window.danmaku.user?.role === 'moderator'"
+    )
+    assert "token" not in page.url  # taken from the address, kept for this tab only
+    expect(page.locator("#who-role")).to_have_text("Moderator")

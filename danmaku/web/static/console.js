@@ -36,6 +36,7 @@
   const el = {
     roomForm: $("room-form"), roomInput: $("room-input"), roomList: $("room-list"),
     playerLink: $("player-link"), who: $("who"), whoNick: $("who-nick"), whoRole: $("who-role"),
+    playerMe: $("player-me"),
     tokenChange: $("token-change"), logout: $("logout"),
     login: $("login"), loginRoom: $("login-room"), loginForm: $("login-form"),
     tokenInput: $("token-input"), msg: $("msg"),
@@ -259,7 +260,9 @@
   function renderWho() {
     const c = S.claims;
     el.who.hidden = !S.token;
+    el.playerMe.hidden = !S.token;
     if (!S.token) return;
+    el.playerMe.href = `/?room=${encodeURIComponent(room)}#token=${encodeURIComponent(S.token)}`;
     el.who.dataset.state = S.auth;
     el.whoNick.textContent = c ? str(c.nick) || str(c.sub) || "?" : "unreadable token";
     const bits = [];
