@@ -8,9 +8,13 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 # apt-get only when a system package is missing (CI machines start bare; we are root there).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := redis-server chromium fonts-wqy-microhei prometheus
+# ffmpeg: the browser tests make a real HLS stream for the player to play.
+APT_PACKAGES := redis-server chromium fonts-wqy-microhei prometheus ffmpeg
+# hls.js for the player, vendored in danmaku/web/static/vendor/ (never a CDN at run time);
+# `make vendor-hls` refreshes it from the npm registry at this pinned version.
+HLS_JS_VERSION := 1.5.20
 
-.PHONY: run test unit lint bench loadtest soak cluster-demo clean system-deps help
+.PHONY: run test unit lint bench loadtest soak cluster-demo clean system-deps help vendor-hls
 
 help:
 	@echo "make run       start danmaku (web app, gateway, worker, embedded Redis)"
@@ -67,6 +71,13 @@ soak: $(STAMP)
 
 cluster-demo: $(STAMP) system-deps
 	$(BIN)/python -m danmaku.dev.devcluster $(ARGS)
+
+vendor-hls:
+	@tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent hls.js@$(HLS_JS_VERSION) >/dev/null && \
+	  tar xzf hls.js-$(HLS_JS_VERSION).tgz && \
+	  sed '/^\/\/# sourceMappingURL=/d' package/dist/hls.min.js > $(CURDIR)/danmaku/web/static/vendor/hls.min.js && \
+	  cp package/LICENSE $(CURDIR)/danmaku/web/static/vendor/hls.js-LICENSE.txt && \
+	  rm -rf $$tmp && echo "hls.js $(HLS_JS_VERSION) vendored"
 
 clean:
 	rm -rf $(VENV) .danmaku .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -362,6 +362,13 @@ class Settings:
         "1: open the WebSocket port with SO_REUSEPORT so several gateways share it (set by "
         "--processes for its children)",
     )
+    # ---- player video (issue 20) ----
+    stream_url: str = _opt(
+        "",
+        "DANMAKU_STREAM_URL",
+        "the video players show in a room whose streamer set no stream_url (http(s): an "
+        "HLS playlist .m3u8, MP4 or WebM); empty: the test pattern",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).

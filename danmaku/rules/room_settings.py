@@ -4,9 +4,10 @@ what the store writes in the room's settings hash, the roles that apply them (wo
 gateway presence, the Lua door), the docs table (``tests/unit/test_docs.py`` checks
 docs/operations.md names each) and the console (``GET /api/room-settings``).
 
-The settings hash holds numbers only (the Lua door and the gateways' presence rounds
-read floats): a ``flag`` is stored as 0/1, a ``choice`` as its index in ``choices``; the
-API shows them as a bool and a word. A setting that is not set takes the server's
+The settings hash holds numbers (the Lua door and the gateways' presence rounds read
+floats): a ``flag`` is stored as 0/1, a ``choice`` as its index in ``choices``, and the
+API shows them as a bool and a word; a ``text`` setting (``stream_url``) is stored as
+its text, and only the web app reads it. A setting that is not set takes the server's
 default: a ``Settings`` field (``server_default``) or a fixed value. Pure: no I/O.
 """
 
@@ -31,7 +32,7 @@ __all__ = [
     "shown_changes",
 ]
 
-Kind = Literal["number", "flag", "choice"]
+Kind = Literal["number", "flag", "choice", "text"]
 Shown = float | bool | str
 
 
@@ -51,6 +52,8 @@ class RoomSetting:
     unit: str = ""
     choices: tuple[str, ...] = ()
     writable: bool = True
+    max_len: int = 0  # text: its longest
+    pattern: str | None = None  # text: what it must match (fully)
 
     def default_for(self, settings: Settings) -> Shown:
         """The value in force when the room has not set it (as the API shows it)."""
@@ -58,14 +61,20 @@ class RoomSetting:
             return self.default
         return self.shown(_stored_of(self, getattr(settings, self.server_default)))
 
-    def encode(self, value: Shown) -> float:
-        """The number the settings hash keeps (``ValueError``: not one of ``choices``)."""
+    def encode(self, value: Shown) -> float | str:
+        """What the settings hash keeps (``ValueError``: not one of ``choices``)."""
+        if self.kind == "text":
+            return str(value)
         if self.kind == "choice":
             return float(self.choices.index(str(value)))
         return float(value)
 
-    def shown(self, stored: float | None) -> Shown:
-        """A stored number as the API shows it (``None``/unknown: the fixed default)."""
+    def shown(self, stored: float | str | None) -> Shown:
+        """A stored value as the API shows it (``None``/unknown: the fixed default)."""
+        if self.kind == "text":
+            return stored if isinstance(stored, str) else self.default
+        if isinstance(stored, str):
+            return self.default
         if self.kind == "flag":
             return bool(stored)
         if self.kind == "choice":
@@ -83,11 +92,13 @@ class RoomSetting:
             out |= {"min": self.lo, "max": self.hi}
         if self.kind == "choice":
             out["choices"] = list(self.choices)
+        if self.kind == "text":
+            out |= {"max_length": self.max_len, "pattern": self.pattern}
         return out
 
 
-def _stored_of(setting: RoomSetting, value: Any) -> float:
-    return setting.encode(value) if setting.kind == "choice" else float(value)
+def _stored_of(setting: RoomSetting, value: Any) -> float | str:
+    return setting.encode(value) if setting.kind in ("choice", "text") else float(value)
 
 
 SCHEMA: tuple[RoomSetting, ...] = (
@@ -125,6 +136,11 @@ SCHEMA: tuple[RoomSetting, ...] = (
         default="comment", server_default="guests", choices=POLICIES,
     ),
     RoomSetting(
+        "stream_url", "text", "the room's video for players (http(s): HLS .m3u8, MP4, "
+        "WebM); empty: the server default", default="", server_default="stream_url",
+        max_len=2048, pattern=r"^(https?://[^\s]+)?$",
+    ),
+    RoomSetting(
         "shield", "flag", "shield mode is on (PUT/DELETE /api/rooms/{room}/shield)",
         default=False, writable=False,
     ),
@@ -142,8 +158,10 @@ def public(stored: Mapping[str, float | str]) -> dict[str, Shown]:
     out: dict[str, Shown] = {}
     for name, value in stored.items():
         setting = _BY_NAME.get(name)
-        if setting is not None and isinstance(value, float | int):
-            out[name] = setting.shown(float(value))
+        if setting is None:
+            continue
+        if isinstance(value, str) == (setting.kind == "text"):
+            out[name] = setting.shown(value if isinstance(value, str) else float(value))
     return out
 
 
@@ -162,13 +180,14 @@ def effective(stored: Mapping[str, float | str], settings: Settings) -> dict[str
     return {s.name: shown.get(s.name, s.default_for(settings)) for s in SCHEMA}
 
 
-def encode_changes(given: Mapping[str, Any]) -> dict[str, float | None]:
-    """The hash writes for an API patch (``None``: back to the default). Raises
-    ``ValueError`` for a setting the schema does not know or that is not writable."""
-    out: dict[str, float | None] = {}
+def encode_changes(given: Mapping[str, Any]) -> dict[str, float | str | None]:
+    """The hash writes for an API patch (``None``, or ``""`` for a text: back to the
+    default). Raises ``ValueError`` for a setting the schema does not know or that is
+    not writable."""
+    out: dict[str, float | str | None] = {}
     for name, value in given.items():
         setting = _BY_NAME.get(name)
         if setting is None or not setting.writable:
             raise ValueError(f"{name} is not a room setting one can set")
-        out[name] = None if value is None else setting.encode(value)
+        out[name] = None if value is None or value == "" else setting.encode(value)
     return out

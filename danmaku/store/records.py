@@ -9,6 +9,7 @@ from hashlib import blake2b
 from typing import Any, NamedTuple
 
 from danmaku.config import DEFAULTS, Settings
+from danmaku.rules import room_settings
 
 ONLINE_FRESH_MS = 5000  # a gateway's online count older than this is ignored (it died)
 
@@ -243,6 +244,20 @@ def _sum_fresh(fields: Mapping[bytes, bytes], now_ms: int) -> float:
             except ValueError:
                 continue
     return total
+
+
+# Room settings kept as text (the rest are numbers): read back as strings by room_info.
+# Room settings kept as text in the settings hash (the others are numbers).
+TEXT_SETTINGS = frozenset(s.name for s in room_settings.SCHEMA if s.kind == "text")
+
+
+def _decode_room_settings(fields: Mapping[Any, Any]) -> dict[str, float | str]:
+    """The numeric settings and the text ones (``TEXT_SETTINGS``), for ``room_info``."""
+    out: dict[str, float | str] = dict(_decode_settings(fields))
+    for name, value in fields.items():
+        if _s(name) in TEXT_SETTINGS:
+            out[_s(name)] = _s(value)
+    return out
 
 
 def _decode_settings(fields: Mapping[Any, Any]) -> dict[str, float]:

@@ -45,6 +45,7 @@ from danmaku.store.records import (
     RoomLive,
     RoomState,
     StoreError,
+    _decode_room_settings,
     _decode_settings,
     _s,
     _sum_fresh,
@@ -298,20 +299,22 @@ class Store(
             )
         return out
 
-    async def room_settings(self, room: str) -> dict[str, float]:
-        """The room's moderator-set settings (only those set)."""
+    async def room_settings(self, room: str) -> dict[str, float | str]:
+        """The room's moderator-set settings (only those set; text ones as text)."""
         raw = await self._call("room_settings", lambda: self._r.hgetall(keys.settings(room)))
-        return _decode_settings(raw)
+        return _decode_room_settings(raw)
 
-    async def set_room_settings(self, room: str, values: Mapping[str, float | None]) -> None:
+    async def set_room_settings(self, room: str, values: Mapping[str, float | str | None]) -> None:
         """Set (or with ``None`` clear) room settings; workers and gateways see them
-        within a second."""
+        within a second. A string is kept as text (``records.TEXT_SETTINGS``)."""
 
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)
             for name, value in values.items():
                 if value is None:
                     pipe.hdel(keys.settings(room), name)
+                elif isinstance(value, str):
+                    pipe.hset(keys.settings(room), name, value)
                 else:
                     pipe.hset(keys.settings(room), name, repr(float(value)))
             pipe.execute()
@@ -493,7 +496,7 @@ class Store(
             "connections": head.connections,
             "comments_stored": int(stored),
             "shed_per_s": round(_sum_fresh(shed, now_ms), 3),
-            "settings": _decode_settings(room_settings),
+            "settings": _decode_room_settings(room_settings),
         }
         for name in ("comments_per_s", "shown_per_s", "dropped_per_s", "latency_p99_ms"):
             info[name] = float(stats.get(name.encode(), 0) or 0)

@@ -118,7 +118,7 @@ def create_app(
         title="danmaku",
         version="0.1.0",
         description="Live-stream bullet comments: player, moderation and live figures.",
-        docs_url="/api/docs",
+        docs_url=None,  # our own page below: FastAPI's loads Swagger UI from a CDN
         openapi_url="/openapi.json",
     )
     app.state.settings = settings  # read by request dependencies (staff token checks)
@@ -129,6 +129,12 @@ def create_app(
         "/static",
         StaticFiles(directory=str(resources.files("danmaku.web") / "static")),
         name="static",
+    )
+    # Swagger UI's assets from the swagger-ui-py package (pinned in pyproject.toml).
+    app.mount(
+        "/api/docs/assets",
+        StaticFiles(directory=str(resources.files("swagger_ui") / "static")),
+        name="swagger-ui",
     )
 
     app.include_router(create_router(settings, store))
@@ -155,6 +161,10 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def player() -> str:
         return _static("player.html")
+
+    @app.get("/api/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def api_docs() -> str:
+        return _static("api-docs.html")
 
     @app.get("/console", response_class=HTMLResponse, include_in_schema=False)
     async def console() -> str:

@@ -42,11 +42,14 @@ from danmaku.store import StoreError
 Scope = dict[str, Any]
 Message = dict[str, Any]
 
+# The one Content-Security-Policy of every HTML page (the pages carry no <meta> copy).
+# media-src and connect-src allow http(s) anywhere: a room's stream is often on a CDN, and
+# hls.js fetches its playlists and segments with XHR; worker-src blob: is hls.js' worker.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data: blob:; media-src 'self' blob: https: http:; "
-    "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
+    "connect-src 'self' ws: wss: https: http:; worker-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _COMMON = [
     (b"x-content-type-options", b"nosniff"),

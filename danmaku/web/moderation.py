@@ -66,11 +66,18 @@ def _settings_model() -> type[BaseModel]:
     for setting in room_settings.SCHEMA:
         if not setting.writable:
             continue
-        kind: Any = {"number": float, "flag": bool}.get(setting.kind)
+        kind: Any = {"number": float, "flag": bool, "text": str}.get(setting.kind)
         if setting.kind == "choice":
             kind = Literal[setting.choices]
         unit = f" ({setting.unit})" if setting.unit else ""
-        field = Field(default=None, ge=setting.lo, le=setting.hi, description=setting.help + unit)
+        field = Field(
+            default=None,
+            ge=setting.lo,
+            le=setting.hi,
+            max_length=setting.max_len or None,
+            pattern=setting.pattern,
+            description=setting.help + unit,
+        )
         fields[setting.name] = (kind | None, field)
     model: type[BaseModel] = create_model("SettingsIn", **fields)
     model.__doc__ = _settings_model.__doc__

@@ -17,6 +17,8 @@ def shown_values(name: str) -> st.SearchStrategy[object]:
         return st.sampled_from(s.choices)
     if s.kind == "flag":
         return st.booleans()
+    if s.kind == "text":
+        return st.sampled_from(["https://cdn.example/live/room.m3u8", "http://a.b/c.mp4"])
     assert s.lo is not None and s.hi is not None
     return st.floats(s.lo, s.hi)
 
@@ -29,7 +31,7 @@ def test_every_value_the_api_takes_is_stored_as_a_number_and_shown_back(
         value = data.draw(shown_values(setting.name))
         stored = encode_changes({setting.name: value}) if setting.writable else None
         number = setting.encode(value)  # type: ignore[arg-type]
-        assert isinstance(number, float)
+        assert isinstance(number, str if setting.kind == "text" else float)
         if stored is not None:
             assert stored == {setting.name: number}
         assert public({setting.name: number}) == {setting.name: value}
@@ -53,6 +55,7 @@ def test_a_stored_number_no_choice_has_shows_the_default() -> None:
 
 def test_only_writable_known_settings_can_be_patched() -> None:
     assert encode_changes({"budget": None, "mute": True}) == {"budget": None, "mute": 1.0}
+    assert encode_changes({"stream_url": ""}) == {"stream_url": None}  # back to the default
     with pytest.raises(ValueError):
         encode_changes({"shield": True})
     with pytest.raises(ValueError):

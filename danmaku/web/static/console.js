@@ -36,6 +36,7 @@
   const el = {
     roomForm: $("room-form"), roomInput: $("room-input"), roomList: $("room-list"),
     playerLink: $("player-link"), who: $("who"), whoNick: $("who-nick"), whoRole: $("who-role"),
+    playerMe: $("player-me"),
     tokenChange: $("token-change"), logout: $("logout"),
     login: $("login"), loginRoom: $("login-room"), loginForm: $("login-form"),
     tokenInput: $("token-input"), msg: $("msg"),
@@ -54,6 +55,7 @@
     setCeiling: $("set-ceiling"), setMute: $("set-mute"), settingsReset: $("settings-reset"),
     nowSlow: $("now-slow"), nowBudget: $("now-budget"), nowCeiling: $("now-ceiling"),
     nowMute: $("now-mute"),
+    setStream: $("set-stream"), nowStream: $("now-stream"), // the room's video (stream_url)
     wordsForm: $("words-form"), wordsInput: $("words-input"), wordsList: $("words-list"),
     wordsGlobal: $("words-global"),
     pinCurrent: $("pin-current"), pinForm: $("pin-form"), pinText: $("pin-text"),
@@ -258,7 +260,9 @@
   function renderWho() {
     const c = S.claims;
     el.who.hidden = !S.token;
+    el.playerMe.hidden = !S.token;
     if (!S.token) return;
+    el.playerMe.href = `/?room=${encodeURIComponent(room)}#token=${encodeURIComponent(S.token)}`;
     el.who.dataset.state = S.auth;
     el.whoNick.textContent = c ? str(c.nick) || str(c.sub) || "?" : "unreadable token";
     const bits = [];
@@ -737,6 +741,7 @@
       if (v === null) return `${name} reset to default`;
       if (k === "mute") return v ? "room muted" : "room unmuted";
       if (k === "guests") return { comment: "guests may comment", watch: "guests watch only", off: "guests off" }[v] || `guests ${v}`;
+      if (k === "stream_url") return v ? "stream set" : "stream reset to default";
       if (k === "slow_mode_s") return Number(v) > 0 ? `slow mode ${v} s` : "slow mode off";
       if (typeof v !== "number") return `${name} ${v}`; // review, guests, shield (issue 19)
       return `${name} ${v}${spec ? spec.unit : "/s"}`;
@@ -751,6 +756,8 @@
       s.now().textContent = has ? `now ${fmtNum(v, 2)}${s.unit}` : `now ${s.off}`;
     }
     el.nowMute.textContent = settings.mute ? "now muted" : "now open";
+    el.nowStream.textContent = settings.stream_url ? "set" : "now default";
+    el.nowStream.title = typeof settings.stream_url === "string" ? settings.stream_url : "";
     if (!S.settingsDirty) fillSettingsForm();
   }
   function fillSettingsForm() {
@@ -761,6 +768,9 @@
       input.value = typeof v === "number" && !(s.key === "slow_mode_s" && v === 0) ? String(v) : "";
     }
     if (document.activeElement !== el.setMute) el.setMute.checked = Boolean(S.settings.mute);
+    if (document.activeElement !== el.setStream) {
+      el.setStream.value = typeof S.settings.stream_url === "string" ? S.settings.stream_url : "";
+    }
   }
 
   async function submitSettings() {
@@ -775,6 +785,8 @@
     }
     const mute = el.setMute.checked;
     if (mute !== Boolean(S.settings.mute)) body.mute = mute ? true : null;
+    const stream = el.setStream.value.trim();
+    if (stream !== (S.settings.stream_url || "")) body.stream_url = stream;
     if (!Object.keys(body).length) {
       say("Nothing to change.", "info");
       S.settingsDirty = false;
@@ -790,7 +802,7 @@
 
   async function resetSettings() {
     const res = await act("PATCH", "/settings",
-      { slow_mode_s: null, budget: null, ingest_ceiling: null, mute: null, smooth_window_s: null, max_wait_s: null },
+      { slow_mode_s: null, budget: null, ingest_ceiling: null, mute: null, smooth_window_s: null, max_wait_s: null, stream_url: null },
       "Settings reset to the server defaults.");
     if (res.ok && res.data) {
       S.settingsDirty = false;

@@ -19,6 +19,9 @@
 (() => {
   // the helpers this page shares with the console (common.js, loaded first)
   const { ROOM_RE, COLOR_RE, $, load, save } = window.DanmakuCommon;
+  // every string the viewer reads comes from the catalogue (i18n.js)
+  const I18N = window.DanmakuI18n;
+  const tr = I18N.t;
 
   // ---- constants ----------------------------------------------------------------------------
   const SETTINGS_KEY = "danmaku.settings.v1";
@@ -41,8 +44,13 @@
   const RENDERED_CAP = 5000;     // ids remembered for the test hook
   const MIRROR_CAP = 12;         // entries of the screen-reader mirror
   const PING_EVERY_MS = 15000;
-  // no message at all this long: the socket is dead (?dead_after_ms= shortens it for tests)
-  const DEAD_AFTER_MS = Math.max(1000, Number(new URLSearchParams(location.search).get("dead_after_ms")) || 35000);
+  // no message at all this long: the socket is dead (?dead_after_ms= overrides it, for tests)
+  const DEAD_AFTER_MS = (() => {
+    const v = Number(new URLSearchParams(location.search).get("dead_after_ms"));
+    return Number.isFinite(v) && v >= 1000 ? v : 35000;
+  })();
+  const ROOM_INFO_FIRST_MS = 1200; // after the gateway's presence round has counted us
+  const ROOM_INFO_EVERY_MS = 10000; // a quiet room sends no frames: read the count instead
   const BACKOFF_BASE_MS = 400;
   const BACKOFF_MAX_MS = 15000;
   const STABLE_MS = 3000;        // a connection this old resets the backoff
@@ -51,6 +59,10 @@
   const BROADCAST_RE = /^[0-9a-f]{1,16}$/;
   const JUMP_MS = 1500;          // replay: a clock jump bigger than this is taken as a seek
   const REPLAY_RATES = [0.5, 0.75, 1, 1.25, 1.5, 2];
+  const REPORT_REASONS = ["spam", "harassment", "hate", "sexual", "other"];
+  const STAFF_ROLES = new Set(["moderator", "streamer", "admin"]);
+  const TIMEOUT_S = 600;         // the chat menu's "time out 10 min"
+  const CHAT_CAP = 300;          // rows kept in the chat list
 
   const el = {
     roomName: $("room-name"), online: $("online"), onlineN: $("online-n"), conn: $("conn"),
@@ -70,7 +82,17 @@
     replayInfo: $("replay-info"), replayTitle: $("replay-title"), replayBar: $("replay-bar"),
     rpPlay: $("rp-play"), rpSeek: $("rp-seek"), rpTime: $("rp-time"), rpRate: $("rp-rate"),
     rpMute: $("rp-mute"), rpCount: $("rp-count"),
+    chat: $("chat"), chatList: $("chat-list"), chatMore: $("chat-more"), chatMenu: $("chat-menu"),
+    langSwitch: $("lang-switch"), player: $("player"), settings: $("settings"),
+    whoRole: $("who-role"), staffOut: $("staff-out"), staff: $("staff"), staffForm: $("staff-form"),
+    staffToken: $("staff-token"), roomStatus: $("room-status"),
+    setReset: $("set-reset"), setClose: $("set-close"), controls: $("controls"),
+    vcPlay: $("vc-play"), vcMute: $("vc-mute"), vcVolume: $("vc-volume"),
+    vcSettings: $("vc-settings"), vcPip: $("vc-pip"), vcFull: $("vc-full"),
   };
+  const VIDEO = window.DanmakuVideo;
+  // prefers-reduced-motion: nothing flies; a scrolling comment is shown still, at the top
+  const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
   // ---- stored settings ----------------------------------------------------------------------
   const clamp = (x, lo, hi, dflt) => (Number.isFinite(x) ? Math.min(hi, Math.max(lo, x)) : dflt);
@@ -100,6 +122,11 @@
   let settings = sanitizeSettings(load(SETTINGS_KEY, null));
   let session = load(SESSION_KEY, null);
   if (!session || typeof session.token !== "string" || !session.user) session = null;
+  // a staff member's role token (staff.js): this tab only, used before the guest session
+  const STAFF = window.DanmakuStaff;
+  let staffToken = STAFF.load();
+  /** The token this viewer connects and calls the API with: staff, else guest, else none. */
+  const currentToken = () => staffToken || (session ? session.token : null);
   const sendPrefs = load(SEND_KEY, null) || {};
 
   const S = {
@@ -108,9 +135,10 @@
     handshakeError: null, lastSeq: null, online: null, user: null, tickMs: 100,
     limits: { max_text_chars: 100, max_text_bytes: 300 },
     cooldownUntil: 0, cooldownCode: "", nonceCounter: 0,
+    frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0, epoch: "",
     stats: { frames: 0, items: 0, dupFrames: 0, dupItems: 0, gaps: 0, dropped: 0,
       skipped: 0, blocked: 0, retracted: 0, rendered: 0 },
-    connects: [],
+    connects: [], reports: [],
   };
   const pending = new Map();     // nonce -> {nonce, text, color, mode, created, tries}
   const seen = new Set();        // ids accepted for display (insertion-ordered, capped)
@@ -131,6 +159,105 @@
     running: new Map(), // node -> {anim, start, end} on the media clock
     shown: [],          // [id, media ms] of comments put on screen (test hook)
   };
+
+  // ---- the chat list (chatlist.js) and what its menu does -----------------------------------
+  const chat = new window.DanmakuChatList({
+    list: el.chatList, pill: el.chatMore, menu: el.chatMenu, t: tr, locale: () => numberLocale(),
+    cap: CHAT_CAP,
+    actions: {
+      isOwn: (item) => isOwn(item),
+      canModerate: () => Boolean(staffToken && S.user && STAFF_ROLES.has(S.user.role)),
+      reasons: () => {
+        const listed = S.config && Array.isArray(S.config.report_reasons)
+          ? S.config.report_reasons.filter((r) => typeof r === "string" && I18N.has("en", `reason.${r}`))
+          : [];
+        return listed.length ? listed : REPORT_REASONS;
+      },
+      copy: (item) => copyText(item.text),
+      block: (item) => blockUser(item),
+      report: (item, reason) => report(item, reason),
+      remove: (item) => staffCall("DELETE", `comments/${encodeURIComponent(item.id)}`, null,
+        () => { retract([item.id]); toast(tr("act.deleted")); }),
+      timeout: (item) => staffCall("POST", "bans",
+        { uid: item.uid, duration_s: TIMEOUT_S, reason: "" },
+        () => toast(tr("act.timed_out", { nick: item.nick || item.uid }))),
+    },
+  });
+
+  async function copyText(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      toast(tr("act.copied"));
+    } catch {
+      // no clipboard permission (an insecure page, an old browser): a selected textarea
+      const area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.className = "visually-hidden";
+      document.body.appendChild(area);
+      area.select();
+      let ok = false;
+      try { ok = document.execCommand("copy"); } catch { ok = false; }
+      area.remove();
+      toast(tr(ok ? "act.copied" : "act.copy_failed"));
+    }
+  }
+
+  /** Block a user on this device: kept in the display settings (localStorage) by uid. */
+  function blockUser(item) {
+    if (typeof item.uid !== "string" || !item.uid) return;
+    if (!settings.blockUsers.includes(item.uid)) {
+      updateSettings({ blockUsers: [...settings.blockUsers, item.uid] });
+    }
+    chat.removeUser(item.uid);
+    toast(tr("act.blocked", { nick: item.nick || item.uid }));
+  }
+
+  const roomPath = (rest) => `/api/rooms/${encodeURIComponent(room)}/${rest}`;
+
+  /** POST /api/rooms/{room}/reports with the viewer's token; answers in the viewer's words. */
+  async function report(item, reason) {
+    if (!currentToken()) {
+      toast(tr("act.report_login"), 6000);
+      return;
+    }
+    let r;
+    try {
+      r = await fetch(roomPath("reports"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${currentToken()}` },
+        body: JSON.stringify({ comment_id: item.id, reason }),
+      });
+    } catch {
+      toast(tr("act.net"));
+      return;
+    }
+    S.reports.push({ id: item.id, reason, status: r.status });
+    if (S.reports.length > 50) S.reports.shift();
+    if (r.ok) toast(tr("act.reported"));
+    else if (r.status === 429) {
+      const s = Math.max(1, Number(r.headers.get("Retry-After")) || 1);
+      toast(tr("act.report_wait", { s }), 6000);
+    } else toast(tr("act.report_failed", { status: r.status }), 6000);
+  }
+
+  /** A moderation call with the signed-in staff token (the existing moderation API). */
+  async function staffCall(method, rest, body, onOk) {
+    if (!staffToken) return;
+    let r;
+    try {
+      r = await fetch(roomPath(rest), {
+        method,
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${staffToken}` },
+        body: body === null ? undefined : JSON.stringify(body),
+      });
+    } catch {
+      toast(tr("act.net"));
+      return;
+    }
+    if (r.ok) onOk();
+    else toast(tr("act.staff_failed", { status: r.status }), 6000);
+  }
 
   // ---- small helpers ------------------------------------------------------------------------
   const normText = (t) => String(t).split(/\s+/).filter(Boolean).join(" ");
@@ -166,18 +293,52 @@
     toastTimer = setTimeout(() => { el.toast.hidden = true; }, ms);
   }
 
+  const numberLocale = I18N.locale;
+  /** The room's settings as GET /api/rooms/{room} gives them (``effective``: with the
+   *  server defaults): the stream to play, unless ?src= chose one. */
+  function onRoomSettings(roomSettings, effective) {
+    S.roomSettings = roomSettings;
+    renderRoomStatus();
+    const pick = (o) => (o && typeof o.stream_url === "string" ? o.stream_url : "");
+    const url = pick(roomSettings) || pick(effective);
+    if (!params.get("src") && url !== V.url) playVideo(url);
+  }
+
   // ---- connection state ---------------------------------------------------------------------
   function setState(state, detail = "") {
     S.state = state;
     S.detail = detail;
     el.conn.dataset.state = state;
-    el.connText.textContent = detail ? `${state} · ${detail}` : state;
+    const word = tr(`state.${state}`);
+    el.connText.textContent = detail ? `${word} · ${detail}` : word;
   }
 
   function setOnline(n) {
     if (typeof n !== "number" || !Number.isFinite(n)) return;
+    // a connected viewer is one of those online, whatever a stale count says
+    if (S.welcomed) n = Math.max(1, n);
     S.online = n;
-    el.onlineN.textContent = n.toLocaleString("en-US");
+    el.onlineN.textContent = n.toLocaleString(numberLocale());
+  }
+
+  /** GET /api/rooms/{room}: the online count over all gateways (a quiet room sends no
+   *  frames to carry it) and the room's settings (stream_url). Failures are ignored: the
+   *  next round or frame tries again. */
+  async function readRoomInfo() {
+    if (!ROOM_RE.test(room)) return;
+    let info;
+    try {
+      const r = await fetch(`/api/rooms/${encodeURIComponent(room)}`, { cache: "no-store" });
+      if (!r.ok) return;
+      info = await r.json();
+    } catch {
+      return;
+    }
+    if (!info || typeof info !== "object") return;
+    // frames carry the count while the room is busy; in a quiet room the API is the truth
+    if (S.welcomed && Date.now() - S.frameOnlineAt > ROOM_INFO_EVERY_MS / 2) setOnline(info.online);
+    onRoomSettings(info.settings && typeof info.settings === "object" ? info.settings : {},
+      info.effective && typeof info.effective === "object" ? info.effective : {});
   }
 
   /** One of the gateways /api/config lists (ws_urls): a random one first, then the next
@@ -214,7 +375,7 @@
     clearTimeout(S.reconnectTimer);
     S.reconnectTimer = 0;
     if (!ROOM_RE.test(room)) {
-      setState("error", "room must be 1-64 of A-Z a-z 0-9 _ -");
+      setState("error", tr("why.room_rule"));
       return;
     }
     if (S.ws) return;
@@ -224,7 +385,7 @@
         S.config = await fetchConfig();
       } catch {
         if (id !== S.connId) return;
-        if (!S.config) { scheduleReconnect("server unreachable"); return; }
+        if (!S.config) { scheduleReconnect(tr("why.unreachable")); return; }
       }
       if (id !== S.connId) return;
     }
@@ -235,22 +396,28 @@
       url = new URL(defaultWsUrl());
     }
     url.searchParams.set("room", room);
-    if (session) url.searchParams.set("token", session.token);
-    if (S.lastSeq !== null) url.searchParams.set("since", String(S.lastSeq));
+    if (currentToken()) url.searchParams.set("token", currentToken());
+    if (S.lastSeq !== null) {
+      url.searchParams.set("since", String(S.lastSeq));
+      // the room's history numbering this seq belongs to (welcome.epoch): a reset room
+      // answers resume_failed rather than replaying frames of another numbering
+      if (S.epoch) url.searchParams.set("epoch", S.epoch);
+    }
     url.searchParams.set("density", String(settings.density));
     setState(S.attempts ? "reconnecting" : "connecting");
     let ws;
     try {
       ws = new WebSocket(url.href);
     } catch {
-      scheduleReconnect("bad gateway address");
+      scheduleReconnect(tr("why.bad_gateway"));
       return;
     }
     S.ws = ws;
     S.welcomed = false;
     S.handshakeError = null;
     S.lastRx = Date.now();
-    S.connects.push({ since: S.lastSeq, density: settings.density, token: Boolean(session),
+    S.connects.push({ since: S.lastSeq, density: settings.density, token: Boolean(currentToken()),
+      staff: Boolean(staffToken),
       gateway: url.host, at: Date.now() });
     if (S.connects.length > 50) S.connects.shift();
     ws.onmessage = (ev) => {
@@ -303,7 +470,8 @@
   function renderReconnect() {
     const secs = Math.max(0, Math.ceil((S.reconnectAt - Date.now()) / 1000));
     const why = S.reconnectWhy ? `${S.reconnectWhy}; ` : "";
-    setState(navigator.onLine === false ? "offline" : "reconnecting", `${why}retry in ${secs} s`);
+    setState(navigator.onLine === false ? "offline" : "reconnecting",
+      `${why}${tr("why.retry_in", { s: secs })}`);
   }
 
   function onClose(code, reason) {
@@ -313,23 +481,26 @@
     if (wasWelcomed && Date.now() - S.openedAt > STABLE_MS) S.attempts = 0;
     const refusal = S.handshakeError;
     if (refusal && refusal.code === "bad_room") {
-      setState("error", "bad room name");
+      setState("error", tr("why.bad_room_name"));
       return;
     }
-    if (refusal && refusal.code === "unauthorized" && session) {
+    if (refusal && refusal.code === "unauthorized" && staffToken) {
+      setStaff(null); // a bad or expired role token: back to the guest session, if any
+      showSendError(tr("staff.bad_token"), true);
+    } else if (refusal && refusal.code === "unauthorized" && session) {
       // the stored token expired or is for another room: watch anonymously
       setSession(null);
-      showSendError("Your session has expired: pick a nickname again to send.", true);
+      showSendError(tr("err.expired"), true);
     } else if (refusal && refusal.code === "bad_request" && S.lastSeq !== null) {
       S.lastSeq = null;
     } else if (refusal && refusal.code === "banned") {
       showSendError(errorWords(refusal), true);
     }
-    let why = "connection lost";
-    if (code === 1013) why = "server restarting";
-    else if (code === 4000) why = "connection too slow";
-    else if (code === 1008) why = reason || "refused";
-    else if (code === 1009) why = "message too big";
+    let why = tr("why.lost");
+    if (code === 1013) why = tr("why.restarting");
+    else if (code === 4000) why = tr("why.slow");
+    else if (code === 1008) why = refusal ? errorWords(refusal) : tr("why.refused");
+    else if (code === 1009) why = tr("why.too_big");
     scheduleReconnect(why);
   }
 
@@ -350,16 +521,25 @@
     if (typeof msg.tick_ms === "number" && msg.tick_ms > 0) S.tickMs = msg.tick_ms;
     if (msg.limits && typeof msg.limits === "object") applyLimits(msg.limits);
     S.user = msg.user && typeof msg.user === "object" ? msg.user : null;
+    if (typeof msg.epoch === "string" && msg.epoch) {
+      // another epoch: the room's history was reset, its seqs are a new numbering
+      if (S.epoch && msg.epoch !== S.epoch && typeof msg.seq === "number") S.lastSeq = msg.seq;
+      S.epoch = msg.epoch; // resume with it
+    }
+    if (staffToken) renderWho();
     if (S.lastSeq === null && typeof msg.seq === "number") S.lastSeq = msg.seq;
     setOnline(msg.online);
     setState("connected");
+    clearTimeout(S.roomInfoTimer);
+    S.roomInfoAt = Date.now();
+    S.roomInfoTimer = setTimeout(readRoomInfo, ROOM_INFO_FIRST_MS);
     if (msg.pin && typeof msg.pin === "object") onNotice({ event: "pin", ...msg.pin });
     // comments never answered on an earlier connection: same nonce, so no double post
     const now = Date.now();
     for (const entry of pending.values()) {
       if (now - entry.created > PENDING_TTL_MS) {
         pending.delete(entry.nonce);
-        showSendError("A comment could not be sent (no answer from the server).", true);
+        showSendError(tr("err.no_answer"), true);
       } else {
         transmit(entry);
       }
@@ -375,6 +555,7 @@
     if (S.lastSeq !== null && msg.seq > S.lastSeq + 1) S.stats.gaps += 1;
     S.lastSeq = msg.seq;
     S.stats.frames += 1;
+    if (typeof msg.online === "number") S.frameOnlineAt = Date.now();
     setOnline(msg.online);
     if (typeof msg.dropped === "number") S.stats.dropped += msg.dropped;
     if (Array.isArray(msg.retract)) retract(msg.retract);
@@ -407,6 +588,11 @@
     remember(item.id);
     S.stats.items += 1;
     if (retracted.has(item.id)) return false;
+    if (!own && blockedItem(item)) {
+      S.stats.blocked += 1;
+      return false;
+    }
+    if (!R.on) chat.add(item, own); // the list: what was delivered, whatever the overlay shows
     return shows(item, own);
   }
 
@@ -424,7 +610,8 @@
     return true;
   }
 
-  const modeOf = (item) => (item.mode === "top" || item.mode === "bottom" ? item.mode : "scroll");
+  const modeOf = (item) => (item.mode === "top" || item.mode === "bottom" ? item.mode
+    : reducedMotion.matches ? "top" : "scroll");
 
   function blockedItem(item) {
     if (settings.blockUsers.length) {
@@ -462,6 +649,7 @@
     for (const p of Array.from(el.live.children)) {
       if (gone.has(p.dataset.id)) p.remove();
     }
+    chat.retract(gone);
   }
 
   function onAck(msg) {
@@ -470,8 +658,13 @@
     pending.delete(msg.nonce);
     if (typeof msg.id !== "string") return;
     const user = S.user || (session && session.user) || {};
+    if (msg.code === "held") { // stored for review: not shown to the room (nor here) yet
+      showSendError(tr("held"), false);
+      return;
+    }
     const item = { id: msg.id, uid: user.uid, nick: user.nick, text: entry.text,
-      color: entry.color, mode: entry.mode, ts: Date.now(), prio: 0 };
+      color: entry.color, mode: entry.mode, ts: Date.now(), prio: 0,
+      role: STAFF_ROLES.has(user.role) ? user.role : undefined };
     if (accept(item, true)) incoming.push({ item, own: true, due: performance.now() });
     if (!S.cooldownUntil) clearSendError();
   }
@@ -486,13 +679,15 @@
     const entry = msg.nonce ? pending.get(msg.nonce) : null;
     if (entry && AUTO_RETRY_CODES.has(code) && entry.tries < 4) {
       const wait = Math.max(250, Number(msg.retry_after_ms) || 1000);
-      showSendError(`${errorWords(msg)} Retrying in ${(wait / 1000).toFixed(1)} s…`, false);
+      showSendError(`${errorWords(msg)} ${tr("err.retrying_in", { s: (wait / 1000).toFixed(1) })}`,
+        false);
       setTimeout(() => { if (pending.has(entry.nonce)) transmit(entry); }, wait);
       return;
     }
     if (entry) {
       pending.delete(entry.nonce);
-      if (["unauthorized", "rate_limited", "slow_mode", "too_long", "blocked"].includes(code)
+      if (["unauthorized", "rate_limited", "slow_mode", "too_long", "blocked",
+        "login_required"].includes(code)
           && !el.sendText.value) {
         el.sendText.value = entry.text; // let the viewer edit or resend it
         updateCount();
@@ -502,28 +697,51 @@
       S.cooldownUntil = Date.now() + Number(msg.retry_after_ms);
       S.cooldownCode = code;
       renderCooldown();
+      clearTimeout(S.cooldownTimer);
+      S.cooldownTimer = setTimeout(renderCooldown, Number(msg.retry_after_ms) + 1);
       return;
     }
     showSendError(errorWords(msg), true);
   }
 
+  /** A duration in the viewer's words: "10 min", "3 h". */
+  function durationWords(ms) {
+    const sec = Math.max(1, Math.round(ms / 1000));
+    if (sec < 90) return tr("dur.s", { n: sec });
+    if (sec < 90 * 60) return tr("dur.min", { n: Math.round(sec / 60) });
+    if (sec < 48 * 3600) return tr("dur.h", { n: Math.round(sec / 3600) });
+    return tr("dur.d", { n: Math.round(sec / 86400) });
+  }
+
+  /** A ban in the viewer's words: "Timed out for 10 min: spam" (the reason a moderator
+   *  gave, when there is one), or banned for good. */
+  function banWords(msg) {
+    const reason = typeof msg.reason === "string" && msg.reason.trim()
+      ? `: ${msg.reason.trim().slice(0, 200)}` : "";
+    if (msg.until === null) return `${tr("err.banned_for_good")}${reason}.`;
+    const until = Number(msg.until);
+    if (Number.isFinite(until) && until > 0) {
+      const when = new Date(until).toLocaleTimeString(numberLocale(),
+        { hour: "2-digit", minute: "2-digit" });
+      return `${tr("err.timed_out_for", { d: durationWords(until - Date.now()) })}${reason}. `
+        + tr("err.banned_until", { until: when });
+    }
+    return reason ? `${tr("err.banned_for_good")}${reason}.` : tr("err.banned");
+  }
+
+  /** The player's own words for an error code (server text is never shown as is). */
   function errorWords(msg) {
-    const secs = Number(msg.retry_after_ms) > 0 ? ` Try again in ${Math.ceil(msg.retry_after_ms / 1000)} s.` : "";
+    const wait = Number(msg.retry_after_ms) > 0
+      ? ` ${tr("err.try_again_in", { s: Math.max(1, Math.ceil(msg.retry_after_ms / 1000)) })}` : "";
     switch (msg.code) {
-      case "rate_limited": return `You are sending too fast.${secs}`;
-      case "slow_mode": return `Slow mode is on in this room.${secs}`;
-      case "banned": return "You are banned from commenting in this room.";
-      case "blocked": return "Your comment contains a blocked word and was not sent.";
-      case "too_long":
-        return `Your comment is too long (at most ${S.limits.max_text_chars} characters).`;
-      case "empty": return "Type something first.";
-      case "unauthorized": return "Pick a nickname to send comments (anonymous viewers can only watch).";
-      case "duplicate": return "You just sent that. Say something new.";
-      case "overloaded": return "The server is busy.";
-      case "unavailable": return "The server could not store your comment.";
-      case "bad_room": return "This room name is not valid.";
-      case "bad_request": return `The server could not read that (${String(msg.message || "bad request")}).`;
-      default: return String(msg.message || msg.code || "Something went wrong.");
+      case "rate_limited": return `${tr("err.rate_limited")}${wait}`;
+      case "slow_mode": return `${tr("err.slow_mode")}${wait}`;
+      case "banned": return banWords(msg);
+      case "too_long": return tr("err.too_long", { n: S.limits.max_text_chars });
+      case "blocked": case "empty": case "unauthorized": case "login_required": case "duplicate":
+      case "overloaded": case "unavailable": case "bad_room": case "bad_request":
+        return tr(`err.${msg.code}`);
+      default: return tr("err.other", { code: String(msg.code || "?").slice(0, 40) });
     }
   }
 
@@ -541,8 +759,16 @@
     el.banner.hidden = true;
     el.bannerText.textContent = "";
   }
+  /** Who a notice is from: its role ("Moderator") when it carries one, never a raw
+   *  ``role:uid``; else the nick. */
   function who(o) {
-    for (const key of ["nick", "by"]) if (typeof o[key] === "string" && o[key]) return o[key];
+    if (typeof o.role === "string" && STAFF_ROLES.has(o.role)) {
+      const nick = typeof o.by === "string" && o.by && !o.by.includes(":") ? ` ${o.by}` : "";
+      return `${tr(`role.${o.role}`)}${nick}`;
+    }
+    for (const key of ["nick", "by"]) {
+      if (typeof o[key] === "string" && o[key] && !/^[a-z]+:/.test(o[key])) return o[key];
+    }
     return "";
   }
   function noticeText(msg) {
@@ -574,21 +800,66 @@
       if (typeof msg.seq === "number" && typeof msg.since === "number" && msg.since > msg.seq) {
         S.lastSeq = msg.seq; // the room's history was reset: follow the new numbering
       }
-      toast("Some comments were missed while reconnecting.");
+      toast(tr("toast.missed"));
       return;
     }
     if (ev === "pin" || ev === "pinned") {
       const text = noticeText(msg);
-      if (text) showBanner("pinned", text, noticeTtl(msg));
-      else hideBanner();
+      if (text) {
+        showBanner(tr("notice.pinned"), text, noticeTtl(msg));
+        chat.notice(tr("notice.pinned"), text, "pin");
+      } else {
+        hideBanner();
+      }
       return;
     }
     if (ev === "unpin" || ev === "unpinned") {
       hideBanner();
       return;
     }
+    const changes = msg.changes && typeof msg.changes === "object" ? msg.changes : null;
+    if (ev === "settings" && changes) {
+      if (Object.hasOwn(changes, "stream_url")) readRoomInfo(); // read the new stream whole
+      S.roomSettings = { ...(S.roomSettings || {}), ...changes };
+      renderRoomStatus();
+      for (const line of settingsWords(changes)) chat.notice(tr("notice.settings"), line, "event");
+      return;
+    }
     const text = noticeText(msg);
-    if (text) showBanner(ev ? ev.replace(/_/g, " ") : "notice", text, noticeTtl(msg) || 10000);
+    const tag = I18N.has("en", `notice.${ev}`) ? tr(`notice.${ev}`) : tr("notice.notice");
+    if (text) {
+      showBanner(tag, text, noticeTtl(msg) || 10000);
+      chat.notice(tag, text, ev === "room_notice" ? "notice" : "event");
+    }
+  }
+
+  // ---- the room's rules, in words (settings notices and the line beside the input) -----------
+  /** What changed, one sentence each: {slow_mode_s: 10, mute: null} -> [...]. Only the
+   *  settings viewers feel; the others (budget, ceilings) stay the staff's business. */
+  function settingsWords(changes) {
+    const out = [];
+    for (const [key, v] of Object.entries(changes)) {
+      if (key === "slow_mode_s") {
+        out.push(Number(v) > 0 ? tr("room.slow_on", { s: Number(v) }) : tr("room.slow_off"));
+      } else if (key === "mute") out.push(tr(v ? "room.mute_on" : "room.mute_off"));
+      else if (key === "guests") {
+        out.push(tr(v === "watch" || v === "off" ? "room.guests_watch" : "room.guests_comment"));
+      } else if (key === "shield") out.push(tr(v ? "room.shield_on" : "room.shield_off"));
+      else if (key === "stream_url") out.push(tr("room.stream"));
+    }
+    return out;
+  }
+
+  /** The rules in force now, beside the comment box (empty when there are none). */
+  function renderRoomStatus() {
+    const rs = S.roomSettings || {};
+    const parts = [];
+    if (rs.shield) parts.push(tr("room.shield_on"));
+    if (Number(rs.slow_mode_s) > 0) parts.push(tr("room.slow_on", { s: Number(rs.slow_mode_s) }));
+    if (rs.mute) parts.push(tr("room.mute_on"));
+    if (rs.guests === "watch" || rs.guests === "off") parts.push(tr("room.guests_watch"));
+    el.roomStatus.textContent = parts.join(" · ");
+    el.roomStatus.hidden = !parts.length;
   }
 
   // ---- sending --------------------------------------------------------------------------------
@@ -607,23 +878,23 @@
     const left = S.cooldownUntil - Date.now();
     if (left <= 0) {
       S.cooldownUntil = 0;
-      el.sendButton.textContent = "Send";
+      el.sendButton.textContent = tr("send.send");
       if (errorIsCooldown) clearSendError();
       return;
     }
-    const secs = (left / 1000).toFixed(1);
-    el.sendButton.textContent = `${Math.ceil(left / 1000)} s`;
+    // rounded up to a tenth: never "0.0 s" while there is still a wait
+    const secs = (Math.ceil(left / 100) / 10).toFixed(1);
+    el.sendButton.textContent = tr("send.seconds", { s: Math.ceil(left / 1000) });
     errorIsCooldown = true;
     el.sendError.classList.remove("bad");
-    el.sendError.textContent = S.cooldownCode === "slow_mode"
-      ? `Slow mode is on in this room: you can send again in ${secs} s.`
-      : `You are sending too fast: you can send again in ${secs} s.`;
+    el.sendError.textContent = tr(S.cooldownCode === "slow_mode" ? "cool.slow_mode"
+      : "cool.rate_limited", { s: secs });
   }
 
   function transmit(entry) {
     const ws = S.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN || !S.welcomed) {
-      showSendError("Not connected: your comment will be sent when the connection is back.", false);
+      showSendError(tr("err.not_connected"), false);
       return;
     }
     entry.tries += 1;
@@ -635,14 +906,16 @@
     if (R.on) return; // a recording takes no comments
     const text = normText(el.sendText.value);
     if (!text) {
-      showSendError("Type something first.", false);
+      showSendError(tr("err.empty"), false);
       return;
     }
-    if (S.cooldownUntil > Date.now()) {
+    if (S.cooldownUntil) {
+      // while the button still shows the countdown, Enter waits with it (the button is
+      // back to "Send" at the moment the wait ends: the timer set with the cooldown)
       renderCooldown();
       return;
     }
-    if (!session && !(S.ws && S.welcomed)) {
+    if (!currentToken() && !(S.ws && S.welcomed)) {
       showSendError(errorWords({ code: "unauthorized" }), true);
       return;
     }
@@ -670,8 +943,30 @@
     renderWho();
   }
 
+  function setStaff(token) {
+    staffToken = token;
+    if (token) STAFF.save(token);
+    else STAFF.clear();
+    renderWho();
+  }
+
   function renderWho() {
-    if (session) {
+    // staff: the name and role the server confirmed in welcome (else the token's, unverified)
+    const claims = staffToken ? STAFF.claims(staffToken) || {} : null;
+    const staffUser = staffToken && S.user && S.connects.length && S.connects.at(-1).staff
+      ? S.user : claims;
+    if (staffToken) {
+      el.whoNick.textContent = String(staffUser.nick || staffUser.uid || staffUser.sub || "?");
+      const role = STAFF_ROLES.has(staffUser.role) ? staffUser.role : "";
+      el.whoRole.hidden = !role;
+      el.whoRole.className = `chat-badge role-${role}`;
+      el.whoRole.textContent = role ? tr(`role.${role}`) : "";
+      el.who.hidden = false;
+      el.nickForm.hidden = true;
+      el.whoChange.hidden = true;
+      el.staffOut.hidden = false;
+      el.staff.hidden = true;
+    } else if (session) {
       el.whoNick.textContent = session.user.nick;
       el.who.hidden = false;
       el.nickForm.hidden = true;
@@ -679,6 +974,32 @@
       el.who.hidden = true;
       el.nickForm.hidden = false;
     }
+    if (!staffToken) {
+      el.whoRole.hidden = true;
+      el.whoChange.hidden = false;
+      el.staffOut.hidden = true;
+      el.staff.hidden = false;
+    }
+  }
+
+  function bindStaff() {
+    el.staffForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const token = el.staffToken.value.trim();
+      el.staffToken.value = "";
+      if (!STAFF.valid(token)) {
+        showSendError(tr("staff.bad_token"), true);
+        return;
+      }
+      el.staff.open = false;
+      setStaff(token);
+      clearSendError();
+      reconnectNow(); // the role token goes with the handshake; since= keeps our place
+    });
+    el.staffOut.addEventListener("click", () => {
+      setStaff(null);
+      reconnectNow();
+    });
   }
 
   async function join(nick) {
@@ -689,15 +1010,14 @@
         body: JSON.stringify({ nick }),
       });
       if (!r.ok) {
-        showSendError(r.status === 422
-          ? "That nickname is not allowed: use 1-24 printable characters."
-          : r.status === 429 ? "Too many new sessions from your address: try again later."
-            : `Could not start a session (HTTP ${r.status}).`, true);
+        showSendError(r.status === 422 ? tr("err.nick_bad")
+          : r.status === 429 ? tr("err.too_many_sessions")
+            : tr("err.session_http", { status: r.status }), true);
         return;
       }
       const body = await r.json();
       if (!body || typeof body.token !== "string" || !body.user) {
-        showSendError("Could not start a session (unexpected answer).", true);
+        showSendError(tr("err.session_bad"), true);
         return;
       }
       setSession({ token: body.token, user: body.user });
@@ -705,7 +1025,7 @@
       reconnectNow(); // the token goes with the handshake; since= keeps our place
       el.sendText.focus();
     } catch {
-      showSendError("Cannot reach the server to start a session.", true);
+      showSendError(tr("err.session_net"), true);
     } finally {
       el.nickInput.disabled = false;
     }
@@ -998,7 +1318,7 @@
     ctx.fillStyle = "rgba(255,255,255,0.55)";
     ctx.font = `600 ${Math.round(h * 0.045)}px system-ui, sans-serif`;
     ctx.textAlign = "center";
-    ctx.fillText(clock ? "REPLAY · recording clock (no video)" : "TEST PATTERN · no video source",
+    ctx.fillText(clock ? tr("pattern.replay") : tr("pattern.test"),
       w / 2, h * 0.46);
     ctx.font = `${Math.round(h * 0.035)}px ui-monospace, monospace`;
     if (clock) {
@@ -1007,7 +1327,7 @@
       return;
     }
     const d = new Date();
-    ctx.fillText(`${room} · ${d.toLocaleTimeString("en-GB")}.${Math.floor(d.getMilliseconds() / 100)}`,
+    ctx.fillText(`${room} · ${d.toLocaleTimeString(numberLocale(), { hour12: false })}.${Math.floor(d.getMilliseconds() / 100)}`,
       w / 2, h * 0.46 + h * 0.06);
   }
 
@@ -1017,32 +1337,123 @@
     try {
       url = new URL(src, location.href);
     } catch {
-      toast("The video address is not valid: showing the test pattern.");
+      toast(tr("toast.bad_src"));
       return null;
     }
     if (!["http:", "https:", "blob:"].includes(url.protocol)) {
-      toast("Only http(s) video addresses are played: showing the test pattern.");
+      toast(tr("toast.only_http"));
       return null;
     }
     return url;
   }
 
-  function setupVideo() {
-    const src = params.get("src");
-    if (!src) return;
+  // ---- the video: ?src=, else the room's stream_url (video.js plays HLS and files) ----------
+  const V = { url: "", handle: null };
+
+  function showPattern() {
+    el.video.hidden = true;
+    el.pattern.hidden = false;
+    pattern.on = true;
+    el.stage.classList.remove("has-video");
+    renderControls();
+  }
+
+  /** Play ``src`` (an address; "" = none: the test pattern) in the stage. */
+  function playVideo(src) {
+    if (V.handle) V.handle.destroy();
+    V.handle = null;
+    V.url = src || "";
+    if (!src) {
+      showPattern();
+      return;
+    }
     const url = videoUrl(src);
-    if (!url) return;
-    el.video.src = url.href;
+    if (!url) {
+      showPattern();
+      return;
+    }
     el.video.hidden = false;
     el.pattern.hidden = true;
     pattern.on = false;
-    el.video.addEventListener("error", () => {
-      el.video.hidden = true;
-      el.pattern.hidden = false;
-      pattern.on = true;
-      toast("The video could not be loaded: showing the test pattern.", 6000);
-    }, { once: true });
-    el.video.play().catch(() => { el.video.controls = true; });
+    el.stage.classList.add("has-video");
+    const handle = VIDEO.load(el.video, url.href, {
+      onFatal: () => {
+        if (V.handle !== handle) return;
+        showPattern();
+        toast(tr("toast.video_failed"), 6000);
+      },
+    });
+    V.handle = handle;
+    if (handle.kind === "file") el.video.play().catch(() => { /* the play button starts it */ });
+    renderControls();
+  }
+
+  function setupVideo() {
+    const src = params.get("src");
+    if (src) playVideo(src);
+  }
+
+  function renderControls() {
+    const v = el.video;
+    const playing = !v.paused && !v.ended;
+    el.vcPlay.textContent = playing ? "❚❚" : "▶";
+    const playWord = tr(playing ? "video.pause" : "video.play");
+    el.vcPlay.title = playWord;
+    el.vcPlay.setAttribute("aria-label", playWord);
+    const muted = v.muted || v.volume === 0;
+    el.vcMute.textContent = muted ? "🔇" : "🔊";
+    el.vcMute.setAttribute("aria-pressed", String(muted));
+    const muteWord = tr(muted ? "video.unmute" : "video.mute");
+    el.vcMute.title = muteWord;
+    el.vcMute.setAttribute("aria-label", muteWord);
+    if (document.activeElement !== el.vcVolume) el.vcVolume.value = String(muted ? 0 : v.volume);
+    el.vcPip.hidden = !(el.stage.classList.contains("has-video") && VIDEO.canPip(v));
+    el.vcFull.hidden = !VIDEO.canFullscreen();
+  }
+
+  function toggleFullscreen() {
+    VIDEO.fullscreen(el.player).catch(() => { /* refused (no user gesture): nothing to do */ });
+  }
+
+  function bindControls() {
+    const v = el.video;
+    el.vcPlay.addEventListener("click", () => {
+      if (v.paused || v.ended) v.play().catch(() => {});
+      else v.pause();
+    });
+    el.vcMute.addEventListener("click", () => {
+      v.muted = !(v.muted || v.volume === 0) ? true : false;
+      if (!v.muted && v.volume === 0) v.volume = 0.5;
+      renderControls();
+    });
+    el.vcVolume.addEventListener("input", () => {
+      v.volume = Number(el.vcVolume.value);
+      v.muted = v.volume === 0;
+      renderControls();
+    });
+    el.vcSettings.addEventListener("click", () => { el.settings.open = !el.settings.open; });
+    el.vcPip.addEventListener("click", () => { VIDEO.pip(v).catch(() => {}); });
+    el.vcFull.addEventListener("click", toggleFullscreen);
+    for (const ev of ["play", "pause", "ended", "volumechange", "loadedmetadata", "emptied"]) {
+      v.addEventListener(ev, renderControls);
+    }
+    document.addEventListener("fullscreenchange", () => {
+      el.player.classList.toggle("fullscreen", Boolean(document.fullscreenElement));
+    });
+    // keys: d danmaku on/off, f fullscreen, Enter to the comment box (not while typing)
+    document.addEventListener("keydown", (ev) => {
+      const tag = ev.target && ev.target.tagName;
+      if (ev.ctrlKey || ev.metaKey || ev.altKey || ["INPUT", "SELECT", "TEXTAREA"].includes(tag)) {
+        return;
+      }
+      if (ev.key === "d" || ev.key === "D") updateSettings({ on: !settings.on });
+      else if (ev.key === "f" || ev.key === "F") toggleFullscreen();
+      else if (ev.key === "Enter" && tag !== "BUTTON" && tag !== "SUMMARY" && !R.on) {
+        el.sendText.focus();
+      } else return;
+      ev.preventDefault();
+    });
+    renderControls();
   }
 
   // ---- replay -----------------------------------------------------------------------------------
@@ -1222,7 +1633,7 @@
     el.rpTime.textContent = `${clockText(t / 1000, false)} / ${clockText(dur, false)}`;
     if (el.rpSeek.max !== String(dur)) el.rpSeek.max = String(dur);
     if (!seekDragging) el.rpSeek.value = String(t / 1000);
-    const label = m.paused ? "play" : "pause";
+    const label = tr(m.paused ? "rp.play" : "rp.pause");
     if (el.rpPlay.getAttribute("aria-label") !== label) {
       el.rpPlay.setAttribute("aria-label", label);
       el.rpPlay.textContent = m.paused ? "▶" : "❚❚";
@@ -1233,7 +1644,7 @@
 
   function togglePlay() {
     const m = R.media;
-    if (m.paused) m.play().catch(() => toast("The recording could not be played."));
+    if (m.paused) m.play().catch(() => toast(tr("toast.recording_play")));
     else m.pause();
   }
 
@@ -1250,7 +1661,7 @@
     el.rpMute.addEventListener("click", () => {
       el.video.muted = !el.video.muted;
       el.rpMute.setAttribute("aria-pressed", String(el.video.muted));
-      el.rpMute.textContent = el.video.muted ? "sound off" : "sound on";
+      el.rpMute.textContent = tr(el.video.muted ? "rp.sound_off" : "rp.sound_on");
     });
     document.addEventListener("keydown", (ev) => {
       const tag = ev.target && ev.target.tagName;
@@ -1270,8 +1681,11 @@
     el.who.hidden = true;
     el.replayBar.hidden = false;
     for (const c of [el.sendText, el.sendColor, el.sendMode, el.sendButton]) c.disabled = true;
-    el.sendText.placeholder = "replay: comments cannot be sent";
-    setState("replay", "loading");
+    el.sendText.placeholder = tr("send.placeholder_replay");
+    el.sendText.removeAttribute("data-i18n-placeholder");
+    el.chat.hidden = true; // a recording's comments are not a chat
+    el.controls.classList.add("replay"); // the replay bar plays and seeks
+    setState("replay", tr("why.loading"));
     const src = params.get("src");
     const url = src && src !== "recording" ? videoUrl(src) : null;
     if (url) {
@@ -1284,8 +1698,8 @@
       el.rpMute.hidden = false;
       R.media = el.video;
       el.video.addEventListener("error", () => {
-        toast("The recording could not be loaded.", 8000);
-        setState("error", "recording not loaded");
+        toast(tr("toast.recording_load"), 8000);
+        setState("error", tr("why.recording_not_loaded"));
       }, { once: true });
     } else {
       R.clock = new RecordingClock();
@@ -1293,11 +1707,11 @@
     }
     bindReplayBar();
     if (!ROOM_RE.test(room)) {
-      setState("error", "room must be 1-64 of A-Z a-z 0-9 _ -");
+      setState("error", tr("why.room_rule"));
       return;
     }
     if (!BROADCAST_RE.test(broadcast)) {
-      setState("error", "broadcast id must be 1-16 of 0-9 a-f");
+      setState("error", tr("why.broadcast_rule"));
       return;
     }
     loadReplay();
@@ -1310,7 +1724,7 @@
     try {
       const r = await fetch(path, { cache: "no-store" });
       if (r.status === 404) {
-        setState("error", "no such broadcast");
+        setState("error", tr("why.no_broadcast"));
         return;
       }
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
@@ -1318,7 +1732,7 @@
     } catch {
       const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(R.attempts, 10));
       R.attempts += 1;
-      setState("replay", `comments not loaded; retrying in ${Math.ceil(cap / 1000)} s`);
+      setState("replay", tr("why.comments_retry", { s: Math.ceil(cap / 1000) }));
       setTimeout(loadReplay, cap);
       return;
     }
@@ -1330,11 +1744,11 @@
     const meta = doc && doc.broadcast && typeof doc.broadcast === "object" ? doc.broadcast : {};
     R.meta = meta;
     const title = typeof meta.title === "string" && meta.title
-      ? meta.title : `broadcast ${broadcast}`;
+      ? meta.title : tr("rp.untitled", { id: broadcast });
     el.replayTitle.textContent = title;
     el.replayInfo.hidden = false;
-    document.title = `danmaku · ${room} · ${title} (replay)`;
-    el.rpCount.textContent = `${R.comments.length.toLocaleString("en-US")} comments`;
+    document.title = `danmaku · ${room} · ${title} (${tr("state.replay")})`;
+    el.rpCount.textContent = tr("rp.comments", { n: R.comments.length.toLocaleString(numberLocale()) });
     if (R.clock) {
       const last = R.comments.length ? R.comments[R.comments.length - 1].offset_ms : 0;
       const span = Number(meta.end) > 0 && Number(meta.start) > 0
@@ -1427,6 +1841,10 @@
     el.setBottom.addEventListener("change", () => updateSettings({ showBottom: el.setBottom.checked }));
     el.setWords.addEventListener("change", () => updateSettings({ blockWords: splitList(el.setWords.value) }));
     el.setUsers.addEventListener("change", () => updateSettings({ blockUsers: splitList(el.setUsers.value) }));
+    // back to the defaults of the display; the viewer's block lists stay
+    el.setReset.addEventListener("click", () => updateSettings({ ...DEFAULTS,
+      blockWords: settings.blockWords, blockUsers: settings.blockUsers }));
+    el.setClose.addEventListener("click", () => { el.settings.open = false; });
   }
 
   function bindSending() {
@@ -1446,7 +1864,7 @@
       ev.preventDefault();
       const nick = normText(el.nickInput.value);
       if (!nick) {
-        showSendError("Type a nickname first.", false);
+        showSendError(tr("err.type_nick"), false);
         return;
       }
       sendPrefs.nick = nick;
@@ -1461,12 +1879,33 @@
     });
   }
 
+  // ---- language -------------------------------------------------------------------------------
+  function renderLanguage() {
+    I18N.apply();
+    renderSettings();
+    chat.relabel();
+    if (!S.cooldownUntil) el.sendButton.textContent = tr("send.send");
+    if (R.on) el.sendText.placeholder = tr("send.placeholder_replay");
+    el.rpMute.textContent = tr(el.video.muted ? "rp.sound_off" : "rp.sound_on");
+    renderControls();
+    renderRoomStatus();
+    setState(S.state, S.detail); // the detail keeps the language it was made in until it changes
+    if (S.online !== null) setOnline(S.online);
+  }
+  el.langSwitch.addEventListener("click", () => I18N.setLang(I18N.lang === "zh" ? "en" : "zh"));
+  I18N.onChange(renderLanguage);
+
   // ---- start ----------------------------------------------------------------------------------
+  I18N.apply();
+  el.sendButton.textContent = tr("send.send");
+  el.rpMute.textContent = tr("rp.sound_off");
   el.roomName.textContent = room;
   document.title = `danmaku · ${room}`;
   renderSettings();
   bindSettings();
   bindSending();
+  bindControls();
+  bindStaff();
   updateGeometry();
   resizePattern();
   updateCount();
@@ -1481,11 +1920,15 @@
   setInterval(() => {
     if (S.cooldownUntil) renderCooldown();
     if (S.reconnectTimer && S.state !== "connected") renderReconnect();
+    if (S.welcomed && Date.now() - S.roomInfoAt > ROOM_INFO_EVERY_MS) {
+      S.roomInfoAt = Date.now();
+      if (Date.now() - S.frameOnlineAt > ROOM_INFO_EVERY_MS / 2) readRoomInfo();
+    }
     // a socket that has gone silent (no frame, no pong) is dead: start over
     const ws = S.ws;
     if (ws && S.welcomed && Date.now() - S.lastRx > DEAD_AFTER_MS) {
       detach(4001, "no data");
-      scheduleReconnect("connection lost");
+      scheduleReconnect(tr("why.lost"));
     }
   }, 250);
   setInterval(() => {
@@ -1508,6 +1951,7 @@
     get lastSeq() { return S.lastSeq; },
     get online() { return S.online; },
     get user() { return S.user ? { ...S.user } : null; },
+    get epoch() { return S.epoch; },
     get room() { return room; },
     get connects() { return S.connects.map((c) => ({ ...c })); },
     get pending() { return Array.from(pending.keys()); },
@@ -1516,6 +1960,12 @@
     stats: () => ({ ...S.stats, waiting: waiting.length, incoming: incoming.length,
       lanes: laneCount() }),
     settings: () => JSON.parse(JSON.stringify(settings)),
+    get lang() { return I18N.lang; },
+    get reports() { return S.reports.map((x) => ({ ...x })); },
+    chatSize: () => chat.size,
+    /** The video: what plays it ("hls.js", "native"), its address and clock. */
+    video: () => ({ url: V.url, engine: V.handle ? V.handle.engine : "",
+      currentTime: el.video.currentTime, paused: el.video.paused, hidden: el.video.hidden }),
     /** Replay mode: where the recording is and what it has shown; null when live. */
     replay: () => (R.on ? {
       loaded: R.loaded, count: R.comments.length, mediaMs: Math.round(R.now),
