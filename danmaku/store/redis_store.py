@@ -26,8 +26,9 @@ from redis.exceptions import NoScriptError, RedisClusterException
 
 from danmaku.metrics import Metrics
 from danmaku.startup import mask_url
-from danmaku.store import cluster, keys, scripts
+from danmaku.store import cluster, keys, platform, scripts
 from danmaku.store.moderation import ModerationOps, staff_roles
+from danmaku.store.platform import PlatformOps
 from danmaku.store.records import (
     CommittedFrame,
     ControlEvent,
@@ -49,7 +50,7 @@ from danmaku.store.worker_ops import WorkerOps, queue_script
 T = TypeVar("T")
 
 
-class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before ModerationOps: unrecord
+class Store(WorkerOps, ReplayOps, ModerationOps, PlatformOps):  # ReplayOps first: unrecord
     """Async facade over one Redis or a Redis Cluster (``redis+cluster://`` URL, see
     ``cluster``). Thread-safe; share one per process.
 
@@ -93,7 +94,12 @@ class Store(WorkerOps, ReplayOps, ModerationOps):  # ReplayOps before Moderation
         self._renew = self._r.register_script(scripts.RENEW)
         self._release = self._r.register_script(scripts.RELEASE)
         self._commit = self._r.register_script(scripts.COMMIT)
-        self._scripts = (self._ingest, self._acquire, self._renew, self._release, self._commit)
+        self._publish = self._r.register_script(platform.PUBLISH)  # server API (issue 24)
+        self._pin_paid = self._r.register_script(platform.PIN_PAID)
+        self._scripts: tuple[Any, ...] = (
+            *(self._ingest, self._acquire, self._renew, self._release, self._commit),
+            *(self._publish, self._pin_paid),
+        )
 
     # ---- bridge -----------------------------------------------------------------------
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:

@@ -34,6 +34,7 @@ from danmaku.web.guards import (
     validation_error,
 )
 from danmaku.web.moderation import create_router
+from danmaku.web.platform import create_router as create_platform_router
 from danmaku.web.replay import create_router as create_replay_router
 
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
@@ -118,6 +119,7 @@ def create_app(
 
     app.include_router(create_router(settings, store))
     app.include_router(create_replay_router(settings, store, metrics))
+    app.include_router(create_platform_router(settings, store, metrics))  # server API
     app.add_middleware(SecurityHeaders)
     app.add_middleware(StrictJSON)  # inside BodyLimit: what it buffers is bounded
     app.add_middleware(BodyLimit, max_bytes=settings.max_http_body_bytes)

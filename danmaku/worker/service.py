@@ -572,6 +572,9 @@ def _p99(values: list[float]) -> float:
     return float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
 
 
+PLATFORM = ("kind", "amount", "currency", "gift", "tier")  # paid, gift, system items (issue 24)
+
+
 def _recording(items: list[Item], start_ms: int, end_ms: int) -> list[tuple[str, bytes]]:
     """What replay keeps of each comment accepted between start and end (0 = on air):
     author, style, and its offset in the broadcast."""
@@ -582,7 +585,7 @@ def _recording(items: list[Item], start_ms: int, end_ms: int) -> list[tuple[str,
             continue
         kept: dict[str, Any] = {
             k: i[k]
-            for k in ("uid", "nick", "text", "color", "mode", "prio", "ts", "role")
+            for k in ("uid", "nick", "text", "color", "mode", "prio", "ts", "role", *PLATFORM)
             if k in i
         }
         kept["offset_ms"] = ts - start_ms
