@@ -123,6 +123,8 @@ LOOPS = (
     "renew",
     "online",
     "pinger",
+    "webhooks",  # the webhook reader (issue 24)
+    "webhook_send",  # a webhook URL's sender
 )
 # Where a room's tick failed in its worker (that room only: released, retried after a
 # backoff), and the worker loops whose per-room reads are counted.

@@ -71,14 +71,14 @@ return {1, id}
 """
 
 # Pin a paid message: KEYS[1] = the room's pin; ARGV[1] = pin JSON, ARGV[2] = ms,
-# ARGV[3] = its tier level. A staff pin is never replaced, nor a paid pin of a higher
+# ARGV[3] = its tier level. A staff pin is never replaced, nor a paid (or gift) pin of a higher
 # tier still on; a paid pin of the same or a lower tier is (the newest shows).
 # Returns 1 (pinned) or 0.
 PIN_PAID = r"""
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local ok, p = pcall(cjson.decode, cur)
-  if not ok or type(p) ~= 'table' or p.kind ~= 'paid' then return 0 end
+  if not ok or type(p) ~= 'table' or (p.kind ~= 'paid' and p.kind ~= 'gift') then return 0 end
   local level = type(p.tier) == 'table' and tonumber(p.tier.level) or 0
   if level > tonumber(ARGV[3]) then return 0 end
 end
@@ -241,25 +241,29 @@ class PlatformOps:
         return await self._call("webhook_lease", run)
 
     async def webhook_read(
-        self, since_ms: int, rooms_max: int, count: int
+        self, since_ms: int, rooms_max: int, count: int, known: Mapping[str, str]
     ) -> dict[str, tuple[list[tuple[str, bytes]], list[tuple[str, dict[bytes, bytes]]]]]:
         """For each room active since ``since_ms`` (at most ``rooms_max``): its comment
-        stream entries and audit entries after the webhook cursors (at most ``count``
-        each), as ``(entry id, packed payload)`` and ``(entry id, fields)``. A room without
-        a cursor starts at the time webhooks were first switched on (``_start``): what
-        happened since is owed to the receivers, what happened before never is."""
+        stream entries and audit entries after the cursors (at most ``count`` each), as
+        ``(entry id, packed payload)`` and ``(entry id, fields)``. Cursors (``"ROOM:in"``,
+        ``"ROOM:audit"``) come from ``known`` (the reader's own position), else from what
+        was committed; a room with neither starts when webhooks were first switched on
+        (``_start``): what happened since is owed to the receivers, nothing before."""
         now_ms = int(time.time() * 1000)
 
         def run() -> dict[str, Any]:
             self._r.hsetnx(WEBHOOK_CURSORS, "_start", now_ms)
             found = self._r.zrevrangebyscore(keys.ROOMS, "+inf", since_ms, 0, rooms_max)
             rooms = [_s(r) for r in found]
-            names = ["_start"] + [f"{r}:{s}" for r in rooms for s in ("in", "audit")]
-            start, *cursors = list(self._r.hmget(WEBHOOK_CURSORS, names))
+            fields = [f"{r}:{s}" for r in rooms for s in ("in", "audit")]
+            ask = ["_start", *(f for f in fields if f not in known)]
+            start, *stored = list(self._r.hmget(WEBHOOK_CURSORS, ask))
+            committed = dict(zip(ask[1:], stored, strict=True))
             pipe = self._r.pipeline(transaction=False)
             for i, room in enumerate(rooms):
                 for j, key in enumerate((keys.comments(room), keys.audit(room))):
-                    cur = cursors[2 * i + j]
+                    name = fields[2 * i + j]
+                    cur = known.get(name) or committed.get(name)
                     low = "(" + _s(cur) if cur is not None else f"{_s(start)}-0"
                     pipe.xrange(key, low, "+", count=count)
             replies = pipe.execute() if rooms else []

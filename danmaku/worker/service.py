@@ -572,7 +572,8 @@ def _p99(values: list[float]) -> float:
     return float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
 
 
-PLATFORM = ("kind", "amount", "currency", "gift", "tier")  # paid, gift, system items (issue 24)
+# What replay keeps of paid, gift and system items besides (issue 24).
+PLATFORM = frozenset({"kind", "amount", "currency", "gift", "tier"})
 
 
 def _recording(items: list[Item], start_ms: int, end_ms: int) -> list[tuple[str, bytes]]:
@@ -585,9 +586,10 @@ def _recording(items: list[Item], start_ms: int, end_ms: int) -> list[tuple[str,
             continue
         kept: dict[str, Any] = {
             k: i[k]
-            for k in ("uid", "nick", "text", "color", "mode", "prio", "ts", "role", *PLATFORM)
+            for k in ("uid", "nick", "text", "color", "mode", "prio", "ts", "role")
             if k in i
         }
+        kept |= {k: v for k, v in i.items() if k in PLATFORM}
         kept["offset_ms"] = ts - start_ms
         out.append((str(i["id"]), orjson.dumps(kept)))
     return out
