@@ -27,8 +27,10 @@ SECRET = "s" * 40
 # ---- tiers ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("amount", "name", "pin_s"),
-    [(0.5, "blue", 0), (1, "blue", 0), (4.99, "lightblue", 0), (5, "green", 120)]
-    + [(19.99, "yellow", 300), (50, "magenta", 1800), (100, "red", 3600), (1e6, "red", 3600)],
+    [
+        *[(0.5, "blue", 0), (1, "blue", 0), (4.99, "lightblue", 0), (5, "green", 120)],
+        *[(19.99, "yellow", 300), (50, "magenta", 1800), (100, "red", 3600), (1e6, "red", 3600)],
+    ],
 )
 def test_super_chat_table(amount: float, name: str, pin_s: int) -> None:
     tier = tiers.tier_for(amount)
@@ -65,7 +67,7 @@ def test_a_custom_table_from_json_or_a_file(tmp_path: Path) -> None:
         '[{"name": "x", "min": -1, "color": "#ffffff"}]',
         '[{"name": "x", "min": 1, "color": "red"}]',
         '[{"name": "x", "min": 1, "color": "#ffffff", "pin_s": 1.5}]',
-        '[{"name": "a", "min": 1, "color": "#ffffff"}, {"name": "b", "min": 1, "color": "#ffffff"}]',
+        orjson.dumps([{"name": n, "min": 1, "color": "#ffffff"} for n in "ab"]).decode(),
         "@/no/such/file",
     ],
 )
