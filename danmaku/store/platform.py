@@ -155,24 +155,31 @@ class PlatformOps:
         replies = await self._call("publish", run)
         return [Published(_s(r[1]), bool(int(r[0]))) for r in replies[: len(messages)]]
 
-    async def pin_paid(self, room: str, pin: Mapping[str, Any], ttl_s: int, level: int) -> bool:
-        """Pin a paid message for ``ttl_s`` unless a staff pin or a higher tier's paid pin
-        is on (``PIN_PAID``); when pinned, gateways show it like a staff pin."""
+    async def pin_paid(self, pins: Sequence[tuple[str, Mapping[str, Any], int, int]]) -> list[bool]:
+        """Pin paid messages ``(room, pin, ttl_s, tier level)``, in order, each unless a
+        staff pin or a higher tier's paid pin is on in its room (``PIN_PAID``); gateways
+        show what was pinned like a staff pin. One round trip for the lot, one more for
+        the notices."""
 
-        def run() -> bool:
-            raw = orjson.dumps(pin)
+        def run() -> list[bool]:
             pipe = self._r.pipeline(transaction=False)
-            queue_script(pipe, self._pin_paid, [keys.pin(room)], [raw, ttl_s * 1000, level])
-            if not int(self._execute_scripted(pipe)[0]):
-                return False
+            for room, pin, ttl_s, level in pins:
+                args = [orjson.dumps(pin), ttl_s * 1000, level]
+                queue_script(pipe, self._pin_paid, [keys.pin(room)], args)
+            done = [bool(int(r)) for r in self._execute_scripted(pipe)]
             pipe = self._r.pipeline(transaction=False)
-            event = orjson.dumps({"kind": "pin", "pin": pin})
-            pipe.xadd(keys.control(room), {"e": event}, maxlen=CONTROL_MAXLEN, approximate=True)
-            pipe.xadd(keys.TICKS, {"r": room}, maxlen=keys.TICKS_MAXLEN, approximate=True)
-            pipe.execute()
-            return True
+            for (room, pin, _, _), pinned in zip(pins, done, strict=True):
+                if pinned:
+                    event = orjson.dumps({"kind": "pin", "pin": pin})
+                    pipe.xadd(
+                        keys.control(room), {"e": event}, maxlen=CONTROL_MAXLEN, approximate=True
+                    )
+                    pipe.xadd(keys.TICKS, {"r": room}, maxlen=keys.TICKS_MAXLEN, approximate=True)
+            if any(done):
+                pipe.execute()
+            return done
 
-        return await self._call("pin_paid", run)
+        return await self._call("pin_paid", run) if pins else []
 
     async def count_publishes(self, key_id: str, n: int, now: float) -> tuple[int, float]:
         """Count ``n`` publishes by ``key_id`` in the current second (shared by every web

@@ -45,7 +45,15 @@ from danmaku.web.moderation import RoomName, _bearer, _staff, guarded, who
 MsgId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="your id (retries)")]
 Uid = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")]
 MAX_PAID_TEXT = 200  # characters of a paid, gift or system message (Super Chat: 200)
-DIRECTORY_ROOMS = 1000  # the most recent rooms the directory sorts and pages
+DIRECTORY_ROOMS = 1000
+PIN_FIELDS = (
+    "kind",
+    "uid",
+    "amount",
+    "tier",
+    "currency",
+    "gift",
+)  # a paid pin's extras  # the most recent rooms the directory sorts and pages
 
 
 class GiftIn(BaseModel):
@@ -228,16 +236,17 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
             results = await guarded(
                 store.publish([p for _, p, _ in direct], settings.publish_id_ttl_s)
             )
+            pins: list[tuple[str, dict[str, Any], int, int]] = []
             for (i, p, item), res in zip(direct, results, strict=True):
                 m = messages[i][1]
+                tier = item.get("tier")
                 out[i] = PublishOut(
                     id=m.id,
                     room=p.room,
                     status="published" if res.fresh else "duplicate",
                     comment_id=res.comment_id,
-                    tier=item.get("tier"),
+                    tier=tier,
                 )
-                tier = item.get("tier")
                 if res.fresh and tier and tier["pin_s"] > 0:
                     pin: dict[str, Any] = {
                         "text": m.text,
@@ -245,13 +254,11 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
                         "ts": now_ms,
                         "until": now_ms + tier["pin_s"] * 1000,
                         "id": res.comment_id,
-                        **{
-                            k: item[k]
-                            for k in ("kind", "uid", "amount", "tier", "currency", "gift")
-                            if k in item
-                        },
+                        **{k: item[k] for k in PIN_FIELDS if k in item},
                     }
-                    await guarded(store.pin_paid(p.room, pin, tier["pin_s"], tier["level"]))
+                    pins.append((p.room, pin, tier["pin_s"], tier["level"]))
+            # In order: the pin rule (PIN_PAID) holds within a batch as across requests.
+            await guarded(store.pin_paid(pins))
         if door:
             batch = {room: [ing for _, ing in entries] for room, entries in door.items()}
             outcomes = await guarded(store.append_comments(batch, limits))
