@@ -145,12 +145,16 @@ def receiver(port: int) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(f"receiver on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C: counts)", flush=True)
+    print(f"receiver on http://127.0.0.1:{server.server_address[1]}/ (prints its totals)", flush=True)
+    last = [0, 0]
     try:
-        while True:
+        while True:  # the totals, each second they changed
             time.sleep(1)
+            if count != last:
+                last = list(count)
+                print(json.dumps({"requests": count[0], "events": count[1]}), flush=True)
     except KeyboardInterrupt:
-        print(json.dumps({"requests": count[0], "events": count[1]}))
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
