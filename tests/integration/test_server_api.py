@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
 from danmaku import auth
@@ -237,3 +238,22 @@ async def test_broadcasts_from_the_server_api_and_the_room_directory(
     assert (await ServerApi(system, token("m", role="moderator"))("GET", "/rooms"))[0] == 403
     assert (await ServerApi(system, token("a", role="admin"))("GET", "/rooms"))[0] == 200
     assert (await ServerApi(system, None)("GET", "/rooms"))[0] == 401
+
+
+def test_the_token_command_mints_server_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    from danmaku.cli import main
+
+    secret = "s3cret-for-test-0123456789abcdef0123"
+    argv = ["token", "--user", "backend", "--nick", "B", "--role", "server", "--ttl", "60"]
+    assert main([*argv, "--secret", secret]) == 0
+    out = capsys.readouterr().out.strip()
+    assert auth.verify_server(secret, out) == "backend"
+
+
+async def test_the_server_api_is_in_the_openapi_document(
+    nursery: trio.Nursery, settings: Settings
+) -> None:
+    system = await up(nursery, settings)
+    doc = (await http(f"http://127.0.0.1:{system.web_port}/openapi.json")).json()
+    assert {"/api/rooms/{room}/messages", "/api/messages", "/api/rooms"} <= set(doc["paths"])
+    assert "MessageIn" in doc["components"]["schemas"]
