@@ -145,7 +145,8 @@ def receiver(port: int) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(f"receiver on http://127.0.0.1:{server.server_address[1]}/ (prints its totals)", flush=True)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    print(f"receiver on {url} (prints its totals)", flush=True)
     last = [0, 0]
     try:
         while True:  # the totals, each second they changed
