@@ -1,6 +1,6 @@
-"""The console's broadcasts panel in a real Chromium against the real system: start a
+"""The console's platform panels in a real Chromium against the real system: start a
 broadcast with a title, comments are recorded, end it, and the recordings list links the
-replay page and the exports (which hold the comment)."""
+replay page and the exports (which hold the comment); paid messages and gifts listed."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from urllib.parse import parse_qs, urlparse
 
 from playwright.sync_api import expect
 
+from danmaku import auth
 from tests.browser.conftest import LiveSystem, Players
 from tests.browser.test_console import mod_token, open_console, send
 from tests.client import http_sync
+from tests.conftest import SECRET
 
 
 def test_start_record_end_and_the_recordings_list(live: LiveSystem, players: Players) -> None:
@@ -71,3 +73,29 @@ def test_a_rejected_token_is_told_in_words_and_nothing_starts(
     page.click("#bc-start")
     expect(page.locator("#bc-msg")).to_contain_text("paste a moderator or streamer token")
     assert http_sync(f"{live.base_url}/api/rooms/noair/broadcasts").json() == []
+
+
+def test_paid_messages_and_gifts_are_listed_for_staff(live: LiveSystem, players: Players) -> None:
+    room = "thanks"
+    page = open_console(players, room, mod_token())
+    page.wait_for_function("() => window.dmHighlights && window.dmHighlights.loaded")
+    expect(page.locator("#hl-empty")).to_be_visible()
+    server = auth.mint_server(SECRET, uid="backend")
+    url = f"{live.base_url}/api/rooms/{room}/messages"
+    paid = {"id": "p1", "kind": "paid", "uid": "fan", "nick": "Fan <i>1</i>", "amount": 50}
+    paid |= {"currency": "USD", "text": "love <b>it</b>"}
+    assert http_sync(url, "POST", json_body=paid, token=server).status == 201
+    gift = {"id": "g1", "kind": "gift", "uid": "fan2", "nick": "Gifter"}
+    gift["gift"] = {"name": "rocket", "count": 3, "value": 2}
+    assert http_sync(url, "POST", json_body=gift, token=server).status == 201
+    system = {"id": "s1", "kind": "system", "text": "not a highlight"}
+    assert http_sync(url, "POST", json_body=system, token=server).status == 201
+    page.evaluate("() => window.dmHighlights.refresh()")
+    items = page.locator("#hl-list .hl-item")
+    expect(items).to_have_count(2)
+    expect(items.nth(0).locator(".hl-amount")).to_have_text("rocket × 3")  # newest first
+    expect(items.nth(1).locator(".hl-nick")).to_have_text("Fan <i>1</i>")
+    expect(items.nth(1).locator(".hl-amount")).to_have_text("$50.00")
+    expect(items.nth(1).locator(".hl-tier")).to_have_text("magenta")
+    expect(items.nth(1).locator(".hl-text")).to_have_text("love <b>it</b>")
+    assert page.locator("#hl-list b, #hl-list i").count() == 0
