@@ -65,7 +65,8 @@ async def test_only_api_keys_and_server_tokens_may_publish(
         c = await connect(n, system.ws_port, "lobby", tok=SERVER)
         await c.wait_for(lambda c: c.closed is not None or bool(c.of_type("error")))
         n.cancel_scope.cancel()
-    assert c.closed is not None or c.of_type("error")
+    assert c.closed is not None and c.closed[0] == 1008  # a bad token, as any other
+    assert [m["code"] for m in c.of_type("error")] == ["unauthorized"]
 
 
 async def test_paid_gift_and_system_messages_reach_frames_history_and_the_pin(
