@@ -57,6 +57,7 @@ REDIS_OPS = (
     "room_directory",
     "webhook_commit",
     "webhook_lease",
+    "webhook_prune",
     "webhook_read",
     "active_rooms",
     "announce_settings",

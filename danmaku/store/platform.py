@@ -255,7 +255,9 @@ class PlatformOps:
         ``(entry id, packed payload)`` and ``(entry id, fields)``. Cursors (``"ROOM:in"``,
         ``"ROOM:audit"``) come from ``known`` (the reader's own position), else from what
         was committed; a room with neither starts when webhooks were first switched on
-        (``_start``): what happened since is owed to the receivers, nothing before."""
+        (``_start``), or at ``since_ms`` if later: what happened since is owed to the
+        receivers, nothing before (a room idle past ``since_ms`` lost its cursors to
+        ``webhook_prune`` after everything it had was read)."""
         now_ms = int(time.time() * 1000)
 
         def run() -> dict[str, Any]:
@@ -271,7 +273,8 @@ class PlatformOps:
                 for j, key in enumerate((keys.comments(room), keys.audit(room))):
                     name = fields[2 * i + j]
                     cur = known.get(name) or committed.get(name)
-                    low = "(" + _s(cur) if cur is not None else f"{_s(start)}-0"
+                    first = max(int(_s(start)), since_ms)  # older: delivered, or too old
+                    low = "(" + _s(cur) if cur is not None else f"{first}-0"
                     pipe.xrange(key, low, "+", count=count)
             replies = pipe.execute() if rooms else []
             return {room: (replies[2 * i], replies[2 * i + 1]) for i, room in enumerate(rooms)}
@@ -284,6 +287,25 @@ class PlatformOps:
                 [(_s(eid), dict(f)) for eid, f in audit],
             )
         return result
+
+    async def webhook_prune(self, since_ms: int) -> int:
+        """Forget the cursors of rooms not active since ``since_ms`` (the webhook reader
+        no longer reads them; when one comes back it starts at ``since_ms``, after what
+        was read). Returns how many cursors were dropped."""
+
+        def run() -> int:
+            names = [_s(n) for n in self._r.hkeys(WEBHOOK_CURSORS) if _s(n) != "_start"]
+            rooms = sorted({n.rpartition(":")[0] for n in names})
+            pipe = self._r.pipeline(transaction=False)
+            for room in rooms:
+                pipe.zscore(keys.ROOMS, room)
+            scores = dict(zip(rooms, pipe.execute() if rooms else [], strict=True))
+            gone = [n for n in names if (scores.get(n.rpartition(":")[0]) or 0) < since_ms]
+            for i in range(0, len(gone), 1000):
+                self._r.hdel(WEBHOOK_CURSORS, *gone[i : i + 1000])
+            return len(gone)
+
+        return await self._call("webhook_prune", run)
 
     async def webhook_commit(self, cursors: Mapping[str, str]) -> None:
         """Remember ``{"room:in"|"room:audit": last entry id}`` handed to every URL."""

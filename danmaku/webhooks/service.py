@@ -42,6 +42,7 @@ LEASE_POLLS = 20  # the lease lasts this many polls (renewed every poll), 1 s at
 ROOMS_WINDOW_MS = 3_600_000  # rooms active this recently are read (dm:rooms keeps 1 h)
 ROOMS_MAX = 1000  # rooms read per poll, the most recently active first
 READ_COUNT = 500  # stream entries per room and stream per poll
+PRUNE_EVERY = 1200  # polls between prunes of idle rooms' cursors (10 min by default)
 
 
 class WebhookService:
@@ -68,6 +69,7 @@ class WebhookService:
         self.cursors: dict[str, str] = {}  # where this process has read to
         self._checkpoints: deque[tuple[int, str, str]] = deque()  # (n, cursor name, id)
         self.leader = False
+        self._polls = 0
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         timeout = httpx.Timeout(self.settings.webhook_timeout_s)
@@ -115,6 +117,13 @@ class WebhookService:
                 self._read(f"{room}:audit", entry_id)
         self._gauge()
         await self._commit()
+        self._polls += 1
+        if self._polls % PRUNE_EVERY == 0:  # rooms idle past the window: cursors go
+            await self.store.webhook_prune(since)
+            pending = {name for _, name, _ in self._checkpoints}
+            read = {f"{room}:{kind}" for room in got for kind in ("in", "audit")}
+            for name in [n for n in self.cursors if n not in read and n not in pending]:
+                del self.cursors[name]
         return queued
 
     def _push(self, events: list[dict[str, Any]]) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -195,3 +196,37 @@ async def test_a_restarted_service_redelivers_what_was_not_finished(
     # Twice: the first process's request (answered after it had gone) and the redelivery.
     await wait_until(lambda: [e["data"]["id"] for e in held.delivered()].count(first) >= 2)
     again.cancel_scope.cancel()
+
+
+async def test_idle_rooms_lose_their_cursors_and_come_back_after_what_was_read(
+    redis_url: str,
+) -> None:
+    """The cursors hash stays bounded: a room idle past the window is forgotten, and when
+    it comes back only what is newer than the window is read (the rest was delivered)."""
+    import redis as redis_py
+
+    from danmaku.metrics import Metrics
+    from danmaku.store import Store
+
+    store = Store(redis_url, Metrics(process=False))
+    plain = redis_py.Redis.from_url(redis_url)
+    try:
+        now = int(time.time() * 1000)
+        plain.xadd("dm:{quiet}:in", {"d": b'{"uid":"u","text":"old"}'}, id=f"{now - 5000}-0")
+        plain.zadd("dm:rooms", {"quiet": now - 4000, "busy": now})
+        plain.hset("dm:webhooks:cursors", mapping={"_start": now - 10_000})
+        got = await store.webhook_read(now - 6000, 100, 10, {})
+        assert [eid for eid, _ in got["quiet"][0]] == [f"{now - 5000}-0"]
+        await store.webhook_commit({"quiet:in": f"{now - 5000}-0", "busy:in": "1-0"})
+        # "quiet" has been idle since now - 4000: a prune at now - 3000 forgets it.
+        assert await store.webhook_prune(now - 3000) == 1
+        assert plain.hget("dm:webhooks:cursors", "quiet:in") is None
+        assert plain.hget("dm:webhooks:cursors", "busy:in") == b"1-0"
+        # It comes back: read from the window's start, so the old entry is not redelivered.
+        plain.xadd("dm:{quiet}:in", {"d": b'{"uid":"u","text":"new"}'}, id=f"{now + 1}-0")
+        plain.zadd("dm:rooms", {"quiet": now + 1})
+        got = await store.webhook_read(now - 3000, 100, 10, {})
+        assert [eid for eid, _ in got["quiet"][0]] == [f"{now + 1}-0"]
+    finally:
+        store.close()
+        plain.close()
