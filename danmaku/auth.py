@@ -282,3 +282,47 @@ def device_uid(secret: str, ticket: str | None) -> str | None:
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
+
+
+# ---- the platform's backend (server API) ----------------------------------------------
+# A server token is not a user token: it carries its own audience, so ``verify`` (which
+# names none) refuses it, and ``verify_server`` refuses every user token. A browser's
+# token can never reach the server API, nor a server token a room as a viewer.
+SERVER_AUDIENCE = "danmaku:server"
+SERVER_ROLE = "server"
+
+
+def mint_server(secret: str, *, uid: str, ttl_s: int = 86_400, now: float | None = None) -> str:
+    """A signed token for the server API (``danmaku token --role server``); ``uid``
+    names the backend (what publishes are audited and rate-limited as)."""
+    if not _UID_RE.fullmatch(uid):
+        raise ValueError("user id must be 1-64 of [A-Za-z0-9_.:@-]")
+    if not secret:
+        raise ValueError("empty secret")
+    issued = int(time.time() if now is None else now)
+    claims = {"sub": uid, "role": SERVER_ROLE, "aud": SERVER_AUDIENCE, "iat": issued}
+    claims["exp"] = issued + int(ttl_s)
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_server(secret: str, token: str) -> str:
+    """The backend's uid of a valid server token; ``TokenError`` for anything else
+    (a user token, a bad signature, an expired token)."""
+    if len(token) > 2048:
+        raise TokenError("token too long")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=SERVER_AUDIENCE,
+            options={"require": ["sub", "exp", "aud"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenError("token expired") from exc
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"not a server token: {exc}") from exc
+    uid = claims.get("sub")
+    if claims.get("role") != SERVER_ROLE or not isinstance(uid, str) or not _UID_RE.fullmatch(uid):
+        raise TokenError("not a server token")
+    return uid

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     tok.add_argument("--user", required=True, help="user id")
     tok.add_argument("--nick", required=True, help="display name")
-    tok.add_argument("--role", default="viewer", choices=auth.ROLES)
+    tok.add_argument("--role", default="viewer", choices=(*auth.ROLES, auth.SERVER_ROLE))
     tok.add_argument(
         "--room", default=None, help="valid in this room only (comma-separated: these rooms)"
     )
@@ -134,6 +134,9 @@ def _main(args: argparse.Namespace, run: _Run) -> int:
         raise StartupError(str(exc)) from exc
     if args.command == "token":
         settings = resolve_secret(settings, create=False)
+        if args.role == auth.SERVER_ROLE:  # the platform's backend: the server API only
+            print(auth.mint_server(settings.secret, uid=args.user, ttl_s=args.ttl))
+            return 0
         print(
             auth.mint(
                 settings.secret,

@@ -369,6 +369,62 @@ class Settings:
         "the video players show in a room whose streamer set no stream_url (http(s): an "
         "HLS playlist .m3u8, MP4 or WebM); empty: the test pattern",
     )
+    # --- platform integration (issue 24): server API, paid tiers, webhooks
+    api_keys: str = _opt(
+        "",
+        "DANMAKU_API_KEYS",
+        "server API keys (the platform's backend): comma-separated, or @FILE with one a line; "
+        "each 16+ characters; empty: only `danmaku token --role server` tokens",
+    )
+    publish_rate_per_s: float = _opt(
+        200.0,
+        "DANMAKU_PUBLISH_RATE_PER_S",
+        "messages one API key (or server token) may publish per second over all web "
+        "processes; beyond: 429 with Retry-After (0 = unlimited)",
+    )
+    publish_batch_max: int = _opt(
+        500, "DANMAKU_PUBLISH_BATCH_MAX", "messages in one batch publish request; beyond: 422"
+    )
+    publish_id_ttl_s: int = _opt(
+        86_400,
+        "DANMAKU_PUBLISH_ID_TTL_S",
+        "how long a published message's id is remembered: a retry within it is not shown twice",
+    )
+    paid_tiers: str = _opt(
+        "",
+        "DANMAKU_PAID_TIERS",
+        "paid tiers, a JSON list of {name, min, color, pin_s} or @FILE; "
+        "empty: the built-in Super Chat-like table (docs/protocol.md)",
+    )
+    webhook_urls: str = _opt(
+        "",
+        "DANMAKU_WEBHOOK_URLS",
+        "http(s) URLs that receive room events as signed JSON, comma-separated; "
+        "empty: no webhooks (the web process delivers them)",
+    )
+    webhook_secret: str = _opt(
+        "",
+        "DANMAKU_WEBHOOK_SECRET",
+        "HMAC-SHA256 key of the X-Danmaku-Signature header (required with webhook URLs)",
+    )
+    webhook_queue: int = _opt(
+        10_000,
+        "DANMAKU_WEBHOOK_QUEUE",
+        "events queued per webhook URL; beyond, the oldest are dropped (counted)",
+    )
+    webhook_batch: int = _opt(100, "DANMAKU_WEBHOOK_BATCH", "events per webhook request, at most")
+    webhook_timeout_s: float = _opt(
+        5.0, "DANMAKU_WEBHOOK_TIMEOUT_S", "a webhook request slower than this failed (retried)"
+    )
+    webhook_max_attempts: int = _opt(
+        8,
+        "DANMAKU_WEBHOOK_MAX_ATTEMPTS",
+        "tries of one webhook batch (backoff 0.5 s doubling up to 60 s) before it is dropped "
+        "(counted)",
+    )
+    webhook_poll_ms: int = _opt(
+        500, "DANMAKU_WEBHOOK_POLL_MS", "how often the webhook reader reads new room events"
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).
@@ -384,6 +440,16 @@ class Settings:
             raise ValueError("DANMAKU_PING_MIN_S and DANMAKU_PING_MAX_S must be >= 0")
         if self.deflate not in (0, 1) or self.deflate_min_bytes < 0:
             raise ValueError("DANMAKU_DEFLATE must be 0 or 1, DANMAKU_DEFLATE_MIN_BYTES >= 0")
+        # --- platform integration (issue 24): refused at start-up, one line
+        from danmaku.rules import tiers
+
+        tiers.load(self.paid_tiers)
+        tiers.api_keys(self.api_keys)
+        if self.webhook_urls and not self.webhook_secret:
+            raise ValueError("DANMAKU_WEBHOOK_URLS needs DANMAKU_WEBHOOK_SECRET")
+        for url in (u.strip() for u in self.webhook_urls.split(",") if u.strip()):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"DANMAKU_WEBHOOK_URLS: {url!r} is not an http(s) URL")
 
     @property
     def tick_s(self) -> float:

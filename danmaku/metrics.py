@@ -54,6 +54,15 @@ HANDSHAKE_REJECTIONS = (
 )
 REDIS_OPS = (
     "acquire",
+    # platform integration (issue 24)
+    "pin_paid",
+    "publish",
+    "publish_rate",
+    "room_directory",
+    "webhook_commit",
+    "webhook_lease",
+    "webhook_prune",
+    "webhook_read",
     "active_rooms",
     "announce_settings",
     "append_comments",
@@ -137,6 +146,8 @@ LOOPS = (
     "renew",
     "online",
     "pinger",
+    "webhooks",  # the webhook reader (issue 24)
+    "webhook_send",  # a webhook URL's sender
 )
 # Where a room's tick failed in its worker (that room only: released, retried after a
 # backoff), and the worker loops whose per-room reads are counted.
@@ -577,6 +588,31 @@ class Metrics:
             "viewers get them",
             registry=r,
         )
+        # --- platform integration (issue 24): server API publishes, webhooks
+        self.published = Counter(
+            "danmaku_published_total",
+            "Messages the platform's backend published (server API), by kind and result: "
+            "published, duplicate (a retried id, not shown again), refused (by the room's "
+            "door: ban, limits), limited (the API key's rate, 429)",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.webhook_events = Counter(
+            "danmaku_webhook_events_total",
+            "Webhook events per URL queue, by result: delivered, overflow (dropped oldest: "
+            "the queue was full), failed (dropped after the last attempt)",
+            ["result"],
+            registry=r,
+        )
+        self.webhook_requests = Counter(
+            "danmaku_webhook_requests_total",
+            "Webhook POSTs, by result: ok (2xx), failed (other status, timeout, refused)",
+            ["result"],
+            registry=r,
+        )
+        self.webhook_queued = Gauge(
+            "danmaku_webhook_queued", "Webhook events waiting in this process's queues", registry=r
+        )
 
         self._zero_known_labels()
 
@@ -593,7 +629,7 @@ class Metrics:
             self.connections_closed.labels(reason)
         for reason in HANDSHAKE_REJECTIONS:
             self.handshakes_rejected.labels(reason)
-        for tier in ("0", "1", "2"):
+        for tier in ("0", "1", "2", "3"):
             self.items_dropped.labels(tier)
         for reason in ("lease_lost", "seq_moved"):
             self.commit_conflicts.labels(reason)
@@ -630,6 +666,13 @@ class Metrics:
             self.viewers_local.labels(kind)
         for stage in ("before", "after"):
             self.deflate_fanout.labels(stage)
+        for kind in ("paid", "gift", "system", "comment"):
+            for result in ("published", "duplicate", "refused", "limited"):
+                self.published.labels(kind, result)
+        for result in ("delivered", "overflow", "failed"):
+            self.webhook_events.labels(result)
+        for result in ("ok", "failed"):
+            self.webhook_requests.labels(result)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -29,6 +29,7 @@ DEFAULT_COLOR = "#ffffff"
 PRIO_ORDINARY = 0
 PRIO_HIGHLIGHT = 1
 PRIO_STAFF = 2
+PRIO_PAID = 3  # paid messages and gifts from the platform (server API): never sampled away
 
 # Close codes.
 CLOSE_NORMAL = 1000

@@ -32,6 +32,7 @@ from danmaku.store import Store
 from danmaku.supervise import LoopHealth
 from danmaku.web.app import create_app
 from danmaku.web.server import serve_app
+from danmaku.webhooks import WebhookService
 from danmaku.worker import BroadcastWorker
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,9 @@ async def run_system(
                         metrics=f"{base}/metrics",
                         api=f"{base}/api/docs",
                     )
+                    if settings.webhook_urls:  # issue 24: one web process delivers (a lease)
+                        hooks = WebhookService(store, settings, metrics, health=system.health)
+                        await nursery.start(hooks.run)
                 system.urls["redis"] = mask_url(url)  # printed: never the password
                 task_status.started(system)
                 await trio.sleep_forever()

@@ -11,7 +11,25 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
-__all__ = ["Frame", "Item"]
+__all__ = ["Frame", "Gift", "Item", "Tier"]
+
+
+class Tier(TypedDict):
+    """A paid or gift item's tier (``rules.tiers``): its name, place in the table
+    (``level``, 0 = lowest), colour and how long it stays pinned (``pin_s``)."""
+
+    name: str
+    level: int
+    color: str
+    pin_s: int
+
+
+class Gift(TypedDict):
+    """A gift item's gift: its name, how many, and the value of one."""
+
+    name: str
+    count: int
+    value: float
 
 
 class Item(TypedDict, total=False):
@@ -26,9 +44,15 @@ class Item(TypedDict, total=False):
     color: str | None  # "#rrggbb"
     mode: str  # "scroll" | "top" | "bottom"
     ts: int  # ms: when the gateway received it
-    prio: int  # 0 ordinary, 1 highlighted, 2 staff
+    prio: int  # 0 ordinary, 1 highlighted, 2 staff (and system), 3 paid and gifts
     role: str  # staff comments only: "moderator" | "streamer" | "admin"
     count: int  # folded comments only: how many identical comments it stands for (>= 2)
+    # Published by the platform's backend (server API) only:
+    kind: str  # "paid" | "gift" | "system" (absent: a comment)
+    amount: float  # paid: the amount paid; gift: count x value
+    currency: str  # paid (and gifts, when given): ISO 4217 code, e.g. "USD"
+    gift: Gift  # gift only
+    tier: Tier  # paid and gift: the amount's tier
 
 
 class Frame(TypedDict):

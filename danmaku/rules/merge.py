@@ -16,6 +16,7 @@ comment, so a worker that takes the room over re-reads what was waiting (and ski
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -62,7 +63,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
 }
 _REQUIRED = ("uid", "text")
 STAFF_ROLES = frozenset({"moderator", "streamer", "admin"})
-MAX_PRIO = 2
+MAX_PRIO = 3
 MAX_TS = 2**53  # ms; arithmetic on it (latency, replay offsets) stays within 64 bits
 
 
@@ -89,7 +90,53 @@ def parse_item(payload: bytes, default_ts: int = 0) -> Item | None:
     role = raw.get("role")
     if role in STAFF_ROLES:  # only staff comments carry their author's role
         fields["role"] = role
+    if "kind" in raw:
+        fields.update(_platform_fields(raw))
     return cast(Item, fields)  # every field checked against _FIELDS (Item's names) above
+
+
+# ---- items the platform publishes (server API: paid, gift, system) --------------------
+KINDS = frozenset({"paid", "gift", "system"})
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and value >= 0
+
+
+def _short(value: Any, n: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= n
+
+
+def _platform_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """The well-formed platform fields of a stored payload (nothing when ``kind`` is
+    not one of ``KINDS``): what a frame may carry of them, and nothing else."""
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        return {}
+    out: dict[str, Any] = {"kind": kind}
+    if _number(raw.get("amount")):
+        out["amount"] = raw["amount"]
+    if _short(raw.get("currency"), 8):
+        out["currency"] = raw["currency"]
+    gift = raw.get("gift")
+    if (
+        isinstance(gift, dict)
+        and _short(gift.get("name"), 64)
+        and type(gift.get("count")) is int
+        and gift["count"] >= 1
+        and _number(gift.get("value"))
+    ):
+        out["gift"] = {"name": gift["name"], "count": gift["count"], "value": gift["value"]}
+    tier = raw.get("tier")
+    if (
+        isinstance(tier, dict)
+        and _short(tier.get("name"), 32)
+        and type(tier.get("level")) is int
+        and _short(tier.get("color"), 7)
+        and type(tier.get("pin_s")) is int
+    ):
+        out["tier"] = {k: tier[k] for k in ("name", "level", "color", "pin_s")}
+    return out
 
 
 def take_all(items: list[Item], budget: int) -> Selection:
@@ -214,7 +261,11 @@ class RoomMerger:
             if not (plan.items or plan.dropped or self.pending or self.retracts) and (
                 cursor == self.cursor
             ):
-                return None  # everything still waits: no frame this tick
+                # Everything still waits: no frame this tick. The pace's fraction still
+                # accrues, or a budget under one item per tick would never show a carried
+                # priority item (a paid one) until some other comment made a frame.
+                self._smoother.credit = plan.credit
+                return None
             return Draft(
                 seq=self.seq + 1,
                 ts_ms=int(now * 1000),

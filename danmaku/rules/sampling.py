@@ -7,7 +7,7 @@ injected ``random.Random``, so a seeded sampler is fully deterministic.
 
 Items are frame items as on the wire (``rules.items.Item``): ``id``, ``uid``, ``nick``,
 ``text``, ``color``, ``mode``, ``ts`` (int ms), ``prio`` (0 ordinary, 1 highlighted,
-2 staff: system/streamer/moderator) and, for a folded item, ``count`` (int >= 2).
+2 staff: system/streamer/moderator, 3 paid and gifts) and, for a folded item, ``count`` (int >= 2).
 The sampler never mutates the dicts it is given: a shown item is the input dict itself,
 or a shallow copy with ``count`` set when it represents folded duplicates.
 
@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 
+PAID_TIER = 3  # protocol.PRIO_PAID: paid messages and gifts
 _EPS = 1e-9  # float slack so 0.1 s x 30/s = 2.9999999999999996 still counts as 3
 
 
@@ -122,6 +123,8 @@ class FrameSampler:
        with ``max_carry``, at most ``budget + max_carry`` priority items are kept, the
        newest; older ones are dropped (counted in ``dropped`` by tier), so a priority
        flood (several staff senders) cannot push a room's frames ever further behind.
+       Paid items (``PAID_TIER``: paid messages and gifts) go last: one is dropped only
+       when paid items alone exceed the backlog.
     2. Ordinary items are folded: comments whose ``normalize(text)`` is equal become one
        item, the earliest one (by ``ts``, then input order) with ``count`` = the number of
        comments it stands for (set only when that is >= 2). Folding happens before
@@ -195,8 +198,9 @@ class FrameSampler:
                 ordinary.append((idx, item))
         dropped_by_tier: dict[int, int] = {}
         if max_carry is not None and len(priority) > budget + max(0, max_carry):
-            # Over the backlog: keep the newest, drop the oldest (whatever their tier).
-            by_age = sorted(priority, key=lambda e: (e[1], e[2]))
+            # Over the backlog: keep the newest, drop the oldest (whatever their tier),
+            # but paid items only when paid items alone overflow it: they were paid for.
+            by_age = sorted(priority, key=lambda e: (-e[0] >= PAID_TIER, e[1], e[2]))
             gone = by_age[: len(priority) - budget - max(0, max_carry)]
             gone_at = {e[2] for e in gone}
             priority = [e for e in priority if e[2] not in gone_at]

@@ -28,7 +28,7 @@ from danmaku.config import DEFAULTS
 from danmaku.metrics import Metrics
 from danmaku.rules.headcount import LocalViewers
 from danmaku.startup import mask_url
-from danmaku.store import cluster, keys, presence, scripts
+from danmaku.store import cluster, keys, platform, presence, scripts
 from danmaku.store.identity import (
     IdentityOps,
     parse_ban_reasons,
@@ -36,6 +36,7 @@ from danmaku.store.identity import (
     parse_nicks,
 )
 from danmaku.store.moderation import ModerationOps, staff_roles
+from danmaku.store.platform import PlatformOps
 from danmaku.store.records import (
     CommittedFrame,
     ControlEvent,
@@ -58,9 +59,7 @@ from danmaku.store.worker_ops import WorkerOps, queue_script
 T = TypeVar("T")
 
 
-class Store(
-    WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps
-):  # ReplayOps first: unrecord
+class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, PlatformOps):
     """Async facade over one Redis or a Redis Cluster (``redis+cluster://`` URL, see
     ``cluster``). Thread-safe; share one per process.
 
@@ -106,6 +105,8 @@ class Store(
         self._commit = self._r.register_script(scripts.COMMIT)
         self._online = self._r.register_script(presence.ONLINE)
         self._epoch = self._r.register_script(presence.EPOCH)
+        self._publish = self._r.register_script(platform.PUBLISH)  # server API (issue 24)
+        self._pin_paid = self._r.register_script(platform.PIN_PAID)
         self._scripts = (
             self._ingest,
             self._acquire,
@@ -114,6 +115,8 @@ class Store(
             self._commit,
             self._online,
             self._epoch,
+            self._publish,
+            self._pin_paid,
         )
 
     # ---- bridge -----------------------------------------------------------------------

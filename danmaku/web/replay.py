@@ -1,7 +1,8 @@
 """Replay API: broadcasts (the room's stream clock) and exports of their comments.
 
-Starting and ending a broadcast needs a staff token; listing and exporting are public,
-like the recording they belong to.
+Starting and ending a broadcast needs a staff token or the server API's auth (an API key
+or a server token: the platform's "stream started" hook); listing and exporting are
+public, like the recording they belong to.
 
 An export (``GET .../danmaku?format=json|xml|ass``) is streamed: the recording is read
 in pages and each page is ordered and encoded in a worker thread (``export_chunks``), so
@@ -34,7 +35,8 @@ from danmaku.rules import export_policy, replay_export
 from danmaku.rules.replay_order import Key, Ordering
 from danmaku.store import Store
 from danmaku.store.replay import EXPORT_PAGE, ExportHead
-from danmaku.web.moderation import RoomName, Staff, guarded, who
+from danmaku.web.moderation import RoomName, guarded
+from danmaku.web.platform import StaffOrServer
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +119,13 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
     slots = export_policy.ExportSlots(settings.max_exports, settings.max_exports_per_ip)
 
     @router.post("", summary="Start a broadcast (the stream clock starts now)")
-    async def start(room: RoomName, body: BroadcastIn, user: Staff) -> dict[str, Any]:
-        return dict(await guarded(store.start_broadcast(room, body.title, by=who(user))))
+    async def start(room: RoomName, body: BroadcastIn, by: StaffOrServer) -> dict[str, Any]:
+        return dict(await guarded(store.start_broadcast(room, body.title, by=by)))
 
     @router.post("/{broadcast_id}/end", summary="End a broadcast")
-    async def end(room: RoomName, broadcast_id: BroadcastId, user: Staff) -> dict[str, Any]:
+    async def end(room: RoomName, broadcast_id: BroadcastId, by: StaffOrServer) -> dict[str, Any]:
         try:
-            return dict(await guarded(store.end_broadcast(room, broadcast_id, by=who(user))))
+            return dict(await guarded(store.end_broadcast(room, broadcast_id, by=by)))
         except KeyError as exc:
             raise HTTPException(404, "no such broadcast") from exc
 

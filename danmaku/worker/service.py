@@ -573,6 +573,10 @@ def _p99(values: list[float]) -> float:
     return float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
 
 
+# What replay keeps of paid, gift and system items besides (issue 24).
+PLATFORM = frozenset({"kind", "amount", "currency", "gift", "tier"})
+
+
 def _recording(items: list[Item], start_ms: int, end_ms: int) -> list[tuple[str, bytes]]:
     """What replay keeps of each comment accepted between start and end (0 = on air):
     author, style, and its offset in the broadcast."""
@@ -586,6 +590,7 @@ def _recording(items: list[Item], start_ms: int, end_ms: int) -> list[tuple[str,
             for k in ("uid", "nick", "text", "color", "mode", "prio", "ts", "role")
             if k in i
         }
+        kept |= {k: v for k, v in i.items() if k in PLATFORM}
         kept["offset_ms"] = ts - start_ms
         out.append((str(i["id"]), orjson.dumps(kept)))
     return out

@@ -95,6 +95,7 @@ def test_each_role_sees_only_its_own_side() -> None:
         "danmaku.gateway": ("danmaku.web", "danmaku.worker", "danmaku.store.moderation"),
         "danmaku.worker": ("danmaku.web", "danmaku.gateway", "danmaku.store.moderation"),
         "danmaku.web": ("danmaku.gateway", "danmaku.worker"),
+        "danmaku.webhooks": ("danmaku.web", "danmaku.gateway", "danmaku.worker"),
         "danmaku.rules": ("danmaku.store", "danmaku.gateway", "danmaku.worker", "danmaku.web"),
     }
     wrong = {
