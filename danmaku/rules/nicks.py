@@ -103,12 +103,15 @@ def skeleton(nick: str) -> str:
     """The TR39 skeleton (case-insensitive) of ``nick``: equal for look-alikes."""
     # The table before NFKC too: NFKC turns some look-alikes into other letters (Greek
     # lunate sigma "ϲ", a "c", becomes "σ"); after it for what NFKC folds (fullwidth).
+    # The table maps capital "I" to "l" (they look alike), so case aside "NICK" would
+    # differ from "nick": "l" and "i" are one letter here ("Inick" still looks like
+    # "lnick", and "NICK" is "nick").
     text = unicodedata.normalize("NFD", nick).translate(CONFUSABLES)
     text = unicodedata.normalize("NFKC", text).translate(CONFUSABLES).casefold()
     for seq, proto in _SEQUENCES:
         text = text.replace(seq, proto)
     text = "".join(ch for ch in text if ch not in _INVISIBLE and unicodedata.category(ch) != "Cf")
-    return unicodedata.normalize("NFD", " ".join(text.split()))
+    return unicodedata.normalize("NFD", " ".join(text.split())).replace("l", "i")
 
 
 class StaffNicks:
