@@ -174,6 +174,17 @@ def test_guest_sessions_follow_the_rooms_rules_in_the_players_words(
     expect(page.locator("#who-nick")).to_have_text("Fan of the star")
     page.wait_for_function("() => window.danmaku.user?.nick === 'Fan of the star'")
 
+    # an address under the room's IP ban gets no session there
+    banned_room = "netban"
+    other = players.open(banned_room)
+    bans = f"{live.base_url}/api/rooms/{banned_room}/ip-bans"
+    ban = {"ip": "127.0.0.1", "duration_s": 600, "reason": "spam"}
+    mod2 = token("mod2", role="moderator", room=banned_room)
+    assert http_sync(bans, "POST", json_body=ban, token=mod2).status in (200, 201)
+    try_join(other, "Evader")
+    expect(other.locator("#send-error")).to_have_text("Your network is banned from this room.")
+    assert other.evaluate("window.danmaku.sessionRefusal") == "banned"
+
 
 @pytest.fixture
 def capped_live(trio_thread: TrioThread, settings: Settings) -> Iterator[LiveSystem]:
