@@ -124,6 +124,15 @@ def test_paid_gift_and_system_items_are_cards_and_a_paid_pin_fills_the_banner(
     # text, never markup
     assert page.locator("#chat-list b, #chat-list i, #banner b, #overlay b").count() == 0
 
+    # switched to Chinese: the cards on screen speak it too
+    page.click("#lang-switch")
+    expect(card.locator(".card-amount")).to_have_text("US$120.00")
+    expect(system_card.locator(".card-nick")).to_have_text("系统")
+    expect(pinned.locator(".card-amount")).to_have_text("US$120.00")
+    assert border(card) == RED
+    page.click("#lang-switch")
+    expect(pinned.locator(".card-amount")).to_have_text("$120.00")
+
     # a viewer who comes later gets the pin on connect, in Chinese: the amount in zh-CN
     later = paid_players.open(room, query="&lang=zh")
     later_pin = later.locator("#banner-text .card")

@@ -283,6 +283,12 @@
         const role = Array.from(badge.classList).find((c) => c.startsWith("role-"));
         if (role) badge.textContent = this.t(`role.${role.slice(5)}`);
       }
+      // cards: "System" and the amounts' format follow the language
+      const cards = window.DanmakuCards;
+      for (const { li, item } of this.rows.values()) {
+        const card = li.querySelector(":scope > .card");
+        if (cards && card) card.replaceWith(cards.build(item, this.t, this.locale()));
+      }
       if (!this.pill.hidden) this.pill.textContent = this.t("chat.new", { n: this.unseen });
       this.closeMenu();
     }

@@ -140,7 +140,7 @@
     limits: { max_text_chars: 100, max_text_bytes: 300 },
     cooldownUntil: 0, cooldownCode: "", nonceCounter: 0,
     frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0, epoch: "", densities: DENSITIES,
-    sessionRefusal: "",
+    sessionRefusal: "", cardPin: null,
     stats: { frames: 0, items: 0, dupFrames: 0, dupItems: 0, gaps: 0, dropped: 0,
       skipped: 0, blocked: 0, retracted: 0, rendered: 0 },
     connects: [], reports: [],
@@ -755,6 +755,7 @@
   let bannerTimer = 0;
   function showBanner(tag, text, ms) {
     el.banner.classList.remove("paid");
+    S.cardPin = null;
     el.bannerTag.textContent = tag;
     el.bannerText.textContent = text;
     el.banner.hidden = false;
@@ -767,11 +768,13 @@
     el.banner.classList.add("paid");
     el.banner.style.setProperty("--card", CARDS.color(pin));
     el.bannerText.replaceChildren(CARDS.build(pin, tr, numberLocale()));
+    S.cardPin = pin; // rebuilt in the viewer's words when the language changes
   }
   function hideBanner() {
     clearTimeout(bannerTimer);
     el.banner.hidden = true;
     el.banner.classList.remove("paid");
+    S.cardPin = null;
     el.bannerText.textContent = "";
   }
   /** Who a notice is from: its role ("Moderator") when it carries one, never a raw
@@ -1912,6 +1915,10 @@
     I18N.apply();
     renderSettings();
     chat.relabel();
+    if (S.cardPin && !el.banner.hidden) {
+      el.bannerTag.textContent = tr("notice.pinned");
+      el.bannerText.replaceChildren(CARDS.build(S.cardPin, tr, numberLocale()));
+    }
     if (!S.cooldownUntil) el.sendButton.textContent = tr("send.send");
     if (R.on) el.sendText.placeholder = tr("send.placeholder_replay");
     el.rpMute.textContent = tr(el.video.muted ? "rp.sound_off" : "rp.sound_on");
