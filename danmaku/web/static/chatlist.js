@@ -3,6 +3,7 @@
  * window.DanmakuChatList is a class the player (player.js) makes once. It promises:
  * - a row per comment: time, role badge (from the item's ``role``, never from the nick),
  *   nick in the comment's colour, text, folded count (×N), highlighted styling (prio);
+ *   paid messages, gifts and system announcements as cards (cards.js);
  *   notices and pins as rows of their own;
  * - at most ``cap`` rows (the oldest leave first), so a day-long stream stays small;
  * - autoscroll while the viewer is at the bottom; scrolled up, new rows wait below and a
@@ -95,6 +96,15 @@
       time.className = "chat-time";
       time.textContent = this.time(item.ts);
       li.appendChild(time);
+      // paid messages, gifts and system announcements: a card (cards.js), not a line
+      const cards = window.DanmakuCards;
+      if (cards && cards.kindOf(item)) {
+        li.classList.add("chat-card", `kind-${cards.kindOf(item)}`);
+        li.appendChild(cards.build(item, this.t, this.locale()));
+        this.rows.set(item.id, { li, item });
+        this.append(li);
+        return;
+      }
       if (typeof item.role === "string" && ROLES.has(item.role)) {
         const badge = document.createElement("span");
         badge.className = `chat-badge role-${item.role}`;
@@ -272,6 +282,12 @@
       for (const badge of this.list.querySelectorAll(".chat-badge")) {
         const role = Array.from(badge.classList).find((c) => c.startsWith("role-"));
         if (role) badge.textContent = this.t(`role.${role.slice(5)}`);
+      }
+      // cards: "System" and the amounts' format follow the language
+      const cards = window.DanmakuCards;
+      for (const { li, item } of this.rows.values()) {
+        const card = li.querySelector(":scope > .card");
+        if (cards && card) card.replaceWith(cards.build(item, this.t, this.locale()));
       }
       if (!this.pill.hidden) this.pill.textContent = this.t("chat.new", { n: this.unseen });
       this.closeMenu();

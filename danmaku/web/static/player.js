@@ -28,7 +28,7 @@
   const SESSION_KEY = "danmaku.session.v1";
   const SEND_KEY = "danmaku.send.v1";
   const AREAS = { full: 1, half: 0.5, quarter: 0.25 };
-  const DENSITIES = [1, 0.5, 0.25];
+  const DENSITIES = [1, 0.5, 0.25]; // the menu before the first welcome (and in replay)
   const DEFAULTS = Object.freeze({
     on: true, opacity: 1, speed: 1, fontSize: 24, area: "full", density: 1,
     showTop: true, showBottom: true, blockWords: [], blockUsers: [],
@@ -91,6 +91,8 @@
     vcSettings: $("vc-settings"), vcPip: $("vc-pip"), vcFull: $("vc-full"),
   };
   const VIDEO = window.DanmakuVideo;
+  const CARDS = window.DanmakuCards;     // paid, gift and system items (cards.js)
+  const DENSITY = window.DanmakuDensity; // the density menu from welcome.densities
   // prefers-reduced-motion: nothing flies; a scrolling comment is shown still, at the top
   const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
@@ -107,7 +109,9 @@
       speed: clamp(Number(s.speed), 0.5, 2, DEFAULTS.speed),
       fontSize: Math.round(clamp(Number(s.fontSize), 14, 48, DEFAULTS.fontSize)),
       area: Object.hasOwn(AREAS, s.area) ? s.area : DEFAULTS.area,
-      density: DENSITIES.includes(Number(s.density)) ? Number(s.density) : DEFAULTS.density,
+      // a level the gateway offered (welcome.densities); snapped to its levels on welcome
+      density: Number(s.density) > 0 && Number(s.density) <= 1 ? Number(s.density)
+        : DEFAULTS.density,
       showTop: typeof s.showTop === "boolean" ? s.showTop : DEFAULTS.showTop,
       showBottom: typeof s.showBottom === "boolean" ? s.showBottom : DEFAULTS.showBottom,
       blockWords: strList(s.blockWords),
@@ -135,7 +139,8 @@
     handshakeError: null, lastSeq: null, online: null, user: null, tickMs: 100,
     limits: { max_text_chars: 100, max_text_bytes: 300 },
     cooldownUntil: 0, cooldownCode: "", nonceCounter: 0,
-    frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0, epoch: "",
+    frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0, epoch: "", densities: DENSITIES,
+    sessionRefusal: "", cardPin: null,
     stats: { frames: 0, items: 0, dupFrames: 0, dupItems: 0, gaps: 0, dropped: 0,
       skipped: 0, blocked: 0, retracted: 0, rendered: 0 },
     connects: [], reports: [],
@@ -528,12 +533,13 @@
     }
     if (staffToken) renderWho();
     if (S.lastSeq === null && typeof msg.seq === "number") S.lastSeq = msg.seq;
+    onDensities(msg.densities);
     setOnline(msg.online);
     setState("connected");
     clearTimeout(S.roomInfoTimer);
     S.roomInfoAt = Date.now();
     S.roomInfoTimer = setTimeout(readRoomInfo, ROOM_INFO_FIRST_MS);
-    if (msg.pin && typeof msg.pin === "object") onNotice({ event: "pin", ...msg.pin });
+    if (msg.pin && typeof msg.pin === "object") onNotice({ event: "pin", pin: msg.pin });
     // comments never answered on an earlier connection: same nonce, so no double post
     const now = Date.now();
     for (const entry of pending.values()) {
@@ -748,15 +754,27 @@
   // ---- notices and the banner -----------------------------------------------------------------
   let bannerTimer = 0;
   function showBanner(tag, text, ms) {
+    el.banner.classList.remove("paid");
+    S.cardPin = null;
     el.bannerTag.textContent = tag;
     el.bannerText.textContent = text;
     el.banner.hidden = false;
     clearTimeout(bannerTimer);
     if (ms > 0) bannerTimer = setTimeout(hideBanner, ms);
   }
+  /** A paid or gift pin: its card in the banner until the pin's ``until``. */
+  function showCardBanner(pin, ms) {
+    showBanner(tr("notice.pinned"), "", ms);
+    el.banner.classList.add("paid");
+    el.banner.style.setProperty("--card", CARDS.color(pin));
+    el.bannerText.replaceChildren(CARDS.build(pin, tr, numberLocale()));
+    S.cardPin = pin; // rebuilt in the viewer's words when the language changes
+  }
   function hideBanner() {
     clearTimeout(bannerTimer);
     el.banner.hidden = true;
+    el.banner.classList.remove("paid");
+    S.cardPin = null;
     el.bannerText.textContent = "";
   }
   /** Who a notice is from: its role ("Moderator") when it carries one, never a raw
@@ -797,13 +815,19 @@
   function onNotice(msg) {
     const ev = typeof msg.event === "string" ? msg.event : "";
     if (ev === "resume_failed") {
-      if (typeof msg.seq === "number" && typeof msg.since === "number" && msg.since > msg.seq) {
-        S.lastSeq = msg.seq; // the room's history was reset: follow the new numbering
-      }
+      // a fresh start: live frames follow the notice's seq in its epoch (no false gap)
+      if (typeof msg.seq === "number") S.lastSeq = msg.seq;
+      if (typeof msg.epoch === "string" && msg.epoch) S.epoch = msg.epoch;
       toast(tr("toast.missed"));
       return;
     }
     if (ev === "pin" || ev === "pinned") {
+      const pin = msg.pin && typeof msg.pin === "object" ? msg.pin : null;
+      if (pin && CARDS.kindOf(pin)) {
+        showCardBanner(pin, noticeTtl(msg));
+        chat.notice(tr("notice.pinned"), CARDS.summary(pin, tr, numberLocale()), "pin");
+        return;
+      }
       const text = noticeText(msg);
       if (text) {
         showBanner(tr("notice.pinned"), text, noticeTtl(msg));
@@ -1005,27 +1029,16 @@
   async function join(nick) {
     el.nickInput.disabled = true;
     try {
-      const r = await fetch("/api/session", {
-        method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ nick }),
-      });
-      if (!r.ok) {
-        showSendError(r.status === 422 ? tr("err.nick_bad")
-          : r.status === 429 ? tr("err.too_many_sessions")
-            : tr("err.session_http", { status: r.status }), true);
+      const got = await window.DanmakuSession.start(nick, ROOM_RE.test(room) ? room : "", tr);
+      S.sessionRefusal = got.code || "";
+      if (got.error) {
+        showSendError(got.error, true);
         return;
       }
-      const body = await r.json();
-      if (!body || typeof body.token !== "string" || !body.user) {
-        showSendError(tr("err.session_bad"), true);
-        return;
-      }
-      setSession({ token: body.token, user: body.user });
+      setSession({ token: got.token, user: got.user });
       clearSendError();
       reconnectNow(); // the token goes with the handshake; since= keeps our place
       el.sendText.focus();
-    } catch {
-      showSendError(tr("err.session_net"), true);
     } finally {
       el.nickInput.disabled = false;
     }
@@ -1068,6 +1081,11 @@
     const prio = Number(item.prio) || 0;
     if (prio >= 2) node.classList.add("prio2");
     else if (prio >= 1) node.classList.add("prio1");
+    if (CARDS.kindOf(item)) { // paid, gift, system: a card in its lane, not plain text
+      node.classList.add("dm-card", `kind-${CARDS.kindOf(item)}`);
+      node.appendChild(CARDS.build(item, tr, numberLocale()));
+      return node;
+    }
     node.appendChild(document.createTextNode(item.text));
     const count = Number(item.count);
     if (Number.isInteger(count) && count >= 2) {
@@ -1213,7 +1231,8 @@
     p.dataset.id = item.id;
     const who = typeof item.nick === "string" && item.nick ? `${item.nick}: ` : "";
     const count = Number(item.count) >= 2 ? ` (×${item.count})` : "";
-    p.textContent = `${who}${item.text}${count}`;
+    p.textContent = CARDS.kindOf(item) ? CARDS.summary(item, tr, numberLocale())
+      : `${who}${item.text}${count}`;
     el.live.appendChild(p);
     while (el.live.childElementCount > MIRROR_CAP) el.live.firstElementChild.remove();
   }
@@ -1786,13 +1805,25 @@
     el.setFont.value = String(settings.fontSize);
     el.outFont.textContent = `${settings.fontSize}px`;
     el.setArea.value = settings.area;
-    el.setDensity.value = String(settings.density);
+    DENSITY.render(el.setDensity, S.densities, settings.density, tr);
     el.setTop.checked = settings.showTop;
     el.setBottom.checked = settings.showBottom;
     if (document.activeElement !== el.setWords) el.setWords.value = settings.blockWords.join(", ");
     if (document.activeElement !== el.setUsers) el.setUsers.value = settings.blockUsers.join(", ");
     el.overlay.style.setProperty("--dm-opacity", String(settings.opacity));
     el.overlay.classList.toggle("off", !settings.on);
+  }
+
+  /** welcome.densities: the menu offers the gateway's levels; a stored share it does not
+   *  serve is snapped to the level the gateway serves for it. */
+  function onDensities(list) {
+    S.densities = DENSITY.levels(list, DENSITIES);
+    const level = DENSITY.pick(S.densities, settings.density);
+    if (level !== settings.density) {
+      settings = sanitizeSettings({ ...settings, density: level });
+      save(SETTINGS_KEY, settings); // the gateway serves this level for the old share
+    }
+    renderSettings();
   }
 
   const splitList = (s) => s.split(/[,\n]/).map((x) => x.trim()).filter(Boolean);
@@ -1884,6 +1915,10 @@
     I18N.apply();
     renderSettings();
     chat.relabel();
+    if (S.cardPin && !el.banner.hidden) {
+      el.bannerTag.textContent = tr("notice.pinned");
+      el.bannerText.replaceChildren(CARDS.build(S.cardPin, tr, numberLocale()));
+    }
     if (!S.cooldownUntil) el.sendButton.textContent = tr("send.send");
     if (R.on) el.sendText.placeholder = tr("send.placeholder_replay");
     el.rpMute.textContent = tr(el.video.muted ? "rp.sound_off" : "rp.sound_on");
@@ -1952,6 +1987,8 @@
     get online() { return S.online; },
     get user() { return S.user ? { ...S.user } : null; },
     get epoch() { return S.epoch; },
+    get densities() { return S.densities.slice(); },
+    get sessionRefusal() { return S.sessionRefusal || ""; },
     get room() { return room; },
     get connects() { return S.connects.map((c) => ({ ...c })); },
     get pending() { return Array.from(pending.keys()); },
