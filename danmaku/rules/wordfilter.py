@@ -52,16 +52,16 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+
+# The parser is private but stable (3.11+): it vets re: entries before they are used.
+from re import _constants as _rc  # type: ignore[attr-defined]
+from re import _parser as _rp  # type: ignore[attr-defined]
 from typing import Any
 
 import ahocorasick
 
 from danmaku.rules.nicks import CONFUSABLES
 from danmaku.rules.normalize import normalize
-
-# The parser is private but stable (3.11+): it vets re: entries before they are used.
-from re import _constants as _rc  # type: ignore[attr-defined]
-from re import _parser as _rp  # type: ignore[attr-defined]
 
 __all__ = ["WordError", "WordFilter", "check_entry", "words_of"]
 
