@@ -87,8 +87,9 @@ _INVISIBLE = re.compile(
     r"\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
     r"\U0001bca0-\U0001bca3\U000e0000-\U000e007f\U000e0100-\U000e01ef]+"
 )
-# Leetspeak: a text without these characters reads as written.
-_LEET_ANY = re.compile(r"[@$!|01357]")
+# Leetspeak: a text without these reads as written (a leet digit is read only in a word
+# with letters, so one of them touches a letter; a final "!" is punctuation).
+_LEET_ANY = re.compile(r"[@$]|[!|](?=[^\W_])|(?<=[^\W\d_])[01357]|[01357](?=[^\W\d_])")
 _LETTER = re.compile(r"[^\W\d_]")
 _CHUNK = re.compile(r"\S+")
 _ALNUM = re.compile(r"[^\W_]+")
