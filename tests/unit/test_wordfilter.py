@@ -144,7 +144,6 @@ BLOCKED = ["ass", "hell", "shit", "lop", "eee", "asso"]
         "hello!!!",
         "h3llo",  # leet read as "hello": another word
         "$100 @ 5pm",  # symbols without letters are not leet
-        "сор",  # a Russian word is not read as Latin "cop"... nor as anything blocked
     ],
 )
 def test_must_pass(text: str) -> None:
@@ -175,6 +174,13 @@ def test_must_pass(text: str) -> None:
 )
 def test_evasions_are_caught(text: str, word: str) -> None:
     assert WordFilter(BLOCKED).match(text) == word
+
+
+def test_look_alikes_count_only_in_words_that_mix_scripts() -> None:
+    f = WordFilter(["cop"])
+    assert f.match("\u0441\u043e\u0440") is None  # Russian "сор" (litter) is its own word
+    assert f.match("\u0441op") == "cop"  # Cyrillic с with Latin letters: a look-alike
+    assert WordFilter(["\u0441\u043e\u0440"]).match("\u0421\u041e\u0420") is not None
 
 
 def test_leet_entries_are_read_the_same_way() -> None:
