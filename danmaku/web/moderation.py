@@ -26,13 +26,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
-from pydantic import BaseModel, Field, create_model
+from pydantic import AfterValidator, BaseModel, Field, create_model
 
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
 from danmaku.rules import room_settings
 from danmaku.rules.ids import comment_id_problem
+from danmaku.rules.wordfilter import MAX_REGEX, REGEX_PREFIX, check_entry
 from danmaku.store import Store, StoreError
 from danmaku.verifier import KeysUnavailable, TokenVerifier
 from danmaku.web.guards import RETRY_AFTER_S
@@ -90,12 +91,27 @@ else:
     SettingsIn = _settings_model()
 
 
+def _blockable(entry: str) -> str:
+    """A 422 saying why, for an entry no word filter can use (only ``*``, a ``re:``
+    pattern too long or too slow, ...): ``wordfilter.check_entry``."""
+    check_entry(entry)
+    return entry
+
+
 class WordsIn(BaseModel):
-    add: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, max_length=5000
-    )
-    remove: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, max_length=5000
+    add: list[
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=len(REGEX_PREFIX) + MAX_REGEX,
+                description="a word, a phrase, a word with '*' wildcards, or 're:PATTERN'",
+            ),
+            AfterValidator(_blockable),
+        ]
+    ] = Field(default_factory=list, max_length=5000)
+    remove: list[Annotated[str, Field(min_length=1, max_length=len(REGEX_PREFIX) + MAX_REGEX)]] = (
+        Field(default_factory=list, max_length=5000)
     )
 
 

@@ -130,6 +130,38 @@ async def test_blocked_words_with_normalisation_tricks(system: System) -> None:
         n.cancel_scope.cancel()
 
 
+async def test_wildcard_regex_and_leet_entries_and_refused_ones(system: System) -> None:
+    """Issue 19: entries a filter cannot use are a 422 saying why, and nothing is stored;
+    wildcard, re: and leet entries block end to end (review words share the check)."""
+    assert system.ws_port
+    api = Api(system, MOD)
+    for bad, why in [
+        ("*", "letters"),
+        ("re:(a+)+", "quantifier inside a repeated group"),
+        ("re:(a)\\1", "backreferences"),
+        ("re:(?<=a)b", "lookarounds"),
+        ("re:" + "x" * 101, "at most 100"),
+        ("free *coin", "one word"),
+    ]:
+        status, reply = await api("PATCH", "/rooms/words/words", {"add": ["ok", bad]})
+        assert status == 422, (bad, reply)
+        assert why in reply["detail"][0]["msg"], (bad, reply)
+        status, reply = await api("PATCH", "/rooms/words/review-words", {"add": [bad]})
+        assert status == 422, (bad, reply)
+    assert (await api("GET", "/rooms/words/words"))[1]["room"] == []
+    entries = ["f*ck", "re:free\\s+mon[e3]y", "a$$", "hell"]
+    status, words = await api("PATCH", "/rooms/words/words", {"add": entries})
+    assert status == 200 and sorted(words["room"]) == sorted(entries)
+    await trio.sleep(0.7)  # gateways pick word changes up within a presence round
+    async with trio.open_nursery() as n:
+        c = await connect(n, system.ws_port, "words", tok=token("u"))
+        for k, text in enumerate(["FUUUCK off", "get free   money", "A S S", "h3ll yeah"]):
+            assert (await c.comment(text, nonce=f"b{k}"))["code"] == "blocked", text
+        for k, text in enumerate(["it was fun", "hello everyone", "classic, as expected"]):
+            assert (await c.comment(text, nonce=f"ok{k}"))["type"] == "ack", text
+        n.cancel_scope.cancel()
+
+
 async def test_global_words_need_admin_and_apply_everywhere(system: System) -> None:
     assert system.ws_port
     assert (await Api(system, MOD)("PATCH", "/words", {"add": ["evil"]}))[0] == 403

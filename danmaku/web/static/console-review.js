@@ -342,7 +342,8 @@
     el.rwordsList.replaceChildren(frag);
   }
   async function addReviewWords() {
-    const words = el.rwordsInput.value.split(/[,\n]/).map((w) => w.trim()).filter(Boolean);
+    const typed = el.rwordsInput.value.trim(); // a "re:" pattern is one entry, commas and all
+    const words = typed.startsWith("re:") ? [typed] : typed.split(/[,\n]/).map((w) => w.trim()).filter(Boolean);
     if (!words.length) return;
     const res = await act("PATCH", "/review-words", { add: words, remove: [] },
       `Comments with ${words.map((w) => `"${w}"`).join(", ")} are held for review (with review on).`);

@@ -839,7 +839,9 @@
     el.wordsGlobal.textContent = S.words.global.length ? S.words.global.join(", ") : "none";
   }
   async function addWords() {
-    const words = el.wordsInput.value.split(/[,\n]/).map((w) => w.trim()).filter(Boolean);
+    // A "re:" pattern is one entry, commas and all ({2,5}); words are split on commas.
+    const typed = el.wordsInput.value.trim();
+    const words = typed.startsWith("re:") ? [typed] : typed.split(/[,\n]/).map((w) => w.trim()).filter(Boolean);
     if (!words.length) { fail("Type a word to block."); return; }
     const res = await act("PATCH", "/words", { add: words, remove: [] },
       `Blocked ${words.map((w) => `"${w}"`).join(", ")}: comments with ${words.length > 1 ? "them" : "it"} get "blocked" within a second.`);
