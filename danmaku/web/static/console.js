@@ -471,7 +471,8 @@
     const text = node("span", "text", item.text);
     li.append(time, swatch, who);
     const prio = Number(item.prio);
-    if (prio === 2) li.append(node("span", "tag staff", "staff"));
+    // staff comments carry the sender's role (the console's send box, issue 19)
+    if (prio === 2) li.append(node("span", "tag staff", ["moderator", "streamer", "admin"].includes(item.role) ? item.role : "staff"));
     else if (prio === 1) li.append(node("span", "tag hl", "hl"));
     li.append(text);
     return li;
@@ -1138,7 +1139,8 @@
 
   // ---- the hook for tests and the curious ------------------------------------------------------
   // For console-identity.js (issue 19): the API helpers of this page, nothing else.
-  window.dmConsoleApi = Object.freeze({ api, act, say, fail, canModerate, fmtDuration, node });
+  // token(): the staff token, for console-send.js to open its WebSocket with (issue 19).
+  window.dmConsoleApi = Object.freeze({ api, act, say, fail, canModerate, fmtDuration, node, token: () => S.token });
 
   window.dmConsole = Object.freeze({
     get room() { return room; },
