@@ -5,11 +5,15 @@ shows it, and the gateway's refusals are shown in the console's words."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 
-from playwright.sync_api import expect
+import pytest
+from playwright.sync_api import Browser, expect
 
-from tests.browser.conftest import LiveSystem, Players
+from danmaku.config import Settings
+from tests.browser.conftest import LiveSystem, Players, TrioThread, open_players
 from tests.browser.test_console import mod_token, open_console, row
 
 
@@ -31,14 +35,16 @@ def test_a_moderator_comments_from_the_console(live: LiveSystem, players: Player
     item = next(it for it in items(viewer) if it["text"] == "hello from the mods")
     assert item["role"] == "moderator" and item["uid"] == "mod1" and item["nick"] == "Mo"
     assert item["prio"] == 2
-    # the console's own feed shows it, marked with the sender's role
-    expect(row(page, "hello from the mods").locator(".tag.staff")).to_have_text("moderator")
+    # the console's own feed shows it, with the role it was sent with
+    mine = row(page, "hello from the mods")
+    expect(mine).to_have_attribute("data-role", "moderator")
+    expect(mine.locator(".role-badge")).to_have_text("Moderator")
 
     # a second comment goes over the same connection
     page.fill("#send-text", "and another")
     page.click("#send-go")
     live.wait_for(viewer, lambda c: any(it["text"] == "and another" for it in items(c)))
-    assert page.evaluate("() => window.dmConsoleSend.sent") == 2
+    page.wait_for_function("() => window.dmConsoleSend.sent === 2")  # both acked
 
 
 def test_a_streamer_comment_carries_its_role(live: LiveSystem, players: Players) -> None:
@@ -59,7 +65,9 @@ def test_refusals_are_shown_in_the_consoles_words(live: LiveSystem, players: Pla
     page.click("#send-go")
     expect(page.locator("#send-status")).to_have_text("Type a comment first.")
     # over the limit: the gateway answers too_long, the text is given back to edit
+    # the input takes the gateway's limit (GET /api/config); past it, the gateway's answer
     limit = live.settings.max_text_chars
+    expect(page.locator("#send-text")).to_have_attribute("maxlength", str(limit))
     page.evaluate("() => { document.getElementById('send-text').removeAttribute('maxlength'); }")
     page.fill("#send-text", "x" * (limit + 5))
     page.click("#send-go")
@@ -68,3 +76,32 @@ def test_refusals_are_shown_in_the_consoles_words(live: LiveSystem, players: Pla
     )
     expect(page.locator("#send-text")).to_have_value("x" * (limit + 5))
     assert page.evaluate("() => window.dmConsoleSend.lastCode") == "too_long"
+
+
+@pytest.fixture
+def slow_staff(trio_thread: TrioThread, settings: Settings) -> Iterator[LiveSystem]:
+    """The live system with a staff bucket of one comment (then one per 100 s)."""
+    system = LiveSystem(
+        trio_thread, settings.replace(tick_ms=50, staff_rate_per_s=0.01, staff_rate_burst=1.0)
+    )
+    system.start()
+    yield system
+    system.close()
+
+
+def test_rate_limited_says_when_to_try_again(browser: Browser, slow_staff: LiveSystem) -> None:
+    room = "staffchat4"
+    with open_players(browser, slow_staff) as players:
+        page = open_console(players, room, mod_token())
+        page.fill("#send-text", "first")
+        page.click("#send-go")
+        expect(page.locator("#send-status")).to_have_text("Sent to the room.")
+        page.fill("#send-text", "second")
+        page.click("#send-go")
+        expect(page.locator("#send-status")).to_have_text(
+            re.compile(r"^Not sent: you are sending too fast\. Try again in \d+ s\.$")
+        )
+        wait = int(re.findall(r"\d+", page.locator("#send-status").inner_text())[0])
+        assert 50 <= wait <= 100  # the bucket refills one comment per 100 s
+        expect(page.locator("#send-text")).to_have_value("second")  # kept to resend
+        assert page.evaluate("() => window.dmConsoleSend.lastCode") == "rate_limited"

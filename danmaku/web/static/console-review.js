@@ -197,7 +197,8 @@
     const nick = li.querySelector(".nick");
     const uid = li.dataset.uid || "";
     if (!nick || !UID_RE.test(uid)) return;
-    if (!nick.dataset.nameUid) learn(uid, nick.textContent === uid ? "" : nick.textContent, "");
+    // a staff comment carries the role it was sent with (data-role, from its item)
+    if (!nick.dataset.nameUid) learn(uid, nick.textContent === uid ? "" : nick.textContent, li.dataset.role || "");
     paintName(nick, uid, nick.textContent);
   }
   /** Names looked up since: every name on the page shows what is known now. */

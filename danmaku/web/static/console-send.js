@@ -256,6 +256,8 @@
   }
 
   el.form.addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
+  // the gateway's length limit for the input at once (a failure is tried again on send)
+  loadConfig().catch(() => {});
   // a new token (or a log-out) ends the socket of the old one
   setInterval(() => {
     if (S.ws && S.wsToken !== C.token()) closeSocket();

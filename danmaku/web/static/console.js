@@ -471,8 +471,9 @@
     const text = node("span", "text", item.text);
     li.append(time, swatch, who);
     const prio = Number(item.prio);
-    // staff comments carry the sender's role (the console's send box, issue 19)
-    if (prio === 2) li.append(node("span", "tag staff", ["moderator", "streamer", "admin"].includes(item.role) ? item.role : "staff"));
+    if (prio === 2) li.append(node("span", "tag staff", "staff"));
+    // the role a staff comment was sent with (issue 19): console-review.js badges the name
+    if (["moderator", "streamer", "admin"].includes(item.role)) li.dataset.role = item.role;
     else if (prio === 1) li.append(node("span", "tag hl", "hl"));
     li.append(text);
     return li;
@@ -797,7 +798,8 @@
       out.dataset.setting = spec.name;
       label.htmlFor = out.id;
       now.id = "";
-      field.append(out, node("span", "", ` (read-only: ${help})`));
+      field.append(out, node("span", "", " (read-only)"));
+      field.title = help;
       return [label, field, now];
     }
     let input;
@@ -893,7 +895,6 @@
       if (spec.kind === "number") {
         // the room's own value; empty when it takes the default (shown as the placeholder)
         input.value = typeof set === "number" && !(spec.name === "slow_mode_s" && set === 0) ? String(set) : "";
-        input.placeholder = typeof eff === "number" ? `default ${fmtNum(eff, 2)}` : "default";
       } else if (spec.kind === "flag") {
         input.checked = Boolean(eff);
       } else if (spec.kind === "choice") {
