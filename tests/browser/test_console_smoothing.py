@@ -26,8 +26,10 @@ def test_budget_window_and_longest_wait_are_set_and_reset(
     room = "smooth"
     page = open_console(players, room, mod_token())
     viewer = live.client(room)
-    expect(page.locator("#now-window")).to_have_text("now default")
-    expect(page.locator("#now-max-wait")).to_have_text("now default")
+    defaults = live.settings
+    # the "now" column shows the value in force: the server's default until the room sets one
+    expect(page.locator("#now-window")).to_have_text(f"now {defaults.smooth_window_s:g} s")
+    expect(page.locator("#now-max-wait")).to_have_text(f"now {defaults.max_wait_s:g} s")
 
     # set both: said in the console, read back from the room, told to its viewers
     page.fill("#set-window", "2")
@@ -64,8 +66,9 @@ def test_budget_window_and_longest_wait_are_set_and_reset(
     expect(page.locator("#msg")).to_have_text("Settings changed: longest wait 1 s.")
 
     page.click("#settings-reset")
-    expect(page.locator("#now-window")).to_have_text("now default")
-    expect(page.locator("#now-max-wait")).to_have_text("now default")
+    # the "now" column shows the value in force: the server's default until the room sets one
+    expect(page.locator("#now-window")).to_have_text(f"now {defaults.smooth_window_s:g} s")
+    expect(page.locator("#now-max-wait")).to_have_text(f"now {defaults.max_wait_s:g} s")
     expect(page.locator("#set-window")).to_have_value("")
     expect(page.locator("#set-max-wait")).to_have_value("")
     figures = room_figures(live, room)

@@ -36,7 +36,7 @@
   const el = {
     msg: $("msg"), heldCount: $("held-count"), heldList: $("held-list"), heldEmpty: $("held-empty"),
     reportsCount: $("reports-count"), reportsList: $("reports-list"), reportsEmpty: $("reports-empty"),
-    shield: $("shield-toggle"), nowShield: $("now-shield"),
+    shield: $("shield-toggle"),
     reviewForm: $("review-form"), reviewMode: $("review-mode"), firstChat: $("first-chat"),
     rwordsForm: $("rwords-form"), rwordsInput: $("rwords-input"), rwordsList: $("rwords-list"),
     bansList: $("bans-list"), auditList: $("audit-list"), feed: $("feed"),
@@ -197,7 +197,8 @@
     const nick = li.querySelector(".nick");
     const uid = li.dataset.uid || "";
     if (!nick || !UID_RE.test(uid)) return;
-    if (!nick.dataset.nameUid) learn(uid, nick.textContent === uid ? "" : nick.textContent, "");
+    // a staff comment carries the role it was sent with (data-role, from its item)
+    if (!nick.dataset.nameUid) learn(uid, nick.textContent === uid ? "" : nick.textContent, li.dataset.role || "");
     paintName(nick, uid, nick.textContent);
   }
   /** Names looked up since: every name on the page shows what is known now. */
@@ -306,8 +307,12 @@
     const on = Boolean(eff.shield);
     el.shield.setAttribute("aria-pressed", String(on));
     el.shield.textContent = on ? "Shield mode: on" : "Shield mode";
-    el.nowShield.textContent = on ? "on" : "off";
-    el.nowShield.classList.toggle("on", on);
+    // the settings form is built from GET /api/room-settings (console.js): look it up now
+    const nowShield = $("now-shield");
+    if (nowShield) {
+      nowShield.textContent = on ? "on" : "off";
+      nowShield.classList.toggle("on", on);
+    }
     if (!R.reviewDirty && document.activeElement !== el.reviewMode && document.activeElement !== el.firstChat) {
       el.reviewMode.value = ["off", "suspicious", "all"].includes(eff.review) ? eff.review : "off";
       el.firstChat.value = typeof eff.first_chat_min === "number" ? String(eff.first_chat_min) : "";

@@ -51,11 +51,8 @@
     actDelete: $("act-delete"), actTimeout: $("act-timeout"), actBan: $("act-ban"),
     actHighlight: $("act-highlight"), actUnhighlight: $("act-unhighlight"),
     actFilter: $("act-filter"),
-    settingsForm: $("settings-form"), setSlow: $("set-slow"), setBudget: $("set-budget"),
-    setCeiling: $("set-ceiling"), setMute: $("set-mute"), settingsReset: $("settings-reset"),
-    nowSlow: $("now-slow"), nowBudget: $("now-budget"), nowCeiling: $("now-ceiling"),
-    nowMute: $("now-mute"),
-    setStream: $("set-stream"), nowStream: $("now-stream"), // the room's video (stream_url)
+    settingsForm: $("settings-form"), settingsReset: $("settings-reset"),
+    settingsLoading: $("settings-loading"), settingsActions: document.querySelector("#settings-form .form-actions"),
     wordsForm: $("words-form"), wordsInput: $("words-input"), wordsList: $("words-list"),
     wordsGlobal: $("words-global"),
     pinCurrent: $("pin-current"), pinForm: $("pin-form"), pinText: $("pin-text"),
@@ -128,6 +125,8 @@
     figures: null,
     series: {},        // figure key -> last SPARK_POINTS values
     settings: {},      // the room's moderator-set settings (from the figures)
+    effective: {},     // every setting's value in force (the room's, else the default)
+    schema: [],        // GET /api/room-settings: what the settings form is built from
     settingsDirty: false,
     pin: null,         // {text, by, ts, until} or null
     pinTs: 0,          // when the shown pin state was decided (ms), so older news is ignored
@@ -423,7 +422,8 @@
       el.figExtra.textContent = `frame seq ${fmtNum(Number(data.seq))} · ${fmtNum(Number(data.comments_stored))} comments stored · tick ${fmtNum(Number(data.tick_ms))} ms`;
       el.figStatus.textContent = "";
       el.figStatus.className = "fig-status";
-      applyRoomSettings(data.settings && typeof data.settings === "object" ? data.settings : {});
+      applyRoomSettings(data.settings && typeof data.settings === "object" ? data.settings : {},
+        data.effective && typeof data.effective === "object" ? data.effective : {});
     } else {
       el.figStatus.textContent = `figures: ${error}`;
       el.figStatus.className = "fig-status bad";
@@ -472,6 +472,8 @@
     li.append(time, swatch, who);
     const prio = Number(item.prio);
     if (prio === 2) li.append(node("span", "tag staff", "staff"));
+    // the role a staff comment was sent with (issue 19): console-review.js badges the name
+    if (["moderator", "streamer", "admin"].includes(item.role)) li.dataset.role = item.role;
     else if (prio === 1) li.append(node("span", "tag hl", "hl"));
     li.append(text);
     return li;
@@ -723,70 +725,218 @@
   }
 
   // ---- settings -------------------------------------------------------------------------------
-  const SETTINGS = [
-    { key: "slow_mode_s", input: () => el.setSlow, now: () => el.nowSlow, off: "off", unit: " s" },
-    { key: "budget", input: () => el.setBudget, now: () => el.nowBudget, off: "default", unit: "/s" },
-    { key: "ingest_ceiling", input: () => el.setCeiling, now: () => el.nowCeiling, off: "default", unit: "/s" },
-    // smoothing (issue 21): the window the budget holds over, and how long a comment may wait
-    { key: "smooth_window_s", input: () => $("set-window"), now: () => $("now-window"), off: "default", unit: " s", name: "budget window" },
-    { key: "max_wait_s", input: () => $("set-max-wait"), now: () => $("now-max-wait"), off: "default", unit: " s", name: "longest wait" },
-  ];
+  // The form is built from GET /api/room-settings (issue 23): one row per setting, by kind
+  // (number: a number input with the schema's bounds; flag: a checkbox; choice: a select;
+  // text: a text input; not writable: shown only). A new setting in the schema shows up
+  // here with no change to this page. The names below only make the words nicer; the ids
+  // of the older hand-written inputs are kept (set-slow, now-slow, ...).
+  const SETTING_WORDS = {
+    slow_mode_s: { label: "Slow mode", name: "slow mode", id: "slow" },
+    budget: { label: "Display budget", name: "display budget", id: "budget" },
+    ingest_ceiling: { label: "Ingest ceiling", name: "ingest ceiling", id: "ceiling" },
+    smooth_window_s: { label: "Budget window", name: "budget window", id: "window" },
+    max_wait_s: { label: "Longest wait", name: "longest wait", id: "max-wait" },
+    mute: { label: "Mute viewers", name: "mute", id: "mute" },
+    review: { label: "Hold for review", name: "review" },
+    first_chat_min: { label: "First-time chatters", name: "first-time chatters held" },
+    guests: { label: "Guests", name: "guests" },
+    stream_url: { label: "Stream URL", name: "stream", id: "stream" },
+    shield: { label: "Shield mode", name: "shield", id: "shield" },
+  };
+  const wordsOf = (name) => SETTING_WORDS[name] || {};
+  const labelOf = (name) => wordsOf(name).label || name.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
+  const nameOfSetting = (name) => wordsOf(name).name || name.replace(/_/g, " ");
+  const idOf = (name) => wordsOf(name).id || `room-${name.replace(/_/g, "-")}`;
+  const specOf = (name) => S.schema.find((s) => s.name === name);
+  const unitText = (unit) => (!unit ? "" : unit.startsWith("/") ? unit : ` ${unit}`);
+  const inputOf = (spec) => $(`set-${idOf(spec.name)}`);
+  const nowOf = (spec) => $(`now-${idOf(spec.name)}`);
 
-  /** {slow_mode_s: 30, mute: null} -> "slow mode 30 s, mute reset" */
+  /** A value as the console shows it: "30 s", "off", "on", "all". */
+  function valueWords(spec, v) {
+    if (!spec) return typeof v === "number" ? fmtNum(v, 2) : String(v);
+    switch (spec.kind) {
+      case "number":
+        if (typeof v !== "number") return "–";
+        if (spec.name === "slow_mode_s" && v === 0) return "off";
+        return `${fmtNum(v, 2)}${unitText(spec.unit)}`;
+      case "flag": return v ? "on" : "off";
+      case "text": return v ? String(v) : "default";
+      default: return String(v);
+    }
+  }
+
+  /** {slow_mode_s: 30, mute: null} -> "slow mode 30 s, mute reset to default" */
   function settingWords(changes) {
     return Object.entries(changes).map(([k, v]) => {
-      const spec = SETTINGS.find((s) => s.key === k);
-      const name = { slow_mode_s: "slow mode", budget: "display budget", ingest_ceiling: "ingest ceiling" }[k]
-        || (spec && spec.name) || k.replace(/_/g, " ");
+      const spec = specOf(k);
+      const name = nameOfSetting(k);
       if (v === null) return `${name} reset to default`;
       if (k === "mute") return v ? "room muted" : "room unmuted";
       if (k === "guests") return { comment: "guests may comment", watch: "guests watch only", off: "guests off" }[v] || `guests ${v}`;
       if (k === "stream_url") return v ? "stream set" : "stream reset to default";
       if (k === "slow_mode_s") return Number(v) > 0 ? `slow mode ${v} s` : "slow mode off";
-      if (typeof v !== "number") return `${name} ${v}`; // review, guests, shield (issue 19)
-      return `${name} ${v}${spec ? spec.unit : "/s"}`;
+      if (spec && spec.kind === "number" && typeof v === "number") return `${name} ${fmtNum(v, 2)}${unitText(spec.unit)}`;
+      if (typeof v === "boolean") return `${name} ${v ? "on" : "off"}`;
+      return `${name} ${v}`;
     }).join(", ");
   }
 
-  function applyRoomSettings(settings) {
-    S.settings = settings;
-    for (const s of SETTINGS) {
-      const v = settings[s.key];
-      const has = typeof v === "number" && !(s.key === "slow_mode_s" && v === 0);
-      s.now().textContent = has ? `now ${fmtNum(v, 2)}${s.unit}` : `now ${s.off}`;
+  /** One row of the form (label, the input, the "now" column) for a setting of the schema. */
+  function settingRow(spec) {
+    const id = idOf(spec.name);
+    const label = node("label", "", labelOf(spec.name));
+    const field = node("span", "field");
+    const now = node("span", "now muted");
+    now.id = `now-${id}`;
+    const help = str(spec.help);
+    label.title = help;
+    if (!spec.writable) {
+      // shown only (shield: its own button and endpoint)
+      const out = node("output", "", valueWords(spec, spec.default));
+      out.id = `now-${id}`;
+      out.dataset.setting = spec.name;
+      label.htmlFor = out.id;
+      now.id = "";
+      field.append(out, node("span", "", " (read-only)"));
+      field.title = help;
+      return [label, field, now];
     }
-    el.nowMute.textContent = settings.mute ? "now muted" : "now open";
-    el.nowStream.textContent = settings.stream_url ? "set" : "now default";
-    el.nowStream.title = typeof settings.stream_url === "string" ? settings.stream_url : "";
-    if (!S.settingsDirty) fillSettingsForm();
+    let input;
+    if (spec.kind === "number") {
+      input = node("input");
+      input.type = "number";
+      if (typeof spec.min === "number") input.min = String(spec.min);
+      if (typeof spec.max === "number") input.max = String(spec.max);
+      // whole steps where the bounds are whole, else tenths (seconds of a window)
+      input.step = Number.isInteger(spec.min ?? 0) && Number.isInteger(spec.max ?? 0) ? "1" : "0.1";
+      input.placeholder = "default";
+    } else if (spec.kind === "flag") {
+      input = node("input");
+      input.type = "checkbox";
+    } else if (spec.kind === "choice") {
+      input = node("select");
+      for (const c of Array.isArray(spec.choices) ? spec.choices : []) {
+        const o = node("option", "", String(c));
+        o.value = String(c);
+        input.appendChild(o);
+      }
+    } else {
+      input = node("input");
+      input.type = spec.name.endsWith("_url") ? "url" : "text";
+      if (Number(spec.max_length) > 0) input.maxLength = Number(spec.max_length);
+      input.placeholder = "empty: server default";
+      input.spellcheck = false;
+    }
+    input.id = `set-${id}`;
+    input.dataset.setting = spec.name;
+    input.dataset.kind = spec.kind;
+    input.title = help;
+    label.htmlFor = input.id;
+    field.append(input);
+    if (spec.kind === "flag") field.append(node("span", "", help));
+    else if (spec.unit) field.append(node("span", "", spec.unit));
+    return [label, field, now];
   }
-  function fillSettingsForm() {
-    for (const s of SETTINGS) {
-      const v = S.settings[s.key];
-      const input = s.input();
-      if (document.activeElement === input) continue;
-      input.value = typeof v === "number" && !(s.key === "slow_mode_s" && v === 0) ? String(v) : "";
-    }
-    if (document.activeElement !== el.setMute) el.setMute.checked = Boolean(S.settings.mute);
-    if (document.activeElement !== el.setStream) {
-      el.setStream.value = typeof S.settings.stream_url === "string" ? S.settings.stream_url : "";
+
+  function buildSettingsForm(schema) {
+    S.schema = schema.filter((s) => s && typeof s === "object" && typeof s.name === "string"
+      && ["number", "flag", "choice", "text"].includes(s.kind));
+    const frag = document.createDocumentFragment();
+    for (const spec of S.schema) frag.append(...settingRow(spec));
+    el.settingsLoading.remove();
+    el.settingsForm.insertBefore(frag, el.settingsActions);
+    applyRoomSettings(S.settings, S.effective);
+  }
+
+  async function loadSettingsSchema() {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await fetch("/api/room-settings", { cache: "no-store" });
+        if (r.ok) {
+          const data = await r.json();
+          if (Array.isArray(data)) { buildSettingsForm(data); return; }
+        }
+      } catch { /* the server is down: try again below */ }
+      el.settingsLoading.textContent = "Could not load the room's settings; trying again…";
+      await new Promise((res) => setTimeout(res, Math.min(10000, 1000 * 2 ** attempt)));
     }
   }
 
-  async function submitSettings() {
-    const body = {};
-    for (const s of SETTINGS) {
-      const raw = s.input().value.trim();
-      const current = typeof S.settings[s.key] === "number" ? S.settings[s.key] : null;
-      let want = raw === "" ? null : Number(raw);
-      if (raw !== "" && !Number.isFinite(want)) want = raw; // the server says what is wrong
-      if (s.key === "slow_mode_s" && want === 0) want = null;
-      if (want !== current) body[s.key] = want;
+  function applyRoomSettings(settings, effective) {
+    S.settings = settings;
+    S.effective = effective;
+    for (const spec of S.schema) {
+      const now = nowOf(spec);
+      if (!now) continue;
+      const has = spec.name in effective;
+      const v = has ? effective[spec.name] : settings[spec.name];
+      const words = v === undefined ? "–" : valueWords(spec, v);
+      const set = spec.name in settings;
+      if (!spec.writable) {
+        now.textContent = words;
+        now.classList.toggle("on", v === true);
+        continue;
+      }
+      now.textContent = `now ${spec.kind === "text" && v ? "set" : words}`;
+      now.title = `${set ? "set for this room" : "the server's default"}${spec.kind === "text" && v ? `: ${v}` : ""}`;
+      now.classList.toggle("default", !set);
     }
-    const mute = el.setMute.checked;
-    if (mute !== Boolean(S.settings.mute)) body.mute = mute ? true : null;
-    const stream = el.setStream.value.trim();
-    if (stream !== (S.settings.stream_url || "")) body.stream_url = stream;
+    if (!S.settingsDirty) fillSettingsForm();
+  }
+
+  function fillSettingsForm() {
+    for (const spec of S.schema) {
+      if (!spec.writable) continue;
+      const input = inputOf(spec);
+      if (!input || document.activeElement === input) continue;
+      const set = S.settings[spec.name];
+      const eff = spec.name in S.effective ? S.effective[spec.name] : spec.default;
+      if (spec.kind === "number") {
+        // the room's own value; empty when it takes the default (shown as the placeholder)
+        input.value = typeof set === "number" && !(spec.name === "slow_mode_s" && set === 0) ? String(set) : "";
+      } else if (spec.kind === "flag") {
+        input.checked = Boolean(eff);
+      } else if (spec.kind === "choice") {
+        input.value = String(eff);
+      } else {
+        input.value = typeof set === "string" ? set : "";
+      }
+    }
+  }
+
+  /** What the form would change: only the settings whose input differs from the room. */
+  function settingsChanges() {
+    const body = {};
+    for (const spec of S.schema) {
+      if (!spec.writable) continue;
+      const input = inputOf(spec);
+      if (!input) continue;
+      const set = S.settings[spec.name];
+      const eff = spec.name in S.effective ? S.effective[spec.name] : spec.default;
+      if (spec.kind === "number") {
+        const raw = input.value.trim();
+        const current = typeof set === "number" ? set : null;
+        let want = raw === "" ? null : Number(raw);
+        if (raw !== "" && !Number.isFinite(want)) want = raw; // the server says what is wrong
+        if (spec.name === "slow_mode_s" && want === 0) want = null;
+        if (want !== current) body[spec.name] = want;
+      } else if (spec.kind === "flag") {
+        const want = input.checked;
+        // back to the default is a reset, so a changed server default applies again
+        if (want !== Boolean(eff)) body[spec.name] = want === Boolean(spec.default) ? null : want;
+      } else if (spec.kind === "choice") {
+        if (input.value !== String(eff)) body[spec.name] = input.value;
+      } else {
+        const want = input.value.trim();
+        if (want !== (typeof set === "string" ? set : "")) body[spec.name] = want;
+      }
+    }
+    return body;
+  }
+
+  async function submitSettings() {
+    const body = settingsChanges();
     if (!Object.keys(body).length) {
       say("Nothing to change.", "info");
       S.settingsDirty = false;
@@ -795,20 +945,34 @@
     const res = await act("PATCH", "/settings", body, `Settings changed: ${settingWords(body)}.`);
     if (res.ok && res.data && typeof res.data === "object") {
       S.settingsDirty = false;
-      applyRoomSettings(res.data);
-      fillSettingsForm();
+      S.settings = res.data;
+      pollSettingsNow();
     }
   }
 
   async function resetSettings() {
-    const res = await act("PATCH", "/settings",
-      { slow_mode_s: null, budget: null, ingest_ceiling: null, mute: null, smooth_window_s: null, max_wait_s: null, stream_url: null },
-      "Settings reset to the server defaults.");
+    const body = {};
+    for (const spec of S.schema) if (spec.writable) body[spec.name] = null;
+    const res = await act("PATCH", "/settings", body, "Settings reset to the server defaults.");
     if (res.ok && res.data) {
       S.settingsDirty = false;
-      applyRoomSettings(res.data);
-      fillSettingsForm();
+      S.settings = res.data;
+      pollSettingsNow();
     }
+  }
+
+  /** Read the room back at once after a change (settings and the effective values). */
+  async function pollSettingsNow() {
+    try {
+      const r = await fetch(roomPath, { cache: "no-store" });
+      if (!r.ok) return;
+      const data = await r.json();
+      if (data && typeof data === "object") {
+        applyRoomSettings(data.settings && typeof data.settings === "object" ? data.settings : {},
+          data.effective && typeof data.effective === "object" ? data.effective : {});
+        fillSettingsForm();
+      }
+    } catch { /* the next poll of the figures tries again */ }
   }
 
   // ---- blocked words ----------------------------------------------------------------------------
@@ -1113,6 +1277,7 @@
   el.loginRoom.textContent = roomOk ? room : "ROOM";
   el.playerLink.href = `/?room=${encodeURIComponent(room)}`;
   buildFigures();
+  loadSettingsSchema();
   bind();
   renderFeedMeta();
   renderPin();
@@ -1140,7 +1305,8 @@
 
   // ---- the hook for tests and the curious ------------------------------------------------------
   // For console-identity.js (issue 19): the API helpers of this page, nothing else.
-  window.dmConsoleApi = Object.freeze({ api, act, say, fail, canModerate, fmtDuration, node });
+  // token(): the staff token, for console-send.js to open its WebSocket with (issue 19).
+  window.dmConsoleApi = Object.freeze({ api, act, say, fail, canModerate, fmtDuration, node, token: () => S.token });
 
   window.dmConsole = Object.freeze({
     get room() { return room; },
