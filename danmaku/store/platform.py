@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import orjson
 import redis
 
-from danmaku.store import keys, presence
+from danmaku.store import keys, presence, scripts
 from danmaku.store.moderation import CONTROL_MAXLEN
 from danmaku.store.records import _s, _sum_fresh
 from danmaku.store.worker_ops import queue_script
@@ -37,38 +37,18 @@ def published(room: str, pub_id: str) -> str:
 
 # Publish one message, once per id: KEYS[1] = comment stream, KEYS[2] = door hash,
 # KEYS[3] = the id's key; ARGV[1] = MAXLEN (comments), ARGV[2] = id TTL s, ARGV[3] =
-# payload. The id is minted as the door's INGEST mints them (after the door hash's last
-# id, on Redis TIME), so the stream stays ordered whoever writes it.
+# payload. The id is minted as the door's INGEST mints them (``scripts.APPEND_ONE``).
 # Returns {1, id} (published) or {0, id} (that message id was published before as id).
-PUBLISH = r"""
+PUBLISH = (
+    scripts.APPEND_ONE
+    + r"""
 local seen = redis.call('GET', KEYS[3])
 if seen then return {0, seen} end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local door = redis.call('HMGET', KEYS[2], 'id', 'n', 'avg')
-local last_id, stored = door[1], tonumber(door[2] or '0') or 0
-if not last_id then
-  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-  if top then
-    local _, lines = string.gsub(top[2][2], '\n', '')
-    local ms, sq = string.match(top[1], '^(%d+)-(%d+)$')
-    last_id = ms .. '-' .. (tonumber(sq) + lines)
-    stored = redis.call('XLEN', KEYS[1])
-  end
-end
-local id_ms, seq = now_ms, 0
-if last_id then
-  local a, b = string.match(last_id, '^(%d+)-(%d+)$')
-  if now_ms <= tonumber(a) then id_ms, seq = tonumber(a), tonumber(b) + 1 end
-end
-local id = id_ms .. '-' .. seq
-local avg = tonumber(door[3] or '1') or 1
-local maxlen = math.ceil(tonumber(ARGV[1]) / math.max(1, avg))
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, id, 'd', ARGV[3])
-redis.call('HSET', KEYS[2], 'id', id, 'n', stored + 1)
+local id = append_one(KEYS[1], KEYS[2], ARGV[3], ARGV[1])
 redis.call('SET', KEYS[3], id, 'EX', ARGV[2])
 return {1, id}
 """
+)
 
 # Pin a paid message: KEYS[1] = the room's pin; ARGV[1] = pin JSON, ARGV[2] = ms,
 # ARGV[3] = its tier level. A staff pin is never replaced, nor a paid (or gift) pin of a higher

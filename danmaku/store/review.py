@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 import redis
 
-from danmaku.store import keys
+from danmaku.store import keys, scripts
 from danmaku.store.records import _s
 
 T = TypeVar("T")
@@ -27,34 +27,14 @@ T = TypeVar("T")
 # KEYS[1] = held hash, KEYS[2] = review queue, KEYS[3] = comment stream, KEYS[4] = door
 # ARGV[1] = held id, ARGV[2] = the payload to append, ARGV[3] = MAXLEN (comments, ~)
 # Returns the new comment id, or false when the comment was no longer held.
-APPROVE = r"""
+APPROVE = (
+    scripts.APPEND_ONE
+    + r"""
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return false end
 redis.call('ZREM', KEYS[2], ARGV[1])
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local door = redis.call('HMGET', KEYS[4], 'id', 'avg', 'n')
-local last_id, stored = door[1], tonumber(door[3] or '0') or 0
-if not last_id then
-  local top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
-  if top then
-    local _, lines = string.gsub(top[2][2], '\n', '')
-    local ms, sq = string.match(top[1], '^(%d+)-(%d+)$')
-    last_id = ms .. '-' .. (tonumber(sq) + lines)
-    stored = redis.call('XLEN', KEYS[3])
-  end
-end
-local id_ms, seq = now_ms, 0
-if last_id then
-  local a, b = string.match(last_id, '^(%d+)-(%d+)$')
-  if now_ms <= tonumber(a) then id_ms, seq = tonumber(a), tonumber(b) + 1 end
-end
-local id = id_ms .. '-' .. seq
-local avg = tonumber(door[2] or '1') or 1
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', math.ceil(tonumber(ARGV[3]) / math.max(1, avg)),
-           id, 'd', ARGV[2])
-redis.call('HSET', KEYS[4], 'id', id, 'n', stored + 1)
-return id
+return append_one(KEYS[3], KEYS[4], ARGV[2], ARGV[3])
 """
+)
 NICKS_KEEP_S = 30 * 86400
 
 

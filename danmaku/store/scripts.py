@@ -431,6 +431,41 @@ end
 return out
 """.replace("@NONCE_RING@", str(NONCE_RING)).replace("@ENTRY_MAX@", str(ENTRY_MAX))
 
+# Append one comment to a room's stream outside the door (an approved held comment, a
+# message the platform publishes): a Lua function that scripts start with. It mints the
+# next comment id as INGEST does (after the door hash's last id, on Redis TIME, so the
+# stream stays ordered whoever writes it), trims the stream as INGEST does, and counts
+# the comment in the door hash. stream, door: key names; payload: the comment's JSON;
+# maxlen: MAXLEN in comments. Returns the id.
+APPEND_ONE = r"""
+local function append_one(stream, door, payload, maxlen)
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local d = redis.call('HMGET', door, 'id', 'avg', 'n')
+  local last_id, stored = d[1], tonumber(d[3] or '0') or 0
+  if not last_id then  -- a stream from before the door hash: ask the stream
+    local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+    if top then
+      local _, lines = string.gsub(top[2][2], '\n', '')
+      local ms, sq = string.match(top[1], '^(%d+)-(%d+)$')
+      last_id = ms .. '-' .. (tonumber(sq) + lines)
+      stored = redis.call('XLEN', stream)
+    end
+  end
+  local id_ms, seq = now_ms, 0
+  if last_id then
+    local a, b = string.match(last_id, '^(%d+)-(%d+)$')
+    if now_ms <= tonumber(a) then id_ms, seq = tonumber(a), tonumber(b) + 1 end
+  end
+  local id = id_ms .. '-' .. seq
+  local avg = tonumber(d[2] or '1') or 1
+  redis.call('XADD', stream, 'MAXLEN', '~', math.ceil(tonumber(maxlen) / math.max(1, avg)),
+             id, 'd', payload)
+  redis.call('HSET', door, 'id', id, 'n', stored + 1)
+  return id
+end
+"""
+
 # Take a room's lease if free, returning the room's committed position.
 # KEYS[1] = lease, KEYS[2] = meta; ARGV[1] = token, ARGV[2] = lease ms
 # Returns {seq, cursor} or false when another worker holds it.
