@@ -15,11 +15,11 @@ import redis
 
 from danmaku.rules.ipbans import IpBan, ban_id, longest
 from danmaku.store import keys
+from danmaku.store.moderation import ModerationOps
 from danmaku.store.records import _s
 
 T = TypeVar("T")
 LAST_IP_TTL_S = 86_400  # an address older than a day says little about who is there now
-AUDIT_MAXLEN = 10_000
 
 
 def parse_ip_bans(raw: Mapping[Any, Any], now: float) -> dict[str, IpBan]:
@@ -60,17 +60,6 @@ class IdentityOps:
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
         raise NotImplementedError
 
-    @staticmethod
-    def _audit_ip(pipe: Any, room: str, who: str, action: str, target: str, detail: Any) -> None:
-        entry = {
-            "ts": int(time.time() * 1000),
-            "by": who,
-            "action": action,
-            "target": target,
-            "detail": orjson.dumps(detail),
-        }
-        pipe.xadd(keys.audit(room), entry, maxlen=AUDIT_MAXLEN, approximate=True)
-
     # ---- IP bans ---------------------------------------------------------------------
     async def ip_ban(self, room: str, ban: IpBan) -> None:
         """Set (or overwrite) the ban on ``ban.network``, bump ``ipbans_v``, audit it
@@ -82,7 +71,7 @@ class IdentityOps:
             pipe.hset(keys.ip_bans(room), ban.network, orjson.dumps(ban.to_json()))
             pipe.hincrby(keys.settings(room), "ipbans_v", 1)
             detail = {"id": ban.id, "until": ban.until, "reason": ban.reason, "uid": ban.uid}
-            self._audit_ip(pipe, room, ban.by, "ip_ban", ban.uid or ban.id, detail)
+            ModerationOps._audit(pipe, room, ban.by, "ip_ban", ban.uid or ban.id, detail)
             pipe.execute()
 
         await self._call("ip_bans", run)
@@ -110,7 +99,7 @@ class IdentityOps:
                 pipe = self._r.pipeline(transaction=False)
                 pipe.hdel(keys.ip_bans(room), network)
                 pipe.hincrby(keys.settings(room), "ipbans_v", 1)
-                self._audit_ip(pipe, room, by, "ip_unban", target, {"id": ident})
+                ModerationOps._audit(pipe, room, by, "ip_unban", target, {"id": ident})
                 pipe.execute()
 
             await self._call("ip_bans", run)
