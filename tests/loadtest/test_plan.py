@@ -131,6 +131,7 @@ def test_a_bad_report_is_one_line_and_exit_2(
         [*README_EVENT, "--utilisation", "0"],
         [*README_EVENT, "--tick-ms", "0"],
         [*README_EVENT, "--cpu-us-per-frame-write", "-1"],
+        [*README_EVENT, "--room-share", "0"],
     ],
 )
 def test_impossible_inputs_are_one_line_and_exit_2(
