@@ -5,13 +5,15 @@ one gateway, a big one spreads, and a gateway that drains or leaves moves only i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import trio
 
 from danmaku.config import Settings
+from danmaku.dev.localcluster import LocalCluster
 from danmaku.gateway import Gateway
 from danmaku.metrics import Metrics
 from danmaku.store import Store
@@ -173,9 +175,9 @@ async def test_a_draining_or_departed_gateway_moves_only_its_rooms(
 
     await eventually(all_three)
     before = {room: (await gateway_of(system, room))["url"] for room in ROOMS}
-    victim = gateways[0]
+    victim = next(g for g in gateways if g.url == before[ROOMS[0]])
     held = {room for room, url in before.items() if url == victim.url}
-    assert held and len(held) < len(ROOMS)  # 24 rooms over 3 gateways: some each
+    assert len(held) < len(ROOMS)  # 24 rooms over 3 gateways: the others hold some
 
     # A viewer of one of its rooms is closed by the drain with 1013 and asks again.
     room = sorted(held)[0]
@@ -245,3 +247,45 @@ async def test_the_whole_system_routes_to_its_own_gateway(
         return (await gateway_of(system, "lobby"))["url"] == system.urls["websocket"]
 
     await eventually(routed)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster.start(tmp_path_factory.mktemp("cluster"))
+    yield c
+    c.stop()
+
+
+async def test_routing_on_a_redis_cluster_sends_each_room_to_its_gateway(
+    nursery: trio.Nursery, cluster: LocalCluster, settings: Settings
+) -> None:
+    """The registry (one slot) and the rooms' presence (every shard) on 3 masters: each
+    room's viewers, following the answer, are counted on the gateway it names."""
+    for port in cluster.ports:
+        with cluster.client(port) as node:
+            node.flushall()
+    s = settings.replace(redis_url=cluster.url)
+    web = await start_system(nursery, s, ("gateway", "worker", "web"))
+    other = await start_system(nursery, s, ("gateway",))
+    port_of = {web.urls["websocket"]: web.ws_port, other.urls["websocket"]: other.ws_port}
+    rooms = [f"c{i}" for i in range(24)]
+    assert len({cluster.master_port(f"dm:{{{room}}}:in") for room in rooms}) == 3
+
+    async def both() -> bool:
+        return set((await gateway_of(web, rooms[0]))["urls"]) == set(port_of)
+
+    await eventually(both)
+    entries = {e.gateway_id: e.url for e in await web.store.gateways.entries(trio.current_time())}
+    chosen = {room: (await gateway_of(web, room))["url"] for room in rooms}
+    assert set(chosen.values()) == set(port_of)  # 24 rooms: both gateways get some
+    for room in rooms:
+        await connect(nursery, port_of[chosen[room]], room)
+
+    async def counted_where_routed() -> bool:
+        for room in rooms:
+            viewers = await web.store.gateways.room_viewers(room)
+            if {entries[g] for g, n in viewers.items() if n} != {chosen[room]}:
+                return False
+        return True
+
+    await eventually(counted_where_routed)
