@@ -5,6 +5,7 @@ one gateway, a big one spreads, and a gateway that drains or leaves moves only i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,12 +14,14 @@ import pytest
 import trio
 
 from danmaku.config import Settings
+from danmaku.dev.embedded import free_port
 from danmaku.dev.localcluster import LocalCluster
 from danmaku.gateway import Gateway
 from danmaku.metrics import Metrics
 from danmaku.store import Store
 from danmaku.store.gateways import Announcement
 from danmaku.system import System
+from danmaku.web.routing import GatewayHints
 from tests.client import connect, http, start_system
 
 
@@ -162,6 +165,12 @@ async def test_a_small_room_is_routed_to_one_gateway_and_a_big_one_spreads(
     await eventually(spread)
     # The small room still sits on its one gateway.
     assert (await gateway_of(system, "small"))["url"] == first["url"]
+    # What the web app counted: three gateways serving, every answer routed.
+    text = (await http(f"{web}/metrics")).body.decode()
+    assert 'danmaku_gateways_registered{state="serving"} 3.0' in text
+    assert 'danmaku_gateway_routes_total{outcome="no_gateways"} 0.0' in text
+    routed = re.search(r'danmaku_gateway_routes_total\{outcome="routed"\} ([\d.e+]+)', text)
+    assert routed is not None and float(routed.group(1)) >= 10
 
 
 async def test_a_draining_or_departed_gateway_moves_only_its_rooms(
@@ -236,6 +245,22 @@ async def test_without_registered_gateways_the_configured_urls_are_the_answer(
     }
     bad = await http(f"http://127.0.0.1:{system.web_port}/api/rooms/no%20such!/gateway")
     assert bad.status == 422
+
+
+async def test_an_unreachable_registry_answers_with_the_configured_urls(
+    settings: Settings,
+) -> None:
+    """Redis down (nothing listens where the store points): clients are still told
+    where to connect, the configured URLs, and the answer is counted as unavailable."""
+    metrics = Metrics(process=False)
+    store = Store(f"redis://127.0.0.1:{free_port()}/0", metrics)
+    try:
+        hints = GatewayHints(settings, store, metrics, lambda: "ws://lb.example/ws")
+        answer = await hints.hint("lobby")
+        assert (answer.url, answer.urls) == ("ws://lb.example/ws", ["ws://lb.example/ws"])
+        assert metrics.gateway_routes.labels("unavailable")._value.get() == 1
+    finally:
+        store.close()
 
 
 async def test_the_whole_system_routes_to_its_own_gateway(
