@@ -35,13 +35,17 @@ GATEWAY_LOOPS = frozenset({"frame_feed", "ingest", "read_poller", "presence", "p
 
 def derived_url(settings: Settings, port: int) -> str:
     """This gateway's URL as clients reach it: ``gateway_public_url``; else
-    ``public_ws_url`` when it names exactly one URL; else the bound host and port (a
-    wildcard bind is named by the host's name)."""
+    ``public_ws_url`` when it names exactly one URL; else, when it names several, ``""``
+    (which of them is this gateway is unknown: it stays out of the registry, and clients
+    keep using those URLs); else the bound host and port (a wildcard bind is named by
+    the host's name)."""
     if settings.gateway_public_url:
         return settings.gateway_public_url
     public = [u.strip() for u in settings.public_ws_url.split(",") if u.strip()]
     if len(public) == 1:
         return public[0]
+    if public:
+        return ""
     host = settings.ws_host
     if host in ("", "0.0.0.0", "::"):
         host = socket.gethostname()
@@ -92,8 +96,17 @@ class Announcer:
         return cls(gateway.store.gateways, gateway.settings.gateway_registry_ttl_s, status)
 
     async def run(self) -> None:
-        """Announce until cancelled, then remove the entry (bounded, shielded)."""
-        gateway_id = self.status().gateway_id
+        """Announce until cancelled, then remove the entry (bounded, shielded). A
+        gateway without a URL of its own (``derived_url``) announces nothing."""
+        first = self.status()
+        if not first.url:
+            log.warning(
+                "gateway %s is not in the gateway registry: DANMAKU_PUBLIC_WS_URL names "
+                "several URLs; set DANMAKU_GATEWAY_PUBLIC_URL to this gateway's own",
+                first.gateway_id,
+            )
+            await trio.sleep_forever()
+        gateway_id = first.gateway_id
         try:
             await self._loop()
         finally:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 MAX_URLS = 8  # the choice and its fallbacks in one answer; a client asks again after that
+MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class Target:
     connections: int
     capacity: int  # 0: no cap
     ids: frozenset[str]
+    key: int  # key64(url): hashed once per registry read, not once per room
 
     @property
     def full(self) -> bool:
@@ -63,11 +65,26 @@ class Route:
     viewers: int
 
 
+def key64(text: str) -> int:
+    """64 bits of BLAKE2b of ``text``: the same in every process and every run (never
+    Python's salted ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def mix64(x: int) -> int:
+    """MurmurHash3's 64-bit finaliser: every input bit moves every output bit."""
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & MASK64
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & MASK64
+    return x ^ (x >> 33)
+
+
 def weight(room: str, url: str) -> int:
-    """The rendezvous weight of a (room, gateway) pair: 64 bits of BLAKE2b, the same in
-    every process and every run (never Python's salted ``hash``)."""
-    digest = hashlib.blake2b(f"{room}\x00{url}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    """The rendezvous weight of a (room, gateway) pair. ``mix64(key64(room) ^
+    key64(url))``: one BLAKE2b per room and one per gateway URL, then a few integer
+    operations per pair, so ranking hundreds of gateways for a room stays cheap."""
+    return mix64(key64(room) ^ key64(url))
 
 
 def live_targets(entries: Iterable[GatewayEntry], now: float) -> list[Target]:
@@ -88,6 +105,7 @@ def live_targets(entries: Iterable[GatewayEntry], now: float) -> list[Target]:
                 sum(e.connections for e in group),
                 cap,
                 frozenset(e.gateway_id for e in group),
+                key64(url),
             )
         )
     return out
@@ -117,12 +135,15 @@ class Rendezvous:
         (those holding none of the room's viewers, per ``held``: URL -> viewers) after
         the rest, each part by weight."""
         held = held or {}
-        ranked = sorted(targets, key=lambda t: weight(room, t.url), reverse=True)
+        rk = key64(room)
+        # (weight, url): URLs are unique, so two targets are never compared themselves.
+        weighed = sorted(((mix64(rk ^ t.key), t.url, t) for t in targets), reverse=True)
+        ranked = [t for _, _, t in weighed]
         limit = self._load_limit(targets)
-        fit = [t for t in ranked if not self._passed_over(t, limit, held.get(t.url, 0))]
-        if not fit:
-            return ranked
-        rest = [t for t in ranked if self._passed_over(t, limit, held.get(t.url, 0))]
+        fit: list[Target] = []
+        rest: list[Target] = []
+        for t in ranked:
+            (rest if self._passed_over(t, limit, held.get(t.url, 0)) else fit).append(t)
         return fit + rest
 
     def spread(self, viewers: int, available: int) -> int:
@@ -146,10 +167,22 @@ class Rendezvous:
         the room's free share on each (so the emptiest fills first, and a burst of joins
         before the next presence report still spreads)."""
         entry_list = list(entries)
-        targets = live_targets(entry_list, now)
+        url_of = {e.gateway_id: e.url for e in entry_list}
+        return self.route_targets(room, live_targets(entry_list, now), url_of, room_viewers, pick)
+
+    def route_targets(
+        self,
+        room: str,
+        targets: Sequence[Target],
+        url_of: Mapping[str, str],
+        room_viewers: Mapping[str, int],
+        pick: float,
+    ) -> Route | None:
+        """``route`` over targets already made from the entries (``live_targets``; a
+        caller that reuses one registry read for many rooms makes them once);
+        ``url_of``: gateway id -> URL of every entry read."""
         if not targets:
             return None
-        url_of = {e.gateway_id: e.url for e in entry_list}
         held: dict[str, int] = {}
         viewers = 0
         for gid, n in room_viewers.items():

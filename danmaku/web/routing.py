@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from danmaku import protocol
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
-from danmaku.rules.rendezvous import GatewayEntry, Rendezvous
+from danmaku.rules.rendezvous import GatewayEntry, Rendezvous, Target, live_targets
 from danmaku.store import Store, StoreError
 
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
@@ -65,7 +65,10 @@ class GatewayHints:
         self.rng = rng or random.Random()
         self.ttl_s = max(1, round(settings.gateway_registry_ttl_s))
         self.rendezvous = Rendezvous(settings.room_share, settings.gateway_load_factor)
-        self._entries: list[GatewayEntry] = []
+        # The last registry read, made into targets once (ranking is per room, cheap).
+        self._targets: list[Target] = []
+        self._url_of: dict[str, str] = {}
+        self._expires_at = -float("inf")  # the first of its live entries to expire
         self._entries_at = -float("inf")
         self._lock = trio.Lock()  # one registry read at a time; the others reuse it
         self._rooms: dict[str, tuple[float, dict[str, int]]] = {}
@@ -75,13 +78,13 @@ class GatewayHints:
         gateways stable for that client, else it is random."""
         now = trio.current_time()
         try:
-            entries = await self._registry(now)
-            viewers = await self._room_viewers(room, now) if entries else {}
+            targets = await self._registry(now)
+            viewers = await self._room_viewers(room, now) if targets else {}
         except StoreError:
             self.metrics.gateway_routes.labels("unavailable").inc()
             return self._configured(room)
         pick = pick_of(key) if key else self.rng.random()
-        route = self.rendezvous.route(room, entries, viewers, now, pick)
+        route = self.rendezvous.route_targets(room, targets, self._url_of, viewers, pick)
         if route is None:
             self.metrics.gateway_routes.labels("no_gateways").inc()
             return self._configured(room)
@@ -92,16 +95,22 @@ class GatewayHints:
         urls = [u.strip() for u in self.ws_url().split(",") if u.strip()]
         return GatewayOut(room=room, url=urls[0] if urls else "", urls=urls, ttl_s=self.ttl_s)
 
-    async def _registry(self, now: float) -> list[GatewayEntry]:
-        if now - self._entries_at < CACHE_S:
-            return self._entries
+    async def _registry(self, now: float) -> list[Target]:
+        """The live targets of a registry read at most ``CACHE_S`` old, read again
+        sooner when one of its entries has expired since."""
+        if now - self._entries_at < CACHE_S and now < self._expires_at:
+            return self._targets
         async with self._lock:
-            if trio.current_time() - self._entries_at >= CACHE_S:
-                read_at = trio.current_time()
-                self._entries = await self.registry.entries(read_at)
+            read_at = trio.current_time()
+            if read_at - self._entries_at >= CACHE_S or read_at >= self._expires_at:
+                entries = await self.registry.entries(read_at)
+                self._targets = live_targets(entries, read_at)
+                self._url_of = {e.gateway_id: e.url for e in entries}
+                live = [e.expires_at for e in entries if e.expires_at > read_at]
+                self._expires_at = min(live, default=float("inf"))
                 self._entries_at = read_at
-                self._count(self._entries, read_at)
-        return self._entries
+                self._count(entries, read_at)
+        return self._targets
 
     async def _room_viewers(self, room: str, now: float) -> dict[str, int]:
         cached = self._rooms.get(room)
