@@ -425,6 +425,31 @@ class Settings:
     webhook_poll_ms: int = _opt(
         500, "DANMAKU_WEBHOOK_POLL_MS", "how often the webhook reader reads new room events"
     )
+    # --- room-affine routing (issue 25): the gateway registry and rendezvous hashing
+    gateway_public_url: str = _opt(
+        "",
+        "DANMAKU_GATEWAY_PUBLIC_URL",
+        "ws:// URL of THIS gateway as clients reach it, announced in the gateway registry "
+        "(GET /api/rooms/{room}/gateway); empty: derived from the bound host and port",
+    )
+    gateway_registry_ttl_s: float = _opt(
+        10.0,
+        "DANMAKU_GATEWAY_REGISTRY_TTL_S",
+        "a gateway's registry entry lives this long; it is refreshed every third of it, so "
+        "a killed gateway stops being routed to within this time",
+    )
+    room_share: int = _opt(
+        2000,
+        "DANMAKU_ROOM_SHARE",
+        "viewers of one room per gateway before the room spreads to the next gateway of "
+        "its rendezvous order (a room of V viewers is routed to ceil((V+1)/share) gateways)",
+    )
+    gateway_load_factor: float = _opt(
+        1.25,
+        "DANMAKU_GATEWAY_LOAD_FACTOR",
+        "a gateway holding more than this times the mean connections (plus one room_share) "
+        "is passed over for rooms it does not hold yet (bounded-load hashing); 0 = off",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).
@@ -450,6 +475,14 @@ class Settings:
         for url in (u.strip() for u in self.webhook_urls.split(",") if u.strip()):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"DANMAKU_WEBHOOK_URLS: {url!r} is not an http(s) URL")
+        # --- room-affine routing (issue 25)
+        if self.gateway_public_url and not self.gateway_public_url.startswith(("ws://", "wss://")):
+            raise ValueError("DANMAKU_GATEWAY_PUBLIC_URL must be a ws:// or wss:// URL")
+        if self.gateway_registry_ttl_s < 1 or self.room_share < 1 or self.gateway_load_factor < 0:
+            raise ValueError(
+                "DANMAKU_GATEWAY_REGISTRY_TTL_S must be >= 1, DANMAKU_ROOM_SHARE >= 1 and "
+                "DANMAKU_GATEWAY_LOAD_FACTOR >= 0"
+            )
 
     @property
     def tick_s(self) -> float:

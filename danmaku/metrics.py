@@ -63,6 +63,11 @@ REDIS_OPS = (
     "webhook_lease",
     "webhook_prune",
     "webhook_read",
+    # room-affine routing (issue 25)
+    "gateway_announce",
+    "gateway_list",
+    "gateway_remove",
+    "room_viewers",
     "active_rooms",
     "announce_settings",
     "append_comments",
@@ -613,6 +618,24 @@ class Metrics:
         self.webhook_queued = Gauge(
             "danmaku_webhook_queued", "Webhook events waiting in this process's queues", registry=r
         )
+        # --- room-affine routing (issue 25): the gateway registry and the web app's answers
+        self.gateways_registered = Gauge(
+            "danmaku_gateways_registered",
+            "Gateways in the registry at this web process's last read, by state: serving "
+            "(routed to), draining, unhealthy (a gateway loop failing); expired entries "
+            "are not counted",
+            ["state"],
+            registry=r,
+        )
+        self.gateway_routes = Counter(
+            "danmaku_gateway_routes_total",
+            "Answers to 'where to connect for a room' (GET /api/rooms/{room}/gateway, POST "
+            "/api/session), by outcome: routed (rendezvous over the registry), no_gateways "
+            "(none live: the configured URLs), unavailable (the registry unreadable: the "
+            "configured URLs)",
+            ["outcome"],
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -642,6 +665,10 @@ class Metrics:
         for loop in LOOPS:
             self.loop_restarts.labels(loop)
             self.loop_failing.labels(loop).set(0)
+        for state in ("serving", "draining", "unhealthy"):
+            self.gateways_registered.labels(state)
+        for outcome in ("routed", "no_gateways", "unavailable"):
+            self.gateway_routes.labels(outcome)
         for op in REDIS_OPS:
             self.redis_latency.labels(op)
             self.redis_errors.labels(op)

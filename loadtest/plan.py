@@ -41,6 +41,7 @@ class Costs:
     bytes_per_comment: float = 300.0
     bytes_per_frame: float = 1_500.0
     gateway_fixed_cpu_cores: float = 0.0
+    redis_cpu_us_per_notice: float = 1.0
 
 
 #: field -> (what it is, its unit), for ``--help`` and the printed plan.
@@ -61,6 +62,11 @@ COST_HELP: dict[str, tuple[str, str]] = {
         "CPU a gateway process burns with no viewers (background loops), per process",
         "cores",
     ),
+    "redis_cpu_us_per_notice": (
+        "Redis CPU per notice (one per frame per gateway holding the room: written with the "
+        "commit, read in batches)",
+        "µs",
+    ),
 }
 
 
@@ -80,6 +86,7 @@ class Inputs:
     frames_history: int = 3000
     event_s: float = 3600.0
     cores_per_host: int = 1
+    room_share: int = 2000
     costs: Costs = field(default_factory=Costs)
 
 
@@ -102,7 +109,31 @@ INPUT_HELP: dict[str, tuple[str, str]] = {
         "cores of a gateway host: `danmaku gateway --processes 0` runs one process per core",
         "cores",
     ),
+    "room_share": (
+        "viewers of one room per gateway before routing spreads the room to the next "
+        "gateway (DANMAKU_ROOM_SHARE; the room-affine layout)",
+        "viewers",
+    ),
 }
+
+LAYOUTS = ("random", "room-affine")
+
+
+@dataclass
+class Layout:
+    """Redis for one way of placing viewers on gateways: ``random`` (a load balancer, or
+    clients that ignore the routing hint: a room's viewers on up to every gateway) or
+    ``room-affine`` (clients follow ``GET /api/rooms/{room}/gateway``: a room on
+    ``ceil(viewers per room / room_share)`` gateways)."""
+
+    name: str
+    g_room: int  # gateways that hold a room's viewers, so read its frames and notices
+    frame_reads: float  # /s over all gateways
+    notices: float  # /s over all gateways
+    redis_cpu: float  # cores
+    shards_cpu: int
+    shards: int
+    hottest_room: float  # cores of one room on its shard
 
 
 @dataclass
@@ -124,6 +155,11 @@ class Plan:
     warnings: list[str]
     gateway_hosts: int = 0
     egress_gbit_per_host: float = 0.0
+    #: both layouts for the same event; ``redis_shards`` is the room-affine one's
+    layouts: list[Layout] = field(default_factory=list)
+
+    def layout(self, name: str) -> Layout:
+        return next(lay for lay in self.layouts if lay.name == name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +168,7 @@ class Plan:
             "egress_gbit_per_host": self.egress_gbit_per_host,
             "workers": self.workers,
             "redis_shards": self.redis_shards,
+            "layouts": {lay.name: asdict(lay) for lay in self.layouts},
             "steps": [asdict(s) for s in self.steps],
             "warnings": self.warnings,
         }
@@ -231,21 +268,7 @@ def compute(inp: Inputs) -> Plan:
     workers = int(
         step("workers", f"ceil({wk_cpu:.2f} / {u:g}) + 1 spare", math.ceil(wk_cpu / u) + 1)
     )
-    # --- Redis
-    readers = min(gateways, max(1, math.ceil(inp.viewers / inp.rooms)))
-    rd_cpu = step(
-        "Redis CPU",
-        f"({admitted:g} x {c.redis_cpu_us_per_comment:g} + {frames:g} x "
-        f"{c.redis_cpu_us_per_frame:g} + {frames:g} x {readers} gateways x "
-        f"{c.redis_cpu_us_per_frame_read:g}) µs",
-        (
-            admitted * c.redis_cpu_us_per_comment
-            + frames * c.redis_cpu_us_per_frame
-            + frames * readers * c.redis_cpu_us_per_frame_read
-        )
-        / 1e6,
-        "cores",
-    )
+    # --- Redis: what every layout shares (comments stored, frames committed, memory)
     kept = min(inp.stream_maxlen, admitted_room * inp.event_s)
     rd_mem = step(
         "Redis memory",
@@ -254,24 +277,76 @@ def compute(inp: Inputs) -> Plan:
         inp.rooms * (kept * c.bytes_per_comment + inp.frames_history * c.bytes_per_frame),
         "bytes",
     )
-    shards_cpu = math.ceil(rd_cpu / u)
-    shards_mem = math.ceil(rd_mem / (inp.redis_shard_mem_bytes * u))
-    shards = int(
+    shards_mem = int(
         step(
-            "Redis shards",
-            f"max(ceil({rd_cpu:.2f} / {u:g}), ceil({rd_mem / 2**30:.1f} GiB / "
-            f"({inp.redis_shard_mem_bytes / 2**30:g} GiB x {u:g})), 1)",
-            max(shards_cpu, shards_mem, 1),
+            "Redis shards by memory",
+            f"ceil({rd_mem / 2**30:.1f} GiB / ({inp.redis_shard_mem_bytes / 2**30:g} GiB x {u:g}))",
+            math.ceil(rd_mem / (inp.redis_shard_mem_bytes * u)),
         )
     )
-    hot = (
-        admitted_room * c.redis_cpu_us_per_comment / 1e6
-        + ticks * (c.redis_cpu_us_per_frame + readers * c.redis_cpu_us_per_frame_read) / 1e6
-    )
-    step("hottest room on its shard", "one room stays on one shard (hash tag)", hot, "cores")
-    if hot > u:
-        warnings.append("a single room needs more than one Redis shard can give: lower the ceiling")
-    return Plan(gateways, workers, shards, steps, warnings, int(hosts), gbit / hosts)
+    # --- Redis per layout: how many gateways read each room's frames and notices
+    per_room_viewers = inp.viewers / inp.rooms
+    share = max(1, int(inp.room_share))
+    layouts = []
+    for name in LAYOUTS:
+        if name == "random":
+            g_room = min(gateways, max(1, math.ceil(per_room_viewers)))
+            how = f"min({gateways} gateways, {per_room_viewers:g} viewers per room)"
+        else:
+            g_room = min(gateways, max(1, math.ceil(per_room_viewers / share)))
+            how = f"min({gateways} gateways, ceil({per_room_viewers:g} / share {share}))"
+        step(f"G_room ({name})", how, g_room, "gateways")
+        reads = step(f"frame reads ({name})", f"{frames:g} x {g_room}", frames * g_room, "/s")
+        notices = step(
+            f"notices ({name})",
+            f"{frames:g} x {g_room} (one per frame per gateway holding the room)",
+            frames * g_room,
+            "/s",
+        )
+        rd_cpu = step(
+            f"Redis CPU ({name})",
+            f"({admitted:g} x {c.redis_cpu_us_per_comment:g} + {frames:g} x "
+            f"{c.redis_cpu_us_per_frame:g} + {reads:g} reads x {c.redis_cpu_us_per_frame_read:g}"
+            f" + {notices:g} notices x {c.redis_cpu_us_per_notice:g}) µs",
+            (
+                admitted * c.redis_cpu_us_per_comment
+                + frames * c.redis_cpu_us_per_frame
+                + reads * c.redis_cpu_us_per_frame_read
+                + notices * c.redis_cpu_us_per_notice
+            )
+            / 1e6,
+            "cores",
+        )
+        shards_cpu = math.ceil(rd_cpu / u)
+        layout_shards = int(
+            step(
+                f"Redis shards ({name})",
+                f"max(ceil({rd_cpu:.2f} / {u:g}), {shards_mem} by memory, 1)",
+                max(shards_cpu, shards_mem, 1),
+            )
+        )
+        hot = step(
+            f"hottest room on its shard ({name})",
+            "one room stays on one shard (hash tag)",
+            admitted_room * c.redis_cpu_us_per_comment / 1e6
+            + ticks
+            * (
+                c.redis_cpu_us_per_frame
+                + g_room * (c.redis_cpu_us_per_frame_read + c.redis_cpu_us_per_notice)
+            )
+            / 1e6,
+            "cores",
+        )
+        if hot > u:
+            warnings.append(
+                f"{name}: a single room needs more than one Redis shard can give: lower the "
+                "ceiling" + (" or route rooms (room-affine)" if name == "random" else "")
+            )
+        layouts.append(Layout(name, g_room, reads, notices, rd_cpu, shards_cpu, layout_shards, hot))
+    # The deployment follows the routing (clients that ignore it cost the random layout).
+    shards = layouts[-1].shards
+    step("Redis shards", "the room-affine layout's", shards)
+    return Plan(gateways, workers, shards, steps, warnings, int(hosts), gbit / hosts, layouts)
 
 
 REPORT_COSTS = {
@@ -467,6 +542,8 @@ def input_problem(inp: Inputs) -> str | None:
         return "--utilisation must be above 0 and at most 1"
     if inp.tick_ms <= 0:
         return "--tick-ms must be above 0"
+    if inp.room_share < 1:
+        return "--room-share must be 1 or more"
     for name in ("gateway_mem_bytes", "max_conns_per_gateway", "redis_shard_mem_bytes"):
         if getattr(inp, name) <= 0:
             return f"--{name.replace('_', '-')} must be above 0"
@@ -532,15 +609,40 @@ def main(args: argparse.Namespace) -> int:
             f"  uncertainty: the fitted costs' ranges give {spread[0]}-{spread[1]} gateways "
             f"(each cost at its fit ± its standard error)"
         )
+    print(layout_table(plan))
     cores = max(1, int(inp.cores_per_host))
     print(
         f"deployment: gateways {plan.gateways} processes on {plan.gateway_hosts} host(s) of "
         f"{cores} core(s) (`danmaku gateway --processes {cores}`), "
         f"{plan.egress_gbit_per_host:.2f} Gbit/s egress per host; "
-        f"workers {plan.workers} processes; Redis {plan.redis_shards} shard(s) "
+        f"workers {plan.workers} processes; Redis {plan.redis_shards} shard(s) room-affine, "
+        f"{plan.layout('random').shards} with random assignment "
         f"(each process on its own core, {(1 - inp.utilisation) * 100:.0f}% headroom)"
     )
     return 0
+
+
+def layout_rows(plan: Plan) -> list[tuple[str, list[str]]]:
+    """The layouts side by side: (what, one figure per layout in ``LAYOUTS`` order)."""
+    lays = [plan.layout(name) for name in LAYOUTS]
+    return [
+        ("G_room: gateways reading a room", [f"{x.g_room:,}" for x in lays]),
+        ("frame reads/s (all gateways)", [f"{x.frame_reads:,.0f}" for x in lays]),
+        ("notices/s (all gateways)", [f"{x.notices:,.0f}" for x in lays]),
+        ("frame reads/s per gateway", [f"{x.frame_reads / plan.gateways:,.0f}" for x in lays]),
+        ("Redis CPU (cores)", [f"{x.redis_cpu:,.2f}" for x in lays]),
+        ("Redis shards by CPU", [f"{x.shards_cpu:,}" for x in lays]),
+        ("Redis shards (CPU and memory)", [f"{x.shards:,}" for x in lays]),
+        ("hottest room on its shard (cores)", [f"{x.hottest_room:.3f}" for x in lays]),
+    ]
+
+
+def layout_table(plan: Plan) -> str:
+    """``layout_rows`` as text columns."""
+    lines = [f"layouts (same event):  {'':34}{LAYOUTS[0]:>14}{LAYOUTS[1]:>14}"]
+    for what, values in layout_rows(plan):
+        lines.append(f"  {what:56}" + "".join(f"{v:>14}" for v in values))
+    return "\n".join(lines)
 
 
 def plan_uncertainty(inp: Inputs, src: Source) -> tuple[int, int] | None:

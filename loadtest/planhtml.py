@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from loadtest.plan import Inputs, Plan
+from loadtest.plan import LAYOUTS, Inputs, Plan, layout_rows
 
 BAR_W, BAR_H = 520, 22
 COLORS = {"gateway": "#1f77b4", "worker": "#2ca02c", "Redis": "#d62728"}
@@ -83,6 +83,11 @@ def render(inp: Inputs, plan: Plan, used: list[str], spread: tuple[int, int] | N
         for s in plan.steps
     )
     costs = "".join(f"<li>{_esc(u)}</li>" for u in used) or "<li>defaults</li>"
+    layouts = "".join(
+        f"<tr><td>{_esc(what)}</td>" + "".join(f"<td>{_esc(v)}</td>" for v in values) + "</tr>"
+        for what, values in layout_rows(plan)
+    )
+    layout_head = "".join(f"<th>{_esc(name)}</th>" for name in LAYOUTS)
     spread_text = (
         f"<p>Uncertainty: {spread[0]:,}-{spread[1]:,} gateways with every fitted cost at its "
         "fit ± its standard error.</p>"
@@ -100,6 +105,11 @@ utilisation {inp.utilisation:g}, {inp.cores_per_host} core(s) per host.</p>
 <h2>Deployment per role</h2>{_bars(rows)}
 <table><tr><th>role</th><th>processes</th><th>hosts</th><th>per host</th>
 <th>egress per host</th></tr>{table}</table>{spread_text}
+<h2>Layouts: random vs room-affine</h2>
+<p>Redis for the same event with viewers placed at random (a load balancer, or clients that
+ignore the routing hint) and routed to their room's gateways (room share {inp.room_share:,}).
+The deployment above uses the room-affine figure.</p>
+<table><tr><th></th>{layout_head}</tr>{layouts}</table>
 <h2>Warnings</h2>{warnings}
 <h2>Costs used</h2><ul>{costs}</ul>
 <h2>Arithmetic</h2><table><tr><th>step</th><th>formula</th><th>value</th><th>unit</th></tr>

@@ -30,6 +30,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from danmaku import auth, protocol
 from danmaku.auth import User
 from danmaku.config import Settings
+from danmaku.gateway.announce import Announcer
 from danmaku.gateway.deflate import FrameDeflater, ServerDeflate, negotiate
 from danmaku.gateway.door import Conn, Door
 from danmaku.gateway.fastpath import (
@@ -227,6 +228,8 @@ class Gateway:
             await nursery.start(
                 partial(trio.serve_listeners, door.serve, paced, handler_nursery=nursery)
             )
+            # The gateway registry entry, for room-affine routing (announce.py, issue 25).
+            nursery.start_soon(supervise, "announce", Announcer.of(self).run, health)
             task_status.started(self.port)
 
     def origin_allowed(self, origin: str) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from danmaku.rules.headcount import LocalViewers
 from danmaku.rules.ipbans import IpBan
+from danmaku.store.gateways import Gateways
 from danmaku.store.records import (
     CommitResult,
     CommittedFrame,
@@ -98,7 +99,8 @@ class FeedStore(Protocol):
 
 
 class GatewayStore(IngestStore, FeedStore, Protocol):
-    pass
+    # The gateway registry (issue 25): the gateway announces itself there.
+    gateways: Gateways
 
 
 class FrameStore(Protocol):

@@ -29,6 +29,7 @@ from danmaku.metrics import Metrics
 from danmaku.rules.headcount import LocalViewers
 from danmaku.startup import mask_url
 from danmaku.store import cluster, keys, platform, presence, scripts
+from danmaku.store.gateways import Gateways
 from danmaku.store.identity import (
     IdentityOps,
     parse_ban_reasons,
@@ -118,6 +119,8 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, Platfor
             self._publish,
             self._pin_paid,
         )
+        # The gateway registry and room-affine routing's reads (issue 25).
+        self.gateways = Gateways(self._r, self._call, metrics)
 
     # ---- bridge -----------------------------------------------------------------------
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:

@@ -42,6 +42,8 @@ from danmaku.web.moderation import create_router
 from danmaku.web.platform import create_router as create_platform_router
 from danmaku.web.replay import create_router as create_replay_router
 from danmaku.web.review import create_router as create_review_router
+from danmaku.web.routing import GatewayHints, GatewayOut
+from danmaku.web.routing import create_router as create_routing_router
 
 RoomName = Annotated[str, Path(pattern=protocol.ROOM_RE.pattern, description="room name")]
 
@@ -75,6 +77,9 @@ class UserOut(BaseModel):
 class SessionOut(BaseModel):
     token: str
     user: UserOut
+    gateway: GatewayOut | None = Field(
+        default=None, description="where to connect for the room named (as GET .../gateway)"
+    )
 
 
 class RoomOut(BaseModel):
@@ -143,6 +148,8 @@ def create_app(
     app.include_router(create_replay_router(settings, store, metrics))
     app.include_router(create_review_router(settings, store, metrics))
     app.include_router(create_platform_router(settings, store, metrics))  # server API
+    hints = GatewayHints(settings, store, metrics, ws_url)  # room-affine routing (issue 25)
+    app.include_router(create_routing_router(hints))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(StrictJSON)  # inside BodyLimit: what it buffers is bounded
     app.add_middleware(BodyLimit, max_bytes=settings.max_http_body_bytes)
@@ -185,7 +192,12 @@ def create_app(
             "report_reasons": list(REPORT_REASONS),
         }
 
-    @app.post("/api/session", response_model=SessionOut, summary="A guest viewer token")
+    @app.post(
+        "/api/session",
+        response_model=SessionOut,
+        response_model_exclude_none=True,
+        summary="A guest viewer token",
+    )
     async def session(body: SessionRequest, request: Request, response: Response) -> SessionOut:
         limit = settings.guest_sessions_per_ip_per_min
         if limit > 0:
@@ -224,7 +236,10 @@ def create_app(
             settings.secret, uid=uid, nick=nick, ttl_s=settings.session_ttl_s, guest=True
         )
         metrics.sessions_issued.inc()
-        return SessionOut(token=token, user=UserOut(uid=uid, nick=nick, role="viewer"))
+        gateway = await hints.hint(body.room, uid) if body.room is not None else None
+        return SessionOut(
+            token=token, user=UserOut(uid=uid, nick=nick, role="viewer"), gateway=gateway
+        )
 
     @app.get("/api/room-settings", summary="The room settings: names, kinds, bounds, defaults")
     async def room_settings_schema() -> list[dict[str, Any]]:

@@ -131,6 +131,7 @@ def test_a_bad_report_is_one_line_and_exit_2(
         [*README_EVENT, "--utilisation", "0"],
         [*README_EVENT, "--tick-ms", "0"],
         [*README_EVENT, "--cpu-us-per-frame-write", "-1"],
+        [*README_EVENT, "--room-share", "0"],
     ],
 )
 def test_impossible_inputs_are_one_line_and_exit_2(
@@ -242,3 +243,78 @@ def test_the_html_plan_draws_each_role_with_its_hosts_and_egress(
     assert f"{plan.workers:,} processes" in text and f"{plan.redis_shards:,} processes" in text
     code, _, err = _plan(tmp_path, capsys, *README_EVENT, "--html", str(tmp_path / "no/x.html"))
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+# ---- layouts: random vs room-affine (issue 25) ---------------------------------------
+
+
+def test_the_readme_event_needs_at_most_20_shards_when_rooms_are_routed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = compute(Inputs(viewers=5_000_000, rate=50_000, rooms=2000))
+    affine, rand = plan.layout("room-affine"), plan.layout("random")
+    assert plan.redis_shards == affine.shards <= 20
+    assert rand.shards > 100  # every gateway reads nearly every room's frames
+    assert (affine.g_room, rand.g_room) == (2, plan.gateways)  # 2,500 viewers / share 2,000
+    code, out, _ = _plan(tmp_path, capsys, *README_EVENT)
+    assert code == 0
+    table = out[out.index("layouts (same event):") :]
+    assert re.search(r"random\s+room-affine", table)
+    assert re.search(rf"Redis shards \(CPU and memory\)\s+{rand.shards}\s+{affine.shards}\b", table)
+    assert f"Redis {affine.shards} shard(s) room-affine, {rand.shards} with random" in out
+    code, out, _ = _plan(tmp_path, capsys, *README_EVENT, "--json")
+    doc = json.loads(out)
+    assert doc["layouts"]["room-affine"]["shards"] == doc["redis_shards"] == affine.shards
+    assert doc["layouts"]["random"]["g_room"] == plan.gateways
+
+
+@given(
+    st.integers(min_value=1, max_value=20_000_000),
+    st.integers(min_value=1, max_value=50_000),
+    st.integers(min_value=1, max_value=100_000),
+    st.floats(min_value=0, max_value=1e6),
+)
+def test_g_room_follows_the_routing_and_never_costs_more_than_random(
+    viewers: int, rooms: int, share: int, rate: float
+) -> None:
+    plan = compute(Inputs(viewers=viewers, rate=rate, rooms=rooms, room_share=share))
+    affine, rand = plan.layout("room-affine"), plan.layout("random")
+    per_room = viewers / rooms
+    assert affine.g_room == min(plan.gateways, max(1, math.ceil(per_room / share)))
+    assert 1 <= affine.g_room <= rand.g_room <= plan.gateways
+    assert affine.frame_reads <= rand.frame_reads and affine.notices <= rand.notices
+    assert affine.redis_cpu <= rand.redis_cpu + 1e-9 and affine.shards <= rand.shards
+
+
+def test_a_small_room_is_read_by_one_gateway_and_a_celebrity_room_by_its_share() -> None:
+    small = compute(Inputs(viewers=100_000, rate=1000, rooms=1000, room_share=2000))
+    assert small.layout("room-affine").g_room == 1
+    big = compute(Inputs(viewers=2_000_000, rate=1000, rooms=1, room_share=2000))
+    assert big.layout("room-affine").g_room == min(big.gateways, 1000)
+
+
+def test_the_notice_cost_is_a_term_of_its_own() -> None:
+    base = Inputs(viewers=5_000_000, rate=50_000, rooms=2000)
+    cheap = compute(replace(base, costs=replace(base.costs, redis_cpu_us_per_notice=0.0)))
+    dear = compute(replace(base, costs=replace(base.costs, redis_cpu_us_per_notice=2.0)))
+    for name in ("random", "room-affine"):
+        extra = dear.layout(name).redis_cpu - cheap.layout(name).redis_cpu
+        notices = cheap.layout(name).notices
+        assert notices == pytest.approx(_value(cheap, "frames built") * cheap.layout(name).g_room)
+        assert extra == pytest.approx(notices * 2.0 / 1e6)
+
+
+def test_the_html_plan_shows_both_layouts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "plan.html"
+    code, _, _ = _plan(tmp_path, capsys, *README_EVENT, "--html", str(page))
+    assert code == 0
+    text = page.read_text()
+    plan = compute(Inputs(viewers=5_000_000, rate=50_000, rooms=2000))
+    section = text[text.index("Layouts: random vs room-affine") :]
+    row = re.search(
+        r"Redis shards \(CPU and memory\)</td><td>([\d,]+)</td><td>([\d,]+)</td>", section
+    )
+    assert row is not None
+    assert row.groups() == (f"{plan.layout('random').shards:,}", f"{plan.redis_shards:,}")
