@@ -100,13 +100,16 @@ def child_env(
 ) -> dict[str, str]:
     """The environment of child ``index``: every setting as its ``DANMAKU_*`` variable
     (the parent resolved flags, environment and defaults once), one process each,
-    ``SO_REUSEPORT`` on the shared ``port``."""
+    ``SO_REUSEPORT`` on the shared ``port``. A set ``instance_id`` becomes ``ID-index``
+    per child: the id names a gateway's presence reports and registry entry in Redis,
+    so children sharing one would overwrite each other's."""
     env = dict(os.environ if base is None else base)
     child = settings.replace(
         processes=1,
         reuse_port=1,
         ws_port=port,
         metrics_port=child_metrics_port(settings.metrics_port, index),
+        instance_id=f"{settings.instance_id}-{index}" if settings.instance_id else "",
     )
     for f in fields(Settings):
         env[f.metadata["env"]] = str(getattr(child, f.name))

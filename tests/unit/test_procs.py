@@ -69,6 +69,15 @@ def test_children_get_the_resolved_settings_one_process_each_on_the_shared_port(
     assert child.secret == parent.secret
     assert env["PATH"] == "/bin"
     assert env[PARENT_ENV] == str(os.getpid())  # the child watches this process
+    assert child.instance_id == ""  # random per child
+
+
+def test_children_of_a_named_parent_get_ids_of_their_own() -> None:
+    """Regression: with DANMAKU_INSTANCE_ID set, every child announced itself under the
+    one id, so their presence reports and registry entries overwrote each other."""
+    parent = Settings(secret="s" * 32, processes=3, instance_id="gw-a")
+    ids = [config.from_sources(None, child_env(parent, 40123, i, {})).instance_id for i in range(3)]
+    assert ids == ["gw-a-0", "gw-a-1", "gw-a-2"]
 
 
 def test_a_child_knows_when_its_parent_is_gone() -> None:
