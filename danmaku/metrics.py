@@ -63,6 +63,13 @@ REDIS_OPS = (
     "webhook_lease",
     "webhook_prune",
     "webhook_read",
+    # issue 24 leftovers: per-room tiers, registered webhook endpoints, auto-record
+    "room_tiers",
+    "set_room_tiers",
+    "webhook_endpoints",
+    "set_webhook_endpoints",
+    "autorecord_lease",
+    "autorecord_scan",
     "active_rooms",
     "announce_settings",
     "append_comments",
@@ -148,6 +155,7 @@ LOOPS = (
     "pinger",
     "webhooks",  # the webhook reader (issue 24)
     "webhook_send",  # a webhook URL's sender
+    "autorecord",  # the automatic recorder (issue 24)
 )
 # Where a room's tick failed in its worker (that room only: released, retried after a
 # backoff), and the worker loops whose per-room reads are counted.

@@ -67,6 +67,9 @@ ERROR_CODES: dict[str, str] = {
     "cannot enter it (off: closed with 1008); log in",
     "nick_taken": "the nickname looks like (has the confusable skeleton of) a staff "
     "member's in this room; choose another (at the handshake: closed with 1008)",
+    # platform (issue 24): the webhook admin API
+    "too_many_webhooks": "POST /api/webhooks: DANMAKU_WEBHOOK_ENDPOINTS_MAX endpoints are "
+    "registered already (HTTP 409); delete one first",
 }
 
 
