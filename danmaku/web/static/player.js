@@ -1736,6 +1736,12 @@
     loadReplay();
   }
 
+  /** Seconds from ?t= ("90", "90.5", "1:30", "1:02:03"); 0 when absent or not a time. */
+  function momentOf(raw) {
+    if (!raw || !/^\d+(\.\d+)?$|^(\d+:)?\d{1,2}:\d{1,2}(\.\d+)?$/.test(raw)) return 0;
+    return raw.split(":").reduce((acc, part) => acc * 60 + Number(part), 0);
+  }
+
   async function loadReplay() {
     const path = `/api/rooms/${encodeURIComponent(room)}/broadcasts/`
       + `${encodeURIComponent(broadcast)}/danmaku?format=json`;
@@ -1777,6 +1783,8 @@
     }
     R.loaded = true;
     R.resync = true;
+    const start = momentOf(params.get("t")); // a link to a moment: ?t=90, ?t=1:30 (issue 24)
+    if (start > 0) R.media.currentTime = start;
     el.rpPlay.disabled = false;
     el.rpSeek.disabled = false;
     if (S.state !== "error") setState("replay");
