@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -292,6 +293,16 @@ def error(err: ProtocolError) -> str:
 
 def notice(event: str, **fields: Any) -> str:
     return _dump({"type": "notice", "event": event, **fields})
+
+
+def broadcast_notice(room: str, event: Mapping[str, Any]) -> str:
+    """``notice`` ``broadcast``: a broadcast of ``room`` started or ended (``state``), with
+    its ``id``, ``title`` and ``replay``, the replay page's path (for one that ended)."""
+    bid, state = str(event.get("id", "")), str(event.get("state", ""))
+    replay = f"/?room={room}&broadcast={bid}" if state == "ended" else None
+    return notice(
+        "broadcast", state=state, id=bid, title=str(event.get("title", "")), replay=replay
+    )
 
 
 def pong(nonce: str | None) -> str:

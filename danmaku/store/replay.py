@@ -71,6 +71,11 @@ def _page_items(
     return out, (_s(entries[-1][0]) if entries else None)
 
 
+def _told(state: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The control event that tells a room's viewers a broadcast started or ended."""
+    return {"kind": "broadcast", "state": state, "id": meta["id"], "title": meta["title"]}
+
+
 class ReplayOps:
     """Mixin for ``Store``: needs ``self._r`` and ``self._call``."""
 
@@ -102,6 +107,7 @@ class ReplayOps:
             pipe.hset(keys.live(room), mapping=live)
             pipe.zadd(keys.HOT, {room: now_ms})
             ModerationOps._audit(pipe, room, by, "broadcast_start", bid, {"title": title})
+            ModerationOps._control(pipe, room, _told("started", meta))  # viewers (issue 24)
             pipe.execute()
 
         await self._call("start_broadcast", run)
@@ -128,6 +134,7 @@ class ReplayOps:
             pipe.expire(keys.recording(room, broadcast_id), self._replay_retention_s)
             pipe.zadd(keys.HOT, {room: int(time.time() * 1000)})
             ModerationOps._audit(pipe, room, by, "broadcast_end", broadcast_id, {})
+            ModerationOps._control(pipe, room, _told("ended", meta))  # players link the replay
             pipe.execute()
 
         await self._call("end_broadcast", run)

@@ -39,3 +39,17 @@ def test_a_link_to_a_moment_starts_the_replay_there(live: LiveSystem, players: P
         assert ids["early"] not in shown
         assert shown[ids["a minute in"]] >= 59_500
         page.close()
+
+
+def test_the_player_links_the_replay_when_a_broadcast_ends(
+    live: LiveSystem, players: Players
+) -> None:
+    room = "ended"
+    page = players.open(room)
+    bc = api(live, "POST", f"/rooms/{room}/broadcasts", {"title": "Finals <b>night</b>"})
+    api(live, "POST", f"/rooms/{room}/broadcasts/{bc['id']}/end")
+    link = page.locator("#banner #replay-link")
+    link.wait_for()
+    assert link.get_attribute("href") == f"/?room={room}&broadcast={bc['id']}"
+    assert "Finals <b>night</b>" in link.inner_text()  # the title as text, not markup
+    assert page.locator("#banner b").count() == 0

@@ -206,6 +206,8 @@
     "rooms.line": "{room} · {online} online · {rate}/s",
     "rooms.none": "no other live rooms",
     "rooms.failed": "The room list could not be loaded",
+    "rooms.replay_tag": "Replay",
+    "rooms.replay_link": "The broadcast ended: watch the replay of {title}",
   };
 
   const zh = {
@@ -398,6 +400,8 @@
     "rooms.line": "{room} · {online} 人在线 · {rate} 条/秒",
     "rooms.none": "没有其他直播中的房间",
     "rooms.failed": "无法加载房间列表",
+    "rooms.replay_tag": "回放",
+    "rooms.replay_link": "直播已结束：观看「{title}」的回放",
   };
 
   const CATALOG = Object.freeze({ en: Object.freeze(en), zh: Object.freeze(zh) });
