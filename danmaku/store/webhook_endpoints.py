@@ -17,6 +17,7 @@ import redis
 
 from danmaku.metrics import Metrics
 from danmaku.store import keys
+from danmaku.store.platform import WEBHOOK_CURSORS
 
 ENDPOINTS = f"{keys.PREFIX}:webhooks:endpoints"  # hash: endpoint id -> its JSON
 
@@ -55,13 +56,20 @@ class WebhookEndpoints:
         return out
 
     async def add(self, endpoint: Mapping[str, Any], most: int) -> bool:
-        """Register ``endpoint`` (its ``id`` new); ``False`` when ``most`` are registered."""
+        """Register ``endpoint`` (its ``id`` new, its ``created_ms`` now); ``False`` when
+        ``most`` are registered. Where the webhook reader has never read, it will start
+        at ``created_ms`` (``_start`` of its cursors), so what is recorded from the
+        registration on is owed to the endpoint even before the reader sees it."""
         body = orjson.dumps(dict(endpoint))
-        done = await self._call(
-            "set_webhook_endpoints",
-            lambda: self._add(keys=[ENDPOINTS], args=[endpoint["id"], body, most]),
-        )
-        return bool(int(done))
+
+        def run() -> bool:
+            if not int(self._add(keys=[ENDPOINTS], args=[endpoint["id"], body, most])):
+                return False
+            self._r.hsetnx(WEBHOOK_CURSORS, "_start", int(endpoint["created_ms"]))
+            return True
+
+        done: bool = await self._call("set_webhook_endpoints", run)
+        return done
 
     async def remove(self, endpoint_id: str) -> bool:
         """Forget an endpoint; ``False`` when there was none by that id."""

@@ -10,8 +10,8 @@ the next message.
 
 Webhook endpoints: ``GET/POST /api/webhooks`` and ``DELETE /api/webhooks/{id}``, with
 the server API's auth (an API key or a server token) only. Registered endpoints live in
-Redis next to ``DANMAKU_WEBHOOK_URLS``; the delivering process picks changes up within
-``DANMAKU_WEBHOOK_POLL_MS`` x 4, without a restart.
+Redis next to ``DANMAKU_WEBHOOK_URLS``; the delivering process picks changes up at its
+next poll (``DANMAKU_WEBHOOK_POLL_MS``), without a restart.
 """
 
 from __future__ import annotations
@@ -169,8 +169,8 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         summary="Register a webhook endpoint (server API)",
         description="Receives the events recorded from now on (of `events`, or all), "
         "signed with its `secret` (given, or generated and answered once here). At most "
-        "`DANMAKU_WEBHOOK_ENDPOINTS_MAX` endpoints: 409 beyond. Delivery starts within "
-        "a few seconds, without a restart.",
+        "`DANMAKU_WEBHOOK_ENDPOINTS_MAX` endpoints: 409 beyond. Delivery starts at the "
+        "next poll of the delivering process, without a restart.",
         responses={409: {"description": "as many endpoints as allowed are registered"}},
     )
     async def add_endpoint(body: EndpointIn, _: Server) -> EndpointOut:

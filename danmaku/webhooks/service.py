@@ -43,15 +43,13 @@ ROOMS_WINDOW_MS = 3_600_000  # rooms active this recently are read (dm:rooms kee
 ROOMS_MAX = 1000  # rooms read per poll, the most recently active first
 READ_COUNT = 500  # stream entries per room and stream per poll
 PRUNE_EVERY = 1200  # polls between prunes of idle rooms' cursors (10 min by default)
-REGISTRY_POLLS = 4  # polls between reads of the registered endpoints (2 s by default)
 ENDPOINT_HEADER = "X-Danmaku-Endpoint"  # which endpoint (id) a request is for
 
 
 class WebhookService:
     """Delivers room events to ``settings.webhook_urls`` and to the endpoints registered
-    through the API (``Store.webhook_endpoints``, read again every ``REGISTRY_POLLS``
-    polls: added and removed ones take effect without a restart). ``run`` is a trio
-    service."""
+    through the API (``Store.webhook_endpoints``, read again every poll: added and
+    removed ones take effect without a restart). ``run`` is a trio service."""
 
     def __init__(
         self,
@@ -126,12 +124,10 @@ class WebhookService:
     # ---- reading ------------------------------------------------------------------------
     async def _reader(self) -> None:
         poll_s = self.settings.webhook_poll_ms / 1000
-        polls = 0
         while True:
             try:
-                if polls % REGISTRY_POLLS == 0:
-                    self.reconcile(await self.store.webhook_endpoints.all())
-                polls += 1
+                # Every poll, before reading: an endpoint gets what is read after it is seen.
+                self.reconcile(await self.store.webhook_endpoints.all())
                 lease_ms = max(1000, LEASE_POLLS * self.settings.webhook_poll_ms)
                 if not self.endpoints:  # nobody to deliver to: read nothing, hold nothing
                     self.leader = False

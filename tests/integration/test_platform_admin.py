@@ -233,6 +233,9 @@ async def test_a_room_with_auto_record_records_while_live_and_the_webhooks_say_s
             assert bc["by"] == AUTO_BY and bc["end"] is None and "auto" in bc["title"]
             cid = (await sender.comment("recorded by itself", nonce="r1"))["id"]
             await viewer.wait_for(lambda c: cid in c.item_ids())
+            # Viewers are told (the notice players link the replay from, once it ends).
+            told = [m for m in viewer.of_type("notice") if m.get("event") == "broadcast"]
+            assert told and told[0]["state"] == "started" and told[0]["id"] == bc["id"]
             n.cancel_scope.cancel()
         # Nobody left: after the idle time the recording ends by itself.
         with trio.fail_after(15):
