@@ -155,6 +155,11 @@ async def test_webhook_endpoints_registered_over_the_api_are_delivered_without_a
             ban = {"uid": "troll", "reason": "spam"}
             reply = await http(f"{api.base}/rooms/reg/bans", "POST", json_body=ban, token=mod)
             assert reply.status == 200
+            report = {"comment_id": cid, "reason": "spam"}
+            reply = await http(
+                f"{api.base}/rooms/reg/reports", "POST", json_body=report, token=token("dave")
+            )
+            assert reply.status == 202, reply.body
             n.cancel_scope.cancel()
         await wait_until(lambda: any(e["type"] == "user.banned" for e in bans_only.delivered()))
         await wait_until(
@@ -167,6 +172,11 @@ async def test_webhook_endpoints_registered_over_the_api_are_delivered_without_a
             )
         )
         assert {e["type"] for e in bans_only.delivered()} == {"user.banned"}
+        # A report filed by a viewer is an event too (report.filed).
+        await wait_until(lambda: any(e["type"] == "report.filed" for e in everything.delivered()))
+        filed = next(e for e in everything.delivered() if e["type"] == "report.filed")
+        assert filed["data"]["target"] == cid and filed["data"]["by"] == "dave"
+        assert filed["data"]["reason"] == "spam" and filed["data"]["uid"] == "alice"
         for receiver, secret, ep in ((everything, one["secret"], one), (bans_only, mine, two)):
             for _, headers, body in receiver.requests:
                 ts, sig = headers[rules.TIMESTAMP_HEADER], headers[rules.SIGNATURE_HEADER]
