@@ -48,24 +48,32 @@ class AutoRecordOps:
         and every room with a recording the recorder started, as the rule sees them
         (``default_on``: ``auto_record`` where the room set none). Two round trips."""
 
-        def run() -> tuple[list[str], dict[str, str], list[Any]]:
-            found = self._r.zrevrangebyscore(keys.ROOMS, "+inf", active_since_ms, 0, limit)
+        def run() -> tuple[dict[str, int], dict[str, str], list[Any]]:
+            found: Any = self._r.zrevrangebyscore(
+                keys.ROOMS, "+inf", active_since_ms, 0, limit, withscores=True
+            )
             ours = {_s(k): _s(v) for k, v in self._r.hgetall(OURS).items()}
-            rooms = list(dict.fromkeys([*(_s(r) for r in found), *ours]))
+            active = {_s(r): int(score) for r, score in found}
             pipe = self._r.pipeline(transaction=False)
+            rooms = list(dict.fromkeys([*active, *ours]))
             for room in rooms:
-                pipe.zscore(keys.ROOMS, room)
                 pipe.hget(keys.settings(room), "auto_record")
                 pipe.hmget(keys.live(room), "id", "end")
-            return rooms, ours, pipe.execute() if rooms else []
+            for room in rooms:
+                if room not in active:  # recording, idle past the window (or pruned)
+                    pipe.zscore(keys.ROOMS, room)
+            return active, ours, pipe.execute() if rooms else []
 
-        rooms, ours, replies = await self._call("autorecord_scan", run)
+        active, ours, replies = await self._call("autorecord_scan", run)
+        rooms = list(dict.fromkeys([*active, *ours]))
+        idle = iter(replies[2 * len(rooms) :])
         out = []
         for i, room in enumerate(rooms):
-            score, auto, (live_id, live_end) = replies[3 * i : 3 * i + 3]
+            auto, (live_id, live_end) = replies[2 * i : 2 * i + 2]
+            score = active[room] if room in active else int(next(idle) or 0)
             on = default_on if auto is None else float(auto) != 0
             on_air = _s(live_id) if live_id and not live_end else None
-            out.append(RoomView(room, int(score or 0), on, on_air, ours.get(room)))
+            out.append(RoomView(room, score, on, on_air, ours.get(room)))
         return out
 
     async def remember(self, room: str, broadcast_id: str | None) -> None:
