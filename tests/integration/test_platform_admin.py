@@ -96,6 +96,11 @@ async def test_a_room_has_its_own_tier_table_and_falls_back_to_the_global_one(
     assert status == 200 and got["own"] is False
     status, after = await api("POST", "/rooms/shop/messages", paid("t4", 20))
     assert after["tier"]["name"] == "orange"
+    # In the OpenAPI document, with the webhook admin API.
+    paths = (await http(f"http://127.0.0.1:{system.web_port}/openapi.json")).json()["paths"]
+    assert {"get", "put", "delete"} <= set(paths["/api/rooms/{room}/tiers"])
+    assert {"get", "post"} <= set(paths["/api/webhooks"])
+    assert "delete" in paths["/api/webhooks/{endpoint_id}"]
     # Audited, like every change of a room.
     mod = token("mod", role="moderator")
     reply = await http(f"{api.base}/rooms/shop/audit", token=mod)
