@@ -621,6 +621,18 @@ class Metrics:
         self.webhook_queued = Gauge(
             "danmaku_webhook_queued", "Webhook events waiting in this process's queues", registry=r
         )
+        # issue 24 leftovers: automatic recording, webhook endpoints registered over the API
+        self.auto_recordings = Counter(
+            "danmaku_auto_recordings_total",
+            "Broadcasts the automatic recorder started or ended (rooms with auto_record)",
+            ["action"],
+            registry=r,
+        )
+        self.webhook_endpoints = Gauge(
+            "danmaku_webhook_endpoints",
+            "Webhook receivers this process sends to (DANMAKU_WEBHOOK_URLS and registered ones)",
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -681,6 +693,8 @@ class Metrics:
             self.webhook_events.labels(result)
         for result in ("ok", "failed"):
             self.webhook_requests.labels(result)
+        for action in ("start", "end"):
+            self.auto_recordings.labels(action)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

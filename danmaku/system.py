@@ -174,7 +174,7 @@ async def run_system(
                     # rooms that set auto_record.
                     hooks = WebhookService(store, settings, metrics, health=system.health)
                     await nursery.start(hooks.run)
-                    recorder = AutoRecorder(store, settings, health=system.health)
+                    recorder = AutoRecorder(store, settings, metrics, health=system.health)
                     await nursery.start(recorder.run)
                 system.urls["redis"] = mask_url(url)  # printed: never the password
                 task_status.started(system)

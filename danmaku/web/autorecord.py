@@ -21,6 +21,7 @@ import time
 import trio
 
 from danmaku.config import Settings
+from danmaku.metrics import Metrics
 from danmaku.rules import autorecord as rules
 from danmaku.store import Store, StoreError
 from danmaku.supervise import Backoff, LoopHealth, supervise
@@ -39,12 +40,14 @@ class AutoRecorder:
         self,
         store: Store,
         settings: Settings,
+        metrics: Metrics,
         *,
         health: LoopHealth,
         holder: str | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.metrics = metrics
         self.health = health
         self.holder = holder or f"rec-{secrets.token_hex(4)}"
 
@@ -77,11 +80,13 @@ class AutoRecorder:
                 title = rules.title(view.room, now_ms)
                 meta = await begin(self.store, self.settings, view.room, title, by=rules.AUTO_BY)
                 await self.store.autorecord.remember(view.room, str(meta["id"]))
+                self.metrics.auto_recordings.labels("start").inc()
                 log.info("auto-record: %s: started %s", view.room, meta["id"])
             elif action == "end" and view.ours is not None:
                 with contextlib.suppress(KeyError):  # gone (retention): nothing to end
                     await self.store.end_broadcast(view.room, view.ours, by=rules.AUTO_BY)
                 await self.store.autorecord.remember(view.room, None)
+                self.metrics.auto_recordings.labels("end").inc()
                 log.info("auto-record: %s: ended %s", view.room, view.ours)
             elif action == "forget":
                 await self.store.autorecord.remember(view.room, None)

@@ -195,6 +195,7 @@ class WebhookService:
 
     def _gauge(self) -> None:
         self.metrics.webhook_queued.set(sum(len(b.queue) for b in self.outboxes.values()))
+        self.metrics.webhook_endpoints.set(len(self.endpoints))
 
     # ---- delivering ---------------------------------------------------------------------
     async def _sender(self, client: httpx.AsyncClient, ep: rules.Endpoint) -> None:
