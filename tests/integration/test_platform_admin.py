@@ -261,6 +261,9 @@ async def test_a_room_with_auto_record_records_while_live_and_the_webhooks_say_s
         reply = await http(f"{api.base}/rooms/auto/broadcasts/{bc['id']}/danmaku?format=json")
         assert [c["id"] for c in reply.json()["comments"]] == [cid]
         assert (await http(f"{api.base}/rooms/manual/broadcasts")).json() == []
+        counted = system.metrics.auto_recordings
+        assert counted.labels("start")._value.get() == 1
+        assert counted.labels("end")._value.get() == 1
         await wait_until(
             lambda: (
                 {"broadcast.started", "broadcast.ended"}
