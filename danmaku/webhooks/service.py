@@ -202,6 +202,8 @@ class WebhookService:
         box = self.outboxes[ep.id]
         url = ep.url
         while True:
+            if self.endpoints.get(ep.id) is not ep:  # removed: its scope is cancelled
+                await trio.sleep_forever()
             batch = box.batch(self.settings.webhook_batch)
             if not batch:
                 self._wake[ep.id] = trio.Event()
