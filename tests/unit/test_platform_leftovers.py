@@ -191,3 +191,23 @@ def test_no_delay_is_the_plain_encoder_and_bad_delays_count_as_none() -> None:
         replay_export.encoder("xml", "r", meta | {"delay_ms": 1500}), [comment(1, 4000)]
     ).decode()
     assert '<d p="2.500,' in xml
+
+
+# ---- settings ---------------------------------------------------------------------------------
+def test_the_new_settings_are_checked_at_start_up() -> None:
+    import pytest
+
+    from danmaku.config import Settings
+
+    for bad in (
+        {"auto_record": 2},
+        {"auto_record_idle_s": 0},
+        {"auto_record_idle_s": 3001},
+        {"auto_record_poll_ms": 0},
+        {"replay_offset_s": -1.0},
+        {"replay_offset_s": 121.0},
+        {"webhook_endpoints_max": -1},
+    ):
+        with pytest.raises(ValueError):
+            Settings(**bad)  # type: ignore[arg-type]
+    Settings(auto_record=1, auto_record_idle_s=3000, replay_offset_s=120.0, webhook_endpoints_max=0)
