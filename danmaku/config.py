@@ -450,6 +450,33 @@ class Settings:
         "a gateway holding more than this times the mean connections (plus one room_share) "
         "is passed over for rooms it does not hold yet (bounded-load hashing); 0 = off",
     )
+    # --- issue 24 leftovers: webhook admin API, auto-record, replay offset
+    webhook_endpoints_max: int = _opt(
+        20,
+        "DANMAKU_WEBHOOK_ENDPOINTS_MAX",
+        "webhook endpoints one may register through POST /api/webhooks; beyond: 409",
+    )
+    auto_record: int = _opt(
+        0,
+        "DANMAKU_AUTO_RECORD",
+        "1: rooms that set no auto_record record a broadcast whenever they are live "
+        "(viewers or comments)",
+    )
+    auto_record_idle_s: int = _opt(
+        300,
+        "DANMAKU_AUTO_RECORD_IDLE_S",
+        "an automatic recording ends after the room has been this long without viewers or "
+        "comments (1-3000)",
+    )
+    auto_record_poll_ms: int = _opt(
+        2000, "DANMAKU_AUTO_RECORD_POLL_MS", "how often rooms are checked for automatic recording"
+    )
+    replay_offset_s: float = _opt(
+        0.0,
+        "DANMAKU_REPLAY_OFFSET_S",
+        "viewers' video delay (e.g. HLS latency) for rooms that set no replay_offset_s: "
+        "replays show comments this much earlier, aligned with the recorded video",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).
@@ -483,6 +510,16 @@ class Settings:
                 "DANMAKU_GATEWAY_REGISTRY_TTL_S must be >= 1, DANMAKU_ROOM_SHARE >= 1 and "
                 "DANMAKU_GATEWAY_LOAD_FACTOR >= 0"
             )
+        if self.webhook_endpoints_max < 0:
+            raise ValueError("DANMAKU_WEBHOOK_ENDPOINTS_MAX must be >= 0")
+        if self.auto_record not in (0, 1):
+            raise ValueError("DANMAKU_AUTO_RECORD must be 0 or 1")
+        if not 1 <= self.auto_record_idle_s <= 3000 or self.auto_record_poll_ms <= 0:
+            raise ValueError(
+                "DANMAKU_AUTO_RECORD_IDLE_S must be in 1..3000, DANMAKU_AUTO_RECORD_POLL_MS > 0"
+            )
+        if not 0 <= self.replay_offset_s <= 120:
+            raise ValueError("DANMAKU_REPLAY_OFFSET_S must be in 0..120")
 
     @property
     def tick_s(self) -> float:

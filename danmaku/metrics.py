@@ -68,6 +68,13 @@ REDIS_OPS = (
     "gateway_list",
     "gateway_remove",
     "room_viewers",
+    # issue 24 leftovers: per-room tiers, registered webhook endpoints, auto-record
+    "room_tiers",
+    "set_room_tiers",
+    "webhook_endpoints",
+    "set_webhook_endpoints",
+    "autorecord_lease",
+    "autorecord_scan",
     "active_rooms",
     "announce_settings",
     "append_comments",
@@ -153,6 +160,7 @@ LOOPS = (
     "pinger",
     "webhooks",  # the webhook reader (issue 24)
     "webhook_send",  # a webhook URL's sender
+    "autorecord",  # the automatic recorder (issue 24)
 )
 # Where a room's tick failed in its worker (that room only: released, retried after a
 # backoff), and the worker loops whose per-room reads are counted.
@@ -636,6 +644,18 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        # issue 24 leftovers: automatic recording, webhook endpoints registered over the API
+        self.auto_recordings = Counter(
+            "danmaku_auto_recordings_total",
+            "Broadcasts the automatic recorder started or ended (rooms with auto_record)",
+            ["action"],
+            registry=r,
+        )
+        self.webhook_endpoints = Gauge(
+            "danmaku_webhook_endpoints",
+            "Webhook receivers this process sends to (DANMAKU_WEBHOOK_URLS and registered ones)",
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -700,6 +720,8 @@ class Metrics:
             self.webhook_events.labels(result)
         for result in ("ok", "failed"):
             self.webhook_requests.labels(result)
+        for action in ("start", "end"):
+            self.auto_recordings.labels(action)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -67,6 +68,9 @@ ERROR_CODES: dict[str, str] = {
     "cannot enter it (off: closed with 1008); log in",
     "nick_taken": "the nickname looks like (has the confusable skeleton of) a staff "
     "member's in this room; choose another (at the handshake: closed with 1008)",
+    # platform (issue 24): the webhook admin API
+    "too_many_webhooks": "POST /api/webhooks: DANMAKU_WEBHOOK_ENDPOINTS_MAX endpoints are "
+    "registered already (HTTP 409); delete one first",
 }
 
 
@@ -289,6 +293,16 @@ def error(err: ProtocolError) -> str:
 
 def notice(event: str, **fields: Any) -> str:
     return _dump({"type": "notice", "event": event, **fields})
+
+
+def broadcast_notice(room: str, event: Mapping[str, Any]) -> str:
+    """``notice`` ``broadcast``: a broadcast of ``room`` started or ended (``state``), with
+    its ``id``, ``title`` and ``replay``, the replay page's path (for one that ended)."""
+    bid, state = str(event.get("id", "")), str(event.get("state", ""))
+    replay = f"/?room={room}&broadcast={bid}" if state == "ended" else None
+    return notice(
+        "broadcast", state=state, id=bid, title=str(event.get("title", "")), replay=replay
+    )
 
 
 def pong(nonce: str | None) -> str:

@@ -31,6 +31,7 @@ from danmaku.startup import (
 from danmaku.store import Store
 from danmaku.supervise import LoopHealth
 from danmaku.web.app import create_app
+from danmaku.web.autorecord import AutoRecorder
 from danmaku.web.server import serve_app
 from danmaku.webhooks import WebhookService
 from danmaku.worker import BroadcastWorker
@@ -168,9 +169,13 @@ async def run_system(
                         metrics=f"{base}/metrics",
                         api=f"{base}/api/docs",
                     )
-                    if settings.webhook_urls:  # issue 24: one web process delivers (a lease)
-                        hooks = WebhookService(store, settings, metrics, health=system.health)
-                        await nursery.start(hooks.run)
+                    # issue 24: one web process delivers webhooks (a lease), to the
+                    # configured URLs and those registered through the API; one records
+                    # rooms that set auto_record.
+                    hooks = WebhookService(store, settings, metrics, health=system.health)
+                    await nursery.start(hooks.run)
+                    recorder = AutoRecorder(store, settings, metrics, health=system.health)
+                    await nursery.start(recorder.run)
                 system.urls["redis"] = mask_url(url)  # printed: never the password
                 task_status.started(system)
                 await trio.sleep_forever()

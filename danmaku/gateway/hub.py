@@ -158,6 +158,8 @@ class Hub:
             )
         elif kind == "settings":
             text = protocol.notice("settings", changes=e.get("changes"))
+        elif kind == "broadcast":  # issue 24: players link the replay of one that ended
+            text = protocol.broadcast_notice(self.room, e)
         else:
             return
         for viewer in self.viewers:

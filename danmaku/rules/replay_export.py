@@ -250,15 +250,49 @@ class AssEncoder:
         return b""
 
 
+class Aligned:
+    """An encoder whose comments are moved ``delay_ms`` earlier (not before 0): the
+    viewers' video delay of the broadcast (``delay_ms`` in its meta, from the room's
+    ``replay_offset_s``), so a comment lands on the moment of the video its author saw.
+    Export order is kept: every offset moves by the same amount (those that would fall
+    before 0 all land on 0, still in order)."""
+
+    def __init__(self, inner: Encoder, delay_ms: int) -> None:
+        self.inner = inner
+        self.delay_ms = delay_ms
+
+    def head(self, count: int) -> bytes:
+        return self.inner.head(count)
+
+    def feed(self, comments: Iterable[Comment]) -> bytes:
+        d = self.delay_ms
+        moved = [c | {"offset_ms": max(0, int(c.get("offset_ms", 0)) - d)} for c in comments]
+        return self.inner.feed(moved)
+
+    def tail(self) -> bytes:
+        return self.inner.tail()
+
+
+def delay_of(broadcast: dict[str, Any]) -> int:
+    """The broadcast's video delay in ms (0 when it has none or it is not a number)."""
+    d = broadcast.get("delay_ms")
+    return int(d) if isinstance(d, int | float) and not isinstance(d, bool) and d > 0 else 0
+
+
 def encoder(fmt: str, room: str, broadcast: dict[str, Any]) -> Encoder:
-    """The encoder of ``fmt`` (one of ``FORMATS``) for a broadcast of ``room``."""
+    """The encoder of ``fmt`` (one of ``FORMATS``) for a broadcast of ``room``; the
+    offsets move by the broadcast's ``delay_ms`` (``Aligned``) where it has one."""
+    enc: Encoder
     if fmt == "xml":
-        return XmlEncoder(chat_id=str(broadcast["id"]))
-    if fmt == "ass":
-        return AssEncoder(title=str(broadcast.get("title") or f"{room} {broadcast['id']}"))
-    if fmt == "json":
-        return JsonEncoder(room, broadcast)
-    raise ValueError(f"unknown export format {fmt!r}")
+        enc = XmlEncoder(chat_id=str(broadcast["id"]))
+    elif fmt == "ass":
+        enc = AssEncoder(title=str(broadcast.get("title") or f"{room} {broadcast['id']}"))
+    elif fmt == "json":
+        enc = JsonEncoder(room, broadcast)
+    else:
+        raise ValueError(f"unknown export format {fmt!r}")
+    delay = delay_of(broadcast)
+    return Aligned(enc, delay) if delay else enc
 
 
 def whole(enc: Encoder, comments: Sequence[Comment]) -> bytes:

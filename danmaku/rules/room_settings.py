@@ -144,6 +144,17 @@ SCHEMA: tuple[RoomSetting, ...] = (
         "shield", "flag", "shield mode is on (PUT/DELETE /api/rooms/{room}/shield)",
         default=False, writable=False,
     ),
+    # issue 24: broadcasts record on their own while the room is live; replays align
+    RoomSetting(
+        "auto_record", "flag", "record a broadcast whenever the room is live (viewers or "
+        "comments); it ends after DANMAKU_AUTO_RECORD_IDLE_S without either",
+        default=False, server_default="auto_record",
+    ),
+    RoomSetting(
+        "replay_offset_s", "number", "viewers' video delay (e.g. HLS latency): new "
+        "broadcasts' replays show comments this much earlier", server_default="replay_offset_s",
+        lo=0, hi=120, unit="s",
+    ),
 )  # fmt: skip
 _BY_NAME = {s.name: s for s in SCHEMA}
 

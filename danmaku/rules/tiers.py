@@ -102,6 +102,18 @@ def tier_for(amount: float, tiers: Sequence[Tier] = DEFAULT_TIERS) -> Tier:
     return found
 
 
+def room_table(rows: Any, default: tuple[Tier, ...]) -> tuple[Tier, ...]:
+    """A room's table from its stored rows (``None``: it has none), else ``default``.
+    Rows that no longer pass ``table`` (written by hand into Redis) fall back too: a
+    payment is never refused for the room's table."""
+    if rows is None:
+        return default
+    try:
+        return table(rows)
+    except ValueError:
+        return default
+
+
 def _read(value: str, what: str) -> str:
     if not value.startswith("@"):
         return value

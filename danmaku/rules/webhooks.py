@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -144,6 +145,11 @@ class Outbox:
             dropped += 1
         return dropped
 
+    def pass_over(self, n: int) -> None:
+        """Event ``n`` is not for this URL (its event types, or older than the URL): the
+        URL is done with it as soon as it is done with everything before."""
+        self.last = n
+
     def batch(self, size: int) -> list[tuple[int, dict[str, Any]]]:
         """The oldest ``size`` events (they stay queued until ``finish``)."""
         return [self.queue[i] for i in range(min(size, len(self.queue)))]
@@ -156,3 +162,52 @@ class Outbox:
     @property
     def done(self) -> int:
         return self.queue[0][0] - 1 if self.queue else self.last
+
+
+# ---- registered endpoints (the webhook admin API) ------------------------------------------
+MAX_URL_CHARS = 2048
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a webhook URL, or ``None``: an absolute http(s) URL with a host,
+    no credentials in it, no spaces or control characters, at most 2048 characters."""
+    if len(url) > MAX_URL_CHARS:
+        return f"a webhook URL has at most {MAX_URL_CHARS} characters"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return "a webhook URL has no spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return "a webhook URL is http:// or https://"
+    if not parts.hostname:
+        return "a webhook URL needs a host"
+    if parts.username is not None or parts.password is not None:
+        return "no credentials in a webhook URL: the signature authenticates the requests"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One receiver: from ``DANMAKU_WEBHOOK_URLS`` (id ``env-N``, every event, since the
+    start) or registered through the API (its own secret and event types; only events
+    recorded from its creation on)."""
+
+    id: str
+    url: str
+    secret: str
+    events: frozenset[str] = frozenset()  # empty: every type
+    created_ms: int = 0
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        """Whether ``event`` goes to this endpoint."""
+        if self.events and event.get("type") not in self.events:
+            return False
+        return self.created_ms == 0 or record_ms(event) >= self.created_ms
+
+
+def record_ms(event: dict[str, Any]) -> int:
+    """When the record behind ``event`` was stored (its stream entry id's ms part)."""
+    return _ms(str(event.get("id", "")).rpartition(":")[2])

@@ -29,6 +29,7 @@ from danmaku.metrics import Metrics
 from danmaku.rules.headcount import LocalViewers
 from danmaku.startup import mask_url
 from danmaku.store import cluster, keys, platform, presence, scripts
+from danmaku.store.autorecord import AutoRecordOps
 from danmaku.store.gateways import Gateways
 from danmaku.store.identity import (
     IdentityOps,
@@ -55,6 +56,8 @@ from danmaku.store.records import (
 )
 from danmaku.store.replay import ReplayOps
 from danmaku.store.review import ReviewOps
+from danmaku.store.room_tiers import RoomTiers
+from danmaku.store.webhook_endpoints import WebhookEndpoints
 from danmaku.store.worker_ops import WorkerOps, queue_script
 
 T = TypeVar("T")
@@ -108,6 +111,9 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, Platfor
         self._epoch = self._r.register_script(presence.EPOCH)
         self._publish = self._r.register_script(platform.PUBLISH)  # server API (issue 24)
         self._pin_paid = self._r.register_script(platform.PIN_PAID)
+        self.room_tiers = RoomTiers(self._r, self._call, metrics)  # issue 24: per-room tiers
+        self.webhook_endpoints = WebhookEndpoints(self._r, self._call, metrics)  # issue 24
+        self.autorecord = AutoRecordOps(self._r, self._call, metrics)  # issue 24
         self._scripts = (
             self._ingest,
             self._acquire,

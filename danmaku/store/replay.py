@@ -47,6 +47,7 @@ class ExportHead:
     length: int
     last_id: str | None
     banned: frozenset[str]
+    from_ms: int = 0  # only comments recorded at this offset or later (a moment's link)
 
 
 def _banned(raw: dict[Any, Any], now: float) -> frozenset[str]:
@@ -54,20 +55,25 @@ def _banned(raw: dict[Any, Any], now: float) -> frozenset[str]:
 
 
 def _page_items(
-    entries: list[Any], banned: frozenset[str]
+    entries: list[Any], banned: frozenset[str], from_ms: int = 0
 ) -> tuple[list[tuple[Key, tuple[str, bytes]]], str | None]:
     """Kept entries of a page as ``((offset_ms, id), (id, payload))`` (the payload is
     parsed again when encoded: raw bytes are a third the size of a dict), and the
-    page's last id."""
+    page's last id. ``from_ms``: only those recorded at that offset or later."""
     out = []
     for entry_id, fields in entries:
         raw = fields[b"d"]
         item = orjson.loads(raw)
-        if item.get("uid") in banned:
+        if item.get("uid") in banned or int(item.get("offset_ms", 0)) < from_ms:
             continue
         cid = _s(entry_id)
         out.append(((int(item.get("offset_ms", 0)), cid), (cid, raw)))
     return out, (_s(entries[-1][0]) if entries else None)
+
+
+def _told(state: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The control event that tells a room's viewers a broadcast started or ended."""
+    return {"kind": "broadcast", "state": state, "id": meta["id"], "title": meta["title"]}
 
 
 class ReplayOps:
@@ -79,14 +85,19 @@ class ReplayOps:
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
         raise NotImplementedError
 
-    async def start_broadcast(self, room: str, title: str, *, by: str) -> dict[str, Any]:
-        """Put a new broadcast on air (ending the one on air, if any); return its meta."""
+    async def start_broadcast(
+        self, room: str, title: str, *, by: str, delay_ms: int = 0
+    ) -> dict[str, Any]:
+        """Put a new broadcast on air (ending the one on air, if any); return its meta.
+        ``delay_ms``: the viewers' video delay its replays allow for (``replay_export``)."""
         current = await self.live_broadcast(room)
         if current is not None:
             await self.end_broadcast(room, current["id"], by=by)
         now_ms = int(time.time() * 1000)
         bid = f"{now_ms:x}"
         meta: dict[str, Any] = {"id": bid, "title": title, "start": now_ms, "end": None, "by": by}
+        if delay_ms > 0:
+            meta["delay_ms"] = delay_ms
 
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)
@@ -96,6 +107,7 @@ class ReplayOps:
             pipe.hset(keys.live(room), mapping=live)
             pipe.zadd(keys.HOT, {room: now_ms})
             ModerationOps._audit(pipe, room, by, "broadcast_start", bid, {"title": title})
+            ModerationOps._control(pipe, room, _told("started", meta))  # viewers (issue 24)
             pipe.execute()
 
         await self._call("start_broadcast", run)
@@ -122,6 +134,7 @@ class ReplayOps:
             pipe.expire(keys.recording(room, broadcast_id), self._replay_retention_s)
             pipe.zadd(keys.HOT, {room: int(time.time() * 1000)})
             ModerationOps._audit(pipe, room, by, "broadcast_end", broadcast_id, {})
+            ModerationOps._control(pipe, room, _told("ended", meta))  # players link the replay
             pipe.execute()
 
         await self._call("end_broadcast", run)
@@ -220,7 +233,7 @@ class ReplayOps:
 
         def run(start: str) -> tuple[PageSummary | None, int]:
             entries: Any = self._r.xrange(rec, start, last_id, page)
-            items, last = _page_items(entries, head.banned)
+            items, last = _page_items(entries, head.banned, head.from_ms)
             if last is None:
                 return None, 0
             ks = [k for k, _ in items]
@@ -250,7 +263,7 @@ class ReplayOps:
         def run() -> list[tuple[Key, tuple[str, bytes]]]:
             # No COUNT: a page cannot grow (new entries get ids above the snapshot).
             entries: Any = self._r.xrange(rec, start, last_id)
-            return _page_items(entries, head.banned)[0]
+            return _page_items(entries, head.banned, head.from_ms)[0]
 
         return await self._call("export_page", run)
 

@@ -291,6 +291,9 @@ class ReviewOps:
             pipe = self._r.pipeline(transaction=False)
             pipe.hset(keys.reports(room), cid, orjson.dumps(entry))
             pipe.zadd(keys.reports_queue(room), {cid: now_ms})
+            # Audited (issue 24): the webhooks' report.filed events come from the audit log.
+            detail = {"reason": reason, "uid": comment.get("uid"), "reports": len(entry["by"])}
+            self._audit(pipe, room, reporter, "report", cid, detail)
             pipe.zrange(keys.reports_queue(room), 0, -keep - 1)
             *_, dropped = pipe.execute()
             if dropped:

@@ -40,6 +40,7 @@ from danmaku.web.identity import create_router as create_identity_router
 from danmaku.web.identity import session_refusal
 from danmaku.web.moderation import create_router
 from danmaku.web.platform import create_router as create_platform_router
+from danmaku.web.platform_admin import create_router as create_platform_admin_router
 from danmaku.web.replay import create_router as create_replay_router
 from danmaku.web.review import create_router as create_review_router
 from danmaku.web.routing import GatewayHints, GatewayOut
@@ -150,6 +151,7 @@ def create_app(
     app.include_router(create_platform_router(settings, store, metrics))  # server API
     hints = GatewayHints(settings, store, metrics, ws_url)  # room-affine routing (issue 25)
     app.include_router(create_routing_router(hints))
+    app.include_router(create_platform_admin_router(settings, store, metrics))  # tiers, hooks
     app.add_middleware(SecurityHeaders)
     app.add_middleware(StrictJSON)  # inside BodyLimit: what it buffers is bounded
     app.add_middleware(BodyLimit, max_bytes=settings.max_http_body_bytes)

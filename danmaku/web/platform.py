@@ -204,6 +204,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         now_ms = int(time.time() * 1000)
         out: list[PublishOut | None] = [None] * len(messages)
         direct: list[tuple[int, Publish, dict[str, Any]]] = []
+        direct_rooms: list[tuple[int, str]] = []
         door: dict[str, list[tuple[int, Ingest]]] = {}
         filters: dict[str, WordFilter] = {}
         for i, (room, m) in enumerate(messages):
@@ -230,8 +231,12 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
                 ingest = Ingest(m.uid or "", nonce, orjson.dumps(fields), door_key(key))
                 door.setdefault(room, []).append((i, ingest))
             else:
-                item = _payload(m, table, now_ms)
-                direct.append((i, Publish(room, m.id, orjson.dumps(item)), item))
+                direct_rooms.append((i, room))
+        if direct_rooms:  # paid and gift: the room's own tier table, else the global one
+            own = await guarded(store.room_tiers.get_many([room for _, room in direct_rooms]))
+            for i, room in direct_rooms:
+                item = _payload(messages[i][1], tiers.room_table(own.get(room), table), now_ms)
+                direct.append((i, Publish(room, messages[i][1].id, orjson.dumps(item)), item))
         if direct:
             results = await guarded(
                 store.publish([p for _, p, _ in direct], settings.publish_id_ttl_s)

@@ -16,6 +16,7 @@ see docs/operations.md, "Exports".
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -31,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
-from danmaku.rules import export_policy, replay_export
+from danmaku.rules import export_policy, replay_export, room_settings
 from danmaku.rules.replay_order import Key, Ordering
 from danmaku.store import Store
 from danmaku.store.replay import EXPORT_PAGE, ExportHead
@@ -49,6 +50,20 @@ MEDIA = {
 # Comments an export may hold while putting pages in order: a few pages' worth (each a
 # (key, id, raw payload) of ~300 bytes) -- about 1 MB.
 HOLD_CAP = 4 * EXPORT_PAGE
+
+
+MAX_T_S = 30 * 86400  # a link's `t` (s) at most: no broadcast is longer than a month
+
+
+async def begin(
+    store: Store, settings: Settings, room: str, title: str, *, by: str
+) -> dict[str, Any]:
+    """Start a broadcast in ``room`` with the room's replay offset (``replay_offset_s``,
+    else ``DANMAKU_REPLAY_OFFSET_S``) as its video delay. Raises ``StoreError``."""
+    own = await store.room_settings(room)
+    offset = room_settings.effective(own, settings)["replay_offset_s"]
+    delay_ms = round(float(offset) * 1000)
+    return dict(await store.start_broadcast(room, title, by=by, delay_ms=delay_ms))
 
 
 class BroadcastIn(BaseModel):
@@ -120,7 +135,8 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
 
     @router.post("", summary="Start a broadcast (the stream clock starts now)")
     async def start(room: RoomName, body: BroadcastIn, by: StaffOrServer) -> dict[str, Any]:
-        return dict(await guarded(store.start_broadcast(room, body.title, by=by)))
+        meta: dict[str, Any] = await guarded(begin(store, settings, room, body.title, by=by))
+        return meta
 
     @router.post("/{broadcast_id}/end", summary="End a broadcast")
     async def end(room: RoomName, broadcast_id: BroadcastId, by: StaffOrServer) -> dict[str, Any]:
@@ -155,12 +171,26 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         room: RoomName,
         broadcast_id: BroadcastId,
         format: Annotated[Literal["json", "xml", "ass"], Query()] = "json",
+        t: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=MAX_T_S,
+                description="start at this many seconds into the replay (its aligned time): "
+                "only comments from there on",
+            ),
+        ] = 0,
         if_none_match: Annotated[str | None, Header()] = None,
     ) -> Response:
         head = await guarded(store.export_head(room, broadcast_id))
         if head is None:
             raise HTTPException(404, "no such broadcast")
-        tag = export_policy.etag(room, head.meta, format, head.length, head.last_id, head.banned)
+        meta = head.meta
+        if t > 0:  # recorded offsets are before the alignment: the delay moves the start
+            from_ms = int(t * 1000) + replay_export.delay_of(head.meta)
+            head = dataclasses.replace(head, from_ms=from_ms)
+            meta = head.meta | {"from_ms": from_ms}  # its own ETag
+        tag = export_policy.etag(room, meta, format, head.length, head.last_id, head.banned)
         cache = {
             "ETag": tag,
             "Cache-Control": export_policy.cache_control(head.meta, int(time.time() * 1000)),

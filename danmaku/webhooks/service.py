@@ -43,10 +43,13 @@ ROOMS_WINDOW_MS = 3_600_000  # rooms active this recently are read (dm:rooms kee
 ROOMS_MAX = 1000  # rooms read per poll, the most recently active first
 READ_COUNT = 500  # stream entries per room and stream per poll
 PRUNE_EVERY = 1200  # polls between prunes of idle rooms' cursors (10 min by default)
+ENDPOINT_HEADER = "X-Danmaku-Endpoint"  # which endpoint (id) a request is for
 
 
 class WebhookService:
-    """Delivers room events to ``settings.webhook_urls``. ``run`` is a trio service."""
+    """Delivers room events to ``settings.webhook_urls`` and to the endpoints registered
+    through the API (``Store.webhook_endpoints``, read again every poll: added and
+    removed ones take effect without a restart). ``run`` is a trio service."""
 
     def __init__(
         self,
@@ -62,14 +65,26 @@ class WebhookService:
         self.metrics = metrics
         self.health = health or LoopHealth(metrics)
         self.holder = holder or f"wh-{secrets.token_hex(4)}"
-        self.urls = [u.strip() for u in settings.webhook_urls.split(",") if u.strip()]
-        self.outboxes = {url: Outbox.new(settings.webhook_queue) for url in self.urls}
-        self._wake = {url: trio.Event() for url in self.urls}
+        urls = [u.strip() for u in settings.webhook_urls.split(",") if u.strip()]
+        self.static = [
+            rules.Endpoint(f"env-{i}", url, settings.webhook_secret) for i, url in enumerate(urls)
+        ]
+        self.endpoints: dict[str, rules.Endpoint] = {}
+        self.outboxes: dict[str, Outbox] = {}
+        self._wake: dict[str, trio.Event] = {}
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._nursery: trio.Nursery | None = None
         self.n = 0  # events numbered as read
         self.cursors: dict[str, str] = {}  # where this process has read to
         self._checkpoints: deque[tuple[int, str, str]] = deque()  # (n, cursor name, id)
         self.leader = False
         self._polls = 0
+
+    @property
+    def urls(self) -> list[str]:
+        """Where events go now (configured and registered)."""
+        return [e.url for e in self.endpoints.values()]
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         timeout = httpx.Timeout(self.settings.webhook_timeout_s)
@@ -77,19 +92,46 @@ class WebhookService:
             httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
             trio.open_nursery() as nursery,
         ):
-            for url in self.urls:
-                send = _bind(self._sender, client, url)
-                nursery.start_soon(supervise, "webhook_send", send, self.health, Backoff(cap=5.0))
+            self._client, self._nursery = client, nursery
+            self.reconcile([])  # the configured URLs, at once
             await nursery.start(supervise, "webhooks", self._reader, self.health, Backoff(cap=5.0))
             task_status.started()
+
+    def reconcile(self, registered: list[dict[str, Any]]) -> None:
+        """Make the senders match the configured URLs plus ``registered`` (the store's
+        entries): a new endpoint gets an outbox (it owes nothing read before) and a
+        sender; a removed one's sender is cancelled and its queue dropped."""
+        want = {e.id: e for e in self.static}
+        for entry in registered:
+            ep = _endpoint(entry, self.settings.webhook_secret)
+            if ep is not None:
+                want[ep.id] = ep
+        for eid in [e for e in self.endpoints if e not in want or want[e] != self.endpoints[e]]:
+            self._scopes.pop(eid).cancel()
+            del self.endpoints[eid], self.outboxes[eid], self._wake[eid]
+        for eid, ep in want.items():
+            if eid in self.endpoints or self._nursery is None or self._client is None:
+                continue
+            box = Outbox.new(self.settings.webhook_queue)
+            box.last = self.n  # nothing read so far is owed to it
+            self.endpoints[eid], self.outboxes[eid] = ep, box
+            self._wake[eid] = trio.Event()
+            self._scopes[eid] = scope = trio.CancelScope()
+            send = _bind(self._sender, self._client, ep)
+            self._nursery.start_soon(_scoped, scope, send, self.health)
+        self._gauge()
 
     # ---- reading ------------------------------------------------------------------------
     async def _reader(self) -> None:
         poll_s = self.settings.webhook_poll_ms / 1000
         while True:
             try:
+                # Every poll, before reading: an endpoint gets what is read after it is seen.
+                self.reconcile(await self.store.webhook_endpoints.all())
                 lease_ms = max(1000, LEASE_POLLS * self.settings.webhook_poll_ms)
-                if await self.store.webhook_lease(self.holder, lease_ms):
+                if not self.endpoints:  # nobody to deliver to: read nothing, hold nothing
+                    self.leader = False
+                elif await self.store.webhook_lease(self.holder, lease_ms):
                     if not self.leader:  # (again) the delivering process: start from Redis
                         self.cursors.clear()
                         self._checkpoints.clear()
@@ -129,11 +171,14 @@ class WebhookService:
     def _push(self, events: list[dict[str, Any]]) -> int:
         for event in events:
             self.n += 1
-            for url, box in self.outboxes.items():
+            for eid, box in self.outboxes.items():
+                if not self.endpoints[eid].wants(event):
+                    box.pass_over(self.n)
+                    continue
                 dropped = box.push(self.n, event)
                 if dropped:
                     self.metrics.webhook_events.labels("overflow").inc(dropped)
-                self._wake[url].set()
+                self._wake[eid].set()
         return len(events)
 
     def _read(self, name: str, entry_id: str) -> None:
@@ -150,22 +195,26 @@ class WebhookService:
 
     def _gauge(self) -> None:
         self.metrics.webhook_queued.set(sum(len(b.queue) for b in self.outboxes.values()))
+        self.metrics.webhook_endpoints.set(len(self.endpoints))
 
     # ---- delivering ---------------------------------------------------------------------
-    async def _sender(self, client: httpx.AsyncClient, url: str) -> None:
-        box = self.outboxes[url]
+    async def _sender(self, client: httpx.AsyncClient, ep: rules.Endpoint) -> None:
+        box = self.outboxes[ep.id]
+        url = ep.url
         while True:
+            if self.endpoints.get(ep.id) is not ep:  # removed: its scope is cancelled
+                await trio.sleep_forever()
             batch = box.batch(self.settings.webhook_batch)
             if not batch:
-                self._wake[url] = trio.Event()
+                self._wake[ep.id] = trio.Event()
                 with trio.move_on_after(1.0):
-                    await self._wake[url].wait()
+                    await self._wake[ep.id].wait()
                 continue
             body = orjson.dumps({"events": [event for _, event in batch]})
             attempt = 0
             while True:
                 attempt += 1
-                if await self._post(client, url, body):
+                if await self._post(client, ep, body):
                     self.metrics.webhook_events.labels("delivered").inc(len(batch))
                     break
                 if attempt >= self.settings.webhook_max_attempts:
@@ -178,23 +227,46 @@ class WebhookService:
             box.finish(batch[-1][0])
             self._gauge()
 
-    async def _post(self, client: httpx.AsyncClient, url: str, body: bytes) -> bool:
+    async def _post(self, client: httpx.AsyncClient, ep: rules.Endpoint, body: bytes) -> bool:
         ts = int(time.time())
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "danmaku-webhooks",
             rules.TIMESTAMP_HEADER: str(ts),
-            rules.SIGNATURE_HEADER: rules.sign(self.settings.webhook_secret, ts, body),
+            rules.SIGNATURE_HEADER: rules.sign(ep.secret, ts, body),
+            ENDPOINT_HEADER: ep.id,
         }
         try:
-            reply = await client.post(url, content=body, headers=headers)
+            reply = await client.post(ep.url, content=body, headers=headers)
         except (httpx.HTTPError, OSError) as exc:
-            log.info("webhooks: %s: %r", url, exc)
+            log.info("webhooks: %s: %r", ep.url, exc)
             self.metrics.webhook_requests.labels("failed").inc()
             return False
         ok = 200 <= reply.status_code < 300
         self.metrics.webhook_requests.labels("ok" if ok else "failed").inc()
         return ok
+
+
+def _endpoint(entry: dict[str, Any], fallback_secret: str) -> rules.Endpoint | None:
+    """A registered endpoint from its stored entry (``None``: not one any more, e.g. a
+    URL that no longer passes the check)."""
+    url, eid = entry.get("url"), entry.get("id")
+    if not isinstance(url, str) or not isinstance(eid, str) or rules.url_problem(url):
+        return None
+    secret = entry.get("secret") or fallback_secret
+    events = entry.get("events") or []
+    if not secret or not isinstance(secret, str) or not isinstance(events, list):
+        return None
+    created = entry.get("created_ms")
+    return rules.Endpoint(
+        eid, url, secret, frozenset(map(str, events)), int(created) if created else 1
+    )
+
+
+async def _scoped(scope: trio.CancelScope, send: Any, health: LoopHealth) -> None:
+    """One endpoint's sender, supervised, until its scope is cancelled (removed)."""
+    with scope:
+        await supervise("webhook_send", send, health, Backoff(cap=5.0))
 
 
 def _bind(fn: Any, *args: Any) -> Any:

@@ -242,7 +242,9 @@ def record(
     return bc["id"], by_text
 
 
-def open_replay(players: Players, room: str, bid: str, src: str) -> tuple[Page, list[str]]:
+def open_replay(
+    players: Players, room: str, bid: str, src: str, extra: str = ""
+) -> tuple[Page, list[str]]:
     """A replay page; also returns the WebSocket addresses it tried (it should try none)."""
     ctx = players.new_context()
     sockets: list[str] = []
@@ -253,7 +255,10 @@ def open_replay(players: Players, room: str, bid: str, src: str) -> tuple[Page, 
 
     ctx.route_web_socket(re.compile(".*"), refuse)
     page = players.open(
-        room, ctx, query=f"&broadcast={bid}&src={quote(src, safe='')}", wait_connected=False
+        room,
+        ctx,
+        query=f"&broadcast={bid}&src={quote(src, safe='')}{extra}",
+        wait_connected=False,
     )
     page.wait_for_function("() => window.danmaku.replay() && window.danmaku.replay().loaded")
     return page, sockets

@@ -28,6 +28,13 @@ async def test_publish_and_webhooks_across_shards(
         system = await start_system(nursery, s)
         api = ServerApi(system)
         assert system.ws_port
+        # A room's own tier table (issue 24), read across shards in the batch; the
+        # endpoint registry's bounded add (a script) on a cluster.
+        own = [{"name": "solo", "min": 0, "color": "#123456", "pin_s": 0}]
+        status, _ = await api("PUT", f"/rooms/{ROOMS[0]}/tiers", {"tiers": own})
+        assert status == 200
+        status, _ = await api("POST", "/webhooks", {"url": "http://127.0.0.1:9/unused"})
+        assert status == 201
         async with trio.open_nursery() as n:
             viewers = {room: await connect(n, system.ws_port, room) for room in ROOMS[:3]}
             batch = [
@@ -37,6 +44,7 @@ async def test_publish_and_webhooks_across_shards(
             ]
             status, first = await api("POST", "/messages", {"messages": batch})
             assert status == 200 and all(r["status"] == "published" for r in first)
+            assert [r["tier"]["name"] for r in first] == ["solo"] + ["green"] * (len(ROOMS) - 1)
             status, again = await api("POST", "/messages", {"messages": batch})
             assert [r["status"] for r in again] == ["duplicate"] * len(ROOMS)
             assert [r["comment_id"] for r in again] == [r["comment_id"] for r in first]

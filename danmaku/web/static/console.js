@@ -279,6 +279,7 @@
     S.token = token;
     S.claims = token ? claimsOf(token) : null;
     save(TOKEN_KEY, token || null);
+    if (window.dmRooms) window.dmRooms.refresh(); // the room switcher (console-rooms.js)
     el.tokenInput.value = "";
     if (!token) {
       setAuth("none");

@@ -199,6 +199,15 @@
     "room.shield_on": "Shield mode is on",
     "room.shield_off": "Shield mode is off",
     "room.stream": "The stream changed",
+    // the console's room switcher (console-rooms.js, issue 24)
+    "rooms.label": "rooms",
+    "rooms.choose": "Switch to another room",
+    "rooms.this": "{room} (this room)",
+    "rooms.line": "{room} · {online} online · {rate}/s",
+    "rooms.none": "no other live rooms",
+    "rooms.failed": "The room list could not be loaded",
+    "rooms.replay_tag": "Replay",
+    "rooms.replay_link": "The broadcast ended: watch the replay of {title}",
   };
 
   const zh = {
@@ -384,6 +393,15 @@
     "room.shield_on": "防护模式已开启",
     "room.shield_off": "防护模式已关闭",
     "room.stream": "直播源已更换",
+    // the console's room switcher (console-rooms.js, issue 24)
+    "rooms.label": "房间",
+    "rooms.choose": "切换到其他房间",
+    "rooms.this": "{room}（本房间）",
+    "rooms.line": "{room} · {online} 人在线 · {rate} 条/秒",
+    "rooms.none": "没有其他直播中的房间",
+    "rooms.failed": "无法加载房间列表",
+    "rooms.replay_tag": "回放",
+    "rooms.replay_link": "直播已结束：观看「{title}」的回放",
   };
 
   const CATALOG = Object.freeze({ en: Object.freeze(en), zh: Object.freeze(zh) });

@@ -770,6 +770,19 @@
     el.bannerText.replaceChildren(CARDS.build(pin, tr, numberLocale()));
     S.cardPin = pin; // rebuilt in the viewer's words when the language changes
   }
+  /** The banner links the replay of the broadcast that just ended (for a minute). */
+  function showReplayLink(msg) {
+    const title = typeof msg.title === "string" && msg.title ? msg.title : tr("rp.untitled", { id: msg.id });
+    showBanner(tr("rooms.replay_tag"), "", 60000);
+    const a = document.createElement("a");
+    a.id = "replay-link";
+    a.href = `/?room=${encodeURIComponent(room)}&broadcast=${encodeURIComponent(msg.id)}`;
+    a.target = "_blank";
+    a.rel = "noopener";
+    a.textContent = tr("rooms.replay_link", { title });
+    el.bannerText.replaceChildren(a);
+    chat.notice(tr("rooms.replay_tag"), title, "event");
+  }
   function hideBanner() {
     clearTimeout(bannerTimer);
     el.banner.hidden = true;
@@ -847,6 +860,10 @@
       S.roomSettings = { ...(S.roomSettings || {}), ...changes };
       renderRoomStatus();
       for (const line of settingsWords(changes)) chat.notice(tr("notice.settings"), line, "event");
+      return;
+    }
+    if (ev === "broadcast") { // issue 24: a broadcast ended: link its replay
+      if (msg.state === "ended" && BROADCAST_RE.test(String(msg.id))) showReplayLink(msg);
       return;
     }
     const text = noticeText(msg);
@@ -1736,6 +1753,12 @@
     loadReplay();
   }
 
+  /** Seconds from ?t= ("90", "90.5", "1:30", "1:02:03"); 0 when absent or not a time. */
+  function momentOf(raw) {
+    if (!raw || !/^\d+(\.\d+)?$|^(\d+:)?\d{1,2}:\d{1,2}(\.\d+)?$/.test(raw)) return 0;
+    return raw.split(":").reduce((acc, part) => acc * 60 + Number(part), 0);
+  }
+
   async function loadReplay() {
     const path = `/api/rooms/${encodeURIComponent(room)}/broadcasts/`
       + `${encodeURIComponent(broadcast)}/danmaku?format=json`;
@@ -1777,6 +1800,8 @@
     }
     R.loaded = true;
     R.resync = true;
+    const start = momentOf(params.get("t")); // a link to a moment: ?t=90, ?t=1:30 (issue 24)
+    if (start > 0) R.media.currentTime = start;
     el.rpPlay.disabled = false;
     el.rpSeek.disabled = false;
     if (S.state !== "error") setState("replay");
