@@ -425,6 +425,27 @@ class Settings:
     webhook_poll_ms: int = _opt(
         500, "DANMAKU_WEBHOOK_POLL_MS", "how often the webhook reader reads new room events"
     )
+    # --- notices to the gateways that hold a room, no deployment-wide key (issue 25)
+    notice_holder_ttl_s: float = _opt(
+        15.0,
+        "DANMAKU_NOTICE_HOLDER_TTL_S",
+        "a gateway's registration as a holder of a room (and its notice stream) expires "
+        "this long after its last refresh (every third of it): how long a dead gateway is "
+        "still sent notices",
+    )
+    notice_holders_cache_ms: int = _opt(
+        1000,
+        "DANMAKU_NOTICE_HOLDERS_CACHE_MS",
+        "committers (workers, moderation) reuse a room's holders this long before reading "
+        "them again (0: every commit); a gateway polls a room it just took on every tick "
+        "for as long",
+    )
+    feed_sweep_s: float = _opt(
+        5.0,
+        "DANMAKU_FEED_SWEEP_S",
+        "a gateway reads a local room that got no notice for this long anyway (a lost "
+        "notice delays a frame at most this much)",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).
@@ -450,6 +471,11 @@ class Settings:
         for url in (u.strip() for u in self.webhook_urls.split(",") if u.strip()):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"DANMAKU_WEBHOOK_URLS: {url!r} is not an http(s) URL")
+        # --- notices (issue 25)
+        if self.notice_holder_ttl_s <= 0 or self.feed_sweep_s <= 0:
+            raise ValueError("DANMAKU_NOTICE_HOLDER_TTL_S and DANMAKU_FEED_SWEEP_S must be > 0")
+        if self.notice_holders_cache_ms < 0:
+            raise ValueError("DANMAKU_NOTICE_HOLDERS_CACHE_MS must be >= 0")
 
     @property
     def tick_s(self) -> float:

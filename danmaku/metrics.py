@@ -105,7 +105,6 @@ REDIS_OPS = (
     "unban",
     "unleased",
     "unrecord",
-    "wait_ticks",
     "words",
     "worker_gone",
     "worker_heartbeat",
@@ -129,6 +128,9 @@ REDIS_OPS = (
     "session_checks",
     # resume with an epoch (issue 21)
     "room_position",
+    # notices to the gateways that hold a room (issue 25, store/notices.py)
+    "wait_notices",
+    "notices_hold",
 )
 
 # How a resume (since=) ended (danmaku_resumes_total; rules/resume.py).
@@ -613,6 +615,28 @@ class Metrics:
         self.webhook_queued = Gauge(
             "danmaku_webhook_queued", "Webhook events waiting in this process's queues", registry=r
         )
+        # --- notices to the gateways that hold a room (issue 25)
+        self.notices_sent = Counter(
+            "danmaku_notices_sent_total",
+            "Notices this process sent after a commit or a moderation event: one per room "
+            "and gateway holding it (never one every gateway reads)",
+            registry=r,
+        )
+        self.notices_received = Counter(
+            "danmaku_notices_received_total",
+            "Rooms named in this gateway's notice stream, by result: held (a local room, "
+            "read at once), stale (a room it no longer holds; its registration was late "
+            "to go)",
+            ["result"],
+            registry=r,
+        )
+        self.feed_swept = Counter(
+            "danmaku_feed_swept_total",
+            "Local rooms the gateway read without a notice after DANMAKU_FEED_SWEEP_S, by "
+            "result: idle (nothing new) or missed (news found: a notice was lost or late)",
+            ["result"],
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -673,6 +697,10 @@ class Metrics:
             self.webhook_events.labels(result)
         for result in ("ok", "failed"):
             self.webhook_requests.labels(result)
+        for result in ("held", "stale"):
+            self.notices_received.labels(result)
+        for result in ("idle", "missed"):
+            self.feed_swept.labels(result)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""
