@@ -135,13 +135,13 @@ class FeedSchedule:
 
     def wait_s(self, now: float, most: float) -> float:
         """Block at most this long: until the next fresh poll or quiet sweep is due."""
-        until = now + most
+        wait = most
         if self._fresh:
-            until = min(until, min(self._heard.get(r, now) for r in self._fresh) + self.poll_s)
+            wait = min(wait, min(self._heard.get(r, now) for r in self._fresh) + self.poll_s - now)
         for at in self._heard.values():  # the oldest
-            until = min(until, at + self.sweep_s)
+            wait = min(wait, at + self.sweep_s - now)
             break
-        return max(0.0, until - now)
+        return max(0.0, wait)
 
     def refresh_due(self, now: float) -> bool:
         return self._refresh_at is None or now >= self._refresh_at
