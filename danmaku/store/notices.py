@@ -120,7 +120,8 @@ class Notices:
             pipe.delete(keys.notices(feed))
             pipe.execute()
 
-        await self._call("notices_hold", run)
+        # Abandoned if cancelled (a stopping gateway must not wait on a hung Redis).
+        await self._call("notices_hold", run, abandon=True)
 
     def wait_sync(self, feed: str, after: str, block_ms: int) -> tuple[str, list[str]]:
         """Block up to ``block_ms`` for notices in ``feed``'s stream after id ``after``
