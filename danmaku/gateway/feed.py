@@ -126,6 +126,7 @@ class FrameFeed:
                     self.schedule.refresh_now()
                     await trio.sleep(0.5)
                     continue
+                self.schedule.registered(added, trio.current_time())
                 if refresh:
                     self.schedule.refreshed(now)
             with trio.move_on_after(self.schedule.next_refresh_s(trio.current_time())):

@@ -112,6 +112,13 @@ class FeedSchedule:
             self._touch(room, now)
         return added, removed
 
+    def registered(self, rooms: Iterable[str], now: float) -> None:
+        """The registration of ``rooms`` landed at ``now``: committers may still use
+        holders read before it for ``fresh_s`` from now, so poll them until then."""
+        for room in rooms:
+            if room in self.local:
+                self._fresh[room] = now + self.fresh_s
+
     def heard(self, rooms: Iterable[str], now: float) -> None:
         for room in rooms:
             if room in self.local:

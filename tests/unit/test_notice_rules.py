@@ -90,6 +90,15 @@ def test_a_new_room_is_polled_while_fresh_then_only_swept_when_quiet() -> None:
     assert s.due(100.0) == (set(), set())
 
 
+def test_a_room_stays_fresh_for_the_period_after_its_registration_landed() -> None:
+    s = FeedSchedule(sweep_s=5.0, fresh_s=1.0, poll_s=0.1, refresh_s=5.0)
+    s.sync({"a"}, 0.0)
+    s.registered({"a", "gone"}, 0.8)  # a slow registration; "gone" is not local
+    assert s.fresh == {"a"}
+    assert s.due(1.5) == ({"a"}, set())  # polled until 1.8, not 1.0
+    assert s.due(1.9) == (set(), set()) and s.fresh == set()
+
+
 def test_registrations_are_refreshed_every_period() -> None:
     s = FeedSchedule(sweep_s=5.0, fresh_s=1.0, poll_s=0.1, refresh_s=5.0)
     assert s.refresh_due(0.0)
