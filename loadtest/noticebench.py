@@ -1,6 +1,6 @@
 """Redis commands of the frame feed with many gateways: who reads what.
 
-``python loadtest/noticebench.py [--gateways 8] [--rooms 200] [--rate 100] [--seconds 10]``
+``python loadtest/noticebench.py [--gateways 8] [--rooms 400] [--rate 20] [--seconds 10]``
 
 Starts a private redis-server, one worker and ``--gateways`` gateways in this process,
 one connection per room (each room's on one gateway, as room-affine routing places
@@ -75,19 +75,40 @@ async def bench(gateways: int, rooms: int, rate: float, seconds: float) -> dict[
             r = redis.Redis.from_url(url)
             before = r.info("commandstats")
             frames0 = [g.metrics.frames_received._value.get() for g in gws]
+            feed0 = [_feed_calls(g.metrics) for g in gws]
             await trio.sleep(seconds)
             stats = r.info("commandstats")
             frames = [
                 g.metrics.frames_received._value.get() - f
                 for g, f in zip(gws, frames0, strict=True)
             ]
+            feed = [_feed_calls(g.metrics) - c for g, c in zip(gws, feed0, strict=True)]
             r.close()
             nursery.cancel_scope.cancel()
     calls = {
         k.removeprefix("cmdstat_"): (v["calls"] - before.get(k, {}).get("calls", 0)) / seconds
         for k, v in stats.items()
     }
-    return {"calls_per_s": calls, "frames_per_gateway_s": sum(frames) / gateways / seconds}
+    return {
+        "calls_per_s": calls,
+        "frames_per_gateway_s": sum(frames) / gateways / seconds,
+        "feed_calls_per_gateway_s": sum(feed) / gateways / seconds,
+    }
+
+
+# The frame feed's store calls (each one round trip): waits and reads, and registrations.
+FEED_OPS = ("wait_ticks", "wait_notices", "read_events", "notices_hold")
+
+
+def _feed_calls(metrics: Metrics) -> float:
+    total = 0.0
+    for family in metrics.registry.collect():
+        if family.name != "danmaku_redis_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count") and sample.labels.get("op") in FEED_OPS:
+                total += sample.value
+    return total
 
 
 async def _connect(url: str, *, task_status: trio.TaskStatus[Any]) -> None:
@@ -113,8 +134,8 @@ async def _send(conns: list[Any], rate: float) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gateways", type=int, default=8)
-    p.add_argument("--rooms", type=int, default=200)
-    p.add_argument("--rate", type=float, default=100.0)
+    p.add_argument("--rooms", type=int, default=400)
+    p.add_argument("--rate", type=float, default=20.0)
     p.add_argument("--seconds", type=float, default=10.0)
     a = p.parse_args()
     out = trio.run(bench, a.gateways, a.rooms, a.rate, a.seconds)
@@ -125,6 +146,7 @@ def main() -> None:
     for name, n in sorted(calls.items(), key=lambda kv: -kv[1])[:12]:
         print(f"  {name:<18} {n:8.1f}")
     print(f"frames received per gateway per s: {out['frames_per_gateway_s']:.1f}")
+    print(f"frame feed round trips per gateway per s: {out['feed_calls_per_gateway_s']:.1f}")
 
 
 if __name__ == "__main__":
