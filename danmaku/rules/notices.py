@@ -12,8 +12,8 @@ stream every gateway reads. Two pure parts, no I/O, no clock of their own (calle
   once, all every ``refresh_s``), which to read without a notice: *fresh* rooms (held
   for less than the committers' cache period, so committers may not name them yet) every
   ``poll_s``, and *quiet* rooms (no notice and no read for ``sweep_s``: a lost notice) once
-  per ``sweep_s``. Its cost follows the rooms that joined or went quiet, never all rooms
-  each second.
+  per ``sweep_s``, all those found in one read at most every second (``check_s``). Its
+  cost follows the rooms that joined or went quiet, never all rooms each second.
 
 The frame stream stays the source of truth: a notice only says "read this room from your
 cursor", so a lost, late or repeated notice delays or repeats a read, never a frame.
@@ -98,6 +98,9 @@ class FeedSchedule:
         self._heard: dict[str, float] = {}
         self._fresh: dict[str, float] = {}  # room -> until when it is polled
         self._refresh_at: float | None = None
+        # Quiet rooms are looked for at most once per check_s (one read for all found).
+        self.check_s = min(1.0, self.sweep_s / 2)
+        self._check_at: float | None = None
 
     def sync(self, local: Collection[str], now: float) -> tuple[set[str], set[str]]:
         """``local``: the rooms with viewers now. Returns (added, removed)."""
@@ -129,24 +132,33 @@ class FeedSchedule:
         self._heard[room] = now
 
     def due(self, now: float) -> tuple[set[str], set[str]]:
-        """(fresh rooms not read for ``poll_s``, quiet rooms not heard for ``sweep_s``)."""
+        """(fresh rooms, quiet rooms) to read now. Fresh: all of them once any was not
+        read for ``poll_s`` (one read for the lot, not one wake per room). Quiet: at most
+        one check per ``check_s``, taking every room not heard for ``sweep_s - check_s``,
+        so each is read before ``sweep_s`` passes, in one read per check, however the
+        rooms' quiet times are spread."""
         for room in [r for r, until in self._fresh.items() if until <= now]:
             del self._fresh[room]
-        fresh = {r for r in self._fresh if now - self._heard.get(r, now) >= self.poll_s}
+        fresh: set[str] = set()
+        if any(now - self._heard.get(r, now) >= self.poll_s for r in self._fresh):
+            fresh = set(self._fresh)
         quiet: set[str] = set()
-        for room, at in self._heard.items():
-            if now - at < self.sweep_s:
-                break
-            quiet.add(room)
+        if self._heard and (self._check_at is None or now >= self._check_at):
+            self._check_at = now + self.check_s
+            for room, at in self._heard.items():
+                if now - at < self.sweep_s - self.check_s:
+                    break
+                quiet.add(room)
         return fresh, quiet - fresh
 
     def wait_s(self, now: float, most: float) -> float:
-        """Block at most this long: until the next fresh poll or quiet sweep is due."""
+        """Block at most this long: until the next fresh poll or quiet check is due."""
         wait = most
         if self._fresh:
             wait = min(wait, min(self._heard.get(r, now) for r in self._fresh) + self.poll_s - now)
         for at in self._heard.values():  # the oldest
-            wait = min(wait, at + self.sweep_s - now)
+            check = now if self._check_at is None else self._check_at
+            wait = min(wait, max(check, at + self.sweep_s - self.check_s) - now)
             break
         return max(0.0, wait)
 

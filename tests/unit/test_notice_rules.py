@@ -90,6 +90,26 @@ def test_a_new_room_is_polled_while_fresh_then_only_swept_when_quiet() -> None:
     assert s.due(100.0) == (set(), set())
 
 
+def test_quiet_rooms_heard_at_spread_times_are_swept_together() -> None:
+    # Regression: each room's own sweep time made the feed wake and read once per room
+    # (50 idle rooms, sweep 5 s: 10 round trips a second instead of one).
+    s = FeedSchedule(sweep_s=5.0, fresh_s=0.0, poll_s=0.1, refresh_s=5.0)
+    rooms = [f"r{i}" for i in range(50)]
+    for i in range(len(rooms)):
+        s.sync({*rooms[: i + 1]}, i * 0.1)
+    now, reads, last = 5.0, 0, {room: i * 0.1 for i, room in enumerate(rooms)}
+    while now < 25.0:
+        now += s.wait_s(now, 1.0)
+        fresh, quiet = s.due(now)
+        assert not fresh
+        if quiet:
+            reads += 1
+            s.heard(quiet, now)
+            last |= dict.fromkeys(quiet, now)
+        assert all(now - at <= 5.0 for at in last.values())
+    assert reads <= 21  # one read per second at most, for all the rooms found
+
+
 def test_a_room_stays_fresh_for_the_period_after_its_registration_landed() -> None:
     s = FeedSchedule(sweep_s=5.0, fresh_s=1.0, poll_s=0.1, refresh_s=5.0)
     s.sync({"a"}, 0.0)
