@@ -38,6 +38,7 @@ class FrameFeed:
     """One per gateway: ``run`` it as a service. ``id`` names its notice stream."""
 
     READ_COUNT = 64  # frames per room per read; a room with more is read again at once
+    PRUNE_EVERY = 4  # refreshes of the registrations per pruning of expired ones
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class FrameFeed:
         }
         self.schedule = FeedSchedule(**self._timing)
         self._changed = trio.Event()
+        self._refreshes = 0
         hubs.on_change = self._on_change
 
     @classmethod
@@ -119,6 +121,9 @@ class FrameFeed:
                         removed,
                         self._ttl_ms,
                         wake=sorted(added),
+                        # dead gateways' entries: at new rooms, and every PRUNE_EVERY
+                        # refreshes (a third fewer commands per refresh)
+                        prune=not refresh or self._refreshes % self.PRUNE_EVERY == 0,
                     )
                 except StoreError as exc:
                     # New rooms are polled while fresh; retry all of them soon.
@@ -129,6 +134,7 @@ class FrameFeed:
                 self.schedule.registered(added, trio.current_time())
                 if refresh:
                     self.schedule.refreshed(now)
+                    self._refreshes += 1
             with trio.move_on_after(self.schedule.next_refresh_s(trio.current_time())):
                 await self._changed.wait()
 

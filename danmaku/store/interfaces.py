@@ -63,6 +63,7 @@ class NoticeHolder(Protocol):
         ttl_ms: int,
         *,
         wake: Collection[str] = (),
+        prune: bool = True,
     ) -> None: ...
 
     async def close(self, feed: str, rooms: Collection[str]) -> None: ...

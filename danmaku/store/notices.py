@@ -86,11 +86,13 @@ class Notices:
         ttl_ms: int,
         *,
         wake: Collection[str] = (),
+        prune: bool = True,
     ) -> None:
         """Register ``feed`` as a holder of ``rooms`` until ``ttl_ms`` from now, and no
         longer of ``dropped``; keep its stream alive (recreated if it was lost) and name
         ``wake`` in it (rooms the feed must read at once: it wakes the feed's wait). One
-        round trip, pipelined per shard; the registrations land before the wake-up."""
+        round trip, pipelined per shard; the registrations land before the wake-up.
+        ``prune``: also drop expired registrations (of dead gateways) from ``rooms``."""
         now_ms = int(time.time() * 1000)
 
         def run() -> None:
@@ -98,7 +100,8 @@ class Notices:
             for room in rooms:
                 key = keys.holders(room)
                 pipe.zadd(key, {feed: now_ms + ttl_ms})
-                pipe.zremrangebyscore(key, "-inf", now_ms)  # registrations of dead gateways
+                if prune:  # registrations of dead gateways (ignored by readers anyway)
+                    pipe.zremrangebyscore(key, "-inf", now_ms)
                 pipe.pexpire(key, ttl_ms)
             for room in dropped:
                 pipe.zrem(keys.holders(room), feed)
