@@ -141,6 +141,8 @@ class FrameFeed:
     async def _wait_loop(self) -> None:
         position: str | None = None
         while True:
+            # A round with nothing due and no wait (a clock edge) must still yield.
+            await trio.lowlevel.checkpoint()
             try:
                 if position is None:
                     position = await self.store.notices.open(self.id, self._ttl_ms)
