@@ -55,7 +55,7 @@ from danmaku.store.records import (
 )
 from danmaku.store.replay import ReplayOps
 from danmaku.store.review import ReviewOps
-from danmaku.store.worker_ops import WorkerOps, queue_script
+from danmaku.store.worker_ops import WorkerOps, queue_script, room_fault
 
 T = TypeVar("T")
 
@@ -439,7 +439,10 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, Platfor
         self, cursors: Mapping[str, tuple[int | None, str | None]], count: int
     ) -> list[Any]:
         """XREAD each room's frames after seq and control events after id (``None``:
-        not that stream), pipelined; the raw entries for ``_events``."""
+        not that stream), pipelined; the raw entries for ``_events``. A room whose read
+        is refused (a clobbered key: WRONGTYPE) is left out and counted in
+        ``danmaku_redis_errors_total{op="read_events"}``, so it cannot stall the other
+        rooms' frames; a server-wide error reply raises."""
         pipe = self._r.pipeline(transaction=False)
         for room, (seq, control_id) in cursors.items():
             streams: dict[Any, Any] = {}
@@ -448,7 +451,13 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, Platfor
             if control_id is not None:
                 streams[keys.control(room)] = control_id
             pipe.xread(streams, count=count)
-        return [entry for reply in pipe.execute() if reply for entry in reply]
+        out: list[Any] = []
+        for reply in pipe.execute(raise_on_error=False):
+            if room_fault(reply) is not None:
+                self._m.redis_errors.labels("read_events").inc()
+            elif reply:
+                out.extend(reply)
+        return out
 
     async def read_events(
         self, frames_after: Mapping[str, int], control_after: Mapping[str, str], count: int = 64
