@@ -477,6 +477,27 @@ class Settings:
         "viewers' video delay (e.g. HLS latency) for rooms that set no replay_offset_s: "
         "replays show comments this much earlier, aligned with the recorded video",
     )
+    # --- notices to the gateways that hold a room, no deployment-wide key (issue 25)
+    notice_holder_ttl_s: float = _opt(
+        15.0,
+        "DANMAKU_NOTICE_HOLDER_TTL_S",
+        "a gateway's registration as a holder of a room (and its notice stream) expires "
+        "this long after its last refresh (every third of it): how long a dead gateway is "
+        "still sent notices",
+    )
+    notice_holders_cache_ms: int = _opt(
+        1000,
+        "DANMAKU_NOTICE_HOLDERS_CACHE_MS",
+        "committers (workers, moderation) reuse a room's holders this long before reading "
+        "them again (0: every commit); a gateway polls a room it just took on every tick "
+        "for as long",
+    )
+    feed_sweep_s: float = _opt(
+        5.0,
+        "DANMAKU_FEED_SWEEP_S",
+        "a gateway reads a local room that got no notice for this long anyway (a lost "
+        "notice delays a frame at most this much)",
+    )
 
     def __post_init__(self) -> None:
         # A bad proxy setting is an operator's mistake: refuse it at start-up (one line).
@@ -520,6 +541,11 @@ class Settings:
             )
         if not 0 <= self.replay_offset_s <= 120:
             raise ValueError("DANMAKU_REPLAY_OFFSET_S must be in 0..120")
+        # --- notices (issue 25)
+        if self.notice_holder_ttl_s <= 0 or self.feed_sweep_s <= 0:
+            raise ValueError("DANMAKU_NOTICE_HOLDER_TTL_S and DANMAKU_FEED_SWEEP_S must be > 0")
+        if self.notice_holders_cache_ms < 0:
+            raise ValueError("DANMAKU_NOTICE_HOLDERS_CACHE_MS must be >= 0")
 
     @property
     def tick_s(self) -> float:

@@ -117,7 +117,6 @@ REDIS_OPS = (
     "unban",
     "unleased",
     "unrecord",
-    "wait_ticks",
     "words",
     "worker_gone",
     "worker_heartbeat",
@@ -141,6 +140,9 @@ REDIS_OPS = (
     "session_checks",
     # resume with an epoch (issue 21)
     "room_position",
+    # notices to the gateways that hold a room (issue 25, store/notices.py)
+    "wait_notices",
+    "notices_hold",
 )
 
 # How a resume (since=) ended (danmaku_resumes_total; rules/resume.py).
@@ -656,6 +658,28 @@ class Metrics:
             "Webhook receivers this process sends to (DANMAKU_WEBHOOK_URLS and registered ones)",
             registry=r,
         )
+        # --- notices to the gateways that hold a room (issue 25)
+        self.notices_sent = Counter(
+            "danmaku_notices_sent_total",
+            "Notices this process sent after a commit or a moderation event: one per room "
+            "and gateway holding it (never one every gateway reads)",
+            registry=r,
+        )
+        self.notices_received = Counter(
+            "danmaku_notices_received_total",
+            "Rooms named in this gateway's notice stream, by result: held (a local room, "
+            "read at once), stale (a room it no longer holds; its registration was late "
+            "to go)",
+            ["result"],
+            registry=r,
+        )
+        self.feed_swept = Counter(
+            "danmaku_feed_swept_total",
+            "Local rooms the gateway read without a notice after DANMAKU_FEED_SWEEP_S, by "
+            "result: idle (nothing new) or missed (news found: a notice was lost or late)",
+            ["result"],
+            registry=r,
+        )
 
         self._zero_known_labels()
 
@@ -722,6 +746,10 @@ class Metrics:
             self.webhook_requests.labels(result)
         for action in ("start", "end"):
             self.auto_recordings.labels(action)
+        for result in ("held", "stale"):
+            self.notices_received.labels(result)
+        for result in ("idle", "missed"):
+            self.feed_swept.labels(result)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -119,6 +119,7 @@ async def run_system(
                     stream_maxlen=settings.stream_maxlen,
                     nonce_ttl_s=settings.nonce_ttl_s,
                     replay_retention_s=int(settings.replay_retention_days * 86400),
+                    notice_holders_cache_ms=settings.notice_holders_cache_ms,
                 )
                 await store.wait_ready()
                 system = System(settings, metrics, store, url, scope, LoopHealth(metrics))

@@ -1,7 +1,7 @@
 """Rooms on one gateway: who watches what, and the feed that brings their frames.
 
-``RoomHubs`` keeps a ``Hub`` per room with local viewers. ``FrameFeed`` is one task per
-gateway that wakes when workers commit frames, reads the local rooms that changed and
+``RoomHubs`` keeps a ``Hub`` per room with local viewers. ``FrameFeed`` (``feed.py``) is
+one task per gateway that wakes when workers commit frames of its rooms, reads them and
 hands each frame to its hub, which decodes it once and queues the same text for every
 viewer: the per-viewer cost is a queue append, never an encode.
 """
@@ -27,7 +27,7 @@ from danmaku.rules.nicks import StaffNicks
 from danmaku.rules.review import ReviewCheck
 from danmaku.rules.sampling import DensityLevels
 from danmaku.rules.wordfilter import WordFilter
-from danmaku.store import CommittedFrame, ControlEvent, RoomState, StoreError
+from danmaku.store import CommittedFrame, ControlEvent, RoomState
 from danmaku.store.interfaces import FeedStore
 
 DENSITY = DensityLevels((1.0, 0.5, 0.25))
@@ -275,12 +275,6 @@ def _at(
     return variant
 
 
-def _newer(a: str, b: str) -> bool:
-    """Stream id ``a`` comes after ``b``."""
-    ta, tb = a.partition("-"), b.partition("-")
-    return (int(ta[0]), int(ta[2] or 0)) > (int(tb[0]), int(tb[2] or 0))
-
-
 def _variant(body: dict[str, Any] | None, level: int) -> bytes:
     """The frame with only the items of density ``level``; trimmed ones count as dropped."""
     assert body is not None
@@ -315,6 +309,8 @@ class RoomHubs:
         self.hubs: dict[str, Hub] = {}
         self.gone: set[str] = set()  # rooms emptied since the last presence report
         self._creating: dict[str, trio.Event] = {}
+        # Called when a room becomes local or stops being (the feed registers it).
+        self.on_change: Callable[[], None] | None = None
 
     async def hub(self, room: str) -> Hub:
         """The room's hub, created from Redis (latest seq, online) on first use."""
@@ -331,6 +327,8 @@ class RoomHubs:
                 )
                 self.gone.discard(room)
                 self.metrics.rooms_local.set(len(self.hubs))
+                if self.on_change is not None:
+                    self.on_change()
             finally:
                 del self._creating[room]
                 event.set()
@@ -345,6 +343,8 @@ class RoomHubs:
             del self.hubs[viewer.room]
             self.gone.add(viewer.room)
             self.metrics.rooms_local.set(len(self.hubs))
+            if self.on_change is not None:
+                self.on_change()
 
     def counts(self) -> dict[str, int]:
         """Viewers per room, including a 0 for rooms emptied since the last call."""
@@ -353,106 +353,3 @@ class RoomHubs:
             out.setdefault(room, 0)
         self.gone.clear()
         return out
-
-
-class FrameFeed:
-    """Brings every local room's new frames and control events to its hub.
-
-    Workers name the rooms they committed frames for in one small stream
-    (``Store.wait_ticks``; moderation events do the same), so the feed blocks on that
-    one key and then reads only the local rooms that changed, pipelined per shard: the
-    cost follows the rooms that move, not every room this gateway serves, and it works
-    the same on one Redis or a cluster. Reads start from each hub's last seq, so a
-    notice that is late or lost delays a frame but never loses it; every ``sweep_s``
-    all local rooms are read anyway (a worker that died between its commit and its
-    notice), and rooms new since the last round are read at the next wake.
-    """
-
-    READ_COUNT = 64  # frames per room per read; a room with more is read again at once
-
-    def __init__(
-        self,
-        hubs: RoomHubs,
-        store: FeedStore,
-        metrics: Metrics,
-        block_ms: int = 1000,
-        sweep_s: float = 1.0,
-    ):
-        self.hubs = hubs
-        self.store = store
-        self.metrics = metrics
-        self.block_ms = block_ms
-        self.sweep_s = sweep_s
-        self._known: set[str] = set()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        position: str | None = None
-        next_sweep = 0.0
-        while True:
-            try:
-                if position is None:
-                    position = await self.store.tick_position()
-                    rooms: set[str] = set()
-                else:
-                    # The rooms named by the notice are read in the wait's own thread
-                    # (from their hubs' cursors): one trip through the event loop per wake.
-                    position, _, frames, controls = await self.store.wait_ticks(
-                        position, self.block_ms, self._cursor, self.READ_COUNT
-                    )
-                    self._deliver(frames, controls)
-                    rooms = _full(frames, self.READ_COUNT)
-                hubs = self.hubs.hubs
-                now = trio.current_time()
-                if now >= next_sweep:
-                    rooms = set(hubs)
-                    next_sweep = now + self.sweep_s
-                else:
-                    rooms = (rooms | (hubs.keys() - self._known)) & hubs.keys()
-                self._known = set(hubs)
-                while rooms:
-                    rooms = await self._read(rooms)
-            except StoreError as exc:
-                log.warning("frame feed: %s", exc)
-                await trio.sleep(0.5)
-
-    def _cursor(self, room: str) -> tuple[int, str] | None:
-        """Where ``room``'s news starts, if it is local. Called from the store's waiting
-        thread, for the rooms a notice names (not a snapshot of every room per wake):
-        one dict lookup and two attribute reads, each atomic; a cursor read just before
-        the event loop moves it only makes the feed read frames it then skips."""
-        hub = self.hubs.hubs.get(room)
-        return None if hub is None else (hub.last_seq, hub.control_id)
-
-    async def _read(self, rooms: set[str]) -> set[str]:
-        """Read and deliver ``rooms``' news; return the rooms that may have more."""
-        hubs = self.hubs.hubs
-        frames, controls = await self.store.read_events(
-            {room: hubs[room].last_seq for room in rooms if room in hubs},
-            {room: hubs[room].control_id for room in rooms if room in hubs},
-            self.READ_COUNT,
-        )
-        self._deliver(frames, controls)
-        return _full(frames, self.READ_COUNT)
-
-    def _deliver(self, frames: list[CommittedFrame], controls: list[ControlEvent]) -> None:
-        for event in controls:
-            control_hub = self.hubs.hubs.get(event.room)
-            if control_hub is not None and _newer(event.id, control_hub.control_id):
-                control_hub.control(event)
-        by_room: dict[str, list[CommittedFrame]] = {}
-        for frame in frames:  # in seq order per room
-            by_room.setdefault(frame.room, []).append(frame)
-        for room, run in by_room.items():
-            hub = self.hubs.hubs.get(room)
-            if hub is not None:
-                self.metrics.frames_received.inc(len(run))
-                hub.deliver(run, self.metrics)
-
-
-def _full(frames: list[CommittedFrame], count: int) -> set[str]:
-    """Rooms that got ``count`` frames in one read: they may have more."""
-    per_room: dict[str, int] = {}
-    for frame in frames:
-        per_room[frame.room] = per_room.get(frame.room, 0) + 1
-    return {room for room, n in per_room.items() if n >= count}

@@ -42,8 +42,9 @@ from danmaku.gateway.fastpath import (
     offered_extensions,
     slim_connection,
 )
+from danmaku.gateway.feed import FrameFeed
 from danmaku.gateway.handshake import Handshake, Refusal, parse_target
-from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
+from danmaku.gateway.hub import DENSITY, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.listener import PacedListener, open_reuseport_listeners
 from danmaku.gateway.liveness import TICK_S, Action, Liveness, Peer
@@ -135,7 +136,7 @@ class Gateway:
             settings.guests,
             self.deflater if settings.deflate else None,
         )
-        self.feed = FrameFeed(self.hubs, store, metrics)
+        self.feed = FrameFeed.from_settings(self.hubs, store, metrics, settings)
         limits = IngestLimits.from_settings(settings)
         self.ingest = IngestBatcher(
             store, metrics, limits, settings.ingest_queue, settings.ingest_linger_ms / 1000

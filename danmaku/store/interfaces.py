@@ -7,7 +7,8 @@ role does with Redis. ``tests/unit/test_imports.py`` holds the roles to this: ga
 and worker code name these interfaces, never ``Store``.
 
 - ``IngestStore``: the room's door (gateway intake).
-- ``FeedStore``: what a gateway reads to serve viewers (frames, moderation events,
+- ``FeedStore``: what a gateway reads to serve viewers (frames, moderation events, the
+  notices of its own stream and the rooms it holds (``NoticeHolder``),
   presence, the room's staff list and staff nicks, blocked and review words, IP bans)
   and what it records (the roles, staff nicks and client addresses it has seen).
 - ``FrameStore``: the broadcast worker (leases, comments in, frames out, figures).
@@ -16,7 +17,7 @@ and worker code name these interfaces, never ``Store``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from danmaku.rules.headcount import LocalViewers
@@ -37,7 +38,7 @@ from danmaku.store.records import (
     TickRead,
 )
 
-__all__ = ["FeedStore", "FrameStore", "GatewayStore", "IngestStore"]
+__all__ = ["FeedStore", "FrameStore", "GatewayStore", "IngestStore", "NoticeHolder"]
 
 
 class IngestStore(Protocol):
@@ -50,6 +51,25 @@ class IngestStore(Protocol):
     ) -> dict[str, list[Outcome]]: ...
 
 
+class NoticeHolder(Protocol):
+    """A gateway feed's side of ``store.notices``: its stream, the rooms it holds."""
+
+    async def open(self, feed: str, ttl_ms: int) -> str: ...
+
+    async def hold(
+        self,
+        feed: str,
+        rooms: Collection[str],
+        dropped: Collection[str],
+        ttl_ms: int,
+        *,
+        wake: Collection[str] = (),
+        prune: bool = True,
+    ) -> None: ...
+
+    async def close(self, feed: str, rooms: Collection[str]) -> None: ...
+
+
 class FeedStore(Protocol):
     async def room_state(self, room: str) -> RoomState: ...
 
@@ -57,15 +77,17 @@ class FeedStore(Protocol):
 
     async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]: ...
 
-    async def tick_position(self) -> str: ...
+    @property
+    def notices(self) -> NoticeHolder: ...
 
-    async def wait_ticks(
+    async def wait_notices(
         self,
+        feed: str,
         after: str,
         block_ms: int,
         then_read: Callable[[str], tuple[int, str] | None] | None = None,
         count: int = 64,
-    ) -> tuple[str, set[str], list[CommittedFrame], list[ControlEvent]]: ...
+    ) -> tuple[str, list[str], list[CommittedFrame], list[ControlEvent]]: ...
 
     async def read_events(
         self, frames_after: Mapping[str, int], control_after: Mapping[str, str], count: int = 64

@@ -8,8 +8,6 @@ PREFIX = "dm"
 ROOMS = f"{PREFIX}:rooms"  # zset: room -> last activity (ms); the workers' discovery list
 HOT = f"{PREFIX}:hot"  # zset: room -> last comment or moderation change (ms): what to read
 WORKERS = f"{PREFIX}:workers"  # zset: worker id -> last heartbeat (ms)
-TICKS = f"{PREFIX}:ticks"  # stream: rooms with new frames or control events (wakes gateways)
-TICKS_MAXLEN = 10_000
 GLOBAL_WORDS = f"{PREFIX}:words"  # set: blocked words in every room
 GLOBAL_WORDS_VERSION = f"{PREFIX}:words:v"  # string: bumped on every change
 GUEST_SESSIONS = f"{PREFIX}:guests"  # + ":{minute}:{ip}": guest tokens issued that minute
@@ -266,3 +264,21 @@ def ban_reasons(room: str) -> str:
     """Hash: uid -> ``{"until", "reason"}`` JSON of the uid's ban (beside ``bans``, whose
     values the door reads as numbers): what a ``banned`` error says."""
     return f"{PREFIX}:{{{room}}}:banwhy"
+
+
+# ---- notices: news reaches only the gateways that hold a room (issue 25) ---------------
+NOTICES_MAXLEN = 1000  # entries kept in a gateway's notice stream (a notice names rooms)
+
+
+def holders(room: str) -> str:
+    """Zset: notice id of each gateway feed with viewers of the room -> when that
+    registration expires (ms); committers name the room in each live holder's notice
+    stream (``store.notices``)."""
+    return f"{PREFIX}:{{{room}}}:holders"
+
+
+def notices(feed: str) -> str:
+    """Stream of one gateway feed (its per-process notice id): ``r`` names rooms it holds
+    that have new frames or control events (comma-separated). Created and kept alive by
+    the gateway (PEXPIRE, refreshed); committers never create it (``NOMKSTREAM``)."""
+    return f"{PREFIX}:gw:{{{feed}}}:notices"

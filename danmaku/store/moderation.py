@@ -17,6 +17,7 @@ import redis
 
 from danmaku import auth
 from danmaku.store import keys
+from danmaku.store.notices import Notices
 from danmaku.store.records import _s, id_key, split_entry
 
 T = TypeVar("T")
@@ -62,6 +63,7 @@ class ModerationOps:
     """Mixin for ``Store``: needs ``self._r`` (redis client) and ``self._call``."""
 
     _r: redis.Redis
+    notices: Notices
 
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
         raise NotImplementedError
@@ -86,9 +88,7 @@ class ModerationOps:
         pipe.xadd(
             keys.control(room), {"e": orjson.dumps(event)}, maxlen=CONTROL_MAXLEN, approximate=True
         )
-        # Wake the gateways. Queued after the event, so it lands after it (on a cluster,
-        # the routed pipeline visits shards in the order of their first command).
-        pipe.xadd(keys.TICKS, {"r": room}, maxlen=keys.TICKS_MAXLEN, approximate=True)
+        # The gateways holding the room are told after the pipeline ran (``notices``).
 
     # ---- staff roles --------------------------------------------------------------------
     # Who is staff where, as far as the system has seen: the web API notes the role of
@@ -228,6 +228,7 @@ class ModerationOps:
                 pipe, room, by, "ban", uid, {"until": until_s, "reason": reason, "close": close}
             )
             pipe.execute()
+            self.notices.notify_sync((room,))  # wake the room's gateways
 
         await self._call("ban", run)
 
@@ -527,6 +528,7 @@ class ModerationOps:
             self._control(pipe, room, {"kind": "pin", "pin": pin})
             self._audit(pipe, room, by, "pin" if pin else "unpin", "", pin or {})
             pipe.execute()
+            self.notices.notify_sync((room,))  # wake the room's gateways
 
         await self._call("set_pin", run)
 
@@ -546,6 +548,7 @@ class ModerationOps:
             self._control(pipe, room, event)
             self._audit(pipe, room, by, "notice", "", {"text": text})
             pipe.execute()
+            self.notices.notify_sync((room,))  # wake the room's gateways
 
         await self._call("post_notice", run)
 
@@ -557,6 +560,7 @@ class ModerationOps:
             self._control(pipe, room, {"kind": "settings", "changes": dict(changes)})
             self._audit(pipe, room, by, "settings", "", dict(changes))
             pipe.execute()
+            self.notices.notify_sync((room,))  # wake the room's gateways
 
         await self._call("announce_settings", run)
 

@@ -19,6 +19,7 @@ import redis
 
 from danmaku.store import keys, presence, scripts
 from danmaku.store.moderation import CONTROL_MAXLEN
+from danmaku.store.notices import Notices
 from danmaku.store.records import _s, _sum_fresh
 from danmaku.store.worker_ops import queue_script
 
@@ -108,6 +109,7 @@ class PlatformOps:
     _stream_maxlen: int
     _publish: Any
     _pin_paid: Any
+    notices: Notices
 
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
         raise NotImplementedError
@@ -155,9 +157,12 @@ class PlatformOps:
                     pipe.xadd(
                         keys.control(room), {"e": event}, maxlen=CONTROL_MAXLEN, approximate=True
                     )
-                    pipe.xadd(keys.TICKS, {"r": room}, maxlen=keys.TICKS_MAXLEN, approximate=True)
             if any(done):
                 pipe.execute()
+                # wake the rooms' gateways (best effort: they read quiet rooms anyway)
+                self.notices.notify_sync(
+                    room for (room, *_), ok in zip(pins, done, strict=True) if ok
+                )
             return done
 
         return await self._call("pin_paid", run) if pins else []

@@ -38,6 +38,7 @@ from danmaku.store.identity import (
     parse_nicks,
 )
 from danmaku.store.moderation import ModerationOps, staff_roles
+from danmaku.store.notices import Notices
 from danmaku.store.platform import PlatformOps
 from danmaku.store.records import (
     CommittedFrame,
@@ -58,7 +59,7 @@ from danmaku.store.replay import ReplayOps
 from danmaku.store.review import ReviewOps
 from danmaku.store.room_tiers import RoomTiers
 from danmaku.store.webhook_endpoints import WebhookEndpoints
-from danmaku.store.worker_ops import WorkerOps, queue_script
+from danmaku.store.worker_ops import WorkerOps, queue_script, room_fault
 
 T = TypeVar("T")
 
@@ -80,6 +81,7 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, Platfor
         nonce_ttl_s: int = DEFAULTS.nonce_ttl_s,
         max_threads: int = 16,
         replay_retention_s: int = 30 * 86400,
+        notice_holders_cache_ms: int = DEFAULTS.notice_holders_cache_ms,
     ) -> None:
         self.url = url
         self._m = metrics
@@ -96,10 +98,10 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, Platfor
                 self._r = cast(redis.Redis, cluster.connect(url, **common))
             except (redis.RedisError, RedisClusterException) as exc:
                 raise StoreError(f"Redis Cluster at {mask_url(url)}: {exc}") from exc
-            self._rb = self._r  # the one blocking read (wait_ticks) is on one key
+            self._rb = self._r  # the one blocking read (wait_notices) is on one key
         else:
             self._r = redis.Redis.from_url(url, **common)
-            # The blocking read (wait_ticks) gets its own pool so it never starves writes.
+            # The blocking read (wait_notices) gets its own pool so it never starves writes.
             self._rb = redis.Redis.from_url(url, **common)
         self._limiter = trio.CapacityLimiter(max_threads)
         self._ingest = self._r.register_script(scripts.INGEST)
@@ -127,6 +129,10 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, Platfor
         )
         # The gateway registry and room-affine routing's reads (issue 25).
         self.gateways = Gateways(self._r, self._call, metrics)
+        # Notices of news to the gateways that hold a room (issue 25).
+        self.notices = Notices(
+            self._r, self._call, metrics, rb=self._rb, holders_cache_ms=notice_holders_cache_ms
+        )
 
     # ---- bridge -----------------------------------------------------------------------
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
@@ -402,57 +408,50 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, Platfor
         entries = await self._call("frames_after", run)
         return [CommittedFrame(room, int(_s(i).split("-")[0]), f[b"d"]) for i, f in entries]
 
-    async def tick_position(self) -> str:
-        """The id of the latest entry in ``keys.TICKS`` (``0-0`` if none): where a
-        gateway starts waiting."""
-        last: Any = await self._call(
-            "wait_ticks", partial(self._r.xrevrange, keys.TICKS, "+", "-", count=1)
-        )
-        return _s(last[0][0]) if last else "0-0"
-
-    async def wait_ticks(
+    async def wait_notices(
         self,
+        feed: str,
         after: str,
         block_ms: int,
         then_read: Callable[[str], tuple[int, str] | None] | None = None,
         count: int = 64,
-    ) -> tuple[str, set[str], list[CommittedFrame], list[ControlEvent]]:
-        """Wait up to ``block_ms`` for rooms named in ``keys.TICKS`` after entry
-        ``after``; return the new position, the rooms (empty on timeout), and the news of
-        those of them ``then_read`` gives a cursor for (room -> (frames after seq, control
-        after id), or ``None``: not read; called from the waiting thread, for the named
-        rooms only, so it must only look things up): read as ``read_events`` does in the
-        same thread as soon as the notice arrives, so
-        a frame reaches its gateway one round trip after its notice, not a round trip
-        plus a trip through the event loop (which a busy gateway, e.g. in a handshake
-        storm, makes long). The news may be older than the caller's cursors by then;
-        callers skip what they already have.
+    ) -> tuple[str, list[str], list[CommittedFrame], list[ControlEvent]]:
+        """Wait up to ``block_ms`` for rooms named in ``feed``'s notice stream
+        (``store.notices``) after entry ``after``; return the new position, the rooms
+        (empty on timeout), and the news of those of them ``then_read`` gives a cursor
+        for (room -> (frames after seq, control after id), or ``None``: not read; called
+        from the waiting thread, for the named rooms only, so it must only look things
+        up): read as ``read_events`` does in the same thread as soon as the notice
+        arrives, so a frame reaches its gateway one round trip after its notice, not a
+        round trip plus a trip through the event loop (which a busy gateway, e.g. in a
+        handshake storm, makes long). The news may be older than the caller's cursors by
+        then; callers skip what they already have.
 
         Cancel-safe: a cancelled wait is abandoned (its thread finishes within block_ms),
         nothing is consumed. One key, so it works the same on a cluster."""
 
-        def run() -> tuple[Any, list[Any]]:
-            reply = self._rb.xread({keys.TICKS: after}, count=1000, block=block_ms)
+        def run() -> tuple[str, list[str], list[Any]]:
+            position, rooms = self.notices.wait_sync(feed, after, block_ms)
             wanted = {}
             if then_read is not None:
-                for room in _tick_rooms(reply):
+                for room in rooms:
                     cursor = then_read(room)
                     if cursor is not None:
                         wanted[room] = cursor
-            return reply, self._read_events_sync(wanted, count) if wanted else []
+            return position, rooms, self._read_events_sync(wanted, count) if wanted else []
 
-        reply, news = await self._call("wait_ticks", run, abandon=True)
-        for _key, entries in reply or []:
-            if entries:
-                after = _s(entries[-1][0])
+        position, rooms, news = await self._call("wait_notices", run, abandon=True)
         frames, controls = _events(news)
-        return after, _tick_rooms(reply), frames, controls
+        return position, rooms, frames, controls
 
     def _read_events_sync(
         self, cursors: Mapping[str, tuple[int | None, str | None]], count: int
     ) -> list[Any]:
         """XREAD each room's frames after seq and control events after id (``None``:
-        not that stream), pipelined; the raw entries for ``_events``."""
+        not that stream), pipelined; the raw entries for ``_events``. A room whose read
+        is refused (a clobbered key: WRONGTYPE) is left out and counted in
+        ``danmaku_redis_errors_total{op="read_events"}``, so it cannot stall the other
+        rooms' frames; a server-wide error reply raises."""
         pipe = self._r.pipeline(transaction=False)
         for room, (seq, control_id) in cursors.items():
             streams: dict[Any, Any] = {}
@@ -461,7 +460,13 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, Platfor
             if control_id is not None:
                 streams[keys.control(room)] = control_id
             pipe.xread(streams, count=count)
-        return [entry for reply in pipe.execute() if reply for entry in reply]
+        out: list[Any] = []
+        for reply in pipe.execute(raise_on_error=False):
+            if room_fault(reply) is not None:
+                self._m.redis_errors.labels("read_events").inc()
+            elif reply:
+                out.extend(reply)
+        return out
 
     async def read_events(
         self, frames_after: Mapping[str, int], control_after: Mapping[str, str], count: int = 64
@@ -513,16 +518,6 @@ class Store(WorkerOps, ReplayOps, ReviewOps, ModerationOps, IdentityOps, Platfor
         for name in ("comments_per_s", "shown_per_s", "dropped_per_s", "latency_p99_ms"):
             info[name] = float(stats.get(name.encode(), 0) or 0)
         return info
-
-
-def _tick_rooms(reply: Any) -> set[str]:
-    """The rooms named by an XREAD reply over ``keys.TICKS``."""
-    rooms: set[str] = set()
-    for _key, entries in reply or []:
-        for _entry_id, fields in entries:
-            rooms.update(_s(fields.get(b"r", b"")).split(","))
-    rooms.discard("")
-    return rooms
 
 
 def _events(reply: list[Any]) -> tuple[list[CommittedFrame], list[ControlEvent]]:

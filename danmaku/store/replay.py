@@ -28,6 +28,7 @@ import redis
 from danmaku.rules.replay_order import Key, PageSummary
 from danmaku.store import keys
 from danmaku.store.moderation import ModerationOps
+from danmaku.store.notices import Notices
 from danmaku.store.records import _s
 
 T = TypeVar("T")
@@ -80,6 +81,7 @@ class ReplayOps:
     """Mixin for ``Store``: needs ``self._r`` and ``self._call``."""
 
     _r: redis.Redis
+    notices: Notices
     _replay_retention_s: int
 
     async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
@@ -109,6 +111,7 @@ class ReplayOps:
             ModerationOps._audit(pipe, room, by, "broadcast_start", bid, {"title": title})
             ModerationOps._control(pipe, room, _told("started", meta))  # viewers (issue 24)
             pipe.execute()
+            self.notices.notify_sync((room,))  # wake the room's gateways
 
         await self._call("start_broadcast", run)
         return meta
@@ -136,6 +139,7 @@ class ReplayOps:
             ModerationOps._audit(pipe, room, by, "broadcast_end", broadcast_id, {})
             ModerationOps._control(pipe, room, _told("ended", meta))  # players link the replay
             pipe.execute()
+            self.notices.notify_sync((room,))  # wake the room's gateways
 
         await self._call("end_broadcast", run)
         return meta

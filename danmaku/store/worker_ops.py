@@ -4,7 +4,6 @@ script touches one room's keys only."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -13,6 +12,7 @@ from typing import Any, TypeVar
 import redis
 
 from danmaku.store import keys, presence
+from danmaku.store.notices import Notices
 from danmaku.store.records import (
     COMMIT_FAILED,
     CommitResult,
@@ -74,6 +74,7 @@ class WorkerOps:
 
     _r: redis.Redis
     _frames_history: int
+    notices: Notices
     _acquire: Any
     _renew: Any
     _release: Any
@@ -280,8 +281,10 @@ class WorkerOps:
 
     async def commit(self, frames: Sequence[FrameCommit]) -> list[CommitResult]:
         """Commit frames atomically, each fenced by its lease (see ``scripts.COMMIT``),
-        then name the rooms committed in ``keys.TICKS`` (what wakes the gateways; a
-        second round trip, so the notice can never overtake a frame on another shard).
+        then name the rooms committed in the notice streams of the gateways that hold
+        them (``store.notices``: what wakes those gateways; a second round trip, so a
+        notice can never overtake a frame on another shard; the holders, cached, are
+        read in the commit's round trip when stale).
 
         Returns per frame a ``CommitResult``: 1 committed, -1 lease lost, -2 seq moved on,
         or ``COMMIT_FAILED`` when that room's script failed (an error reply about the room
@@ -292,15 +295,9 @@ class WorkerOps:
             results = [_commit_result(x) for x in commit_all()]
             done = [f.room for f, ok in zip(frames, results, strict=True) if ok.code == 1]
             if done:
-                # Best effort: the frames are committed whatever happens here, and
-                # gateways also sweep every room each second.
-                with contextlib.suppress(redis.RedisError):
-                    self._r.xadd(
-                        keys.TICKS,
-                        {"r": ",".join(done)},
-                        maxlen=keys.TICKS_MAXLEN,
-                        approximate=True,
-                    )
+                # Best effort (errors are logged there): the frames are committed whatever
+                # happens here, and gateways read rooms they hear nothing of anyway.
+                self.notices.notify_sync(done)
             return results
 
         def commit_all() -> list[Any]:
@@ -328,7 +325,10 @@ class WorkerOps:
                         *(x for pair in f.recorded for x in pair),
                     ],
                 )
-            return self._execute_scripted(pipe, raise_on_error=False)
+            stale = self.notices.queue_holders(pipe, [f.room for f in frames])
+            replies = self._execute_scripted(pipe, raise_on_error=False)
+            self.notices.take_holders(stale, replies[len(frames) :])
+            return replies[: len(frames)]
 
         return await self._call("commit", run)
 

@@ -26,6 +26,7 @@ from danmaku.store import Ingest, IngestLimits, Store, door_key
 from danmaku.system import System
 from tests.client import Client, connect, http, label, lost_acks, start_system, stored_ids, token
 from tests.conftest import SECRET
+from tests.integration.test_notices import only_holders_are_told
 
 ROOMS = [f"c{i}" for i in range(12)]
 
@@ -118,6 +119,13 @@ async def test_pipeline_on_a_cluster_two_gateways_two_workers(
         late = await connect(n, a, ROOMS[7], since=0)
         await late.wait_for(lambda c: set(acked[ROOMS[7]]) <= set(c.item_ids()))
         n.cancel_scope.cancel()
+
+
+async def test_notices_reach_only_the_gateways_that_hold_a_room_on_a_cluster(
+    nursery: trio.Nursery, cluster: LocalCluster, cluster_settings: Settings
+) -> None:
+    # Rooms on every shard, split between two gateways; notice streams on their own slots.
+    await only_holders_are_told(nursery, cluster_settings, ROOMS[:6], ROOMS[6:])
 
 
 async def test_slot_resharded_under_traffic_follows_moved(

@@ -128,20 +128,24 @@ async def test_a_frame_whose_notice_was_lost_still_arrives(
     nursery: trio.Nursery, settings: Settings
 ) -> None:
     # Gateway only: the test plays a worker that committed a frame and died before it
-    # named the room in dm:ticks. The gateway's sweep reads it anyway.
+    # named the room in the gateway's notice stream. The feed reads the quiet room anyway.
+    settings = settings.replace(feed_sweep_s=0.5)
     gw: System = await start_system(nursery, settings, ("gateway",))
-    assert gw.ws_port
+    assert gw.ws_port and gw.gateway
+    feed = gw.gateway.feed
     r = redis.Redis.from_url(settings.redis_url)
     async with trio.open_nursery() as n:
         viewer = await connect(n, gw.ws_port, "quiet")
-        await trio.sleep(1.5)  # the gateway has read the new room once: it is "known"
+        with trio.fail_after(10):  # past the first polls of a room new to the gateway
+            while "quiet" not in feed.schedule.local or feed.schedule.fresh:
+                await trio.sleep(0.05)
         item = {"id": "1-0", "uid": "u", "nick": "n", "text": "unannounced", "color": "#ffffff"}
         item |= {"mode": "scroll", "ts": 1, "prio": 2}
         frame = {"type": "frame", "room": "quiet", "seq": 1, "ts": 1, "items": [item]}
         frame |= {"dropped": 0, "online": 1}
         r.xadd("dm:{quiet}:frames", {"d": orjson.dumps(frame)}, id="1-0")
-        assert r.xlen("dm:ticks") == 0
         await viewer.wait_for(lambda c: c.item_ids() == ["1-0"], timeout=5)
+        assert gw.metrics.feed_swept.labels("missed")._value.get() == 1
         n.cancel_scope.cancel()
     r.close()
 
@@ -152,22 +156,22 @@ async def test_a_notice_brings_its_rooms_frames_in_the_same_wait(redis_url: str)
     store = Store(redis_url, Metrics(process=False))
     r = redis.Redis.from_url(redis_url)
     try:
-        position = await store.tick_position()
+        position = await store.notices.open("f1", 10_000)
         for room in ("served", "elsewhere"):
             r.xadd(f"dm:{{{room}}}:frames", {"d": b'{"seq":1}'}, id="1-0")
             r.xadd(f"dm:{{{room}}}:frames", {"d": b'{"seq":2}'}, id="2-0")
         r.xadd("dm:{served}:ctl", {"e": b'{"type":"pin"}'})
-        r.xadd("dm:ticks", {"r": "served,elsewhere"})
-        after, named, frames, controls = await store.wait_ticks(
-            position, 1000, {"served": (1, "0-0")}.get
+        r.xadd("dm:gw:{f1}:notices", {"r": "served,elsewhere"})
+        after, named, frames, controls = await store.wait_notices(
+            "f1", position, 1000, {"served": (1, "0-0")}.get
         )
-        assert after != position and named == {"served", "elsewhere"}
+        assert after != position and named == ["served", "elsewhere"]
         assert [(f.room, f.seq) for f in frames] == [("served", 2)]  # after the cursor only
         assert [(c.room, c.event) for c in controls] == [("served", {"type": "pin"})]
         # Nothing new: the wait times out empty.
-        assert await store.wait_ticks(after, 100, {"served": (2, "0-0")}.get) == (
+        assert await store.wait_notices("f1", after, 100, {"served": (2, "0-0")}.get) == (
             after,
-            set(),
+            [],
             [],
             [],
         )

@@ -13,6 +13,8 @@ from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Reques
 
 from danmaku.config import Settings
 from danmaku.gateway.fastpath import text_frame
+from danmaku.metrics import Metrics
+from danmaku.store import Store
 from danmaku.system import System
 from tests.client import connect, label, start_system, token
 
@@ -319,6 +321,8 @@ async def test_runs_reach_a_slow_viewer_whole_and_in_order(
     gw: System = await start_system(nursery, settings, ("gateway",))
     assert gw.ws_port
     r = redis.Redis.from_url(settings.redis_url)
+    store = Store(settings.redis_url, Metrics(process=False))
+    notices = store.notices
     slow = await RawViewer.open(gw.ws_port, "slowruns")
     await slow.read(until=1)  # welcome; then it stops reading
     async with trio.open_nursery() as n:
@@ -338,8 +342,9 @@ async def test_runs_reach_a_slow_viewer_whole_and_in_order(
                 frame = {"type": "frame", "room": "slowruns", "seq": last, "ts": 1}
                 frame |= {"items": items, "dropped": 0, "online": 2}
                 pipe.xadd("dm:{slowruns}:frames", {"d": orjson.dumps(frame)}, id=f"{last}-0")
-            pipe.xadd("dm:ticks", {"r": "slowruns"})
             pipe.execute()
+            # as a worker does after its commit: tell the room's gateways
+            await trio.to_thread.run_sync(notices.notify_sync, ["slowruns"])
             await trio.sleep(0.02)
         await normal.wait_for(lambda c: len(c.frames) == last, timeout=15)
         assert [f["seq"] for f in normal.frames] == list(range(1, last + 1))
@@ -350,4 +355,5 @@ async def test_runs_reach_a_slow_viewer_whole_and_in_order(
         assert seqs == sorted(set(seqs)) and seqs[-1] == last
         n.cancel_scope.cancel()
     r.close()
+    store.close()
     await slow.stream.aclose()
