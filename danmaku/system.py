@@ -138,7 +138,7 @@ async def run_system(
                     system.urls["websocket"] = public_ws_url(settings, system.ws_port)
                 if "worker" in roles:
                     system.worker = BroadcastWorker(
-                        store,
+                        store.frames,
                         settings,
                         metrics,
                         worker_id=settings.instance_id or None,
@@ -169,7 +169,9 @@ async def run_system(
                         api=f"{base}/api/docs",
                     )
                     if settings.webhook_urls:  # issue 24: one web process delivers (a lease)
-                        hooks = WebhookService(store, settings, metrics, health=system.health)
+                        hooks = WebhookService(
+                            store.platform, settings, metrics, health=system.health
+                        )
                         await nursery.start(hooks.run)
                 system.urls["redis"] = mask_url(url)  # printed: never the password
                 task_status.started(system)

@@ -47,7 +47,7 @@ async def admit(url: str, comments: int, users: int, *, open_limits: bool = Fals
                 )
                 for i in range(min(100, comments - b))
             ]
-            await store.append_comments({"room": batch}, limits)
+            await store.intake.append_comments({"room": batch}, limits)
     finally:
         store.close()
 

@@ -128,16 +128,16 @@ class Gateway:
         # Frames compressed once per gateway for permessage-deflate viewers (deflate.py).
         self.deflater = FrameDeflater(settings.deflate_min_bytes, on_encode=self._encoded)
         self.hubs = RoomHubs(
-            store,
+            store.feed,
             metrics,
             settings.ingest_ceiling,
             settings.guests,
             self.deflater if settings.deflate else None,
         )
-        self.feed = FrameFeed(self.hubs, store, metrics)
+        self.feed = FrameFeed(self.hubs, store.feed, metrics)
         limits = IngestLimits.from_settings(settings)
         self.ingest = IngestBatcher(
-            store, metrics, limits, settings.ingest_queue, settings.ingest_linger_ms / 1000
+            store.intake, metrics, limits, settings.ingest_queue, settings.ingest_linger_ms / 1000
         )
         self.ingest.ban_reason = self._ban_reason
         self.rng = rng or random.Random()
@@ -167,7 +167,7 @@ class Gateway:
         # Viewers and offered rates out, room-wide figures and settings back (presence.py).
         self.presence = Presence(
             self.hubs,
-            store,
+            store.feed,
             settings,
             metrics,
             self.gateway_id,
@@ -380,7 +380,9 @@ class Gateway:
             hub = await self.hubs.hub(room)
             if user is not None and user.is_staff:
                 # Moderation's role ranks need to know who is staff here (cheap, idempotent).
-                await self.store.note_role(room, user.uid, user.role, everywhere=user.rooms is None)
+                await self.store.feed.note_role(
+                    room, user.uid, user.role, everywhere=user.rooms is None
+                )
         except StoreError:
             await _unavailable(ws)
             return
@@ -479,7 +481,7 @@ class Gateway:
         if start.check:
             # Beyond this gateway's last frame: is it lagging, or is the client ahead of
             # the room itself? Planned again with the hub's position after the await.
-            room_seq, room_epoch = await self.store.room_position(hub.room)
+            room_seq, room_epoch = await self.store.feed.room_position(hub.room)
             start = resume.plan(since, epoch, room_epoch, hub.last_seq, room_seq)
         if since is None:
             hub.join(viewer)
@@ -494,7 +496,7 @@ class Gateway:
         cursor, outcome = since, "replayed"
         while cursor < hub.last_seq:
             upto = hub.last_seq
-            frames = await self.store.frames_after(
+            frames = await self.store.feed.frames_after(
                 hub.room, cursor, min(REPLAY_CHUNK, upto - cursor)
             )
             if not frames or frames[0].seq != cursor + 1:
@@ -712,7 +714,7 @@ class Gateway:
         """Record the nick a staff member uses in a room (guests may not mimic it); a
         task of the gateway's nursery: nothing may leave it."""
         try:
-            await self.store.note_staff_nick(room, user.uid, user.nick)
+            await self.store.feed.note_staff_nick(room, user.uid, user.nick)
         except Exception as exc:
             log.warning("recording the nick of %s in %s failed: %r", user.uid, room, exc)
 
@@ -721,7 +723,7 @@ class Gateway:
         nothing may leave it; the web API records roles too, so a miss is harmless)."""
         try:
             role = user.token_role or user.role  # the token's, not the staff list's
-            await self.store.note_role(room, user.uid, role, everywhere=user.rooms is None)
+            await self.store.feed.note_role(room, user.uid, role, everywhere=user.rooms is None)
         except Exception as exc:
             log.warning("recording the role of %s in %s failed: %r", user.uid, room, exc)
 

@@ -32,7 +32,8 @@ from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.rules import webhooks as rules
 from danmaku.rules.webhooks import Outbox
-from danmaku.store import Store, StoreError
+from danmaku.store import StoreError
+from danmaku.store.platform import Platform
 from danmaku.store.records import split_entry
 from danmaku.supervise import Backoff, LoopHealth, supervise
 
@@ -50,7 +51,7 @@ class WebhookService:
 
     def __init__(
         self,
-        store: Store,
+        store: Platform,
         settings: Settings,
         metrics: Metrics,
         *,
