@@ -256,7 +256,7 @@ class Sessions:
                     inbox.ended = "unavailable"
                 else:
                     if s.fast_path:
-                        # Plain text messages go to _on_message straight from the reader
+                        # Plain text messages go to on_message straight from the reader
                         # task, as they are parsed; the rest still via get_message.
                         inbound = install_inbound(
                             ws,

@@ -1,4 +1,4 @@
-"""The room's door (``scripts.INGEST``) driven through ``Store.append_comments`` against a
+"""The room's door (``scripts.INGEST``) driven through ``store.intake.append_comments`` against a
 real Redis: resends, duplicates, buckets within one batch, bans, and what it keeps."""
 
 from __future__ import annotations
