@@ -295,7 +295,7 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> bool:
         # Streamed page by page, as over HTTP: any size in bounded memory.
-        head = await store.export_head(args.room, args.broadcast)
+        head = await store.replay.export_head(args.room, args.broadcast)
         if head is None:
             return False
         chunks = export_chunks(store, head, args.format)

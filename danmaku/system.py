@@ -140,7 +140,7 @@ async def run_system(
                     system.urls["websocket"] = public_ws_url(settings, system.ws_port)
                 if "worker" in roles:
                     system.worker = BroadcastWorker(
-                        store,
+                        store.frames,
                         settings,
                         metrics,
                         worker_id=settings.instance_id or None,
@@ -173,7 +173,13 @@ async def run_system(
                     # issue 24: one web process delivers webhooks (a lease), to the
                     # configured URLs and those registered through the API; one records
                     # rooms that set auto_record.
-                    hooks = WebhookService(store, settings, metrics, health=system.health)
+                    hooks = WebhookService(
+                        store.platform,
+                        store.webhook_endpoints,
+                        settings,
+                        metrics,
+                        health=system.health,
+                    )
                     await nursery.start(hooks.run)
                     recorder = AutoRecorder(store, settings, metrics, health=system.health)
                     await nursery.start(recorder.run)

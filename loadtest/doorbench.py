@@ -1,7 +1,7 @@
 """Redis cost of the room's door (``scripts.INGEST``): ``python -m loadtest.doorbench``.
 
 Starts a private redis-server, admits ``--comments`` comments from ``--users`` users in
-batches of 100 through ``Store.append_comments`` (rate limit 1/s burst 3, duplicate
+batches of 100 through ``store.intake.append_comments`` (rate limit 1/s burst 3, duplicate
 window 30 s: the production defaults; ``--open``: limits out of the way and users at
 random, so active users' state fills up), then prints what Redis spent: the script's own
 time per comment (``INFO commandstats``), the server's CPU per comment, its keys and
@@ -47,7 +47,7 @@ async def admit(url: str, comments: int, users: int, *, open_limits: bool = Fals
                 )
                 for i in range(min(100, comments - b))
             ]
-            await store.append_comments({"room": batch}, limits)
+            await store.intake.append_comments({"room": batch}, limits)
     finally:
         store.close()
 

@@ -69,9 +69,9 @@ async def make_broadcast(url: str, room: str, n: int, title: str = "bench") -> s
     """A finished broadcast of ``n`` comments in ``room``; returns its id."""
     store = Store(url, Metrics(process=False))
     try:
-        meta = await store.start_broadcast(room, title, by="bench")
+        meta = await store.replay.start_broadcast(room, title, by="bench")
         await trio.to_thread.run_sync(write_recording, url, room, meta["id"], meta["start"], n)
-        await store.end_broadcast(room, meta["id"], by="bench")
+        await store.replay.end_broadcast(room, meta["id"], by="bench")
         return str(meta["id"])
     finally:
         store.close()

@@ -64,7 +64,9 @@ class Announced(Protocol):
     port: int
     health: LoopHealth
     admission: IpAdmission
-    draining: bool
+
+    @property
+    def draining(self) -> bool: ...
 
 
 class Announcer:

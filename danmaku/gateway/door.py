@@ -8,7 +8,7 @@ In order, for one connection:
    parsing*: a refused connection costs one small write and a close;
 2. ``handshake``: trio-websocket reads the HTTP upgrade request (bounded by
    ``connect_timeout_s``; a client that stays silent is closed at the deadline);
-3. ``session``: the gateway's handler (``Gateway._handle``) runs the connection.
+3. ``session``: the gateway's handler (``Sessions.handle``, gateway/session.py) runs the connection.
 
 Whatever a connection raises, in any stage (its handler, its wsproto reader task, the
 gateway's message sink called from that task), ends *that connection only*: answered with

@@ -13,7 +13,7 @@ from typing import Any
 # clients holding an old ETag get the new file.
 EXPORT_VERSION = 2
 # After a broadcast ends, the worker may still record comments accepted before the end
-# for this long (the live hash's ending window, ``ReplayOps.end_broadcast``).
+# for this long (the live hash's ending window, ``Replay.end_broadcast``).
 ENDING_WINDOW_MS = 60_000
 SETTLED_MAX_AGE_S = 300  # a finished broadcast can still lose comments to moderators
 RETRY_AFTER_S = 5

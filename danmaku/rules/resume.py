@@ -2,7 +2,7 @@
 
 Pure: the gateway passes what it knows (its hub's last seq and epoch, and, when asked
 for, the room's position read fresh from the store) and acts on the answer
-(``Gateway._attach``). The promise, after Centrifugo's offset + epoch: a client either
+(``Sessions.attach``). The promise, after Centrifugo's offset + epoch: a client either
 gets every frame after ``since`` with no gap and no duplicate, or an explicit
 ``resume_failed`` notice (with a reason) and a fresh start at the live edge; never a
 silent skip.

@@ -8,11 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
-from danmaku.metrics import Metrics
 from danmaku.rules.autorecord import RoomView
 from danmaku.store import keys
+from danmaku.store.core import StoreCore
 from danmaku.store.records import _s
 
 LEASE = f"{keys.PREFIX}:autorecord:lease"  # string: the recording process (SET NX PX)
@@ -24,10 +22,10 @@ Call = Callable[..., Any]
 class AutoRecordOps:
     """The recorder's Redis operations. ``call`` is the store's thread bridge."""
 
-    def __init__(self, r: redis.Redis, call: Call, metrics: Metrics) -> None:
-        self._r = r
-        self._call = call
-        self._m = metrics
+    def __init__(self, core: StoreCore) -> None:
+        self._r = core.r
+        self._call = core.call
+        self._m = core.metrics
 
     async def lease(self, holder: str, ttl_ms: int) -> bool:
         """Take or keep the recorder's lease for ``holder``; ``False``: another has it."""

@@ -18,15 +18,14 @@ the only key every gateway touches for routing, and never per frame or per comme
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 
-from danmaku.metrics import Metrics
 from danmaku.rules.rendezvous import GatewayEntry
 from danmaku.store import keys
+from danmaku.store.core import StoreCore
 from danmaku.store.records import ONLINE_FRESH_MS, _s
 
 T = TypeVar("T")
@@ -89,10 +88,10 @@ class Gateways:
     Constructed with the store's client, thread bridge and metrics (``Store.gateways``).
     """
 
-    def __init__(self, r: Any, call: Callable[..., Any], metrics: Metrics) -> None:
-        self._r = r
-        self._call = call
-        self._m = metrics
+    def __init__(self, core: StoreCore) -> None:
+        self._r = core.r
+        self._call = core.call
+        self._m = core.metrics
 
     async def announce(self, entry: Announcement, ttl_s: float) -> None:
         """Write (or refresh) ``entry`` for ``ttl_s`` seconds."""

@@ -1,24 +1,23 @@
 """Identity state in Redis (issue 19): IP bans, the address each user last came from,
-and the nicks staff members use in a room. Part of ``Store`` (a mixin, like
-``ModerationOps``). Gateways read IP bans and staff nicks in their presence round when
+and the nicks staff members use in a room. A component of ``Store``
+(``store.identity``). Gateways read IP bans and staff nicks in their presence round when
 the room's ``ipbans_v`` / ``nicks_v`` changed, never per comment.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
-import redis
 
 from danmaku.rules.ipbans import IpBan, ban_id, longest
 from danmaku.store import keys
-from danmaku.store.moderation import ModerationOps
+from danmaku.store.core import StoreCore
+from danmaku.store.journal import audit
 from danmaku.store.records import _s
 
-T = TypeVar("T")
 LAST_IP_TTL_S = 86_400  # an address older than a day says little about who is there now
 
 
@@ -52,13 +51,13 @@ def parse_ban_reasons(raw: Mapping[Any, Any]) -> dict[str, tuple[float, str]]:
     return out
 
 
-class IdentityOps:
-    """Mixin for ``Store``: needs ``self._r`` and ``self._call``."""
+class Identity:
+    """IP bans, the address each user last came from, staff nicks, and what a guest
+    session needs checked (``session_checks``)."""
 
-    _r: redis.Redis
-
-    async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
-        raise NotImplementedError
+    def __init__(self, core: StoreCore) -> None:
+        self._r = core.r
+        self._call = core.call
 
     # ---- IP bans ---------------------------------------------------------------------
     async def ip_ban(self, room: str, ban: IpBan) -> None:
@@ -71,7 +70,7 @@ class IdentityOps:
             pipe.hset(keys.ip_bans(room), ban.network, orjson.dumps(ban.to_json()))
             pipe.hincrby(keys.settings(room), "ipbans_v", 1)
             detail = {"id": ban.id, "until": ban.until, "reason": ban.reason, "uid": ban.uid}
-            ModerationOps._audit(pipe, room, ban.by, "ip_ban", ban.uid or ban.id, detail)
+            audit(pipe, room, ban.by, "ip_ban", ban.uid or ban.id, detail)
             pipe.execute()
 
         await self._call("ip_bans", run)
@@ -99,7 +98,7 @@ class IdentityOps:
                 pipe = self._r.pipeline(transaction=False)
                 pipe.hdel(keys.ip_bans(room), network)
                 pipe.hincrby(keys.settings(room), "ipbans_v", 1)
-                ModerationOps._audit(pipe, room, by, "ip_unban", target, {"id": ident})
+                audit(pipe, room, by, "ip_unban", target, {"id": ident})
                 pipe.execute()
 
             await self._call("ip_bans", run)

@@ -1,10 +1,13 @@
 """What each role may ask of the store: one narrow interface per role.
 
-``Store`` (``redis_store.py``) implements all of them; a role is handed the store typed
-as its interface, so the type checker (``make lint``) refuses a gateway that reaches for
-the worker's leases or a moderation write, and a reader sees in one place everything a
-role does with Redis. ``tests/unit/test_imports.py`` holds the roles to this: gateway
-and worker code name these interfaces, never ``Store``.
+``Store`` (``redis_store.py``) is a container of components, and a component
+implements each: ``store.intake`` (``Intake``) is an ``IngestStore``, ``store.feed``
+(``Feed``) a ``FeedStore``, ``store.frames`` (``Frames``) a ``FrameStore``. A role is
+handed its component typed as its interface, so the type checker (``make lint``)
+refuses a gateway that reaches for the worker's leases or a moderation write, and a
+reader sees in one place everything a role does with Redis.
+``tests/unit/test_imports.py`` holds the roles to this: gateway and worker code name
+these interfaces, never ``Store`` or a component's class.
 
 - ``IngestStore``: the room's door (gateway intake).
 - ``FeedStore``: what a gateway reads to serve viewers (frames, moderation events, the
@@ -12,7 +15,8 @@ and worker code name these interfaces, never ``Store``.
   presence, the room's staff list and staff nicks, blocked and review words, IP bans)
   and what it records (the roles, staff nicks and client addresses it has seen).
 - ``FrameStore``: the broadcast worker (leases, comments in, frames out, figures).
-- ``GatewayStore``: a gateway process holds both of its interfaces.
+- ``GatewayStore``: what a gateway process is handed, its two interfaces as
+  ``intake`` and ``feed`` (``Store`` is one).
 """
 
 from __future__ import annotations
@@ -120,9 +124,17 @@ class FeedStore(Protocol):
     ) -> None: ...
 
 
-class GatewayStore(IngestStore, FeedStore, Protocol):
-    # The gateway registry (issue 25): the gateway announces itself there.
-    gateways: Gateways
+class GatewayStore(Protocol):
+    @property
+    def intake(self) -> IngestStore: ...
+
+    @property
+    def feed(self) -> FeedStore: ...
+
+    @property
+    def gateways(self) -> Gateways:
+        """The gateway registry (room-affine routing): the gateway announces itself."""
+        ...
 
 
 class FrameStore(Protocol):

@@ -1,6 +1,6 @@
 """Moderation state in Redis: bans, deletes, blocked words, highlights, pins, notices,
-the audit log, and the unsampled comment history. Part of ``Store`` (a mixin, so the one
-Redis owner stays one class); every write of an action also appends to the room's audit
+the audit log, and the unsampled comment history. One component of ``Store``
+(``store.moderation``); every write of an action also appends to the room's audit
 log in the same pipeline, and actions gateways must act on go to the room's control
 stream, which every gateway with viewers in the room reads (effective within ~0.1 s).
 """
@@ -8,21 +8,20 @@ stream, which every gateway with viewers in the room reads (effective within ~0.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-import redis
 
 from danmaku import auth
 from danmaku.store import keys
+from danmaku.store.core import StoreCore
+from danmaku.store.journal import audit, control
 from danmaku.store.notices import Notices
 from danmaku.store.records import _s, id_key, split_entry
+from danmaku.store.replay import Replay
 
-T = TypeVar("T")
-AUDIT_MAXLEN = 10_000
-CONTROL_MAXLEN = 1_000
 RETRACT_MAX = 1_000  # retract ids kept waiting for a frame (oldest trimmed beyond)
 DELETED_MAX = 100_000  # deletion marks kept (beyond: oldest dropped; also by stream trim)
 
@@ -59,36 +58,17 @@ def staff_roles(raw: Mapping[Any, Any]) -> dict[str, str]:
     return out
 
 
-class ModerationOps:
-    """Mixin for ``Store``: needs ``self._r`` (redis client) and ``self._call``."""
+class Moderation:
+    """Bans, deletes, blocked words, highlights, pins, notices, the staff list and the
+    audit log of rooms, and their unsampled comment history (the web app's moderation
+    API; gateways read the staff list and words through ``Feed``). A delete also takes
+    the comment out of the room's recordings: hence ``replay``."""
 
-    _r: redis.Redis
-    notices: Notices
-
-    async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
-        raise NotImplementedError
-
-    async def unrecord(self, room: str, comment_id: str) -> None:
-        raise NotImplementedError  # ReplayOps
-
-    # ---- helpers ----------------------------------------------------------------------
-    @staticmethod
-    def _audit(pipe: Any, room: str, who: str, action: str, target: str, detail: Any) -> None:
-        entry = {
-            "ts": int(time.time() * 1000),
-            "by": who,
-            "action": action,
-            "target": target,
-            "detail": orjson.dumps(detail),
-        }
-        pipe.xadd(keys.audit(room), entry, maxlen=AUDIT_MAXLEN, approximate=True)
-
-    @staticmethod
-    def _control(pipe: Any, room: str, event: Mapping[str, Any]) -> None:
-        pipe.xadd(
-            keys.control(room), {"e": orjson.dumps(event)}, maxlen=CONTROL_MAXLEN, approximate=True
-        )
-        # The gateways holding the room are told after the pipeline ran (``notices``).
+    def __init__(self, core: StoreCore, replay: Replay, notices: Notices) -> None:
+        self._r = core.r
+        self._call = core.call
+        self._replay = replay
+        self.notices = notices
 
     # ---- staff roles --------------------------------------------------------------------
     # Who is staff where, as far as the system has seen: the web API notes the role of
@@ -195,7 +175,7 @@ class ModerationOps:
             # the version first, the list after) reads this entry too.
             pipe.hset(keys.staff_list(room), uid, orjson.dumps(entry))
             pipe.hincrby(keys.settings(room), "staff_v", 1)
-            self._audit(pipe, room, by, action, uid, {"role": role})
+            audit(pipe, room, by, action, uid, {"role": role})
             pipe.execute()
             return True
 
@@ -223,10 +203,8 @@ class ModerationOps:
             pipe.hset(keys.ban_by(room), uid, auth.rank(role))
             why = {"until": until_s, "reason": reason}
             pipe.hset(keys.ban_reasons(room), uid, orjson.dumps(why))
-            self._control(pipe, room, {"kind": "ban", "uid": uid, "close": close} | why)
-            self._audit(
-                pipe, room, by, "ban", uid, {"until": until_s, "reason": reason, "close": close}
-            )
+            control(pipe, room, {"kind": "ban", "uid": uid, "close": close} | why)
+            audit(pipe, room, by, "ban", uid, {"until": until_s, "reason": reason, "close": close})
             pipe.execute()
             self.notices.notify_sync((room,))  # wake the room's gateways
 
@@ -258,7 +236,7 @@ class ModerationOps:
             pipe.hdel(keys.bans(room), uid)
             pipe.hdel(keys.ban_by(room), uid)
             pipe.hdel(keys.ban_reasons(room), uid)
-            self._audit(pipe, room, by, "unban", uid, {})
+            audit(pipe, room, by, "unban", uid, {})
             return pipe.execute()
 
         return bool((await self._call("unban", run))[0])
@@ -329,7 +307,7 @@ class ModerationOps:
         found = [p for cid, p in _comments(holder) if cid == comment_id]
         if not found or comment_id.encode() in gone:
             return False
-        await self.unrecord(room, comment_id)
+        await self._replay.unrecord(room, comment_id)
         payload = orjson.loads(found[0])
 
         def after() -> None:
@@ -342,7 +320,7 @@ class ModerationOps:
             pipe.ltrim(keys.retract(room), -RETRACT_MAX, -1)
             pipe.zadd(keys.ROOMS, {room: int(time.time() * 1000)})
             pipe.zadd(keys.HOT, {room: int(time.time() * 1000)})
-            self._audit(
+            audit(
                 pipe,
                 room,
                 by,
@@ -469,7 +447,7 @@ class ModerationOps:
                 pipe.srem(key, *remove)
             if room:
                 pipe.hincrby(keys.settings(room), "words_v", 1)
-                self._audit(pipe, room, by, "words", "", {"add": add, "remove": remove})
+                audit(pipe, room, by, "words", "", {"add": add, "remove": remove})
             else:
                 pipe.incr(keys.GLOBAL_WORDS_VERSION)
             pipe.execute()
@@ -506,7 +484,7 @@ class ModerationOps:
                 pipe.sadd(keys.highlights(room), uid)
             else:
                 pipe.srem(keys.highlights(room), uid)
-            self._audit(pipe, room, by, "highlight" if granted else "unhighlight", uid, {})
+            audit(pipe, room, by, "highlight" if granted else "unhighlight", uid, {})
             pipe.execute()
 
         await self._call("set_highlight", run)
@@ -525,8 +503,8 @@ class ModerationOps:
                 pipe.set(keys.pin(room), orjson.dumps(pin), px=int(ttl_s * 1000))
             else:
                 pipe.set(keys.pin(room), orjson.dumps(pin))
-            self._control(pipe, room, {"kind": "pin", "pin": pin})
-            self._audit(pipe, room, by, "pin" if pin else "unpin", "", pin or {})
+            control(pipe, room, {"kind": "pin", "pin": pin})
+            audit(pipe, room, by, "pin" if pin else "unpin", "", pin or {})
             pipe.execute()
             self.notices.notify_sync((room,))  # wake the room's gateways
 
@@ -545,8 +523,8 @@ class ModerationOps:
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)
             event = {"kind": "notice", "text": text, "by": by, "nick": nick, "role": role}
-            self._control(pipe, room, event)
-            self._audit(pipe, room, by, "notice", "", {"text": text})
+            control(pipe, room, event)
+            audit(pipe, room, by, "notice", "", {"text": text})
             pipe.execute()
             self.notices.notify_sync((room,))  # wake the room's gateways
 
@@ -557,8 +535,8 @@ class ModerationOps:
 
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)
-            self._control(pipe, room, {"kind": "settings", "changes": dict(changes)})
-            self._audit(pipe, room, by, "settings", "", dict(changes))
+            control(pipe, room, {"kind": "settings", "changes": dict(changes)})
+            audit(pipe, room, by, "settings", "", dict(changes))
             pipe.execute()
             self.notices.notify_sync((room,))  # wake the room's gateways
 

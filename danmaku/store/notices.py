@@ -32,9 +32,9 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from danmaku.config import DEFAULTS
-from danmaku.metrics import Metrics
 from danmaku.rules.notices import HolderCache, by_holder
 from danmaku.store import keys
+from danmaku.store.core import StoreCore
 
 T = TypeVar("T")
 Call = Callable[..., Awaitable[Any]]
@@ -51,18 +51,12 @@ class Notices:
     races only cost an extra read); share one per process (``Store.notices``)."""
 
     def __init__(
-        self,
-        r: redis.Redis,
-        call: Call,
-        metrics: Metrics,
-        *,
-        rb: redis.Redis | None = None,
-        holders_cache_ms: int = DEFAULTS.notice_holders_cache_ms,
+        self, core: StoreCore, *, holders_cache_ms: int = DEFAULTS.notice_holders_cache_ms
     ) -> None:
-        self._r = r
-        self._rb = rb if rb is not None else r  # for the feed's blocking read
-        self._call = call
-        self._m = metrics
+        self._r = core.r
+        self._rb = core.rb  # for the feed's blocking read
+        self._call = core.call
+        self._m = core.metrics
         self.cache = HolderCache(holders_cache_ms / 1000)
 
     # ---- gateway side -------------------------------------------------------------------

@@ -10,20 +10,17 @@ merges it into frames, history and recordings like any comment.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-import redis
 
 from danmaku.store import keys, presence, scripts
-from danmaku.store.moderation import CONTROL_MAXLEN
+from danmaku.store.core import StoreCore, queue_script
+from danmaku.store.journal import CONTROL_MAXLEN
 from danmaku.store.notices import Notices
 from danmaku.store.records import _s, _sum_fresh
-from danmaku.store.worker_ops import queue_script
-
-T = TypeVar("T")
 
 PUBLISHED = f"{keys.PREFIX}:published"  # + ":{room}" hash tag + ":" + id: the id's comment
 PUBLISH_RATE = f"{keys.PREFIX}:pubrate"  # + ":{key id}:{second}": publishes that second
@@ -100,22 +97,20 @@ class RoomEntry:
     active_ms: int  # last activity (comments, viewers, moderation)
 
 
-class PlatformOps:
-    """Mixin for ``Store``: needs ``self._r``, ``self._call``, ``self._execute_scripted``,
-    the registered ``_publish`` and ``_pin_paid`` scripts and ``self._stream_maxlen``."""
+class Platform:
+    """The platform's side of the store (``store.platform``): publishing into rooms,
+    paid pins, publish rates, the room directory, and the webhook reader's lease and
+    cursors. Publishes append as the door does (``stream_maxlen``)."""
 
-    _r: redis.Redis
-    _online: Any  # the head-count script (Store registers it; store/presence.py)
-    _stream_maxlen: int
-    _publish: Any
-    _pin_paid: Any
-    notices: Notices
-
-    async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
-        raise NotImplementedError
-
-    def _execute_scripted(self, pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
-        raise NotImplementedError
+    def __init__(self, core: StoreCore, stream_maxlen: int, notices: Notices) -> None:
+        self._r = core.r
+        self._call = core.call
+        self._execute_scripted = core.execute_scripted
+        self._stream_maxlen = stream_maxlen
+        self.notices = notices
+        self._publish = core.register(PUBLISH)
+        self._pin_paid = core.register(PIN_PAID)
+        self._online = core.register(presence.ONLINE)  # the head count (store/presence.py)
 
     async def publish(self, messages: Sequence[Publish], id_ttl_s: int) -> list[Published]:
         """Append ``messages`` to their rooms' comment streams in one pipeline, each at

@@ -124,7 +124,7 @@ def queue_online(pipe: Any, script: Any, room: str, now_ms: int) -> None:
         keys.who_hll(room, bucket - 1),
         keys.who_tmp(room),
     )
-    # EVALSHA as worker_ops.queue_script does; Store._execute_scripted loads it if needed.
+    # EVALSHA as core.queue_script does; StoreCore.execute_scripted loads it if needed.
     pipe.evalsha(script.sha, len(names), *names, now_ms, ONLINE_FRESH_MS)
 
 

@@ -1,4 +1,4 @@
-"""Broadcasts and their recordings in Redis (a ``Store`` mixin).
+"""Broadcasts and their recordings in Redis (``store.replay``, a component of ``Store``).
 
 A broadcast is a stretch of a room's life with a stream clock: ``start_broadcast`` puts
 it on air (``dm:{R}:live``); the worker's fenced commit then records every comment the
@@ -17,21 +17,18 @@ loop nor holds more than a page of the recording at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-import redis
 
 from danmaku.rules.replay_order import Key, PageSummary
 from danmaku.store import keys
-from danmaku.store.moderation import ModerationOps
+from danmaku.store.core import StoreCore
+from danmaku.store.journal import audit, control
 from danmaku.store.notices import Notices
 from danmaku.store.records import _s
-
-T = TypeVar("T")
 
 EXPORT_PAGE = 1000  # recording entries per page (one Redis round trip, ~150 kB)
 
@@ -77,15 +74,15 @@ def _told(state: str, meta: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "broadcast", "state": state, "id": meta["id"], "title": meta["title"]}
 
 
-class ReplayOps:
-    """Mixin for ``Store``: needs ``self._r`` and ``self._call``."""
+class Replay:
+    """Broadcasts on air and off, their recordings, and exports of them. A recording
+    expires ``retention_s`` after its broadcast ends."""
 
-    _r: redis.Redis
-    notices: Notices
-    _replay_retention_s: int
-
-    async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
-        raise NotImplementedError
+    def __init__(self, core: StoreCore, retention_s: int, notices: Notices) -> None:
+        self._r = core.r
+        self._call = core.call
+        self._replay_retention_s = retention_s
+        self.notices = notices
 
     async def start_broadcast(
         self, room: str, title: str, *, by: str, delay_ms: int = 0
@@ -108,8 +105,8 @@ class ReplayOps:
             pipe.delete(keys.live(room))  # a previous broadcast's ending window closes
             pipe.hset(keys.live(room), mapping=live)
             pipe.zadd(keys.HOT, {room: now_ms})
-            ModerationOps._audit(pipe, room, by, "broadcast_start", bid, {"title": title})
-            ModerationOps._control(pipe, room, _told("started", meta))  # viewers (issue 24)
+            audit(pipe, room, by, "broadcast_start", bid, {"title": title})
+            control(pipe, room, _told("started", meta))  # viewers (issue 24)
             pipe.execute()
             self.notices.notify_sync((room,))  # wake the room's gateways
 
@@ -136,8 +133,8 @@ class ReplayOps:
                 pipe.pexpire(keys.live(room), 60_000)
             pipe.expire(keys.recording(room, broadcast_id), self._replay_retention_s)
             pipe.zadd(keys.HOT, {room: int(time.time() * 1000)})
-            ModerationOps._audit(pipe, room, by, "broadcast_end", broadcast_id, {})
-            ModerationOps._control(pipe, room, _told("ended", meta))  # players link the replay
+            audit(pipe, room, by, "broadcast_end", broadcast_id, {})
+            control(pipe, room, _told("ended", meta))  # players link the replay
             pipe.execute()
             self.notices.notify_sync((room,))  # wake the room's gateways
 

@@ -1,6 +1,6 @@
 """Held comments, reports, moderator notes, names and shield mode in Redis (issue 19).
 
-Part of ``Store`` (a mixin, like ``ModerationOps``). The door (``scripts.INGEST``) puts
+A component of ``Store`` (``store.review``). The door (``scripts.INGEST``) puts
 held comments into the room's review queue; here they leave it: ``approve_held`` appends
 one to the room's comment stream with a fresh id in one atomic step that first takes it
 out of the queue (``APPROVE``), so two approvals, by one moderator or two, deliver it
@@ -10,16 +10,16 @@ once; ``deny_held`` drops it. Every decision is audited.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
-import redis
 
 from danmaku.store import keys, scripts
+from danmaku.store.core import StoreCore
+from danmaku.store.journal import audit
+from danmaku.store.moderation import Moderation
 from danmaku.store.records import _s
-
-T = TypeVar("T")
 
 # Take a held comment out of the review queue and append it to the comment stream, as
 # the door appends (the next id after the door's last, the door's count); only if it was
@@ -63,37 +63,17 @@ def _held_item(hid: str, score: float, payload: Any) -> dict[str, Any] | None:
     return item
 
 
-class ReviewOps:
-    """Mixin for ``Store``: needs ``self._r``, ``self._call``, ``self._stream_maxlen``
-    and ``ModerationOps``' ``_audit``, ``delete_comment``, ``recent_comments``."""
+class Review:
+    """The review queue, reports, purges, names and notes, shield mode. Purges and
+    name look-ups read and delete through ``moderation`` (the comment history's
+    owner); approvals append to the comment stream as the door does (``stream_maxlen``)."""
 
-    _r: redis.Redis
-    _stream_maxlen: int
-    _approve: Any = None
-
-    async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
-        raise NotImplementedError
-
-    if TYPE_CHECKING:  # ModerationOps' (after this class in Store's bases)
-
-        @staticmethod
-        def _audit(pipe: Any, room: str, who: str, action: str, target: str, detail: Any) -> None:
-            raise NotImplementedError  # ModerationOps
-
-        async def recent_comments(
-            self,
-            room: str,
-            *,
-            before: str | None,
-            limit: int,
-            uid: str | None = None,
-            text: str | None = None,
-            scan_max: int = 5000,
-        ) -> tuple[list[dict[str, Any]], str | None]:
-            raise NotImplementedError  # ModerationOps
-
-        async def delete_comment(self, room: str, comment_id: str, *, by: str) -> bool:
-            raise NotImplementedError  # ModerationOps
+    def __init__(self, core: StoreCore, moderation: Moderation, stream_maxlen: int) -> None:
+        self._r = core.r
+        self._call = core.call
+        self._moderation = moderation
+        self._stream_maxlen = stream_maxlen
+        self._approve = core.register(APPROVE)
 
     # ---- the review queue ---------------------------------------------------------------
     async def held_comments(self, room: str, ttl_s: float) -> list[dict[str, Any]]:
@@ -147,8 +127,6 @@ class ReviewOps:
         held_ts = item.get("ts")
         item["ts"] = int(time.time() * 1000)
         payload = orjson.dumps(item)
-        if self._approve is None:
-            self._approve = self._r.register_script(APPROVE)
         script = self._approve
 
         def run() -> Any:
@@ -167,7 +145,7 @@ class ReviewOps:
             pipe = self._r.pipeline(transaction=False)
             pipe.zadd(keys.ROOMS, {room: now_ms})
             pipe.zadd(keys.HOT, {room: now_ms})
-            self._audit(
+            audit(
                 pipe,
                 room,
                 by,
@@ -204,7 +182,7 @@ class ReviewOps:
                 item = {}
             item = item if isinstance(item, dict) else {}
             pipe = self._r.pipeline(transaction=False)
-            self._audit(
+            audit(
                 pipe,
                 room,
                 by,
@@ -235,7 +213,7 @@ class ReviewOps:
             if remove:
                 pipe.srem(keys.review_words(room), *remove)
             pipe.hincrby(keys.settings(room), "review_v", 1)
-            self._audit(pipe, room, by, "review_words", "", {"add": add, "remove": remove})
+            audit(pipe, room, by, "review_words", "", {"add": add, "remove": remove})
             pipe.execute()
 
         await self._call("held", run)
@@ -293,7 +271,7 @@ class ReviewOps:
             pipe.zadd(keys.reports_queue(room), {cid: now_ms})
             # Audited (issue 24): the webhooks' report.filed events come from the audit log.
             detail = {"reason": reason, "uid": comment.get("uid"), "reports": len(entry["by"])}
-            self._audit(pipe, room, reporter, "report", cid, detail)
+            audit(pipe, room, reporter, "report", cid, detail)
             pipe.zrange(keys.reports_queue(room), 0, -keep - 1)
             *_, dropped = pipe.execute()
             if dropped:
@@ -354,7 +332,7 @@ class ReviewOps:
             removed, _ = pipe.execute()
             if removed:
                 pipe = self._r.pipeline(transaction=False)
-                self._audit(pipe, room, by, "dismiss_reports", comment_id, {})
+                audit(pipe, room, by, "dismiss_reports", comment_id, {})
                 pipe.execute()
             return bool(removed)
 
@@ -385,7 +363,7 @@ class ReviewOps:
         found: list[str] = []
         before: str | None = None
         while len(found) < max_comments:
-            page, before = await self.recent_comments(
+            page, before = await self._moderation.recent_comments(
                 room, before=before, limit=min(100, max_comments - len(found)), uid=uid
             )
             recent = [c for c in page if int(str(c["id"]).split("-")[0]) >= since_ms]
@@ -394,11 +372,11 @@ class ReviewOps:
                 break
             if before and int(before.split("-")[0]) < since_ms:
                 break
-        deleted = [cid for cid in found if await self.delete_comment(room, cid, by=by)]
+        deleted = [cid for cid in found if await self._moderation.delete_comment(room, cid, by=by)]
 
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)
-            self._audit(pipe, room, by, "purge", uid, {"since": since_ms, "deleted": len(deleted)})
+            audit(pipe, room, by, "purge", uid, {"since": since_ms, "deleted": len(deleted)})
             pipe.execute()
 
         await self._call("purge", run)
@@ -430,7 +408,9 @@ class ReviewOps:
         for uid in uids:
             if uid in out:
                 continue
-            page, _ = await self.recent_comments(room, before=None, limit=1, uid=uid, scan_max=2000)
+            page, _ = await self._moderation.recent_comments(
+                room, before=None, limit=1, uid=uid, scan_max=2000
+            )
             if page and isinstance(page[0].get("nick"), str):
                 found[uid] = page[0]["nick"]
         if found:
@@ -457,7 +437,7 @@ class ReviewOps:
                 pipe.hdel(keys.notes(room), uid)
             else:
                 pipe.hset(keys.notes(room), uid, orjson.dumps(entry))
-            self._audit(pipe, room, by, "note", uid, {"text": text})
+            audit(pipe, room, by, "note", uid, {"text": text})
             pipe.execute()
 
         await self._call("notes", run)

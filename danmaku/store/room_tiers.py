@@ -12,11 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
-import redis
 
-from danmaku.metrics import Metrics
 from danmaku.store import keys
-from danmaku.store.moderation import ModerationOps
+from danmaku.store.core import StoreCore
+from danmaku.store.journal import audit
 
 T = TypeVar("T")
 Call = Callable[..., Any]
@@ -31,10 +30,10 @@ class RoomTiers:
     """Reads and writes rooms' own tier tables. ``call`` is the store's thread bridge
     (``Store._call``: op name, blocking function)."""
 
-    def __init__(self, r: redis.Redis, call: Call, metrics: Metrics) -> None:
-        self._r = r
-        self._call = call
-        self._m = metrics
+    def __init__(self, core: StoreCore) -> None:
+        self._r = core.r
+        self._call = core.call
+        self._m = core.metrics
 
     async def get_many(self, rooms: Sequence[str]) -> dict[str, list[dict[str, Any]] | None]:
         """Each room's stored rows, ``None`` for a room using the global table. One round
@@ -63,7 +62,7 @@ class RoomTiers:
         def run() -> None:
             pipe = self._r.pipeline(transaction=False)
             pipe.set(tiers_key(room), body)
-            ModerationOps._audit(pipe, room, by, "tiers", "", {"tiers": len(rows)})
+            audit(pipe, room, by, "tiers", "", {"tiers": len(rows)})
             pipe.execute()
 
         await self._call("set_room_tiers", run)
@@ -74,7 +73,7 @@ class RoomTiers:
         def run() -> bool:
             pipe = self._r.pipeline(transaction=False)
             pipe.delete(tiers_key(room))
-            ModerationOps._audit(pipe, room, by, "tiers_reset", "", {})
+            audit(pipe, room, by, "tiers_reset", "", {})
             return bool(pipe.execute()[0])
 
         had: bool = await self._call("set_room_tiers", run)

@@ -13,10 +13,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-import redis
 
-from danmaku.metrics import Metrics
 from danmaku.store import keys
+from danmaku.store.core import StoreCore
 from danmaku.store.platform import WEBHOOK_CURSORS
 
 ENDPOINTS = f"{keys.PREFIX}:webhooks:endpoints"  # hash: endpoint id -> its JSON
@@ -35,11 +34,11 @@ Call = Callable[..., Any]
 class WebhookEndpoints:
     """The registry of webhook endpoints. ``call`` is the store's thread bridge."""
 
-    def __init__(self, r: redis.Redis, call: Call, metrics: Metrics) -> None:
-        self._r = r
-        self._call = call
-        self._m = metrics
-        self._add = r.register_script(ADD)
+    def __init__(self, core: StoreCore) -> None:
+        self._r = core.r
+        self._call = core.call
+        self._m = core.metrics
+        self._add = core.register(ADD)
 
     async def all(self) -> list[dict[str, Any]]:
         """Every registered endpoint (secrets included), oldest first."""

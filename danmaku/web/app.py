@@ -206,7 +206,7 @@ def create_app(
             # The client as the error boundary resolved it (behind a trusted proxy: the
             # forwarded address). Identities must not be free: one address gets a few.
             ip = request.client.host if request.client else "unknown"
-            count, wait_s = await store.count_guest_session(ip, time.time())
+            count, wait_s = await store.moderation.count_guest_session(ip, time.time())
             if count > limit:
                 raise HTTPException(
                     429,
@@ -250,7 +250,7 @@ def create_app(
     @app.get("/api/rooms/{room}", response_model=RoomOut, summary="Room settings and figures")
     async def room_info(room: RoomName) -> RoomOut:
         try:
-            info = await store.room_info(room)
+            info = await store.rooms.room_info(room)
         except StoreError as exc:
             raise HTTPException(
                 503, "storage unavailable", headers={"Retry-After": str(RETRY_AFTER_S)}

@@ -84,7 +84,7 @@ class AutoRecorder:
                 log.info("auto-record: %s: started %s", view.room, meta["id"])
             elif action == "end" and view.ours is not None:
                 with contextlib.suppress(KeyError):  # gone (retention): nothing to end
-                    await self.store.end_broadcast(view.room, view.ours, by=rules.AUTO_BY)
+                    await self.store.replay.end_broadcast(view.room, view.ours, by=rules.AUTO_BY)
                 await self.store.autorecord.remember(view.room, None)
                 self.metrics.auto_recordings.labels("end").inc()
                 log.info("auto-record: %s: ended %s", view.room, view.ours)

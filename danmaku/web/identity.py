@@ -83,7 +83,7 @@ async def session_refusal(
 ) -> None:
     """Raise the ``HTTPException`` a guest session for ``room`` gets (guests off: 403,
     IP banned: 403 with ``until``/``reason``, a nick mimicking staff: 409), if any."""
-    code, ban, staff = await guarded(store.session_checks(room, ipbans.candidates(ip)))
+    code, ban, staff = await guarded(store.identity.session_checks(room, ipbans.candidates(ip)))
     if guests.policy(code, default_policy) == "off":
         raise HTTPException(403, "guests are off in this room: log in to watch and comment")
     if ban is not None:
@@ -111,8 +111,8 @@ def create_router(store: Store) -> APIRouter:
     async def ip_ban(room: RoomName, body: IpBanIn, user: Staff) -> IpBanOut:
         derived = ""
         if body.uid is not None:
-            _refuse_staff_target(user, await guarded(store.role_in(room, body.uid)))
-            ip = await guarded(store.last_ip(room, body.uid))
+            _refuse_staff_target(user, await guarded(store.moderation.role_in(room, body.uid)))
+            ip = await guarded(store.identity.last_ip(room, body.uid))
             if ip is None:
                 raise HTTPException(
                     404, "no address known for this user in this room (in the last day)"
@@ -135,12 +135,12 @@ def create_router(store: Store) -> APIRouter:
             uid=derived,
             ts=int(time.time() * 1000),
         )
-        await guarded(store.ip_ban(room, ban))
+        await guarded(store.identity.ip_ban(room, ban))
         return ban_out(ban)
 
     @router.get("/rooms/{room}/ip-bans", response_model=list[IpBanOut], summary="IP bans in force")
     async def list_ip_bans(room: RoomName, user: Staff) -> list[IpBanOut]:
-        bans = await guarded(store.ip_bans(room))
+        bans = await guarded(store.identity.ip_bans(room))
         return [ban_out(b) for b in sorted(bans.values(), key=lambda b: -b.ts)]
 
     @router.delete("/rooms/{room}/ip-bans/{ban_id}", status_code=204, summary="Lift an IP ban")
@@ -149,7 +149,7 @@ def create_router(store: Store) -> APIRouter:
         ban_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")],
         user: Staff,
     ) -> None:
-        if await guarded(store.lift_ip_ban(room, ban_id, by=who(user))) is None:
+        if await guarded(store.identity.lift_ip_ban(room, ban_id, by=who(user))) is None:
             raise HTTPException(404, "no such IP ban")
 
     return router

@@ -185,7 +185,7 @@ async def _staff(request: Request, room: RoomName, token: Annotated[str, Depends
         raise HTTPException(403, "the token is for another room")
     store: Store = request.app.state.store
     listed = await guarded(
-        store.enter_role(room, user.uid, user.role, everywhere=user.rooms is None)
+        store.moderation.enter_role(room, user.uid, user.role, everywhere=user.rooms is None)
     )
     user = auth.in_room(user, listed)
     if not user.is_staff:
@@ -266,15 +266,17 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.post("/rooms/{room}/bans", response_model=BanOut, summary="Ban or time out a user")
     async def ban(room: RoomName, body: BanIn, user: Staff) -> BanOut:
-        _refuse_rank(user, "ban or time out", await guarded(store.role_in(room, body.uid)))
-        setter = await guarded(store.ban_setter(room, body.uid))
+        _refuse_rank(
+            user, "ban or time out", await guarded(store.moderation.role_in(room, body.uid))
+        )
+        setter = await guarded(store.moderation.ban_setter(room, body.uid))
         if setter is not None and not auth.may_lift(user.role, setter):
             raise HTTPException(
                 403, f"the user's ban was set by {_a(setter)}; {_a(user.role)} cannot change it"
             )
         until = time.time() + body.duration_s if body.duration_s else 0.0
         await guarded(
-            store.ban(
+            store.moderation.ban(
                 room,
                 body.uid,
                 until,
@@ -288,8 +290,8 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.get("/rooms/{room}/bans", response_model=list[BanOut], summary="Bans in force")
     async def bans(room: RoomName, user: Staff) -> list[BanOut]:
-        current = await guarded(store.bans(room))
-        reasons = await guarded(store.ban_reasons(room))
+        current = await guarded(store.moderation.bans(room))
+        reasons = await guarded(store.identity.ban_reasons(room))
         return [
             BanOut(uid=u, until=t or None, reason=reasons.get(u, (0.0, ""))[1])
             for u, t in sorted(current.items())
@@ -297,12 +299,12 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.delete("/rooms/{room}/bans/{uid}", status_code=204, summary="Lift a ban")
     async def unban(room: RoomName, uid: Uid, user: Staff) -> None:
-        setter = await guarded(store.ban_setter(room, uid))
+        setter = await guarded(store.moderation.ban_setter(room, uid))
         if setter is not None and not auth.may_lift(user.role, setter):
             raise HTTPException(
                 403, f"this ban was set by {_a(setter)}; {_a(user.role)} cannot lift it"
             )
-        if not await guarded(store.unban(room, uid, by=who(user))):
+        if not await guarded(store.moderation.unban(room, uid, by=who(user))):
             raise HTTPException(404, "no such ban")
 
     @router.delete(
@@ -312,14 +314,16 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
     )
     async def delete_comment(room: RoomName, comment_id: CommentId, user: Staff) -> None:
         checked_id(comment_id)
-        item = await guarded(store.comment(room, comment_id))
+        item = await guarded(store.moderation.comment(room, comment_id))
         if item is None:
             raise HTTPException(404, "no such comment in the room's history")
         author = str(item.get("uid", ""))
         if author != user.uid:  # one's own comments: always
-            seen, listed = await guarded(store.roles_of(room, author)) if author else ("", None)
+            seen, listed = (
+                await guarded(store.moderation.roles_of(room, author)) if author else ("", None)
+            )
             _refuse_rank(user, "delete the comments of", author_role(item, seen, listed))
-        if not await guarded(store.delete_comment(room, comment_id, by=who(user))):
+        if not await guarded(store.moderation.delete_comment(room, comment_id, by=who(user))):
             raise HTTPException(404, "no such comment in the room's history")
 
     @router.get(
@@ -338,7 +342,7 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         if before is not None:
             checked_id(before, "before")
         items, nxt = await guarded(
-            store.recent_comments(room, before=before, limit=limit, uid=uid, text=q)
+            store.moderation.recent_comments(room, before=before, limit=limit, uid=uid, text=q)
         )
         return CommentsOut(items=items, next=nxt)
 
@@ -355,7 +359,7 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
     ) -> CommentsOut:
         if after != "$":
             checked_id(after, "after")
-        items, cursor = await guarded(store.comments_after(room, after, limit))
+        items, cursor = await guarded(store.moderation.comments_after(room, after, limit))
         return CommentsOut(items=items, next=cursor)
 
     @router.patch("/rooms/{room}/settings", summary="Slow mode, budget, ceiling, mute")
@@ -364,32 +368,32 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         if not given:
             raise HTTPException(422, "no setting given")
         values = room_settings.encode_changes(given)
-        await guarded(store.set_room_settings(room, values))
-        await guarded(store.announce_settings(room, given, by=who(user)))
-        return public_settings(await guarded(store.room_settings(room)))
+        await guarded(store.rooms.set_room_settings(room, values))
+        await guarded(store.moderation.announce_settings(room, given, by=who(user)))
+        return public_settings(await guarded(store.rooms.room_settings(room)))
 
     @router.get("/rooms/{room}/words", summary="Blocked words (room and global)")
     async def words(room: RoomName, user: Staff) -> dict[str, list[str]]:
-        room_words, global_words = await guarded(store.words(room))
+        room_words, global_words = await guarded(store.moderation.words(room))
         return {"room": room_words, "global": global_words}
 
     @router.patch("/rooms/{room}/words", summary="Add or remove blocked words of a room")
     async def change_words(room: RoomName, body: WordsIn, user: Staff) -> dict[str, list[str]]:
-        await guarded(store.change_words(room, body.add, body.remove, by=who(user)))
-        room_words, global_words = await guarded(store.words(room))
+        await guarded(store.moderation.change_words(room, body.add, body.remove, by=who(user)))
+        room_words, global_words = await guarded(store.moderation.words(room))
         return {"room": room_words, "global": global_words}
 
     @router.patch("/words", summary="Add or remove global blocked words (admin)")
     async def change_global_words(
         body: WordsIn, user: Annotated[User, Depends(admin)]
     ) -> dict[str, list[str]]:
-        await guarded(store.change_words(None, body.add, body.remove, by=who(user)))
-        _, global_words = await guarded(store.words(None))
+        await guarded(store.moderation.change_words(None, body.add, body.remove, by=who(user)))
+        _, global_words = await guarded(store.moderation.words(None))
         return {"global": global_words}
 
     @router.get("/rooms/{room}/highlights", summary="Users granted the highlighted tier")
     async def highlights(room: RoomName, user: Staff) -> list[str]:
-        uids: list[str] = await guarded(store.highlights(room))
+        uids: list[str] = await guarded(store.moderation.highlights(room))
         return uids
 
     @router.put(
@@ -398,13 +402,13 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         summary="Grant a user the highlighted tier",
     )
     async def grant(room: RoomName, uid: Uid, user: Staff) -> None:
-        await guarded(store.set_highlight(room, uid, True, by=who(user)))
+        await guarded(store.moderation.set_highlight(room, uid, True, by=who(user)))
 
     @router.delete(
         "/rooms/{room}/highlights/{uid}", status_code=204, summary="Revoke the highlighted tier"
     )
     async def revoke(room: RoomName, uid: Uid, user: Staff) -> None:
-        await guarded(store.set_highlight(room, uid, False, by=who(user)))
+        await guarded(store.moderation.set_highlight(room, uid, False, by=who(user)))
 
     # ---- the room's staff list ------------------------------------------------------------
     def _may_change_staff(user: User, target_role: str) -> None:
@@ -421,7 +425,7 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.get("/rooms/{room}/staff", response_model=list[StaffOut], summary="Room staff list")
     async def staff(room: RoomName, user: Staff) -> list[StaffOut]:
-        entries = await guarded(store.staff_list(room))
+        entries = await guarded(store.moderation.staff_list(room))
         return [
             StaffOut(uid=uid, role=str(e["role"]), by=str(e.get("by", "")), ts=int(e.get("ts", 0)))
             for uid, e in sorted(entries.items())
@@ -429,7 +433,9 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
 
     async def _write_staff(room: str, uid: str, role: str, user: User) -> StaffOut:
         written = await guarded(
-            store.set_staff(room, uid, role, by=who(user), max_entries=settings.staff_list_max)
+            store.moderation.set_staff(
+                room, uid, role, by=who(user), max_entries=settings.staff_list_max
+            )
         )
         if not written:
             raise HTTPException(
@@ -445,7 +451,7 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         summary="Appoint a user as the room's moderator (or, by an admin, streamer)",
     )
     async def appoint(room: RoomName, uid: Uid, body: StaffIn, user: Staff) -> StaffOut:
-        _may_change_staff(user, await guarded(store.role_in(room, uid)))
+        _may_change_staff(user, await guarded(store.moderation.role_in(room, uid)))
         if not auth.may_appoint(user.role, body.role):
             raise HTTPException(
                 403,
@@ -460,7 +466,7 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         summary="Remove a user's staff rights in the room (also a moderator token's)",
     )
     async def remove_staff(room: RoomName, uid: Uid, user: Staff) -> None:
-        seen, listed = await guarded(store.roles_of(room, uid))
+        seen, listed = await guarded(store.moderation.roles_of(room, uid))
         _may_change_staff(user, auth.effective_role(seen, listed))
         if seen in auth.IRREVOCABLE:
             raise HTTPException(
@@ -475,28 +481,30 @@ def create_router(settings: Settings, store: Store) -> APIRouter:
         now_ms = int(time.time() * 1000)
         until = now_ms + body.duration_s * 1000 if body.duration_s else None
         value = {"text": body.text, "by": user.nick or user.uid, "ts": now_ms, "until": until}
-        await guarded(store.set_pin(room, value, body.duration_s, by=who(user)))
+        await guarded(store.moderation.set_pin(room, value, body.duration_s, by=who(user)))
         return value
 
     @router.get("/rooms/{room}/pin", summary="The pinned message, or null")
     async def current_pin(room: RoomName, user: Staff) -> dict[str, Any] | None:
-        current: dict[str, Any] | None = await guarded(store.get_pin(room))
+        current: dict[str, Any] | None = await guarded(store.moderation.get_pin(room))
         return current
 
     @router.delete("/rooms/{room}/pin", status_code=204, summary="Unpin")
     async def unpin(room: RoomName, user: Staff) -> None:
-        await guarded(store.set_pin(room, None, None, by=who(user)))
+        await guarded(store.moderation.set_pin(room, None, None, by=who(user)))
 
     @router.post("/rooms/{room}/notices", status_code=204, summary="Show a room notice")
     async def notice(room: RoomName, body: NoticeIn, user: Staff) -> None:
         await guarded(
-            store.post_notice(room, body.text, by=who(user), nick=user.nick, role=user.role)
+            store.moderation.post_notice(
+                room, body.text, by=who(user), nick=user.nick, role=user.role
+            )
         )
 
     @router.get("/rooms/{room}/audit", summary="The room's audit log, newest first")
     async def audit(
         room: RoomName, user: Staff, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[dict[str, Any]]:
-        return list(await guarded(store.audit_log(room, limit)))
+        return list(await guarded(store.moderation.audit_log(room, limit)))
 
     return router

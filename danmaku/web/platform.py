@@ -188,7 +188,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         rate = settings.publish_rate_per_s
         if rate <= 0:
             return
-        total, wait_s = await guarded(store.count_publishes(ident, n, time.time()))
+        total, wait_s = await guarded(store.platform.count_publishes(ident, n, time.time()))
         if total > rate:
             for kind in kinds:
                 metrics.published.labels(kind, "limited").inc()
@@ -215,7 +215,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
                     )
                     continue
                 if room not in filters:
-                    own, common = await guarded(store.words(room))
+                    own, common = await guarded(store.moderation.words(room))
                     filters[room] = WordFilter([*own, *common])
                 key = normalize(m.text)
                 if filters[room].match(m.text, key) is not None:
@@ -239,7 +239,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
                 direct.append((i, Publish(room, messages[i][1].id, orjson.dumps(item)), item))
         if direct:
             results = await guarded(
-                store.publish([p for _, p, _ in direct], settings.publish_id_ttl_s)
+                store.platform.publish([p for _, p, _ in direct], settings.publish_id_ttl_s)
             )
             pins: list[tuple[str, dict[str, Any], int, int]] = []
             for (i, p, item), res in zip(direct, results, strict=True):
@@ -263,10 +263,10 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
                     }
                     pins.append((p.room, pin, tier["pin_s"], tier["level"]))
             # In order: the pin rule (PIN_PAID) holds within a batch as across requests.
-            await guarded(store.pin_paid(pins))
+            await guarded(store.platform.pin_paid(pins))
         if door:
             batch = {room: [ing for _, ing in entries] for room, entries in door.items()}
-            outcomes = await guarded(store.append_comments(batch, limits))
+            outcomes = await guarded(store.intake.append_comments(batch, limits))
             for room, entries in door.items():
                 for (i, _), o in zip(entries, outcomes.get(room, []), strict=False):
                     m = messages[i][1]
@@ -335,7 +335,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         active_s: Annotated[int, Query(ge=1, le=3600, description="active within (s)")] = 60,
     ) -> DirectoryOut:
         since = int(time.time() * 1000) - active_s * 1000
-        rooms = await guarded(store.room_directory(since, DIRECTORY_ROOMS))
+        rooms = await guarded(store.platform.room_directory(since, DIRECTORY_ROOMS))
         field = "active_ms" if sort == "active" else sort
         rooms.sort(key=lambda r: (getattr(r, field), r.room), reverse=order == "desc")
         page = rooms[offset : offset + limit]

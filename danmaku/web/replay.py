@@ -60,10 +60,10 @@ async def begin(
 ) -> dict[str, Any]:
     """Start a broadcast in ``room`` with the room's replay offset (``replay_offset_s``,
     else ``DANMAKU_REPLAY_OFFSET_S``) as its video delay. Raises ``StoreError``."""
-    own = await store.room_settings(room)
+    own = await store.rooms.room_settings(room)
     offset = room_settings.effective(own, settings)["replay_offset_s"]
     delay_ms = round(float(offset) * 1000)
-    return dict(await store.start_broadcast(room, title, by=by, delay_ms=delay_ms))
+    return dict(await store.replay.start_broadcast(room, title, by=by, delay_ms=delay_ms))
 
 
 class BroadcastIn(BaseModel):
@@ -90,12 +90,14 @@ async def export_chunks(store: Store, head: ExportHead, fmt: str) -> AsyncGenera
     same bytes as ``replay_export.whole`` over ``store.recorded``, built with at most
     ``HOLD_CAP`` comments and one page in memory. Raises ``StoreError`` mid-way if
     Redis fails."""
-    pages = await store.export_index(head)
+    pages = await store.replay.export_index(head)
     enc = replay_export.encoder(fmt, head.room, head.meta)
     ordering: Ordering[tuple[str, bytes]] = Ordering(pages, HOLD_CAP)
     yield enc.head(sum(p.count for p in pages))
     while (i := ordering.next_page()) is not None:
-        items = await store.export_page(head, pages[i - 1].last_id if i else None, pages[i].last_id)
+        items = await store.replay.export_page(
+            head, pages[i - 1].last_id if i else None, pages[i].last_id
+        )
         chunk = await trio.to_thread.run_sync(_encode, enc, ordering, i, items)
         if chunk:
             yield chunk
@@ -141,17 +143,17 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
     @router.post("/{broadcast_id}/end", summary="End a broadcast")
     async def end(room: RoomName, broadcast_id: BroadcastId, by: StaffOrServer) -> dict[str, Any]:
         try:
-            return dict(await guarded(store.end_broadcast(room, broadcast_id, by=by)))
+            return dict(await guarded(store.replay.end_broadcast(room, broadcast_id, by=by)))
         except KeyError as exc:
             raise HTTPException(404, "no such broadcast") from exc
 
     @router.get("", summary="Broadcasts of the room, newest first")
     async def listing(room: RoomName) -> list[dict[str, Any]]:
-        return list(await guarded(store.broadcasts(room)))
+        return list(await guarded(store.replay.broadcasts(room)))
 
     @router.get("/{broadcast_id}", summary="One broadcast")
     async def one(room: RoomName, broadcast_id: BroadcastId) -> dict[str, Any]:
-        meta = await guarded(store.broadcast(room, broadcast_id))
+        meta = await guarded(store.replay.broadcast(room, broadcast_id))
         if meta is None:
             raise HTTPException(404, "no such broadcast")
         return dict(meta)
@@ -182,7 +184,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         ] = 0,
         if_none_match: Annotated[str | None, Header()] = None,
     ) -> Response:
-        head = await guarded(store.export_head(room, broadcast_id))
+        head = await guarded(store.replay.export_head(room, broadcast_id))
         if head is None:
             raise HTTPException(404, "no such broadcast")
         meta = head.meta

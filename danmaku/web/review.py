@@ -84,14 +84,14 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
     # ---- held for review ------------------------------------------------------------------
     @router.get("/rooms/{room}/held", summary="Comments held for review, oldest first")
     async def held(room: RoomName, user: Staff) -> list[dict[str, Any]]:
-        return list(await guarded(store.held_comments(room, settings.review_ttl_s)))
+        return list(await guarded(store.review.held_comments(room, settings.review_ttl_s)))
 
     @router.post(
         "/rooms/{room}/held/{held_id}/approve",
         summary="Approve a held comment: delivered to the room as usual, exactly once",
     )
     async def approve(room: RoomName, held_id: HeldId, user: Staff) -> dict[str, str]:
-        new_id = await guarded(store.approve_held(room, _held_id(held_id), by=who(user)))
+        new_id = await guarded(store.review.approve_held(room, _held_id(held_id), by=who(user)))
         if new_id is None:
             raise HTTPException(404, "not held (approved, denied or expired already)")
         metrics.review_decisions.labels("approved").inc()
@@ -103,18 +103,18 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         summary="Deny a held comment: never shown",
     )
     async def deny(room: RoomName, held_id: HeldId, user: Staff) -> None:
-        if not await guarded(store.deny_held(room, _held_id(held_id), by=who(user))):
+        if not await guarded(store.review.deny_held(room, _held_id(held_id), by=who(user))):
             raise HTTPException(404, "not held (approved, denied or expired already)")
         metrics.review_decisions.labels("denied").inc()
 
     @router.get("/rooms/{room}/review-words", summary="Review words (held, not refused)")
     async def review_words(room: RoomName, user: Staff) -> list[str]:
-        return list(await guarded(store.review_words(room)))
+        return list(await guarded(store.review.review_words(room)))
 
     @router.patch("/rooms/{room}/review-words", summary="Add or remove review words")
     async def change_review_words(room: RoomName, body: WordsIn, user: Staff) -> list[str]:
-        await guarded(store.change_review_words(room, body.add, body.remove, by=who(user)))
-        return list(await guarded(store.review_words(room)))
+        await guarded(store.review.change_review_words(room, body.add, body.remove, by=who(user)))
+        return list(await guarded(store.review.review_words(room)))
 
     # ---- reports ----------------------------------------------------------------------------
     @router.post(
@@ -126,7 +126,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         checked_id(body.comment_id)
         limit = settings.reports_per_min
         if limit > 0:
-            count, wait_s = await guarded(store.count_report(room, user.uid, time.time()))
+            count, wait_s = await guarded(store.review.count_report(room, user.uid, time.time()))
             if count > limit:
                 metrics.reports.labels("limited").inc()
                 raise HTTPException(
@@ -134,18 +134,18 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
                     f"over {limit} reports per minute; retry later",
                     headers={"Retry-After": str(max(1, int(wait_s + 0.999)))},
                 )
-        item = await guarded(store.comment(room, body.comment_id))
+        item = await guarded(store.moderation.comment(room, body.comment_id))
         if item is None:
             raise HTTPException(404, "no such comment in the room's history")
         count = await guarded(
-            store.add_report(room, item, body.reason, user.uid, keep=settings.reports_max)
+            store.review.add_report(room, item, body.reason, user.uid, keep=settings.reports_max)
         )
         metrics.reports.labels("accepted").inc()
         return {"comment_id": body.comment_id, "reports": count}
 
     @router.get("/rooms/{room}/reports", summary="Reported comments, most recent first")
     async def reports(room: RoomName, user: Staff) -> list[dict[str, Any]]:
-        return list(await guarded(store.reports(room)))
+        return list(await guarded(store.review.reports(room)))
 
     @router.delete(
         "/rooms/{room}/reports/{comment_id}",
@@ -154,7 +154,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
     )
     async def dismiss(room: RoomName, comment_id: str, user: Staff) -> None:
         checked_id(comment_id)
-        if not await guarded(store.dismiss_report(room, comment_id, by=who(user))):
+        if not await guarded(store.review.dismiss_report(room, comment_id, by=who(user))):
             raise HTTPException(404, "no open reports of this comment")
 
     # ---- names, the user card, notes, purge -------------------------------------------------
@@ -165,24 +165,26 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         uid: Annotated[list[str], Query(max_length=100)],
     ) -> dict[str, dict[str, str]]:
         uids = [u for u in dict.fromkeys(uid) if UID_RE.fullmatch(u)]
-        found = await guarded(store.names(room, uids))
+        found = await guarded(store.review.names(room, uids))
         out = {}
         for u in uids:
-            role = await guarded(store.role_in(room, u))
+            role = await guarded(store.moderation.role_in(room, u))
             out[u] = {"nick": found.get(u, ""), "role": role}
         return out
 
     @router.get("/rooms/{room}/users/{uid}", summary="A user's card: name, role, history")
     async def card(room: RoomName, uid: Uid, user: Staff) -> dict[str, Any]:
-        found = await guarded(store.names(room, [uid]))
-        role = await guarded(store.role_in(room, uid))
-        bans = await guarded(store.bans(room))
-        log = await guarded(store.audit_log(room, AUDIT_SCAN))
+        found = await guarded(store.review.names(room, [uid]))
+        role = await guarded(store.moderation.role_in(room, uid))
+        bans = await guarded(store.moderation.bans(room))
+        log = await guarded(store.moderation.audit_log(room, AUDIT_SCAN))
         history = [
             e for e in log if e["target"] == uid and e["action"] in ("ban", "unban", "purge")
         ]
-        against = [r for r in await guarded(store.reports(room)) if r["comment"].get("uid") == uid]
-        note = await guarded(store.note(room, uid))
+        against = [
+            r for r in await guarded(store.review.reports(room)) if r["comment"].get("uid") == uid
+        ]
+        note = await guarded(store.review.note(room, uid))
         return {
             "uid": uid,
             "nick": found.get(uid, ""),
@@ -199,7 +201,7 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
         room: RoomName, uid: Uid, body: NoteIn, user: Staff
     ) -> dict[str, Any] | None:
         note: dict[str, Any] | None = await guarded(
-            store.set_note(room, uid, body.text.strip(), by=who(user))
+            store.review.set_note(room, uid, body.text.strip(), by=who(user))
         )
         return note
 
@@ -209,34 +211,34 @@ def create_router(settings: Settings, store: Store, metrics: Metrics) -> APIRout
     )
     async def purge(room: RoomName, body: PurgeIn, user: Staff) -> dict[str, Any]:
         if body.uid != user.uid:
-            seen, listed = await guarded(store.roles_of(room, body.uid))
+            seen, listed = await guarded(store.moderation.roles_of(room, body.uid))
             _refuse_rank(user, "purge the comments of", author_role({}, seen, listed))
         since_ms = int((time.time() - body.minutes * 60) * 1000)
-        deleted = await guarded(store.purge(room, body.uid, since_ms, by=who(user)))
+        deleted = await guarded(store.review.purge(room, body.uid, since_ms, by=who(user)))
         return {"uid": body.uid, "deleted": deleted}
 
     # ---- shield mode ------------------------------------------------------------------------
     @router.put("/rooms/{room}/shield", summary="Shield mode on (a strict preset; audited)")
     async def shield_on(room: RoomName, user: Staff) -> dict[str, Any]:
-        current = await guarded(store.raw_settings(room))
+        current = await guarded(store.review.raw_settings(room))
         plan = shield_changes(
             current,
             slow_mode_s=settings.shield_slow_mode_s,
             first_chat_min=settings.shield_first_chat_minutes,
         )
-        if not await guarded(store.shield_on(room, plan.changes, plan.saved, by=who(user))):
+        if not await guarded(store.review.shield_on(room, plan.changes, plan.saved, by=who(user))):
             raise HTTPException(409, "shield mode is on already")
         changed = room_settings.shown_changes(plan.changes)
-        await guarded(store.announce_settings(room, changed, by=who(user)))
-        return public_settings(await guarded(store.raw_settings(room)))
+        await guarded(store.moderation.announce_settings(room, changed, by=who(user)))
+        return public_settings(await guarded(store.review.raw_settings(room)))
 
     @router.delete("/rooms/{room}/shield", summary="Shield mode off: the settings before return")
     async def shield_off(room: RoomName, user: Staff) -> dict[str, Any]:
-        saved = await guarded(store.shield_off(room))
+        saved = await guarded(store.review.shield_off(room))
         if saved is None:
             raise HTTPException(409, "shield mode is not on")
         changes: dict[str, Any] = {"shield": False} | room_settings.shown_changes(saved)
-        await guarded(store.announce_settings(room, changes, by=who(user)))
-        return public_settings(await guarded(store.raw_settings(room)))
+        await guarded(store.moderation.announce_settings(room, changes, by=who(user)))
+        return public_settings(await guarded(store.review.raw_settings(room)))
 
     return router

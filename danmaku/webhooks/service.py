@@ -32,8 +32,10 @@ from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.rules import webhooks as rules
 from danmaku.rules.webhooks import Outbox
-from danmaku.store import Store, StoreError
+from danmaku.store import StoreError
+from danmaku.store.platform import Platform
 from danmaku.store.records import split_entry
+from danmaku.store.webhook_endpoints import WebhookEndpoints
 from danmaku.supervise import Backoff, LoopHealth, supervise
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ class WebhookService:
 
     def __init__(
         self,
-        store: Store,
+        store: Platform,
+        registered: WebhookEndpoints,
         settings: Settings,
         metrics: Metrics,
         *,
@@ -61,6 +64,7 @@ class WebhookService:
         holder: str | None = None,
     ) -> None:
         self.store = store
+        self.registered = registered  # endpoints registered through the API
         self.settings = settings
         self.metrics = metrics
         self.health = health or LoopHealth(metrics)
@@ -127,7 +131,7 @@ class WebhookService:
         while True:
             try:
                 # Every poll, before reading: an endpoint gets what is read after it is seen.
-                self.reconcile(await self.store.webhook_endpoints.all())
+                self.reconcile(await self.registered.all())
                 lease_ms = max(1000, LEASE_POLLS * self.settings.webhook_poll_ms)
                 if not self.endpoints:  # nobody to deliver to: read nothing, hold nothing
                     self.leader = False

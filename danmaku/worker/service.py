@@ -20,6 +20,10 @@ Start with ``await nursery.start(worker.run)``; cancel to stop: leases are relea
 the way out (bounded by a short shielded timeout), and a worker that dies without
 releasing simply lets its leases expire; the next holder resumes from the committed
 cursor, so nothing is lost or repeated either way.
+
+Here: the loops, discovery and leases, the tick's reads and commits. What the worker
+keeps of a held room and its online figures: ``rooms.py`` (``HeldRoom``); one room's
+frame of a tick: ``frame_build.py``.
 """
 
 from __future__ import annotations
@@ -31,25 +35,21 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 import trio
 
 from danmaku.config import Settings
 from danmaku.metrics import Metrics
-from danmaku.protocol import encode_frame
 from danmaku.rules import balance
-from danmaku.rules.items import Item
-from danmaku.rules.merge import Draft, RoomMerger, Selector, stream_id_ms
-from danmaku.rules.sampling import BudgetMeter, FrameSampler, Selection
-from danmaku.rules.smoothing import Smoother
+from danmaku.rules.merge import Draft
 from danmaku.store import FrameCommit, Lease, StoreError
 from danmaku.store.interfaces import FrameStore
-from danmaku.store.records import COMMIT_FAILED, TickRead
+from danmaku.store.records import COMMIT_FAILED
 from danmaku.supervise import Backoff, LoopHealth, supervise
+from danmaku.worker.frame_build import build, committed
 from danmaku.worker.quarantine import RoomQuarantine
+from danmaku.worker.rooms import HOT_WINDOW_S, MAX_WAIT_CAP_S, ONLINE_EVERY_S, HeldRoom, take
 
 log = logging.getLogger(__name__)
 
@@ -58,49 +58,9 @@ DISCOVER_EVERY_S = 0.5
 # page of a scan over all active rooms (so every room is seen within a few rounds, and a
 # round's work is bounded however many rooms there are).
 DISCOVER_PAGE = 500
-# A room is read in a tick only if it was "hot" (comments stored, moderation change) this
-# recently, or still has work: idle rooms cost nothing per tick. The window also covers
-# clock skew between gateway and worker hosts (scores are the gateway's clock).
-HOT_WINDOW_S = 2.0
-ONLINE_EVERY_S = 1.0
 # Rooms whose viewers, settings and live figures the online round reads: those with
 # comments this recently (the others build no frames, and their figures are all 0).
 RECENT_S = 5.0
-# The longest a room's comments may wait for a frame (its ``max_wait_s``, at most this):
-# how far back a worker taking a room over looks for comments already shown.
-MAX_WAIT_CAP_S = 5.0
-
-
-def sampling_selector(
-    sampler: FrameSampler, meter: BudgetMeter | None = None, backlog_s: float = math.inf
-) -> Selector:
-    """Adapt the spike-control sampler to the merger's selector interface. With a
-    ``meter``, priority items waiting for a frame are capped at ``backlog_s`` seconds of
-    the room's display budget (``FrameSampler.select``'s ``max_carry``)."""
-
-    def select(items: list[Item], budget: int) -> Selection:
-        cap = None
-        if meter is not None and math.isfinite(backlog_s):
-            cap = math.ceil(max(0.0, meter.per_second) * backlog_s)
-        return sampler.select(items, budget, max_carry=cap)
-
-    return select
-
-
-@dataclass
-class _Room:
-    lease: Lease
-    merger: RoomMerger
-    smoother: Smoother  # the room's display budget per second: pacing, queue, sampling
-    last_active: float  # trio time of the last comment (or of taking the room)
-    online: int = 0
-    latencies: list[float] = field(default_factory=list)  # ms, items shown since the report
-    catching_up: bool = True  # read every tick until a read finds nothing (takeover backlog)
-    last_comments: float = float("-inf")  # trio time of the last read that found comments
-    comments_in: int = 0  # since the last stats report
-    shown: int = 0
-    dropped: int = 0
-    stats_live: bool = False  # its last stats report was not all zeros
 
 
 class BroadcastWorker:
@@ -122,7 +82,7 @@ class BroadcastWorker:
         self.worker_id = worker_id or f"w-{secrets.token_hex(4)}"
         self._clock = clock
         self._rng = random.Random(seed)
-        self.rooms: dict[str, _Room] = {}
+        self.rooms: dict[str, HeldRoom] = {}
         self.quarantine = RoomQuarantine()
         # Rooms read every tick whatever the hot set says (see ``_busy``): kept up to
         # date as rooms change, so a tick never walks the idle ones.
@@ -270,24 +230,8 @@ class BroadcastWorker:
             live = self.rooms.get(room)
             if live is None:
                 continue
-            r = live
-            r.online = n
-            r.merger.highlighted = highlighted
-            sm, conf = r.smoother, self.settings
-            sm.per_second = room_settings.get("budget", conf.display_budget)
-            sm.window_s = room_settings.get("smooth_window_s", conf.smooth_window_s)
-            wait = room_settings.get("max_wait_s", conf.max_wait_s)
-            sm.max_wait_s = min(wait, max(conf.max_wait_s, MAX_WAIT_CAP_S))
-            stats[room] = {
-                "comments_per_s": r.comments_in / ONLINE_EVERY_S,
-                "shown_per_s": r.shown / ONLINE_EVERY_S,
-                "dropped_per_s": r.dropped / ONLINE_EVERY_S,
-                "latency_p99_ms": _p99(r.latencies),
-            }
-            # One report of zeros after the last busy one, then none: the figures expire.
-            r.stats_live = bool(r.comments_in or r.shown or r.dropped)
-            r.comments_in = r.shown = r.dropped = 0
-            r.latencies = []
+            live.apply_online(n, room_settings, highlighted, self.settings)
+            stats[room] = live.report()
         await self.store.write_stats(stats)
 
     # ---- discovery ----------------------------------------------------------------------
@@ -344,18 +288,8 @@ class BroadcastWorker:
         now = trio.current_time()
         shown = await self._recently_shown([lease for lease in taken if lease.seq > 0])
         for lease in taken:
-            sampler = FrameSampler(random.Random(self._rng.random()))
-            smoother = Smoother(
-                sampler,
-                self.settings.display_budget,
-                tick_s=self.settings.tick_s,
-                window_s=self.settings.smooth_window_s,
-                max_wait_s=self.settings.max_wait_s,
-                backlog_s=self.settings.priority_backlog_s,
-            )
-            merger = RoomMerger(lease.room, lease.seq, lease.cursor, smoother=smoother)
-            merger.seen = shown.get(lease.room, set())
-            self.rooms[lease.room] = _Room(lease, merger, smoother, last_active=now)
+            seen = shown.get(lease.room, set())
+            self.rooms[lease.room] = take(lease, self.settings, self._rng, seen, now)
             self._busy.add(lease.room)  # catching up: read at once
             self._looked_at.pop(lease.room, None)
             self.quarantine.retried(lease.room, now)
@@ -437,7 +371,7 @@ class BroadcastWorker:
         read = {
             room
             for room in self._busy
-            if (r := self.rooms.get(room)) is not None and self._busy_now(r, now)
+            if (r := self.rooms.get(room)) is not None and r.busy_now(now)
         }
         self._busy = set(read)
         if len(read) < len(self.rooms):
@@ -461,13 +395,13 @@ class BroadcastWorker:
         )
         now_wall = self._clock()
         now = trio.current_time()
-        drafts: list[tuple[_Room, Draft, FrameCommit]] = []
+        drafts: list[tuple[HeldRoom, Draft, FrameCommit]] = []
         for room, r in held.items():
             if room in got.failed:
                 self._room_failed(room, "read", got.failed[room])
                 continue
             try:
-                built = self._build(r, got, now_wall, now)
+                built = build(r, got, now_wall, now, self.settings.max_items_per_tick, self.metrics)
             except Exception as exc:  # this room only
                 self._room_failed(room, "merge", repr(exc))
                 continue
@@ -482,7 +416,7 @@ class BroadcastWorker:
                     continue  # dropped while we were committing
                 if result.code == 1:
                     try:
-                        self._committed(r, d)
+                        committed(r, d, self.metrics)
                     except Exception as exc:  # the frame stands; the room starts over
                         self._room_failed(room, "commit", repr(exc))
                         continue
@@ -495,102 +429,7 @@ class BroadcastWorker:
                     self._drop(room, "lost")
         for room in held:
             still = self.rooms.get(room)
-            if still is not None and self._busy_now(still, now):
+            if still is not None and still.busy_now(now):
                 self._busy.add(room)
         await self._release_failed()
         return done
-
-    def _build(
-        self, r: _Room, got: TickRead, now_wall: float, now: float
-    ) -> tuple[Draft, FrameCommit] | None:
-        """Feed one room's read into its merger; its next frame to commit, if any."""
-        room = r.merger.room
-        r.merger.retract(got.retracts.get(room, []))
-        comments = got.comments.get(room)
-        r.catching_up = len(comments or ()) >= self.settings.max_items_per_tick
-        if comments:
-            invalid = r.merger.invalid
-            r.merger.add((c.id, c.payload) for c in comments)
-            if r.merger.invalid > invalid:
-                self.metrics.comments_invalid.inc(r.merger.invalid - invalid)
-            r.last_active = r.last_comments = now
-        if room in got.deleted:
-            r.merger.drop(got.deleted[room])
-        draft = r.merger.build(now_wall, clock=now)  # waits measured on trio's clock
-        if draft is None:
-            return None
-        broadcast, start_ms, end_ms = got.on_air.get(room, ("", 0, 0))
-        commit = FrameCommit(
-            room=room,
-            token=r.lease.token,
-            seq=draft.seq,
-            cursor=draft.cursor,
-            payload=encode_frame(
-                room, draft.seq, draft.ts_ms, draft.items, draft.dropped, r.online, draft.retract
-            ),
-            retracted=len(draft.retract),
-            broadcast=broadcast,
-            recorded=_recording(r.merger.pending[: draft.consumed], start_ms, end_ms)
-            if broadcast
-            else (),
-        )
-        return draft, commit
-
-    def _committed(self, r: _Room, d: Draft) -> None:
-        r.merger.committed(d)
-        r.comments_in += d.consumed
-        r.shown += len(d.items)
-        if len(r.latencies) < 10_000:
-            r.latencies.extend(d.ts_ms - int(i.get("ts", d.ts_ms)) for i in d.items)
-        r.dropped += d.dropped
-        self._observe(d)
-
-    @staticmethod
-    def _busy_now(r: _Room, now: float) -> bool:
-        """Read this tick whatever the hot set says: a takeover backlog, comments
-        waiting (priority carry), or comments found within the last half of the hot
-        window (the room is surely still in the hot set, moderation changes included,
-        since the read returns those too)."""
-        return r.catching_up or r.merger.has_work() or now - r.last_comments < HOT_WINDOW_S / 2
-
-    def _observe(self, d: Draft) -> None:
-        m = self.metrics
-        m.frames_built.inc()
-        m.frame_items.observe(len(d.items))
-        for tier, n in d.dropped_by_tier.items():
-            m.items_dropped.labels(str(tier)).inc(n)
-        if d.folded:
-            m.items_folded.inc(d.folded)
-        merge = m.latency.labels("merge")
-        for item in d.items:
-            merge.observe(max(0.0, (d.ts_ms - stream_id_ms(str(item["id"]))) / 1000))
-
-
-def _p99(values: list[float]) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
-
-
-# What replay keeps of paid, gift and system items besides (issue 24).
-PLATFORM = frozenset({"kind", "amount", "currency", "gift", "tier"})
-
-
-def _recording(items: list[Item], start_ms: int, end_ms: int) -> list[tuple[str, bytes]]:
-    """What replay keeps of each comment accepted between start and end (0 = on air):
-    author, style, and its offset in the broadcast."""
-    out = []
-    for i in items:
-        ts = int(i.get("ts", 0))
-        if ts < start_ms or (end_ms and ts > end_ms):
-            continue
-        kept: dict[str, Any] = {
-            k: i[k]
-            for k in ("uid", "nick", "text", "color", "mode", "prio", "ts", "role")
-            if k in i
-        }
-        kept |= {k: v for k, v in i.items() if k in PLATFORM}
-        kept["offset_ms"] = ts - start_ms
-        out.append((str(i["id"]), orjson.dumps(kept)))
-    return out

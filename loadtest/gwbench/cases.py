@@ -161,7 +161,7 @@ async def _store_bench(procs: Procs, comments: int, users: int, rooms: int) -> d
     metrics = Metrics()
     store = Store(procs.redis_url, metrics)
     limits = IngestLimits(1e6, 1e6, 30.0)
-    batcher = IngestBatcher(store, metrics, limits, capacity=comments + 1)
+    batcher = IngestBatcher(store.intake, metrics, limits, capacity=comments + 1)
 
     class Sink(Viewer):
         """Counts acks instead of writing them."""

@@ -65,13 +65,13 @@ async def test_store_pipelines_and_scripts_across_shards(
             for room in ROOMS
         }
         limits = IngestLimits(rate_per_s=100.0, burst=100.0, duplicate_window_s=0.0)
-        out = await store.append_comments(batch, limits)
+        out = await store.intake.append_comments(batch, limits)
         assert list(out) == ROOMS  # replies come back per room, in order
         assert all(o.id and o.code is None for room in ROOMS for o in out[room])
-        again = await store.append_comments(batch, limits)  # resends: same ids
+        again = await store.intake.append_comments(batch, limits)  # resends: same ids
         for room in ROOMS:
             assert [(o.id, o.resent) for o in again[room]] == [(o.id, True) for o in out[room]]
-        assert set(await store.hot_rooms(0)) == set(ROOMS)
+        assert set(await store.frames.hot_rooms(0)) == set(ROOMS)
         for room in ROOMS:
             with cluster.client(cluster.master_port(f"dm:{{{room}}}:in")) as node:
                 assert len(stored_ids(node, room)) == 3

@@ -39,7 +39,7 @@ async def test_resume_with_since_has_no_gap_or_duplicate(system: System) -> None
 async def test_resume_beyond_history_says_so_then_goes_live(system: System, settings) -> None:
     port = system.ws_port
     assert port
-    system.store._frames_history = 5  # keep only a few frames (approximate trim off below)
+    system.store.frames._frames_history = 5  # keep only a few frames (approximate trim off below)
     async with trio.open_nursery() as n:
         sender = await connect(n, port, "old", tok=token("s"))
         watcher = await connect(n, port, "old")
@@ -48,7 +48,7 @@ async def test_resume_beyond_history_says_so_then_goes_live(system: System, sett
             await watcher.wait_for(lambda c, k=k: len(c.item_ids()) == k + 1)
         # Trim exactly so history starts well after seq 1.
         await trio.to_thread.run_sync(
-            lambda: system.store._r.xtrim("dm:{old}:frames", maxlen=5, approximate=False)
+            lambda: system.store.core.r.xtrim("dm:{old}:frames", maxlen=5, approximate=False)
         )
         resumed = await connect(n, port, "old", since=1)
         await resumed.wait_for(lambda c: bool(c.of_type("notice")))
@@ -106,12 +106,12 @@ async def test_worker_killed_mid_stream_loses_and_repeats_nothing(
 
         for round_ in range(3):
             running = RunningWorker(
-                n, BroadcastWorker(store, settings, metrics, worker_id=f"w{round_}")
+                n, BroadcastWorker(store.frames, settings, metrics, worker_id=f"w{round_}")
             )
             await send(30, f"r{round_}-")
             await trio.sleep(0.03)
             running.crash()  # the lease is not given back, as with SIGKILL
-        final = BroadcastWorker(store, settings, metrics, worker_id="final")
+        final = BroadcastWorker(store.frames, settings, metrics, worker_id="final")
         n.start_soon(final.run)
         await watcher.wait_for(lambda c: set(acked) <= set(c.item_ids()), timeout=20)
         got = watcher.item_ids()
@@ -162,14 +162,14 @@ async def test_a_notice_brings_its_rooms_frames_in_the_same_wait(redis_url: str)
             r.xadd(f"dm:{{{room}}}:frames", {"d": b'{"seq":2}'}, id="2-0")
         r.xadd("dm:{served}:ctl", {"e": b'{"type":"pin"}'})
         r.xadd("dm:gw:{f1}:notices", {"r": "served,elsewhere"})
-        after, named, frames, controls = await store.wait_notices(
+        after, named, frames, controls = await store.feed.wait_notices(
             "f1", position, 1000, {"served": (1, "0-0")}.get
         )
         assert after != position and named == ["served", "elsewhere"]
         assert [(f.room, f.seq) for f in frames] == [("served", 2)]  # after the cursor only
         assert [(c.room, c.event) for c in controls] == [("served", {"type": "pin"})]
         # Nothing new: the wait times out empty.
-        assert await store.wait_notices("f1", after, 100, {"served": (2, "0-0")}.get) == (
+        assert await store.feed.wait_notices("f1", after, 100, {"served": (2, "0-0")}.get) == (
             after,
             [],
             [],
@@ -195,7 +195,7 @@ async def test_comments_waiting_for_the_budget_survive_a_worker_crash_once_each(
     async with trio.open_nursery() as n:
         watcher = await connect(n, sys.ws_port, "waiting")
         senders = [await connect(n, sys.ws_port, "waiting", tok=token(f"u{i}")) for i in range(30)]
-        running = RunningWorker(n, BroadcastWorker(store, s, metrics, worker_id="first"))
+        running = RunningWorker(n, BroadcastWorker(store.frames, s, metrics, worker_id="first"))
         replies: list[dict[str, object]] = []
 
         async def shout(i: int) -> None:
@@ -209,7 +209,7 @@ async def test_comments_waiting_for_the_budget_survive_a_worker_crash_once_each(
         await watcher.wait_for(lambda c: len(c.item_ids()) >= 4)
         running.crash()  # the lease is not given back, as with SIGKILL
         assert len(watcher.item_ids()) < 30, "the crash came while comments waited"
-        n.start_soon(BroadcastWorker(store, s, metrics, worker_id="next").run)
+        n.start_soon(BroadcastWorker(store.frames, s, metrics, worker_id="next").run)
         await watcher.wait_for(lambda c: acked <= set(c.item_ids()), timeout=20)
         await trio.sleep(0.3)  # nothing more may come: no repeat after the last one
         got = watcher.item_ids()

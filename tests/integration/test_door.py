@@ -1,4 +1,4 @@
-"""The room's door (``scripts.INGEST``) driven through ``Store.append_comments`` against a
+"""The room's door (``scripts.INGEST``) driven through ``store.intake.append_comments`` against a
 real Redis: resends, duplicates, buckets within one batch, bans, and what it keeps."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def c(uid: str, nonce: str, text: str | None = None, *, exempt: bool = False) ->
 
 
 async def send(store: Store, *comments: Ingest, limits: IngestLimits = OPEN) -> list[Outcome]:
-    return (await store.append_comments({ROOM: list(comments)}, limits))[ROOM]
+    return (await store.intake.append_comments({ROOM: list(comments)}, limits))[ROOM]
 
 
 async def test_a_resend_gets_the_same_id_even_after_newer_comments(store: Store) -> None:
@@ -274,7 +274,7 @@ def test_the_door_keeps_the_buckets_as_the_model_says(
                 comments = [
                     c(uid, f"{k}-{j}", exempt=staff) for j, (uid, staff) in enumerate(batch)
                 ]
-                got = (await store.append_comments({room: comments}, limits))[room]
+                got = (await store.intake.append_comments({room: comments}, limits))[room]
                 for (uid, staff), outcome in zip(batch, got, strict=True):
                     wait = model.take(uid, staff, 0.0)
                     if wait == 0.0:

@@ -129,7 +129,7 @@ def both_decide_alike(redis_url: str, limits: IngestLimits, steps: list[tuple[An
                         )
                         for uid, nonce, text, flags in args[0]
                     ]
-                    got = await store.append_comments({room: batch}, limits, clock_ms=now_ms)
+                    got = await store.intake.append_comments({room: batch}, limits, clock_ms=now_ms)
                     want = model.admit(
                         [
                             (c.uid, door_key(c.nonce), c.text_hash, f)
@@ -142,20 +142,20 @@ def both_decide_alike(redis_url: str, limits: IngestLimits, steps: list[tuple[An
                 elif kind == "ban":
                     uid, duration = args
                     until = 0.0 if duration == 0 else now_ms / 1000 + duration
-                    await store.ban(room, uid, until, close=False, by="spec")
+                    await store.moderation.ban(room, uid, until, close=False, by="spec")
                     model.bans[uid] = until
                 elif kind == "unban":
-                    await store.unban(room, args[0], by="spec")
+                    await store.moderation.unban(room, args[0], by="spec")
                     model.bans.pop(args[0], None)
                 elif kind == "mute":
-                    await store.set_room_settings(room, {"mute": 1.0 if args[0] else None})
+                    await store.rooms.set_room_settings(room, {"mute": 1.0 if args[0] else None})
                     model.muted = args[0]
                 elif kind == "slow":
-                    await store.set_room_settings(room, {"slow_mode_s": args[0] or None})
+                    await store.rooms.set_room_settings(room, {"slow_mode_s": args[0] or None})
                     model.slow_mode_s = args[0]
                 elif kind == "highlight":
                     uid, granted = args
-                    await store.set_highlight(room, uid, granted, by="spec")
+                    await store.moderation.set_highlight(room, uid, granted, by="spec")
                     (model.highlighted.add if granted else model.highlighted.discard)(uid)
         finally:
             store.close()

@@ -38,7 +38,11 @@ def _sub(viewer: Viewer, i: int) -> Submission:
 def _batcher(redis_url: str) -> tuple[IngestBatcher, Store, Metrics]:
     metrics = Metrics(process=False)
     store = Store(redis_url, metrics)
-    return IngestBatcher(store, metrics, IngestLimits(1e6, 1e6, 30.0), capacity=3), store, metrics
+    return (
+        IngestBatcher(store.intake, metrics, IngestLimits(1e6, 1e6, 30.0), capacity=3),
+        store,
+        metrics,
+    )
 
 
 async def test_a_full_queue_refuses_and_never_grows(redis_url: str) -> None:
@@ -100,7 +104,7 @@ async def test_a_linger_gathers_comments_arriving_one_by_one_into_one_batch(
     try:
         for round_, (linger_s, from_per_s, expected) in enumerate(rounds):
             batcher = IngestBatcher(
-                store, metrics, limits, linger_s=linger_s, linger_from_per_s=from_per_s
+                store.intake, metrics, limits, linger_s=linger_s, linger_from_per_s=from_per_s
             )
             async with trio.open_nursery() as n:
                 await n.start(batcher.run)
@@ -120,7 +124,7 @@ async def test_a_linger_gathers_comments_arriving_one_by_one_into_one_batch(
 def test_the_linger_follows_the_rate_of_the_last_second(redis_url: str) -> None:
     metrics = Metrics(process=False)
     store = Store(redis_url, metrics)
-    batcher = IngestBatcher(store, metrics, IngestLimits(), 5000, linger_s=0.002)
+    batcher = IngestBatcher(store.intake, metrics, IngestLimits(), 5000, linger_s=0.002)
     viewer = Acks()
 
     def take(count: int) -> None:

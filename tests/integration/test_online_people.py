@@ -182,7 +182,7 @@ async def test_big_rooms_count_by_hyperloglog_merged_with_the_exact_lists(
         # An older gateway's report (connections only) during a rolling upgrade.
         stamp = int(time.time() * 1000) + 60_000  # fresh for the rest of the test
         await trio.to_thread.run_sync(
-            lambda: a.store._r.hset(keys.online("big"), "g-old", f"2:{stamp}")
+            lambda: a.store.core.r.hset(keys.online("big"), "g-old", f"2:{stamp}")
         )
         assert await figures(a, "big") == (5, 6)
         n.cancel_scope.cancel()

@@ -39,7 +39,7 @@ async def test_recording_survives_worker_restarts_and_exports(
         troll = await connect(n, system.ws_port, "show", tok=token("troll"))
         for round_ in range(3):
             running = RunningWorker(
-                n, BroadcastWorker(store, s, Metrics(process=False), worker_id=f"w{round_}")
+                n, BroadcastWorker(store.frames, s, Metrics(process=False), worker_id=f"w{round_}")
             )
             for k in range(20):
                 reply = await senders[k % 5].comment(f"r{round_} {label(k)}", nonce=f"{round_}-{k}")
@@ -48,12 +48,12 @@ async def test_recording_survives_worker_restarts_and_exports(
             acked[reply["id"]] = 0
             await trio.sleep(0.3)
             running.crash()  # the lease must expire before the next worker takes over
-        final = BroadcastWorker(store, s, Metrics(process=False), worker_id="final")
+        final = BroadcastWorker(store.frames, s, Metrics(process=False), worker_id="final")
         n.start_soon(final.run)
         with trio.fail_after(15):
-            while len(await store.recorded("show", bc["id"])) < len(acked):
+            while len(await store.replay.recorded("show", bc["id"])) < len(acked):
                 await trio.sleep(0.2)
-        recorded = await store.recorded("show", bc["id"])
+        recorded = await store.replay.recorded("show", bc["id"])
         assert sorted(c["id"] for c in recorded) == sorted(acked), "lost or repeated"
         for c in recorded:
             assert c["offset_ms"] == c["ts"] - bc["start"] >= 0

@@ -32,9 +32,9 @@ async def expected(url: str, room: str, bid: str, fmt: str) -> bytes:
     """The export built the simple way: every comment in memory, then the whole file."""
     store = Store(url, Metrics(process=False))
     try:
-        head = await store.export_head(room, bid)
+        head = await store.replay.export_head(room, bid)
         assert head is not None
-        comments = await store.recorded(room, bid)
+        comments = await store.replay.recorded(room, bid)
         return replay_export.whole(replay_export.encoder(fmt, room, head.meta), comments)
     finally:
         store.close()
@@ -150,7 +150,7 @@ async def test_exports_are_limited_per_address_and_in_total(
 async def test_etag_and_if_none_match(nursery: trio.Nursery, settings: Settings) -> None:
     system: System = await start_system(nursery, settings, ("web",))
     store = Store(settings.redis_url, Metrics(process=False))
-    meta = await store.start_broadcast("tag", "on air", by="mod")
+    meta = await store.replay.start_broadcast("tag", "on air", by="mod")
     write_recording(settings.redis_url, "tag", meta["id"], meta["start"], 50)
     url = f"http://127.0.0.1:{system.web_port}/api/rooms/tag/broadcasts/{meta['id']}/danmaku"
     first = await http(url)
@@ -163,14 +163,14 @@ async def test_etag_and_if_none_match(nursery: trio.Nursery, settings: Settings)
     assert xml.status == 200 and xml.headers["etag"] != tag  # one tag per format
     # Whatever changes the file changes its tag: a delete, a ban, the end.
     victim = first.json()["comments"][0]
-    await store.unrecord("tag", victim["id"])
+    await store.replay.unrecord("tag", victim["id"])
     after_delete = await http(url, headers={"If-None-Match": tag})
     assert after_delete.status == 200 and after_delete.json()["count"] == 49
     tag = after_delete.headers["etag"]
-    await store.ban("tag", victim["uid"], 0, close=False, by="mod")
+    await store.moderation.ban("tag", victim["uid"], 0, close=False, by="mod")
     after_ban = await http(url, headers={"If-None-Match": tag})
     assert after_ban.status == 200 and victim["uid"] not in json.dumps(after_ban.json())
-    await store.end_broadcast("tag", meta["id"], by="mod")
+    await store.replay.end_broadcast("tag", meta["id"], by="mod")
     assert (await http(url, headers={"If-None-Match": after_ban.headers["etag"]})).status == 200
     missing = await http(url.replace(meta["id"], "abc"))
     assert missing.status == 404

@@ -160,7 +160,7 @@ async def test_a_gap_beyond_history_is_told_then_fresh(system: System) -> None:
         watcher = await connect(n, port, "gap")
         await shown(sender, watcher, 12, "g")
         await trio.to_thread.run_sync(
-            lambda: system.store._r.xtrim("dm:{gap}:frames", maxlen=4, approximate=False)
+            lambda: system.store.core.r.xtrim("dm:{gap}:frames", maxlen=4, approximate=False)
         )
         epoch = welcome(watcher)["epoch"]
         resumed = await connect(n, port, "gap", since=1, epoch=epoch)
@@ -206,10 +206,10 @@ async def test_epoch_holds_across_a_worker_failover(
         watcher = await connect(n, port, "fail")
         sender = await connect(n, port, "fail", tok=token("s"))
         epoch = welcome(watcher)["epoch"]
-        first = RunningWorker(n, BroadcastWorker(store, settings, metrics, worker_id="one"))
+        first = RunningWorker(n, BroadcastWorker(store.frames, settings, metrics, worker_id="one"))
         await shown(sender, watcher, 4, "one")
         first.crash()  # the lease is not given back, as with SIGKILL
-        n.start_soon(BroadcastWorker(store, settings, metrics, worker_id="two").run)
+        n.start_soon(BroadcastWorker(store.frames, settings, metrics, worker_id="two").run)
         await shown(sender, watcher, 4, "two")
         assert metrics.leases.labels("takeover")._value.get() >= 1
         since = watcher.frames[1]["seq"]
@@ -261,7 +261,7 @@ async def test_a_room_without_frames_keeps_its_epoch_only_while_looked_at(
     must not grow Redis); the first frame keeps the room's epoch for good."""
     port = system.ws_port
     assert port
-    r = system.store._r
+    r = system.store.core.r
     async with trio.open_nursery() as n:
         watcher = await connect(n, port, "quiet")
         epoch = welcome(watcher)["epoch"]

@@ -94,9 +94,11 @@ async def test_held_comment_is_shown_once_however_often_it_is_approved(
     store = Store(settings.redis_url, Metrics(process=False))
     try:
         with trio.fail_after(10):
-            while "after approval" not in [c["text"] for c in await store.recorded(room, bc["id"])]:
+            while "after approval" not in [
+                c["text"] for c in await store.replay.recorded(room, bc["id"])
+            ]:
                 await trio.sleep(0.1)
-        recorded = await store.recorded(room, bc["id"])
+        recorded = await store.replay.recorded(room, bc["id"])
     finally:
         store.close()
     assert [c["id"] for c in recorded if c["text"] == "please look at me"] == new_ids
@@ -319,7 +321,7 @@ def test_the_door_holds_what_the_model_holds(
     async def run() -> Any:
         store = Store(redis_url, Metrics(process=False))
         try:
-            return (await store.append_comments({room: [comment]}, limits))[room][0]
+            return (await store.intake.append_comments({room: [comment]}, limits))[room][0]
         finally:
             store.close()
 
@@ -353,8 +355,8 @@ async def test_a_held_comments_nonce_answers_a_resend_from_another_batch(
     limits = IngestLimits(rate_per_s=1000.0, burst=1000.0, first_chat_min=0)
     c = Ingest("u", "n1", b'{"uid":"u","text":"x"}', door_key("x"))
     try:
-        (first,) = (await store.append_comments({room: [c]}, limits))[room]
-        (again,) = (await store.append_comments({room: [c]}, limits))[room]
+        (first,) = (await store.intake.append_comments({room: [c]}, limits))[room]
+        (again,) = (await store.intake.append_comments({room: [c]}, limits))[room]
         assert again.resent and again.id == first.id and again.held == first.held
         assert first.held == (mode == "all")
     finally:

@@ -145,11 +145,11 @@ async def test_note_role_keeps_the_highest_role_and_global_tokens_count_everywhe
 ) -> None:
     store = system.store
     assert store is not None
-    assert await store.role_in("a", "u") == "viewer"
-    await store.note_role("a", "u", "streamer")
-    await store.note_role("a", "u", "moderator")  # lower: does not demote
-    await store.note_role("a", "u", "viewer")
-    assert await store.role_in("a", "u") == "streamer"
-    assert await store.role_in("b", "u") == "viewer"  # room-scoped: that room only
-    await store.note_role("a", "g", "moderator", everywhere=True)
-    assert await store.role_in("b", "g") == "moderator"
+    assert await store.moderation.role_in("a", "u") == "viewer"
+    await store.moderation.note_role("a", "u", "streamer")
+    await store.moderation.note_role("a", "u", "moderator")  # lower: does not demote
+    await store.moderation.note_role("a", "u", "viewer")
+    assert await store.moderation.role_in("a", "u") == "streamer"
+    assert await store.moderation.role_in("b", "u") == "viewer"  # room-scoped: that room only
+    await store.moderation.note_role("a", "g", "moderator", everywhere=True)
+    assert await store.moderation.role_in("b", "g") == "moderator"

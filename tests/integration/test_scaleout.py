@@ -23,7 +23,7 @@ async def test_rooms_spread_over_workers_and_rebalance(
     workers: dict[str, RunningWorker] = {}
 
     async def start(name: str) -> None:
-        worker = BroadcastWorker(store, settings, Metrics(process=False), worker_id=name)
+        worker = BroadcastWorker(store.frames, settings, Metrics(process=False), worker_id=name)
         workers[name] = RunningWorker(nursery, worker)
 
     def holdings() -> dict[str, int]:

@@ -28,6 +28,6 @@ async def test_shutdown_drains_viewers_with_1013_and_releases_leases(settings: S
             assert viewer.closed is not None and viewer.closed[0] == 1013
             n.cancel_scope.cancel()
     # The lease was given back: another worker may take the room at once.
-    taken = await store.acquire(["bye"], "next-worker", 1000)
+    taken = await store.frames.acquire(["bye"], "next-worker", 1000)
     assert [lease.room for lease in taken] == ["bye"] and taken[0].seq >= 1
     store.close()

@@ -162,13 +162,13 @@ async def test_rate_limit_holds_across_connections_and_gateways(
 async def test_slow_mode_and_duplicate_guard(nursery: trio.Nursery, settings: Settings) -> None:
     system = await start_system(nursery, spike_settings(settings))
     assert system.ws_port
-    await system.store.set_room_settings("slow", {"slow_mode_s": 5})
+    await system.store.rooms.set_room_settings("slow", {"slow_mode_s": 5})
     async with trio.open_nursery() as n:
         c = await connect(n, system.ws_port, "slow", tok=token("u"))
         assert (await c.comment("first", nonce="a"))["type"] == "ack"
         second = await c.comment("second", nonce="b")
         assert second["code"] == "slow_mode" and 4000 <= int(second["retry_after_ms"]) <= 5000
-        await system.store.set_room_settings("slow", {"slow_mode_s": None})
+        await system.store.rooms.set_room_settings("slow", {"slow_mode_s": None})
         assert (await c.comment("third", nonce="c"))["type"] == "ack"
         dup = await c.comment("ＴＨＩＲＤ!!", nonce="d")  # same text once normalised? no: "!"
         assert dup["type"] == "ack"
@@ -183,7 +183,7 @@ async def test_ingest_ceiling_sheds_ordinary_comments_but_acks_them(
     s = spike_settings(settings, rate_per_s=1000.0, rate_burst=1000.0)
     system = await start_system(nursery, s)
     assert system.ws_port
-    await system.store.set_room_settings("hot", {"ingest_ceiling": 20})
+    await system.store.rooms.set_room_settings("hot", {"ingest_ceiling": 20})
     async with trio.open_nursery() as n:
         senders = [await connect(n, system.ws_port, "hot", tok=token(f"u{i}")) for i in range(20)]
         vip = await connect(n, system.ws_port, "hot", tok=token("vip", highlight=True))
@@ -210,7 +210,7 @@ async def test_ingest_ceiling_sheds_ordinary_comments_but_acks_them(
         assert shed, "nothing was shed at 20x the ceiling"
         assert not any(str(r["id"]).startswith("shed-") for r in vip_replies)
         assert system.metrics.comments_shed._value.get() == len(shed)
-        info = await system.store.room_info("hot")
+        info = await system.store.rooms.room_info("hot")
         assert info["comments_stored"] == 600 + 20 - len(shed)
         n.cancel_scope.cancel()
 

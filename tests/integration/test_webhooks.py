@@ -215,17 +215,17 @@ async def test_idle_rooms_lose_their_cursors_and_come_back_after_what_was_read(
         plain.xadd("dm:{quiet}:in", {"d": b'{"uid":"u","text":"old"}'}, id=f"{now - 5000}-0")
         plain.zadd("dm:rooms", {"quiet": now - 4000, "busy": now})
         plain.hset("dm:webhooks:cursors", mapping={"_start": now - 10_000})
-        got = await store.webhook_read(now - 6000, 100, 10, {})
+        got = await store.platform.webhook_read(now - 6000, 100, 10, {})
         assert [eid for eid, _ in got["quiet"][0]] == [f"{now - 5000}-0"]
-        await store.webhook_commit({"quiet:in": f"{now - 5000}-0", "busy:in": "1-0"})
+        await store.platform.webhook_commit({"quiet:in": f"{now - 5000}-0", "busy:in": "1-0"})
         # "quiet" has been idle since now - 4000: a prune at now - 3000 forgets it.
-        assert await store.webhook_prune(now - 3000) == 1
+        assert await store.platform.webhook_prune(now - 3000) == 1
         assert plain.hget("dm:webhooks:cursors", "quiet:in") is None
         assert plain.hget("dm:webhooks:cursors", "busy:in") == b"1-0"
         # It comes back: read from the window's start, so the old entry is not redelivered.
         plain.xadd("dm:{quiet}:in", {"d": b'{"uid":"u","text":"new"}'}, id=f"{now + 1}-0")
         plain.zadd("dm:rooms", {"quiet": now + 1})
-        got = await store.webhook_read(now - 3000, 100, 10, {})
+        got = await store.platform.webhook_read(now - 3000, 100, 10, {})
         assert [eid for eid, _ in got["quiet"][0]] == [f"{now + 1}-0"]
     finally:
         store.close()

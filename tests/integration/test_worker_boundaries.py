@@ -139,7 +139,7 @@ async def test_a_failing_loop_restarts_and_shows_in_health(
 
     store = Store(settings.redis_url, Metrics(process=False))
     metrics = Metrics(process=False)
-    worker = BroadcastWorker(store, settings, metrics, worker_id="w", clock=clock)
+    worker = BroadcastWorker(store.frames, settings, metrics, worker_id="w", clock=clock)
     running = RunningWorker(nursery, worker)
     async with trio.open_nursery() as n:
         viewer = await connect(n, gw.ws_port, "loops")
@@ -200,7 +200,7 @@ async def test_discovery_pages_cover_every_active_room_in_bounded_steps(
         seen: set[str] = set()
         cursor, steps = 0, 0
         while True:
-            page = await store.active_rooms(now_ms - 60_000, now_ms - 5_009, cursor, 500)
+            page = await store.frames.active_rooms(now_ms - 60_000, now_ms - 5_009, cursor, 500)
             assert page.total == 12_000
             assert page.recent == [f"room{i}" for i in range(10)]  # newest first
             assert len(page.page) <= 4 * 500  # a page, not the set

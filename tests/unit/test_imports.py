@@ -119,6 +119,25 @@ def test_only_the_store_and_dev_tools_speak_to_redis() -> None:
     )
 
 
+# The store's container, core and components: what gateway and worker code never names.
+STORE_IMPLEMENTATION = {
+    f"danmaku.store.{name}"
+    for name in (
+        "redis_store",
+        "core",
+        "intake",
+        "feed",
+        "frames",
+        "rooms",
+        "moderation",
+        "review",
+        "identity",
+        "replay",
+        "platform",
+    )
+}
+
+
 def test_gateway_and_worker_code_names_only_its_store_interface() -> None:
     """The gateway and the worker are handed the store typed as their interfaces
     (``store/interfaces.py``), so ``make lint`` (mypy) refuses a call outside them; no
@@ -131,11 +150,59 @@ def test_gateway_and_worker_code_names_only_its_store_interface() -> None:
                     "danmaku.store"
                 ):
                     names = {a.name for a in node.names}
-                    if "Store" in names or node.module in {
-                        "danmaku.store.redis_store",
-                        "danmaku.store.worker_ops",
-                        "danmaku.store.moderation",
-                        "danmaku.store.replay",
-                    }:
+                    if "Store" in names or node.module in STORE_IMPLEMENTATION:
                         wrong.append(f"{module_name(path)}: from {node.module} import {names}")
     assert not wrong, wrong
+
+
+def test_the_store_is_composed_not_mixed_in() -> None:
+    """``Store`` is a container of components (``store.feed``, ``store.moderation``,
+    ...): no class of ``danmaku/store`` inherits from another of them (no mixins, no
+    base order that matters), and none declares a method it leaves to another class
+    (``raise NotImplementedError``)."""
+    store_pkg = PACKAGE / "store"
+    classes: dict[str, ast.ClassDef] = {}
+    for path in sorted(store_pkg.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                classes[f"{module_name(path)}.{node.name}"] = node
+    names = {key.rpartition(".")[2] for key in classes}
+    assert "Store" in names and "StoreCore" in names
+    mixed = [
+        f"{key}({ast.unparse(base)})"
+        for key, node in classes.items()
+        for base in node.bases
+        if ast.unparse(base).rpartition(".")[2] in names
+    ]
+    assert not mixed, mixed
+    stubs = [
+        f"{key}.{fn.name}"
+        for key, node in classes.items()
+        for fn in ast.walk(node)
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for raised in ast.walk(fn)
+        if isinstance(raised, ast.Raise)
+        and raised.exc is not None
+        and "NotImplementedError" in ast.unparse(raised.exc)
+    ]
+    assert not stubs, stubs
+
+
+def test_store_components_are_attributes_each_role_is_handed_one() -> None:
+    """Each role's interface is one component of ``Store``, and ``Store`` exposes the
+    components as attributes (no method of its own besides ping, wait_ready, close)."""
+    from danmaku.metrics import Metrics
+    from danmaku.store import Store
+    from danmaku.store.feed import Feed
+    from danmaku.store.frames import Frames
+    from danmaku.store.intake import Intake
+
+    store = Store("redis://127.0.0.1:1/0", Metrics(process=False))  # connects lazily
+    try:
+        assert isinstance(store.intake, Intake)
+        assert isinstance(store.feed, Feed)
+        assert isinstance(store.frames, Frames)
+        own = {n for n, v in vars(Store).items() if callable(v) and not n.startswith("_")}
+        assert own == {"ping", "wait_ready", "close"}
+    finally:
+        store.close()

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from danmaku.protocol import encode_frame
 from danmaku.rules.merge import RoomMerger, parse_item, stream_id_ms
 from danmaku.rules.sampling import FrameSampler, Selection
-from danmaku.worker.service import _recording, sampling_selector
+from danmaku.worker.frame_build import recording as _recording
+from danmaku.worker.rooms import sampling_selector
 
 
 def payload(uid: str, text: str, prio: int = 0) -> bytes:

@@ -1,21 +1,24 @@
-"""The broadcast worker's Redis operations (a ``Store`` mixin): discovery, leases and
-liveness, per-tick reads, fenced commits, live figures. One pipeline per call; each Lua
+"""The broadcast worker's Redis operations (``store.frames``, a component of ``Store``;
+the worker sees it as ``interfaces.FrameStore``): discovery, leases and liveness,
+per-tick reads, fenced commits, live figures. One pipeline per call; each Lua
 script touches one room's keys only."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
-from danmaku.store import keys, presence
+from danmaku.store import keys, presence, scripts
+from danmaku.store.core import StoreCore, queue_script
 from danmaku.store.notices import Notices
 from danmaku.store.records import (
     COMMIT_FAILED,
     CommitResult,
+    CommittedFrame,
     FrameCommit,
     Lease,
     RoomsPage,
@@ -26,8 +29,6 @@ from danmaku.store.records import (
     id_key,
     split_entry,
 )
-
-T = TypeVar("T")
 
 # Error replies that say the *server* cannot serve now (out of memory, a replica, loading,
 # a failover, a cluster moving slots): a store-wide failure, raised as ``StoreError``.
@@ -62,30 +63,22 @@ def room_fault(reply: object) -> str | None:
     return text[:200]
 
 
-def queue_script(pipe: Any, script: Any, names: Sequence[Any], args: Sequence[Any]) -> None:
-    """Queue ``EVALSHA`` of a registered script with keys ``names`` on ``pipe``; run
-    the pipeline with ``Store._execute_scripted`` (which loads scripts the server lacks)."""
-    pipe.evalsha(script.sha, len(names), *names, *args)
+class Frames:
+    """Leases, the comments a tick reads, fenced frame commits, live figures. Keeps
+    ``frames_history`` frames per room (``scripts.COMMIT`` trims)."""
 
-
-class WorkerOps:
-    """Mixin for ``Store``: needs ``self._r``, ``self._call``, the registered scripts and
-    ``self._frames_history``."""
-
-    _r: redis.Redis
-    _frames_history: int
-    notices: Notices
-    _acquire: Any
-    _renew: Any
-    _release: Any
-    _commit: Any
-    _online: Any
-
-    async def _call(self, op: str, fn: Callable[[], T], *, abandon: bool = False) -> T:
-        raise NotImplementedError
-
-    def _execute_scripted(self, pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
-        raise NotImplementedError
+    def __init__(self, core: StoreCore, frames_history: int, notices: Notices) -> None:
+        self._core = core
+        self._r = core.r
+        self._call = core.call
+        self._execute_scripted = core.execute_scripted
+        self._frames_history = frames_history
+        self.notices = notices
+        self._acquire = core.register(scripts.ACQUIRE)
+        self._renew = core.register(scripts.RENEW)
+        self._release = core.register(scripts.RELEASE)
+        self._commit = core.register(scripts.COMMIT)
+        self._online = core.register(presence.ONLINE)
 
     async def online_counts(
         self, rooms: Iterable[str]
@@ -265,6 +258,10 @@ class WorkerOps:
 
         return await self._call("read_comments", run)
 
+    async def frames_after(self, room: str, after_seq: int, count: int) -> list[CommittedFrame]:
+        """Up to ``count`` committed frames with seq > ``after_seq``, oldest first."""
+        return await read_frames_after(self._core, room, after_seq, count)
+
     async def write_stats(self, stats: Mapping[str, Mapping[str, float]]) -> None:
         """Publish per-room live rates (read by the web app); they expire after 5 s."""
 
@@ -331,6 +328,19 @@ class WorkerOps:
             return replies[: len(frames)]
 
         return await self._call("commit", run)
+
+
+async def read_frames_after(
+    core: StoreCore, room: str, after_seq: int, count: int
+) -> list[CommittedFrame]:
+    """Up to ``count`` committed frames of ``room`` with seq > ``after_seq``, oldest
+    first (the worker's and the gateway's resume read)."""
+
+    def run() -> Any:
+        return core.r.xrange(keys.frames(room), f"{after_seq + 1}-0", "+", count=count)
+
+    entries = await core.call("frames_after", run)
+    return [CommittedFrame(room, int(_s(i).split("-")[0]), f[b"d"]) for i, f in entries]
 
 
 def _parse_tick_read(rooms: Sequence[str], replies: list[Any]) -> TickRead:
