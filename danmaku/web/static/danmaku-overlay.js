@@ -14,7 +14,13 @@
  * What it promises:
  * - a layer the size of the video, laid over it (a sibling in the same positioned
  *   ancestor, following the video's box as it resizes); it never takes clicks;
- * - one WebSocket to ``ws`` for ``room``: reconnects with jittered backoff and resumes
+ * - one WebSocket for ``room`` to the gateway the web app's hint names
+ *   (``GET /api/rooms/{room}/gateway``: ``urls`` tried in order), asked before connecting
+ *   and again after every failure; when the hint does not answer (no endpoint, another
+ *   origin: the web app sends no CORS headers) ``ws``, else ``/api/config``'s ``ws_urls``.
+ *   The hint is asked at ``api`` (the web app's address) if given, else at the origin this
+ *   script was loaded from when it is the page's own;
+ * - it reconnects with jittered backoff and resumes
  *   after the last frame it saw (``since``, with the room's ``epoch``); frames and ids
  *   seen before are skipped; moderators' retracts leave the screen;
  * - comments in lanes: a scrolling one takes a lane only when it will not catch the one
@@ -57,13 +63,55 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
     document.head.appendChild(style);
   }
 
+  // where this script came from: the danmaku web app, whose API gives the gateway hint
+  const SCRIPT_ORIGIN = (() => {
+    try {
+      return document.currentScript ? new URL(document.currentScript.src).origin : "";
+    } catch {
+      return "";
+    }
+  })();
+
+  /** The WebSocket addresses in ``list`` (ws: or wss:, absolute), ``first`` before them,
+   *  without repeats; at most 16. */
+  function wsList(list, first) {
+    const out = [];
+    for (const u of [first, ...(Array.isArray(list) ? list : [])]) {
+      if (typeof u !== "string" || out.includes(u) || out.length >= 16) continue;
+      try {
+        if (["ws:", "wss:"].includes(new URL(u).protocol)) out.push(u);
+      } catch { /* not an address */ }
+    }
+    return out;
+  }
+
+  /** Where to connect for ``room``: the gateway hint ``GET {api}/api/rooms/{room}/gateway``
+   *  (``{url, urls, ttl_s}``, ``url`` first) when it answers with addresses, else
+   *  ``fallback()`` (a list of ws addresses, e.g. /api/config's ``ws_urls``). Resolves with
+   *  ``{urls, via: "hint" | "config"}``; rejects only when ``fallback`` does. ``api`` null:
+   *  no hint is asked. */
+  async function gatewayUrls(api, room, fallback) {
+    if (api !== null && api !== undefined) {
+      try {
+        const where = new URL(`/api/rooms/${encodeURIComponent(room)}/gateway`, api || location.href);
+        const r = await fetch(where, { cache: "no-store" });
+        if (r.ok) {
+          const body = await r.json();
+          const urls = body && typeof body === "object" ? wsList(body.urls, body.url) : [];
+          if (urls.length) return { urls, via: "hint" };
+        }
+      } catch { /* no endpoint, another origin without CORS, no network: the fallback */ }
+    }
+    return { urls: await fallback(), via: "config" };
+  }
+
   const clamp = (x, lo, hi, d) => (Number.isFinite(Number(x))
     ? Math.min(hi, Math.max(lo, Number(x))) : d);
 
   function attach(video, options) {
     if (!video || !video.parentNode) throw new Error("DanmakuOverlay.attach: a <video> in the page");
     const opt = options || {};
-    if (!opt.ws || !opt.room) throw new Error("DanmakuOverlay.attach: ws and room are required");
+    if (!opt.room) throw new Error("DanmakuOverlay.attach: a room is required");
     injectStyle();
     const view = {
       on: opt.on !== false,
@@ -82,6 +130,7 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
     const st = {
       state: "connecting", ws: null, conn: 0, attempts: 0, timer: 0, lastSeq: null, epoch: "",
       lastRx: 0, welcomed: false, user: null, online: null, detached: false, nonce: 0,
+      route: null, stale: true, resolving: false, url: "",
     };
     const seen = new Set();
     const pending = new Map(); // nonce -> {resolve, reject, text, color, mode}
@@ -195,10 +244,44 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
     }
 
     // ---- the connection -----------------------------------------------------------------
-    function connect() {
-      if (st.detached || st.ws) return;
+    // The gateway hint is asked at the danmaku web app: ``api`` if given, else the origin
+    // this script came from when that is the page's own (another origin answers only with
+    // CORS, which the web app does not send: there ``ws`` is the address).
+    const api = typeof opt.api === "string" ? opt.api
+      : SCRIPT_ORIGIN && SCRIPT_ORIGIN === location.origin ? SCRIPT_ORIGIN : null;
+    const failed = new Set(); // addresses that failed since the last welcome
+
+    async function fallbackUrls() {
+      if (opt.ws) return [new URL(opt.ws, location.href).href];
+      const r = await fetch(new URL("/api/config", api || location.href), { cache: "no-store" });
+      const cfg = r.ok ? await r.json() : null;
+      const urls = cfg && typeof cfg === "object" ? wsList(cfg.ws_urls, cfg.ws_url) : [];
+      if (!urls.length) throw new Error("no gateway address");
+      return urls;
+    }
+
+    async function connect() {
+      if (st.detached || st.ws || st.resolving) return;
+      setState(st.attempts ? "reconnecting" : "connecting");
+      if (!st.route || st.stale) { // first, and after every failure: ask where to go
+        st.resolving = true;
+        let got = null;
+        try { got = await gatewayUrls(api, opt.room, fallbackUrls); } catch { got = null; }
+        st.resolving = false;
+        if (st.detached || st.ws) return;
+        if (!got || !got.urls.length) { retry(); return; }
+        st.route = got;
+        st.stale = false;
+      }
+      // the first address in order that has not failed since the last welcome
+      let target = st.route.urls.find((u) => !failed.has(u));
+      if (!target) {
+        failed.clear();
+        [target] = st.route.urls;
+      }
+      st.url = target;
       const id = ++st.conn;
-      const url = new URL(opt.ws, location.href);
+      const url = new URL(target, location.href);
       url.searchParams.set("room", opt.room);
       if (opt.token) url.searchParams.set("token", opt.token);
       if (st.lastSeq !== null) {
@@ -206,7 +289,6 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
         if (st.epoch) url.searchParams.set("epoch", st.epoch);
       }
       url.searchParams.set("density", String(view.density));
-      setState(st.attempts ? "reconnecting" : "connecting");
       let ws;
       try {
         ws = new WebSocket(url.href);
@@ -234,6 +316,8 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
 
     function retry() {
       if (st.detached) return;
+      if (st.url) failed.add(st.url);
+      st.stale = true; // ask the hint again before the next try
       const cap = Math.min(15000, 400 * 2 ** Math.min(st.attempts, 10));
       st.attempts += 1;
       setState("reconnecting");
@@ -253,6 +337,7 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       if (msg.type === "welcome") {
         st.welcomed = true;
         st.attempts = 0;
+        failed.clear();
         st.user = msg.user && typeof msg.user === "object" ? msg.user : null;
         if (typeof msg.epoch === "string" && msg.epoch) {
           if (st.epoch && st.epoch !== msg.epoch && typeof msg.seq === "number") st.lastSeq = msg.seq;
@@ -329,6 +414,8 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       get online() { return st.online; },
       get user() { return st.user ? { ...st.user } : null; },
       get lastSeq() { return st.lastSeq; },
+      /** The gateway address in use and how it was chosen ("hint" or "config"). */
+      get gateway() { return { url: st.url, via: st.route ? st.route.via : "" }; },
       onScreen: () => Array.from(onScreen.keys()),
       on(kind, fn) {
         if (!listeners[kind] || typeof fn !== "function") throw new Error(`unknown event ${kind}`);
@@ -379,5 +466,5 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
     });
   }
 
-  global.DanmakuOverlay = Object.freeze({ attach, version: "1" });
+  global.DanmakuOverlay = Object.freeze({ attach, gatewayUrls, version: "1" });
 })(window);

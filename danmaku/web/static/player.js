@@ -1,7 +1,9 @@
 /* danmaku web player: plain modern JS, no build step, nothing fetched from elsewhere.
  *
- * - Connects to the gateway named by GET /api/config (ws_url) with ?room=&token=&since=&density=
- *   and reconnects with jittered exponential backoff, resuming after the last frame seq it saw.
+ * - Connects to the gateway the hint names (GET /api/rooms/{room}/gateway: its urls in
+ *   order; /api/config's ws_urls when it does not answer), asked again after every
+ *   failure, with ?room=&token=&since=&density=; reconnects with jittered exponential
+ *   backoff, resuming after the last frame seq it saw.
  * - Frames: items are spread evenly over the tick, de-duplicated by id (and frames by seq),
  *   filtered by the viewer's block lists, and placed in lanes: a scrolling comment takes a
  *   lane only when it will not catch the one ahead; top/bottom comments stay still.
@@ -141,6 +143,7 @@
     cooldownUntil: 0, cooldownCode: "", nonceCounter: 0,
     frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0, epoch: "", densities: DENSITIES,
     sessionRefusal: "", cardPin: null,
+    route: null, routeStale: true, gatewayUrl: "", failedUrls: new Set(), // the gateway hint
     stats: { frames: 0, items: 0, dupFrames: 0, dupItems: 0, gaps: 0, dropped: 0,
       skipped: 0, blocked: 0, retracted: 0, rendered: 0 },
     connects: [], reports: [],
@@ -346,11 +349,23 @@
       info.effective && typeof info.effective === "object" ? info.effective : {});
   }
 
-  /** One of the gateways /api/config lists (ws_urls): a random one first, then the next
-   *  one after every failure, so a dead gateway is left behind without a load balancer. */
-  function gatewayUrl() {
+  /** The gateways /api/config lists (ws_urls, else ws_url): the hint's fallback. */
+  function configUrls() {
     const listed = Array.isArray(S.config.ws_urls) ? S.config.ws_urls.filter(Boolean) : [];
-    const urls = listed.length ? listed : [S.config.ws_url || defaultWsUrl()];
+    return listed.length ? listed : [S.config.ws_url || defaultWsUrl()];
+  }
+
+  /** Where to connect. The gateway hint's ``urls`` in order, skipping those that failed
+   *  since the last welcome; /api/config's list: a random one first, then the next one
+   *  after every failure. Either way a dead gateway is left behind without a balancer. */
+  function pickGateway() {
+    const { urls, via } = S.route;
+    if (via === "hint") {
+      const fresh = urls.find((u) => !S.failedUrls.has(u));
+      if (fresh) return fresh;
+      S.failedUrls.clear();
+      return urls[0];
+    }
     if (S.gateway < 0) S.gateway = Math.floor(Math.random() * urls.length);
     return urls[S.gateway % urls.length];
   }
@@ -394,12 +409,18 @@
       }
       if (id !== S.connId) return;
     }
+    if (!S.route || S.routeStale) { // first, and after every failure: ask where to go
+      S.route = await window.DanmakuOverlay.gatewayUrls("", room, async () => configUrls());
+      S.routeStale = false;
+      if (id !== S.connId) return;
+    }
     let url;
     try {
-      url = new URL(gatewayUrl(), location.href);
+      url = new URL(pickGateway(), location.href);
     } catch {
       url = new URL(defaultWsUrl());
     }
+    S.gatewayUrl = url.href;
     url.searchParams.set("room", room);
     if (currentToken()) url.searchParams.set("token", currentToken());
     if (S.lastSeq !== null) {
@@ -423,7 +444,7 @@
     S.lastRx = Date.now();
     S.connects.push({ since: S.lastSeq, density: settings.density, token: Boolean(currentToken()),
       staff: Boolean(staffToken),
-      gateway: url.host, at: Date.now() });
+      gateway: url.host, via: S.route.via, at: Date.now() });
     if (S.connects.length > 50) S.connects.shift();
     ws.onmessage = (ev) => {
       if (id !== S.connId) return;
@@ -466,6 +487,8 @@
     const delay = Math.round(cap / 2 + Math.random() * (cap / 2)); // "equal jitter"
     S.attempts += 1;
     if (S.gateway >= 0) S.gateway += 1; // try the next gateway (when there are several)
+    if (S.gatewayUrl) S.failedUrls.add(S.gatewayUrl);
+    S.routeStale = true; // ask the hint again before the next try
     S.reconnectAt = Date.now() + delay;
     S.reconnectWhy = why || "";
     renderReconnect();
@@ -522,6 +545,7 @@
 
   function onWelcome(msg) {
     S.welcomed = true;
+    S.failedUrls.clear();
     S.openedAt = Date.now();
     if (typeof msg.tick_ms === "number" && msg.tick_ms > 0) S.tickMs = msg.tick_ms;
     if (msg.limits && typeof msg.limits === "object") applyLimits(msg.limits);
