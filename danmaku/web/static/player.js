@@ -15,7 +15,8 @@
  *   words.js (errors in the viewer's words), notices.js (the banner and room rules),
  *   settings.js (the popover; density menu via density.js), media.js (video via video.js,
  *   controls, keys), pattern.js (the test pattern), replay.js (?broadcast=: a recording
- *   with its comments on the media clock).
+ *   with its comments on the media clock), replays.js (the link to the room's last
+ *   recording).
  * Strings come from the catalogue (i18n.js, a classic script shared with the console).
  * window.danmaku is a small read-only hook for tests and debugging.
  */
@@ -27,6 +28,7 @@ import { V, bindControls, renderControls, setupVideo } from "./player/media.js";
 import { relabelBanner, renderRoomStatus } from "./player/notices.js";
 import { drawPattern, resizePattern } from "./player/pattern.js";
 import { replayTick, setupReplay } from "./player/replay.js";
+import { renderReplayLink } from "./player/replays.js";
 import { bindSending, bindStaff, renderWho, updateCount } from "./player/send.js";
 import { bindSettings, renderSettings } from "./player/settings.js";
 import { renderer, updateGeometry } from "./player/stage.js";
@@ -42,6 +44,7 @@ function renderLanguage() {
   el.rpMute.textContent = tr(el.video.muted ? "rp.sound_off" : "rp.sound_on");
   renderControls();
   renderRoomStatus();
+  renderReplayLink();
   setState(S.state, S.detail); // the detail keeps the language it was made in until it changes
   if (S.online !== null) setOnline(S.online);
 }
@@ -81,7 +84,7 @@ if (R.on) {
 }
 new ResizeObserver(() => { updateGeometry(); resizePattern(); }).observe(el.stage);
 requestAnimationFrame(loop);
-startConnection();
+startConnection(); // each welcome also reads the room's recordings (the replay link)
 
 // ---- the hook for tests and the curious ------------------------------------------------------
 window.danmaku = Object.freeze({

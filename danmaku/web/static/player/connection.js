@@ -12,6 +12,7 @@ import {
 } from "./state.js";
 import { onRoomSettings } from "./media.js";
 import { onNotice } from "./notices.js";
+import { readRecordings } from "./replays.js";
 import {
   clearSendError, renderCooldown, renderWho, setSession, setStaff, showSendError, transmit,
   updateCount,
@@ -271,6 +272,7 @@ function onWelcome(msg) {
   S.roomInfoAt = Date.now();
   S.roomInfoTimer = setTimeout(readRoomInfo, ROOM_INFO_FIRST_MS);
   if (msg.pin && typeof msg.pin === "object") onNotice({ event: "pin", pin: msg.pin });
+  readRecordings(); // a broadcast may have ended while we were away
   // comments never answered on an earlier connection: same nonce, so no double post
   const now = Date.now();
   for (const entry of pending.values()) {
