@@ -2,7 +2,7 @@
  * modes, blocked words and users, with a reset; each change applied at once and kept.
  */
 
-import { DENSITIES, R, S, assignSettings, el, settings, tr } from "./state.js";
+import { DEFAULTS, DENSITIES, R, S, assignSettings, el, settings, tr } from "./state.js";
 import { reconnectNow } from "./connection.js";
 import { Density } from "./density.js";
 import { clearScreen, refilter, updateGeometry } from "./stage.js";
