@@ -5,11 +5,12 @@ letters or more) is put where a person reads it -- assigned to ``textContent``,
 ``innerText``, ``innerHTML``, ``title``, ``placeholder``; given to ``say``/``fail``/
 ``toast``/``showSendError``/``status`` (messages), to ``act`` as its success message, to
 ``createTextNode``/``append``/``prepend``, as the text of ``node(tag, class, text)``,
-``button(text, ...)`` or ``make(tag, props, ...children)``, as a ``placeholder``/``title``
-property of an object of properties, as an ``Error``'s message in the console (shown by its catcher), or
-to ``setAttribute`` for ``title``/``aria-label``/``placeholder`` -- unless it is a catalogue key (``con.x``). The
-words are ``t("key", {...})`` calls; the catalogue has each key in English and Chinese
-(the browser test walks it)."""
+``button(text, ...)`` or ``make(tag, props, ...children)``; as a ``placeholder`` or
+``title`` property of an object of properties; as an ``Error``'s message in the console
+(shown by its catcher); or to ``setAttribute`` for ``title``/``aria-label``/
+``placeholder`` -- unless it is a catalogue key (``con.x``). The words are
+``t("key", {...})`` calls; the catalogue has each key in English and Chinese (the browser
+tests walk it)."""
 
 from __future__ import annotations
 
@@ -149,8 +150,10 @@ def visible_literals(src: str, errors: bool = True) -> list[str]:
     for m in re.finditer(r"\b(" + "|".join(calls) + r")\(", code):
         first, last = calls[m.group(1)]
         spans = _args(code, m.end() - 1)
-        if m.group(1) == "append" and len(spans) == 2 and re.fullmatch(
-            r"\s*\"\w+\"\s*", code[spans[0][0] : spans[0][1]]
+        if (
+            m.group(1) == "append"
+            and len(spans) == 2
+            and re.fullmatch(r"\s*\"\w+\"\s*", code[spans[0][0] : spans[0][1]])
         ):
             continue  # URLSearchParams.append(name, value): a query, not text
         for a, b in spans[first:last]:
@@ -197,9 +200,9 @@ def test_the_rule_finds_what_it_should() -> None:
         'li.append(node("span", "tag perm", t("con.ban_permanent")));',
         'el.msg.className = "msg bad";',
         'await act("DELETE", "/pin", undefined, t("con.unpinned_msg"));',
-        'x.textContent = `${a} · ${b}`;',
+        "x.textContent = `${a} · ${b}`;",
         'node("span", "muted small-text", n);',
-        "// say(\"a comment\")",
+        '// say("a comment")',
         'b.setAttribute("aria-pressed", "true");',
         'q.append("uid", u);',
         'act("POST", "/x", body, how === "approve" ? t("con.a") : t("con.b"));',
