@@ -1,5 +1,6 @@
 """The player's link to the room's last recording, in a real Chromium against the real
-system: none while the room has no finished broadcast, then one that opens the replay."""
+system: none while the room has no finished broadcast, then one that opens the replay
+(in the viewer's language)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,7 @@ def test_the_player_links_to_the_rooms_last_recording(live: LiveSystem, players:
     page.wait_for_function("() => window.danmaku.replay() && window.danmaku.replay().loaded")
     assert page.evaluate("window.danmaku.replay().count") == 1
     expect(page.locator("#replay-title")).to_have_text("Friday show")
+    # the replay page in the language chosen on the live page
+    expect(page.locator("#rp-count")).to_have_text("1 条弹幕")
+    assert page.get_attribute("#replay-bar", "aria-label") == "录像播放"
+    assert page.get_attribute("#rp-rate", "title") == "播放速度"

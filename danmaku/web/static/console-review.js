@@ -82,9 +82,10 @@
     b.addEventListener("click", onClick);
     return b;
   }
+  const timeFormat = new Intl.DateTimeFormat(I18N.locale(),
+    { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
   function clock(ms) {
-    const d = new Date(Number(ms) || 0);
-    return d.toLocaleTimeString(I18N.locale(), { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+    return timeFormat.format(new Date(Number(ms) || 0));
   }
   function say(text, kind = "ok") {
     el.msg.textContent = text;

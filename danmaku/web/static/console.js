@@ -75,13 +75,18 @@
   }
 
   const pad = (n) => String(n).padStart(2, "0");
+  // formatters made once (a language switch reloads the page): a row of the feed costs a
+  // format call, not a new Intl object (the feed takes thousands of rows a second)
+  const timeFormat = new Intl.DateTimeFormat(I18N.locale(),
+    { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  const numberFormats = [0, 1, 2].map((digits) => new Intl.NumberFormat(I18N.locale(),
+    { maximumFractionDigits: digits, minimumFractionDigits: 0 }));
   function clock(ms) {
-    const d = new Date(Number(ms) || 0);
-    return d.toLocaleTimeString(I18N.locale(), { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+    return timeFormat.format(new Date(Number(ms) || 0));
   }
   function fmtNum(x, digits = 0) {
     if (typeof x !== "number" || !Number.isFinite(x)) return "–";
-    return x.toLocaleString(I18N.locale(), { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+    return numberFormats[Math.min(2, Math.max(0, digits))].format(x);
   }
   function fmtRate(x) {
     if (typeof x !== "number" || !Number.isFinite(x)) return "–";

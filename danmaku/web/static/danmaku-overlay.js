@@ -707,14 +707,14 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       },
       set(changes) {
         const c = changes || {};
-        const density = view.density;
+        const { density, fontSize } = view;
         if ("on" in c) view.on = Boolean(c.on);
         if ("opacity" in c) view.opacity = clamp(c.opacity, 0.1, 1, view.opacity);
         if ("fontSize" in c) view.fontSize = Math.round(clamp(c.fontSize, 12, 64, view.fontSize));
         if ("speed" in c) view.speed = clamp(c.speed, 0.5, 2, view.speed);
         if ("area" in c) view.area = clamp(c.area, 0.25, 1, view.area);
         if ("density" in c && DENSITIES.includes(Number(c.density))) view.density = Number(c.density);
-        if (!view.on) clear();
+        if (!view.on || fontSize !== view.fontSize) clear(); // lanes change height: start over
         place();
         if (density !== view.density && st.ws) { drop(); connect(); } // density goes on connect
       },

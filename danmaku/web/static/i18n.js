@@ -17,6 +17,12 @@
   const KEY = "danmaku.lang.v1";
 
   const en = {
+    // ---- player.html (replay bar, send bar, examples) (begin) ----
+    "rp.bar": "recording playback",
+    "send.bar": "send a comment",
+    "set.words_example": "spoiler, ad",
+    "set.users_example": "someone",
+    // ---- player.html (replay bar, send bar, examples) (end) ----
     // ---- console-send.js (config) (begin) ----
     "con.sd_config": "the server's configuration could not be read (HTTP {status})",
     // ---- console-send.js (config) (end) ----
@@ -587,6 +593,12 @@
   };
 
   const zh = {
+    // ---- player.html (replay bar, send bar, examples) (begin) ----
+    "rp.bar": "录像播放",
+    "send.bar": "发送弹幕",
+    "set.words_example": "剧透，广告",
+    "set.users_example": "某人",
+    // ---- player.html (replay bar, send bar, examples) (end) ----
     // ---- console-send.js (config) (begin) ----
     "con.sd_config": "无法读取服务器配置（HTTP {status}）",
     // ---- console-send.js (config) (end) ----
