@@ -391,9 +391,10 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
   function wsList(list, first) {
     const out = [];
     for (const u of [first, ...(Array.isArray(list) ? list : [])]) {
-      if (typeof u !== "string" || out.includes(u) || out.length >= 16) continue;
+      if (typeof u !== "string" || out.length >= 16) continue;
       try {
-        if (["ws:", "wss:"].includes(new URL(u).protocol)) out.push(u);
+        const url = new URL(u);
+        if (["ws:", "wss:"].includes(url.protocol) && !out.includes(url.href)) out.push(url.href);
       } catch { /* not an address */ }
     }
     return out;
@@ -408,7 +409,8 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
     if (api !== null && api !== undefined) {
       try {
         const where = new URL(`/api/rooms/${encodeURIComponent(room)}/gateway`, api || location.href);
-        const r = await fetch(where, { cache: "no-store" });
+        // a web app that hangs must not hold the connection up: the fallback after 5 s
+        const r = await fetch(where, { cache: "no-store", signal: AbortSignal.timeout(5000) });
         if (r.ok) {
           const body = await r.json();
           const urls = body && typeof body === "object" ? wsList(body.urls, body.url) : [];
