@@ -15,7 +15,7 @@ STAFF = token("host", role="streamer")
 def test_the_player_links_to_the_rooms_last_recording(live: LiveSystem, players: Players) -> None:
     base = f"{live.base_url}/api/rooms/shows/broadcasts"
     page = players.open("shows")
-    link = page.locator("#replay-link")
+    link = page.locator("#replay-latest")
     expect(link).to_be_hidden()  # nothing recorded yet
 
     started = http_sync(base, "POST", json_body={"title": "Friday show"}, token=STAFF)

@@ -25,7 +25,7 @@ FILES = sorted(
 )
 KEY_RE = re.compile(r"[a-z]+(\.[A-Za-z0-9_]+)+")
 WORD_RE = re.compile(r"[A-Za-z]{2,}")
-NOT_WORDS = {"px", "ms", "danmaku"}  # units, and the product's name
+NOT_WORDS = {"px", "ms", "HTTP", "danmaku"}  # units, a protocol, the product's name
 # call name -> the arguments that are text: [first, last) (the others: tags, classes, kinds)
 CALLS = {
     "say": (0, 1), "fail": (0, 1), "toast": (0, 1), "showSendError": (0, 1), "status": (0, 1),

@@ -14,6 +14,8 @@
 "use strict";
 
 (() => {
+  // loaded twice (two pages' parts each naming it): the first catalogue and its listeners stay
+  if (window.DanmakuI18n) return;
   const KEY = "danmaku.lang.v1";
 
   const en = {

@@ -2,10 +2,13 @@
  * changes in the chat list, and the room's rules in force beside the comment box.
  */
 
-import { I18N, S, STAFF_ROLES, el, numberLocale, toast, tr } from "./state.js";
+import {
+  BROADCAST_RE, I18N, S, STAFF_ROLES, broadcast, el, numberLocale, room, toast, tr,
+} from "./state.js";
 import { chat } from "./actions.js";
 import { Cards } from "./cards.js";
 import { readRoomInfo } from "./connection.js";
+import { readRecordings } from "./replays.js";
 
 let bannerTimer = 0;
 
@@ -26,6 +29,21 @@ function showCardBanner(pin, ms) {
   el.banner.style.setProperty("--card", Cards.color(pin));
   el.bannerText.replaceChildren(Cards.build(pin, tr, numberLocale()));
   S.cardPin = pin; // rebuilt in the viewer's words when the language changes
+}
+
+/** The banner links the replay of the broadcast that just ended (for a minute). The
+ *  words are the room switcher's block of the catalogue (rooms.*, from branch h24). */
+function showReplayLink(msg) {
+  const title = typeof msg.title === "string" && msg.title ? msg.title : tr("rp.untitled", { id: msg.id });
+  showBanner(tr("rooms.replay_tag"), "", 60000);
+  const a = document.createElement("a");
+  a.id = "replay-link";
+  a.href = `/?room=${encodeURIComponent(room)}&broadcast=${encodeURIComponent(msg.id)}`;
+  a.target = "_blank";
+  a.rel = "noopener";
+  a.textContent = tr("rooms.replay_link", { title });
+  el.bannerText.replaceChildren(a);
+  chat.notice(tr("rooms.replay_tag"), title, "event");
 }
 
 export function hideBanner() {
@@ -109,6 +127,13 @@ export function onNotice(msg) {
     S.roomSettings = { ...(S.roomSettings || {}), ...changes };
     renderRoomStatus();
     for (const line of settingsWords(changes)) chat.notice(tr("notice.settings"), line, "event");
+    return;
+  }
+  if (ev === "broadcast") { // issue 24: a broadcast ended: link its replay
+    if (msg.state === "ended" && BROADCAST_RE.test(String(msg.id))) {
+      showReplayLink(msg);
+      readRecordings(); // and the top bar's link to the newest recording
+    }
     return;
   }
   const text = noticeText(msg);

@@ -3,7 +3,7 @@
  */
 
 import {
-  BACKOFF_BASE_MS, BACKOFF_MAX_MS, BROADCAST_RE, JUMP_MS, R, REPLAY_RATES, ROOM_RE, S,
+  $, BACKOFF_BASE_MS, BACKOFF_MAX_MS, BROADCAST_RE, JUMP_MS, R, REPLAY_RATES, ROOM_RE, S,
   broadcast, clockText, el, numberLocale, params, retracted, room, settings, toast, tr,
 } from "./state.js";
 import { setState } from "./connection.js";
@@ -256,6 +256,12 @@ export function setupReplay() {
   loadReplay();
 }
 
+/** Seconds from ?t= ("90", "90.5", "1:30", "1:02:03"); 0 when absent or not a time. */
+function momentOf(raw) {
+  if (!raw || !/^\d+(\.\d+)?$|^(\d+:)?\d{1,2}:\d{1,2}(\.\d+)?$/.test(raw)) return 0;
+  return raw.split(":").reduce((acc, part) => acc * 60 + Number(part), 0);
+}
+
 async function loadReplay() {
   const path = `/api/rooms/${encodeURIComponent(room)}/broadcasts/`
     + `${encodeURIComponent(broadcast)}/danmaku?format=json`;
@@ -297,6 +303,8 @@ async function loadReplay() {
   }
   R.loaded = true;
   R.resync = true;
+  const start = momentOf(params.get("t")); // a link to a moment: ?t=90, ?t=1:30 (issue 24)
+  if (start > 0) R.media.currentTime = start;
   el.rpPlay.disabled = false;
   el.rpSeek.disabled = false;
   if (S.state !== "error") setState("replay");

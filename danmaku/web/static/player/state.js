@@ -75,7 +75,7 @@ export const el = {
   setReset: $("set-reset"), setClose: $("set-close"), controls: $("controls"),
   vcPlay: $("vc-play"), vcMute: $("vc-mute"), vcVolume: $("vc-volume"),
   vcSettings: $("vc-settings"), vcPip: $("vc-pip"), vcFull: $("vc-full"),
-  replayLink: $("replay-link"),
+  replayLink: $("replay-latest"),
 };
 // prefers-reduced-motion: nothing flies; a scrolling comment is shown still, at the top
 export const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
