@@ -18,6 +18,8 @@
   const room = new URLSearchParams(location.search).get("room") || "lobby";
   if (!ROOM_RE.test(room)) return;
   const base = `/api/rooms/${encodeURIComponent(room)}/broadcasts`;
+  const I18N = window.DanmakuI18n; // the catalogue (i18n.js): every string shown here
+  const t = I18N.t;
 
   // ---- the panel ------------------------------------------------------------------------------
   const make = (tag, props = {}, ...children) => {
@@ -27,19 +29,19 @@
     return node;
   };
   const title = make("input", {
-    id: "bc-title", className: "grow", maxLength: 200, placeholder: "title of the broadcast",
+    id: "bc-title", className: "grow", maxLength: 200, placeholder: t("con.bc_title_placeholder"),
   });
-  const start = make("button", { id: "bc-start", type: "submit", className: "primary" }, "Start broadcast");
+  const start = make("button", { id: "bc-start", type: "submit", className: "primary" }, t("con.bc_start"));
   const form = make("form", { id: "bc-form", className: "row-form", autocomplete: "off" },
-    make("label", { className: "visually-hidden", htmlFor: "bc-title" }, "broadcast title"), title, start);
+    make("label", { className: "visually-hidden", htmlFor: "bc-title" }, t("con.bc_title_label")), title, start);
   const liveText = make("span", { id: "bc-live-text" });
-  const end = make("button", { id: "bc-end", type: "button", className: "danger" }, "End broadcast");
+  const end = make("button", { id: "bc-end", type: "button", className: "danger" }, t("con.bc_end"));
   const live = make("p", { id: "bc-live", className: "pin-row", hidden: true }, liveText, " ", end);
   const msg = make("p", { id: "bc-msg", className: "muted small-text", role: "status" });
   const list = make("ul", { id: "bc-list", className: "list" });
-  list.setAttribute("aria-label", "recordings, newest first");
-  const empty = make("p", { id: "bc-empty", className: "empty muted" }, "No recordings yet.");
-  const heading = make("h2", { id: "bc-heading" }, "Broadcasts and recordings");
+  list.setAttribute("aria-label", t("con.bc_list_label"));
+  const empty = make("p", { id: "bc-empty", className: "empty muted" }, t("con.bc_none"));
+  const heading = make("h2", { id: "bc-heading" }, t("con.bc_heading"));
   const panel = make("section", { id: "broadcasts", className: "panel" }, heading, form, live, msg, list, empty);
   panel.setAttribute("aria-labelledby", "bc-heading");
   const cols = document.querySelectorAll("main .col");
@@ -68,20 +70,22 @@
   function say(text) { msg.textContent = text; }
 
   function problem(r, what) {
-    if (r.status === 401) return `${what}: paste a moderator or streamer token first.`;
-    if (r.status === 403) return `${what}: this token cannot act in room ${room}.`;
-    if (r.status === 0) return `${what}: the server did not answer; try again.`;
-    const detail = r.data && typeof r.data.detail === "string" ? ` (${r.data.detail})` : "";
-    return `${what} failed: HTTP ${r.status}${detail}.`;
+    if (r.status === 401) return t("con.bc_401", { what });
+    if (r.status === 403) return t("con.bc_403", { what, room });
+    if (r.status === 0) return t("con.bc_0", { what });
+    const detail = r.data && typeof r.data.detail === "string" ? t("con.err_detail", { d: r.data.detail }) : "";
+    return t("con.bc_failed", { what, status: r.status, detail });
   }
 
   // ---- rendering ------------------------------------------------------------------------------
-  const clock = (ms) => new Date(ms).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  const clock = (ms) => new Date(ms).toLocaleString(I18N.locale(), { dateStyle: "medium", timeStyle: "short" });
 
   function duration(ms) {
     const s = Math.max(0, Math.round(ms / 1000));
     const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
-    return h ? `${h} h ${m} min` : m ? `${m} min ${s % 60} s` : `${s} s`;
+    const two = (a, b) => t("con.dur_two", { a, b });
+    return h ? two(t("dur.h", { n: h }), t("dur.min", { n: m }))
+      : m ? two(t("dur.min", { n: m }), t("dur.s", { n: s % 60 })) : t("dur.s", { n: s });
   }
 
   function link(text, href, extra = {}) {
@@ -91,18 +95,18 @@
   function render() {
     const onAir = S.items.find((b) => b.end === null);
     live.hidden = !onAir;
-    if (onAir) liveText.textContent = `On air: ${onAir.title || "untitled"}, since ${clock(onAir.start)}`;
+    if (onAir) liveText.textContent = t("con.bc_on_air", { title: onAir.title || t("con.bc_untitled"), since: clock(onAir.start) });
     list.replaceChildren(...S.items.map((b) => {
       const li = make("li", { className: "row bc-item" });
       li.dataset.id = b.id;
-      const name = make("strong", { className: "bc-name" }, b.title || "untitled");
+      const name = make("strong", { className: "bc-name" }, b.title || t("con.bc_untitled"));
       const when = make("span", { className: "muted small-text" },
-        ` ${clock(b.start)} · ${b.end === null ? "on air" : duration(b.end - b.start)} `);
+        ` ${clock(b.start)} · ${b.end === null ? t("con.bc_live") : duration(b.end - b.start)} `);
       const replay = `/?room=${encodeURIComponent(room)}&broadcast=${encodeURIComponent(b.id)}`;
       const files = ["json", "xml", "ass"].map((f) =>
         link(f.toUpperCase(), `${base}/${encodeURIComponent(b.id)}/danmaku?format=${f}`,
           { download: `${room}-${b.id}.${f}`, className: `linkish bc-export bc-${f}` }));
-      li.append(name, when, link("replay", replay, { target: "_blank", rel: "noopener", className: "linkish bc-replay" }),
+      li.append(name, when, link(t("con.bc_replay"), replay, { target: "_blank", rel: "noopener", className: "linkish bc-replay" }),
         " ", ...files.flatMap((a) => [a, " "]));
       return li;
     }));
@@ -117,7 +121,7 @@
       S.loaded = true;
       render();
     } else if (r.status !== 0) {
-      say(problem(r, "Reading the recordings"));
+      say(problem(r, t("con.bc_reading")));
     }
   }
 
@@ -126,8 +130,8 @@
     S.busy = true; render();
     const r = await call("POST", "", { title: title.value.trim() });
     S.busy = false;
-    if (r.ok) { title.value = ""; say(`Broadcast "${r.data.title || "untitled"}" is on air: comments are recorded.`); }
-    else say(problem(r, "Starting the broadcast"));
+    if (r.ok) { title.value = ""; say(t("con.bc_started", { title: r.data.title || t("con.bc_untitled") })); }
+    else say(problem(r, t("con.bc_starting")));
     await refresh();
   });
 
@@ -137,7 +141,7 @@
     S.busy = true; render();
     const r = await call("POST", `/${encodeURIComponent(onAir.id)}/end`);
     S.busy = false;
-    say(r.ok ? `Broadcast "${onAir.title || "untitled"}" ended; its recording is below.` : problem(r, "Ending the broadcast"));
+    say(r.ok ? t("con.bc_ended", { title: onAir.title || t("con.bc_untitled") }) : problem(r, t("con.bc_ending")));
     await refresh();
   });
 

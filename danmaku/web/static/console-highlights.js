@@ -24,10 +24,12 @@
     node.append(...children);
     return node;
   };
+  const I18N = window.DanmakuI18n; // the catalogue (i18n.js): every string shown here
+  const t = I18N.t;
   const list = make("ul", { id: "hl-list", className: "list" });
-  list.setAttribute("aria-label", "paid messages and gifts, newest first");
-  const empty = make("p", { id: "hl-empty", className: "empty muted" }, "No paid messages or gifts yet.");
-  const heading = make("h2", { id: "hl-heading" }, "Paid messages and gifts");
+  list.setAttribute("aria-label", t("con.hl_list_label"));
+  const empty = make("p", { id: "hl-empty", className: "empty muted" }, t("con.hl_none"));
+  const heading = make("h2", { id: "hl-heading" }, t("con.hl_heading"));
   const panel = make("section", { id: "highlights", className: "panel" }, heading, list, empty);
   panel.setAttribute("aria-labelledby", "hl-heading");
   const cols = document.querySelectorAll("main .col");
@@ -42,7 +44,7 @@
     const n = typeof item.amount === "number" ? item.amount : 0;
     const cur = typeof item.currency === "string" ? item.currency : "";
     try {
-      return cur ? new Intl.NumberFormat(undefined, { style: "currency", currency: cur }).format(n) : String(n);
+      return cur ? new Intl.NumberFormat(I18N.locale(), { style: "currency", currency: cur }).format(n) : String(n);
     } catch {
       return `${n} ${cur}`.trim();
     }

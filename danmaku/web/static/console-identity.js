@@ -12,7 +12,9 @@
   const C = window.dmConsoleApi;
   if (!C) return;
   const BANS_EVERY_MS = 5000;
-  const GUEST_WORDS = { comment: "guests may comment", watch: "guests watch only", off: "guests off" };
+  const t = window.DanmakuI18n.t; // the catalogue (i18n.js): every string shown here
+  const GUEST_WORDS = { comment: t("con.sw_guests_comment"), watch: t("con.sw_guests_watch"),
+    off: t("con.sw_guests_off") };
   const UID_RE = /^[A-Za-z0-9_.:@-]{1,64}$/;
   const el = {
     guestsForm: $("guests-form"), setGuests: $("set-guests"), nowGuests: $("now-guests"),
@@ -34,13 +36,13 @@
       return;
     }
     const policy = (data.settings && data.settings.guests) || (data.effective && data.effective.guests) || "comment";
-    el.nowGuests.textContent = `now: ${GUEST_WORDS[policy] || policy}`;
+    el.nowGuests.textContent = t("con.id_now", { v: GUEST_WORDS[policy] || policy });
     if (!guestsDirty && document.activeElement !== el.setGuests) el.setGuests.value = policy;
   }
 
   async function applyGuests() {
     const want = el.setGuests.value;
-    const res = await C.act("PATCH", "/settings", { guests: want }, `Settings changed: ${GUEST_WORDS[want]}.`);
+    const res = await C.act("PATCH", "/settings", { guests: want }, t("con.settings_changed", { what: GUEST_WORDS[want] }));
     if (res.ok) {
       guestsDirty = false;
       refreshGuests();
@@ -48,7 +50,7 @@
   }
 
   function describe(ban) {
-    return ban.uid ? `the address of ${ban.uid}` : ban.network;
+    return ban.uid ? t("con.id_address_of", { uid: ban.uid }) : ban.network;
   }
 
   function render(bans) {
@@ -58,10 +60,10 @@
       const li = C.node("li", "ban ipban");
       li.dataset.id = ban.id;
       const who = C.node(ban.uid ? "span" : "code", "ban-uid", describe(ban));
-      const left = C.node("span", "muted", `${C.fmtDuration(Math.max(0, ban.until - now))} left`);
+      const left = C.node("span", "muted", t("con.ban_left", { d: C.fmtDuration(Math.max(0, ban.until - now)) }));
       li.append(who, left);
       if (ban.reason) li.append(C.node("span", "muted ban-reason", `: ${ban.reason}`));
-      const b = C.node("button", "small unban", "Lift");
+      const b = C.node("button", "small unban", t("con.id_lift"));
       b.type = "button";
       b.dataset.id = ban.id;
       li.append(C.node("span", "spacer"), b);
@@ -80,7 +82,7 @@
   async function addIpBan() {
     const target = el.target.value.trim();
     if (!target) {
-      C.fail("Give an address, a /24 or /64 network, or a user id.");
+      C.fail(t("con.id_give"));
       return;
     }
     // An address or network has a dot or a colon; a user id is banned by its last address.
@@ -89,11 +91,12 @@
     if (isIp) body.ip = target;
     else if (UID_RE.test(target)) body.uid = target;
     else {
-      C.fail("That is neither an address nor a user id.");
+      C.fail(t("con.id_neither"));
       return;
     }
-    const what = isIp ? target : `the network of ${target}`;
-    const res = await C.act("POST", "/ip-bans", body, `Banned ${what} for ${C.fmtDuration(body.duration_s)}.`);
+    const what = isIp ? target : t("con.id_network_of", { uid: target });
+    const res = await C.act("POST", "/ip-bans", body,
+      t("con.id_banned", { what, d: C.fmtDuration(body.duration_s) }));
     if (res.ok) {
       el.target.value = "";
       el.reason.value = "";
@@ -102,7 +105,7 @@
   }
 
   async function lift(id) {
-    const res = await C.act("DELETE", `/ip-bans/${encodeURIComponent(id)}`, undefined, "IP ban lifted.");
+    const res = await C.act("DELETE", `/ip-bans/${encodeURIComponent(id)}`, undefined, t("con.id_lifted"));
     if (res.ok || res.status === 404) refreshIpBans();
   }
 

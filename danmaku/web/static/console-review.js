@@ -17,14 +17,17 @@
 
 (() => {
   const { ROOM_RE, $, load } = window.DanmakuCommon;
+  const I18N = window.DanmakuI18n; // the catalogue (i18n.js): every string shown here
+  const t = I18N.t;
   const TOKEN_KEY = "danmaku.console.token.v1"; // console.js keeps the token here
   const UID_RE = /^[A-Za-z0-9_.:@-]{1,64}$/;
   const COMMENT_ID_RE = /^\d+-\d+$/;
   const REVIEW_EVERY_MS = 2000;
   const SEARCH_DELAY_MS = 400;
   const CARD_PAGE = 20;
-  const ROLE_WORDS = { moderator: "Moderator", streamer: "Streamer", admin: "Admin" };
-  const REASON_WORDS = { spam: "spam", harassment: "harassment", hate: "hate", sexual: "sexual", other: "other" };
+  const ROLE_WORDS = { moderator: t("role.moderator"), streamer: t("role.streamer"), admin: t("role.admin") };
+  const REASON_WORDS = Object.fromEntries(["spam", "harassment", "hate", "sexual", "other"]
+    .map((r) => [r, t(`con.rv_reason.${r}`)]));
   // audit actions whose target is a user (the others name a comment, a word list, ...)
   const USER_TARGETS = new Set(["ban", "unban", "highlight", "unhighlight", "staff_grant",
     "staff_revoke", "purge", "note"]);
@@ -79,9 +82,10 @@
     b.addEventListener("click", onClick);
     return b;
   }
+  const timeFormat = new Intl.DateTimeFormat(I18N.locale(),
+    { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
   function clock(ms) {
-    const d = new Date(Number(ms) || 0);
-    return d.toTimeString().slice(0, 8);
+    return timeFormat.format(new Date(Number(ms) || 0));
   }
   function say(text, kind = "ok") {
     el.msg.textContent = text;
@@ -101,14 +105,15 @@
     try {
       r = await fetch(`${roomPath}${path}`, init);
     } catch {
-      return { ok: false, status: 0, data: null, error: "The server is unreachable." };
+      return { ok: false, status: 0, data: null, error: t("con.rv_unreachable") };
     }
     let data = null;
     if (r.status !== 204) { try { data = await r.json(); } catch { data = null; } }
     const detail = data && typeof data.detail === "string" ? data.detail : "";
-    const error = r.ok ? "" : r.status === 404 ? `Already done or gone${detail ? ` (${detail})` : ""}.`
-      : r.status === 503 ? "Storage unavailable: try again in a moment."
-      : `The server answered ${r.status}${detail ? `: ${detail}` : ""}.`;
+    const error = r.ok ? "" : r.status === 404
+      ? t("con.rv_gone", { why: detail ? t("con.err_detail", { d: detail }) : "" })
+      : r.status === 503 ? t("con.rv_503")
+      : t("con.err_status", { status: r.status, why: detail ? `: ${detail}` : "" });
     return { ok: r.ok, status: r.status, data, error };
   }
   async function act(method, path, body, okText) {
@@ -156,7 +161,7 @@
     if (role) target.append(node("span", "role-badge", role));
     target.classList.add("name");
     target.dataset.nameUid = uid;
-    target.title = `${uid} (click for the user card)`;
+    target.title = t("con.rv_name_title", { uid });
     target.tabIndex = 0;
   }
   function nameEl(uid, fallbackNick) {
@@ -223,8 +228,8 @@
       li.dataset.id = item.id;
       li.append(node("time", "t", clock(item.held_at)), nameEl(str(item.uid), str(item.nick)));
       li.append(node("span", "spacer"));
-      li.append(button("Approve", "small primary approve", () => decide(item, "approve")));
-      li.append(button("Deny", "small danger deny", () => decide(item, "deny")));
+      li.append(button(t("con.rv_approve"), "small primary approve", () => decide(item, "approve")));
+      li.append(button(t("con.rv_deny"), "small danger deny", () => decide(item, "deny")));
       li.append(node("span", "q-text", str(item.text)));
       frag.appendChild(li);
     }
@@ -235,15 +240,14 @@
   async function decide(item, how) {
     const who = str(item.nick) || str(item.uid);
     const res = await act("POST", `/held/${encodeURIComponent(item.id)}/${how}`, undefined,
-      how === "approve" ? `Approved the comment by ${who}: the room sees it now.`
-        : `Denied the comment by ${who}: no one will see it.`);
+      how === "approve" ? t("con.rv_approved", { who }) : t("con.rv_denied", { who }));
     if (res.ok || res.status === 404) {
       R.held = R.held.filter((h) => h.id !== item.id);
       renderHeld();
     }
   }
   function reasonsText(reasons) {
-    return Object.entries(reasons || {}).map(([r, n]) => `${REASON_WORDS[r] || r}${n > 1 ? ` ×${n}` : ""}`).join(", ");
+    return Object.entries(reasons || {}).map(([r, n]) => `${REASON_WORDS[r] || r}${n > 1 ? ` ×${n}` : ""}`).join(t("con.list_sep"));
   }
   function renderReports() {
     const frag = document.createDocumentFragment();
@@ -251,18 +255,19 @@
       const c = rep.comment && typeof rep.comment === "object" ? rep.comment : {};
       const li = node("li", "q-item");
       li.dataset.id = rep.id;
-      li.append(node("span", "tag perm", `${rep.count} report${rep.count === 1 ? "" : "s"}`));
+      li.append(node("span", "tag perm", t(rep.count === 1 ? "con.rv_report_one" : "con.rv_reports",
+        { n: rep.count })));
       li.append(nameEl(str(c.uid), str(c.nick)), node("span", "muted small-text", reasonsText(rep.reasons)));
       if (Number(rep.user_count) > Number(rep.count)) {
-        li.append(node("span", "muted small-text user-count", `${rep.user_count} against this user`));
+        li.append(node("span", "muted small-text user-count", t("con.rv_against_user", { n: rep.user_count })));
       }
       li.append(node("span", "spacer"));
-      li.append(button("Delete comment", "small danger", async () => {
+      li.append(button(t("con.h.delete_comment"), "small danger", async () => {
         const res = await act("DELETE", `/comments/${encodeURIComponent(rep.id)}`, undefined,
-          "Deleted the reported comment: players remove it in the next frame.");
+          t("con.rv_deleted_reported"));
         if (res.ok || res.status === 404) await dismiss(rep, true);
       }));
-      li.append(button("Dismiss", "small dismiss", () => dismiss(rep, false)));
+      li.append(button(t("con.rv_dismiss"), "small dismiss", () => dismiss(rep, false)));
       li.append(node("span", "q-text", str(c.text)));
       frag.appendChild(li);
     }
@@ -273,7 +278,7 @@
   }
   async function dismiss(rep, quiet) {
     const res = quiet ? await api("DELETE", `/reports/${encodeURIComponent(rep.id)}`)
-      : await act("DELETE", `/reports/${encodeURIComponent(rep.id)}`, undefined, "Reports dismissed.");
+      : await act("DELETE", `/reports/${encodeURIComponent(rep.id)}`, undefined, t("con.rv_dismissed"));
     if (res.ok || res.status === 404) {
       R.reports = R.reports.filter((r) => r.id !== rep.id);
       renderReports();
@@ -306,11 +311,11 @@
     R.settings = eff;
     const on = Boolean(eff.shield);
     el.shield.setAttribute("aria-pressed", String(on));
-    el.shield.textContent = on ? "Shield mode: on" : "Shield mode";
+    el.shield.textContent = on ? t("con.rv_shield_on_label") : t("con.h.shield_mode");
     // the settings form is built from GET /api/room-settings (console.js): look it up now
     const nowShield = $("now-shield");
     if (nowShield) {
-      nowShield.textContent = on ? "on" : "off";
+      nowShield.textContent = on ? t("con.on") : t("con.off");
       nowShield.classList.toggle("on", on);
     }
     if (!R.reviewDirty && document.activeElement !== el.reviewMode && document.activeElement !== el.firstChat) {
@@ -323,14 +328,14 @@
     const raw = el.firstChat.value.trim();
     body.first_chat_min = raw === "" ? null : Number(raw);
     const res = await act("PATCH", "/settings", body,
-      `Review: ${el.reviewMode.selectedOptions[0].textContent} held${raw !== "" ? `, first-time chatters for ${raw} min` : ""}.`);
+      t(raw !== "" ? "con.rv_review_first" : "con.rv_review",
+        { what: el.reviewMode.selectedOptions[0].textContent, min: raw }));
     if (res.ok) R.reviewDirty = false;
   }
   async function toggleShield() {
     const on = el.shield.getAttribute("aria-pressed") === "true";
-    const res = on ? await act("DELETE", "/shield", undefined, "Shield mode off: the room's settings are back.")
-      : await act("PUT", "/shield", undefined,
-        "Shield mode on: guests only watch, slow mode, suspicious comments and first-time chatters held.");
+    const res = on ? await act("DELETE", "/shield", undefined, t("con.rv_shield_off"))
+      : await act("PUT", "/shield", undefined, t("con.rv_shield_on"));
     if (res.ok && res.data) applySettings({ ...R.settings, ...res.data, shield: !on });
   }
   function renderReviewWords(words) {
@@ -338,12 +343,12 @@
     for (const w of words.filter((x) => typeof x === "string")) {
       const li = node("li", "chip");
       li.append(node("span", "chip-text", w), button("×", "chip-x", async () => {
-        const res = await act("PATCH", "/review-words", { add: [], remove: [w] }, `"${w}" is no longer a review word.`);
+        const res = await act("PATCH", "/review-words", { add: [], remove: [w] }, t("con.rv_word_removed", { w }));
         if (res.ok && Array.isArray(res.data)) renderReviewWords(res.data);
       }));
       frag.appendChild(li);
     }
-    if (!frag.childNodes.length) frag.appendChild(node("li", "chip-none muted", "no review words"));
+    if (!frag.childNodes.length) frag.appendChild(node("li", "chip-none muted", t("con.rv_no_words")));
     el.rwordsList.replaceChildren(frag);
   }
   async function addReviewWords() {
@@ -351,7 +356,7 @@
     const words = typed.startsWith("re:") ? [typed] : typed.split(/[,\n]/).map((w) => w.trim()).filter(Boolean);
     if (!words.length) return;
     const res = await act("PATCH", "/review-words", { add: words, remove: [] },
-      `Comments with ${words.map((w) => `"${w}"`).join(", ")} are held for review (with review on).`);
+      t("con.rv_words_added", { words: words.map((w) => t("con.quoted", { w })).join(t("con.list_sep")) }));
     if (res.ok && Array.isArray(res.data)) { el.rwordsInput.value = ""; renderReviewWords(res.data); }
   }
 
@@ -365,10 +370,11 @@
     const d = e.detail && typeof e.detail === "object" ? e.detail : {};
     if (e.action === "ban") {
       const until = Number(d.until);
-      const how = until > 0 ? `timed out until ${new Date(until * 1000).toLocaleString()}` : "banned";
+      const how = until > 0 ? t("con.rv_timed_out_until", { until: new Date(until * 1000).toLocaleString(I18N.locale()) })
+        : t("con.what_banned");
       return `${how}${d.reason ? `: ${str(d.reason)}` : ""}`;
     }
-    if (e.action === "purge") return `purged (${Number(d.deleted) || 0} comments)`;
+    if (e.action === "purge") return t("con.rv_purged_n", { n: Number(d.deleted) || 0 });
     return str(e.action);
   }
   async function openCard(uid) {
@@ -393,22 +399,24 @@
     const c = res.data;
     learn(uid, str(c.nick), str(c.role));
     el.cardNick.textContent = str(c.nick) || uid;
-    el.cardRole.textContent = ROLE_WORDS[c.role] || "Viewer";
+    el.cardRole.textContent = ROLE_WORDS[c.role] || t("con.rv_viewer");
     el.cardState.textContent = c.banned_until === false ? ""
-      : c.banned_until === null ? "banned" : `timed out until ${new Date(Number(c.banned_until) * 1000).toLocaleTimeString()}`;
+      : c.banned_until === null ? t("con.what_banned")
+        : t("con.rv_timed_out_until", { until: new Date(Number(c.banned_until) * 1000).toLocaleTimeString(I18N.locale()) });
     el.cardHistory.replaceChildren(...(c.moderation || []).map((e) => cardLine([
-      node("time", "t", clock(e.ts)), " ", historyWords(e), " — by ", nameEl(str(e.by).split(":").pop()),
+      node("time", "t", clock(e.ts)), " ", historyWords(e), t("con.rv_by"), nameEl(str(e.by).split(":").pop()),
     ])));
-    if (!el.cardHistory.childNodes.length) el.cardHistory.append(node("li", "muted", "none"));
+    if (!el.cardHistory.childNodes.length) el.cardHistory.append(node("li", "muted", t("con.none")));
     el.cardReportsCount.textContent = c.reports_count ? String(c.reports_count) : "";
     el.cardReports.replaceChildren(...(c.reports || []).map((r) => cardLine([
       node("span", "tag perm", String(r.count)), " ", reasonsText(r.reasons), ": ",
       node("span", "q-text", str(r.comment && r.comment.text)),
     ])));
-    if (!el.cardReports.childNodes.length) el.cardReports.append(node("li", "muted", "none"));
+    if (!el.cardReports.childNodes.length) el.cardReports.append(node("li", "muted", t("con.none")));
     const note = c.note && typeof c.note === "object" ? c.note : null;
     el.cardNote.value = note ? str(note.text) : "";
-    el.cardNoteMeta.textContent = note ? `by ${str(note.by)} at ${new Date(Number(note.ts)).toLocaleString()}` : "";
+    el.cardNoteMeta.textContent = note ? t("con.rv_note_meta",
+      { by: str(note.by), at: new Date(Number(note.ts)).toLocaleString(I18N.locale()) }) : "";
   }
   async function loadCardComments() {
     const uid = R.card;
@@ -422,7 +430,7 @@
       li.dataset.id = str(it.id);
       el.cardComments.append(li);
     }
-    if (!el.cardComments.childNodes.length) el.cardComments.append(node("li", "muted", "no comments in recent history"));
+    if (!el.cardComments.childNodes.length) el.cardComments.append(node("li", "muted", t("con.rv_no_recent")));
     R.cardBefore = typeof res.data.next === "string" ? res.data.next : null;
     el.cardOlder.disabled = !R.cardBefore;
   }
@@ -431,7 +439,7 @@
     const body = { uid, close: true, reason: el.cardReason.value.trim() };
     if (durationS) body.duration_s = durationS;
     const who = el.cardNick.textContent;
-    await act("POST", "/bans", body, durationS ? `${who} is timed out.` : `${who} is banned.`);
+    await act("POST", "/bans", body, durationS ? t("con.rv_is_timed_out", { who }) : t("con.rv_is_banned", { who }));
     await loadCard();
   }
 
@@ -460,7 +468,8 @@
     const lower = user.toLowerCase();
     const items = (Array.isArray(res.data.items) ? res.data.items : []).filter((it) => !user || uid
       || str(it.nick).toLowerCase().includes(lower));
-    el.searchStatus.textContent = `${items.length}${res.data.next ? "+" : ""} match${items.length === 1 ? "" : "es"} in the room's history (newest first)`;
+    el.searchStatus.textContent = t(items.length === 1 ? "con.rv_match" : "con.rv_matches",
+      { n: `${items.length}${res.data.next ? "+" : ""}` });
     el.searchResults.replaceChildren(...items.map((it) => {
       const li = node("li", "row");
       li.dataset.id = str(it.id);
@@ -488,7 +497,7 @@
   }
   el.cardBan.addEventListener("click", () => cardBan(null));
   el.cardUnban.addEventListener("click", async () => {
-    await act("DELETE", `/bans/${encodeURIComponent(R.card)}`, undefined, `${el.cardNick.textContent} may comment again.`);
+    await act("DELETE", `/bans/${encodeURIComponent(R.card)}`, undefined, t("con.unbanned", { uid: el.cardNick.textContent }));
     await loadCard();
   });
   el.cardPurge.addEventListener("click", async () => {
@@ -496,7 +505,7 @@
     const res = await api("POST", "/purge", { uid: R.card, minutes });
     if (res.ok && res.data) {
       const n = Array.isArray(res.data.deleted) ? res.data.deleted.length : 0;
-      say(`Purged ${n} comment${n === 1 ? "" : "s"} by ${el.cardNick.textContent}: players remove them in the next frame.`);
+      say(t(n === 1 ? "con.rv_purged_one" : "con.rv_purged", { n, who: el.cardNick.textContent }));
       el.cardComments.replaceChildren();
       R.cardBefore = null;
       await Promise.all([loadCard(), loadCardComments()]);
@@ -507,7 +516,7 @@
   el.cardOlder.addEventListener("click", loadCardComments);
   el.cardNoteForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    await act("PUT", `/users/${encodeURIComponent(R.card)}/note`, { text: el.cardNote.value }, "Note saved.");
+    await act("PUT", `/users/${encodeURIComponent(R.card)}/note`, { text: el.cardNote.value }, t("con.rv_note_saved"));
     await loadCard();
   });
   el.shield.addEventListener("click", toggleShield);

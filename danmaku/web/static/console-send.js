@@ -18,6 +18,7 @@
   const { $ } = window.DanmakuCommon;
   const C = window.dmConsoleApi;
   if (!C || !window.dmConsole) return;
+  const t = window.DanmakuI18n.t; // the catalogue (i18n.js): every string shown here
   const HANDSHAKE_MS = 8000;      // no welcome by then: give up on this send
   const REPLY_MS = 10000;         // no ack/error by then: say so (the comment may be lost)
   const el = {
@@ -47,37 +48,31 @@
 
   /** An error reply in the console's words. */
   function errorWords(msg) {
-    const wait = Number(msg.retry_after_ms) > 0 ? ` Try again in ${secs(msg.retry_after_ms)} s.` : "";
+    const wait = Number(msg.retry_after_ms) > 0 ? t("con.sd_wait", { s: secs(msg.retry_after_ms) }) : "";
     switch (msg.code) {
-      case "rate_limited": return `Not sent: you are sending too fast.${wait}`;
-      case "slow_mode": return `Not sent: the room is in slow mode.${wait}`;
+      case "rate_limited": return t("con.sd_rate_limited", { wait });
+      case "slow_mode": return t("con.sd_slow_mode", { wait });
       case "too_long": {
         const n = S.config && S.config.limits ? Number(S.config.limits.max_text_chars) : 0;
-        return `Not sent: the comment is too long${n > 0 ? ` (at most ${n} characters)` : ""}.`;
+        return n > 0 ? t("con.sd_too_long_n", { n }) : t("con.sd_too_long");
       }
-      case "empty": return "Not sent: the comment is empty.";
-      case "blocked": return "Not sent: the comment contains a blocked word.";
-      case "duplicate": return "Not sent: you just sent the same text.";
       case "banned": {
         const until = Number(msg.until);
-        const left = until > 0 ? ` for ${C.fmtDuration((until - Date.now()) / 1000)} more` : "";
-        return `Not sent: this account is banned in the room${left}.`;
+        const left = until > 0 ? t("con.sd_for_more", { d: C.fmtDuration((until - Date.now()) / 1000) }) : "";
+        return t("con.sd_banned", { left });
       }
-      case "muted": return "Not sent: the room is muted.";
-      case "unauthorized": return "Not sent: the gateway did not accept this token (log in again).";
-      case "login_required": return "Not sent: this room needs a logged-in account.";
-      case "overloaded": return `Not sent: the gateway is overloaded.${wait || " Try again shortly."}`;
-      case "unavailable": return "Not sent: storage is unavailable. Try again in a moment.";
-      case "review_full": return "Not sent: the room's review queue is full.";
-      case "bad_request": return "Not sent: the gateway did not understand the message.";
-      default: return `Not sent (${String(msg.code || "error").slice(0, 40)}).`;
+      case "overloaded": return t("con.sd_overloaded", { wait: wait || t("con.sd_shortly") });
+      case "empty": case "blocked": case "duplicate": case "muted": case "unauthorized":
+      case "login_required": case "unavailable": case "review_full": case "bad_request":
+        return t(`con.sd_${msg.code}`);
+      default: return t("con.sd_other", { code: String(msg.code || "error").slice(0, 40) });
     }
   }
 
   async function loadConfig() {
     if (S.config) return S.config;
     const r = await fetch("/api/config", { cache: "no-store" });
-    if (!r.ok) throw new Error(`config ${r.status}`);
+    if (!r.ok) throw new Error(t("con.sd_config", { status: r.status }));
     const data = await r.json();
     S.config = data && typeof data === "object" ? data : {};
     const n = S.config.limits ? Number(S.config.limits.max_text_chars) : 0;
@@ -109,7 +104,7 @@
       try {
         ws = new WebSocket(u.href);
       } catch {
-        reject(new Error("The gateway address is not valid."));
+        reject(new Error(t("con.sd_bad_address")));
         return;
       }
       let settled = false;
@@ -118,7 +113,7 @@
         if (settled) return;
         settled = true;
         try { ws.close(); } catch { /* ignore */ }
-        reject(new Error("The gateway did not answer."));
+        reject(new Error(t("con.sd_no_answer")));
       }, HANDSHAKE_MS);
       ws.onmessage = (ev) => {
         let msg;
@@ -141,8 +136,8 @@
         if (!settled) {
           settled = true;
           if (handshakeError) reject(new Error(errorWords(handshakeError)));
-          else if (ev.code === 1008) reject(new Error("The gateway refused this token (log in again)."));
-          else reject(new Error("Could not reach the gateway."));
+          else if (ev.code === 1008) reject(new Error(t("con.sd_refused")));
+          else reject(new Error(t("con.sd_unreachable")));
           return;
         }
         onClose(ws, ev);
@@ -157,7 +152,7 @@
     S.opening = (async () => {
       const config = await loadConfig();
       const urls = gateways(config);
-      if (!urls.length) throw new Error("The server lists no gateway.");
+      if (!urls.length) throw new Error(t("con.sd_no_gateway"));
       let last = null;
       for (const url of urls) {
         try {
@@ -172,7 +167,7 @@
           if (/token|banned|logged-in/.test(String(err.message))) break;
         }
       }
-      throw last || new Error("Could not reach the gateway.");
+      throw last || new Error(t("con.sd_unreachable"));
     })();
     try {
       return await S.opening;
@@ -197,10 +192,10 @@
       S.sent += 1;
       if (msg.code === "held") {
         S.lastCode = "held";
-        status("Held for review: it reaches the room when approved.", "info");
+        status(t("con.sd_held"), "info");
       } else {
         S.lastCode = "ack";
-        status("Sent to the room.", "ok");
+        status(t("con.sd_sent"), "ok");
       }
     } else if (msg.type === "error") {
       const entry = typeof msg.nonce === "string" ? settle(msg.nonce) : null;
@@ -219,29 +214,29 @@
     S.wsToken = "";
     const lost = S.pending.size;
     for (const nonce of [...S.pending.keys()]) settle(nonce);
-    if (lost) status("The connection to the gateway closed before the reply: the comment may not have been sent.", "bad");
-    else if (ev.code === 1008) status("The gateway closed the connection (this token may no longer send here).", "bad");
+    if (lost) status(t("con.sd_lost"), "bad");
+    else if (ev.code === 1008) status(t("con.sd_closed_1008"), "bad");
   }
 
   async function send() {
     const text = el.text.value.trim();
-    if (!text) { status("Type a comment first.", "bad"); return; }
+    if (!text) { status(t("con.sd_type"), "bad"); return; }
     const token = C.token();
-    if (!token || !C.canModerate()) { status("Log in with a staff token to comment.", "bad"); return; }
+    if (!token || !C.canModerate()) { status(t("con.sd_login"), "bad"); return; }
     el.go.disabled = true;
-    status("Sending…", "info");
+    status(t("con.sd_sending"), "info");
     let ws;
     try {
       ws = await ensureSocket(token);
     } catch (err) {
-      status(`Not sent: ${String(err && err.message ? err.message : err)}`, "bad");
+      status(t("con.sd_not_sent", { why: String(err && err.message ? err.message : err) }), "bad");
       el.go.disabled = false;
       return;
     }
     S.seq += 1;
     const nonce = `c-${Date.now().toString(36)}-${S.seq}`;
     const timer = setTimeout(() => {
-      if (settle(nonce)) status("No reply from the gateway: the comment may not have been sent.", "bad");
+      if (settle(nonce)) status(t("con.sd_no_reply"), "bad");
     }, REPLY_MS);
     S.pending.set(nonce, { text, timer });
     try {
@@ -249,7 +244,7 @@
       el.text.value = "";
     } catch {
       settle(nonce);
-      status("Not sent: the connection to the gateway closed.", "bad");
+      status(t("con.sd_conn_closed"), "bad");
     }
     el.go.disabled = false;
     el.text.focus();

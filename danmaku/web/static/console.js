@@ -16,6 +16,9 @@
 (() => {
   // the helpers this page shares with the player (common.js, loaded first)
   const { ROOM_RE, COLOR_RE, $, load, save } = window.DanmakuCommon;
+  // every string the staff member reads comes from the catalogue (i18n.js, loaded first)
+  const I18N = window.DanmakuI18n;
+  const t = I18N.t;
 
   // ---- constants ----------------------------------------------------------------------------
   const UID_RE = /^[A-Za-z0-9_.:@-]{1,64}$/;
@@ -72,13 +75,18 @@
   }
 
   const pad = (n) => String(n).padStart(2, "0");
+  // formatters made once (a language switch reloads the page): a row of the feed costs a
+  // format call, not a new Intl object (the feed takes thousands of rows a second)
+  const timeFormat = new Intl.DateTimeFormat(I18N.locale(),
+    { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  const numberFormats = [0, 1, 2].map((digits) => new Intl.NumberFormat(I18N.locale(),
+    { maximumFractionDigits: digits, minimumFractionDigits: 0 }));
   function clock(ms) {
-    const d = new Date(Number(ms) || 0);
-    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    return timeFormat.format(new Date(Number(ms) || 0));
   }
   function fmtNum(x, digits = 0) {
     if (typeof x !== "number" || !Number.isFinite(x)) return "–";
-    return x.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+    return numberFormats[Math.min(2, Math.max(0, digits))].format(x);
   }
   function fmtRate(x) {
     if (typeof x !== "number" || !Number.isFinite(x)) return "–";
@@ -86,10 +94,15 @@
   }
   function fmtDuration(s) {
     s = Math.max(0, Math.round(s));
-    if (s < 60) return `${s} s`;
-    if (s < 3600) return `${Math.floor(s / 60)} min${s % 60 ? ` ${s % 60} s` : ""}`;
-    if (s < 86400) return `${Math.floor(s / 3600)} h${s % 3600 >= 60 ? ` ${Math.floor((s % 3600) / 60)} min` : ""}`;
-    return `${Math.floor(s / 86400)} d${s % 86400 >= 3600 ? ` ${Math.floor((s % 86400) / 3600)} h` : ""}`;
+    const two = (a, b) => (b ? t("con.dur_two", { a, b }) : a);
+    if (s < 60) return t("dur.s", { n: s });
+    if (s < 3600) return two(t("dur.min", { n: Math.floor(s / 60) }), s % 60 ? t("dur.s", { n: s % 60 }) : "");
+    if (s < 86400) {
+      return two(t("dur.h", { n: Math.floor(s / 3600) }),
+        s % 3600 >= 60 ? t("dur.min", { n: Math.floor((s % 3600) / 60) }) : "");
+    }
+    return two(t("dur.d", { n: Math.floor(s / 86400) }),
+      s % 86400 >= 3600 ? t("dur.h", { n: Math.floor((s % 86400) / 3600) }) : "");
   }
   /** Stream ids ("ms-seq") in order. */
   function idCmp(a, b) {
@@ -172,25 +185,28 @@
   /** An API failure in words. */
   function errorWords(status, data) {
     const detail = data && data.detail;
+    // the server's own detail, in brackets after the console's words (it is English)
+    const why = typeof detail === "string" ? t("con.err_detail", { d: detail }) : "";
     switch (status) {
-      case 0: return "The server is unreachable: check that the web app is running.";
-      case 401: return `Token rejected, paste a moderator token${typeof detail === "string" ? ` (${detail})` : ""}.`;
-      case 403: return `This token cannot moderate room ${room}${typeof detail === "string" ? ` (${detail})` : ""}.`;
-      case 404: return typeof detail === "string" ? `Not found: ${detail}.` : "Not found.";
-      case 413: return "That request is too large.";
+      case 0: return t("con.err_unreachable");
+      case 401: return t("con.err_401", { why });
+      case 403: return t("con.err_403", { room, why });
+      case 404: return typeof detail === "string" ? t("con.err_404_detail", { d: detail }) : t("con.err_404");
+      case 413: return t("con.err_413");
       case 422: {
         if (Array.isArray(detail) && detail.length) {
           return detail.map((d) => {
             const loc = Array.isArray(d.loc) ? d.loc.filter((p) => !["body", "query", "path"].includes(p)) : [];
-            const field = loc.length ? loc.join(".") : "request";
-            return `Invalid ${field}: ${str(d.msg) || "not valid"}.`;
+            const field = loc.length ? loc.join(".") : t("con.err_request");
+            return t("con.err_invalid", { field, msg: str(d.msg) || t("con.err_not_valid") });
           }).join(" ");
         }
-        return `Invalid request: ${typeof detail === "string" ? detail : "not valid"}.`;
+        return t("con.err_invalid", { field: t("con.err_request"),
+          msg: typeof detail === "string" ? detail : t("con.err_not_valid") });
       }
-      case 503: return "Storage unavailable: the server cannot reach Redis. Try again in a moment.";
+      case 503: return t("con.err_503");
       default:
-        return `The server answered ${status}${typeof detail === "string" ? `: ${detail}` : ""}.`;
+        return t("con.err_status", { status, why: typeof detail === "string" ? `: ${detail}` : "" });
     }
   }
 
@@ -199,7 +215,7 @@
 
   /** Call the moderation API; resolves to {ok, status, data, error} (never throws). */
   async function api(method, path, body) {
-    if (!S.token) return { ok: false, status: 401, data: null, error: "Paste a moderator token first." };
+    if (!S.token) return { ok: false, status: 401, data: null, error: t("con.paste_first") };
     const gen = feed.generation;
     const init = { method, cache: "no-store", headers: { Authorization: `Bearer ${S.token}` } };
     if (body !== undefined) {
@@ -263,12 +279,12 @@
     if (!S.token) return;
     el.playerMe.href = `/?room=${encodeURIComponent(room)}#token=${encodeURIComponent(S.token)}`;
     el.who.dataset.state = S.auth;
-    el.whoNick.textContent = c ? str(c.nick) || str(c.sub) || "?" : "unreadable token";
+    el.whoNick.textContent = c ? str(c.nick) || str(c.sub) || "?" : t("con.unreadable_token");
     const bits = [];
     if (c && c.role) bits.push(str(c.role));
-    if (c && Array.isArray(c.room)) bits.push(`rooms ${c.room.map(str).join(", ")}`);
-    else if (c && c.room) bits.push(`room ${str(c.room)}`);
-    if (c && Number(c.exp) * 1000 < Date.now()) bits.push("expired");
+    if (c && Array.isArray(c.room)) bits.push(t("con.who_rooms", { rooms: c.room.map(str).join(", ") }));
+    else if (c && c.room) bits.push(t("con.who_room", { room: str(c.room) }));
+    if (c && Number(c.exp) * 1000 < Date.now()) bits.push(t("con.who_expired"));
     el.whoRole.textContent = bits.length ? `(${bits.join(" · ")})` : "";
   }
 
@@ -283,7 +299,7 @@
     el.tokenInput.value = "";
     if (!token) {
       setAuth("none");
-      say("Paste a moderator or streamer token to moderate this room.", "info");
+      say(t("con.paste_to_moderate"), "info");
       return;
     }
     S.auth = "checking";
@@ -300,7 +316,7 @@
     if (res.stale) return;
     if (res.ok) {
       if (S.auth !== "ok") setAuth("ok");
-      say(`Moderating room ${room}.`, "ok");
+      say(t("con.moderating", { room }), "ok");
     } else if (res.status !== 401 && res.status !== 403) {
       // the server is down or Redis is: keep the token, try again
       fail(res.error);
@@ -338,12 +354,12 @@
 
   // ---- figures ------------------------------------------------------------------------------
   const FIGS = [
-    { key: "online", label: "online", fmt: (v) => fmtNum(v), unit: "" },
-    { key: "comments_per_s", label: "comments/s in", fmt: fmtRate, unit: "" },
-    { key: "shown_per_s", label: "shown/s", fmt: fmtRate, unit: "" },
-    { key: "dropped_per_s", label: "dropped/s", fmt: fmtRate, unit: "" },
-    { key: "shed_per_s", label: "shed/s", fmt: fmtRate, unit: "" },
-    { key: "latency_p99_ms", label: "p99 latency", fmt: (v) => fmtNum(v), unit: "ms" },
+    { key: "online", label: t("con.fig_online"), fmt: (v) => fmtNum(v), unit: "" },
+    { key: "comments_per_s", label: t("con.fig_in"), fmt: fmtRate, unit: "" },
+    { key: "shown_per_s", label: t("con.fig_shown"), fmt: fmtRate, unit: "" },
+    { key: "dropped_per_s", label: t("con.fig_dropped"), fmt: fmtRate, unit: "" },
+    { key: "shed_per_s", label: t("con.fig_shed"), fmt: fmtRate, unit: "" },
+    { key: "latency_p99_ms", label: t("con.fig_p99"), fmt: (v) => fmtNum(v), unit: t("con.unit_ms") },
   ];
   const figEls = {};
 
@@ -396,7 +412,7 @@
     line.setAttribute("points", pts.join(" "));
     area.setAttribute("points", pts.length
       ? `${x0},30 ${pts.join(" ")} ${SPARK_POINTS - 1},30` : "");
-    peak.textContent = values.length > 1 ? `60 s max ${FIGS.find((f) => f.key === key).fmt(max)}` : "";
+    peak.textContent = values.length > 1 ? t("con.fig_peak", { v: FIGS.find((f) => f.key === key).fmt(max) }) : "";
   }
 
   async function pollFigures() {
@@ -420,13 +436,14 @@
         figEls[f.key].card.classList.toggle("hot", f.key === "shed_per_s" ? v > 0 : false);
         drawSpark(f.key);
       }
-      el.figExtra.textContent = `frame seq ${fmtNum(Number(data.seq))} · ${fmtNum(Number(data.comments_stored))} comments stored · tick ${fmtNum(Number(data.tick_ms))} ms`;
+      el.figExtra.textContent = t("con.fig_extra", { seq: fmtNum(Number(data.seq)),
+        stored: fmtNum(Number(data.comments_stored)), tick: fmtNum(Number(data.tick_ms)) });
       el.figStatus.textContent = "";
       el.figStatus.className = "fig-status";
       applyRoomSettings(data.settings && typeof data.settings === "object" ? data.settings : {},
         data.effective && typeof data.effective === "object" ? data.effective : {});
     } else {
-      el.figStatus.textContent = `figures: ${error}`;
+      el.figStatus.textContent = t("con.fig_error", { error });
       el.figStatus.className = "fig-status bad";
     }
     setTimeout(pollFigures, FIGURES_EVERY_MS);
@@ -472,10 +489,10 @@
     const text = node("span", "text", item.text);
     li.append(time, swatch, who);
     const prio = Number(item.prio);
-    if (prio === 2) li.append(node("span", "tag staff", "staff"));
+    if (prio === 2) li.append(node("span", "tag staff", t("con.tag_staff")));
     // the role a staff comment was sent with (issue 19): console-review.js badges the name
     if (["moderator", "streamer", "admin"].includes(item.role)) li.dataset.role = item.role;
-    else if (prio === 1) li.append(node("span", "tag hl", "hl"));
+    else if (prio === 1) li.append(node("span", "tag hl", t("con.tag_hl")));
     li.append(text);
     return li;
   }
@@ -539,12 +556,13 @@
   function renderFeedMeta() {
     const rows = el.feed.querySelectorAll(".row").length;
     el.feedEmpty.hidden = rows > 0;
-    el.feedEmpty.textContent = !canModerate() ? "Log in to see the feed."
-      : (filterOf().user || filterOf().text) ? "No comments match the filter." : "No comments yet.";
-    el.feedCount.textContent = `${fmtNum(rows)} shown (at most ${FEED_ROWS}) · ${fmtNum(feed.buffer.length + feed.held.length)} kept · ${fmtNum(feed.received)} read`;
+    el.feedEmpty.textContent = !canModerate() ? t("con.feed_login")
+      : (filterOf().user || filterOf().text) ? t("con.feed_no_match") : t("con.feed_none");
+    el.feedCount.textContent = t("con.feed_count", { rows: fmtNum(rows), max: fmtNum(FEED_ROWS),
+      kept: fmtNum(feed.buffer.length + feed.held.length), read: fmtNum(feed.received) });
     el.feedNew.hidden = !feed.paused;
-    el.feedNew.textContent = `${fmtNum(feed.newCount)} new`;
-    el.feedPause.textContent = feed.paused ? "Resume" : "Pause";
+    el.feedNew.textContent = t("con.feed_new", { n: fmtNum(feed.newCount) });
+    el.feedPause.textContent = feed.paused ? t("con.resume") : t("con.pause");
     el.feedPause.setAttribute("aria-pressed", String(feed.paused));
     el.feedPause.classList.toggle("primary", feed.paused);
     document.body.classList.toggle("paused", feed.paused);
@@ -552,7 +570,7 @@
     feed.arrivals = feed.arrivals.filter(([t]) => now - t < 5000);
     const n = feed.arrivals.reduce((a, [, c]) => a + c, 0);
     const span = feed.arrivals.length ? Math.max(1, (now - feed.arrivals[0][0]) / 1000 + FEED_EVERY_MS / 1000) : 1;
-    el.feedRate.textContent = feed.paused ? "paused" : `${fmtRate(n / span)}/s`;
+    el.feedRate.textContent = feed.paused ? t("con.paused") : t("con.per_s", { n: fmtRate(n / span) });
   }
 
   /** The room's recent comments first, so the feed is not empty on arrival. */
@@ -588,14 +606,14 @@
         feed.arrivals.push([Date.now(), items.length]);
         ingest(items);
         if (items.length >= FEED_PAGE) delay = 0; // behind: catch up at once
-        if (S.lastError && el.msg.classList.contains("bad") && S.lastError.startsWith("Feed:")) {
+        if (S.lastError && el.msg.classList.contains("bad") && S.lastError.startsWith(t("con.feed_error", { error: "" }))) {
           el.msg.textContent = "";
           el.msg.className = "msg";
           S.lastError = "";
         }
       } else {
         delay = 2000;
-        if (res.status !== 401 && res.status !== 403) fail(`Feed: ${res.error}`);
+        if (res.status !== 401 && res.status !== 403) fail(t("con.feed_error", { error: res.error }));
       }
       renderFeedMeta();
     } finally {
@@ -621,7 +639,7 @@
       for (const item of feed.held) feed.buffer.push(item);
       feed.held = [];
       if (feed.buffer.length > BUFFER_MAX) feed.buffer.splice(0, feed.buffer.length - BUFFER_MAX);
-      feed.divider = n > 0 ? { at, text: `▲ ${fmtNum(n)} new while paused` } : null;
+      feed.divider = n > 0 ? { at, text: t("con.feed_divider", { n: fmtNum(n) }) } : null;
       renderAll();
     }
   }
@@ -644,7 +662,7 @@
     el.feed.appendChild(frag);
     trimRows(FEED_ROWS * 4);
     if (!res.data.next) el.feedOlder.disabled = true;
-    say(items.length ? `Loaded ${items.length} older comments (the feed is paused).` : "No older comments.", "info");
+    say(items.length ? t("con.older_loaded", { n: fmtNum(items.length) }) : t("con.older_none"), "info");
     renderFeedMeta();
   }
 
@@ -666,7 +684,7 @@
     if (!item) return;
     const gone = feed.deleted.has(item.id);
     const banned = S.bans.has(str(item.uid));
-    el.selState.textContent = gone ? "deleted" : banned ? "author banned" : "";
+    el.selState.textContent = gone ? t("con.sel_deleted") : banned ? t("con.sel_banned") : "";
     el.selState.hidden = !gone && !banned;
     el.actDelete.disabled = gone;
   }
@@ -697,7 +715,7 @@
     const item = feed.selected;
     if (!item) return;
     const res = await act("DELETE", `/comments/${encodeURIComponent(item.id)}`, undefined,
-      `Deleted the comment by ${nameOf(item)}: players remove it in the next frame.`);
+      t("con.deleted", { name: nameOf(item) }));
     if (res.ok || res.status === 404) {
       feed.deleted.add(item.id);
       for (const row of el.feed.querySelectorAll(`.row[data-id="${CSS.escape(item.id)}"]`)) row.classList.add("deleted");
@@ -708,8 +726,9 @@
   async function ban(uid, durationS, close, label) {
     const body = { uid, close, reason: "from the console" };
     if (durationS) body.duration_s = durationS;
-    const what = durationS ? `timed out for ${fmtDuration(durationS)}` : "banned";
-    const res = await act("POST", "/bans", body, `${label} is ${what}${close ? " and disconnected" : ""}.`);
+    const what = durationS ? t("con.what_timed_out", { d: fmtDuration(durationS) }) : t("con.what_banned");
+    const res = await act("POST", "/bans", body, t(close ? "con.banned_closed" : "con.banned_msg",
+      { label, what }));
     if (res.ok) {
       S.bans.set(uid, res.data && res.data.until ? res.data.until : null);
       markBanned();
@@ -732,21 +751,24 @@
   // here with no change to this page. The names below only make the words nicer; the ids
   // of the older hand-written inputs are kept (set-slow, now-slow, ...).
   const SETTING_WORDS = {
-    slow_mode_s: { label: "Slow mode", name: "slow mode", id: "slow" },
-    budget: { label: "Display budget", name: "display budget", id: "budget" },
-    ingest_ceiling: { label: "Ingest ceiling", name: "ingest ceiling", id: "ceiling" },
-    smooth_window_s: { label: "Budget window", name: "budget window", id: "window" },
-    max_wait_s: { label: "Longest wait", name: "longest wait", id: "max-wait" },
-    mute: { label: "Mute viewers", name: "mute", id: "mute" },
-    review: { label: "Hold for review", name: "review" },
-    first_chat_min: { label: "First-time chatters", name: "first-time chatters held" },
-    guests: { label: "Guests", name: "guests" },
-    stream_url: { label: "Stream URL", name: "stream", id: "stream" },
-    shield: { label: "Shield mode", name: "shield", id: "shield" },
+    slow_mode_s: { id: "slow" },
+    budget: { id: "budget" },
+    ingest_ceiling: { id: "ceiling" },
+    smooth_window_s: { id: "window" },
+    max_wait_s: { id: "max-wait" },
+    mute: { id: "mute" },
+    review: {},
+    first_chat_min: {},
+    guests: {},
+    stream_url: { id: "stream" },
+    shield: { id: "shield" },
   };
+  // the label and the name in a sentence: con.set_label.NAME, con.set_name.NAME
   const wordsOf = (name) => SETTING_WORDS[name] || {};
-  const labelOf = (name) => wordsOf(name).label || name.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
-  const nameOfSetting = (name) => wordsOf(name).name || name.replace(/_/g, " ");
+  const labelOf = (name) => (I18N.has("en", `con.set_label.${name}`) ? t(`con.set_label.${name}`)
+    : name.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase()));
+  const nameOfSetting = (name) => (I18N.has("en", `con.set_name.${name}`)
+    ? t(`con.set_name.${name}`) : name.replace(/_/g, " "));
   const idOf = (name) => wordsOf(name).id || `room-${name.replace(/_/g, "-")}`;
   const specOf = (name) => S.schema.find((s) => s.name === name);
   const unitText = (unit) => (!unit ? "" : unit.startsWith("/") ? unit : ` ${unit}`);
@@ -759,10 +781,10 @@
     switch (spec.kind) {
       case "number":
         if (typeof v !== "number") return "–";
-        if (spec.name === "slow_mode_s" && v === 0) return "off";
+        if (spec.name === "slow_mode_s" && v === 0) return t("con.off");
         return `${fmtNum(v, 2)}${unitText(spec.unit)}`;
-      case "flag": return v ? "on" : "off";
-      case "text": return v ? String(v) : "default";
+      case "flag": return v ? t("con.on") : t("con.off");
+      case "text": return v ? String(v) : t("con.default");
       default: return String(v);
     }
   }
@@ -772,15 +794,19 @@
     return Object.entries(changes).map(([k, v]) => {
       const spec = specOf(k);
       const name = nameOfSetting(k);
-      if (v === null) return `${name} reset to default`;
-      if (k === "mute") return v ? "room muted" : "room unmuted";
-      if (k === "guests") return { comment: "guests may comment", watch: "guests watch only", off: "guests off" }[v] || `guests ${v}`;
-      if (k === "stream_url") return v ? "stream set" : "stream reset to default";
-      if (k === "slow_mode_s") return Number(v) > 0 ? `slow mode ${v} s` : "slow mode off";
-      if (spec && spec.kind === "number" && typeof v === "number") return `${name} ${fmtNum(v, 2)}${unitText(spec.unit)}`;
-      if (typeof v === "boolean") return `${name} ${v ? "on" : "off"}`;
-      return `${name} ${v}`;
-    }).join(", ");
+      if (v === null) return t("con.sw_reset", { name });
+      if (k === "mute") return v ? t("con.sw_muted") : t("con.sw_unmuted");
+      if (k === "guests") {
+        return ["comment", "watch", "off"].includes(v) ? t(`con.sw_guests_${v}`) : t("con.sw_value", { name, v });
+      }
+      if (k === "stream_url") return v ? t("con.sw_stream_set") : t("con.sw_stream_reset");
+      if (k === "slow_mode_s") return Number(v) > 0 ? t("con.sw_slow", { s: v }) : t("con.sw_slow_off");
+      if (spec && spec.kind === "number" && typeof v === "number") {
+        return t("con.sw_value", { name, v: `${fmtNum(v, 2)}${unitText(spec.unit)}` });
+      }
+      if (typeof v === "boolean") return t("con.sw_value", { name, v: v ? t("con.on") : t("con.off") });
+      return t("con.sw_value", { name, v });
+    }).join(t("con.list_sep"));
   }
 
   /** One row of the form (label, the input, the "now" column) for a setting of the schema. */
@@ -799,7 +825,7 @@
       out.dataset.setting = spec.name;
       label.htmlFor = out.id;
       now.id = "";
-      field.append(out, node("span", "", " (read-only)"));
+      field.append(out, node("span", "", t("con.read_only")));
       field.title = help;
       return [label, field, now];
     }
@@ -811,7 +837,7 @@
       if (typeof spec.max === "number") input.max = String(spec.max);
       // whole steps where the bounds are whole, else tenths (seconds of a window)
       input.step = Number.isInteger(spec.min ?? 0) && Number.isInteger(spec.max ?? 0) ? "1" : "0.1";
-      input.placeholder = "default";
+      input.placeholder = t("con.default");
     } else if (spec.kind === "flag") {
       input = node("input");
       input.type = "checkbox";
@@ -826,7 +852,7 @@
       input = node("input");
       input.type = spec.name.endsWith("_url") ? "url" : "text";
       if (Number(spec.max_length) > 0) input.maxLength = Number(spec.max_length);
-      input.placeholder = "empty: server default";
+      input.placeholder = t("con.empty_default");
       input.spellcheck = false;
     }
     input.id = `set-${id}`;
@@ -859,7 +885,7 @@
           if (Array.isArray(data)) { buildSettingsForm(data); return; }
         }
       } catch { /* the server is down: try again below */ }
-      el.settingsLoading.textContent = "Could not load the room's settings; trying again…";
+      el.settingsLoading.textContent = t("con.settings_retry");
       await new Promise((res) => setTimeout(res, Math.min(10000, 1000 * 2 ** attempt)));
     }
   }
@@ -879,8 +905,8 @@
         now.classList.toggle("on", v === true);
         continue;
       }
-      now.textContent = `now ${spec.kind === "text" && v ? "set" : words}`;
-      now.title = `${set ? "set for this room" : "the server's default"}${spec.kind === "text" && v ? `: ${v}` : ""}`;
+      now.textContent = t("con.now", { v: spec.kind === "text" && v ? t("con.now_set") : words });
+      now.title = `${set ? t("con.set_here") : t("con.server_default")}${spec.kind === "text" && v ? `: ${v}` : ""}`;
       now.classList.toggle("default", !set);
     }
     if (!S.settingsDirty) fillSettingsForm();
@@ -939,11 +965,11 @@
   async function submitSettings() {
     const body = settingsChanges();
     if (!Object.keys(body).length) {
-      say("Nothing to change.", "info");
+      say(t("con.nothing_to_change"), "info");
       S.settingsDirty = false;
       return;
     }
-    const res = await act("PATCH", "/settings", body, `Settings changed: ${settingWords(body)}.`);
+    const res = await act("PATCH", "/settings", body, t("con.settings_changed", { what: settingWords(body) }));
     if (res.ok && res.data && typeof res.data === "object") {
       S.settingsDirty = false;
       S.settings = res.data;
@@ -954,7 +980,7 @@
   async function resetSettings() {
     const body = {};
     for (const spec of S.schema) if (spec.writable) body[spec.name] = null;
-    const res = await act("PATCH", "/settings", body, "Settings reset to the server defaults.");
+    const res = await act("PATCH", "/settings", body, t("con.settings_reset"));
     if (res.ok && res.data) {
       S.settingsDirty = false;
       S.settings = res.data;
@@ -994,29 +1020,30 @@
       const b = node("button", "chip-x", "×");
       b.type = "button";
       b.dataset.word = w;
-      b.setAttribute("aria-label", `unblock ${w}`);
-      b.title = "unblock";
+      b.setAttribute("aria-label", t("con.unblock_word", { w }));
+      b.title = t("con.unblock");
       li.append(node("span", "chip-text", w), b);
       frag.appendChild(li);
     }
-    if (!S.words.room.length) frag.appendChild(node("li", "chip-none muted", "none"));
+    if (!S.words.room.length) frag.appendChild(node("li", "chip-none muted", t("con.none")));
     el.wordsList.replaceChildren(frag);
-    el.wordsGlobal.textContent = S.words.global.length ? S.words.global.join(", ") : "none";
+    el.wordsGlobal.textContent = S.words.global.length ? S.words.global.join(", ") : t("con.none");
   }
   async function addWords() {
     // A "re:" pattern is one entry, commas and all ({2,5}); words are split on commas.
     const typed = el.wordsInput.value.trim();
     const words = typed.startsWith("re:") ? [typed] : typed.split(/[,\n]/).map((w) => w.trim()).filter(Boolean);
-    if (!words.length) { fail("Type a word to block."); return; }
+    if (!words.length) { fail(t("con.type_word")); return; }
     const res = await act("PATCH", "/words", { add: words, remove: [] },
-      `Blocked ${words.map((w) => `"${w}"`).join(", ")}: comments with ${words.length > 1 ? "them" : "it"} get "blocked" within a second.`);
+      t(words.length > 1 ? "con.blocked_words" : "con.blocked_word",
+        { words: words.map((w) => t("con.quoted", { w })).join(t("con.list_sep")) }));
     if (res.ok) {
       el.wordsInput.value = "";
       renderWords(res.data);
     }
   }
   async function removeWord(word) {
-    const res = await act("PATCH", "/words", { add: [], remove: [word] }, `Unblocked "${word}".`);
+    const res = await act("PATCH", "/words", { add: [], remove: [word] }, t("con.unblocked", { w: word }));
     if (res.ok) renderWords(res.data);
   }
 
@@ -1033,34 +1060,35 @@
     el.pinCurrent.replaceChildren();
     el.pinCurrent.classList.toggle("on", Boolean(live));
     if (!live) {
-      el.pinCurrent.textContent = p ? "Nothing pinned (the last pin expired)." : "Nothing pinned.";
+      el.pinCurrent.textContent = p ? t("con.pin_expired") : t("con.pin_none");
       return;
     }
-    const tag = node("span", "tag pin", "pinned");
+    const tag = node("span", "tag pin", t("con.pinned_tag"));
     const text = node("strong", "pin-text", p.text);
-    const left = p.until ? `for ${fmtDuration((Number(p.until) - Date.now()) / 1000)} more` : "until unpinned";
-    const meta = node("span", "muted", ` by ${str(p.by) || "?"}, ${left}`);
+    const left = p.until ? t("con.pin_left", { d: fmtDuration((Number(p.until) - Date.now()) / 1000) })
+      : t("con.pin_until_unpinned");
+    const meta = node("span", "muted", t("con.pin_meta", { by: str(p.by) || "?", left }));
     el.pinCurrent.append(tag, " ", text, meta);
   }
   async function pinIt() {
     const text = el.pinText.value.trim();
-    if (!text) { fail("Type the message to pin."); return; }
+    if (!text) { fail(t("con.type_pin")); return; }
     const body = { text };
     if (el.pinDuration.value) body.duration_s = Number(el.pinDuration.value);
-    const res = await act("PUT", "/pin", body, "Pinned: players show it now.");
+    const res = await act("PUT", "/pin", body, t("con.pinned_msg"));
     if (res.ok) {
       el.pinText.value = "";
       setPin(res.data, Date.now());
     }
   }
   async function unpin() {
-    const res = await act("DELETE", "/pin", undefined, "Unpinned.");
+    const res = await act("DELETE", "/pin", undefined, t("con.unpinned_msg"));
     if (res.ok) setPin(null, Date.now());
   }
   async function sendNotice() {
     const text = el.noticeText.value.trim();
-    if (!text) { fail("Type the notice first."); return; }
-    const res = await act("POST", "/notices", { text }, "Notice sent to everyone in the room.");
+    if (!text) { fail(t("con.type_notice")); return; }
+    const res = await act("POST", "/notices", { text }, t("con.notice_sent"));
     if (res.ok) el.noticeText.value = "";
   }
 
@@ -1081,9 +1109,9 @@
       const li = node("li", "ban");
       li.dataset.uid = uid;
       const who = node("code", "ban-uid", uid);
-      const left = until ? `${fmtDuration(until - now)} left` : "permanent";
+      const left = until ? t("con.ban_left", { d: fmtDuration(until - now) }) : t("con.ban_permanent");
       const meta = node("span", until ? "muted" : "tag perm", left);
-      const b = node("button", "small unban", "Unban");
+      const b = node("button", "small unban", t("con.unban"));
       b.type = "button";
       b.dataset.uid = uid;
       li.append(who, meta, node("span", "spacer"), b);
@@ -1093,7 +1121,7 @@
     el.bansEmpty.hidden = S.bans.size > 0;
   }
   async function unban(uid) {
-    const res = await act("DELETE", `/bans/${encodeURIComponent(uid)}`, undefined, `${uid} may comment again.`);
+    const res = await act("DELETE", `/bans/${encodeURIComponent(uid)}`, undefined, t("con.unbanned", { uid }));
     if (res.ok || res.status === 404) {
       S.bans.delete(uid);
       renderBans();
@@ -1107,25 +1135,27 @@
     switch (entry.action) {
       case "ban": {
         const until = Number(d.until);
-        const how = until > 0 ? `timed out for ${fmtDuration(until - Number(entry.ts) / 1000)}` : "banned";
-        return `${how}${d.close ? ", disconnected" : ""}${d.reason ? ` (${d.reason})` : ""}`;
+        const how = until > 0 ? t("con.what_timed_out", { d: fmtDuration(until - Number(entry.ts) / 1000) })
+          : t("con.what_banned");
+        return `${how}${d.close ? t("con.audit_closed") : ""}${d.reason ? t("con.err_detail", { d: d.reason }) : ""}`;
       }
-      case "unban": return "unbanned";
-      case "delete": return `deleted${typeof d.text === "string" ? `: "${d.text}"` : ""}`;
+      case "unban": return t("con.a_unban");
+      case "delete": return typeof d.text === "string" ? t("con.a_delete_text", { w: d.text }) : t("con.a_delete");
       case "words": {
         const parts = [];
-        if (Array.isArray(d.add) && d.add.length) parts.push(`blocked ${d.add.join(", ")}`);
-        if (Array.isArray(d.remove) && d.remove.length) parts.push(`unblocked ${d.remove.join(", ")}`);
-        return parts.join("; ") || "words";
+        if (Array.isArray(d.add) && d.add.length) parts.push(t("con.a_blocked", { w: d.add.join(", ") }));
+        if (Array.isArray(d.remove) && d.remove.length) parts.push(t("con.a_unblocked", { w: d.remove.join(", ") }));
+        return parts.join("; ") || t("con.a_words");
       }
       case "settings": return settingWords(d);
-      case "pin": return `pinned "${str(d.text)}"${d.until ? ` until ${clock(d.until)}` : ""}`;
-      case "unpin": return "unpinned";
-      case "notice": return `notice "${str(d.text)}"`;
-      case "highlight": return "highlighted";
-      case "unhighlight": return "un-highlighted";
-      case "staff_grant": return `appointed ${str(d.role)}`;
-      case "staff_revoke": return "removed from the room's staff";
+      case "pin": return d.until ? t("con.a_pin_until", { w: str(d.text), until: clock(d.until) })
+        : t("con.a_pin", { w: str(d.text) });
+      case "unpin": return t("con.a_unpin");
+      case "notice": return t("con.a_notice", { w: str(d.text) });
+      case "highlight": return t("con.a_highlight");
+      case "unhighlight": return t("con.a_unhighlight");
+      case "staff_grant": return t("con.a_staff_grant", { role: str(d.role) });
+      case "staff_revoke": return t("con.a_staff_revoke");
       default: return Object.keys(d).length ? JSON.stringify(d) : "";
     }
   }
@@ -1165,7 +1195,7 @@
       ev.preventDefault();
       const next = el.roomInput.value.trim();
       if (!ROOM_RE.test(next)) {
-        fail("A room name is 1-64 of A-Z a-z 0-9 _ -.");
+        fail(t("con.room_rule"));
         return;
       }
       if (next !== room) location.search = `?room=${encodeURIComponent(next)}`;
@@ -1173,7 +1203,7 @@
     el.loginForm.addEventListener("submit", (ev) => {
       ev.preventDefault();
       const t = el.tokenInput.value.trim();
-      if (!t) { fail("Paste a token first."); return; }
+      if (!t) { fail(I18N.t("con.paste_token")); return; }
       useToken(t);
     });
     el.tokenChange.addEventListener("click", () => {
@@ -1219,12 +1249,12 @@
     el.actHighlight.addEventListener("click", () => {
       const it = feed.selected;
       if (it) act("PUT", `/highlights/${encodeURIComponent(str(it.uid))}`, undefined,
-        `${nameOf(it)} is highlighted: their comments always pass the display budget.`);
+        t("con.highlighted", { name: nameOf(it) }));
     });
     el.actUnhighlight.addEventListener("click", () => {
       const it = feed.selected;
       if (it) act("DELETE", `/highlights/${encodeURIComponent(str(it.uid))}`, undefined,
-        `${nameOf(it)} is no longer highlighted.`);
+        t("con.unhighlighted", { name: nameOf(it) }));
     });
     el.actFilter.addEventListener("click", () => {
       const it = feed.selected;
@@ -1247,7 +1277,7 @@
     el.banForm.addEventListener("submit", (ev) => {
       ev.preventDefault();
       const uid = el.banUid.value.trim();
-      if (!UID_RE.test(uid)) { fail("A user id is 1-64 of A-Z a-z 0-9 _ . : @ -."); return; }
+      if (!UID_RE.test(uid)) { fail(t("con.uid_rule")); return; }
       const d = el.banDuration.value ? Number(el.banDuration.value) : null;
       ban(uid, d, true, uid).then((res) => { if (res.ok) el.banUid.value = ""; });
     });
@@ -1273,9 +1303,16 @@
   }
 
   // ---- start ----------------------------------------------------------------------------------
-  document.title = `danmaku console · ${room}`;
+  document.title = t("con.title", { room });
+  I18N.apply();
+  // a language switch: the page again in the other language (token and room are kept)
+  const langSwitch = $("lang-switch");
+  if (langSwitch) {
+    langSwitch.addEventListener("click", () => I18N.setLang(I18N.lang === "zh" ? "en" : "zh"));
+  }
+  I18N.onChange(() => location.reload());
   el.roomInput.value = room;
-  el.loginRoom.textContent = roomOk ? room : "ROOM";
+  el.loginRoom.textContent = roomOk ? room : t("con.room_placeholder");
   el.playerLink.href = `/?room=${encodeURIComponent(room)}`;
   buildFigures();
   loadSettingsSchema();
@@ -1295,7 +1332,7 @@
   if (fromUrl) history.replaceState(null, "", location.pathname + location.search);
 
   if (!roomOk) {
-    fail("This room name is not valid: a room name is 1-64 of A-Z a-z 0-9 _ -.");
+    fail(t("con.room_invalid"));
     el.login.hidden = true;
   } else {
     rememberRoom();
@@ -1307,7 +1344,8 @@
   // ---- the hook for tests and the curious ------------------------------------------------------
   // For console-identity.js (issue 19): the API helpers of this page, nothing else.
   // token(): the staff token, for console-send.js to open its WebSocket with (issue 19).
-  window.dmConsoleApi = Object.freeze({ api, act, say, fail, canModerate, fmtDuration, node, token: () => S.token });
+  window.dmConsoleApi = Object.freeze({ api, act, say, fail, canModerate, fmtDuration, fmtNum,
+    clock, node, t, token: () => S.token });
 
   window.dmConsole = Object.freeze({
     get room() { return room; },

@@ -14,7 +14,13 @@
  * What it promises:
  * - a layer the size of the video, laid over it (a sibling in the same positioned
  *   ancestor, following the video's box as it resizes); it never takes clicks;
- * - one WebSocket to ``ws`` for ``room``: reconnects with jittered backoff and resumes
+ * - one WebSocket for ``room`` to the gateway the web app's hint names
+ *   (``GET /api/rooms/{room}/gateway``: ``urls`` tried in order), asked before connecting
+ *   and again after every failure; when the hint does not answer (no endpoint, another
+ *   origin: the web app sends no CORS headers) ``ws``, else ``/api/config``'s ``ws_urls``.
+ *   The hint is asked at ``api`` (the web app's address) if given, else at the origin this
+ *   script was loaded from when it is the page's own;
+ * - it reconnects with jittered backoff and resumes
  *   after the last frame it saw (``since``, with the room's ``epoch``); frames and ids
  *   seen before are skipped; moderators' retracts leave the screen;
  * - comments in lanes: a scrolling one takes a lane only when it will not catch the one
@@ -31,11 +37,7 @@
 
   const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
   const DENSITIES = [1, 0.5, 0.25];
-  const SCROLL_MS = 8000;
-  const FIXED_MS = 4000;
-  const GAP_PX = 24;
   const SEEN_CAP = 5000;
-  const MAX_ON_SCREEN = 200;
   const PING_MS = 15000;
   const DEAD_MS = 35000;
 
@@ -43,6 +45,7 @@
 .dmo-layer{position:absolute;overflow:hidden;pointer-events:none;z-index:2147483000;contain:strict}
 .dmo-layer.off{visibility:hidden}
 .dmo-item{position:absolute;left:0;top:0;white-space:pre;font-weight:700;padding:0 4px;
+font-size:var(--dmo-font,24px);line-height:var(--dmo-line,30px);
 will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsoft YaHei",
 "WenQuanYi Micro Hei",sans-serif;text-shadow:1px 0 1px #000,-1px 0 1px #000,0 1px 1px #000,
 0 -1px 1px #000}
@@ -57,13 +60,374 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
     document.head.appendChild(style);
   }
 
+  // ---- the renderer: lanes and moving comments (the player's too) ------------------------
+  const RENDER = Object.freeze({
+    SCROLL_MS: 8000,      // time to cross the stage at speed 1
+    FIXED_MS: 4000,       // how long a top/bottom comment stays
+    GAP_PX: 24,           // least gap between two comments in a lane
+    MAX_WAIT_MS: 4000,    // a comment that finds no lane this long is skipped
+    STARVE_MS: 800,       // one waiting this long goes before those behind it
+    MAX_WAITING: 300,     // comments waiting for a lane (oldest ordinary dropped)
+    MAX_BACKLOG_MS: 1500, // beyond this, a frame is shown at once, not spread
+  });
+
+  function isDark(hex) {
+    const n = parseInt(hex.slice(1), 16);
+    const r = (n >> 16) & 255, g = (n >> 8) & 255, b = n & 255;
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255 < 0.15; // black, navy: a light outline
+  }
+
+  /** Bullet comments in lanes over a stage, as DOM elements moved by the Web Animations
+   *  API (CSS transforms, on the compositor). One class for the overlay and the player.
+   *
+   *  It promises: a scrolling comment takes a lane only when it will not catch the one
+   *  ahead; a top/bottom one stays still for FIXED_MS on the free lane that scrolling
+   *  comments cross least, and keeps new scrolling ones off its row meanwhile; a comment
+   *  that finds no lane waits (own ones first, a long-waiting one before those behind it)
+   *  and is skipped after MAX_WAIT_MS; a frame's items are spread over its tick; text from
+   *  the network is only ever set as text. ``held``: animations are not run by the
+   *  document timeline but set to ``advance(t)``'s time (a recording's clock).
+   *
+   *  Options: ``classes`` {item, count}; ``modeOf(item)``; ``content(item, node)`` (fills
+   *  a node itself, returns true: cards); ``onShow(item, node)``; ``onSkip(item)``;
+   *  ``measure`` (a hidden element in the stage's font context to measure widths in). */
+  class Renderer {
+    constructor(layer, o = {}) {
+      this.layer = layer;
+      this.o = o;
+      this.classes = { item: "dm", count: "count", ...(o.classes || {}) };
+      this.measure = o.measure || layer;
+      this.held = Boolean(o.held);
+      this.view = { speed: 1, area: 1 };
+      this.geo = { W: 0, H: 0, laneH: 32 };
+      this.now = 0;            // held: the clock's time
+      this.live = new Map();   // id -> element on screen
+      this.incoming = [];      // {item, own, due}: waiting for their time in the tick
+      this.waiting = [];       // {item, own, enq, node, w}: waiting for a lane
+      this.spreadCursor = 0;
+      this.scrollLanes = [];   // per lane: {start, dur, w, W} of its last comment
+      this.topLanes = [];      // per lane: time it is free again
+      this.bottomLanes = [];
+      this.rowScroll = [];     // per row: {start, dur, w, W} of scrolling comments on it
+      this.rowHeld = [];       // per row: until when a still comment holds it
+      this.running = new Map(); // held: node -> {anim, start, end}
+    }
+
+    /** The stage's size and the lanes' height (px). */
+    resize(W, H, laneH) { Object.assign(this.geo, { W, H, laneH }); }
+
+    /** speed (0.5-2) and area (the share of the height scrolling lanes use). */
+    setView(v) { Object.assign(this.view, v); }
+
+    laneCount() {
+      return Math.max(1, Math.floor((this.geo.H * this.view.area) / this.geo.laneH));
+    }
+
+    modeOf(item) {
+      if (this.o.modeOf) return this.o.modeOf(item);
+      return item.mode === "top" || item.mode === "bottom" ? item.mode : "scroll";
+    }
+
+    /** Items of one frame, spread evenly over ``tickMs`` from now (not after a backlog). */
+    frame(entries, tickMs) {
+      if (!entries.length) return;
+      const now = performance.now();
+      let start = Math.max(now, this.spreadCursor);
+      if (start - now > RENDER.MAX_BACKLOG_MS) start = now; // a replayed burst: no spreading
+      const step = tickMs / entries.length;
+      entries.forEach(([item, own], i) => this.incoming.push({ item, own, due: start + i * step }));
+      this.spreadCursor = start + tickMs;
+    }
+
+    /** One item, due at ``due`` (default: at once). */
+    add(item, own, due = performance.now()) { this.incoming.push({ item, own, due }); }
+
+    makeNode(item, own) {
+      const node = document.createElement("div");
+      node.className = this.classes.item;
+      node.dataset.id = item.id;
+      node.dataset.mode = this.modeOf(item);
+      if (typeof item.uid === "string") node.dataset.uid = item.uid;
+      if (typeof item.nick === "string") node.dataset.nick = item.nick;
+      const color = typeof item.color === "string" && COLOR_RE.test(item.color)
+        ? item.color.toLowerCase() : "#ffffff";
+      node.style.color = color;
+      if (isDark(color)) node.classList.add("dark");
+      if (own) node.classList.add("own");
+      const prio = Number(item.prio) || 0;
+      if (prio >= 2) node.classList.add("prio2");
+      else if (prio >= 1) node.classList.add("prio1");
+      if (this.o.content && this.o.content(item, node)) return node;
+      node.appendChild(document.createTextNode(item.text));
+      const count = Number(item.count);
+      if (Number.isInteger(count) && count >= 2) {
+        const c = document.createElement("span");
+        c.className = this.classes.count;
+        c.textContent = `×${count}`;
+        node.appendChild(c);
+      }
+      return node;
+    }
+
+    /** Will a scrolling comment of width w, started now, stay clear of the lane's last one? */
+    scrollLaneFree(last, w, now, dur) {
+      if (!last) return true;
+      const elapsed = now - last.start;
+      const vPrev = (last.W + last.w) / last.dur;
+      if (elapsed * vPrev < last.w + RENDER.GAP_PX) return false; // its tail is not in yet
+      const remain = last.start + last.dur - now; // until it has left the stage
+      if (remain <= 0) return true;
+      const vNew = (this.geo.W + w) / dur;
+      return this.geo.W - remain * vNew >= RENDER.GAP_PX; // still behind it when it leaves
+    }
+
+    /** Pixels of [X, X+w] that scrolling comments on ``row`` sweep between now and until. */
+    sweptOverlap(row, X, w, now, until) {
+      let cost = 0;
+      for (const r of this.rowScroll[row] || []) {
+        const end = r.start + r.dur;
+        if (end <= now) continue;
+        const v = (r.W + r.w) / r.dur;
+        const x0 = r.W - (now - r.start) * v;
+        const x1 = r.W - (Math.min(until, end) - r.start) * v;
+        cost += Math.max(0, Math.min(Math.max(x0, x1) + r.w, X + w) - Math.max(Math.min(x0, x1), X));
+      }
+      return cost;
+    }
+
+    place(entry, now) {
+      const mode = this.modeOf(entry.item);
+      const lanes = this.laneCount();
+      const { W, H, laneH } = this.geo;
+      const rows = Math.max(1, Math.floor(H / laneH));
+      const { w, node } = entry;
+      if (mode === "scroll") {
+        const dur = RENDER.SCROLL_MS / this.view.speed;
+        let lane = -1;
+        for (let i = 0; i < lanes; i++) {
+          if (this.rowHeld[i] > now) continue; // a still comment is shown on this row
+          if (this.scrollLaneFree(this.scrollLanes[i], w, now, dur)) { lane = i; break; }
+        }
+        if (lane < 0) return false;
+        const rec = { start: now, dur, w, W };
+        this.scrollLanes[lane] = rec;
+        this.rowScroll[lane] = (this.rowScroll[lane] || []).filter((r) => r.start + r.dur > now);
+        this.rowScroll[lane].push(rec);
+        const y = lane * laneH + 2;
+        node.dataset.lane = String(lane);
+        node.style.transform = `translate3d(${W}px, ${y}px, 0)`;
+        this.show(entry, node);
+        const anim = node.animate(
+          [{ transform: `translate3d(${W}px, ${y}px, 0)` },
+            { transform: `translate3d(${-w - 8}px, ${y}px, 0)` }],
+          { duration: dur, easing: "linear", fill: "forwards" },
+        );
+        this.run(anim, node, now, dur); // on the same timeline the lane rule used
+        return true;
+      }
+      // A still comment: top lanes count down from the first row, bottom lanes up from the
+      // last, on the grid the scrolling lanes use. Among the first few free lanes, take
+      // the one that scrolling comments cross least while it is shown, and keep new
+      // scrolling comments off that row meanwhile.
+      const table = mode === "top" ? this.topLanes : this.bottomLanes;
+      const rowOf = (i) => (mode === "top" ? i : Math.max(0, rows - 1 - i));
+      const x = Math.max(0, Math.round((W - w) / 2));
+      let lane = -1;
+      let best = Infinity;
+      let candidates = 0;
+      for (let i = 0; i < lanes && candidates < 4; i++) {
+        if (table[i] > now) continue;
+        candidates += 1;
+        const cost = this.sweptOverlap(rowOf(i), x, w, now, now + RENDER.FIXED_MS) + i * laneH;
+        if (cost < best) { best = cost; lane = i; }
+      }
+      if (lane < 0) return false;
+      table[lane] = now + RENDER.FIXED_MS;
+      const row = rowOf(lane);
+      this.rowHeld[row] = Math.max(this.rowHeld[row] || 0, now + RENDER.FIXED_MS);
+      const y = row * laneH + 2;
+      node.dataset.lane = String(lane);
+      node.style.transform = `translate3d(${x}px, ${y}px, 0)`;
+      this.show(entry, node);
+      const anim = node.animate([{ opacity: 1 }, { opacity: 1, offset: 0.92 }, { opacity: 0 }],
+        { duration: RENDER.FIXED_MS, fill: "forwards" });
+      this.run(anim, node, now, RENDER.FIXED_MS);
+      return true;
+    }
+
+    /** Start an animation at ``start`` on the lane clock: the document timeline, or (held)
+     *  the clock ``advance`` moves, so pause, seek and playback rate are followed exactly. */
+    run(anim, node, start, dur) {
+      if (this.held) {
+        anim.pause();
+        anim.currentTime = Math.max(0, this.now - start);
+        this.running.set(node, { anim, start, end: start + dur });
+        return;
+      }
+      anim.startTime = start;
+      anim.onfinish = () => this.removeNode(node);
+    }
+
+    show(entry, node) {
+      this.layer.appendChild(node);
+      this.live.set(entry.item.id, node);
+      if (this.o.onShow) this.o.onShow(entry.item, node);
+    }
+
+    removeNode(node) {
+      if (this.live.get(node.dataset.id) === node) this.live.delete(node.dataset.id);
+      this.running.delete(node);
+      for (const a of node.getAnimations()) a.cancel();
+      node.remove();
+    }
+
+    /** Take these ids off the screen and out of the queues. */
+    retract(gone) {
+      for (const id of gone) {
+        const node = this.live.get(id);
+        if (node) this.removeNode(node);
+      }
+      this.incoming = this.incoming.filter((e) => !gone.has(e.item.id));
+      this.waiting = this.waiting.filter((e) => {
+        if (!gone.has(e.item.id)) return true;
+        e.node.remove();
+        return false;
+      });
+    }
+
+    clear() {
+      for (const node of Array.from(this.live.values())) this.removeNode(node);
+      for (const e of this.waiting) e.node.remove();
+      this.waiting = [];
+      this.incoming = [];
+      for (const table of [this.scrollLanes, this.topLanes, this.bottomLanes, this.rowScroll,
+        this.rowHeld]) table.length = 0;
+    }
+
+    skip(entry) {
+      entry.node.remove();
+      if (this.o.onSkip) this.o.onSkip(entry.item);
+    }
+
+    /** Measure new nodes in one layout and queue them for a lane. */
+    enqueue(list, now) {
+      const fresh = [];
+      for (const e of list) {
+        const node = this.makeNode(e.item, e.own);
+        this.measure.appendChild(node);
+        fresh.push({ item: e.item, own: e.own, enq: e.enq ?? now, at: e.at, node, w: 0 });
+      }
+      for (const entry of fresh) entry.w = entry.node.offsetWidth; // one layout for all
+      return fresh;
+    }
+
+    /** Every animation frame: put up what is due and what finds a lane. */
+    pump(now) {
+      this.now = now;
+      if (this.incoming.length) {
+        const due = [];
+        const later = [];
+        for (const e of this.incoming) (e.due <= now ? due : later).push(e);
+        this.incoming = later;
+        for (const entry of this.enqueue(due, now)) {
+          // own comments go first: the sender expects to see theirs at once
+          if (entry.own) this.waiting.unshift(entry);
+          else this.waiting.push(entry);
+        }
+      }
+      if (!this.waiting.length) return;
+      const still = [];
+      let blocked = false;
+      for (const entry of this.waiting) {
+        // A long comment needs more room than a short one; without this, short ones
+        // behind it would take every lane as it frees and starve it. So once an own
+        // comment, or one that has waited a while, finds no lane, those behind it wait.
+        if (!blocked && this.place(entry, now)) continue;
+        if (!blocked && (entry.own || now - entry.enq > RENDER.STARVE_MS)) blocked = true;
+        if (!entry.own && now - entry.enq > RENDER.MAX_WAIT_MS) {
+          this.skip(entry);
+          continue;
+        }
+        still.push(entry);
+      }
+      while (still.length > RENDER.MAX_WAITING) {
+        const i = still.findIndex((e) => !e.own);
+        const [gone] = still.splice(i < 0 ? 0 : i, 1);
+        this.skip(gone);
+      }
+      this.waiting = still;
+    }
+
+    /** Held: clear and put up ``items`` ({item, at}: its time on the clock) as if played
+     *  up to ``now``: part-way across, on the lanes they would have had. */
+    resync(items, now) {
+      this.clear();
+      this.now = now;
+      for (const entry of this.enqueue(items.map(({ item, at }) => ({ item, own: false, enq: at })), now)) {
+        if (!this.place(entry, entry.enq)) this.waiting.push(entry);
+      }
+    }
+
+    /** Held: move every animation to the clock's ``t``; those past their end leave. */
+    advance(t) {
+      for (const [node, c] of Array.from(this.running)) {
+        if (t >= c.end) this.removeNode(node);
+        else c.anim.currentTime = t - c.start;
+      }
+    }
+  }
+
+  // where this script came from: the danmaku web app, whose API gives the gateway hint
+  const SCRIPT_ORIGIN = (() => {
+    try {
+      return document.currentScript ? new URL(document.currentScript.src).origin : "";
+    } catch {
+      return "";
+    }
+  })();
+
+  /** The WebSocket addresses in ``list`` (ws: or wss:, absolute), ``first`` before them,
+   *  without repeats; at most 16. */
+  function wsList(list, first) {
+    const out = [];
+    for (const u of [first, ...(Array.isArray(list) ? list : [])]) {
+      if (typeof u !== "string" || out.length >= 16) continue;
+      try {
+        const url = new URL(u);
+        if (["ws:", "wss:"].includes(url.protocol) && !out.includes(url.href)) out.push(url.href);
+      } catch { /* not an address */ }
+    }
+    return out;
+  }
+
+  /** Where to connect for ``room``: the gateway hint ``GET {api}/api/rooms/{room}/gateway``
+   *  (``{url, urls, ttl_s}``, ``url`` first) when it answers with addresses, else
+   *  ``fallback()`` (a list of ws addresses, e.g. /api/config's ``ws_urls``). Resolves with
+   *  ``{urls, via: "hint" | "config"}``; rejects only when ``fallback`` does. ``api`` null:
+   *  no hint is asked. */
+  async function gatewayUrls(api, room, fallback) {
+    if (api !== null && api !== undefined) {
+      try {
+        const where = new URL(`/api/rooms/${encodeURIComponent(room)}/gateway`, api || location.href);
+        // a web app that hangs must not hold the connection up: the fallback after 5 s
+        const r = await fetch(where, { cache: "no-store", signal: AbortSignal.timeout(5000) });
+        if (r.ok) {
+          const body = await r.json();
+          const urls = body && typeof body === "object" ? wsList(body.urls, body.url) : [];
+          if (urls.length) return { urls, via: "hint" };
+        }
+      } catch { /* no endpoint, another origin without CORS, no network: the fallback */ }
+    }
+    return { urls: await fallback(), via: "config" };
+  }
+
   const clamp = (x, lo, hi, d) => (Number.isFinite(Number(x))
     ? Math.min(hi, Math.max(lo, Number(x))) : d);
 
   function attach(video, options) {
     if (!video || !video.parentNode) throw new Error("DanmakuOverlay.attach: a <video> in the page");
     const opt = options || {};
-    if (!opt.ws || !opt.room) throw new Error("DanmakuOverlay.attach: ws and room are required");
+    if (!opt.room) throw new Error("DanmakuOverlay.attach: a room is required");
     injectStyle();
     const view = {
       on: opt.on !== false,
@@ -82,12 +446,10 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
     const st = {
       state: "connecting", ws: null, conn: 0, attempts: 0, timer: 0, lastSeq: null, epoch: "",
       lastRx: 0, welcomed: false, user: null, online: null, detached: false, nonce: 0,
+      route: null, stale: true, resolving: false, url: "", tickMs: 100,
     };
     const seen = new Set();
     const pending = new Map(); // nonce -> {resolve, reject, text, color, mode}
-    const lanes = []; // per lane: {start, dur, w, W} of its last scrolling comment
-    const still = { top: [], bottom: [] }; // per lane: free again at
-    const onScreen = new Map(); // id -> element
 
     function emit(kind, value) {
       for (const fn of listeners[kind] || []) {
@@ -108,97 +470,85 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       layer.style.height = `${video.offsetHeight}px`;
       layer.style.opacity = String(view.opacity);
       layer.classList.toggle("off", !view.on);
+      geometry();
     }
-    const resize = new ResizeObserver(place);
+    const resize = new ResizeObserver(() => place());
     resize.observe(video);
     window.addEventListener("resize", place);
+
+    // ---- rendering: the Renderer above, pumped every animation frame --------------------
+    const measure = document.createElement("div"); // new comments, measured out of sight
+    measure.style.cssText = "position:absolute;left:0;top:0;visibility:hidden";
+    layer.appendChild(measure);
+    const renderer = new Renderer(layer, { classes: { item: "dmo-item", count: "dmo-count" },
+      measure });
+    function geometry() {
+      const line = Math.round(view.fontSize * 1.25);
+      layer.style.setProperty("--dmo-font", `${view.fontSize}px`);
+      layer.style.setProperty("--dmo-line", `${line}px`);
+      renderer.resize(layer.clientWidth, layer.clientHeight, line + 6);
+      renderer.setView({ speed: view.speed, area: view.area });
+    }
+    let raf = 0;
+    const loop = (now) => {
+      raf = requestAnimationFrame(loop);
+      renderer.pump(now);
+    };
+    raf = requestAnimationFrame(loop);
     place();
 
-    // ---- rendering ----------------------------------------------------------------------
-    const laneH = () => Math.round(view.fontSize * 1.25) + 4;
-    const laneCount = () => Math.max(1, Math.floor((layer.clientHeight * view.area) / laneH()));
+    function clear() { renderer.clear(); }
 
-    function show(item, own) {
-      if (!view.on || document.hidden || onScreen.size >= MAX_ON_SCREEN) return;
-      const node = document.createElement("div");
-      node.className = own ? "dmo-item own" : "dmo-item";
-      node.style.fontSize = `${view.fontSize}px`;
-      node.style.lineHeight = `${laneH() - 4}px`;
-      node.style.color = COLOR_RE.test(item.color) ? item.color : "#ffffff";
-      node.appendChild(document.createTextNode(item.text));
-      const count = Number(item.count);
-      if (Number.isInteger(count) && count >= 2) {
-        const c = document.createElement("span");
-        c.className = "dmo-count";
-        c.textContent = `×${count}`;
-        node.appendChild(c);
-      }
-      node.dataset.id = item.id;
-      node.dataset.mode = item.mode === "top" || item.mode === "bottom" ? item.mode : "scroll";
-      node.style.visibility = "hidden";
-      layer.appendChild(node);
-      const w = node.offsetWidth;
-      const W = layer.clientWidth;
-      const now = performance.now();
-      const n = laneCount();
-      const mode = node.dataset.mode;
-      let anim;
-      if (mode === "scroll") {
-        const dur = SCROLL_MS / view.speed;
-        let lane = -1;
-        for (let i = 0; i < n; i++) {
-          const last = lanes[i];
-          if (!last) { lane = i; break; }
-          const elapsed = now - last.start;
-          const vPrev = (last.W + last.w) / last.dur;
-          if (elapsed * vPrev < last.w + GAP_PX) continue;
-          const remain = last.start + last.dur - now;
-          if (remain <= 0 || W - remain * ((W + w) / dur) >= GAP_PX) { lane = i; break; }
-        }
-        if (lane < 0) { node.remove(); return; } // the screen is full: skipped
-        lanes[lane] = { start: now, dur, w, W };
-        const y = lane * laneH();
-        anim = node.animate([{ transform: `translate3d(${W}px,${y}px,0)` },
-          { transform: `translate3d(${-w - 8}px,${y}px,0)` }], { duration: dur, easing: "linear" });
-      } else {
-        const table = still[mode];
-        let lane = -1;
-        for (let i = 0; i < n; i++) if (!(table[i] > now)) { lane = i; break; }
-        if (lane < 0) { node.remove(); return; }
-        table[lane] = now + FIXED_MS;
-        const rows = Math.max(1, Math.floor(layer.clientHeight / laneH()));
-        const y = (mode === "top" ? lane : rows - 1 - lane) * laneH();
-        node.style.transform = `translate3d(${Math.max(0, (W - w) / 2)}px,${y}px,0)`;
-        anim = node.animate([{ opacity: 1 }, { opacity: 1, offset: 0.9 }, { opacity: 0 }],
-          { duration: FIXED_MS });
-      }
-      node.style.visibility = "";
-      onScreen.set(item.id, node);
-      anim.onfinish = () => { node.remove(); onScreen.delete(item.id); };
-    }
-
-    function clear() {
-      for (const node of onScreen.values()) node.remove();
-      onScreen.clear();
-      lanes.length = 0;
-      still.top.length = 0;
-      still.bottom.length = 0;
-    }
-
+    /** A new, valid item: told to listeners, and (danmaku on, page visible) to the screen;
+     *  returns it when it should be shown. */
     function accept(item, own) {
-      if (!item || typeof item.id !== "string" || typeof item.text !== "string") return;
-      if (seen.has(item.id)) return;
+      if (!item || typeof item.id !== "string" || typeof item.text !== "string") return null;
+      if (seen.has(item.id)) return null;
       seen.add(item.id);
       if (seen.size > SEEN_CAP) seen.delete(seen.values().next().value);
       emit("comment", { ...item, own });
-      show(item, own);
+      return view.on && !document.hidden ? item : null;
     }
 
     // ---- the connection -----------------------------------------------------------------
-    function connect() {
-      if (st.detached || st.ws) return;
+    // The gateway hint is asked at the danmaku web app: ``api`` if given, else the origin
+    // this script came from when that is the page's own (another origin answers only with
+    // CORS, which the web app does not send: there ``ws`` is the address).
+    const api = typeof opt.api === "string" ? opt.api
+      : SCRIPT_ORIGIN && SCRIPT_ORIGIN === location.origin ? SCRIPT_ORIGIN : null;
+    const failed = new Set(); // addresses that failed since the last welcome
+
+    async function fallbackUrls() {
+      if (opt.ws) return [new URL(opt.ws, location.href).href];
+      const r = await fetch(new URL("/api/config", api || location.href), { cache: "no-store" });
+      const cfg = r.ok ? await r.json() : null;
+      const urls = cfg && typeof cfg === "object" ? wsList(cfg.ws_urls, cfg.ws_url) : [];
+      if (!urls.length) throw new Error("no gateway address");
+      return urls;
+    }
+
+    async function connect() {
+      if (st.detached || st.ws || st.resolving) return;
+      setState(st.attempts ? "reconnecting" : "connecting");
+      if (!st.route || st.stale) { // first, and after every failure: ask where to go
+        st.resolving = true;
+        let got = null;
+        try { got = await gatewayUrls(api, opt.room, fallbackUrls); } catch { got = null; }
+        st.resolving = false;
+        if (st.detached || st.ws) return;
+        if (!got || !got.urls.length) { retry(); return; }
+        st.route = got;
+        st.stale = false;
+      }
+      // the first address in order that has not failed since the last welcome
+      let target = st.route.urls.find((u) => !failed.has(u));
+      if (!target) {
+        failed.clear();
+        [target] = st.route.urls;
+      }
+      st.url = target;
       const id = ++st.conn;
-      const url = new URL(opt.ws, location.href);
+      const url = new URL(target, location.href);
       url.searchParams.set("room", opt.room);
       if (opt.token) url.searchParams.set("token", opt.token);
       if (st.lastSeq !== null) {
@@ -206,7 +556,6 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
         if (st.epoch) url.searchParams.set("epoch", st.epoch);
       }
       url.searchParams.set("density", String(view.density));
-      setState(st.attempts ? "reconnecting" : "connecting");
       let ws;
       try {
         ws = new WebSocket(url.href);
@@ -234,6 +583,8 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
 
     function retry() {
       if (st.detached) return;
+      if (st.url) failed.add(st.url);
+      st.stale = true; // ask the hint again before the next try
       const cap = Math.min(15000, 400 * 2 ** Math.min(st.attempts, 10));
       st.attempts += 1;
       setState("reconnecting");
@@ -253,7 +604,9 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       if (msg.type === "welcome") {
         st.welcomed = true;
         st.attempts = 0;
+        failed.clear();
         st.user = msg.user && typeof msg.user === "object" ? msg.user : null;
+        if (Number(msg.tick_ms) > 0) st.tickMs = Number(msg.tick_ms);
         if (typeof msg.epoch === "string" && msg.epoch) {
           if (st.epoch && st.epoch !== msg.epoch && typeof msg.seq === "number") st.lastSeq = msg.seq;
           st.epoch = msg.epoch;
@@ -267,13 +620,15 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
         st.lastSeq = msg.seq;
         setOnline(msg.online);
         if (Array.isArray(msg.retract)) {
-          for (const rid of msg.retract) {
-            seen.add(rid);
-            const node = onScreen.get(rid);
-            if (node) { node.remove(); onScreen.delete(rid); }
-          }
+          const gone = new Set(msg.retract.filter((x) => typeof x === "string"));
+          for (const rid of gone) seen.add(rid);
+          renderer.retract(gone);
         }
-        for (const item of Array.isArray(msg.items) ? msg.items : []) accept(item, false);
+        const shown = [];
+        for (const item of Array.isArray(msg.items) ? msg.items : []) {
+          if (accept(item, false)) shown.push([item, false]);
+        }
+        renderer.frame(shown, st.tickMs); // spread over the tick, as the server sent them
       } else if (msg.type === "ack") {
         const p = pending.get(msg.nonce);
         if (!p) return;
@@ -284,8 +639,9 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
         }
         p.resolve({ id: msg.id });
         const u = st.user || {};
-        accept({ id: msg.id, uid: u.uid, nick: u.nick, text: p.text, color: p.color,
+        const own = accept({ id: msg.id, uid: u.uid, nick: u.nick, text: p.text, color: p.color,
           mode: p.mode, ts: Date.now(), prio: 0 }, true);
+        if (own) renderer.add(own, true);
       } else if (msg.type === "error") {
         const err = { code: typeof msg.code === "string" ? msg.code : "error" };
         for (const k of ["retry_after_ms", "until", "reason"]) if (k in msg) err[k] = msg[k];
@@ -329,7 +685,9 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       get online() { return st.online; },
       get user() { return st.user ? { ...st.user } : null; },
       get lastSeq() { return st.lastSeq; },
-      onScreen: () => Array.from(onScreen.keys()),
+      /** The gateway address in use and how it was chosen ("hint" or "config"). */
+      get gateway() { return { url: st.url, via: st.route ? st.route.via : "" }; },
+      onScreen: () => Array.from(renderer.live.keys()),
       on(kind, fn) {
         if (!listeners[kind] || typeof fn !== "function") throw new Error(`unknown event ${kind}`);
         listeners[kind].push(fn);
@@ -351,14 +709,14 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       },
       set(changes) {
         const c = changes || {};
-        const density = view.density;
+        const { density, fontSize } = view;
         if ("on" in c) view.on = Boolean(c.on);
         if ("opacity" in c) view.opacity = clamp(c.opacity, 0.1, 1, view.opacity);
         if ("fontSize" in c) view.fontSize = Math.round(clamp(c.fontSize, 12, 64, view.fontSize));
         if ("speed" in c) view.speed = clamp(c.speed, 0.5, 2, view.speed);
         if ("area" in c) view.area = clamp(c.area, 0.25, 1, view.area);
         if ("density" in c && DENSITIES.includes(Number(c.density))) view.density = Number(c.density);
-        if (!view.on) clear();
+        if (!view.on || fontSize !== view.fontSize) clear(); // lanes change height: start over
         place();
         if (density !== view.density && st.ws) { drop(); connect(); } // density goes on connect
       },
@@ -367,6 +725,7 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
         clearTimeout(st.timer);
         clearInterval(timer);
         clearInterval(pinger);
+        cancelAnimationFrame(raf);
         drop();
         resize.disconnect();
         window.removeEventListener("resize", place);
@@ -379,5 +738,5 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
     });
   }
 
-  global.DanmakuOverlay = Object.freeze({ attach, version: "1" });
+  global.DanmakuOverlay = Object.freeze({ attach, gatewayUrls, Renderer, RENDER, version: "1" });
 })(window);
