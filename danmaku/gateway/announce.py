@@ -122,6 +122,7 @@ class Announcer:
         refresh_s = self.ttl_s / 3
         last: Announcement | None = None
         due = trio.current_time()
+        outage = False
         while True:
             now = trio.current_time()
             current = self.status()
@@ -131,6 +132,18 @@ class Announcer:
                 last.healthy,
             )
             if changed or now >= due:
-                await self.registry.announce(current, self.ttl_s)
-                last, due = current, now + refresh_s
+                # Redis down is not this loop's failure (the supervisor would mark the
+                # gateway not ready until long after Redis is back): log the outage once
+                # and try again at the next poll; the entry expires on its own meanwhile.
+                try:
+                    await self.registry.announce(current, self.ttl_s)
+                except StoreError as exc:
+                    if not outage:
+                        log.warning("gateway registry: %s; retrying", exc)
+                    outage = True
+                else:
+                    if outage:
+                        log.warning("gateway registry: Redis answers again")
+                    outage = False
+                    last, due = current, now + refresh_s
             await trio.sleep(POLL_S)

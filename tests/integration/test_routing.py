@@ -6,6 +6,7 @@ one gateway, a big one spreads, and a gateway that drains or leaves moves only i
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +18,11 @@ from danmaku.config import Settings
 from danmaku.dev.embedded import free_port
 from danmaku.dev.localcluster import LocalCluster
 from danmaku.gateway import Gateway
+from danmaku.gateway.announce import Announcer
 from danmaku.metrics import Metrics
 from danmaku.store import Store
 from danmaku.store.gateways import Announcement
+from danmaku.supervise import LoopHealth, supervise
 from danmaku.system import System
 from danmaku.web.routing import GatewayHints
 from tests.client import connect, http, start_system
@@ -261,6 +264,34 @@ async def test_an_unreachable_registry_answers_with_the_configured_urls(
         assert metrics.gateway_routes.labels("unavailable")._value.get() == 1
     finally:
         store.close()
+
+
+async def test_a_redis_outage_is_not_a_failing_announce_loop(settings: Settings) -> None:
+    """Regression: the announcer let the store's error end its loop, so the supervisor
+    marked it failing with a growing backoff and /readyz stayed 503 for seconds after
+    Redis came back. It now retries at its own pace; the entry appears once Redis
+    answers, and the loop was never marked failing."""
+    metrics = Metrics(process=False)
+    health = LoopHealth(metrics)
+    port = free_port()
+    down = Store(f"redis://127.0.0.1:{port}/0", metrics)
+    up = Store(settings.redis_url, metrics)
+    entry = Announcement("gw-x", "ws://gw-x.example/ws", 0, 100, False, True)
+    try:
+        async with trio.open_nursery() as n:
+            for store in (down, up):
+                announcer = Announcer(store.gateways, 10.0, lambda: entry)
+                n.start_soon(supervise, f"announce-{len(n.child_tasks)}", announcer.run, health)
+            with trio.fail_after(10):
+                while not await up.gateways.entries(time.time()):
+                    await trio.sleep(0.1)
+            await trio.sleep(1.5)  # several polls of the one whose Redis is down
+            assert health.failing() == {}
+            assert metrics.loop_restarts.labels("announce-0")._value.get() == 0
+            n.cancel_scope.cancel()
+    finally:
+        down.close()
+        up.close()
 
 
 async def test_the_whole_system_routes_to_its_own_gateway(
