@@ -8,7 +8,15 @@ from danmaku.store.records import door_key as k
 
 def model(**kw: float) -> DoorModel:
     args = dict(
-        rate=1.0, burst=2.0, duplicate_window_s=3.0, nonce_ttl_s=60, staff_rate=0.5, staff_burst=1
+        rate=1.0,
+        burst=2.0,
+        duplicate_window_s=3.0,
+        nonce_ttl_s=60,
+        staff_rate=0.5,
+        staff_burst=1,
+        first_chat_min=0.0,
+        review_queue_max=2,
+        review_ttl_s=60,
     )
     args.update(kw)
     return DoorModel(**args)  # type: ignore[arg-type]
