@@ -134,7 +134,7 @@ class DoorModel:
         self.review = "off"
         self.first_chat_min: float | None = None
         self.first_seen: dict[str, int] = {}  # uid -> ms their first comment was stored
-        self._queue: list[int] = []  # ms at which each waiting held comment was held
+        self._queue: list[int] = []  # ms each waiting held comment was held, ascending
         self._queued: int | None = None  # this batch's count of the queue, once counted
         self._users: dict[str, _User] = {}
         self._gen = 0  # ms the current generation of user states began
@@ -211,7 +211,7 @@ class DoorModel:
             if self._queued >= self.review_queue_max:
                 return Verdict(code="review_full", retry_after_ms=REVIEW_RETRY_MS)
             self._queued += 1
-            self._queue.append(now_ms)
+            bisect.insort(self._queue, now_ms)  # by time, as the script's zset
         # a staff comment's state is stored too (its nonce), so the user is known
         self._current.add(uid)
         if uid in self._looked and uid not in self.first_seen:
