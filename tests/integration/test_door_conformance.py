@@ -140,20 +140,25 @@ def test_a_staff_user_forgotten_is_noted_at_their_first_ordinary_comment(
     """The door notes first comments only for users it has no state for (or while
     first-time chatters are held): a user seen only as staff, then forgotten with their
     generation, is noted at their next ordinary comment, even with review off."""
-    both_decide_alike(
-        redis_url,
-        REVIEW_LIMITS,
-        [
-            ("batch", [("dan", "n1", "x", "s")]),
-            ("tick", 70_000),  # past the generation's keep (61 s): twice, forgotten
-            ("batch", [("eve", "n1", "x", "-")]),
-            ("tick", 70_000),
-            ("batch", [("dan", "n2", "y", "-")]),  # noted now
-            ("tick", 70_000),
-            ("review", "suspicious"),
-            ("batch", [("dan", "n3", "z", "-")]),  # noted 70 s ago: shown
-        ],
-    )
+    steps: list[tuple[Any, ...]] = [
+        ("batch", [("dan", "n1", "x", "s")]),
+        ("tick", 70_000),  # past the generation's keep (61 s): twice, forgotten
+        ("batch", [("eve", "n1", "x", "-")]),
+        ("tick", 70_000),
+        ("batch", [("dan", "n2", "y", "-")]),  # noted now
+        ("tick", 70_000),
+        ("review", "suspicious"),
+        ("batch", [("dan", "n3", "z", "-")]),  # noted 70 s ago: shown
+    ]
+    both_decide_alike(redis_url, REVIEW_LIMITS, steps)
+    with pytest.raises(AssertionError):  # a model that never forgets holds it
+        both_decide_alike(redis_url, REVIEW_LIMITS, steps, _NeverForgets)
+
+
+class _NeverForgets(DoorModel):
+    def admit(self, comments: list[tuple[str, bytes, bytes, str]], now_ms: int) -> list[Verdict]:
+        self._gen = now_ms  # no new generation: every user stays known
+        return super().admit(comments, now_ms)
 
 
 class _IgnoresGrantedHighlights(DoorModel):
