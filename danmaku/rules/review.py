@@ -1,8 +1,8 @@
 """Held for review, reports and shield mode: the decisions, without I/O.
 
-* ``hold_reason`` is the model of the door's hold step (``scripts.INGEST``, step 4): the
-  Lua script makes the same decision inside Redis; ``tests/integration/test_review.py``
-  runs one table through both.
+* ``hold_reason`` is the door's hold step (``scripts.INGEST``, step 4): the door's
+  executable spec, ``rules.door.DoorModel``, composes it as its rule 8, and
+  ``tests/integration/test_door_conformance.py`` holds the Lua script to that model.
 * ``ReviewCheck`` is the gateway's half: whether a text is suspicious by its content (a
   room's review word, or a link). The gateway flags such a comment ("r") and the door
   decides with the rest (mode, sender, first-time chatter), so the review setting takes

@@ -21,11 +21,11 @@ from __future__ import annotations
 #      (the bucket is ratelimit.take_tokens, step for step; time comes from Redis TIME so
 #      gateway clocks do not matter, and the state is shared by every gateway);
 #   3. keep it: a new comment id; remember the nonce, charge the limits -> the id;
-#   4. or hold it for review (rules/review.py is the model): the room's ``review``
-#      setting (0 off, 1 suspicious, 2 all) is on and the sender is neither staff nor
-#      highlighted (by token, or granted in KEYS[4]), and it is ``all``, or the gateway
-#      flagged the text ("r": a review word or a link), or the sender's first kept
-#      comment in the room is less than
+#   4. or hold it for review (DoorModel's rule 8, over rules/review.hold_reason): the
+#      room's ``review`` setting (0 off, 1 suspicious, 2 all) is on and the sender is
+#      neither staff nor highlighted (by token, or granted in KEYS[4]), and it is
+#      ``all``, or the gateway flagged the text ("r": a review word or a link), or the
+#      sender's first kept or held comment in the room is less than
 #      ``first_chat_min`` minutes old -> "?h" .. n (a held id), the comment goes to the
 #      room's review queue (KEYS[10] hash id -> payload, KEYS[11] zset id -> ms), not the
 #      stream; a full queue -> "!review_full:ms"; a resend of a held comment -> "=?h" .. n

@@ -8,7 +8,15 @@ from danmaku.store.records import door_key as k
 
 def model(**kw: float) -> DoorModel:
     args = dict(
-        rate=1.0, burst=2.0, duplicate_window_s=3.0, nonce_ttl_s=60, staff_rate=0.5, staff_burst=1
+        rate=1.0,
+        burst=2.0,
+        duplicate_window_s=3.0,
+        nonce_ttl_s=60,
+        staff_rate=0.5,
+        staff_burst=1,
+        first_chat_min=0.0,
+        review_queue_max=2,
+        review_ttl_s=60,
     )
     args.update(kw)
     return DoorModel(**args)  # type: ignore[arg-type]
@@ -82,3 +90,52 @@ def test_the_rings_are_bounded_between_batches() -> None:
     # the oldest 8 have left the ring: sent again, they are new comments
     assert m.admit([("u", k("n0"), k("x"), "-")], t0 + 1) == [Verdict(kept=True)]
     assert m.admit([("u", k("n39"), k("y"), "-")], t0 + 2) == [Verdict(resent_of=NONCE_RING + 7)]
+
+
+def test_the_hold_step_known_by_hand() -> None:
+    """Rule 8 against intent: first-time chatters, flagged texts, staff and highlighted
+    senders, a resend of a held comment, the queue's bound and its items' lifetime."""
+    m = model(rate=100.0, burst=100.0, first_chat_min=1.0, review_queue_max=2, review_ttl_s=60)
+    t0 = 1_000_000
+    # review off: shown, but the first comment is noted
+    assert m.admit([("old", k("n1"), k("a"), "-")], t0) == [Verdict(kept=True)]
+    assert m.first_seen == {"old": t0}
+    m.review = "suspicious"
+    m.highlighted.add("vip")
+    got = m.admit(
+        [
+            ("old", k("n2"), k("b"), "-"),  # noted just now: a first-time chatter, held
+            ("new", k("n1"), k("a"), "h"),  # highlighted by token: shown
+            ("vip", k("n1"), k("a"), "-"),  # granted the highlighted tier: shown
+            ("mod", k("n1"), k("a"), "s"),  # staff: shown, not noted
+            ("new", k("n2"), k("b"), "-"),  # noted by their first comment above: held
+            ("new", k("n3"), k("c"), "-"),  # the queue (2) is full
+        ],
+        t0 + 1000,
+    )
+    assert got == [
+        Verdict(held=True),
+        Verdict(kept=True),
+        Verdict(kept=True),
+        Verdict(kept=True),
+        Verdict(held=True),
+        Verdict(code="review_full", retry_after_ms=5000),
+    ]
+    assert "mod" not in m.first_seen
+    # a minute after their first comments: shown, unless flagged ("r")
+    got = m.admit(
+        [
+            ("old", k("n2"), k("b"), "-"),
+            ("old", k("n3"), k("c"), "-"),
+            ("old", k("n4"), k("d"), "r"),
+        ],
+        t0 + 60_000,
+    )
+    assert got[:2] == [Verdict(resent_of=1), Verdict(kept=True)]  # n2: comment 1
+    assert got[2] == Verdict(code="review_full", retry_after_ms=5000)
+    # 60 s after they were held, the two held items leave the queue: room again
+    m.review = "all"
+    assert m.admit([("old", k("n5"), k("e"), "-")], t0 + 61_000) == [Verdict(held=True)]
+    m.first_chat_min = 0.0  # the room's own setting: first-time chatters not held
+    m.review = "suspicious"
+    assert m.admit([("nu", k("n1"), k("a"), "-")], t0 + 61_000) == [Verdict(kept=True)]
