@@ -10,9 +10,10 @@ each room with its own connections and comment rate and summed, for both layouts
 * frames/s of a room at ``λ`` comments/s: ``ticks x (1 - e^(-λ x tick))``;
 * frame reads/s = Σ frames_r x G_room_r (each gateway holding the room reads each
   frame), per gateway = that / G; rooms read per gateway = Σ G_room_r / G;
-* Redis CPU for the work = comments x c_comment + frames x c_frame + reads x (c_read +
-  c_notice) (the plan's costs: defaults unless given), set against the Redis CPU of the
-  phase minus that of the quiet window before it (presence, registry, idle polling).
+* Redis CPU = comments x c_comment + frames x c_frame + reads x (c_read + c_notice)
+  (the plan's costs: defaults unless given). The plan has no term for the gateways'
+  presence reports (one per room held, twice a second), which also grow with the rooms
+  each gateway holds.
 
 For the random layout the table also gives the expected number of distinct gateways a
 room of ``n`` connections lands on, ``G x (1 - (1 - 1/G)^n)``: the plan's ``min(G, n)``
@@ -61,7 +62,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "small_room_gateways": ("gateways per room, rooms under one share (mean)", "gateways"),
     "frames_built": ("frames built/s (all rooms)", "/s"),
     "frame_reads": ("frame reads/s (all gateways): Redis read load", "/s"),
-    "redis_cpu": ("Redis CPU for the work (over its idle CPU)", "cores"),
+    "redis_cpu": ("Redis CPU", "cores"),
 }
 
 
