@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from loadtest.fleetmodel import (
     predict,
     prediction_table,
 )
+from loadtest.generator import Target
 
 
 def _fleet() -> Fleet:
@@ -95,3 +97,24 @@ def test_a_small_fleet_routed_reads_fewer_rooms_than_random(tmp_path: Path) -> N
     assert ("frame_reads_per_gateway", "random") in keys
     assert ("frame_reads_per_gateway", "room-affine") in keys
     assert set(doc["reports"]) == {"random", "room-affine"}
+
+
+def test_random_assignment_spreads_connections_over_every_gateway_the_same_way() -> None:
+    urls = tuple(f"ws://127.0.0.1:{9000 + i}/ws" for i in range(4))
+    target = Target(urls[0], None, ws_urls=urls)
+    drawn = [target.url_of(k, seed=1) for k in range(400)]
+    assert set(drawn) == set(urls)
+    assert all(60 <= drawn.count(u) <= 140 for u in urls)  # about 100 each
+    assert drawn == [target.url_of(k, seed=1) for k in range(400)]  # every process agrees
+    assert Target(urls[0], None).url_of(7, seed=1) == urls[0]  # no list: the one URL
+
+
+@pytest.mark.parametrize(
+    "bad", [["--gateways", "0"], ["--rooms", "0"], ["--layouts", "random,roundrobin"]]
+)
+def test_bad_fleet_arguments_are_one_line_and_exit_2(
+    bad: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fleet", *bad, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("danmaku-loadtest fleet: ") and err.count("\n") == 1
