@@ -377,7 +377,11 @@ def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
             report = build(res)
             out["reports"][layout] = report
             if res.failures or len(res.boundaries) < 2:
-                raise RuntimeError(f"fleet: the {layout} run failed: {res.failures}")
+                hint = " (a lower --connect-rate: routed connections each ask the web app)"
+                raise RuntimeError(
+                    f"fleet: the {layout} run failed: {res.failures}"
+                    + (hint if layout == "room-affine" else "")
+                )
             out["measured"][layout] = measure(res.ready, res.boundaries, report, fleet)
     finally:
         system.stop()

@@ -120,7 +120,10 @@ class FleetSystem:
                     x.startswith("ready") for x in role.lines
                 ):
                     raise RuntimeError(
-                        f"fleet: {role.name} did not start:\n" + "\n".join(role.lines)
+                        f"fleet: {role.name} did not start:\n"
+                        + "\n".join(role.lines)
+                        + "\n--- log ---\n"
+                        + self.log_tail()
                     )
             self._wait_routed(deadline)
         except BaseException:
