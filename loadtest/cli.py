@@ -118,8 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     validate_arguments(val)
     fl = sub.add_parser(
         "fleet",
-        help="a simulated fleet on this machine: random vs room-affine, with the plan's "
-        "prediction",
+        help="a simulated fleet on this machine: random vs room-affine, with the plan's prediction",
         description="Start a redis-server, workers, gateways (each its own port and "
         "registry entry) and the web app; run the same load with viewers spread at random "
         "over the gateways, then routed by GET /api/rooms/{room}/gateway; print Redis CPU, "
