@@ -116,6 +116,18 @@ def _parser() -> argparse.ArgumentParser:
     from loadtest.validate import add_arguments as validate_arguments
 
     validate_arguments(val)
+    fl = sub.add_parser(
+        "fleet",
+        help="a simulated fleet on this machine: random vs room-affine, with the plan's prediction",
+        description="Start a redis-server, workers, gateways (each its own port and "
+        "registry entry) and the web app; run the same load with viewers spread at random "
+        "over the gateways, then routed by GET /api/rooms/{room}/gateway; print Redis CPU, "
+        "frame reads per gateway, gateways per room and latency for both, against what "
+        "the plan's model predicts.",
+    )
+    from loadtest.fleet import add_arguments as fleet_arguments
+
+    fleet_arguments(fl)
     sub.add_parser("scenarios", help="list the shipped scenarios")
     bench = sub.add_parser("bench", help="the benchmark suite of docs/benchmarks.md")
     bench.add_argument("--out-dir", type=Path, default=Path(".danmaku/bench"))
@@ -164,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from loadtest.plan import main as plan_main
 
         return plan_main(args)
+    if args.command == "fleet":
+        from loadtest.fleet import main as fleet_main
+
+        return fleet_main(args)
     if args.command in ("calibrate", "validate"):
         return _calibrate(args)
     try:

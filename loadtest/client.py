@@ -274,6 +274,13 @@ class ConnSpec:
     slow_until: float | None = None  # ... until here
     reconnect_at: float | None = None  # trio time: drop and resume with since
     scope: trio.CancelScope | None = None  # the current connection's read scope
+    #: asked for the URL before every connection attempt (room-affine routing: the web
+    #: app's answer for ``room``); ``None``: ``url``
+    resolve: Callable[[str], Awaitable[str]] | None = None
+
+    async def base_url(self) -> str:
+        """Where the next connection attempt goes."""
+        return self.url if self.resolve is None else await self.resolve(self.room)
 
     def set_reconnect(self, at: float) -> None:
         """Drop and resume at trio time ``at`` (applies to a connection already open)."""
@@ -433,7 +440,7 @@ async def run_viewer(spec: ConnSpec, c: Counters, connect_at: float, registry: l
     registry.append(conn)
     since: int | None = None
     while True:
-        url = url_for(spec.url, spec.room, since=since, epoch=conn.epoch)
+        url = url_for(await spec.base_url(), spec.room, since=since, epoch=conn.epoch)
         async with connection(c, url) as ws:
             if ws is None:
                 return
@@ -488,7 +495,8 @@ async def run_sender(
     viewer's) until the run closes it."""
     conn = Conn(spec, c, is_viewer=False)
     registry.append(conn)
-    async with connection(c, url_for(spec.url, spec.room, token=spec.token)) as ws:
+    base = await spec.base_url()
+    async with connection(c, url_for(base, spec.room, token=spec.token)) as ws:
         if ws is None:
             return
         conn.ws = ws

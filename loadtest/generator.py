@@ -23,10 +23,12 @@ import queue
 import random
 import time
 import traceback
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import httpx
 import trio
 
 from danmaku import auth
@@ -51,11 +53,49 @@ LAG_EVERY_S = 0.05
 
 @dataclass(frozen=True)
 class Target:
-    """Where to connect and how senders get tokens (``secret`` to mint, else ``tokens``)."""
+    """Where to connect and how senders get tokens (``secret`` to mint, else ``tokens``).
+
+    Where each connection goes (``danmaku-loadtest fleet``): with ``route_url`` (a web
+    app's base URL) it asks ``GET /api/rooms/{room}/gateway`` before every connection
+    attempt and follows the answer (room-affine routing); else with ``ws_urls`` it goes
+    to one of them drawn from its own index and the seed (a load balancer spreading
+    viewers at random); else to ``ws_url``."""
 
     ws_url: str
     secret: str | None
     tokens: tuple[str, ...] = ()
+    ws_urls: tuple[str, ...] = ()
+    route_url: str = ""
+
+    def url_of(self, key: int, seed: int) -> str:
+        """The fixed URL of connection ``key`` (a seeded uniform draw over ``ws_urls``)."""
+        if not self.ws_urls:
+            return self.ws_url
+        return self.ws_urls[random.Random(seed * 1_000_003 + key).randrange(len(self.ws_urls))]
+
+
+class GatewayHint:
+    """Asks the web app where a connection for a room should go (``GET
+    /api/rooms/{room}/gateway``, the room-affine routing a player follows). An answer
+    that fails is counted (``route_failed``) and the connection goes to ``fallback``."""
+
+    def __init__(self, http: httpx.AsyncClient, web_url: str, fallback: str, c: Counters) -> None:
+        self.http = http
+        self.web_url = web_url.rstrip("/")
+        self.fallback = fallback
+        self.c = c
+
+    async def __call__(self, room: str) -> str:
+        try:
+            resp = await self.http.get(f"{self.web_url}/api/rooms/{room}/gateway")
+            resp.raise_for_status()
+            url = resp.json()["url"]
+            if isinstance(url, str) and url:
+                return url
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            pass
+        self.c.errors.add("route_failed")
+        return self.fallback
 
 
 def room_name(run_id: str, k: int) -> str:
@@ -79,12 +119,16 @@ class ViewerSlot:
     spec: ConnSpec
 
 
-def viewer_slots(sc: Scenario, run_id: str, ws_url: str, proc: int, procs: int) -> list[ViewerSlot]:
+def viewer_slots(
+    sc: Scenario, run_id: str, ws_url: str | Target, proc: int, procs: int
+) -> list[ViewerSlot]:
     """This process's viewers with their rooms, sampling and per-phase fates.
 
     Initial viewers connect during setup (``connect_at`` < 0, spaced by the global
-    ``connect_rate``); a phase's ``join`` group connects from that phase's start.
+    ``connect_rate``); a phase's ``join`` group connects from that phase's start. A
+    ``Target`` gives each viewer its URL (``Target.url_of``).
     """
+    target = ws_url if isinstance(ws_url, Target) else Target(ws_url, None)
     rooms = spread(sc.total_viewers, sc.rooms, sc.zipf_s, sc.seed)
     rng = random.Random(sc.seed * 7919 + proc)
     setup_s = sc.viewers / sc.connect_rate if sc.connect_rate else 0.0
@@ -108,7 +152,8 @@ def viewer_slots(sc: Scenario, run_id: str, ws_url: str, proc: int, procs: int) 
             rng.random() < sc.sample_fraction or (sampled == 0 and sc.sample_fraction > 0)
         )
         sampled += is_sampled
-        spec = ConnSpec(url=ws_url, room=room_name(run_id, rooms[g]), sampled=is_sampled)
+        url = target.url_of(g, sc.seed)
+        spec = ConnSpec(url=url, room=room_name(run_id, rooms[g]), sampled=is_sampled)
         slots.append(ViewerSlot(g, rooms[g], group_start + offset, spec))
     return slots
 
@@ -129,7 +174,8 @@ def assign_fates(sc: Scenario, slots: list[ViewerSlot], t0: float, proc: int) ->
 
 
 def sender_rooms(sc: Scenario) -> list[int]:
-    return spread(sc.senders, sc.rooms, sc.zipf_s, sc.seed + 1)
+    zipf_s = sc.zipf_s if sc.sender_zipf_s is None else sc.sender_zipf_s
+    return spread(sc.senders, sc.rooms, zipf_s, sc.seed + 1)
 
 
 def due_fn(sc: Scenario, t0: float) -> DueFn:
@@ -215,13 +261,37 @@ async def run_process(
     """Drive this process's share of the scenario (see the module docstring)."""
     stages = len(sc.phases) + 2
     c = Counters(stages)
-    registry: list[Conn] = []
-    slots = viewer_slots(sc, run_id, target.ws_url, proc, sc.procs) if proc < sc.procs else []
+    slots = viewer_slots(sc, run_id, target, proc, sc.procs) if proc < sc.procs else []
     my_senders = sc.senders_of(proc)
     stats = ProcStats.new(
         proc, role_of(len(slots), len(my_senders)), len(slots), len(my_senders), stages
     )
     c.procs[proc] = stats
+    async with AsyncExitStack() as stack:
+        hint: GatewayHint | None = None
+        if target.route_url:
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0))
+            hint = GatewayHint(http, target.route_url, target.ws_url, c)
+            for slot in slots:
+                slot.spec.resolve = hint
+        await _drive(sc, target, run_id, proc, in_q, out_q, c, stats, slots, hint)
+    out_q.put(("done", proc, c.encode()))
+
+
+async def _drive(
+    sc: Scenario,
+    target: Target,
+    run_id: str,
+    proc: int,
+    in_q: Any,
+    out_q: Any,
+    c: Counters,
+    stats: ProcStats,
+    slots: list[ViewerSlot],
+    hint: GatewayHint | None,
+) -> None:
+    registry: list[Conn] = []
+    my_senders = sc.senders_of(proc)
     meter = _Meter(c, stats)
     s_rooms = sender_rooms(sc)
     setup_start = trio.current_time()
@@ -248,7 +318,8 @@ async def run_process(
                 if target.secret
                 else target.tokens[j % len(target.tokens)]
             )
-            spec = ConnSpec(url=target.ws_url, room=room_name(run_id, s_rooms[j]), token=tok)
+            url = target.url_of(-1 - j, sc.seed)  # senders: keys apart from the viewers'
+            spec = ConnSpec(url=url, room=room_name(run_id, s_rooms[j]), token=tok, resolve=hint)
             plan = SenderPlan(uid, j, sc.senders, sc.max_inflight, sc.text_bytes)
             conns.start_soon(run_sender, spec, plan, c, wait_start, registry)
         expected = len(initial) + len(my_senders)
@@ -273,7 +344,6 @@ async def run_process(
         out_q.put(("progress", proc, snapshot(c)))
         await close_all(registry)
         conns.cancel_scope.cancel()
-    out_q.put(("done", proc, c.encode()))
 
 
 def _get(q: Any, timeout: float) -> Any:

@@ -136,6 +136,21 @@ class Layout:
     hottest_room: float  # cores of one room on its shard
 
 
+def gateways_per_room(layout: str, viewers: float, gateways: int, share: int) -> int:
+    """``G_room``: how many gateways hold viewers of a room of ``viewers``, so read its
+    frames. ``random``: each viewer may land on any gateway, so up to one per viewer;
+    ``room-affine``: ``ceil(viewers / share)``; at least 1, at most ``gateways``."""
+    need = viewers if layout == "random" else viewers / max(1, share)
+    return min(gateways, max(1, math.ceil(need)))
+
+
+def frames_per_s(rate: float, tick_ms: float) -> float:
+    """Frames a room builds per second at ``rate`` comments/s (Poisson arrivals): one
+    per tick that had a comment."""
+    ticks = 1000.0 / tick_ms
+    return ticks * (1 - math.exp(-rate * tick_ms / 1000.0))
+
+
 @dataclass
 class Step:
     """One line of the arithmetic: what, the formula with numbers, the result."""
@@ -289,11 +304,10 @@ def compute(inp: Inputs) -> Plan:
     share = max(1, int(inp.room_share))
     layouts = []
     for name in LAYOUTS:
+        g_room = gateways_per_room(name, per_room_viewers, gateways, share)
         if name == "random":
-            g_room = min(gateways, max(1, math.ceil(per_room_viewers)))
             how = f"min({gateways} gateways, {per_room_viewers:g} viewers per room)"
         else:
-            g_room = min(gateways, max(1, math.ceil(per_room_viewers / share)))
             how = f"min({gateways} gateways, ceil({per_room_viewers:g} / share {share}))"
         step(f"G_room ({name})", how, g_room, "gateways")
         reads = step(f"frame reads ({name})", f"{frames:g} x {g_room}", frames * g_room, "/s")

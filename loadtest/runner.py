@@ -134,9 +134,11 @@ async def run(
     *,
     listener: Listener | None = None,
     target_info: dict[str, str] | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
-    """Run ``sc`` against ``target``; returns the raw results (see the module docstring)."""
-    run_id = secrets.token_hex(3)
+    """Run ``sc`` against ``target``; returns the raw results (see the module docstring).
+    ``run_id`` (default: random) names the run's rooms (``generator.room_name``)."""
+    run_id = run_id or secrets.token_hex(3)
     res = RunResult(sc, run_id, target_info or {"ws_url": target.ws_url}, time.time())
     res.probe_source = probe.source
     ctx = multiprocessing.get_context("spawn")

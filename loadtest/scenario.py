@@ -139,6 +139,9 @@ class Scenario:
     text_bytes: int = 24
     arrivals: str = "even"
     server: dict[str, Any] = field(default_factory=dict)
+    #: Zipf exponent of the senders' rooms (``None``: ``zipf_s``); 0 spreads them evenly,
+    #: so every room of a long tail gets comments (``danmaku-loadtest fleet``).
+    sender_zipf_s: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -286,6 +289,7 @@ def _validate(sc: Scenario) -> None:
         (sc.senders >= 0, "senders must be >= 0"),
         (1 <= sc.rooms <= 100_000, "rooms must be 1..100000"),
         (sc.zipf_s >= 0, "zipf_s must be >= 0"),
+        ((sc.sender_zipf_s or 0) >= 0, "sender_zipf_s must be >= 0"),
         (10 <= sc.tick_ms <= 10_000, "tick_ms must be 10..10000"),
         (0 <= sc.sample_fraction <= 1, "sample_fraction must be in [0, 1]"),
         (sc.connect_rate >= 0, "connect_rate must be >= 0 (0 = unlimited)"),

@@ -1,0 +1,158 @@
+"""What the plan's model predicts for a simulated fleet, and the table that sets it
+against what the fleet measured (``danmaku-loadtest fleet``).
+
+The fleet's rooms are not of one size (one celebrity room, a long tail), so the plan's
+per-room arithmetic (``plan.gateways_per_room``, ``plan.frames_per_s``) is applied to
+each room with its own connections and comment rate and summed, for both layouts:
+
+* ``G_room`` of a room of ``n`` connections: random ``min(G, n)``, room-affine
+  ``min(G, ceil(n / share))`` (at least 1);
+* frames/s of a room at ``λ`` comments/s: ``ticks x (1 - e^(-λ x tick))``;
+* frame reads/s = Σ frames_r x G_room_r (each gateway holding the room reads each
+  frame), per gateway = that / G; rooms read per gateway = Σ G_room_r / G;
+* Redis CPU = comments x c_comment + frames x c_frame + reads x (c_read + c_notice)
+  (the plan's costs: defaults unless given). The plan has no term for the gateways'
+  presence reports (one per room held, twice a second), which also grow with the rooms
+  each gateway holds.
+
+For the random layout the table also gives the expected number of distinct gateways a
+room of ``n`` connections lands on, ``G x (1 - (1 - 1/G)^n)``: the plan's ``min(G, n)``
+is its upper bound, reached only when ``n`` is well above ``G``.
+
+Pure: no I/O. ``predict`` gives the figures, ``compare`` pairs them with measured ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from loadtest.plan import Costs, frames_per_s, gateways_per_room
+
+LAYOUTS = ("random", "room-affine")
+
+
+@dataclass(frozen=True)
+class RoomLoad:
+    """One room of the fleet: its connections (viewers and senders: senders watch their
+    room) and its comments/s."""
+
+    connections: int
+    rate: float
+
+
+@dataclass(frozen=True)
+class Fleet:
+    rooms: tuple[RoomLoad, ...]
+    gateways: int
+    share: int
+    tick_ms: float
+
+
+#: figure key -> (what it is, unit); the order of the printed table
+FIGURES: dict[str, tuple[str, str]] = {
+    "frame_reads_per_gateway": ("frame reads/s per gateway", "/s"),
+    "rooms_per_gateway": ("rooms read per gateway", "rooms"),
+    "gateways_per_room": ("gateways per room (mean)", "gateways"),
+    "gateways_per_room_bins": (
+        "gateways per room (mean), random: expected distinct gateways G(1-(1-1/G)^n)",
+        "gateways",
+    ),
+    "celebrity_gateways": ("gateways of the largest room", "gateways"),
+    "small_room_gateways": ("gateways per room, rooms under one share (mean)", "gateways"),
+    "frames_built": ("frames built/s (all rooms)", "/s"),
+    "frame_reads": ("frame reads/s (all gateways): Redis read load", "/s"),
+    "redis_cpu": ("Redis CPU", "cores"),
+}
+
+
+def expected_distinct(connections: int, gateways: int) -> float:
+    """Gateways that hold at least one of ``connections`` placed uniformly at random on
+    ``gateways`` (balls in bins): what a load balancer really gives a small room, where
+    the plan's ``min(G, n)`` is the upper bound."""
+    return gateways * (1 - (1 - 1 / gateways) ** connections)
+
+
+def predict(fleet: Fleet, layout: str, costs: Costs | None = None) -> dict[str, float]:
+    """The plan's figures (keys of ``FIGURES``) for ``fleet`` in ``layout``."""
+    c = costs or Costs()
+    g_rooms = [
+        gateways_per_room(layout, r.connections, fleet.gateways, fleet.share) for r in fleet.rooms
+    ]
+    frames = [frames_per_s(r.rate, fleet.tick_ms) for r in fleet.rooms]
+    reads = sum(f * g for f, g in zip(frames, g_rooms, strict=True))
+    comments = sum(r.rate for r in fleet.rooms)
+    biggest = max(range(len(fleet.rooms)), key=lambda i: fleet.rooms[i].connections)
+    small = [g for r, g in zip(fleet.rooms, g_rooms, strict=True) if r.connections < fleet.share]
+    redis_us = (
+        comments * c.redis_cpu_us_per_comment
+        + sum(frames) * c.redis_cpu_us_per_frame
+        + reads * (c.redis_cpu_us_per_frame_read + c.redis_cpu_us_per_notice)
+    )
+    if layout == "random":
+        bins = [expected_distinct(r.connections, fleet.gateways) for r in fleet.rooms]
+    else:
+        bins = [float(g) for g in g_rooms]
+    return {
+        "frame_reads_per_gateway": reads / fleet.gateways,
+        "gateways_per_room_bins": sum(bins) / len(bins),
+        "rooms_per_gateway": sum(g_rooms) / fleet.gateways,
+        "gateways_per_room": sum(g_rooms) / len(g_rooms),
+        "celebrity_gateways": float(g_rooms[biggest]),
+        "small_room_gateways": sum(small) / len(small) if small else 0.0,
+        "frames_built": sum(frames),
+        "frame_reads": reads,
+        "redis_cpu": redis_us / 1e6,
+    }
+
+
+@dataclass
+class Row:
+    key: str
+    layout: str
+    predicted: float
+    measured: float | None
+
+    @property
+    def error(self) -> float | None:
+        """(measured - predicted) / predicted; ``None`` when not measured or 0."""
+        if self.measured is None or self.predicted == 0:
+            return None
+        return (self.measured - self.predicted) / self.predicted
+
+
+def compare(
+    predicted: Mapping[str, Mapping[str, float]],
+    measured: Mapping[str, Mapping[str, float | None]],
+) -> list[Row]:
+    """Predicted against measured, per figure and layout (layout -> figure -> value)."""
+    rows = []
+    for key in FIGURES:
+        for layout in LAYOUTS:
+            if layout in predicted:
+                value = (measured.get(layout) or {}).get(key)
+                rows.append(Row(key, layout, predicted[layout][key], value))
+    return rows
+
+
+def _num(x: float | None, unit: str) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3f}" if unit == "cores" else f"{x:,.1f}"
+
+
+def prediction_table(rows: Sequence[Row]) -> list[str]:
+    """Markdown: one line per figure, both layouts' predicted / measured / error."""
+    head = "| figure | " + " | ".join(f"{lay} predicted / measured (error)" for lay in LAYOUTS)
+    lines = [head + " |", "| --- |" + " --- |" * len(LAYOUTS)]
+    for key, (what, unit) in FIGURES.items():
+        cells = []
+        for layout in LAYOUTS:
+            row = next((r for r in rows if r.key == key and r.layout == layout), None)
+            if row is None:
+                cells.append("-")
+                continue
+            err = "" if row.error is None else f" ({row.error:+.0%})"
+            cells.append(f"{_num(row.predicted, unit)} / {_num(row.measured, unit)}{err}")
+        lines.append(f"| {what} ({unit}) | " + " | ".join(cells) + " |")
+    return lines
