@@ -53,10 +53,10 @@ class StoreCore:
                 self.r = cast(redis.Redis, cluster.connect(url, **common))
             except (redis.RedisError, RedisClusterException) as exc:
                 raise StoreError(f"Redis Cluster at {mask_url(url)}: {exc}") from exc
-            self.rb = self.r  # the one blocking read (wait_ticks) is on one key
+            self.rb = self.r  # the one blocking read (wait_notices) is on one key
         else:
             self.r = redis.Redis.from_url(url, **common)
-            # The blocking read (wait_ticks) gets its own pool so it never starves writes.
+            # The blocking read (wait_notices) gets its own pool so it never starves writes.
             self.rb = redis.Redis.from_url(url, **common)
         self._limiter = trio.CapacityLimiter(max_threads)
         self._scripts: dict[str, Script] = {}  # sha -> script, loaded again on NOSCRIPT
