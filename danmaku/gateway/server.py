@@ -45,7 +45,7 @@ from danmaku.gateway.handshake import Handshake, Refusal, parse_target
 from danmaku.gateway.hub import DENSITY, FrameFeed, Hub, RoomHubs
 from danmaku.gateway.ingest import IngestBatcher, Submission
 from danmaku.gateway.listener import PacedListener, open_reuseport_listeners
-from danmaku.gateway.liveness import TICK_S, Action, Liveness, Peer
+from danmaku.gateway.liveness import TICK_S, Liveness, Peer
 from danmaku.gateway.poller import ReadPoller
 from danmaku.gateway.presence import Presence
 from danmaku.gateway.viewer import OutFrame, Viewer
@@ -159,7 +159,7 @@ class Gateway:
         self._nursery: trio.Nursery | None = None  # where viewers' writer tasks run
         self.poller = ReadPoller()  # reads fast connections' sockets (poller.py)
         # Pings to silent connections and dead ones closed (liveness.py); None: off.
-        self.liveness = (
+        self.liveness: Liveness[_Inbox] | None = (
             Liveness(settings.ping_min_s, settings.ping_max_s, min(TICK_S, settings.ping_min_s / 2))
             if settings.ping_min_s > 0
             else None
@@ -252,18 +252,15 @@ class Gateway:
         pings = self.metrics.pings_sent
         while True:
             await trio.sleep(liveness.tick_s)
-            sent = 0
-            for peer, action in liveness.due(trio.current_time()):
-                inbox = peer
-                assert isinstance(inbox, _Inbox)
-                if action is Action.PING:
-                    inbox.viewer.push_ping()
-                    sent += 1
-                elif inbox.ended is None:
+            silent, dead = liveness.sweep(trio.current_time())
+            for inbox in silent:
+                inbox.viewer.push_ping()
+            for inbox in dead:
+                if inbox.ended is None:
                     inbox.ended = "dead"
                     inbox.viewer.close(protocol.CLOSE_GOING_AWAY, "no answer to pings")
-            if sent:
-                pings.inc(sent)
+            if silent:
+                pings.inc(len(silent))
 
     def _encoded(self, payload_bytes: int, wire_bytes: int) -> None:
         """A frame variant was compressed (``FrameDeflater``): once per gateway."""
@@ -559,10 +556,14 @@ class Gateway:
         return inbox.ended is None and not self._flooded(inbox)
 
     def _on_pong(self, inbox: _Inbox) -> None:
-        """A pong parsed by ``FastInbound``: a sign of life that spends one message of
-        the connection's budget, as one through wsproto does (``_charge``)."""
+        """A pong parsed by ``FastInbound``: a sign of life. The answer to the gateway's
+        own ping is free; any other spends one message of the connection's budget, as a
+        pong through wsproto does (``_charge``)."""
         if self.liveness is not None:
+            answer = inbox.heard < inbox.pinged  # a ping of ours is waiting for it
             inbox.heard = self.liveness.now
+            if answer:
+                return
         if inbox.ended is None:
             self._flooded(inbox)
 
