@@ -33,6 +33,7 @@ from trio_websocket._impl import RECEIVE_BYTES
 from wsproto import ConnectionType, WSConnection
 
 from danmaku.config import DEFAULTS
+from danmaku.gateway.fastpath import wrap_at_accept
 from danmaku.metrics import Metrics
 from danmaku.protocol import CLOSE_INTERNAL
 from danmaku.rules.admission import IpAdmission
@@ -200,7 +201,7 @@ class Door:
         # What trio-websocket's WebSocketServer does per connection, with a stage kept.
         async with trio.open_nursery() as nursery:
             connection = WebSocketConnection(
-                stream,
+                wrap_at_accept(stream),  # so an idle reader can move to the ReadPoller
                 WSConnection(ConnectionType.SERVER),
                 message_queue_size=self.message_queue_size,
                 max_message_size=self.max_message_bytes,

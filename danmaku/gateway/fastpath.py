@@ -246,11 +246,19 @@ class WaitFirstStream:
     With a ``ReadPoller`` and the connection's ``FastInbound``, the reading is the
     poller's while the connection is fast: ``receive_some`` parks until the poller has
     something for the reader task (``poller.py``), and ``aclose`` wakes it first.
-    Everything else is the wrapped ``SocketStream``'s; six slots, so an idle viewer pays
-    ~90 bytes for it.
+    Everything else is the wrapped ``SocketStream``'s; eight slots, so an idle viewer pays
+    ~100 bytes for it.
+
+    Wrapped at accept (``early``, ``wrap_at_accept``), before trio-websocket's reader
+    task first reads, the stream can hand an idle reader to the poller: until ``attach``
+    gives it the poller and the inbound side, its own waits can be interrupted, and
+    ``attach`` interrupts the one under way, so the reader parks in the poller at once.
+    (Wrapped later, the reader is already waiting in the ``SocketStream``, and would stay
+    there until the peer's first bytes: for an idle viewer, the answer to its first
+    ping, at the cost of a task wake and a registration per connection.)
     """
 
-    __slots__ = ("inbound", "parked_fd", "poller", "reader", "sock", "stream")
+    __slots__ = ("_wait", "early", "inbound", "parked_fd", "poller", "reader", "sock", "stream")
 
     def __init__(
         self,
@@ -258,6 +266,8 @@ class WaitFirstStream:
         sock: socket.socket,
         poller: Parker | None = None,
         inbound: FastInbound | None = None,
+        *,
+        early: bool = False,
     ) -> None:
         self.stream = stream
         self.sock = sock
@@ -265,22 +275,39 @@ class WaitFirstStream:
         self.inbound = inbound
         self.reader: trio.lowlevel.Task | None = None  # parked in the poller
         self.parked_fd = -1
+        self.early = early  # ``attach`` may still come
+        self._wait: trio.CancelScope | None = None  # an own wait ``attach`` interrupts
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def attach(self, poller: Parker | None, inbound: FastInbound | None) -> None:
+        """Read by ``poller`` while ``inbound`` is fast (both given) from now on: a reader
+        waiting for itself meanwhile moves there now."""
+        self.poller, self.inbound, self.early = poller, inbound, False
+        if self._wait is not None:
+            self._wait.cancel()
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        poller, inbound = self.poller, self.inbound
-        if poller is not None and inbound is not None and inbound.fast:
-            data = await poller.wait(self)
-            if data is not None:
-                return data
-            self.poller = None  # the poller stopped or is done with us: read for ourselves
         sock = self.sock
         while True:
+            poller, inbound = self.poller, self.inbound
+            if poller is not None and inbound is not None and inbound.fast:
+                data = await poller.wait(self)
+                if data is not None:
+                    return data
+                self.poller = None  # the poller stopped or is done with us: read for ourselves
             if sock.fileno() < 0:
                 raise trio.ClosedResourceError("this socket was already closed")
-            await trio.lowlevel.wait_readable(sock)  # ClosedResourceError if closed meanwhile
+            if self.early:
+                with trio.CancelScope() as waiting:
+                    self._wait = waiting
+                    await trio.lowlevel.wait_readable(sock)
+                self._wait = None
+                if waiting.cancelled_caught:
+                    continue  # attached meanwhile: to the poller
+            else:
+                await trio.lowlevel.wait_readable(sock)  # ClosedResourceError if closed
             try:
                 return sock.recv(max_bytes or 65536)
             except (BlockingIOError, InterruptedError):
@@ -316,6 +343,10 @@ def install_wait_first_receive(
     """Put a ``WaitFirstStream`` in place of a plain-TCP connection's stream (after its
     ``RawWriter`` took the ``SocketStream`` itself), read by ``poller`` while ``inbound``
     is fast when both are given. Returns whether it was installed."""
+    current: Any = getattr(ws, "_stream", None)
+    if isinstance(current, WaitFirstStream):  # wrapped at accept (``wrap_at_accept``)
+        current.attach(poller, inbound)
+        return True
     plain = _plain_socket(ws)
     if plain is None:
         return False
@@ -323,10 +354,23 @@ def install_wait_first_receive(
     return True
 
 
+def wrap_at_accept(stream: trio.abc.Stream) -> Any:
+    """An accepted plain-TCP stream as a ``WaitFirstStream`` that ``attach`` can move to
+    the poller later (give it to the ``WebSocketConnection``, before its reader task
+    runs); any other stream (TLS) as it is."""
+    if isinstance(stream, trio.SocketStream):
+        sock = getattr(stream.socket, "_sock", None)
+        if isinstance(sock, socket.socket):
+            return WaitFirstStream(stream, sock, early=True)
+    return stream
+
+
 def _plain_socket(ws: WebSocketConnection) -> tuple[trio.SocketStream, socket.socket] | None:
     """A connection's ``SocketStream`` and the stdlib socket under it; ``None`` over TLS,
-    once replaced, or when trio's internals are not as expected."""
+    or when trio's internals are not as expected."""
     stream: Any = getattr(ws, "_stream", None)
+    if isinstance(stream, WaitFirstStream):
+        return stream.stream, stream.sock
     if not isinstance(stream, trio.SocketStream):
         return None
     sock = getattr(stream.socket, "_sock", None)

@@ -183,6 +183,22 @@ class FastInbound:
         reader task to act on. From such a return on the connection is no longer fast,
         and the caller gives the bytes to the reader task, whose ``receive_data`` passes
         them to wsproto: the same bytes in the same order, one step later."""
+        if (
+            len(data) >= 6
+            and data[0] == _PONG
+            and len(data) == (data[1] & 0x7F) + 6
+            and data[1] & 0x80
+            and len(data) <= 131
+            and self._on_pong is not None
+            and self._fast
+            and not self._buf
+            and self._conn.state is ConnectionState.OPEN
+        ):
+            # One whole masked pong and nothing else: an idle viewer's answer to the
+            # gateway's liveness ping, the most common read of an idle gateway. What
+            # ``receive_data`` would do with it, without its loop.
+            self._on_pong()
+            return None
         handed: list[bytes] = []
         self._handed = handed
         try:

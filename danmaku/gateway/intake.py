@@ -62,7 +62,7 @@ class CommentIntake:
         batcher: IngestBatcher,
         identity: IdentityGate,
         state: GatewayState,
-        liveness: Liveness | None,
+        liveness: Liveness[Inbox] | None,
         rng: random.Random,
     ) -> None:
         self.settings = settings

@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import math
 from enum import Enum
+from typing import Generic, TypeVar
 
 GROWTH = 1.5  # interval growth per answered ping
 MISSES = 2  # missed pongs in a row that close a connection
@@ -52,9 +53,13 @@ class Peer:
         self._key = -1  # the wheel bucket this peer sits in; -1: not scheduled
 
 
-class Liveness:
-    """The ping schedule of one gateway's connections. ``min_s`` > 0, ``max_s`` >=
-    ``min_s``; ``tick_s`` is the granularity of due times (the pinger's period)."""
+P = TypeVar("P", bound=Peer)
+
+
+class Liveness(Generic[P]):
+    """The ping schedule of one gateway's connections (``P``: its kind of ``Peer``).
+    ``min_s`` > 0, ``max_s`` >= ``min_s``; ``tick_s`` is the granularity of due times
+    (the pinger's period)."""
 
     def __init__(self, min_s: float, max_s: float, tick_s: float = TICK_S) -> None:
         if min_s <= 0 or tick_s <= 0:
@@ -63,14 +68,14 @@ class Liveness:
         self.max_s = max(max_s, min_s)
         self.tick_s = tick_s
         self.now = 0.0  # the latest ``now`` given: what readers stamp ``heard`` with
-        self._buckets: dict[int, set[Peer]] = {}
+        self._buckets: dict[int, set[P]] = {}
         self._keys: list[int] = []  # heap of the buckets' keys
 
     def __len__(self) -> int:
         """Peers scheduled."""
         return sum(len(b) for b in self._buckets.values())
 
-    def add(self, peer: Peer, now: float) -> None:
+    def add(self, peer: P, now: float) -> None:
         """Start watching a connection that has just opened (its opening counts as
         heard)."""
         self.now = max(self.now, now)
@@ -80,7 +85,7 @@ class Liveness:
         peer.missed = 0
         self._schedule(peer, now + self.min_s)
 
-    def forget(self, peer: Peer) -> None:
+    def forget(self, peer: P) -> None:
         """Stop watching a connection (it closed). Idempotent."""
         if peer._key >= 0:
             bucket = self._buckets.get(peer._key)
@@ -88,49 +93,79 @@ class Liveness:
                 bucket.discard(peer)
             peer._key = -1
 
-    def due(self, now: float) -> list[tuple[Peer, Action]]:
-        """Advance to ``now``: what to do with each peer that came due. Peers to ping
-        stay scheduled (for their answer); peers to close are forgotten."""
-        self.now = max(self.now, now)
-        limit = math.floor(now / self.tick_s)
-        actions: list[tuple[Peer, Action]] = []
+    def due(self, now: float) -> list[tuple[P, Action]]:
+        """``sweep``, as one list of (peer, action) pairs."""
+        pings, closes = self.sweep(now)
+        return [(p, Action.PING) for p in pings] + [(p, Action.CLOSE) for p in closes]
+
+    def sweep(self, now: float) -> tuple[list[P], list[P]]:
+        """Advance to ``now``: the peers to ping now and the peers to close now, of
+        those that came due. Peers to ping stay scheduled (for their answer); peers to
+        close are forgotten. The gateway's pinger calls this a few times a second, and in
+        the steady state it looks at each connection once per ping, so the decision is
+        written out inline here (one pass, no call per peer; the rules are the module
+        docstring's)."""
+        if now > self.now:
+            self.now = now
+        pings: list[P] = []
+        closes: list[P] = []
+        tick = self.tick_s
+        limit = math.floor(now / tick)
         keys, buckets = self._keys, self._buckets
+        if not keys or keys[0] > limit:
+            return pings, closes
+        # A peer is never rescheduled into a tick already looked at (``_schedule``).
+        soonest = math.floor(self.now / tick) + 1
+        min_s, max_s, ceil = self.min_s, self.max_s, math.ceil
+        # Most peers looked at together go to the same later bucket (pinged now: now +
+        # the maximum, in the steady state): it is looked up once per run of them.
+        last_key: int | None = None
+        last_bucket: set[P] = set()
         while keys and keys[0] <= limit:
             key = heapq.heappop(keys)
             bucket = buckets.pop(key, None)
             if not bucket:
                 continue
             for peer in bucket:
-                peer._key = -1
-                action = self._check(peer, now)
-                if action is not None:
-                    actions.append((peer, action))
-        return actions
+                pinged = peer.pinged
+                if pinged >= 0.0:
+                    if peer.heard >= pinged:
+                        # Answered (anything heard since the ping counts): trust it longer.
+                        interval = peer.interval * GROWTH
+                        peer.interval = interval if interval < max_s else max_s
+                        peer.pinged = -1.0
+                        peer.missed = 0
+                        at = peer.heard + peer.interval
+                    else:
+                        peer.missed += 1
+                        if peer.missed >= MISSES:
+                            peer._key = -1
+                            closes.append(peer)
+                            continue
+                        peer.interval = min_s  # a bad network: look again soon
+                        at = now  # ping again now
+                else:
+                    at = peer.heard + peer.interval
+                if at <= now:
+                    # Silent for its interval: ping, and look again one interval on.
+                    peer.pinged = now
+                    at = now + peer.interval
+                    pings.append(peer)
+                # else: heard within the interval: no ping; look again when it runs out
+                k = ceil(at / tick)
+                if k < soonest:
+                    k = soonest
+                if k != last_key:
+                    found = buckets.get(k)
+                    if found is None:
+                        found = buckets[k] = set()
+                        heapq.heappush(keys, k)
+                    last_key, last_bucket = k, found
+                last_bucket.add(peer)
+                peer._key = k
+        return pings, closes
 
-    def _check(self, peer: Peer, now: float) -> Action | None:
-        if peer.pinged >= 0:
-            if peer.heard >= peer.pinged:
-                # Answered (anything heard since the ping counts): trust it longer.
-                peer.interval = min(peer.interval * GROWTH, self.max_s)
-                peer.pinged = -1.0
-                peer.missed = 0
-            else:
-                peer.missed += 1
-                if peer.missed >= MISSES:
-                    return Action.CLOSE
-                peer.interval = self.min_s  # a bad network: look again soon
-                peer.pinged = now
-                self._schedule(peer, now + peer.interval)
-                return Action.PING
-        quiet_until = peer.heard + peer.interval
-        if quiet_until > now:
-            self._schedule(peer, quiet_until)  # heard within the interval: no ping
-            return None
-        peer.pinged = now
-        self._schedule(peer, now + peer.interval)
-        return Action.PING
-
-    def _schedule(self, peer: Peer, at: float) -> None:
+    def _schedule(self, peer: P, at: float) -> None:
         # The first tick at or after ``at`` (never the current one again).
         key = max(math.ceil(at / self.tick_s), math.floor(self.now / self.tick_s) + 1)
         bucket = self._buckets.get(key)

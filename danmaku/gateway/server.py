@@ -40,7 +40,7 @@ from danmaku.gateway.identity import IdentityGate
 from danmaku.gateway.ingest import IngestBatcher
 from danmaku.gateway.intake import CommentIntake, Inbox
 from danmaku.gateway.listener import PacedListener, open_reuseport_listeners
-from danmaku.gateway.liveness import TICK_S, Action, Liveness
+from danmaku.gateway.liveness import TICK_S, Liveness
 from danmaku.gateway.poller import ReadPoller
 from danmaku.gateway.presence import Presence
 from danmaku.gateway.session import Sessions
@@ -119,7 +119,7 @@ class Gateway:
         self.port = 0
         self.poller = ReadPoller()  # reads fast connections' sockets (poller.py)
         # Pings to silent connections and dead ones closed (liveness.py); None: off.
-        self.liveness = (
+        self.liveness: Liveness[Inbox] | None = (
             Liveness(settings.ping_min_s, settings.ping_max_s, min(TICK_S, settings.ping_min_s / 2))
             if settings.ping_min_s > 0
             else None
@@ -249,18 +249,15 @@ class Gateway:
         pings = self.metrics.pings_sent
         while True:
             await trio.sleep(liveness.tick_s)
-            sent = 0
-            for peer, action in liveness.due(trio.current_time()):
-                inbox = peer
-                assert isinstance(inbox, Inbox)
-                if action is Action.PING:
-                    inbox.viewer.push_ping()
-                    sent += 1
-                elif inbox.ended is None:
+            silent, dead = liveness.sweep(trio.current_time())
+            for inbox in silent:
+                inbox.viewer.push_ping()
+            for inbox in dead:
+                if inbox.ended is None:
                     inbox.ended = "dead"
                     inbox.viewer.close(protocol.CLOSE_GOING_AWAY, "no answer to pings")
-            if sent:
-                pings.inc(sent)
+            if silent:
+                pings.inc(len(silent))
 
     def _encoded(self, payload_bytes: int, wire_bytes: int) -> None:
         """A frame variant was compressed (``FrameDeflater``): once per gateway."""
@@ -275,9 +272,13 @@ class Gateway:
         return inbox.ended is None and not self.intake.flooded(inbox)
 
     def _on_pong(self, inbox: Inbox) -> None:
-        """A pong parsed by ``FastInbound``: a sign of life that spends one message of
-        the connection's budget, as one through wsproto does (``_charge``)."""
+        """A pong parsed by ``FastInbound``: a sign of life. The answer to the gateway's
+        own ping is free; any other spends one message of the connection's budget, as a
+        pong through wsproto does (``_charge``)."""
         if self.liveness is not None:
+            answer = inbox.heard < inbox.pinged  # a ping of ours is waiting for it
             inbox.heard = self.liveness.now
+            if answer:
+                return
         if inbox.ended is None:
             self.intake.flooded(inbox)

@@ -72,7 +72,7 @@ class Sessions:
         state: GatewayState,
         *,
         poller: ReadPoller,
-        liveness: Liveness | None,
+        liveness: Liveness[Inbox] | None,
         origin_allowed: Callable[[str], bool],
         charge: Callable[[Inbox, object], bool],
         on_pong: Callable[[Inbox], None],

@@ -5,7 +5,7 @@ that answers stays; every accepted socket has TCP keepalive."""
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import trio
@@ -15,6 +15,7 @@ from wsproto.events import (
     CloseConnection,
     Event,
     Ping,
+    Pong,
     Request,
     TextMessage,
 )
@@ -47,7 +48,7 @@ class Mute:
         self.events: list[Event] = []
 
     @classmethod
-    async def open(cls, port: int, room: str) -> Mute:
+    async def open(cls, port: int, room: str) -> Self:
         self = cls(await trio.open_tcp_stream("127.0.0.1", port))
         request = Request(host="127.0.0.1", target=f"/ws?room={room}")
         await self.stream.send_all(self.ws.send(request))
@@ -72,6 +73,38 @@ class Mute:
     @property
     def pings(self) -> int:
         return sum(isinstance(e, Ping) for e in self.events)
+
+
+class Answerer(Mute):
+    """An independent client (wsproto, not the gateway's own code) that reads in the
+    background and answers each ping with a pong while ``answering``, as browsers do."""
+
+    answering = True
+    answered = 0
+    last_answer = 0.0
+
+    async def run(self) -> None:
+        try:
+            while data := await self.stream.receive_some(65536):
+                self.ws.receive_data(data)
+                for event in self.ws.events():
+                    self.events.append(event)
+                    if isinstance(event, Ping) and self.answering:
+                        await self.stream.send_all(self.ws.send(event.response()))
+                        self.answered += 1
+                        self.last_answer = trio.current_time()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the test closed the stream, or the server dropped it
+
+    async def wait(self, cond: Any, timeout: float = 30) -> None:
+        with trio.fail_after(timeout):
+            while not cond():
+                await trio.sleep(0.05)
+
+    @property
+    def close(self) -> CloseConnection | None:
+        closes = [e for e in self.events if isinstance(e, CloseConnection)]
+        return closes[0] if closes else None
 
 
 @pytest.fixture
@@ -130,11 +163,8 @@ async def test_a_peer_that_answers_stays_open_across_many_intervals(
         assert value(system.metrics.connections_closed.labels("dead")) == 0
         (viewer,) = system.gateway._viewers
         # The interval grew to the maximum while the pongs came back.
-        (inbox,) = [
-            i
-            for b in system.gateway.liveness._buckets.values()
-            for i in b  # type: ignore[union-attr]
-        ]
+        assert system.gateway.liveness is not None
+        (inbox,) = [i for b in system.gateway.liveness._buckets.values() for i in b]
         assert inbox.interval == MAX_S and inbox.missed == 0
         if fast_path:
             # Answering pings does not cost the connection its fast inbound path.
@@ -220,3 +250,55 @@ async def test_server_pings_never_land_inside_a_partly_written_frame(system: Sys
         assert system.metrics.frame_writes_partial._value.get() > 0, "no partial write tested"
         n.cancel_scope.cancel()
     await slow.stream.aclose()
+
+
+async def test_pongs_over_the_fast_path_keep_a_viewer_and_answers_spend_no_budget(
+    nursery: trio.Nursery, live_settings: Settings
+) -> None:
+    """Pings answered by an independent client (wsproto) are read by the fast path (the
+    connection stays fast), count as signs of life (open across many intervals), and
+    the answers to the gateway's own pings spend none of the message budget: many more
+    answers than the burst, and the connection stays. Pongs nobody asked for still
+    spend it: a burst of them closes the connection 1008."""
+    system = await start_system(
+        nursery, live_settings.replace(max_msgs_per_s=0.01, max_msgs_burst=3.0), ("gateway",)
+    )
+    assert system.ws_port and system.gateway
+    async with trio.open_nursery() as n:
+        peer = await Answerer.open(system.ws_port, "answers")
+        n.start_soon(peer.run)
+        await peer.wait(lambda: peer.answered >= 8)  # more than the burst of 3
+        assert peer.close is None
+        (viewer,) = system.gateway._viewers
+        assert viewer.ws._wsproto.fast  # type: ignore[attr-defined]
+        assert system.gateway.poller._parked  # read by the ReadPoller, not by wsproto
+        assert value(system.metrics.connections_closed.labels("dead")) == 0
+        # Unasked pongs: at most one of them can be taken for an answer.
+        await peer.stream.send_all(b"".join(peer.ws.send(Pong(b"u")) for _ in range(6)))
+        await peer.wait(lambda: peer.close is not None, timeout=10)
+        assert peer.close is not None and peer.close.code == 1008
+        n.cancel_scope.cancel()
+
+
+async def test_a_fast_path_peer_that_stops_answering_is_closed_within_the_bound(
+    nursery: trio.Nursery, live_settings: Settings
+) -> None:
+    system = await start_system(nursery, live_settings, ("gateway",))
+    assert system.ws_port and system.gateway
+    async with trio.open_nursery() as n:
+        peer = await Answerer.open(system.ws_port, "stops")
+        n.start_soon(peer.run)
+        await peer.wait(lambda: peer.answered >= 3)
+        (viewer,) = system.gateway._viewers
+        assert viewer.ws._wsproto.fast  # type: ignore[attr-defined]
+        peer.answering = False
+        pings = peer.pings
+        await peer.wait(lambda: peer.close is not None, timeout=BOUND_S + 2)
+        assert peer.close is not None and peer.close.code == 1001
+        assert trio.current_time() - peer.last_answer <= BOUND_S + 1  # the bound, a margin
+        assert peer.pings - pings == 2  # two unanswered pings, then the close
+        await peer.stream.aclose()
+        with trio.fail_after(10):
+            while value(system.metrics.connections_closed.labels("dead")) != 1:
+                await trio.sleep(0.05)
+        n.cancel_scope.cancel()

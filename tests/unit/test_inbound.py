@@ -298,3 +298,102 @@ def test_with_on_pong_same_as_wsproto_alone(events: list[Event], cuts: list[int]
         i += 1
     got = [("Pong", None) if k == "Pong" else (k, v) for k, v in got]
     assert got == expected
+
+
+# ---- take(): the poller's reads, where a lone pong is an idle viewer's common case ------
+def test_a_read_of_one_pong_is_reported_and_nothing_is_handed_on() -> None:
+    conn = Connection(ConnectionType.SERVER)
+    pongs: list[int] = []
+    inbound = FastInbound(conn, lambda t: None, MAX, lambda: pongs.append(1))
+    for payload in (b"", b"x", b"y" * 125):
+        assert inbound.take(client_bytes(Pong(payload))) is None
+    assert pongs == [1, 1, 1] and inbound.fast and list(inbound.events()) == []
+
+
+def test_reads_that_only_look_like_a_lone_pong_are_parsed_as_usual() -> None:
+    """An unmasked pong, one over 125 bytes, a pong behind an unfinished frame and a read
+    longer than its pong are not the lone pong a read of one is: the usual parse (and
+    wsproto, as judge) decides."""
+    pongs: list[int] = []
+    unmasked = FastInbound(
+        Connection(ConnectionType.SERVER), lambda t: None, MAX, lambda: pongs.append(1)
+    )
+    assert unmasked.take(raw_frame(0x8A, b"abcd", mask=None)) is not None  # for wsproto
+    assert not unmasked.fast and pongs == []
+
+    big = FastInbound(Connection(ConnectionType.SERVER), lambda t: None, MAX, lambda: None)
+    assert big.take(raw_frame(0x8A, b"x" * 126)) is not None and not big.fast
+
+    sunk: list[str] = []
+    behind = FastInbound(Connection(ConnectionType.SERVER), sunk.append, MAX, lambda: None)
+    # A text frame whose masked payload reads 8A 80 ...: on their own, its last 6 bytes
+    # would pass for a masked empty pong.
+    text = raw_frame(0x81, b"AAAAAA", mask=bytes([0xCB, 0xC1, 0x00, 0x00]))
+    assert text[6:8] == b"\x8a\x80" and len(text[6:]) == 6
+    assert behind.take(text[:6]) is None  # the start of the text frame is held
+    assert behind.take(text[6:]) is None and sunk == ["AAAAAA"] and behind.fast
+
+    got: list[str] = []
+    more = FastInbound(Connection(ConnectionType.SERVER), got.append, MAX, lambda: got.append("P"))
+    assert more.take(client_bytes(Pong(b""), TextMessage("after"))) is None
+    assert got == ["P", "after"] and more.fast
+
+
+def framed(events: list[Event]) -> list[bytes]:
+    """Each event's bytes on their own, as one client connection writes them."""
+    client = Connection(ConnectionType.CLIENT)
+    return [client.send(e) for e in events]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=300).map(TextMessage),
+            st.binary(max_size=40).map(BytesMessage),
+            st.binary(max_size=20).map(Ping),
+            st.binary(max_size=125).map(Pong),
+        ),
+        max_size=12,
+    ),
+    st.lists(st.integers(min_value=0, max_value=200), min_size=1, max_size=8),
+)
+@settings(max_examples=300, deadline=None)
+def test_take_with_on_pong_same_as_wsproto_alone(events: list[Event], cuts: list[int]) -> None:
+    """Through ``take`` (the poller's reads, handing on what wsproto must parse, which
+    the reader task then gives it): sink + pong reports + events are what wsproto alone
+    gives, in order, whether each frame is a read of its own (cut 0: a lone pong is the
+    common read of an idle viewer) or TCP splits the bytes anywhere."""
+    frames = framed(events)
+    data = b"".join(frames)
+    alone = Connection(ConnectionType.SERVER)
+    alone.receive_data(data)
+    expected: list[tuple[str, object]] = []
+    whole(list(alone.events()), expected, [])
+    expected = [("Pong", None) if k == "Pong" else (k, v) for k, v in expected]
+
+    reads: list[bytes] = []
+    pos, i = 0, 0
+    bounds = [sum(len(f) for f in frames[: k + 1]) for k in range(len(frames))]
+    while pos < len(data):
+        step = cuts[i % len(cuts)]
+        end = next(b for b in bounds if b > pos) if step == 0 else pos + step
+        reads.append(data[pos:end])
+        pos = end
+        i += 1
+
+    conn = Connection(ConnectionType.SERVER)
+    got: list[tuple[str, object]] = []
+    parts: list[object] = []
+    inbound = FastInbound(
+        conn, lambda t: got.append(("TextMessage", t)), MAX, lambda: got.append(("Pong", None))
+    )
+    for read in reads:
+        if inbound.fast:
+            rest = inbound.take(read)
+            if rest is not None:
+                inbound.receive_data(rest)  # the reader task, woken with them
+        else:
+            inbound.receive_data(read)
+        whole(list(inbound.events()), got, parts)
+    got = [("Pong", None) if k == "Pong" else (k, v) for k, v in got]
+    assert got == expected

@@ -171,6 +171,61 @@ def test_schedule_properties(
         assert t - last <= 2 * max_s + min_s + 6 * TICK  # each wait: up to 2 ticks more
 
 
+behaviours = st.tuples(
+    st.floats(0, 5, allow_nan=False),  # when it connects
+    st.lists(st.floats(0, 200, allow_nan=False), max_size=10),  # when it speaks
+    st.one_of(st.just(False), st.floats(0, 1, allow_nan=False)),  # answers: delay or never
+)
+
+
+def simulate(
+    lv: Liveness[Peer], peers: list[tuple[Peer, tuple[float, list[float], bool | float]]]
+) -> list[list[tuple[float, Action]]]:
+    """Drive ``peers`` (each with its behaviour) in ``lv`` tick by tick for 200 s: the
+    actions each got."""
+    index = {id(p): i for i, (p, _) in enumerate(peers)}
+    events: list[list[tuple[float, Action]]] = [[] for _ in peers]
+    heard: list[tuple[float, int]] = sorted(  # (when, peer) a peer is heard
+        (t, i) for i, (_, (start, speaks, _)) in enumerate(peers) for t in speaks if t > start
+    )
+    added = [False] * len(peers)
+    now = 0.0
+    while now < 200:
+        now = round(now + TICK, 9)
+        for i, (p, (start, _, _)) in enumerate(peers):
+            if not added[i] and start <= now:
+                lv.add(p, start)
+                added[i] = True
+        while heard and heard[0][0] <= now:
+            when, i = heard.pop(0)
+            lv.now = max(lv.now, when)
+            peers[i][0].heard = when  # (not lv.now: another peer's doings must not count)
+        pings, closes = lv.sweep(now)
+        for p in closes:
+            events[index[id(p)]].append((now, Action.CLOSE))
+        for p in pings:
+            i = index[id(p)]
+            events[i].append((now, Action.PING))
+            answers = peers[i][1][2]
+            if answers is not False:
+                heard.append((now + float(answers), i))
+                heard.sort()
+    return events
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(behaviours, min_size=2, max_size=6), st.sampled_from([(1.0, 4.0), (2.0, 2.0)]))
+def test_many_peers_in_one_wheel_get_what_each_gets_alone(
+    kinds: list[tuple[float, list[float], bool | float]], bounds: tuple[float, float]
+) -> None:
+    """``sweep`` decides a tick's peers in one pass, sharing bucket look-ups: each peer's
+    pings and close are exactly those it gets in a schedule of its own."""
+    got = simulate(Liveness(*bounds, TICK), [(Peer(), k) for k in kinds])
+    for kind, mine in zip(kinds, got, strict=True):
+        assert simulate(Liveness(*bounds, TICK), [(Peer(), kind)]) == [mine]
+    assert any(got), "nothing happened: not a test"
+
+
 def test_negative_ping_settings_are_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="DANMAKU_PING"):
         Settings(ping_min_s=-1.0)

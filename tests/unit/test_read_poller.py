@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import Ping, TextMessage
+from wsproto.events import Ping, Pong, TextMessage
 
-from danmaku.gateway.fastpath import WaitFirstStream
+from danmaku.gateway.fastpath import WaitFirstStream, wrap_at_accept
 from danmaku.gateway.inbound import FastInbound
 from danmaku.gateway.poller import ReadPoller
 from tests.unit.test_inbound import client_bytes
@@ -166,3 +166,40 @@ async def test_a_poller_runs_once_at_a_time() -> None:
     async with running() as (poller, _):
         with pytest.raises(RuntimeError):
             await poller.run()
+
+
+async def test_a_stream_wrapped_at_accept_moves_its_idle_reader_to_the_poller() -> None:
+    """A reader already waiting for itself (an idle viewer, after its handshake) parks in
+    the poller as soon as the stream is attached, not only after the peer's next bytes:
+    then its first pong, like every later frame, reaches the inbound side without
+    waking it. Without ``early`` the wait stays the reader's own."""
+    async with running() as (poller, n):
+        a, b = trio.socket.socketpair()
+        stream = wrap_at_accept(trio.SocketStream(a))
+        assert isinstance(stream, WaitFirstStream) and stream.early
+        pongs: list[int] = []
+        inbound = FastInbound(
+            Connection(ConnectionType.SERVER), lambda t: None, 4096, lambda: pongs.append(1)
+        )
+        got: list[bytes] = []
+
+        async def reader() -> None:
+            got.append(await stream.receive_some(4096))
+
+        n.start_soon(reader)
+        await settle()
+        assert len(poller) == 0  # waiting for itself
+        stream.attach(poller, inbound)
+        await settle()
+        assert len(poller) == 1  # moved, with nothing read
+        peer = trio.SocketStream(b)
+        await peer.send_all(client_bytes(Pong(b"")))
+        await settle()
+        assert pongs == [1] and got == [] and inbound.fast
+
+        late = WaitFirstStream(trio.SocketStream(b), b._sock)  # type: ignore[attr-defined]
+        n.start_soon(lambda: late.receive_some(4096))
+        await settle()
+        late.attach(poller, FastInbound(Connection(ConnectionType.SERVER), print, 4096))
+        await settle()
+        assert len(poller) == 1  # not early: its reader waits for the peer's bytes
