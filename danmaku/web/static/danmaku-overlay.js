@@ -7,6 +7,8 @@
  *   dm.on("state", (s) => ...);   // "connecting" | "connected" | "reconnecting" | "closed"
  *   dm.on("error", (e) => ...);   // {code, retry_after_ms?, until?, reason?}
  *   dm.on("comment", (item) => ...); // each comment delivered ({id, uid, nick, text, ...})
+ *   dm.on("notice", (msg) => ...);   // room notices (resume_failed, pins, ...)
+ *   dm.connection.on("frame", (msg, {gap}) => ...); // the client underneath, every event
  *   await dm.send("hello", {color: "#ff8800", mode: "scroll"}); // needs a token
  *   dm.set({opacity: 0.8, fontSize: 28, speed: 1.2, on: true, density: 0.5});
  *   dm.detach();
@@ -22,7 +24,9 @@
  *   script was loaded from when it is the page's own;
  * - it reconnects with jittered backoff and resumes
  *   after the last frame it saw (``since``, with the room's ``epoch``); frames and ids
- *   seen before are skipped; moderators' retracts leave the screen;
+ *   seen before are skipped; moderators' retracts leave the screen; a socket silent for
+ *   ``deadAfterMs`` (35 s; it pings every 15 s) is replaced. The client is
+ *   ``DanmakuOverlay.Connection`` (below), which the project's own player uses too;
  * - comments in lanes: a scrolling one takes a lane only when it will not catch the one
  *   ahead, top/bottom ones stay still for a while; text is only ever set as text;
  * - ``send`` resolves with ``{id}`` on the server's ack (``{id, held: true}`` when it is held

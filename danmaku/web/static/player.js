@@ -4,8 +4,9 @@
  * The parts, each a module of player/ named for what it holds:
  * - state.js: constants, the page's elements, the stored settings, session and staff token,
  *   the connection's and replay's state;
- * - connection.js: the gateway hint (GET /api/rooms/{room}/gateway, else /api/config),
- *   the WebSocket with backoff and resume (since, epoch), welcome, frames, acks, errors;
+ * - connection.js: the player's side of the one WebSocket client (danmaku-overlay.js'
+ *   Connection: gateway hint, backoff, resume with since/epoch): welcome, frames, acks,
+ *   errors and the connection's state in the viewer's words;
  * - stage.js: what shows (de-duplication, retracts, block lists, filters) and the
  *   comments over the video, drawn by danmaku-overlay.js' Renderer: the same lanes and
  *   moving elements as the embeddable overlay, one renderer for both;

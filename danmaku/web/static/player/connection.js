@@ -1,8 +1,11 @@
-/* The connection and resume: where to connect (the gateway hint, else /api/config), the
- * WebSocket with jittered exponential backoff, resuming after the last frame seq it saw
- * (since, with the room's epoch), frames de-duplicated by seq, the connection's state in
- * words, the online count (frames, else GET /api/rooms/R in a quiet room), pings and the
- * silent-socket check.
+/* The connection, in the player's words: the one WebSocket client is danmaku-overlay.js'
+ * ``DanmakuOverlay.Connection`` (the gateway hint, else /api/config; jittered exponential
+ * backoff; resume after the last frame seq with since/epoch and resume_failed; frames
+ * de-duplicated by seq; pings and the silent-socket check). This module opens one (``link``)
+ * and turns its events into the page: the connection's state in words, the staff token's
+ * and session's refusals, welcome (limits, densities, pin, resends), frames onto the
+ * stage, acks and errors of sent comments (cooldowns, automatic retries), and the online
+ * count (frames, else GET /api/rooms/R in a quiet room).
  */
 
 import {
@@ -121,7 +124,6 @@ link.on("state", (state, detail) => {
 
 link.on("connecting", (c) => {
   S.welcomed = false;
-  S.handshakeError = null;
   S.connects.push({ since: c.since, density: c.density, token: c.token,
     staff: Boolean(staffToken), gateway: c.host, via: c.via, at: Date.now() });
   if (S.connects.length > 50) S.connects.shift();
@@ -133,7 +135,7 @@ link.on("frame", (msg, info) => onFrame(msg, info));
 link.on("duplicate", () => { S.stats.dupFrames += 1; });
 link.on("notice", (msg) => onNotice(msg));
 link.on("ack", (msg) => onAck(msg));
-link.on("error", (msg) => onError(msg));
+link.on("error", (msg, info) => onError(msg, info));
 
 export function reconnectNow() {
   S.welcomed = false;
@@ -229,10 +231,9 @@ function onAck(msg) {
   if (!S.cooldownUntil) clearSendError();
 }
 
-function onError(msg) {
+function onError(msg, { handshake }) {
   const code = typeof msg.code === "string" ? msg.code : "error";
-  if (!link.welcomed && !msg.nonce) {
-    S.handshakeError = msg; // the close that follows decides what to do
+  if (handshake) { // a refusal: the close that follows (its ``refusal``) decides what to do
     setState("error", errorWords(msg));
     return;
   }
