@@ -57,6 +57,14 @@ def test_the_overlay_finds_a_dead_server_and_resumes_with_since_and_epoch(
     assert seq >= 1 and epoch
     first = page.evaluate("window.ovlLog.connecting")
     assert len(first) == 1 and first[0]["since"] is None and first[0]["via"] == "hint"
+    # a comment through the connection gets the server's answer: an anonymous viewer's
+    # is refused, and the promise rejects with the error's code
+    refused = page.evaluate(
+        """() => window.ovl.connection.comment({text: 'anon says hi'})
+             .then(() => 'acked', (e) => e.code)"""
+    )
+    assert refused == "unauthorized"
+    assert page.evaluate("window.ovl.connection.pending.size") == 0
 
     # the link freezes: neither frames nor pongs come, and the socket is not closed
     trio_thread.run_sync(frozen_link.pause)

@@ -452,7 +452,7 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
    *  ``connecting`` {url, via, since, density, token}, ``welcome`` (msg), ``frame`` (msg,
    *  {gap}), ``duplicate`` (msg), ``notice`` (msg), ``ack`` (msg), ``error`` (msg,
    *  {handshake}), ``close`` {code, reason, refusal, welcomed}, ``message`` (any other
-   *  message, e.g. pong). */
+   *  message, e.g. pong). ``comment()`` sends a comment and answers with a promise. */
   class Connection {
     constructor(o) {
       if (!o || !o.room) throw new Error("DanmakuOverlay.Connection: a room is required");
@@ -482,6 +482,8 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       this.stopped = true;
       this.ticker = 0;
       this.pinger = 0;
+      this.pending = new Map();  // nonce -> {msg, resolve, reject}: comments not answered
+      this.nonces = 0;
     }
 
     on(kind, fn) {
@@ -537,6 +539,8 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       clearInterval(this.ticker);
       clearInterval(this.pinger);
       this.drop();
+      for (const p of this.pending.values()) p.reject({ code: "detached" });
+      this.pending.clear();
       this.setState("closed");
     }
 
@@ -558,6 +562,22 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       if (!this.open) return false;
       this.ws.send(JSON.stringify(msg));
       return true;
+    }
+
+    /** Send a comment (``{text, color, mode}``, optional ``nonce``): resolves with the
+     *  server's ``ack`` message (``code: "held"`` when held for review), rejects with its
+     *  ``error`` message (``{code, ...}``) or ``{code: "detached"}`` on ``stop``. Not
+     *  connected: sent on the next welcome; unanswered ones are sent again after every
+     *  welcome with the same nonce (the server posts a nonce once). */
+    comment(fields) {
+      this.nonces += 1;
+      const nonce = typeof fields.nonce === "string" && fields.nonce ? fields.nonce
+        : `o${this.nonces}-${Math.random().toString(36).slice(2, 10)}`;
+      return new Promise((resolve, reject) => {
+        const p = { msg: { ...fields, type: "comment", nonce }, resolve, reject };
+        this.pending.set(nonce, p);
+        this.send(p.msg);
+      });
     }
 
     pick() {
@@ -698,6 +718,7 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
           if (this.lastSeq === null && typeof msg.seq === "number") this.lastSeq = msg.seq;
           this.setState("connected", {});
           this.emit("welcome", msg);
+          for (const p of this.pending.values()) this.send(p.msg); // same nonce: posted once
           return;
         }
         case "frame": {
@@ -719,12 +740,23 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
           }
           this.emit("notice", msg);
           return;
-        case "ack":
+        case "ack": {
+          const p = this.pending.get(msg.nonce);
+          if (p) {
+            this.pending.delete(msg.nonce);
+            p.resolve(msg);
+          }
           this.emit("ack", msg);
           return;
+        }
         case "error": {
           const handshake = !this.welcomed && !msg.nonce;
           if (handshake) this.refusal = msg; // the close that follows decides what to do
+          const p = msg.nonce ? this.pending.get(msg.nonce) : null;
+          if (p) {
+            this.pending.delete(msg.nonce);
+            p.reject(msg);
+          }
           this.emit("error", msg, { handshake });
           return;
         }
@@ -756,9 +788,8 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
     layer.setAttribute("aria-hidden", "true");
     video.parentNode.insertBefore(layer, video.nextSibling);
 
-    const st = { user: null, online: null, detached: false, nonce: 0, tickMs: 100 };
+    const st = { user: null, online: null, detached: false, tickMs: 100 };
     const seen = new Set();
-    const pending = new Map(); // nonce -> {resolve, reject, text, color, mode}
 
     function emit(kind, value) {
       for (const fn of listeners[kind] || []) {
@@ -844,7 +875,6 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       st.user = conn.user;
       if (Number(msg.tick_ms) > 0) st.tickMs = Number(msg.tick_ms);
       setOnline(msg.online);
-      for (const [nonce, p] of pending) transmit(nonce, p); // same nonce: no double post
     });
     conn.on("frame", (msg) => {
       setOnline(msg.online);
@@ -860,39 +890,18 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       renderer.frame(shown, st.tickMs); // spread over the tick, as the server sent them
     });
     conn.on("notice", (msg) => emit("notice", msg));
-    conn.on("ack", (msg) => {
-      const p = pending.get(msg.nonce);
-      if (!p) return;
-      pending.delete(msg.nonce);
-      if (msg.code === "held") {
-        p.resolve({ id: msg.id, held: true });
-        return;
-      }
-      p.resolve({ id: msg.id });
-      const u = st.user || {};
-      const own = accept({ id: msg.id, uid: u.uid, nick: u.nick, text: p.text, color: p.color,
-        mode: p.mode, ts: Date.now(), prio: 0 }, true);
-      if (own) renderer.add(own, true);
-    });
-    conn.on("error", (msg) => {
+    /** An error message as the overlay's listeners and send() get it. */
+    function errorOf(msg) {
       const err = { code: typeof msg.code === "string" ? msg.code : "error" };
       for (const k of ["retry_after_ms", "until", "reason"]) if (k in msg) err[k] = msg[k];
-      const p = msg.nonce ? pending.get(msg.nonce) : null;
-      if (p) {
-        pending.delete(msg.nonce);
-        p.reject(err);
-      }
-      emit("error", err);
-    });
+      return err;
+    }
+    conn.on("error", (msg) => emit("error", errorOf(msg)));
 
     function setOnline(n) {
       if (typeof n !== "number" || !Number.isFinite(n)) return;
       st.online = n;
       emit("online", n);
-    }
-
-    function transmit(nonce, p) {
-      conn.send({ type: "comment", text: p.text, nonce, color: p.color, mode: p.mode });
     }
 
     conn.start();
@@ -919,13 +928,15 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
         if (!opt.token) return Promise.reject({ code: "unauthorized" });
         const color = COLOR_RE.test(o.color) ? o.color.toLowerCase() : "#ffffff";
         const mode = ["scroll", "top", "bottom"].includes(o.mode) ? o.mode : "scroll";
-        st.nonce += 1;
-        const nonce = `o${st.nonce}-${Math.random().toString(36).slice(2, 10)}`;
-        return new Promise((resolve, reject) => {
-          const p = { resolve, reject, text: clean, color, mode };
-          pending.set(nonce, p);
-          transmit(nonce, p); // not connected: sent on the next welcome
-        });
+        // not connected: sent on the next welcome (the connection keeps it until answered)
+        return conn.comment({ text: clean, color, mode }).then((ack) => {
+          if (ack.code === "held") return { id: ack.id, held: true }; // not shown to anyone yet
+          const u = st.user || {};
+          const own = accept({ id: ack.id, uid: u.uid, nick: u.nick, text: clean, color, mode,
+            ts: Date.now(), prio: 0 }, true);
+          if (own) renderer.add(own, true);
+          return { id: ack.id };
+        }, (msg) => { throw errorOf(msg); });
       },
       set(changes) {
         const c = changes || {};
@@ -948,8 +959,6 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
         window.removeEventListener("resize", place);
         clear();
         layer.remove();
-        for (const p of pending.values()) p.reject({ code: "detached" });
-        pending.clear();
       },
     });
   }
