@@ -7,6 +7,8 @@
  *   dm.on("state", (s) => ...);   // "connecting" | "connected" | "reconnecting" | "closed"
  *   dm.on("error", (e) => ...);   // {code, retry_after_ms?, until?, reason?}
  *   dm.on("comment", (item) => ...); // each comment delivered ({id, uid, nick, text, ...})
+ *   dm.on("notice", (msg) => ...);   // room notices (resume_failed, pins, ...)
+ *   dm.connection.on("frame", (msg, {gap}) => ...); // the client underneath, every event
  *   await dm.send("hello", {color: "#ff8800", mode: "scroll"}); // needs a token
  *   dm.set({opacity: 0.8, fontSize: 28, speed: 1.2, on: true, density: 0.5});
  *   dm.detach();
@@ -22,7 +24,9 @@
  *   script was loaded from when it is the page's own;
  * - it reconnects with jittered backoff and resumes
  *   after the last frame it saw (``since``, with the room's ``epoch``); frames and ids
- *   seen before are skipped; moderators' retracts leave the screen;
+ *   seen before are skipped; moderators' retracts leave the screen; a socket silent for
+ *   ``deadAfterMs`` (35 s; it pings every 15 s) is replaced. The client is
+ *   ``DanmakuOverlay.Connection`` (below), which the project's own player uses too;
  * - comments in lanes: a scrolling one takes a lane only when it will not catch the one
  *   ahead, top/bottom ones stay still for a while; text is only ever set as text;
  * - ``send`` resolves with ``{id}`` on the server's ack (``{id, held: true}`` when it is held
@@ -38,8 +42,6 @@
   const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
   const DENSITIES = [1, 0.5, 0.25];
   const SEEN_CAP = 5000;
-  const PING_MS = 15000;
-  const DEAD_MS = 35000;
 
   const STYLE = `
 .dmo-layer{position:absolute;overflow:hidden;pointer-events:none;z-index:2147483000;contain:strict}
@@ -421,6 +423,349 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
     return { urls: await fallback(), via: "config" };
   }
 
+  /** Plain-value-or-function options: a function is asked on every connect. */
+  const valueOf = (v) => (typeof v === "function" ? v() : v);
+
+  /** The one client of a gateway's WebSocket, for the overlay and the project's player.
+   *
+   *  It promises: where to connect comes from ``gatewayUrls`` (the hint, else
+   *  ``fallback()``), asked first and again after every failure; with the hint, its
+   *  ``urls`` in order, skipping those that failed since the last welcome; with the
+   *  fallback's list, a random one first, then the next after every failure. It resumes
+   *  after the last frame it saw (``since``, with the room's ``epoch``); a new epoch in
+   *  ``welcome`` or a ``resume_failed`` notice restarts the numbering (no false gap);
+   *  frames at or below the last seq are dropped (event ``duplicate``). It reconnects with
+   *  equal-jitter exponential backoff (reset after a connection lived ``stableMs``); a
+   *  socket that brings nothing (no frame, no pong) for ``deadAfterMs`` is dropped and
+   *  replaced; it pings every ``pingMs``. A handshake refusal ``bad_room`` stops it (state
+   *  "failed"); ``bad_request`` while resuming forgets the resume point.
+   *
+   *  Options: ``room``; ``token`` and ``density`` (values, or functions asked on each
+   *  connect); ``api`` (where the hint is asked, "" = this page's origin, null = not at
+   *  all); ``fallback`` (async, a list of ws addresses); ``prepare`` (async, awaited before
+   *  each attempt; a rejection counts as a failed attempt); ``pingMs`` (15000),
+   *  ``deadAfterMs`` (35000), ``backoffBaseMs`` (400), ``backoffMaxMs`` (15000),
+   *  ``stableMs`` (3000).
+   *
+   *  Events (``on(kind, fn)`` returns an unsubscribe function): ``state`` (state, detail:
+   *  "connecting" | "connected" | "reconnecting" {at, delay} | "failed" | "closed"),
+   *  ``connecting`` {url, via, since, density, token}, ``welcome`` (msg), ``frame`` (msg,
+   *  {gap}), ``duplicate`` (msg), ``notice`` (msg), ``ack`` (msg), ``error`` (msg,
+   *  {handshake}), ``close`` {code, reason, refusal, welcomed}, ``message`` (any other
+   *  message, e.g. pong). ``comment()`` sends a comment and answers with a promise. */
+  class Connection {
+    constructor(o) {
+      if (!o || !o.room) throw new Error("DanmakuOverlay.Connection: a room is required");
+      this.o = {
+        pingMs: 15000, deadAfterMs: 35000, backoffBaseMs: 400, backoffMaxMs: 15000,
+        stableMs: 3000, api: "", ...o,
+      };
+      this.listeners = new Map();
+      this.state = "idle";
+      this.ws = null;
+      this.id = 0;
+      this.welcomed = false;
+      this.openedAt = 0;
+      this.lastRx = 0;
+      this.attempts = 0;
+      this.timer = 0;
+      this.reconnectAt = 0;
+      this.lastSeq = null;
+      this.epoch = "";
+      this.user = null;
+      this.route = null;
+      this.stale = true;
+      this.url = "";
+      this.rotate = -1;          // fallback lists: the index tried, moved on after failures
+      this.failed = new Set();   // hint addresses that failed since the last welcome
+      this.refusal = null;       // the handshake's error, decided on at the close
+      this.stopped = true;
+      this.ticker = 0;
+      this.pinger = 0;
+      this.pending = new Map();  // nonce -> {msg, resolve, reject}: comments not answered
+      this.nonces = 0;
+    }
+
+    on(kind, fn) {
+      if (typeof fn !== "function") throw new Error("DanmakuOverlay.Connection.on: a function");
+      if (!this.listeners.has(kind)) this.listeners.set(kind, []);
+      this.listeners.get(kind).push(fn);
+      return () => {
+        this.listeners.set(kind, (this.listeners.get(kind) || []).filter((f) => f !== fn));
+      };
+    }
+
+    emit(kind, ...args) {
+      for (const fn of this.listeners.get(kind) || []) {
+        try { fn(...args); } catch (e) { setTimeout(() => { throw e; }); }
+      }
+    }
+
+    setState(s, detail) {
+      if (this.state === s && s !== "reconnecting") return;
+      this.state = s;
+      this.emit("state", s, detail || {});
+    }
+
+    /** The open, welcomed socket (or null): for tests that cut it. */
+    get socket() { return this.ws; }
+    get open() { return Boolean(this.ws && this.welcomed && this.ws.readyState === WebSocket.OPEN); }
+    get via() { return this.route ? this.route.via : ""; }
+
+    /** Start (or restart after ``stop``): timers and the first connect. */
+    start() {
+      if (!this.stopped) return;
+      this.stopped = false;
+      const every = Math.max(100, Math.min(1000, this.o.deadAfterMs / 4));
+      this.ticker = setInterval(() => {
+        // a socket that has gone silent (no frame, no pong) is dead: start over
+        if (this.ws && this.welcomed && Date.now() - this.lastRx > this.o.deadAfterMs) {
+          this.drop(4001, "no data");
+          this.emit("close", { code: 4001, reason: "no data", refusal: null, welcomed: true });
+          this.retry();
+        }
+      }, every);
+      this.pinger = setInterval(() => {
+        if (this.open) this.ws.send(JSON.stringify({ type: "ping", nonce: `p${Date.now().toString(36)}` }));
+      }, this.o.pingMs);
+      this.connect();
+    }
+
+    /** Close and stay closed (state "closed"). */
+    stop() {
+      this.stopped = true;
+      clearTimeout(this.timer);
+      this.timer = 0;
+      clearInterval(this.ticker);
+      clearInterval(this.pinger);
+      this.drop();
+      for (const p of this.pending.values()) p.reject({ code: "detached" });
+      this.pending.clear();
+      this.setState("closed");
+    }
+
+    /** Drop the socket (if any) and connect again at once, keeping the resume point. */
+    reconnect() {
+      if (this.stopped) return;
+      this.drop();
+      this.attempts = 0;
+      clearTimeout(this.timer);
+      this.timer = 0;
+      this.connect();
+    }
+
+    /** Waiting for the backoff to end? */
+    get waiting() { return Boolean(this.timer) && !this.ws; }
+
+    /** Send a message on the welcomed socket; false when there is none. */
+    send(msg) {
+      if (!this.open) return false;
+      this.ws.send(JSON.stringify(msg));
+      return true;
+    }
+
+    /** Send a comment (``{text, color, mode}``, optional ``nonce``): resolves with the
+     *  server's ``ack`` message (``code: "held"`` when held for review), rejects with its
+     *  ``error`` message (``{code, ...}``) or ``{code: "detached"}`` on ``stop``. Not
+     *  connected: sent on the next welcome; unanswered ones are sent again after every
+     *  welcome with the same nonce (the server posts a nonce once). */
+    comment(fields) {
+      this.nonces += 1;
+      const nonce = typeof fields.nonce === "string" && fields.nonce ? fields.nonce
+        : `o${this.nonces}-${Math.random().toString(36).slice(2, 10)}`;
+      return new Promise((resolve, reject) => {
+        const p = { msg: { ...fields, type: "comment", nonce }, resolve, reject };
+        this.pending.set(nonce, p);
+        this.send(p.msg);
+      });
+    }
+
+    pick() {
+      const { urls, via } = this.route;
+      if (via === "hint") {
+        const fresh = urls.find((u) => !this.failed.has(u));
+        if (fresh) return fresh;
+        this.failed.clear();
+        return urls[0];
+      }
+      if (this.rotate < 0) this.rotate = Math.floor(Math.random() * urls.length);
+      return urls[this.rotate % urls.length];
+    }
+
+    async connect() {
+      clearTimeout(this.timer);
+      this.timer = 0;
+      if (this.stopped || this.ws) return;
+      const id = ++this.id;
+      this.setState(this.attempts ? "reconnecting" : "connecting", {});
+      try {
+        if (this.o.prepare) await this.o.prepare(this.attempts);
+        if (id !== this.id || this.stopped) return;
+        if (!this.route || this.stale) { // first, and after every failure: ask where to go
+          const got = await gatewayUrls(this.o.api, this.o.room, this.o.fallback);
+          if (id !== this.id || this.stopped) return;
+          if (!got || !got.urls.length) throw new Error("no gateway address");
+          this.route = got;
+          this.stale = false;
+        }
+      } catch {
+        if (id !== this.id || this.stopped) return;
+        this.emit("close", { code: 0, reason: "unreachable", refusal: null, welcomed: false });
+        this.retry();
+        return;
+      }
+      let url;
+      try {
+        url = new URL(this.pick(), location.href);
+      } catch {
+        url = null;
+      }
+      if (!url) { this.retry(); return; }
+      this.url = url.href;
+      const token = valueOf(this.o.token);
+      const density = valueOf(this.o.density);
+      url.searchParams.set("room", this.o.room);
+      if (token) url.searchParams.set("token", token);
+      if (this.lastSeq !== null) {
+        url.searchParams.set("since", String(this.lastSeq));
+        // the room's history numbering this seq belongs to (welcome.epoch): a reset room
+        // answers resume_failed rather than replaying frames of another numbering
+        if (this.epoch) url.searchParams.set("epoch", this.epoch);
+      }
+      if (density !== undefined && density !== null) url.searchParams.set("density", String(density));
+      let ws;
+      try {
+        ws = new WebSocket(url.href);
+      } catch {
+        this.emit("close", { code: 0, reason: "bad address", refusal: null, welcomed: false });
+        this.retry();
+        return;
+      }
+      this.ws = ws;
+      this.welcomed = false;
+      this.refusal = null;
+      this.lastRx = Date.now();
+      this.emit("connecting", { url: url.href, host: url.host, via: this.route.via,
+        since: this.lastSeq, density, token: Boolean(token) });
+      ws.onmessage = (ev) => {
+        if (id !== this.id) return;
+        this.lastRx = Date.now();
+        let msg;
+        try { msg = JSON.parse(ev.data); } catch { return; }
+        if (msg && typeof msg === "object") this.onMessage(msg);
+      };
+      ws.onclose = (ev) => {
+        if (id !== this.id) return;
+        this.onClose(ev.code, ev.reason);
+      };
+      ws.onerror = () => { /* a close event follows */ };
+    }
+
+    /** Drop the current socket without the close handler's reconnect. */
+    drop(code = 1000, reason = "") {
+      const ws = this.ws;
+      this.ws = null;
+      this.id += 1;
+      this.welcomed = false;
+      if (ws) try { ws.close(code, reason); } catch { /* already closed */ }
+    }
+
+    retry() {
+      if (this.stopped) return;
+      clearTimeout(this.timer);
+      const cap = Math.min(this.o.backoffMaxMs, this.o.backoffBaseMs * 2 ** Math.min(this.attempts, 10));
+      const delay = Math.round(cap / 2 + Math.random() * (cap / 2)); // "equal jitter"
+      this.attempts += 1;
+      if (this.rotate >= 0) this.rotate += 1; // the next gateway of a fallback list
+      if (this.url) this.failed.add(this.url);
+      this.stale = true; // ask the hint again before the next try
+      this.reconnectAt = Date.now() + delay;
+      this.timer = setTimeout(() => this.connect(), delay);
+      this.setState("reconnecting", { at: this.reconnectAt, delay });
+    }
+
+    onClose(code, reason) {
+      this.ws = null;
+      const welcomed = this.welcomed;
+      this.welcomed = false;
+      if (welcomed && Date.now() - this.openedAt > this.o.stableMs) this.attempts = 0;
+      const refusal = this.refusal;
+      if (refusal && refusal.code === "bad_request" && this.lastSeq !== null) this.lastSeq = null;
+      this.emit("close", { code, reason, refusal, welcomed });
+      if (this.stopped || this.ws) return; // a listener stopped or reconnected it
+      if (refusal && refusal.code === "bad_room") {
+        clearInterval(this.ticker);
+        clearInterval(this.pinger);
+        this.stopped = true;
+        this.setState("failed", { refusal });
+        return;
+      }
+      this.retry();
+    }
+
+    onMessage(msg) {
+      switch (msg.type) {
+        case "welcome": {
+          this.welcomed = true;
+          this.failed.clear();
+          this.openedAt = Date.now();
+          this.user = msg.user && typeof msg.user === "object" ? msg.user : null;
+          if (typeof msg.epoch === "string" && msg.epoch) {
+            // another epoch: the room's history was reset, its seqs are a new numbering
+            if (this.epoch && msg.epoch !== this.epoch && typeof msg.seq === "number") this.lastSeq = msg.seq;
+            this.epoch = msg.epoch;
+          }
+          if (this.lastSeq === null && typeof msg.seq === "number") this.lastSeq = msg.seq;
+          this.setState("connected", {});
+          this.emit("welcome", msg);
+          for (const p of this.pending.values()) this.send(p.msg); // same nonce: posted once
+          return;
+        }
+        case "frame": {
+          if (typeof msg.seq !== "number") return;
+          if (this.lastSeq !== null && msg.seq <= this.lastSeq) {
+            this.emit("duplicate", msg);
+            return;
+          }
+          const gap = this.lastSeq !== null && msg.seq > this.lastSeq + 1;
+          this.lastSeq = msg.seq;
+          this.emit("frame", msg, { gap });
+          return;
+        }
+        case "notice":
+          if (msg.event === "resume_failed") {
+            // a fresh start: live frames follow the notice's seq in its epoch (no false gap)
+            if (typeof msg.seq === "number") this.lastSeq = msg.seq;
+            if (typeof msg.epoch === "string" && msg.epoch) this.epoch = msg.epoch;
+          }
+          this.emit("notice", msg);
+          return;
+        case "ack": {
+          const p = this.pending.get(msg.nonce);
+          if (p) {
+            this.pending.delete(msg.nonce);
+            p.resolve(msg);
+          }
+          this.emit("ack", msg);
+          return;
+        }
+        case "error": {
+          const handshake = !this.welcomed && !msg.nonce;
+          if (handshake) this.refusal = msg; // the close that follows decides what to do
+          const p = msg.nonce ? this.pending.get(msg.nonce) : null;
+          if (p) {
+            this.pending.delete(msg.nonce);
+            p.reject(msg);
+          }
+          this.emit("error", msg, { handshake });
+          return;
+        }
+        default:
+          this.emit("message", msg);
+      }
+    }
+  }
+
   const clamp = (x, lo, hi, d) => (Number.isFinite(Number(x))
     ? Math.min(hi, Math.max(lo, Number(x))) : d);
 
@@ -437,29 +782,19 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       area: clamp(opt.area, 0.25, 1, 1),
       density: DENSITIES.includes(Number(opt.density)) ? Number(opt.density) : 1,
     };
-    const listeners = { state: [], error: [], comment: [], online: [] };
+    const listeners = { state: [], error: [], comment: [], online: [], notice: [] };
     const layer = document.createElement("div");
     layer.className = "dmo-layer";
     layer.setAttribute("aria-hidden", "true");
     video.parentNode.insertBefore(layer, video.nextSibling);
 
-    const st = {
-      state: "connecting", ws: null, conn: 0, attempts: 0, timer: 0, lastSeq: null, epoch: "",
-      lastRx: 0, welcomed: false, user: null, online: null, detached: false, nonce: 0,
-      route: null, stale: true, resolving: false, url: "", tickMs: 100,
-    };
+    const st = { user: null, online: null, detached: false, tickMs: 100 };
     const seen = new Set();
-    const pending = new Map(); // nonce -> {resolve, reject, text, color, mode}
 
     function emit(kind, value) {
       for (const fn of listeners[kind] || []) {
         try { fn(value); } catch (e) { setTimeout(() => { throw e; }); }
       }
-    }
-    function setState(s) {
-      if (st.state === s) return;
-      st.state = s;
-      emit("state", s);
     }
 
     // ---- the layer follows the video's box ----------------------------------------------
@@ -510,13 +845,12 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       return view.on && !document.hidden ? item : null;
     }
 
-    // ---- the connection -----------------------------------------------------------------
+    // ---- the connection: DanmakuOverlay.Connection --------------------------------------
     // The gateway hint is asked at the danmaku web app: ``api`` if given, else the origin
     // this script came from when that is the page's own (another origin answers only with
     // CORS, which the web app does not send: there ``ws`` is the address).
     const api = typeof opt.api === "string" ? opt.api
       : SCRIPT_ORIGIN && SCRIPT_ORIGIN === location.origin ? SCRIPT_ORIGIN : null;
-    const failed = new Set(); // addresses that failed since the last welcome
 
     async function fallbackUrls() {
       if (opt.ws) return [new URL(opt.ws, location.href).href];
@@ -527,132 +861,42 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       return urls;
     }
 
-    async function connect() {
-      if (st.detached || st.ws || st.resolving) return;
-      setState(st.attempts ? "reconnecting" : "connecting");
-      if (!st.route || st.stale) { // first, and after every failure: ask where to go
-        st.resolving = true;
-        let got = null;
-        try { got = await gatewayUrls(api, opt.room, fallbackUrls); } catch { got = null; }
-        st.resolving = false;
-        if (st.detached || st.ws) return;
-        if (!got || !got.urls.length) { retry(); return; }
-        st.route = got;
-        st.stale = false;
+    const conn = new Connection({
+      room: opt.room, token: opt.token || null, density: () => view.density, api,
+      fallback: fallbackUrls,
+      ...(Number(opt.deadAfterMs) >= 1000 ? { deadAfterMs: Number(opt.deadAfterMs) } : {}),
+    });
+    let told = "connecting";
+    conn.on("state", (s) => { // "failed" (a refused room) ends it, as "closed" does
+      const word = s === "failed" ? "closed" : s;
+      if (word !== told) emit("state", (told = word));
+    });
+    conn.on("welcome", (msg) => {
+      st.user = conn.user;
+      if (Number(msg.tick_ms) > 0) st.tickMs = Number(msg.tick_ms);
+      setOnline(msg.online);
+    });
+    conn.on("frame", (msg) => {
+      setOnline(msg.online);
+      if (Array.isArray(msg.retract)) {
+        const gone = new Set(msg.retract.filter((x) => typeof x === "string"));
+        for (const rid of gone) seen.add(rid);
+        renderer.retract(gone);
       }
-      // the first address in order that has not failed since the last welcome
-      let target = st.route.urls.find((u) => !failed.has(u));
-      if (!target) {
-        failed.clear();
-        [target] = st.route.urls;
+      const shown = [];
+      for (const item of Array.isArray(msg.items) ? msg.items : []) {
+        if (accept(item, false)) shown.push([item, false]);
       }
-      st.url = target;
-      const id = ++st.conn;
-      const url = new URL(target, location.href);
-      url.searchParams.set("room", opt.room);
-      if (opt.token) url.searchParams.set("token", opt.token);
-      if (st.lastSeq !== null) {
-        url.searchParams.set("since", String(st.lastSeq));
-        if (st.epoch) url.searchParams.set("epoch", st.epoch);
-      }
-      url.searchParams.set("density", String(view.density));
-      let ws;
-      try {
-        ws = new WebSocket(url.href);
-      } catch {
-        retry();
-        return;
-      }
-      st.ws = ws;
-      st.welcomed = false;
-      st.lastRx = Date.now();
-      ws.onmessage = (ev) => {
-        if (id !== st.conn) return;
-        st.lastRx = Date.now();
-        let msg;
-        try { msg = JSON.parse(ev.data); } catch { return; }
-        if (msg && typeof msg === "object") onMessage(msg);
-      };
-      ws.onclose = () => {
-        if (id !== st.conn) return;
-        st.ws = null;
-        st.welcomed = false;
-        retry();
-      };
+      renderer.frame(shown, st.tickMs); // spread over the tick, as the server sent them
+    });
+    conn.on("notice", (msg) => emit("notice", msg));
+    /** An error message as the overlay's listeners and send() get it. */
+    function errorOf(msg) {
+      const err = { code: typeof msg.code === "string" ? msg.code : "error" };
+      for (const k of ["retry_after_ms", "until", "reason"]) if (k in msg) err[k] = msg[k];
+      return err;
     }
-
-    function retry() {
-      if (st.detached) return;
-      if (st.url) failed.add(st.url);
-      st.stale = true; // ask the hint again before the next try
-      const cap = Math.min(15000, 400 * 2 ** Math.min(st.attempts, 10));
-      st.attempts += 1;
-      setState("reconnecting");
-      clearTimeout(st.timer);
-      st.timer = setTimeout(connect, cap / 2 + Math.random() * (cap / 2));
-    }
-
-    function drop() {
-      const ws = st.ws;
-      st.ws = null;
-      st.conn += 1;
-      st.welcomed = false;
-      if (ws) try { ws.close(1000); } catch { /* closed */ }
-    }
-
-    function onMessage(msg) {
-      if (msg.type === "welcome") {
-        st.welcomed = true;
-        st.attempts = 0;
-        failed.clear();
-        st.user = msg.user && typeof msg.user === "object" ? msg.user : null;
-        if (Number(msg.tick_ms) > 0) st.tickMs = Number(msg.tick_ms);
-        if (typeof msg.epoch === "string" && msg.epoch) {
-          if (st.epoch && st.epoch !== msg.epoch && typeof msg.seq === "number") st.lastSeq = msg.seq;
-          st.epoch = msg.epoch;
-        }
-        if (st.lastSeq === null && typeof msg.seq === "number") st.lastSeq = msg.seq;
-        setOnline(msg.online);
-        setState("connected");
-        for (const [nonce, p] of pending) transmit(nonce, p); // same nonce: no double post
-      } else if (msg.type === "frame") {
-        if (typeof msg.seq !== "number" || (st.lastSeq !== null && msg.seq <= st.lastSeq)) return;
-        st.lastSeq = msg.seq;
-        setOnline(msg.online);
-        if (Array.isArray(msg.retract)) {
-          const gone = new Set(msg.retract.filter((x) => typeof x === "string"));
-          for (const rid of gone) seen.add(rid);
-          renderer.retract(gone);
-        }
-        const shown = [];
-        for (const item of Array.isArray(msg.items) ? msg.items : []) {
-          if (accept(item, false)) shown.push([item, false]);
-        }
-        renderer.frame(shown, st.tickMs); // spread over the tick, as the server sent them
-      } else if (msg.type === "ack") {
-        const p = pending.get(msg.nonce);
-        if (!p) return;
-        pending.delete(msg.nonce);
-        if (msg.code === "held") {
-          p.resolve({ id: msg.id, held: true });
-          return;
-        }
-        p.resolve({ id: msg.id });
-        const u = st.user || {};
-        const own = accept({ id: msg.id, uid: u.uid, nick: u.nick, text: p.text, color: p.color,
-          mode: p.mode, ts: Date.now(), prio: 0 }, true);
-        if (own) renderer.add(own, true);
-      } else if (msg.type === "error") {
-        const err = { code: typeof msg.code === "string" ? msg.code : "error" };
-        for (const k of ["retry_after_ms", "until", "reason"]) if (k in msg) err[k] = msg[k];
-        const p = msg.nonce ? pending.get(msg.nonce) : null;
-        if (p) {
-          pending.delete(msg.nonce);
-          p.reject(err);
-        }
-        emit("error", err);
-      }
-    }
+    conn.on("error", (msg) => emit("error", errorOf(msg)));
 
     function setOnline(n) {
       if (typeof n !== "number" || !Number.isFinite(n)) return;
@@ -660,33 +904,18 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
       emit("online", n);
     }
 
-    function transmit(nonce, p) {
-      if (!st.ws || !st.welcomed || st.ws.readyState !== WebSocket.OPEN) return;
-      st.ws.send(JSON.stringify({ type: "comment", text: p.text, nonce, color: p.color,
-        mode: p.mode }));
-    }
-
-    const timer = setInterval(() => {
-      if (st.ws && st.welcomed && Date.now() - st.lastRx > DEAD_MS) {
-        drop();
-        retry();
-      }
-    }, 1000);
-    const pinger = setInterval(() => {
-      if (st.ws && st.welcomed && st.ws.readyState === WebSocket.OPEN) {
-        st.ws.send(JSON.stringify({ type: "ping", nonce: `p${Date.now().toString(36)}` }));
-      }
-    }, PING_MS);
-
-    connect();
+    conn.start();
 
     return Object.freeze({
-      get state() { return st.state; },
+      get state() { return conn.state === "failed" ? "closed" : conn.state; },
       get online() { return st.online; },
       get user() { return st.user ? { ...st.user } : null; },
-      get lastSeq() { return st.lastSeq; },
+      get lastSeq() { return conn.lastSeq; },
+      get epoch() { return conn.epoch; },
       /** The gateway address in use and how it was chosen ("hint" or "config"). */
-      get gateway() { return { url: st.url, via: st.route ? st.route.via : "" }; },
+      get gateway() { return { url: conn.url, via: conn.via }; },
+      /** The DanmakuOverlay.Connection underneath (its events: welcome, frame, ...). */
+      get connection() { return conn; },
       onScreen: () => Array.from(renderer.live.keys()),
       on(kind, fn) {
         if (!listeners[kind] || typeof fn !== "function") throw new Error(`unknown event ${kind}`);
@@ -699,13 +928,15 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
         if (!opt.token) return Promise.reject({ code: "unauthorized" });
         const color = COLOR_RE.test(o.color) ? o.color.toLowerCase() : "#ffffff";
         const mode = ["scroll", "top", "bottom"].includes(o.mode) ? o.mode : "scroll";
-        st.nonce += 1;
-        const nonce = `o${st.nonce}-${Math.random().toString(36).slice(2, 10)}`;
-        return new Promise((resolve, reject) => {
-          const p = { resolve, reject, text: clean, color, mode };
-          pending.set(nonce, p);
-          transmit(nonce, p); // not connected: sent on the next welcome
-        });
+        // not connected: sent on the next welcome (the connection keeps it until answered)
+        return conn.comment({ text: clean, color, mode }).then((ack) => {
+          if (ack.code === "held") return { id: ack.id, held: true }; // not shown to anyone yet
+          const u = st.user || {};
+          const own = accept({ id: ack.id, uid: u.uid, nick: u.nick, text: clean, color, mode,
+            ts: Date.now(), prio: 0 }, true);
+          if (own) renderer.add(own, true);
+          return { id: ack.id };
+        }, (msg) => { throw errorOf(msg); });
       },
       set(changes) {
         const c = changes || {};
@@ -718,25 +949,20 @@ will-change:transform;font-family:"Helvetica Neue",Arial,"PingFang SC","Microsof
         if ("density" in c && DENSITIES.includes(Number(c.density))) view.density = Number(c.density);
         if (!view.on || fontSize !== view.fontSize) clear(); // lanes change height: start over
         place();
-        if (density !== view.density && st.ws) { drop(); connect(); } // density goes on connect
+        if (density !== view.density && conn.socket) conn.reconnect(); // density goes on connect
       },
       detach() {
         st.detached = true;
-        clearTimeout(st.timer);
-        clearInterval(timer);
-        clearInterval(pinger);
         cancelAnimationFrame(raf);
-        drop();
+        conn.stop();
         resize.disconnect();
         window.removeEventListener("resize", place);
         clear();
         layer.remove();
-        for (const p of pending.values()) p.reject({ code: "detached" });
-        pending.clear();
-        setState("closed");
       },
     });
   }
 
-  global.DanmakuOverlay = Object.freeze({ attach, gatewayUrls, Renderer, RENDER, version: "1" });
+  global.DanmakuOverlay = Object.freeze({ attach, gatewayUrls, Connection, Renderer, RENDER,
+    version: "1" });
 })(window);

@@ -4,8 +4,9 @@
  * The parts, each a module of player/ named for what it holds:
  * - state.js: constants, the page's elements, the stored settings, session and staff token,
  *   the connection's and replay's state;
- * - connection.js: the gateway hint (GET /api/rooms/{room}/gateway, else /api/config),
- *   the WebSocket with backoff and resume (since, epoch), welcome, frames, acks, errors;
+ * - connection.js: the player's side of the one WebSocket client (danmaku-overlay.js'
+ *   Connection: gateway hint, backoff, resume with since/epoch): welcome, frames, acks,
+ *   errors and the connection's state in the viewer's words;
  * - stage.js: what shows (de-duplication, retracts, block lists, filters) and the
  *   comments over the video, drawn by danmaku-overlay.js' Renderer: the same lanes and
  *   moving elements as the embeddable overlay, one renderer for both;
@@ -23,7 +24,7 @@
 
 import { I18N, R, S, el, pending, rendered, room, settings, tr } from "./player/state.js";
 import { chat } from "./player/actions.js";
-import { setOnline, setState, startConnection } from "./player/connection.js";
+import { link, setOnline, setState, startConnection } from "./player/connection.js";
 import { V, bindControls, renderControls, setupVideo } from "./player/media.js";
 import { relabelBanner, renderRoomStatus } from "./player/notices.js";
 import { drawPattern, resizePattern } from "./player/pattern.js";
@@ -89,10 +90,10 @@ startConnection(); // each welcome also reads the room's recordings (the replay 
 // ---- the hook for tests and the curious ------------------------------------------------------
 window.danmaku = Object.freeze({
   get state() { return S.state; },
-  get lastSeq() { return S.lastSeq; },
+  get lastSeq() { return link.lastSeq; },
   get online() { return S.online; },
   get user() { return S.user ? { ...S.user } : null; },
-  get epoch() { return S.epoch; },
+  get epoch() { return link.epoch; },
   get densities() { return S.densities.slice(); },
   get sessionRefusal() { return S.sessionRefusal || ""; },
   get room() { return room; },
@@ -116,5 +117,5 @@ window.danmaku = Object.freeze({
     clock: Boolean(R.clock), duration: R.media ? R.media.duration : 0, shown: R.shown.map((x) => x.slice()),
   } : null),
   /** Close the socket as a network failure would (the player reconnects on its own). */
-  dropConnection: () => { if (S.ws) S.ws.close(4001, "test"); },
+  dropConnection: () => { if (link.socket) link.socket.close(4001, "test"); },
 });

@@ -1,8 +1,11 @@
-/* The connection and resume: where to connect (the gateway hint, else /api/config), the
- * WebSocket with jittered exponential backoff, resuming after the last frame seq it saw
- * (since, with the room's epoch), frames de-duplicated by seq, the connection's state in
- * words, the online count (frames, else GET /api/rooms/R in a quiet room), pings and the
- * silent-socket check.
+/* The connection, in the player's words: the one WebSocket client is danmaku-overlay.js'
+ * ``DanmakuOverlay.Connection`` (the gateway hint, else /api/config; jittered exponential
+ * backoff; resume after the last frame seq with since/epoch and resume_failed; frames
+ * de-duplicated by seq; pings and the silent-socket check). This module opens one (``link``)
+ * and turns its events into the page: the connection's state in words, the staff token's
+ * and session's refusals, welcome (limits, densities, pin, resends), frames onto the
+ * stage, acks and errors of sent comments (cooldowns, automatic retries), and the online
+ * count (frames, else GET /api/rooms/R in a quiet room).
  */
 
 import {
@@ -63,21 +66,6 @@ function configUrls() {
   return listed.length ? listed : [S.config.ws_url || defaultWsUrl()];
 }
 
-/** Where to connect. The gateway hint's ``urls`` in order, skipping those that failed
- *  since the last welcome; /api/config's list: a random one first, then the next one
- *  after every failure. Either way a dead gateway is left behind without a balancer. */
-function pickGateway() {
-  const { urls, via } = S.route;
-  if (via === "hint") {
-    const fresh = urls.find((u) => !S.failedUrls.has(u));
-    if (fresh) return fresh;
-    S.failedUrls.clear();
-    return urls[0];
-  }
-  if (S.gateway < 0) S.gateway = Math.floor(Math.random() * urls.length);
-  return urls[S.gateway % urls.length];
-}
-
 function defaultWsUrl() {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 }
@@ -99,108 +87,59 @@ function applyLimits(limits) {
   updateCount();
 }
 
-export async function connect() {
-  clearTimeout(S.reconnectTimer);
-  S.reconnectTimer = 0;
-  if (!ROOM_RE.test(room)) {
-    setState("error", tr("why.room_rule"));
-    return;
-  }
-  if (S.ws) return;
-  const id = ++S.connId;
-  if (!S.config || S.attempts >= 3) { // after repeated failures the gateway may have moved
+/** The player's one WebSocket: the overlay's client (danmaku-overlay.js' Connection), which
+ *  does the gateway choice, backoff, resume with since/epoch, de-duplication of frames,
+ *  pings and the silent-socket check; this module turns its events into the page. */
+export const link = new window.DanmakuOverlay.Connection({
+  room,
+  token: () => currentToken(),
+  density: () => settings.density,
+  api: "", // the hint at this page's origin (the web app)
+  fallback: async () => configUrls(),
+  // /api/config first (limits, tick, report reasons), and again after repeated failures:
+  // the gateways may have moved; a failure with none read yet counts as a failed attempt
+  prepare: async (attempts) => {
+    if (S.config && attempts < 3) return;
     try {
       S.config = await fetchConfig();
-    } catch {
-      if (id !== S.connId) return;
-      if (!S.config) { scheduleReconnect(tr("why.unreachable")); return; }
+    } catch (e) {
+      if (!S.config) throw e;
     }
-    if (id !== S.connId) return;
-  }
-  if (!S.route || S.routeStale) { // first, and after every failure: ask where to go
-    S.route = await window.DanmakuOverlay.gatewayUrls("", room, async () => configUrls());
-    S.routeStale = false;
-    if (id !== S.connId) return;
-  }
-  let url;
-  try {
-    url = new URL(pickGateway(), location.href);
-  } catch {
-    url = new URL(defaultWsUrl());
-  }
-  S.gatewayUrl = url.href;
-  url.searchParams.set("room", room);
-  if (currentToken()) url.searchParams.set("token", currentToken());
-  if (S.lastSeq !== null) {
-    url.searchParams.set("since", String(S.lastSeq));
-    // the room's history numbering this seq belongs to (welcome.epoch): a reset room
-    // answers resume_failed rather than replaying frames of another numbering
-    if (S.epoch) url.searchParams.set("epoch", S.epoch);
-  }
-  url.searchParams.set("density", String(settings.density));
-  setState(S.attempts ? "reconnecting" : "connecting");
-  let ws;
-  try {
-    ws = new WebSocket(url.href);
-  } catch {
-    scheduleReconnect(tr("why.bad_gateway"));
-    return;
-  }
-  S.ws = ws;
-  S.welcomed = false;
-  S.handshakeError = null;
-  S.lastRx = Date.now();
-  S.connects.push({ since: S.lastSeq, density: settings.density, token: Boolean(currentToken()),
-    staff: Boolean(staffToken),
-    gateway: url.host, via: S.route.via, at: Date.now() });
-  if (S.connects.length > 50) S.connects.shift();
-  ws.onmessage = (ev) => {
-    if (id !== S.connId) return;
-    S.lastRx = Date.now();
-    let msg;
-    try {
-      msg = JSON.parse(ev.data);
-    } catch {
-      return;
-    }
-    if (msg && typeof msg === "object") onMessage(msg);
-  };
-  ws.onclose = (ev) => {
-    if (id !== S.connId) return;
-    onClose(ev.code, ev.reason);
-  };
-  ws.onerror = () => { /* a close event follows */ };
-}
+  },
+  pingMs: PING_EVERY_MS,
+  deadAfterMs: DEAD_AFTER_MS,
+  backoffBaseMs: BACKOFF_BASE_MS,
+  backoffMaxMs: BACKOFF_MAX_MS,
+  stableMs: STABLE_MS,
+});
 
-/** Drop the current socket without triggering the close handler's reconnect. */
-function detach(code = 1000, reason = "") {
-  const ws = S.ws;
-  S.ws = null;
-  S.connId += 1;
+link.on("state", (state, detail) => {
+  if (state === "connecting") setState("connecting");
+  else if (state === "reconnecting" && detail.at) {
+    S.reconnectAt = detail.at;
+    renderReconnect();
+  } else if (state === "reconnecting") setState("reconnecting");
+  else if (state === "connected") setState("connected");
+});
+
+link.on("connecting", (c) => {
   S.welcomed = false;
-  if (ws) {
-    try { ws.close(code, reason); } catch { /* already closed */ }
-  }
-}
+  S.connects.push({ since: c.since, density: c.density, token: c.token,
+    staff: Boolean(staffToken), gateway: c.host, via: c.via, at: Date.now() });
+  if (S.connects.length > 50) S.connects.shift();
+});
+
+link.on("close", ({ code, reason, refusal }) => onClose(code, reason, refusal));
+link.on("welcome", (msg) => onWelcome(msg));
+link.on("frame", (msg, info) => onFrame(msg, info));
+link.on("duplicate", () => { S.stats.dupFrames += 1; });
+link.on("notice", (msg) => onNotice(msg));
+link.on("ack", (msg) => onAck(msg));
+link.on("error", (msg, info) => onError(msg, info));
 
 export function reconnectNow() {
-  detach();
-  S.attempts = 0;
-  connect();
-}
-
-function scheduleReconnect(why) {
-  clearTimeout(S.reconnectTimer);
-  const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(S.attempts, 10));
-  const delay = Math.round(cap / 2 + Math.random() * (cap / 2)); // "equal jitter"
-  S.attempts += 1;
-  if (S.gateway >= 0) S.gateway += 1; // try the next gateway (when there are several)
-  if (S.gatewayUrl) S.failedUrls.add(S.gatewayUrl);
-  S.routeStale = true; // ask the hint again before the next try
-  S.reconnectAt = Date.now() + delay;
-  S.reconnectWhy = why || "";
-  renderReconnect();
-  S.reconnectTimer = setTimeout(connect, delay);
+  S.welcomed = false;
+  link.reconnect();
 }
 
 export function renderReconnect() {
@@ -210,14 +149,10 @@ export function renderReconnect() {
     `${why}${tr("why.retry_in", { s: secs })}`);
 }
 
-function onClose(code, reason) {
-  S.ws = null;
-  const wasWelcomed = S.welcomed;
+function onClose(code, reason, refusal) {
   S.welcomed = false;
-  if (wasWelcomed && Date.now() - S.openedAt > STABLE_MS) S.attempts = 0;
-  const refusal = S.handshakeError;
   if (refusal && refusal.code === "bad_room") {
-    setState("error", tr("why.bad_room_name"));
+    setState("error", tr("why.bad_room_name")); // the connection stops ("failed")
     return;
   }
   if (refusal && refusal.code === "unauthorized" && staffToken) {
@@ -227,47 +162,26 @@ function onClose(code, reason) {
     // the stored token expired or is for another room: watch anonymously
     setSession(null);
     showSendError(tr("err.expired"), true);
-  } else if (refusal && refusal.code === "bad_request" && S.lastSeq !== null) {
-    S.lastSeq = null;
   } else if (refusal && refusal.code === "banned") {
     showSendError(errorWords(refusal), true);
   }
   let why = tr("why.lost");
-  if (code === 1013) why = tr("why.restarting");
+  if (code === 0) why = tr(reason === "bad address" ? "why.bad_gateway" : "why.unreachable");
+  else if (code === 1013) why = tr("why.restarting");
   else if (code === 4000) why = tr("why.slow");
   else if (code === 1008) why = refusal ? errorWords(refusal) : tr("why.refused");
   else if (code === 1009) why = tr("why.too_big");
-  scheduleReconnect(why);
-}
-
-function onMessage(msg) {
-  switch (msg.type) {
-    case "welcome": return onWelcome(msg);
-    case "frame": return onFrame(msg);
-    case "ack": return onAck(msg);
-    case "error": return onError(msg);
-    case "notice": return onNotice(msg);
-    default: return undefined; // pong and anything newer
-  }
+  S.reconnectWhy = why; // the reconnecting state that follows shows it
 }
 
 function onWelcome(msg) {
   S.welcomed = true;
-  S.failedUrls.clear();
-  S.openedAt = Date.now();
   if (typeof msg.tick_ms === "number" && msg.tick_ms > 0) S.tickMs = msg.tick_ms;
   if (msg.limits && typeof msg.limits === "object") applyLimits(msg.limits);
-  S.user = msg.user && typeof msg.user === "object" ? msg.user : null;
-  if (typeof msg.epoch === "string" && msg.epoch) {
-    // another epoch: the room's history was reset, its seqs are a new numbering
-    if (S.epoch && msg.epoch !== S.epoch && typeof msg.seq === "number") S.lastSeq = msg.seq;
-    S.epoch = msg.epoch; // resume with it
-  }
+  S.user = link.user;
   if (staffToken) renderWho();
-  if (S.lastSeq === null && typeof msg.seq === "number") S.lastSeq = msg.seq;
   onDensities(msg.densities);
   setOnline(msg.online);
-  setState("connected");
   clearTimeout(S.roomInfoTimer);
   S.roomInfoAt = Date.now();
   S.roomInfoTimer = setTimeout(readRoomInfo, ROOM_INFO_FIRST_MS);
@@ -285,14 +199,8 @@ function onWelcome(msg) {
   }
 }
 
-function onFrame(msg) {
-  if (typeof msg.seq !== "number") return;
-  if (S.lastSeq !== null && msg.seq <= S.lastSeq) {
-    S.stats.dupFrames += 1;
-    return;
-  }
-  if (S.lastSeq !== null && msg.seq > S.lastSeq + 1) S.stats.gaps += 1;
-  S.lastSeq = msg.seq;
+function onFrame(msg, { gap }) {
+  if (gap) S.stats.gaps += 1;
   S.stats.frames += 1;
   if (typeof msg.online === "number") S.frameOnlineAt = Date.now();
   setOnline(msg.online);
@@ -323,10 +231,9 @@ function onAck(msg) {
   if (!S.cooldownUntil) clearSendError();
 }
 
-function onError(msg) {
+function onError(msg, { handshake }) {
   const code = typeof msg.code === "string" ? msg.code : "error";
-  if (!S.welcomed && !msg.nonce) {
-    S.handshakeError = msg; // the close that follows decides what to do
+  if (handshake) { // a refusal: the close that follows (its ``refusal``) decides what to do
     setState("error", errorWords(msg));
     return;
   }
@@ -358,33 +265,26 @@ function onError(msg) {
   showSendError(errorWords(msg), true);
 }
 
-/** The timers: cooldown and reconnect countdowns, the quiet room's count, the dead-socket
- *  check, pings; and reconnecting when the network or the tab comes back. */
+/** The timers: cooldown and reconnect countdowns, the quiet room's count; and
+ *  reconnecting when the network or the tab comes back. */
 export function startConnection() {
   setInterval(() => {
     if (S.cooldownUntil) renderCooldown();
-    if (S.reconnectTimer && S.state !== "connected") renderReconnect();
+    if (link.waiting && S.state !== "connected") renderReconnect();
     if (S.welcomed && Date.now() - S.roomInfoAt > ROOM_INFO_EVERY_MS) {
       S.roomInfoAt = Date.now();
       if (Date.now() - S.frameOnlineAt > ROOM_INFO_EVERY_MS / 2) readRoomInfo();
     }
-    // a socket that has gone silent (no frame, no pong) is dead: start over
-    const ws = S.ws;
-    if (ws && S.welcomed && Date.now() - S.lastRx > DEAD_AFTER_MS) {
-      detach(4001, "no data");
-      scheduleReconnect(tr("why.lost"));
-    }
   }, 250);
-  setInterval(() => {
-    const ws = S.ws;
-    if (ws && S.welcomed && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify({ type: "ping", nonce: `p${Date.now().toString(36)}` }));
-    }
-  }, PING_EVERY_MS);
-  window.addEventListener("online", () => { if (!S.ws && !R.on) reconnectNow(); });
-  window.addEventListener("offline", () => { if (!S.ws && !R.on) renderReconnect(); });
+  window.addEventListener("online", () => { if (!link.socket && !R.on) reconnectNow(); });
+  window.addEventListener("offline", () => { if (!link.socket && !R.on) renderReconnect(); });
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden && !S.ws && S.reconnectTimer) reconnectNow();
+    if (!document.hidden && link.waiting) reconnectNow();
   });
-  if (!R.on) connect(); // a replay needs no connection
+  if (R.on) return; // a replay needs no connection
+  if (!ROOM_RE.test(room)) {
+    setState("error", tr("why.room_rule"));
+    return;
+  }
+  link.start();
 }

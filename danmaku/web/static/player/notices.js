@@ -95,9 +95,7 @@ function noticeTtl(msg) {
 export function onNotice(msg) {
   const ev = typeof msg.event === "string" ? msg.event : "";
   if (ev === "resume_failed") {
-    // a fresh start: live frames follow the notice's seq in its epoch (no false gap)
-    if (typeof msg.seq === "number") S.lastSeq = msg.seq;
-    if (typeof msg.epoch === "string" && msg.epoch) S.epoch = msg.epoch;
+    // a fresh start: the connection (danmaku-overlay.js) took the notice's seq and epoch
     toast(tr("toast.missed"));
     return;
   }

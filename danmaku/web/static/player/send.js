@@ -9,7 +9,7 @@ import {
   tr, utf8Len,
 } from "./state.js";
 import { chat } from "./actions.js";
-import { reconnectNow } from "./connection.js";
+import { link, reconnectNow } from "./connection.js";
 import { Session } from "./session.js";
 import { Staff } from "./staff.js";
 import { errorWords } from "./words.js";
@@ -45,14 +45,13 @@ export function renderCooldown() {
 }
 
 export function transmit(entry) {
-  const ws = S.ws;
-  if (!ws || ws.readyState !== WebSocket.OPEN || !S.welcomed) {
+  if (!link.open) {
     showSendError(tr("err.not_connected"), false);
     return;
   }
   entry.tries += 1;
-  ws.send(JSON.stringify({ type: "comment", text: entry.text, nonce: entry.nonce,
-    color: entry.color, mode: entry.mode }));
+  link.send({ type: "comment", text: entry.text, nonce: entry.nonce, color: entry.color,
+    mode: entry.mode });
 }
 
 function sendComment() {
@@ -68,7 +67,7 @@ function sendComment() {
     renderCooldown();
     return;
   }
-  if (!currentToken() && !(S.ws && S.welcomed)) {
+  if (!currentToken() && !link.open) {
     showSendError(errorWords({ code: "unauthorized" }), true);
     return;
   }

@@ -3,7 +3,7 @@
  */
 
 import { DEFAULTS, DENSITIES, R, S, assignSettings, el, settings, tr } from "./state.js";
-import { reconnectNow } from "./connection.js";
+import { link, reconnectNow } from "./connection.js";
 import { Density } from "./density.js";
 import { clearScreen, refilter, updateGeometry } from "./stage.js";
 
@@ -50,7 +50,7 @@ export function updateSettings(changes) {
       || settings.blockUsers.length) {
     refilter();
   }
-  if (before.density !== settings.density && S.ws) reconnectNow(); // density goes on connect
+  if (before.density !== settings.density && link.socket) reconnectNow(); // density goes on connect
   if (R.on && (before.density !== settings.density || before.fontSize !== settings.fontSize
       || (settings.on && !before.on))) {
     R.resync = true; // replay: put up again what this position shows with the new settings

@@ -134,15 +134,15 @@ export function assignStaffToken(token) { staffToken = token; }
 export const currentToken = () => staffToken || (session ? session.token : null);
 export const sendPrefs = load(SEND_KEY, null) || {};
 
+// the socket, its resume point (lastSeq, epoch) and the gateway choice live in the
+// connection (connection.js' ``link``, a DanmakuOverlay.Connection)
 export const S = {
-  state: "connecting", detail: "", config: null, ws: null, connId: 0, welcomed: false,
-  openedAt: 0, lastRx: 0, attempts: 0, reconnectTimer: 0, reconnectAt: 0, gateway: -1,
-  handshakeError: null, lastSeq: null, online: null, user: null, tickMs: 100,
+  state: "connecting", detail: "", config: null, welcomed: false,
+  reconnectAt: 0, reconnectWhy: "", online: null, user: null, tickMs: 100,
   limits: { max_text_chars: 100, max_text_bytes: 300 },
   cooldownUntil: 0, cooldownCode: "", nonceCounter: 0,
-  frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0, epoch: "", densities: DENSITIES,
+  frameOnlineAt: 0, roomInfoTimer: 0, roomInfoAt: 0, densities: DENSITIES,
   sessionRefusal: "", cardPin: null,
-  route: null, routeStale: true, gatewayUrl: "", failedUrls: new Set(), // the gateway hint
   stats: { frames: 0, items: 0, dupFrames: 0, dupItems: 0, gaps: 0, dropped: 0,
     skipped: 0, blocked: 0, retracted: 0, rendered: 0 },
   connects: [], reports: [],
