@@ -138,15 +138,26 @@ async def test_pings_are_answered_while_frames_flow(system: System) -> None:
         viewer = await connect(n, system.ws_port, "ping")
         sender = await connect(n, system.ws_port, "ping", tok=token("u"))
 
+        # The flood is stopped, and has stopped, before the connections close: stopping
+        # both at once let it send on a socket the teardown had just closed (1000).
+        flooding = trio.CancelScope()
+        stopped = trio.Event()
+
         async def flood() -> None:
-            for k in range(100):
-                await sender.comment(f"p {label(k)}", nonce=f"{k}")
+            try:
+                with flooding:
+                    for k in range(100):
+                        await sender.comment(f"p {label(k)}", nonce=f"{k}")
+            finally:
+                stopped.set()
 
         n.start_soon(flood)
         for _ in range(20):
             with trio.fail_after(5):
                 await viewer.ws.ping()  # returns when the matching pong arrives
             await trio.sleep(0.01)
+        flooding.cancel()
+        await stopped.wait()
         n.cancel_scope.cancel()
 
 
