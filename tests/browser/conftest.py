@@ -48,6 +48,7 @@ from danmaku.config import Settings
 from danmaku.metrics import Metrics
 from danmaku.system import ALL_ROLES, System, run_system
 from tests.client import Client, connect, token
+from tests.faultproxy import FaultProxy
 
 CHROMIUM = os.environ.get("DANMAKU_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -469,4 +470,16 @@ def fake_players(browser: Browser, web_only: LiveSystem) -> Iterator[Players]:
 def fake_gateway(trio_thread: TrioThread) -> Iterator[FakeGateway]:
     nursery = trio_thread.run(trio_thread.nursery.start, _nursery_holder)
     yield FakeGateway(trio_thread, nursery)
+    trio_thread.run_sync(nursery.cancel_scope.cancel)
+
+
+@pytest.fixture
+def frozen_link(trio_thread: TrioThread, live: LiveSystem) -> Iterator[FaultProxy]:
+    """A proxy in front of the gateway (``FaultProxy``: freeze the link, resume it), with its
+    port as ``proxy.port``; the player and overlay liveness tests connect through it."""
+    nursery = trio_thread.run(trio_thread.nursery.start, _nursery_holder)
+    proxy = FaultProxy(live.ws_port)
+    proxy.port = trio_thread.run(nursery.start, proxy.run)  # type: ignore[attr-defined]
+    yield proxy
+    trio_thread.run_sync(proxy.resume)
     trio_thread.run_sync(nursery.cancel_scope.cancel)

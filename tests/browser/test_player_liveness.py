@@ -6,26 +6,12 @@ reconnects with ``since``, and what was said meanwhile is replayed once, with no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import LiveSystem, Players, TrioThread, _nursery_holder
+from tests.browser.conftest import LiveSystem, Players, TrioThread
 from tests.faultproxy import FaultProxy
 
 DEAD_AFTER_MS = 5000
-
-
-@pytest.fixture
-def frozen_link(trio_thread: TrioThread, live: LiveSystem) -> Iterator[FaultProxy]:
-    """A proxy in front of the gateway, with its port as ``proxy.port``."""
-    nursery = trio_thread.run(trio_thread.nursery.start, _nursery_holder)
-    proxy = FaultProxy(live.ws_port)
-    proxy.port = trio_thread.run(nursery.start, proxy.run)  # type: ignore[attr-defined]
-    yield proxy
-    trio_thread.run_sync(proxy.resume)
-    trio_thread.run_sync(nursery.cancel_scope.cancel)
 
 
 def test_player_detects_a_dead_server_and_resumes(
