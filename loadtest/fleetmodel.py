@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from loadtest.plan import Costs, frames_per_s, gateways_per_room
+from loadtest.validate import relative_error
 
 LAYOUTS = ("random", "room-affine")
 
@@ -115,10 +116,7 @@ class Row:
 
     @property
     def error(self) -> float | None:
-        """(measured - predicted) / predicted; ``None`` when not measured or 0."""
-        if self.measured is None or self.predicted == 0:
-            return None
-        return (self.measured - self.predicted) / self.predicted
+        return relative_error(self.predicted, self.measured)
 
 
 def compare(

@@ -39,6 +39,13 @@ from loadtest.calibrate import (
 from loadtest.calibrate import predict as predict_cores
 
 
+def relative_error(predicted: float, measured: float | None) -> float | None:
+    """(measured - predicted) / predicted; ``None`` when not measured or predicted 0."""
+    if measured is None or predicted == 0:
+        return None
+    return (measured - predicted) / predicted
+
+
 @dataclass
 class Figure:
     name: str
@@ -48,10 +55,7 @@ class Figure:
 
     @property
     def error(self) -> float | None:
-        """(measured - predicted) / predicted, or ``None`` when not measured."""
-        if self.measured is None or self.predicted == 0:
-            return None
-        return (self.measured - self.predicted) / self.predicted
+        return relative_error(self.predicted, self.measured)
 
 
 def predict(
