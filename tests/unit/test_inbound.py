@@ -260,16 +260,20 @@ def test_a_pong_over_125_bytes_gets_wsproto_s_1002() -> None:
     assert isinstance(events[-1], CloseConnection) and events[-1].code == 1002
 
 
-@given(
-    st.lists(
-        st.one_of(
-            st.text(max_size=300).map(TextMessage),
-            st.binary(max_size=40).map(BytesMessage),
-            st.binary(max_size=20).map(Ping),
-            st.binary(max_size=125).map(Pong),
-        ),
-        max_size=12,
+# A client's messages, pings and pongs (what the pong-aware properties below feed in).
+CLIENT_EVENTS = st.lists(
+    st.one_of(
+        st.text(max_size=300).map(TextMessage),
+        st.binary(max_size=40).map(BytesMessage),
+        st.binary(max_size=20).map(Ping),
+        st.binary(max_size=125).map(Pong),
     ),
+    max_size=12,
+)
+
+
+@given(
+    CLIENT_EVENTS,
     st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=8),
 )
 @settings(max_examples=300, deadline=None)
@@ -346,15 +350,7 @@ def framed(events: list[Event]) -> list[bytes]:
 
 
 @given(
-    st.lists(
-        st.one_of(
-            st.text(max_size=300).map(TextMessage),
-            st.binary(max_size=40).map(BytesMessage),
-            st.binary(max_size=20).map(Ping),
-            st.binary(max_size=125).map(Pong),
-        ),
-        max_size=12,
-    ),
+    CLIENT_EVENTS,
     st.lists(st.integers(min_value=0, max_value=200), min_size=1, max_size=8),
 )
 @settings(max_examples=300, deadline=None)
