@@ -190,7 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "local":
         report = _local(sc, args.quiet, split=args.split)
     else:
-        report = _remote(sc, args)
+        try:
+            report = _remote(sc, args)
+        except TargetError as exc:
+            print(f"danmaku-loadtest: {exc}", file=sys.stderr)
+            return 2
     return _finish(report, args)
 
 
@@ -235,9 +239,35 @@ def _local(sc: Scenario, quiet: bool, *, split: bool = False) -> dict[str, Any]:
         server.stop()
 
 
+class TargetError(Exception):
+    """The system under test cannot be reached or refuses the run (one line, exit 2)."""
+
+
+def reachable(url: str) -> None:
+    """Open (and close) a TCP connection to ``url``'s host and port; ``TargetError``
+    naming the URL and the reason when that fails. A run against a system that is not
+    there would otherwise count every viewer's failed connection as the system's error."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    secure = parts.scheme in ("https", "wss")
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise TargetError(f"{url!r} is not an http(s):// or ws(s):// URL")
+    try:
+        port = parts.port or (443 if secure else 80)
+        socket.create_connection((parts.hostname, port), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise TargetError(f"cannot reach {url}: {reason}") from None
+
+
 def _remote(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
     web = args.web_url.rstrip("/")
     secret = args.secret or None
+    reachable(args.ws_url)
+    if not secret and sc.senders:
+        reachable(web)
     tokens: tuple[str, ...] = ()
     if not secret and sc.senders:
         tokens = tuple(_guest_tokens(web, sc.senders))
@@ -250,7 +280,7 @@ def _remote(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
 def _guest_tokens(web: str, n: int) -> list[str]:
     """Guest sender tokens from POST /api/session (when no secret is given). A system
     that limits guest sessions per address (``DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN``)
-    answers 429 past its limit: that is raised as a ``SystemExit`` saying so."""
+    answers 429 past its limit: that is raised as a ``TargetError`` saying so."""
     import urllib.error
     import urllib.request
 
@@ -266,12 +296,14 @@ def _guest_tokens(web: str, n: int) -> list[str]:
                 out.append(json.loads(resp.read())["token"])
         except urllib.error.HTTPError as exc:
             if exc.code != 429:
-                raise
-            raise SystemExit(
+                raise TargetError(f"POST {web}/api/session answered {exc.code}") from None
+            raise TargetError(
                 f"danmaku-loadtest: {web} gave {i} guest tokens, then 429: set "
                 "DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN=0 on the system under test, or pass "
                 "--secret to mint sender tokens"
             ) from None
+        except (OSError, ValueError) as exc:
+            raise TargetError(f"POST {web}/api/session failed: {exc}") from None
     return out
 
 
