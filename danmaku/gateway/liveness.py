@@ -30,7 +30,10 @@ from typing import Generic, TypeVar
 
 GROWTH = 1.5  # interval growth per answered ping
 MISSES = 2  # missed pongs in a row that close a connection
-TICK_S = 0.25  # how often the gateway's pinger looks at the wheel
+# How often the gateway's pinger looks at the wheel. Once a second: an idle gateway's
+# CPU goes mostly to waking up (docs/benchmarks.md, "Liveness", session 9), and a
+# second's pings go out in one batch whose pongs come back together.
+TICK_S = 1.0
 
 
 class Action(Enum):
@@ -101,7 +104,7 @@ class Liveness(Generic[P]):
     def sweep(self, now: float) -> tuple[list[P], list[P]]:
         """Advance to ``now``: the peers to ping now and the peers to close now, of
         those that came due. Peers to ping stay scheduled (for their answer); peers to
-        close are forgotten. The gateway's pinger calls this a few times a second, and in
+        close are forgotten. The gateway's pinger calls this once a tick, and in
         the steady state it looks at each connection once per ping, so the decision is
         written out inline here (one pass, no call per peer; the rules are the module
         docstring's)."""

@@ -29,7 +29,7 @@ from danmaku.gateway.viewer import Viewer
 from danmaku.gcfreeze import FreezeOnGrowth
 from danmaku.metrics import Metrics
 from danmaku.rules import guests
-from danmaku.rules.headcount import HeadCount, LocalViewers
+from danmaku.rules.headcount import HeadCount, LocalViewers, QuietRounds
 from danmaku.rules.ipbans import IpBans
 from danmaku.rules.nicks import StaffNicks
 from danmaku.rules.review import ReviewCheck
@@ -64,6 +64,7 @@ class Presence:
         self.viewers = viewers
         self.freezer = freezer
         self.heads: dict[str, HeadCount] = {}  # per room with viewers here
+        self.rounds = QuietRounds()  # which rooms' reports carry news this round
 
     async def run(self) -> None:
         """Every half second until cancelled: publish viewers and offered rates per room,
@@ -89,14 +90,18 @@ class Presence:
                 offered[room] = hub.offered / elapsed
                 shed[room] = hub.shed / elapsed
                 hub.offered = hub.shed = 0
+            quiet = self.rounds.quiet(reports, offered, shed, now_ms)
             try:
-                live = await self.store.sync_rooms(self.gateway_id, reports, offered, shed)
+                live = await self.store.sync_rooms(self.gateway_id, reports, offered, shed, quiet)
             except StoreError as exc:
                 log.warning("presence report failed: %s", exc)
+                self.rounds.failed()
                 continue
+            self.rounds.written(reports, quiet, offered, shed, now_ms)
             await self._write_seen_ips()
             for room, report in reports.items():
                 head = self.heads.get(room)
+                # A quiet report had nothing to write: it counts as written too.
                 if head is not None and report is not None:
                     head.confirm(report, now_ms)
             restaffed: dict[str, Hub] = {}  # rooms whose staff list changed

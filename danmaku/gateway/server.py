@@ -240,7 +240,7 @@ class Gateway:
                 await self.state.all_gone.wait()
 
     async def _ping_loop(self) -> None:
-        """A few times a second: ping the connections silent for their interval, close
+        """Every liveness tick (1 s): ping the connections silent for their interval, close
         those that left two pings in a row unanswered (1001, counted as ``dead``). One
         task for all connections; a ping is one non-blocking write when the viewer is
         idle (``Viewer.push_ping``)."""

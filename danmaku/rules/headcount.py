@@ -102,3 +102,83 @@ class HeadCount:
             self._bucket, self._added = report.bucket, set(report.hll_add)
         else:
             self._added.update(report.hll_add)
+
+
+REWRITE_MS = 2000  # a quiet room's report is rewritten this often (see QuietRounds)
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    conns: int
+    anonymous: int
+    hll: bool
+    idle: bool  # offered and shed were both 0
+    at_ms: int
+
+
+class QuietRounds:
+    """Which rooms' reports a presence round must write, so that an idle gateway does
+    not rewrite what Redis already holds twice a second (most of its idle CPU was
+    those Redis commands: measured in docs/benchmarks.md).
+
+    A room's report is written when it carries news: the room is new or gone here, its
+    connections or anonymous count changed, it has a user list or HyperLogLog newcomers
+    to write, comments were offered or shed (or were in the last written round, so the
+    0 replaces the old rate), or ``REWRITE_MS`` passed since it was last written. That
+    bound keeps a quiet report fresh: readers drop reports older than
+    ``records.ONLINE_FRESH_MS`` (5 s), so even a failed round or two never makes this
+    gateway's viewers look gone. Rooms not written are still read back (settings,
+    epoch, the room-wide rate) every round. Pure: ``now_ms`` is passed in."""
+
+    def __init__(self, rewrite_ms: int = REWRITE_MS) -> None:
+        self.rewrite_ms = rewrite_ms
+        self._written: dict[str, _Written] = {}
+
+    def quiet(
+        self,
+        reports: dict[str, LocalViewers | None],
+        offered: dict[str, float],
+        shed: dict[str, float],
+        now_ms: int,
+    ) -> set[str]:
+        """The rooms of ``reports`` whose write this round can skip."""
+        out = set()
+        for room, report in reports.items():
+            last = self._written.get(room)
+            if (
+                last is None
+                or report is None
+                or report.users is not None
+                or report.hll_add
+                or not last.idle
+                or offered.get(room, 0.0) > 0.0
+                or shed.get(room, 0.0) > 0.0
+                or now_ms - last.at_ms >= self.rewrite_ms
+                or (report.conns, report.anonymous, report.hll)
+                != (last.conns, last.anonymous, last.hll)
+            ):
+                continue
+            out.add(room)
+        return out
+
+    def written(
+        self,
+        reports: dict[str, LocalViewers | None],
+        quiet: Set[str],
+        offered: dict[str, float],
+        shed: dict[str, float],
+        now_ms: int,
+    ) -> None:
+        """The store wrote ``reports`` but ``quiet`` (call after a successful round)."""
+        for room, report in reports.items():
+            if room in quiet:
+                continue
+            if report is None:
+                self._written.pop(room, None)
+                continue
+            idle = offered.get(room, 0.0) <= 0.0 and shed.get(room, 0.0) <= 0.0
+            self._written[room] = _Written(report.conns, report.anonymous, report.hll, idle, now_ms)
+
+    def failed(self) -> None:
+        """A round's write failed: write every room in full at the next one."""
+        self._written.clear()

@@ -9,7 +9,7 @@ that own them).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from functools import partial
 from typing import Any
 
@@ -66,12 +66,14 @@ class Feed:
         counts: Mapping[str, LocalViewers | None],
         offered: Mapping[str, float],
         shed: Mapping[str, float] | None = None,
+        quiet: Set[str] = frozenset(),
     ) -> dict[str, RoomLive]:
         """Publish this gateway's viewers (``rules.headcount``; ``None``: none left) and
         offered comment rate per room; read back the room-wide offered rate, the room
         settings and the room's last seq and history epoch (``presence.EPOCH``: given one
         if it has none; a changed epoch tells the gateway the room was reset). Rooms
-        with viewers are marked active.
+        with viewers are marked active. Rooms in ``quiet`` (``headcount.QuietRounds``)
+        are only read back: what they would write is in Redis already.
         """
         now_ms = int(time.time() * 1000)
         rooms = list(counts)
@@ -80,6 +82,8 @@ class Feed:
             pipe = self._r.pipeline(transaction=False)
             active = {}
             for room in rooms:
+                if room in quiet:
+                    continue
                 report = counts[room]
                 presence.queue_report(pipe, room, gateway_id, report, now_ms)
                 if report is not None and report.conns > 0:

@@ -21,7 +21,7 @@ these interfaces, never ``Store`` or a component's class.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence, Set
 from typing import Any, Protocol
 
 from danmaku.rules.headcount import LocalViewers
@@ -103,6 +103,7 @@ class FeedStore(Protocol):
         counts: Mapping[str, LocalViewers | None],
         offered: Mapping[str, float],
         shed: Mapping[str, float] | None = None,
+        quiet: Set[str] = frozenset(),
     ) -> dict[str, RoomLive]: ...
 
     async def staff_list(self, room: str) -> dict[str, dict[str, Any]]: ...
