@@ -4,7 +4,8 @@
 their environment variables); ``local SCENARIO`` starts ``danmaku up`` on free ports
 with an embedded Redis in a temporary directory, runs, and stops it. Both print a
 summary, optionally write the JSON report (``--out``) and an HTML report (``--html``),
-and exit 0 when the run had no errors, 1 otherwise, 2 on bad usage. ``plan`` turns
+and exit 0 when the run had no errors, 1 otherwise, 2 on bad usage or an unreachable
+target, 143 on SIGTERM (after stopping what a local run started). ``plan`` turns
 measured costs into a deployment (see docs/capacity.md).
 """
 
@@ -13,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -27,6 +30,8 @@ from loadtest.probe import LocalProbe, Probe
 from loadtest.report import build, summary_lines
 from loadtest.runner import run
 from loadtest.scenario import Scenario, ScenarioError
+
+T = TypeVar("T")
 
 
 def _scenario_args(p: argparse.ArgumentParser) -> None:
@@ -155,8 +160,28 @@ def resolve(args: argparse.Namespace) -> Scenario:
     return Scenario.from_dict(raw)
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: the run stops through its ``finally`` blocks (the local server,
+    its Redis and the load processes are stopped, not orphaned)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Outside trio.run this handler raises; inside it, `_drive` watches SIGTERM itself.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _command(args)
+    except Terminated:
+        print("danmaku-loadtest: terminated (SIGTERM); local processes stopped", file=sys.stderr)
+        return 143
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "scenarios":
         for name in scenarios.available():
             sc = scenarios.load(name)
@@ -298,7 +323,7 @@ def _guest_tokens(web: str, n: int) -> list[str]:
             if exc.code != 429:
                 raise TargetError(f"POST {web}/api/session answered {exc.code}") from None
             raise TargetError(
-                f"danmaku-loadtest: {web} gave {i} guest tokens, then 429: set "
+                f"{web} gave {i} guest tokens, then 429: set "
                 "DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN=0 on the system under test, or pass "
                 "--secret to mint sender tokens"
             ) from None
@@ -311,8 +336,32 @@ def _drive(
     sc: Scenario, target: Target, probe: Probe, info: dict[str, str], quiet: bool
 ) -> dict[str, Any]:
     with Display(quiet=quiet) as display:
-        result = trio.run(lambda: run(sc, target, probe, listener=display.update, target_info=info))
+        result = trio.run(
+            _until_terminated,
+            lambda: run(sc, target, probe, listener=display.update, target_info=info),
+        )
     return build(result)
+
+
+async def _until_terminated(fn: Callable[[], Awaitable[T]]) -> T:
+    """``await fn()``, or ``Terminated`` at SIGTERM after cancelling it (trio's way to
+    take a signal: the handler runs in the event loop, ``fn``'s cleanup runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        return await fn()
+
+    async def watch() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                raise Terminated
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            result = await fn()
+            nursery.cancel_scope.cancel()
+    except* Terminated:
+        raise Terminated from None
+    return result
 
 
 def _finish(report: dict[str, Any], args: argparse.Namespace) -> int:

@@ -3,7 +3,12 @@ a traceback (an operator error, not a run whose every viewer failed)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -42,3 +47,71 @@ def test_reachable_accepts_a_listening_port() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         reachable(f"ws://127.0.0.1:{s.getsockname()[1]}/ws")
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Live processes under ``pid`` (from /proc): pid -> command line."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                try:
+                    with open(f"/proc/{child}/cmdline", "rb") as f:
+                        found[child] = f.read().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                frontier.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_a_local_run_and_everything_it_started() -> None:
+    """A CI timeout's SIGTERM mid-run: one line, exit 143, and no Redis, gateway, worker
+    or load process left running (they used to be orphaned)."""
+    argv = [sys.executable, "-m", "loadtest", "local", "steady", "--split", "--quiet"]
+    argv += ["--viewers", "5", "--rate", "2", "--duration", "60", "--procs", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        kids: dict[int, str] = {}
+        while time.monotonic() < deadline:
+            kids = _descendants(proc.pid)
+            # the run is under way: the server is up and the load process started
+            if any("danmaku gateway" in c for c in kids.values()) and any(
+                "multiprocessing" in c for c in kids.values()
+            ):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the run did not start: {kids}")
+        time.sleep(2)
+        kids = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143
+    assert err.startswith("danmaku-loadtest: terminated") and err.count("\n") == 1, err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in kids):
+        time.sleep(0.2)
+    assert not [c for p, c in kids.items() if _alive(p)]
