@@ -46,9 +46,7 @@ class FrameFeed:
         store: FeedStore,
         metrics: Metrics,
         *,
-        # An idle gateway's wait times out this often; new rooms and notices end it
-        # at once (``wake``), so a long block costs no latency, only fewer wake-ups.
-        block_ms: int = 5000,
+        block_ms: int = 1000,
         sweep_s: float = DEFAULTS.feed_sweep_s,
         holder_ttl_s: float = DEFAULTS.notice_holder_ttl_s,
         fresh_s: float = DEFAULTS.notice_holders_cache_ms / 1000 + 0.5,
