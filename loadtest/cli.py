@@ -327,8 +327,9 @@ def _guest_tokens(web: str, n: int) -> list[str]:
                 "DANMAKU_GUEST_SESSIONS_PER_IP_PER_MIN=0 on the system under test, or pass "
                 "--secret to mint sender tokens"
             ) from None
-        except (OSError, ValueError) as exc:
-            raise TargetError(f"POST {web}/api/session failed: {exc}") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # unreachable, or an answer without a token: not a danmaku web app there
+            raise TargetError(f"POST {web}/api/session failed: {exc!r}") from None
     return out
 
 

@@ -3,7 +3,6 @@ a traceback (an operator error, not a run whose every viewer failed)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,6 +11,7 @@ import time
 
 import pytest
 
+from loadtest import procstat
 from loadtest.cli import TargetError, main, reachable
 
 
@@ -50,28 +50,20 @@ def test_reachable_accepts_a_listening_port() -> None:
 
 
 def _descendants(pid: int) -> dict[int, str]:
-    """Live processes under ``pid`` (from /proc): pid -> command line."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
+    """Live processes under ``pid`` (``procstat.children``, walked down): pid -> command
+    line."""
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        for child in procstat.children(frontier.pop()):
+            if child in found or not _alive(child):
+                continue
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    found[child] = f.read().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if fields[0] != "Z":
-                parents[int(entry)] = int(fields[1])
-    found, frontier = {}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                try:
-                    with open(f"/proc/{child}/cmdline", "rb") as f:
-                        found[child] = f.read().replace(b"\0", b" ").decode()
-                except OSError:
-                    continue
-                frontier.append(child)
+            frontier.append(child)
     return found
 
 
