@@ -8,7 +8,14 @@ the phases. Each window is one row of a weighted least-squares fit (weights = th
 window's seconds) of
 
     server cores = fixed + c_conn x connections + c_write x frame writes/s
-                   + c_comment x comments/s
+                   + c_comment x comments/s + c_read x frames read/s
+
+(frames read: what the gateway read from Redis, one per frame of each room it holds).
+In one room at one comment rate the gateway reads frames in a fixed ratio to the
+comments it takes in, so the two cannot be told apart: the fit then leaves ``c_read``
+out (the per-comment cost carries it) and says so. ``--spread-rooms N`` runs each size
+a second time with the same comments spread over N rooms, which reads more frames per
+comment and tells the two apart.
 
 The calibration (schema ``danmaku-loadtest-calibration/1``) keeps the fitted costs,
 their standard errors, the per-run figures and the measured range (connections and
@@ -31,21 +38,30 @@ from loadtest.fit import FitError, fit
 from loadtest.plan import Costs, Source
 
 SCHEMA = "danmaku-loadtest-calibration/1"
-COLUMNS = ("fixed_cores", "cpu_us_per_conn_s", "cpu_us_per_frame_write", "cpu_us_per_comment")
+COLUMNS = (
+    "fixed_cores",
+    "cpu_us_per_conn_s",
+    "cpu_us_per_frame_write",
+    "cpu_us_per_comment",
+    "cpu_us_per_frame_read",
+)
+#: comments per frame read must differ by this factor between runs to fit c_read apart
+READS_APART = 1.5
 #: fitted column -> Costs field (µs columns are fitted in seconds and scaled by 1e6)
 TO_COSTS = {
     "fixed_cores": "gateway_fixed_cpu_cores",
     "cpu_us_per_conn_s": "idle_cpu_us_per_conn_s",
     "cpu_us_per_frame_write": "cpu_us_per_frame_write",
     "cpu_us_per_comment": "ingest_cpu_us_per_comment",
+    "cpu_us_per_frame_read": "gateway_cpu_us_per_frame_read",
 }
 
 
 @dataclass
 class Window:
     """One measured window of one run: the server's CPU seconds over ``wall_s`` with
-    ``conns`` connected, ``writes`` frame writes, ``comments`` comments accepted and
-    ``bytes_out`` written."""
+    ``conns`` connected, ``writes`` frame writes, ``comments`` comments accepted,
+    ``bytes_out`` written and ``frames_read`` frames read from Redis."""
 
     conns: float
     wall_s: float
@@ -53,10 +69,13 @@ class Window:
     writes: float = 0.0
     comments: float = 0.0
     bytes_out: float = 0.0
+    frames_read: float = 0.0
 
-    def row(self) -> tuple[list[float], float, float]:
+    def row(self, columns: int = len(COLUMNS)) -> tuple[list[float], float, float]:
+        """The fit's row: the first ``columns`` of ``COLUMNS`` per second, CPU, weight."""
         w = self.wall_s
-        return [1.0, self.conns, self.writes / w, self.comments / w], self.cpu_s / w, w
+        x = [1.0, self.conns, self.writes / w, self.comments / w, self.frames_read / w]
+        return x[:columns], self.cpu_s / w, w
 
 
 class CalibrationError(ValueError):
@@ -81,9 +100,17 @@ def windows(report: dict[str, Any]) -> list[Window]:
                 float(ph.get("frame_writes") or 0),
                 float(ph.get("comments_accepted") or 0),
                 float(ph.get("bytes_out") or 0),
+                float(ph.get("frames_read") or 0),
             )
         )
     return out
+
+
+def reads_apart(busy: Sequence[Window]) -> bool:
+    """Whether the runs read frames in different ratios to their comments (by at least
+    ``READS_APART``), so the fit can tell the per-frame-read cost from the per-comment one."""
+    ratios = [w.comments / w.frames_read for w in busy if w.frames_read > 0 and w.comments > 0]
+    return len(ratios) >= 2 and max(ratios) >= READS_APART * min(ratios)
 
 
 def calibrate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -95,15 +122,24 @@ def calibrate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "calibration needs runs at two or more populations (connections); got "
             + (", ".join(f"{s:g}" for s in sizes) or "none with server figures")
         )
-    rows = [w.row() for _, ws in runs for w in ws]
+    busy = [w for _, ws in runs for w in ws if w.writes > 0]
+    columns = COLUMNS if reads_apart(busy) else COLUMNS[:-1]
+    rows = [w.row(len(columns)) for _, ws in runs for w in ws]
     try:
-        result = fit(rows, COLUMNS)
+        result = fit(rows, columns)
     except FitError as exc:
         raise CalibrationError(str(exc)) from None
-    costs: dict[str, float] = {}
+    costs: dict[str, float | None] = {}
     stderr: dict[str, float | None] = {}
     warnings: list[str] = []
-    for col in COLUMNS:
+    if len(columns) < len(COLUMNS):
+        costs["cpu_us_per_frame_read"] = stderr["cpu_us_per_frame_read"] = None
+        warnings.append(
+            "the runs read frames in one ratio to their comments (one room at one rate): "
+            "cpu_us_per_comment carries the gateway's frame reads too; `--spread-rooms N` "
+            "fits them apart"
+        )
+    for col in columns:
         scale = 1.0 if col == "fixed_cores" else 1e6
         value = result.coef[col] * scale
         err = result.stderr[col]
@@ -114,7 +150,6 @@ def calibrate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
             value = 0.0
         costs[col] = value
         stderr[col] = None if err is None else err * scale
-    busy = [w for _, ws in runs for w in ws if w.writes > 0]
     writes = sum(w.writes for w in busy)
     bytes_per_write = sum(w.bytes_out for w in busy) / writes if writes else None
     rates = [w.writes / w.wall_s for w in busy]
@@ -122,8 +157,8 @@ def calibrate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "model": "server cores = fixed + c_conn x connections + c_write x frame writes/s "
-        "+ c_comment x comments/s (weighted least squares over each run's idle and phase "
-        "windows)",
+        "+ c_comment x comments/s + c_read x frames read/s (weighted least squares over "
+        "each run's idle and phase windows; c_read only when the runs tell it apart)",
         "server": _server_kind(reports),
         "costs": costs,
         "stderr": stderr,
@@ -139,6 +174,7 @@ def calibrate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "runs": [
             {
                 "connections": ws[0].conns if ws else None,
+                "rooms": (r.get("scenario") or {}).get("rooms"),
                 "windows": [asdict(w) for w in ws],
                 "run_id": r.get("run_id"),
             }
@@ -176,6 +212,8 @@ def source_from_calibration(doc: dict[str, Any]) -> Source:
     used: list[str] = []
     uncertainty: dict[str, float] = {}
     for col, name in TO_COSTS.items():
+        if doc["costs"].get(col) is None:
+            continue  # not fitted apart: the default stays (and the warning says why)
         value = float(doc["costs"][col])
         values[name] = value
         err = doc.get("stderr", {}).get(col)
@@ -200,8 +238,15 @@ def source_from_calibration(doc: dict[str, Any]) -> Source:
     return Source(Costs(**values), used, warnings, (lo, hi), uncertainty)
 
 
-def predict(doc: dict[str, Any], conns: float, writes_per_s: float, comments_per_s: float) -> float:
-    """Server cores the calibration predicts for one process."""
+def predict(
+    doc: dict[str, Any],
+    conns: float,
+    writes_per_s: float,
+    comments_per_s: float,
+    reads_per_s: float = 0.0,
+) -> float:
+    """Server cores the calibration predicts for one process (``reads_per_s``: frames it
+    reads from Redis; counted only when the calibration fitted their cost apart)."""
     c = doc["costs"]
     return float(
         c["fixed_cores"]
@@ -209,18 +254,48 @@ def predict(doc: dict[str, Any], conns: float, writes_per_s: float, comments_per
             c["cpu_us_per_conn_s"] * conns
             + c["cpu_us_per_frame_write"] * writes_per_s
             + c["cpu_us_per_comment"] * comments_per_s
+            + (c.get("cpu_us_per_frame_read") or 0.0) * reads_per_s
         )
         / 1e6
     )
+
+
+def _busy_windows(doc: dict[str, Any], rooms: int) -> list[dict[str, Any]]:
+    return [
+        w
+        for run in doc.get("runs", [])
+        if run.get("rooms") == rooms
+        for w in run.get("windows", [])
+        if w.get("writes") and w.get("wall_s")
+    ]
+
+
+def reads_per_s(doc: dict[str, Any], rooms: int) -> float | None:
+    """Frames read per second by the calibration's runs with ``rooms`` rooms (their
+    mean), or ``None`` when no run had that many: the same scenario reads the same
+    frames whatever its viewers, as long as every room has some."""
+    rates = [w.get("frames_read", 0.0) / w["wall_s"] for w in _busy_windows(doc, rooms)]
+    return sum(rates) / len(rates) if rates else None
+
+
+def writes_per_conn_s(doc: dict[str, Any], rooms: int) -> float | None:
+    """Frames a connection received per second in the runs with ``rooms`` rooms (the
+    scenario's comment pattern at that spread), or ``None`` when no run had that many."""
+    busy = _busy_windows(doc, rooms)
+    conn_s = sum(w["conns"] * w["wall_s"] for w in busy)
+    return sum(w["writes"] for w in busy) / conn_s if conn_s else None
 
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:
     lo, hi = doc["measured"]["connections"]
     out = [f"calibration ({doc['server']}): {len(doc['runs'])} runs, {lo:g}-{hi:g} connections"]
     for col in COLUMNS:
-        err = doc["stderr"][col]
+        value, err = doc["costs"].get(col), doc["stderr"].get(col)
+        if value is None:
+            out.append(f"  {col:24} not fitted apart (see the warning)")
+            continue
         pm = f" ± {err:.3g}" if err is not None else ""
-        out.append(f"  {col:24} {doc['costs'][col]:.4g}{pm}")
+        out.append(f"  {col:24} {value:.4g}{pm}")
     if doc.get("bytes_per_frame_write"):
         out.append(f"  {'bytes_per_frame_write':24} {doc['bytes_per_frame_write']:.4g}")
     if doc.get("rss_bytes_per_conn"):
@@ -244,6 +319,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fit these loadtest JSON reports instead of running (default: run --sizes)",
     )
     p.add_argument(
+        "--spread-rooms",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run each size with the same comments spread over N rooms (senders "
+        "raised to N so every room gets some): more frames read per comment, which fits "
+        "the gateway's per-frame-read cost apart from the per-comment one [rooms] "
+        "(default: 0 = off)",
+    )
+    p.add_argument(
         "--no-split",
         dest="split",
         action="store_false",
@@ -262,19 +347,38 @@ def parse_sizes(text: str) -> list[int]:
     return sorted(set(sizes))
 
 
-RunLocal = Callable[[int, bool], dict[str, Any]]
+#: ``run_local(viewers, split, rooms)``: a local run's report (``rooms`` ``None``: the
+#: scenario's own).
+RunLocal = Callable[[int, bool, int | None], dict[str, Any]]
 
 
-def run_reports(sizes: Sequence[int], split: bool, run_local: RunLocal) -> list[dict[str, Any]]:
-    """One local run per size, smallest first (printing a line per run)."""
+def run_reports(
+    sizes: Sequence[int], split: bool, run_local: RunLocal, spread_rooms: int = 0
+) -> list[dict[str, Any]]:
+    """One local run per size, smallest first, and one more per size over
+    ``spread_rooms`` rooms when that is set (printing a line per run)."""
     reports = []
     for n in sizes:
-        report = run_local(n, split)
-        conns = (report.get("costs") or {}).get("connections")
-        cpu = ((report.get("server") or {}).get("phases") or {}).get("cpu_pct")
-        print(f"calibrate: {n} viewers: {conns} connections, server {cpu}% of a core", flush=True)
-        reports.append(report)
+        for rooms in (None, spread_rooms or None) if spread_rooms else (None,):
+            report = run_local(n, split, rooms)
+            conns = (report.get("costs") or {}).get("connections")
+            ph = (report.get("server") or {}).get("phases") or {}
+            where = f", {rooms} rooms" if rooms else ""
+            print(
+                f"calibrate: {n} viewers{where}: {conns} connections, server "
+                f"{ph.get('cpu_pct')}% of a core",
+                flush=True,
+            )
+            reports.append(report)
     return reports
+
+
+def spread_rooms(args: argparse.Namespace) -> int:
+    """``--spread-rooms``, checked (``CalibrationError`` below 0)."""
+    n = int(getattr(args, "spread_rooms", 0) or 0)
+    if n < 0:
+        raise CalibrationError(f"--spread-rooms {n}: 0 (off) or a number of rooms")
+    return n
 
 
 def load_reports(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -297,7 +401,9 @@ def main(args: argparse.Namespace, run_local: RunLocal) -> int:
         if args.reports:
             reports = load_reports(args.reports)
         else:
-            reports = run_reports(parse_sizes(args.sizes), args.split, run_local)
+            reports = run_reports(
+                parse_sizes(args.sizes), args.split, run_local, spread_rooms(args)
+            )
         doc = calibrate(reports)
     except CalibrationError as exc:
         print(f"danmaku-loadtest calibrate: {exc}", file=sys.stderr)

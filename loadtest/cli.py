@@ -228,12 +228,18 @@ def _calibrate(args: argparse.Namespace) -> int:
     from loadtest.calibrate import main as calibrate_main
     from loadtest.validate import main as validate_main
 
-    def shape(viewers: int) -> Scenario:
+    def shape(viewers: int, rooms: int | None = None) -> Scenario:
         args.viewers = viewers
-        return resolve(args)
+        sc = resolve(args)
+        if not rooms:
+            return sc
+        # The same comments over `rooms` rooms, each with a sender of its own.
+        spread = argparse.Namespace(**vars(args))
+        spread.rooms, spread.senders = rooms, max(sc.senders, rooms)
+        return resolve(spread)
 
-    def run_local(viewers: int, split: bool) -> dict[str, Any]:
-        return _local(shape(viewers), True, split=split)
+    def run_local(viewers: int, split: bool, rooms: int | None = None) -> dict[str, Any]:
+        return _local(shape(viewers, rooms), True, split=split)
 
     try:
         resolve(args)

@@ -3,9 +3,12 @@
 The model (docs/capacity.md explains it and its assumptions): every viewer receives one
 frame per tick of its room (the busy-room upper bound), so gateways pay
 ``viewers x ticks/s`` frame writes plus an idle cost per connection plus ingest per
-comment, and need memory per connection; workers pay per frame built and per comment
-merged; Redis pays per comment stored, per frame committed and per frame read by each
-gateway that has viewers in the room. Each process is one core (trio is single
+comment plus a read of every frame of each room they hold (how many rooms that is
+depends on the layout: random placement or room-affine routing, so the gateway count
+is per layout and the deployment is the room-affine one), and need memory per
+connection; workers pay per frame built and per comment merged; Redis pays per comment
+stored, per frame committed and per frame read by each gateway that has viewers in the
+room. Each process is one core (trio is single
 threaded) run at most at ``--utilisation``; processes are rounded up, workers get one
 spare. ``compute`` is pure; ``--from report.json`` replaces the default unit costs with
 the ones a loadtest measured.
@@ -42,6 +45,7 @@ class Costs:
     bytes_per_frame: float = 1_500.0
     gateway_fixed_cpu_cores: float = 0.0
     redis_cpu_us_per_notice: float = 1.0
+    gateway_cpu_us_per_frame_read: float = 40.0
 
 
 #: field -> (what it is, its unit), for ``--help`` and the printed plan.
@@ -65,6 +69,11 @@ COST_HELP: dict[str, tuple[str, str]] = {
     "redis_cpu_us_per_notice": (
         "Redis CPU per notice (one per frame per gateway holding the room: written with the "
         "commit, read in batches)",
+        "µs",
+    ),
+    "gateway_cpu_us_per_frame_read": (
+        "gateway CPU per frame it reads from Redis (one per frame of each room it holds "
+        "viewers of: the read, decode and encode-once; its writes are counted apart)",
         "µs",
     ),
 }
@@ -134,6 +143,8 @@ class Layout:
     shards_cpu: int
     shards: int
     hottest_room: float  # cores of one room on its shard
+    gateways: int = 0  # gateway processes this layout needs (their frame reads included)
+    gateway_read_cpu: float = 0.0  # cores all gateways spend reading frames
 
 
 def gateways_per_room(layout: str, viewers: float, gateways: int, share: int) -> int:
@@ -142,6 +153,25 @@ def gateways_per_room(layout: str, viewers: float, gateways: int, share: int) ->
     ``room-affine``: ``ceil(viewers / share)``; at least 1, at most ``gateways``."""
     need = viewers if layout == "random" else viewers / max(1, share)
     return min(gateways, max(1, math.ceil(need)))
+
+
+def gateways_needed(base: float, avail: float, floor: int, read_all: float, cap: int) -> int:
+    """The smallest gateway count ``G >= floor`` whose CPU (``G x avail`` cores) covers
+    ``base`` cores of viewers and comments plus the frame reads: ``read_all`` cores per
+    gateway that holds every room, times ``min(G, cap)`` (``cap``: the most gateways
+    that hold one room, ``G_room`` once there are enough gateways). Always finite: past
+    ``cap`` gateways more of them no longer add reads."""
+
+    def up(x: float) -> int:  # ceil that does not turn 124.00000000000001 into 125
+        return math.ceil(x - 1e-9 * max(1.0, abs(x)))
+
+    best = max(floor, cap, up((base + read_all * cap) / avail))
+    spare = avail - read_all  # what a gateway has left below `cap` gateways (each reads all)
+    if spare > 0 or (spare == 0 and base <= 0):
+        few = max(floor, up(base / spare) if base > 0 else 1)
+        if few <= cap:
+            best = min(best, few)
+    return int(best)
 
 
 def frames_per_s(rate: float, tick_ms: float) -> float:
@@ -237,13 +267,9 @@ def compute(inp: Inputs) -> Plan:
         "cores",
     )
     fixed = c.gateway_fixed_cpu_cores
-    room = u - fixed  # what one gateway process has left for viewers at utilisation u
-    if fixed > 0 and room > u / 4:
-        by_cpu = step(
-            "gateways by CPU",
-            f"ceil({gw_cpu:.2f} / ({u:g} - {fixed:.3f} fixed per process))",
-            math.ceil(gw_cpu / room),
-        )
+    avail = u - fixed  # what one gateway process has left for viewers at utilisation u
+    if fixed > 0 and avail > u / 4:
+        per_process = f"({u:g} - {fixed:.3f} fixed per process)"
     else:
         if fixed > 0:
             warnings.append(
@@ -251,7 +277,12 @@ def compute(inp: Inputs) -> Plan:
                 f"utilisation {u:g} for viewers: the fixed cost is left out of the gateway "
                 "count (measure it on a gateway process of its own: `local --split`)"
             )
-        by_cpu = step("gateways by CPU", f"ceil({gw_cpu:.2f} / {u:g})", math.ceil(gw_cpu / u))
+        avail, per_process = u, f"{u:g}"
+    step(
+        "gateways by CPU (no frame reads)",
+        f"ceil({gw_cpu:.2f} / {per_process})",
+        math.ceil(gw_cpu / avail),
+    )
     mem = inp.viewers * c.rss_bytes_per_conn
     by_mem = step(
         "gateways by memory",
@@ -264,8 +295,37 @@ def compute(inp: Inputs) -> Plan:
         f"ceil({inp.viewers} / {inp.max_conns_per_gateway})",
         math.ceil(inp.viewers / inp.max_conns_per_gateway),
     )
-    gateways = int(max(by_cpu, by_mem, by_conns, 1))
-    step("gateways", "max of the above (at least 1)", gateways)
+    floor = int(max(by_mem, by_conns, 1))
+    # --- gateways per layout: each gateway holding a room reads its frames (G_room of them)
+    per_room_viewers = inp.viewers / inp.rooms
+    share = max(1, int(inp.room_share))
+    read_cores = frames * c.gateway_cpu_us_per_frame_read / 1e6  # one gateway reading all
+    by_layout: dict[str, int] = {}
+    for name in LAYOUTS:
+        cap = gateways_per_room(name, per_room_viewers, 2**62, share)
+        g = by_layout[name] = gateways_needed(gw_cpu, avail, floor, read_cores, cap)
+        g_room = min(g, cap)
+        step(
+            f"gateway CPU reading frames ({name})",
+            f"{frames:g} frames x {g_room} gateways x {c.gateway_cpu_us_per_frame_read:g} µs",
+            read_cores * g_room,
+            "cores",
+        )
+        step(
+            f"gateways ({name})",
+            f"smallest G >= {floor} (memory, connections) with G x {avail:.3f} >= "
+            f"{gw_cpu:.2f} + frame reads at G",
+            g,
+        )
+    # The deployment follows the routing (clients that ignore it cost the random layout).
+    gateways = by_layout["room-affine"]
+    step("gateways", "the room-affine layout's", gateways)
+    if by_layout["random"] > 2 * gateways:
+        warnings.append(
+            f"random: viewers spread at random need {by_layout['random']:,} gateways, not "
+            f"{gateways:,}: every gateway reads nearly every room's frames; route rooms "
+            "(GET /api/rooms/{room}/gateway)"
+        )
     gbit = writes * c.bytes_per_frame_write * 8 / 1e9
     step("egress", f"{writes:g} x {c.bytes_per_frame_write:g} B x 8", gbit, "Gbit/s")
     step("egress per gateway", f"{gbit:.2f} / {gateways}", gbit / gateways, "Gbit/s")
@@ -300,15 +360,14 @@ def compute(inp: Inputs) -> Plan:
         )
     )
     # --- Redis per layout: how many gateways read each room's frames and notices
-    per_room_viewers = inp.viewers / inp.rooms
-    share = max(1, int(inp.room_share))
     layouts = []
     for name in LAYOUTS:
-        g_room = gateways_per_room(name, per_room_viewers, gateways, share)
+        lay_gw = by_layout[name]
+        g_room = gateways_per_room(name, per_room_viewers, lay_gw, share)
         if name == "random":
-            how = f"min({gateways} gateways, {per_room_viewers:g} viewers per room)"
+            how = f"min({lay_gw} gateways, {per_room_viewers:g} viewers per room)"
         else:
-            how = f"min({gateways} gateways, ceil({per_room_viewers:g} / share {share}))"
+            how = f"min({lay_gw} gateways, ceil({per_room_viewers:g} / share {share}))"
         step(f"G_room ({name})", how, g_room, "gateways")
         reads = step(f"frame reads ({name})", f"{frames:g} x {g_room}", frames * g_room, "/s")
         notices = step(
@@ -356,8 +415,20 @@ def compute(inp: Inputs) -> Plan:
                 f"{name}: a single room needs more than one Redis shard can give: lower the "
                 "ceiling" + (" or route rooms (room-affine)" if name == "random" else "")
             )
-        layouts.append(Layout(name, g_room, reads, notices, rd_cpu, shards_cpu, layout_shards, hot))
-    # The deployment follows the routing (clients that ignore it cost the random layout).
+        layouts.append(
+            Layout(
+                name,
+                g_room,
+                reads,
+                notices,
+                rd_cpu,
+                shards_cpu,
+                layout_shards,
+                hot,
+                lay_gw,
+                read_cores * g_room,
+            )
+        )
     shards = layouts[-1].shards
     step("Redis shards", "the room-affine layout's", shards)
     return Plan(gateways, workers, shards, steps, warnings, int(hosts), gbit / hosts, layouts)
@@ -640,10 +711,15 @@ def layout_rows(plan: Plan) -> list[tuple[str, list[str]]]:
     """The layouts side by side: (what, one figure per layout in ``LAYOUTS`` order)."""
     lays = [plan.layout(name) for name in LAYOUTS]
     return [
+        ("gateway processes (their frame reads included)", [f"{x.gateways:,}" for x in lays]),
+        ("gateway CPU reading frames (cores, all)", [f"{x.gateway_read_cpu:,.2f}" for x in lays]),
         ("G_room: gateways reading a room", [f"{x.g_room:,}" for x in lays]),
         ("frame reads/s (all gateways)", [f"{x.frame_reads:,.0f}" for x in lays]),
         ("notices/s (all gateways)", [f"{x.notices:,.0f}" for x in lays]),
-        ("frame reads/s per gateway", [f"{x.frame_reads / plan.gateways:,.0f}" for x in lays]),
+        (
+            "frame reads/s per gateway",
+            [f"{x.frame_reads / max(1, x.gateways):,.0f}" for x in lays],
+        ),
         ("Redis CPU (cores)", [f"{x.redis_cpu:,.2f}" for x in lays]),
         ("Redis shards by CPU", [f"{x.shards_cpu:,}" for x in lays]),
         ("Redis shards (CPU and memory)", [f"{x.shards:,}" for x in lays]),

@@ -25,6 +25,7 @@ COUNTERS: dict[str, str] = {
     "frame_writes": "danmaku_frame_writes_total",
     "bytes_out": "danmaku_bytes_out_total",
     "frames_built": "danmaku_frames_built_total",
+    "frames_read": "danmaku_gateway_frames_total",  # frames the gateway read from Redis
     "comments_received": "danmaku_comments_received_total",
     "comments_accepted": "danmaku_comments_accepted_total",
     "comments_rejected": "danmaku_comments_rejected_total",

@@ -30,11 +30,15 @@ from typing import Any
 
 from loadtest.calibrate import (
     CalibrationError,
+    RunLocal,
     calibrate,
     load_reports,
     parse_sizes,
+    reads_per_s,
     run_reports,
+    spread_rooms,
     summary_lines,
+    writes_per_conn_s,
 )
 from loadtest.calibrate import predict as predict_cores
 
@@ -64,7 +68,7 @@ def predict(
     """The three figures the calibration ``doc`` predicts for a run with ``conns``
     connections spread over ``rooms`` rooms and ``rate`` comments/s in all (measured
     figures left ``None``)."""
-    per_conn = doc.get("frame_writes_per_conn_s")
+    per_conn = writes_per_conn_s(doc, rooms) or doc.get("frame_writes_per_conn_s")
     if per_conn:
         # The calibration runs' own frames per connection-second: the same scenario's
         # comment pattern at a smaller population.
@@ -73,7 +77,13 @@ def predict(
         ticks = 1000.0 / tick_ms
         per_room = rate / max(1, rooms)
         writes = conns * ticks * (1.0 - math.exp(-per_room / ticks))  # Poisson arrivals
-    cores = predict_cores(doc, conns, writes, rate)
+    # Frames the gateway reads: the calibration runs' own at this many rooms, else one per
+    # room per tick that had a comment.
+    reads = reads_per_s(doc, rooms)
+    if reads is None:
+        ticks = 1000.0 / tick_ms
+        reads = rooms * ticks * (1.0 - math.exp(-rate / max(1, rooms) / ticks))
+    cores = predict_cores(doc, conns, writes, rate, reads)
     egress = writes * float(doc.get("bytes_per_frame_write") or 0.0)
     return [
         Figure("gateway CPU", "cores", cores, None),
@@ -112,7 +122,8 @@ def cost_of_measured_work(
         return None
     writes = float(ph.get("frame_writes") or 0) / wall
     comments = float(ph.get("comments_accepted") or 0) / wall
-    cores = predict_cores(doc, conns, writes, comments)
+    reads = float(ph.get("frames_read") or 0) / wall
+    cores = predict_cores(doc, conns, writes, comments, reads)
     return Figure("gateway CPU for the measured work", "cores", cores, float(ph["cpu_s"]) / wall)
 
 
@@ -159,9 +170,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-RunLocal = Callable[[int, bool], dict[str, Any]]
-
-
 def main(args: argparse.Namespace, run_local: RunLocal, shape: Callable[[int], Any]) -> int:
     """``shape(viewers)`` is the resolved scenario of a run with that many viewers (its
     ``senders``, ``rooms``, ``tick_ms`` and phases' rate feed the prediction)."""
@@ -172,7 +180,7 @@ def main(args: argparse.Namespace, run_local: RunLocal, shape: Callable[[int], A
         elif args.reports:
             doc = calibrate(load_reports(args.reports))
         else:
-            doc = calibrate(run_reports(sizes, args.split, run_local))
+            doc = calibrate(run_reports(sizes, args.split, run_local, spread_rooms(args)))
     except CalibrationError as exc:
         print(f"danmaku-loadtest validate: {exc}", file=sys.stderr)
         return 2
@@ -188,7 +196,7 @@ def main(args: argparse.Namespace, run_local: RunLocal, shape: Callable[[int], A
     figures = predict(doc, conns, rate, sc.rooms, sc.tick_ms)
     hi = doc["measured"]["connections"][1]
     print(f"predict: {target} viewers ({conns} connections, {conns / hi:.1f}x the largest run)")
-    report = run_local(target, args.split)
+    report = run_local(target, args.split, None)
     got = measured(report)
     for f in figures:
         f.measured = got[f.name]

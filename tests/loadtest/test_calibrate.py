@@ -14,8 +14,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loadtest import cli
-from loadtest.calibrate import CalibrationError, calibrate, predict
+from loadtest.calibrate import (
+    CalibrationError,
+    calibrate,
+    predict,
+    reads_per_s,
+    run_reports,
+    source_from_calibration,
+)
 from loadtest.fit import FitError, fit
+from loadtest.plan import Costs
 from loadtest.validate import Figure, compare, cost_of_measured_work
 from loadtest.validate import predict as predict_run
 
@@ -31,31 +39,46 @@ def _report(
     per_comment_us: float,
     noise: float = 0.0,
     rng: random.Random | None = None,
+    per_read_us: float = 0.0,
+    rooms: int = 1,
 ) -> dict[str, Any]:
     """A loadtest report (the keys calibration reads) of a server that costs exactly
-    ``fixed + per_conn x conns + per_write x writes/s + per_comment x comments/s`` cores,
-    times (1 + a uniform error of at most ``noise``)."""
+    ``fixed + per_conn x conns + per_write x writes/s + per_comment x comments/s
+    + per_read x frames read/s`` cores, times (1 + a uniform error of at most ``noise``).
+    One room reads ``TICKS`` frames/s, each viewer gets all of them; ``RATE`` comments/s
+    over ``rooms`` rooms (fewer than ``TICKS`` each) read one frame per comment and give
+    each viewer its room's."""
     rng = rng or random.Random(0)
 
-    def cpu(wall: float, writes: float, comments: float) -> float:
+    def cpu(wall: float, writes: float, comments: float, reads: float) -> float:
         cores = (
-            fixed + (per_conn_us * conns + per_write_us * writes + per_comment_us * comments) / 1e6
+            fixed
+            + (
+                per_conn_us * conns
+                + per_write_us * writes
+                + per_comment_us * comments
+                + per_read_us * reads
+            )
+            / 1e6
         )
         return cores * wall * (1 + rng.uniform(-noise, noise))
 
     idle_wall, wall = 4.0, 20.0
-    writes = conns * TICKS * wall
+    reads_per_s = TICKS if rooms == 1 else RATE
+    writes = conns * (TICKS if rooms == 1 else RATE / rooms) * wall
     comments = RATE * wall
     return {
         "target": {"mode": "local-split"},
+        "scenario": {"rooms": rooms},
         "run_id": f"run-{conns}",
         "server": {
-            "idle": {"wall_s": idle_wall, "cpu_s": cpu(idle_wall, 0, 0)},
+            "idle": {"wall_s": idle_wall, "cpu_s": cpu(idle_wall, 0, 0, 0)},
             "phases": {
                 "wall_s": wall,
-                "cpu_s": cpu(wall, writes / wall, comments / wall),
+                "cpu_s": cpu(wall, writes / wall, comments / wall, reads_per_s),
                 "frame_writes": writes,
                 "comments_accepted": comments,
+                "frames_read": reads_per_s * wall,
                 "bytes_out": writes * 1200.0,
             },
             "rss_bytes": {"base": 50_000_000, "ready": 50_000_000 + 15_000 * conns},
@@ -154,7 +177,7 @@ def test_validate_predicts_with_the_plans_frame_model_and_judges_by_tolerance() 
     cpu, writes, egress = predict_run(doc, conns=1000, rate=RATE, rooms=1, tick_ms=100)
     assert writes.predicted == pytest.approx(1000 * TICKS)  # what each connection got
     # Without the calibrated figure: the plan's Poisson model (100/s: nearly every tick).
-    bare = {**doc, "frame_writes_per_conn_s": None}
+    bare = {**doc, "frame_writes_per_conn_s": None, "runs": []}
     assert predict_run(bare, 1000, RATE, 1, 100)[1].predicted == pytest.approx(
         1000 * TICKS, rel=1e-3
     )
@@ -215,3 +238,62 @@ def test_the_cost_of_the_work_done_is_checked_apart_from_throughput() -> None:
     writes = predict_run(doc, 1000, RATE, 1, 100)[1]
     writes.measured = ph["frame_writes"] / 20
     assert compare([writes], 0.2)
+
+
+# ---- the gateway's frame reads, fitted apart -------------------------------------------
+
+
+def test_one_room_runs_leave_the_read_cost_in_the_comment_cost_and_say_so() -> None:
+    # 10 frames read per second whatever the population: the per-comment cost takes them.
+    doc = calibrate([_report(n, 0.05, 4.0, 12.0, 300.0, per_read_us=900.0) for n in (100, 300)])
+    assert doc["costs"]["cpu_us_per_frame_read"] is None
+    assert doc["costs"]["cpu_us_per_comment"] == pytest.approx(300.0 + 900.0 * TICKS / RATE)
+    assert any("--spread-rooms" in w for w in doc["warnings"])
+    src = source_from_calibration(doc)
+    assert src.costs.gateway_cpu_us_per_frame_read == Costs().gateway_cpu_us_per_frame_read
+    assert any("--spread-rooms" in w for w in src.warnings)
+
+
+@given(
+    per_comment=st.floats(0.0, 2000.0),
+    per_read=st.floats(0.0, 2000.0),
+    spread=st.integers(20, 100),
+)
+def test_spread_runs_fit_the_read_cost_apart(
+    per_comment: float, per_read: float, spread: int
+) -> None:
+    reports = [
+        _report(n, 0.05, 4.0, 12.0, per_comment, per_read_us=per_read, rooms=rooms)
+        for n in (100, 300)
+        for rooms in (1, spread)
+    ]
+    doc = calibrate(reports)
+    c = doc["costs"]
+    assert c["cpu_us_per_frame_read"] == pytest.approx(per_read, abs=1e-3)
+    assert c["cpu_us_per_comment"] == pytest.approx(per_comment, abs=1e-3)
+    assert c["cpu_us_per_frame_write"] == pytest.approx(12.0, rel=1e-6)
+    assert reads_per_s(doc, 1) == pytest.approx(TICKS)
+    assert reads_per_s(doc, spread) == pytest.approx(RATE)
+    assert reads_per_s(doc, 7) is None
+    src = source_from_calibration(doc)
+    assert src.costs.gateway_cpu_us_per_frame_read == pytest.approx(per_read, abs=1e-3)
+    # validate counts the reads of the target's room count (the calibration's own)
+    cpu = predict_run(doc, conns=1000, rate=RATE, rooms=1, tick_ms=100)[0]
+    assert cpu.predicted == pytest.approx(
+        0.05 + (4.0 * 1000 + 12.0 * 1000 * TICKS + per_comment * RATE + per_read * TICKS) / 1e6
+    )
+
+
+def test_spread_rooms_runs_each_size_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[tuple[int, bool, int | None]] = []
+
+    def run_local(viewers: int, split: bool, rooms: int | None) -> dict[str, Any]:
+        calls.append((viewers, split, rooms))
+        return _report(viewers, 0.05, 4.0, 12.0, 300.0, rooms=rooms or 1)
+
+    reports = run_reports([100, 200], True, run_local, spread_rooms=50)
+    assert calls == [(100, True, None), (100, True, 50), (200, True, None), (200, True, 50)]
+    assert len(reports) == 4 and "200 viewers, 50 rooms" in capsys.readouterr().out
+    calls.clear()
+    run_reports([100, 200], True, run_local)
+    assert calls == [(100, True, None), (200, True, None)]

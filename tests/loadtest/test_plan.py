@@ -23,6 +23,7 @@ from loadtest.plan import (
     compute,
     costs_from_report,
     extrapolation_warnings,
+    gateways_needed,
 )
 
 
@@ -34,7 +35,12 @@ def _value(plan: Plan, what: str) -> float:
 
 
 def test_gateways_follow_frame_writes() -> None:
-    costs = Costs(cpu_us_per_frame_write=10, idle_cpu_us_per_conn_s=0, ingest_cpu_us_per_comment=0)
+    costs = Costs(
+        cpu_us_per_frame_write=10,
+        idle_cpu_us_per_conn_s=0,
+        ingest_cpu_us_per_comment=0,
+        gateway_cpu_us_per_frame_read=0,
+    )
     plan = compute(Inputs(viewers=1_000_000, rate=1000, rooms=100, utilisation=0.5, costs=costs))
     # 1e6 viewers x 10 frames/s x 10 µs = 100 cores; at 50% -> 200 gateways
     assert _value(plan, "frame writes") == 10_000_000
@@ -255,7 +261,8 @@ def test_the_readme_event_needs_at_most_20_shards_when_rooms_are_routed(
     affine, rand = plan.layout("room-affine"), plan.layout("random")
     assert plan.redis_shards == affine.shards <= 20
     assert rand.shards > 100  # every gateway reads nearly every room's frames
-    assert (affine.g_room, rand.g_room) == (2, plan.gateways)  # 2,500 viewers / share 2,000
+    assert affine.g_room == 2  # 2,500 viewers / share 2,000
+    assert rand.g_room == min(rand.gateways, 2500) and rand.gateways > plan.gateways
     code, out, _ = _plan(tmp_path, capsys, *README_EVENT)
     assert code == 0
     table = out[out.index("layouts (same event):") :]
@@ -265,7 +272,8 @@ def test_the_readme_event_needs_at_most_20_shards_when_rooms_are_routed(
     code, out, _ = _plan(tmp_path, capsys, *README_EVENT, "--json")
     doc = json.loads(out)
     assert doc["layouts"]["room-affine"]["shards"] == doc["redis_shards"] == affine.shards
-    assert doc["layouts"]["random"]["g_room"] == plan.gateways
+    assert doc["layouts"]["random"]["g_room"] == rand.g_room
+    assert doc["layouts"]["room-affine"]["gateways"] == doc["gateways"] == plan.gateways
 
 
 @given(
@@ -280,10 +288,12 @@ def test_g_room_follows_the_routing_and_never_costs_more_than_random(
     plan = compute(Inputs(viewers=viewers, rate=rate, rooms=rooms, room_share=share))
     affine, rand = plan.layout("room-affine"), plan.layout("random")
     per_room = viewers / rooms
+    assert affine.gateways == plan.gateways <= rand.gateways
     assert affine.g_room == min(plan.gateways, max(1, math.ceil(per_room / share)))
-    assert 1 <= affine.g_room <= rand.g_room <= plan.gateways
+    assert 1 <= affine.g_room <= rand.g_room <= rand.gateways
     assert affine.frame_reads <= rand.frame_reads and affine.notices <= rand.notices
     assert affine.redis_cpu <= rand.redis_cpu + 1e-9 and affine.shards <= rand.shards
+    assert affine.gateway_read_cpu <= rand.gateway_read_cpu + 1e-9
 
 
 def test_a_small_room_is_read_by_one_gateway_and_a_celebrity_room_by_its_share() -> None:
@@ -318,3 +328,49 @@ def test_the_html_plan_shows_both_layouts(
     )
     assert row is not None
     assert row.groups() == (f"{plan.layout('random').shards:,}", f"{plan.redis_shards:,}")
+
+
+# ---- the gateways' own frame reads ---------------------------------------------------
+
+
+@given(
+    st.one_of(st.just(0.0), st.floats(min_value=1e-3, max_value=1e4)),  # cores
+    st.floats(min_value=0.01, max_value=1.0),
+    st.integers(min_value=1, max_value=1000),
+    st.one_of(st.just(0.0), st.floats(min_value=1e-3, max_value=50.0)),
+    st.integers(min_value=1, max_value=100_000),
+)
+def test_the_gateway_count_is_the_smallest_that_covers_its_frame_reads(
+    base: float, avail: float, floor: int, read_all: float, cap: int
+) -> None:
+    g = gateways_needed(base, avail, floor, read_all, cap)
+
+    def covered(n: int) -> bool:
+        need = base + read_all * min(n, cap)
+        return n * avail >= need - 1e-9 * max(1.0, need)  # float rounding aside
+
+    assert g >= floor and covered(g)
+    # no smaller count covers its CPU (checked on a sample: the need is piecewise linear)
+    for smaller in {floor, g - 1, g // 2, min(cap, g - 1)}:
+        if floor <= smaller < g:
+            assert not covered(smaller)
+
+
+def test_reading_every_rooms_frames_costs_the_random_layout_gateways() -> None:
+    base = Inputs(viewers=5_000_000, rate=50_000, rooms=2000)
+    free = compute(replace(base, costs=replace(base.costs, gateway_cpu_us_per_frame_read=0.0)))
+    dear = compute(replace(base, costs=replace(base.costs, gateway_cpu_us_per_frame_read=40.0)))
+    frames = _value(free, "frames built")
+    # Routed, a room is read by 2 gateways: 2 x 18,358 frames/s x 40 µs = 1.5 cores in all.
+    affine = dear.layout("room-affine")
+    assert affine.gateway_read_cpu == pytest.approx(frames * 2 * 40e-6)
+    assert affine.gateways - free.gateways <= math.ceil(affine.gateway_read_cpu / 0.6)
+    # At random every gateway holds nearly every room: 18,358 x 40 µs = 0.73 cores each,
+    # more than a process has at utilisation 0.6, so past 2,500 gateways (one per viewer
+    # of a room) the reads stop growing: G x 0.6 >= viewers' CPU + 2,500 x 0.73.
+    rand = dear.layout("random")
+    assert rand.g_room == 2500
+    need = _value(dear, "gateway CPU") + 2500 * frames * 40e-6
+    assert rand.gateways == math.ceil(need / 0.6)
+    assert any("random: viewers spread at random need" in w for w in dear.warnings)
+    assert free.layout("random").gateways == free.gateways  # no read cost: same count
