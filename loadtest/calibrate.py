@@ -308,8 +308,10 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sizes",
-        default="100,200,300",
-        help="viewer populations to run, comma-separated [viewers] (default: 100,200,300)",
+        default="100,200,300,400,500",
+        help="viewer populations to run, comma-separated; five give the per-write cost a "
+        "firm slope on a small machine (docs/capacity.md) [viewers] (default: "
+        "100,200,300,400,500)",
     )
     p.add_argument(
         "--reports",
