@@ -147,12 +147,18 @@ class Layout:
     gateway_read_cpu: float = 0.0  # cores all gateways spend reading frames
 
 
+def room_spread(layout: str, viewers: float, share: int) -> int:
+    """The most gateways a room of ``viewers`` can land on, however many there are:
+    ``random``, one per viewer (each may land anywhere); ``room-affine``,
+    ``ceil(viewers / share)``; at least 1."""
+    need = viewers if layout == "random" else viewers / max(1, share)
+    return max(1, math.ceil(need))
+
+
 def gateways_per_room(layout: str, viewers: float, gateways: int, share: int) -> int:
     """``G_room``: how many gateways hold viewers of a room of ``viewers``, so read its
-    frames. ``random``: each viewer may land on any gateway, so up to one per viewer;
-    ``room-affine``: ``ceil(viewers / share)``; at least 1, at most ``gateways``."""
-    need = viewers if layout == "random" else viewers / max(1, share)
-    return min(gateways, max(1, math.ceil(need)))
+    frames: ``room_spread`` of the layout, at most ``gateways``."""
+    return min(gateways, room_spread(layout, viewers, share))
 
 
 def gateways_needed(base: float, avail: float, floor: int, read_all: float, cap: int) -> int:
@@ -302,7 +308,7 @@ def compute(inp: Inputs) -> Plan:
     read_cores = frames * c.gateway_cpu_us_per_frame_read / 1e6  # one gateway reading all
     by_layout: dict[str, int] = {}
     for name in LAYOUTS:
-        cap = gateways_per_room(name, per_room_viewers, 2**62, share)
+        cap = room_spread(name, per_room_viewers, share)
         g = by_layout[name] = gateways_needed(gw_cpu, avail, floor, read_cores, cap)
         g_room = min(g, cap)
         step(
