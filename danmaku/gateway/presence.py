@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Set
+from collections.abc import Awaitable, Callable, Mapping, Set
+from typing import TypeVar
 
 import trio
 
@@ -38,6 +39,7 @@ from danmaku.store import StoreError
 from danmaku.store.interfaces import FeedStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PRESENCE_EVERY_S = 0.5  # also how fast the ingest ceiling reacts to a spike
 
@@ -116,55 +118,58 @@ class Presence:
                         "ingest_ceiling", self.settings.ingest_ceiling
                     )
                     live_hub.ceiling.observe(info.offered, trio.current_time())
-                    staff_version = info.settings.get("staff_v", 0.0)
-                    if staff_version != live_hub.staff_version:
-                        try:
-                            entries = await self.store.staff_list(room)
-                        except StoreError as exc:
-                            log.warning("staff list of %s: %s", room, exc)
-                            continue
-                        live_hub.staff = {uid: str(e["role"]) for uid, e in entries.items()}
-                        live_hub.staff_version = staff_version
+                    # Each list is read again only when its version moved; a Redis error
+                    # keeps the old version, so the next round reads it again.
+                    staff_v = info.settings.get("staff_v", 0.0)
+                    held = live_hub.staff_version
+                    staff = await self._reread(self.store.staff_list, room, staff_v, held)
+                    if staff is not None:
+                        live_hub.staff = {uid: str(e["role"]) for uid, e in staff.items()}
+                        live_hub.staff_version = staff_v
                         restaffed[room] = live_hub
                     live_hub.review_mode = info.settings.get("review", 0.0)
                     review_v = info.settings.get("review_v", 0.0)
-                    if review_v != live_hub.review_version:
-                        try:
-                            review_words = await self.store.review_words(room)
-                        except StoreError as exc:
-                            log.warning("review words of %s: %s", room, exc)
-                            continue
-                        live_hub.review = ReviewCheck(review_words)
-                        live_hub.review_version = review_v
+                    held = live_hub.review_version
+                    review = await self._reread(self.store.review_words, room, review_v, held)
+                    if review is not None:
+                        live_hub.review, live_hub.review_version = ReviewCheck(review), review_v
                     self._identity(live_hub, info.settings)
-                    ip_version = info.settings.get("ipbans_v", 0.0)
-                    if ip_version != live_hub.ip_bans_version:
-                        try:
-                            live_hub.ip_bans = IpBans(await self.store.ip_bans(room))
-                            live_hub.ip_bans_version = ip_version
-                        except StoreError as exc:
-                            log.warning("IP bans of %s: %s", room, exc)
-                    nicks_version = info.settings.get("nicks_v", 0.0)
-                    if nicks_version != live_hub.nicks_version:
-                        try:
-                            live_hub.staff_nicks = StaffNicks(await self.store.staff_nicks(room))
-                            live_hub.nicks_version = nicks_version
-                        except StoreError as exc:
-                            log.warning("staff nicks of %s: %s", room, exc)
-                    version = (info.settings.get("words_v", 0.0), info.global_words_version)
-                    if version != live_hub.words_version:
-                        try:
-                            room_words, global_words = await self.store.words(room)
-                        except StoreError as exc:
-                            log.warning("blocked words of %s: %s", room, exc)
-                            continue
-                        live_hub.words = WordFilter(room_words + global_words)
-                        live_hub.words_version = version
+                    ip_v = info.settings.get("ipbans_v", 0.0)
+                    held = live_hub.ip_bans_version
+                    bans = await self._reread(self.store.ip_bans, room, ip_v, held)
+                    if bans is not None:
+                        live_hub.ip_bans, live_hub.ip_bans_version = IpBans(bans), ip_v
+                    nicks_v = info.settings.get("nicks_v", 0.0)
+                    held = live_hub.nicks_version
+                    nicks = await self._reread(self.store.staff_nicks, room, nicks_v, held)
+                    if nicks is not None:
+                        live_hub.staff_nicks, live_hub.nicks_version = StaffNicks(nicks), nicks_v
+                    words_v = (info.settings.get("words_v", 0.0), info.global_words_version)
+                    words = await self._reread(
+                        self.store.words, room, words_v, live_hub.words_version
+                    )
+                    if words is not None:
+                        live_hub.words = WordFilter(words[0] + words[1])  # room's + global
+                        live_hub.words_version = words_v
             finally:
                 # Even if a later room's read fails: these lists are already in use for
                 # new connections, so the open ones must follow.
                 if restaffed:
                     self.apply_staff(restaffed)
+
+    async def _reread(
+        self, read: Callable[[str], Awaitable[T]], room: str, version: object, held: object
+    ) -> T | None:
+        """``read(room)`` when ``version`` (the room's, from this round) is not the one
+        the hub ``held``; ``None`` when it is, or when the read failed (logged: the hub
+        keeps its list and its version, so the next round tries again)."""
+        if version == held:
+            return None
+        try:
+            return await read(room)
+        except StoreError as exc:
+            log.warning("%s of %s: %s", getattr(read, "__name__", "read"), room, exc)
+            return None
 
     def _identity(self, hub: Hub, settings: Mapping[str, float]) -> None:
         """The room's guest policy as of this round (issue 19)."""
