@@ -16,8 +16,9 @@ each room with its own connections and comment rate and summed, for both layouts
   each gateway holds.
 
 For the random layout the table also gives the expected number of distinct gateways a
-room of ``n`` connections lands on, ``G x (1 - (1 - 1/G)^n)``: the plan's ``min(G, n)``
-is its upper bound, reached only when ``n`` is well above ``G``.
+room of ``n`` connections lands on, ``G x (1 - (1 - 1/G)^n)`` (``plan.expected_distinct``,
+what the plan itself uses for the random layout since issue 22); ``min(G, n)`` is its
+upper bound, reached only when ``n`` is well above ``G``.
 
 Pure: no I/O. ``predict`` gives the figures, ``compare`` pairs them with measured ones.
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from loadtest.plan import Costs, frames_per_s, gateways_per_room
+from loadtest.plan import Costs, expected_distinct, frames_per_s, gateways_per_room
 from loadtest.validate import relative_error
 
 LAYOUTS = ("random", "room-affine")
@@ -65,13 +66,6 @@ FIGURES: dict[str, tuple[str, str]] = {
     "frame_reads": ("frame reads/s (all gateways): Redis read load", "/s"),
     "redis_cpu": ("Redis CPU", "cores"),
 }
-
-
-def expected_distinct(connections: int, gateways: int) -> float:
-    """Gateways that hold at least one of ``connections`` placed uniformly at random on
-    ``gateways`` (balls in bins): what a load balancer really gives a small room, where
-    the plan's ``min(G, n)`` is the upper bound."""
-    return gateways * (1 - (1 - 1 / gateways) ** connections)
 
 
 def predict(fleet: Fleet, layout: str, costs: Costs | None = None) -> dict[str, float]:

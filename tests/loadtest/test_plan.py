@@ -16,14 +16,17 @@ from hypothesis import strategies as st
 
 from loadtest import cli
 from loadtest.plan import (
+    LAYOUTS,
     Costs,
     Inputs,
     Plan,
     Source,
     compute,
     costs_from_report,
+    expected_distinct,
     extrapolation_warnings,
     gateways_needed,
+    layout_g_room,
 )
 
 
@@ -262,7 +265,8 @@ def test_the_readme_event_needs_at_most_20_shards_when_rooms_are_routed(
     assert plan.redis_shards == affine.shards <= 20
     assert rand.shards > 100  # every gateway reads nearly every room's frames
     assert affine.g_room == 2  # 2,500 viewers / share 2,000
-    assert rand.g_room == min(rand.gateways, 2500) and rand.gateways > plan.gateways
+    assert rand.g_room == pytest.approx(expected_distinct(2500, rand.gateways))
+    assert rand.gateways > plan.gateways
     code, out, _ = _plan(tmp_path, capsys, *README_EVENT)
     assert code == 0
     table = out[out.index("layouts (same event):") :]
@@ -282,18 +286,27 @@ def test_the_readme_event_needs_at_most_20_shards_when_rooms_are_routed(
     st.integers(min_value=1, max_value=100_000),
     st.floats(min_value=0, max_value=1e6),
 )
-def test_g_room_follows_the_routing_and_never_costs_more_than_random(
+def test_g_room_follows_the_routing_and_a_room_that_fits_never_costs_more_routed(
     viewers: int, rooms: int, share: int, rate: float
 ) -> None:
     plan = compute(Inputs(viewers=viewers, rate=rate, rooms=rooms, room_share=share))
     affine, rand = plan.layout("room-affine"), plan.layout("random")
     per_room = viewers / rooms
-    assert affine.gateways == plan.gateways <= rand.gateways
+    frames = _value(plan, "frames built")
+    assert affine.gateways == plan.gateways
     assert affine.g_room == min(plan.gateways, max(1, math.ceil(per_room / share)))
-    assert 1 <= affine.g_room <= rand.g_room <= rand.gateways
-    assert affine.frame_reads <= rand.frame_reads and affine.notices <= rand.notices
-    assert affine.redis_cpu <= rand.redis_cpu + 1e-9 and affine.shards <= rand.shards
-    assert affine.gateway_read_cpu <= rand.gateway_read_cpu + 1e-9
+    # random: the expected distinct gateways of its viewers, at most one per viewer
+    assert rand.g_room == pytest.approx(max(1.0, expected_distinct(per_room, rand.gateways)))
+    assert 1 <= rand.g_room <= max(1.0, min(rand.gateways, per_room)) + 1e-6
+    for lay in (affine, rand):
+        assert lay.frame_reads == pytest.approx(frames * lay.g_room)
+        assert lay.notices == pytest.approx(lay.frame_reads)
+    if per_room <= share:  # routed, the room sits on one gateway: never dearer than random
+        assert affine.g_room == 1
+        assert affine.frame_reads <= rand.frame_reads + 1e-6
+        assert affine.redis_cpu <= rand.redis_cpu + 1e-9 and affine.shards <= rand.shards
+        assert affine.gateways <= rand.gateways
+        assert affine.gateway_read_cpu <= rand.gateway_read_cpu + 1e-9
 
 
 def test_a_small_room_is_read_by_one_gateway_and_a_celebrity_room_by_its_share() -> None:
@@ -338,20 +351,24 @@ def test_the_html_plan_shows_both_layouts(
     st.floats(min_value=0.01, max_value=1.0),
     st.integers(min_value=1, max_value=1000),
     st.one_of(st.just(0.0), st.floats(min_value=1e-3, max_value=50.0)),
-    st.integers(min_value=1, max_value=100_000),
+    st.floats(min_value=0.5, max_value=100_000),
+    st.sampled_from(LAYOUTS),
 )
 def test_the_gateway_count_is_the_smallest_that_covers_its_frame_reads(
-    base: float, avail: float, floor: int, read_all: float, cap: int
+    base: float, avail: float, floor: int, read_all: float, viewers: float, layout: str
 ) -> None:
-    g = gateways_needed(base, avail, floor, read_all, cap)
+    def g_room(n: int) -> float:
+        return layout_g_room(layout, viewers, n, 2000)
+
+    g = gateways_needed(base, avail, floor, read_all, g_room)
 
     def covered(n: int) -> bool:
-        need = base + read_all * min(n, cap)
+        need = base + read_all * g_room(n)
         return n * avail >= need - 1e-9 * max(1.0, need)  # float rounding aside
 
     assert g >= floor and covered(g)
-    # no smaller count covers its CPU (checked on a sample: the need is piecewise linear)
-    for smaller in {floor, g - 1, g // 2, min(cap, g - 1)}:
+    # no smaller count covers its CPU (the spare per gateway grows with the count)
+    for smaller in {floor, g - 1, g // 2, (floor + g) // 2}:
         if floor <= smaller < g:
             assert not covered(smaller)
 
@@ -365,12 +382,25 @@ def test_reading_every_rooms_frames_costs_the_random_layout_gateways() -> None:
     affine = dear.layout("room-affine")
     assert affine.gateway_read_cpu == pytest.approx(frames * 2 * 40e-6)
     assert affine.gateways - free.gateways <= math.ceil(affine.gateway_read_cpu / 0.6)
-    # At random every gateway holds nearly every room: 18,358 x 40 µs = 0.73 cores each,
-    # more than a process has at utilisation 0.6, so past 2,500 gateways (one per viewer
-    # of a room) the reads stop growing: G x 0.6 >= viewers' CPU + 2,500 x 0.73.
+    # At random a gateway holds nearly every room: 18,358 x 40 µs = 0.73 cores of reads
+    # each, more than 844 gateways can spare; the count grows until the rooms spread thin
+    # enough: G x 0.6 >= viewers' CPU + G_room(G) x 0.73, the smallest such G.
     rand = dear.layout("random")
-    assert rand.g_room == 2500
-    need = _value(dear, "gateway CPU") + 2500 * frames * 40e-6
-    assert rand.gateways == math.ceil(need / 0.6)
+    need = _value(dear, "gateway CPU")
+
+    def reads(g: int) -> float:
+        return expected_distinct(2500, g) * frames * 40e-6
+
+    assert rand.gateways * 0.6 >= need + reads(rand.gateways) - 1e-6
+    assert (rand.gateways - 1) * 0.6 < need + reads(rand.gateways - 1)
+    assert rand.gateways > 3 * dear.gateways
+    assert rand.gateway_read_cpu == pytest.approx(reads(rand.gateways))
     assert any("random: viewers spread at random need" in w for w in dear.warnings)
     assert free.layout("random").gateways == free.gateways  # no read cost: same count
+
+
+def test_expected_distinct_is_exact_where_the_naive_power_rounds_away() -> None:
+    # (1 - 1/G)^n with G = 10^12 rounds to 1 - n/G in floats only approximately
+    assert expected_distinct(2500, 10**12) == pytest.approx(2500, rel=1e-6)
+    assert expected_distinct(3, 2) == pytest.approx(2 * (1 - 0.5**3))
+    assert expected_distinct(5, 1) == 1.0
