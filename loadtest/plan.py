@@ -358,11 +358,13 @@ def compute(inp: Inputs) -> Plan:
     # The deployment follows the routing (clients that ignore it cost the random layout).
     gateways = by_layout["room-affine"]
     step("gateways", "the room-affine layout's", gateways)
-    if by_layout["random"] > 2 * gateways:
+    spread = by_layout["random"]
+    if spread > 2 * gateways:
+        reads_each = frames * layout_g_room("random", per_room_viewers, spread, share) / spread
         warnings.append(
-            f"random: viewers spread at random need {by_layout['random']:,} gateways, not "
-            f"{gateways:,}: every gateway reads nearly every room's frames; route rooms "
-            "(GET /api/rooms/{room}/gateway)"
+            f"random: viewers spread at random need {spread:,} gateways, not {gateways:,}: "
+            f"each holds viewers of many rooms and reads their frames ({reads_each:,.0f}/s); "
+            "route rooms (GET /api/rooms/{room}/gateway)"
         )
     gbit = writes * c.bytes_per_frame_write * 8 / 1e9
     step("egress", f"{writes:g} x {c.bytes_per_frame_write:g} B x 8", gbit, "Gbit/s")

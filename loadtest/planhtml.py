@@ -106,8 +106,9 @@ utilisation {inp.utilisation:g}, {inp.cores_per_host} core(s) per host.</p>
 <table><tr><th>role</th><th>processes</th><th>hosts</th><th>per host</th>
 <th>egress per host</th></tr>{table}</table>{spread_text}
 <h2>Layouts: random vs room-affine</h2>
-<p>Redis for the same event with viewers placed at random (a load balancer, or clients that
-ignore the routing hint) and routed to their room's gateways (room share {inp.room_share:,}).
+<p>Gateways and Redis for the same event with viewers placed at random (a load balancer,
+or clients that ignore the routing hint) and routed to their room's gateways (room share
+{inp.room_share:,}).
 The deployment above uses the room-affine figure.</p>
 <table><tr><th></th>{layout_head}</tr>{layouts}</table>
 <h2>Warnings</h2>{warnings}
