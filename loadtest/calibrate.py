@@ -170,6 +170,8 @@ def calibrate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "measured": {
             "connections": [sizes[0], sizes[-1]],
             "frame_writes_per_s": [min(rates), max(rates)] if rates else None,
+            "comments_per_s": _range([w.comments / w.wall_s for w in busy]),
+            "frames_read_per_s": _range([w.frames_read / w.wall_s for w in busy]),
         },
         "runs": [
             {
@@ -183,6 +185,12 @@ def calibrate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "dof": result.dof,
         "warnings": warnings,
     }
+
+
+def _range(values: Sequence[float]) -> list[float] | None:
+    """``[min, max]`` of the positive ``values``, ``None`` without any."""
+    positive = [v for v in values if v > 0]
+    return [min(positive), max(positive)] if positive else None
 
 
 def _server_kind(reports: Sequence[dict[str, Any]]) -> str:
@@ -228,14 +236,21 @@ def source_from_calibration(doc: dict[str, Any]) -> Source:
         if isinstance(extra, int | float) and extra > 0:
             values[key] = float(extra)
             used.append(f"{key} = {extra:.4g} (calibrated)")
-    lo, hi = (float(v) for v in doc["measured"]["connections"])
+    measured = doc["measured"]
+    lo, hi = (float(v) for v in measured["connections"])
     warnings = [f"calibration: {w}" for w in doc.get("warnings", [])]
+    # Per-process rates the costs were measured at (the plan warns far outside them).
+    rates = {"comments": measured.get("comments_per_s")}
+    if doc["costs"].get("cpu_us_per_frame_read") is not None:
+        rates["frames read"] = measured.get("frames_read_per_s")
     if doc.get("server") == "local":
         warnings.append(
             "calibrated on `danmaku up` (web app and worker in the gateway's process): the "
             "gateway costs are upper bounds (`calibrate --split` measures a gateway alone)"
         )
-    return Source(Costs(**values), used, warnings, (lo, hi), uncertainty)
+    src = Source(Costs(**values), used, warnings, (lo, hi), uncertainty)
+    src.measured_rates = {k: (float(v[0]), float(v[1])) for k, v in rates.items() if v}
+    return src
 
 
 def predict(

@@ -504,6 +504,9 @@ class Source:
     uncertainty: dict[str, float] = field(default_factory=dict)
     #: comments per frame write of the one run measured (``None``: not a single run).
     comments_per_write: float | None = None
+    #: per-process rates the costs were measured at (``"comments"``, ``"frames read"``:
+    #: per second, lowest and highest), for the extrapolation warnings
+    measured_rates: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _positive(value: Any) -> TypeGuard[float]:
@@ -597,6 +600,21 @@ def extrapolation_warnings(plan: Plan, inp: Inputs, src: Source) -> list[str]:
             "merging) that does not grow with viewers, so the gateway count is an upper "
             "bound; `danmaku-loadtest calibrate` separates them"
         )
+    if plan.gateways > 0:
+        routed = plan.layout("room-affine")
+        per_gateway = {
+            "comments": inp.rate / plan.gateways,
+            "frames read": routed.frame_reads / max(1, routed.gateways),
+        }
+        for what, (lo, hi) in src.measured_rates.items():
+            rate = per_gateway[what]
+            if rate > hi * EXTRAPOLATION_WARN or rate * EXTRAPOLATION_WARN < lo:
+                out.append(
+                    f"extrapolating: a gateway of this plan takes {rate:,.0f} {what}/s, the "
+                    f"costs were measured at {lo:,.0f}-{hi:,.0f}/s; a cost per unit changes "
+                    "with the rate (Redis round trips and wake-ups are shared by more units): "
+                    "calibrate nearer the planned rate"
+                )
     if src.measured_conns is None or plan.gateways <= 0:
         return out
     lo, hi = src.measured_conns

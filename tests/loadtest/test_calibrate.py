@@ -6,6 +6,7 @@ import json
 import math
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from loadtest.calibrate import (
     source_from_calibration,
 )
 from loadtest.fit import FitError, fit
-from loadtest.plan import Costs
+from loadtest.plan import Costs, Inputs, compute, extrapolation_warnings
 from loadtest.validate import Figure, compare, cost_of_measured_work
 from loadtest.validate import predict as predict_run
 
@@ -297,3 +298,32 @@ def test_spread_rooms_runs_each_size_twice(capsys: pytest.CaptureFixture[str]) -
     calls.clear()
     run_reports([100, 200], True, run_local)
     assert calls == [(100, True, None), (200, True, None)]
+
+
+def test_a_plan_far_from_the_calibrated_comment_and_read_rates_says_so() -> None:
+    # Comments cost less each at higher rates (shared round trips and wake-ups): a plan
+    # whose gateways take 10x more (or fewer) than the calibration runs did is warned.
+    one_room = calibrate([_report(n, 0.05, 4.0, 12.0, 300.0) for n in (100, 300)])
+    assert one_room["measured"]["comments_per_s"] == pytest.approx([RATE, RATE])
+    src = source_from_calibration(one_room)
+    assert set(src.measured_rates) == {"comments"}  # reads were not fitted apart
+    spread = calibrate(
+        [
+            _report(n, 0.05, 4.0, 12.0, 300.0, per_read_us=40.0, rooms=rooms)
+            for n in (100, 300)
+            for rooms in (1, 50)
+        ]
+    )
+    assert spread["measured"]["frames_read_per_s"] == pytest.approx([TICKS, RATE])
+    assert set(source_from_calibration(spread).measured_rates) == {"comments", "frames read"}
+
+    def warned(viewers: int, rate: float, rooms: int) -> list[str]:
+        inp = Inputs(viewers=viewers, rate=rate, rooms=rooms, costs=src.costs)
+        return [w for w in extrapolation_warnings(compute(inp), inp, src) if "/s, the" in w]
+
+    near = Inputs(viewers=30_000, rate=1000, rooms=10)
+    per_gateway = near.rate / compute(replace(near, costs=src.costs)).gateways
+    assert 0.1 * RATE <= per_gateway <= 10 * RATE
+    assert warned(30_000, 1000, 10) == []
+    far = warned(30_000, 1_000_000, 10)  # thousands of comments/s per gateway
+    assert len(far) == 1 and "comments/s" in far[0] and "calibrate nearer" in far[0]
