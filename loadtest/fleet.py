@@ -228,7 +228,7 @@ def measure(
         "rooms_per_gateway": sum(held) / len(held),
         "rooms_by_gateway": held,
         "gateways_per_room": sum(per_room.values()) / len(order) if order else None,
-        "gateways_per_room_bins": sum(per_room.values()) / len(order) if order else None,
+        "gateways_per_room_bound": sum(per_room.values()) / len(order) if order else None,
         "celebrity_gateways": float(per_room[order[biggest]]) if order else None,
         "small_room_gateways": sum(small) / len(small) if small else None,
         "small_rooms_on_one_gateway": sum(1 for n in small if n == 1),

@@ -5,7 +5,8 @@ The fleet's rooms are not of one size (one celebrity room, a long tail), so the 
 per-room arithmetic (``plan.gateways_per_room``, ``plan.frames_per_s``) is applied to
 each room with its own connections and comment rate and summed, for both layouts:
 
-* ``G_room`` of a room of ``n`` connections: random ``min(G, n)``, room-affine
+* ``G_room`` of a room of ``n`` connections (``plan.layout_g_room``): random, the
+  expected distinct gateways ``G x (1 - (1 - 1/G)^n)``; room-affine
   ``min(G, ceil(n / share))`` (at least 1);
 * frames/s of a room at ``λ`` comments/s: ``ticks x (1 - e^(-λ x tick))``;
 * frame reads/s = Σ frames_r x G_room_r (each gateway holding the room reads each
@@ -15,10 +16,8 @@ each room with its own connections and comment rate and summed, for both layouts
   presence reports (one per room held, twice a second), which also grow with the rooms
   each gateway holds.
 
-For the random layout the table also gives the expected number of distinct gateways a
-room of ``n`` connections lands on, ``G x (1 - (1 - 1/G)^n)`` (``plan.expected_distinct``,
-what the plan itself uses for the random layout since issue 22); ``min(G, n)`` is its
-upper bound, reached only when ``n`` is well above ``G``.
+The table also gives the upper bound ``min(G, n)`` of the random layout (what the plan
+used until issue 22), reached only when ``n`` is well above ``G``.
 
 Pure: no I/O. ``predict`` gives the figures, ``compare`` pairs them with measured ones.
 """
@@ -28,7 +27,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from loadtest.plan import Costs, expected_distinct, frames_per_s, gateways_per_room
+from loadtest.plan import (
+    Costs,
+    frames_per_s,
+    gateways_per_room,
+    layout_g_room,
+)
 from loadtest.validate import relative_error
 
 LAYOUTS = ("random", "room-affine")
@@ -56,8 +60,8 @@ FIGURES: dict[str, tuple[str, str]] = {
     "frame_reads_per_gateway": ("frame reads/s per gateway", "/s"),
     "rooms_per_gateway": ("rooms read per gateway", "rooms"),
     "gateways_per_room": ("gateways per room (mean)", "gateways"),
-    "gateways_per_room_bins": (
-        "gateways per room (mean), random: expected distinct gateways G(1-(1-1/G)^n)",
+    "gateways_per_room_bound": (
+        "gateways per room (mean), upper bound: random min(G, n)",
         "gateways",
     ),
     "celebrity_gateways": ("gateways of the largest room", "gateways"),
@@ -72,6 +76,9 @@ def predict(fleet: Fleet, layout: str, costs: Costs | None = None) -> dict[str, 
     """The plan's figures (keys of ``FIGURES``) for ``fleet`` in ``layout``."""
     c = costs or Costs()
     g_rooms = [
+        layout_g_room(layout, r.connections, fleet.gateways, fleet.share) for r in fleet.rooms
+    ]
+    bound = [
         gateways_per_room(layout, r.connections, fleet.gateways, fleet.share) for r in fleet.rooms
     ]
     frames = [frames_per_s(r.rate, fleet.tick_ms) for r in fleet.rooms]
@@ -84,13 +91,9 @@ def predict(fleet: Fleet, layout: str, costs: Costs | None = None) -> dict[str, 
         + sum(frames) * c.redis_cpu_us_per_frame
         + reads * (c.redis_cpu_us_per_frame_read + c.redis_cpu_us_per_notice)
     )
-    if layout == "random":
-        bins = [expected_distinct(r.connections, fleet.gateways) for r in fleet.rooms]
-    else:
-        bins = [float(g) for g in g_rooms]
     return {
         "frame_reads_per_gateway": reads / fleet.gateways,
-        "gateways_per_room_bins": sum(bins) / len(bins),
+        "gateways_per_room_bound": sum(bound) / len(bound),
         "rooms_per_gateway": sum(g_rooms) / fleet.gateways,
         "gateways_per_room": sum(g_rooms) / len(g_rooms),
         "celebrity_gateways": float(g_rooms[biggest]),
