@@ -148,18 +148,13 @@ class Layout:
     gateway_read_cpu: float = 0.0  # cores all gateways spend reading frames
 
 
-def room_spread(layout: str, viewers: float, share: int) -> int:
-    """The most gateways a room of ``viewers`` can land on, however many there are:
-    ``random``, one per viewer (each may land anywhere); ``room-affine``,
-    ``ceil(viewers / share)``; at least 1."""
-    need = viewers if layout == "random" else viewers / max(1, share)
-    return max(1, math.ceil(need))
-
-
 def gateways_per_room(layout: str, viewers: float, gateways: int, share: int) -> int:
     """``G_room``: how many gateways hold viewers of a room of ``viewers``, so read its
-    frames: ``room_spread`` of the layout, at most ``gateways``."""
-    return min(gateways, room_spread(layout, viewers, share))
+    frames. ``random``: each viewer may land on any gateway, so up to one per viewer (the
+    upper bound; the plan uses ``layout_g_room``); ``room-affine``:
+    ``ceil(viewers / share)``; at least 1, at most ``gateways``."""
+    need = viewers if layout == "random" else viewers / max(1, share)
+    return min(gateways, max(1, math.ceil(need)))
 
 
 def expected_distinct(connections: float, gateways: int) -> float:
@@ -336,13 +331,14 @@ def compute(inp: Inputs) -> Plan:
     share = max(1, int(inp.room_share))
     read_cores = frames * c.gateway_cpu_us_per_frame_read / 1e6  # one gateway reading all
     by_layout: dict[str, int] = {}
+    g_rooms: dict[str, float] = {}  # G_room at each layout's own gateway count
     for name in LAYOUTS:
 
         def g_room_at(g: int, name: str = name) -> float:
             return layout_g_room(name, per_room_viewers, g, share)
 
         g = by_layout[name] = gateways_needed(gw_cpu, avail, floor, read_cores, g_room_at)
-        g_room = g_room_at(g)
+        g_room = g_rooms[name] = g_room_at(g)
         step(
             f"gateway CPU reading frames ({name})",
             f"{frames:g} frames x G_room {g_room:,.1f} x {c.gateway_cpu_us_per_frame_read:g} µs",
@@ -360,7 +356,7 @@ def compute(inp: Inputs) -> Plan:
     step("gateways", "the room-affine layout's", gateways)
     spread = by_layout["random"]
     if spread > 2 * gateways:
-        reads_each = frames * layout_g_room("random", per_room_viewers, spread, share) / spread
+        reads_each = frames * g_rooms["random"] / spread
         warnings.append(
             f"random: viewers spread at random need {spread:,} gateways, not {gateways:,}: "
             f"each holds viewers of many rooms and reads their frames ({reads_each:,.0f}/s); "
@@ -403,7 +399,7 @@ def compute(inp: Inputs) -> Plan:
     layouts = []
     for name in LAYOUTS:
         lay_gw = by_layout[name]
-        g_room = layout_g_room(name, per_room_viewers, lay_gw, share)
+        g_room = g_rooms[name]
         if name == "random":
             how = (
                 f"{lay_gw} x (1 - (1 - 1/{lay_gw})^{per_room_viewers:g} viewers per room): "

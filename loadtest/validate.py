@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from loadtest.calibrate import (
     writes_per_conn_s,
 )
 from loadtest.calibrate import predict as predict_cores
+from loadtest.plan import frames_per_s
 
 
 def relative_error(predicted: float, measured: float | None) -> float | None:
@@ -68,21 +68,17 @@ def predict(
     """The three figures the calibration ``doc`` predicts for a run with ``conns``
     connections spread over ``rooms`` rooms and ``rate`` comments/s in all (measured
     figures left ``None``)."""
+    # The plan's model (Poisson arrivals): a room's frames/s, one per tick with a comment.
+    room_frames = frames_per_s(rate / max(1, rooms), tick_ms)
     per_conn = writes_per_conn_s(doc, rooms) or doc.get("frame_writes_per_conn_s")
-    if per_conn:
-        # The calibration runs' own frames per connection-second: the same scenario's
-        # comment pattern at a smaller population.
-        writes = conns * float(per_conn)
-    else:
-        ticks = 1000.0 / tick_ms
-        per_room = rate / max(1, rooms)
-        writes = conns * ticks * (1.0 - math.exp(-per_room / ticks))  # Poisson arrivals
-    # Frames the gateway reads: the calibration runs' own at this many rooms, else one per
-    # room per tick that had a comment.
+    # The calibration runs' own frames per connection-second (the same scenario's comment
+    # pattern at a smaller population), else every connection gets its room's frames.
+    writes = conns * float(per_conn) if per_conn else conns * room_frames
+    # Frames the gateway reads: the calibration runs' own at this many rooms, else each
+    # room's frames once.
     reads = reads_per_s(doc, rooms)
     if reads is None:
-        ticks = 1000.0 / tick_ms
-        reads = rooms * ticks * (1.0 - math.exp(-rate / max(1, rooms) / ticks))
+        reads = max(1, rooms) * room_frames
     cores = predict_cores(doc, conns, writes, rate, reads)
     egress = writes * float(doc.get("bytes_per_frame_write") or 0.0)
     return [
